@@ -1,0 +1,84 @@
+// PacketBatch: n packets in one contiguous byte buffer, plus one column per per-packet attribute.
+//
+// Packet i occupies data[offsets[i], offsets[i+1]). Columns all have n entries and are what Python
+// sees as numpy views (vnfkit.PacketBatch). Elements rewrite headers in place and write `port`;
+// port 0 means "drop" and `drop` then says why (DropReason).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <stdexcept>
+#include <string_view>
+#include <vector>
+
+#include "vnfkit/flow/flow_key.hpp"
+
+namespace vnfkit::packet {
+
+// Why a packet was dropped. 0 = not dropped. Values are stable: they are stored in columns and CSVs.
+enum class DropReason : std::uint8_t {
+  kNone = 0,
+  kTruncated = 1,        // shorter than a header it claims to have
+  kBadEthertype = 2,     // not IPv4/IPv6 (after VLAN tags)
+  kBadIpVersion = 3,     // version nibble disagrees with the ethertype
+  kBadIhl = 4,           // IPv4 header length < 20 or beyond the packet
+  kBadIpLength = 5,      // IPv4 total length / IPv6 payload length inconsistent with the frame
+  kBadL4Header = 6,      // TCP data offset < 5, UDP length < 8, ...
+  kBadExtHeader = 7,     // IPv6 extension header chain malformed or too long
+  kPolicy = 8,           // dropped by a VNF's rule (firewall, rate limit, ...)
+  kNoMapping = 9,        // inbound packet with no NAT mapping / unsolicited
+  kPoolExhausted = 10,   // NAT port pool empty
+  kTableFull = 11,       // a bounded table could not take a new flow
+  kTtlExpired = 12,
+  kOther = 13,
+  kCount_ = 14,
+};
+
+std::string_view drop_reason_name(DropReason r) noexcept;
+
+// Bits of PacketBatch::flags.
+enum PacketFlag : std::uint8_t {
+  kFlagFragment = 1u << 0,       // part of a fragmented IP datagram
+  kFlagFirstFragment = 1u << 1,  // ... and it is the first fragment (carries the L4 header)
+  kFlagHasL4 = 1u << 2,          // l4_offset points at a parsed TCP/UDP/ICMP header
+  kFlagVlan = 1u << 3,           // at least one 802.1Q / QinQ tag
+  kFlagIpOptions = 1u << 4,      // IPv4 options or IPv6 extension headers present
+};
+
+struct PacketBatch {
+  std::vector<std::uint8_t> data;       // all packet bytes, back to back
+  std::vector<std::uint32_t> offsets;   // n + 1 entries; offsets[0] == 0
+
+  // Columns (n entries each).
+  std::vector<std::uint64_t> ts_ns;      // arrival time, ns (from the pcap or the generator)
+  std::vector<std::uint64_t> packet_id;  // unique, increasing id (determinants refer to it)
+  std::vector<flow::FlowKey> key;        // parsed 5-tuple
+  std::vector<std::uint32_t> hash;       // RSS (Toeplitz) hash of the key
+  std::vector<std::uint16_t> queue;      // receive queue chosen by the classifier
+  std::vector<std::uint16_t> port;       // output port; 0 = drop
+  std::vector<std::uint8_t> drop;        // DropReason
+  std::vector<std::uint8_t> flags;       // PacketFlag bits
+  std::vector<std::uint8_t> tcp_flags;   // TCP flags byte (FIN 0x01, SYN 0x02, RST 0x04, ACK 0x10)
+  std::vector<std::uint16_t> l3_offset;  // start of the IP header within the packet
+  std::vector<std::uint16_t> l4_offset;  // start of the L4 header (valid if kFlagHasL4)
+  std::vector<std::uint16_t> l4_len;     // bytes from l4_offset to the end of the IP payload
+
+  [[nodiscard]] std::size_t size() const noexcept { return offsets.empty() ? 0 : offsets.size() - 1; }
+  [[nodiscard]] std::span<std::uint8_t> packet(std::size_t i) noexcept {
+    return {data.data() + offsets[i], offsets[i + 1] - offsets[i]};
+  }
+  [[nodiscard]] std::span<const std::uint8_t> packet(std::size_t i) const noexcept {
+    return {data.data() + offsets[i], offsets[i + 1] - offsets[i]};
+  }
+
+  // Resize every column to n (new entries zeroed). offsets/data are left to the caller.
+  void resize_columns(std::size_t n);
+  void clear();
+  // Append one packet's bytes (columns grow with zeroed entries; the caller sets ts/ids).
+  void append(std::span<const std::uint8_t> bytes, std::uint64_t ts_ns_value);
+  // Throws std::invalid_argument if offsets/columns are inconsistent.
+  void validate() const;
+};
+
+}  // namespace vnfkit::packet

@@ -1,0 +1,86 @@
+#include "vnfkit/packet/batch.hpp"
+
+#include <string>
+
+namespace vnfkit::packet {
+
+std::string_view drop_reason_name(DropReason r) noexcept {
+  switch (r) {
+    case DropReason::kNone: return "";
+    case DropReason::kTruncated: return "truncated";
+    case DropReason::kBadEthertype: return "bad-ethertype";
+    case DropReason::kBadIpVersion: return "bad-ip-version";
+    case DropReason::kBadIhl: return "bad-ihl";
+    case DropReason::kBadIpLength: return "bad-ip-length";
+    case DropReason::kBadL4Header: return "bad-l4-header";
+    case DropReason::kBadExtHeader: return "bad-ext-header";
+    case DropReason::kPolicy: return "policy";
+    case DropReason::kNoMapping: return "no-mapping";
+    case DropReason::kPoolExhausted: return "pool-exhausted";
+    case DropReason::kTableFull: return "table-full";
+    case DropReason::kTtlExpired: return "ttl-expired";
+    case DropReason::kOther: return "other";
+    case DropReason::kCount_: break;
+  }
+  return "unknown";
+}
+
+void PacketBatch::resize_columns(std::size_t n) {
+  ts_ns.resize(n);
+  packet_id.resize(n);
+  key.resize(n);
+  hash.resize(n);
+  queue.resize(n);
+  port.resize(n);
+  drop.resize(n);
+  flags.resize(n);
+  tcp_flags.resize(n);
+  l3_offset.resize(n);
+  l4_offset.resize(n);
+  l4_len.resize(n);
+}
+
+void PacketBatch::clear() {
+  data.clear();
+  offsets.assign(1, 0);
+  resize_columns(0);
+}
+
+void PacketBatch::append(std::span<const std::uint8_t> bytes, std::uint64_t ts_ns_value) {
+  if (offsets.empty()) offsets.push_back(0);
+  data.insert(data.end(), bytes.begin(), bytes.end());
+  offsets.push_back(static_cast<std::uint32_t>(data.size()));
+  const std::size_t n = size();
+  resize_columns(n);
+  ts_ns[n - 1] = ts_ns_value;
+}
+
+void PacketBatch::validate() const {
+  const std::size_t n = size();
+  if (!offsets.empty() && offsets[0] != 0) throw std::invalid_argument("offsets[0] must be 0");
+  for (std::size_t i = 0; i < n; ++i) {
+    if (offsets[i + 1] < offsets[i]) {
+      throw std::invalid_argument("offsets must be non-decreasing (at index " + std::to_string(i) + ")");
+    }
+  }
+  if (!offsets.empty() && offsets[n] != data.size()) {
+    throw std::invalid_argument("offsets[n] must equal the data length");
+  }
+  const auto check = [n](std::size_t m, const char* name) {
+    if (m != n) throw std::invalid_argument(std::string("column '") + name + "' has the wrong length");
+  };
+  check(ts_ns.size(), "ts_ns");
+  check(packet_id.size(), "packet_id");
+  check(key.size(), "key");
+  check(hash.size(), "hash");
+  check(queue.size(), "queue");
+  check(port.size(), "port");
+  check(drop.size(), "drop");
+  check(flags.size(), "flags");
+  check(tcp_flags.size(), "tcp_flags");
+  check(l3_offset.size(), "l3_offset");
+  check(l4_offset.size(), "l4_offset");
+  check(l4_len.size(), "l4_len");
+}
+
+}  // namespace vnfkit::packet

@@ -1,0 +1,19 @@
+"""vnfkit: stateful, elastic, fault-tolerant virtual network functions in Python over native C++ tables."""
+
+from __future__ import annotations
+
+try:
+    from . import _core
+except ImportError as exc:  # pragma: no cover - only on a broken install
+    raise ImportError(
+        "vnfkit's native extension (vnfkit._core) is missing or failed to load: "
+        f"{exc}. Install vnfkit with `pip install .` from a checkout (it compiles the C++ engine), "
+        "or in a developer tree build it with `cmake --preset dev && cmake --build --preset dev`."
+    ) from exc
+
+__version__ = "0.1.0"
+
+DropReason = _core.DropReason
+FLOW_KEY_DTYPE = _core.flow_key_dtype()
+
+__all__ = ["DropReason", "FLOW_KEY_DTYPE", "__version__"]

@@ -1,0 +1,3 @@
+from vnfkit.cli import main
+
+raise SystemExit(main())
