@@ -37,8 +37,7 @@ class Writer {
   template <typename T>
   void put(const T& v) {
     static_assert(std::is_trivially_copyable_v<T>);
-    const auto* p = reinterpret_cast<const std::uint8_t*>(&v);
-    payload_.insert(payload_.end(), p, p + sizeof(T));
+    put_bytes({reinterpret_cast<const std::uint8_t*>(&v), sizeof(T)});
   }
   void put_bytes(std::span<const std::uint8_t> bytes);
   template <typename T>
