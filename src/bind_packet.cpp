@@ -131,6 +131,7 @@ void bind_packet(py::module_& m) {
       VNFKIT_COLUMN(ts_ns)
       VNFKIT_COLUMN(packet_id)
       VNFKIT_COLUMN(hash)
+      VNFKIT_COLUMN(flow_id)
       VNFKIT_COLUMN(queue)
       VNFKIT_COLUMN(port)
       VNFKIT_COLUMN(drop)

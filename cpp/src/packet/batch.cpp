@@ -30,6 +30,7 @@ void PacketBatch::resize_columns(std::size_t n) {
   packet_id.resize(n);
   key.resize(n);
   hash.resize(n);
+  flow_id.resize(n);
   queue.resize(n);
   port.resize(n);
   drop.resize(n);
@@ -73,6 +74,7 @@ void PacketBatch::validate() const {
   check(packet_id.size(), "packet_id");
   check(key.size(), "key");
   check(hash.size(), "hash");
+  check(flow_id.size(), "flow_id");
   check(queue.size(), "queue");
   check(port.size(), "port");
   check(drop.size(), "drop");

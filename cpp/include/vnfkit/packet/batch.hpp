@@ -55,6 +55,7 @@ struct PacketBatch {
   std::vector<std::uint64_t> packet_id;  // unique, increasing id (determinants refer to it)
   std::vector<flow::FlowKey> key;        // parsed 5-tuple
   std::vector<std::uint32_t> hash;       // RSS (Toeplitz) hash of the key
+  std::vector<std::uint32_t> flow_id;    // 32-bit flow ID (direction-independent) for range tables
   std::vector<std::uint16_t> queue;      // receive queue chosen by the classifier
   std::vector<std::uint16_t> port;       // output port; 0 = drop
   std::vector<std::uint8_t> drop;        // DropReason
