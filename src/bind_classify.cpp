@@ -136,8 +136,17 @@ void bind_classify(py::module_& m) {
       "symmetric=True orders the two endpoints canonically (smaller address first, ties by port)\n"
       "before hashing, so a->b and b->a hash equally under ANY key (unlike the NIC trick of a\n"
       "repeating 16-bit key); its values therefore differ from a NIC's symmetric mode.")
-      .def(py::init([](const py::object& key) { return std::make_unique<cl::Toeplitz>(key_bytes(key)); }),
-           py::arg("key") = py::none())
+      .def(py::init([](const py::object& key, bool simd) {
+        auto t = std::make_unique<cl::Toeplitz>(key_bytes(key));
+        t->set_simd_enabled(simd);
+        return t;
+      }), py::arg("key") = py::none(), py::kw_only(), py::arg("simd") = true,
+      "simd=False forces the portable table path for hash_v4 (for comparisons); with simd=True the\n"
+      "AVX-512 + GFNI kernel is used when the CPU has it (same results).")
+      .def_property_readonly("simd", &cl::Toeplitz::simd_enabled,
+                             "Whether hash_v4 runs the AVX-512 + GFNI kernel.")
+      .def_property_readonly_static("simd_supported", [](const py::object&) { return cl::Toeplitz::simd_supported(); },
+                                    "Whether this CPU has avx512f/bw/vbmi + gfni.")
       .def_property_readonly("key", [](const cl::Toeplitz& t) { return to_pybytes(t.key()); })
       .def("hash", [](const cl::Toeplitz& t, const py::object& data) {
         return t.hash(data_bytes(data, "data"));

@@ -175,6 +175,30 @@ def test_symmetric_mode_is_symmetric(key, v6, ports, same_addr, data):
         assert fwd[0] == rev[0] == h[0]
 
 
+@settings(max_examples=40, deadline=None)
+@given(key=keys_st, n=st.integers(0, 70), ports=st.booleans(), symmetric=st.booleans(), seed=st.integers(0, 2**32))
+def test_simd_and_table_paths_agree_with_reference(key, n, ports, symmetric, seed):
+    rng = np.random.default_rng(seed)
+    src = rng.integers(0, 1 << 32, n, dtype=np.uint32)
+    dst = np.where(rng.random(n) < 0.2, src, rng.integers(0, 1 << 32, n, dtype=np.uint32)).astype(np.uint32)
+    sp = rng.integers(0, 1 << 16, n, dtype=np.uint16)
+    dp = rng.integers(0, 1 << 16, n, dtype=np.uint16)
+    fast = Toeplitz(key).hash_v4(src, dst, sp, dp, ports=ports, symmetric=symmetric)
+    table = Toeplitz(key, simd=False).hash_v4(src, dst, sp, dp, ports=ports, symmetric=symmetric)
+    assert np.array_equal(fast, table)
+    for i in range(min(n, 20)):
+        s, d = int(src[i]).to_bytes(4, "big"), int(dst[i]).to_bytes(4, "big")
+        tup = (s, d, int(sp[i]), int(dp[i]))
+        if symmetric:
+            tup = canonical(*tup, ports)
+        assert fast[i] == ref_toeplitz(tuple_bytes(*tup, ports), key)
+
+
+def test_simd_flag():
+    assert Toeplitz(simd=False).simd is False
+    assert Toeplitz().simd is Toeplitz.simd_supported
+
+
 # ---------------------------------------------------------------- RETA
 
 def test_reta_round_robin_and_updates():

@@ -4,6 +4,8 @@
 #include <stdexcept>
 #include <string>
 
+#include "toeplitz_gfni.hpp"
+
 namespace vnfkit::classify {
 
 namespace {
@@ -89,7 +91,34 @@ Toeplitz::Toeplitz(std::span<const std::uint8_t> key) {
       table_[pos][v] = h;
     }
   }
+  // GF(2) matrices for the GFNI kernel: row i (byte 7 - i of the qword) of M(p, o) has bit k set
+  // iff input bit k of byte p flips output bit i of hash byte o.
+  for (std::size_t r = 0; r < 3; ++r) {
+    for (std::size_t o = 0; o < 4; ++o) {
+      for (std::size_t g = 0; g < 4; ++g) {
+        const std::size_t p = 4 * r + g;
+        std::uint64_t mat = 0;
+        for (unsigned i = 0; i < 8; ++i) {
+          std::uint64_t row = 0;
+          for (unsigned k = 0; k < 8; ++k) {
+            row |= std::uint64_t{(table_[p][1u << k] >> (24 - 8 * o + i)) & 1u} << k;
+          }
+          mat |= row << (8 * (7 - i));
+        }
+        gfni_mat_[(r * 4 + o) * 8 + 2 * g] = mat;
+        gfni_mat_[(r * 4 + o) * 8 + 2 * g + 1] = mat;
+      }
+    }
+  }
+  simd_ = simd_supported();
 }
+
+bool Toeplitz::simd_supported() noexcept {
+  static const bool supported = detail::gfni_supported();
+  return supported;
+}
+
+void Toeplitz::set_simd_enabled(bool on) noexcept { simd_ = on && simd_supported(); }
 
 std::uint32_t Toeplitz::hash(std::span<const std::uint8_t> input) const {
   if (input.size() > kMaxHashInput) {
@@ -130,6 +159,16 @@ std::uint32_t Toeplitz::hash_key_symmetric(const flow::FlowKey& k, bool ports) c
 void Toeplitz::hash_v4_batch(const std::uint32_t* src, const std::uint32_t* dst,
                              const std::uint16_t* sport, const std::uint16_t* dport, std::size_t n,
                              bool ports, bool symmetric, std::uint32_t* out) const noexcept {
+  if (simd_) {
+    const std::size_t done = detail::hash_v4_gfni(gfni_mat_.data(), src, dst, sport, dport, n, ports,
+                                                  symmetric, out);
+    src += done;
+    dst += done;
+    sport += done;
+    dport += done;
+    out += done;
+    n -= done;
+  }
   if (symmetric) {
     for (std::size_t i = 0; i < n; ++i) out[i] = hash_v4_symmetric(src[i], dst[i], sport[i], dport[i], ports);
   } else if (ports) {

@@ -94,6 +94,13 @@ class Toeplitz {
   [[nodiscard]] std::uint32_t hash_key(const flow::FlowKey& k, bool ports) const noexcept;
   [[nodiscard]] std::uint32_t hash_key_symmetric(const flow::FlowKey& k, bool ports) const noexcept;
 
+  // Whether hash_v4_batch uses the AVX-512 + GFNI kernel (chosen at run time when the CPU has
+  // avx512f/bw/vbmi and gfni; results are identical to the table path). Disabling is for tests and
+  // benchmarks; enabling has no effect on a CPU without the features.
+  [[nodiscard]] bool simd_enabled() const noexcept { return simd_; }
+  void set_simd_enabled(bool on) noexcept;
+  [[nodiscard]] static bool simd_supported() noexcept;
+
   // Batches. Arrays must not overlap `out`. Host-order IPv4 inputs.
   void hash_v4_batch(const std::uint32_t* src, const std::uint32_t* dst, const std::uint16_t* sport,
                      const std::uint16_t* dport, std::size_t n, bool ports, bool symmetric,
@@ -113,6 +120,8 @@ class Toeplitz {
   std::array<std::uint8_t, kMaxKeyLen> key_{};
   std::size_t key_len_ = 0;
   alignas(64) std::array<std::array<std::uint32_t, 256>, kMaxHashInput> table_{};
+  alignas(64) std::array<std::uint64_t, 96> gfni_mat_{};  // see toeplitz_gfni.hpp
+  bool simd_ = false;
 };
 
 }  // namespace vnfkit::classify
