@@ -178,8 +178,11 @@ void bind_classify(py::module_& m) {
       "Intel NICs and in DPDK). size: power of two 1..65536; num_queues: 1..1024; filled round\n"
       "robin (entry i -> i % num_queues). Entries can be changed at run time (set, update,\n"
       "item assignment); values must be < num_queues.")
-      .def(py::init<std::size_t, std::size_t>(), py::arg("size") = 128, py::kw_only(),
-           py::arg("num_queues") = 1)
+      .def(py::init([](py::ssize_t size, py::ssize_t num_queues) {
+        if (size < 0) throw py::value_error("reta_size: must be a power of two in 1..65536, got " + std::to_string(size));
+        if (num_queues < 0) throw py::value_error("num_queues: must be in 1..1024, got " + std::to_string(num_queues));
+        return std::make_unique<cl::Reta>(static_cast<std::size_t>(size), static_cast<std::size_t>(num_queues));
+      }), py::arg("size") = 128, py::kw_only(), py::arg("num_queues") = 1)
       .def_property_readonly("size", &cl::Reta::size)
       .def_property_readonly("num_queues", &cl::Reta::num_queues)
       .def("__len__", &cl::Reta::size)
@@ -236,16 +239,20 @@ void bind_classify(py::module_& m) {
       "Packets with drop != 0 or family == 0 get hash 0, flow_id 0, queue 0 (and are listed in queue\n"
       "0). flow_id is the symmetric Toeplitz hash (same key), so both directions share it; with\n"
       "symmetric=True, hash == flow_id.")
-      .def(py::init([](std::size_t num_queues, const py::object& key, bool symmetric, std::size_t reta_size,
+      .def(py::init([](py::ssize_t num_queues, const py::object& key, bool symmetric, py::ssize_t reta_size,
                        bool use_ports) {
+        if (num_queues < 0) throw py::value_error("num_queues: must be in 1..1024, got " + std::to_string(num_queues));
+        if (reta_size < 0) {
+          throw py::value_error("reta_size: must be a power of two in 1..65536, got " + std::to_string(reta_size));
+        }
         cl::ClassifierConfig cfg;
-        cfg.num_queues = num_queues;
+        cfg.num_queues = static_cast<std::size_t>(num_queues);
         if (!key.is_none()) {
           cfg.key = key_bytes(key);
           if (cfg.key.empty()) throw py::value_error("key: an RSS key must be 40..64 bytes, got 0");
         }
         cfg.symmetric = symmetric;
-        cfg.reta_size = reta_size;
+        cfg.reta_size = static_cast<std::size_t>(reta_size);
         cfg.use_ports = use_ports;
         return std::make_unique<cl::MultiQueueClassifier>(cfg);
       }), py::arg("num_queues"), py::kw_only(), py::arg("key") = py::none(), py::arg("symmetric") = false,

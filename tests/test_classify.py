@@ -219,7 +219,7 @@ def test_reta_round_robin_and_updates():
     assert Reta().size == 128 and Reta().num_queues == 1
 
 
-@pytest.mark.parametrize("size", [0, 3, 100, 131072])
+@pytest.mark.parametrize("size", [0, 3, 100, 131072, -128])
 def test_reta_bad_sizes(size):
     with pytest.raises(ValueError, match="reta_size"):
         Reta(size, num_queues=2)
@@ -398,13 +398,12 @@ def test_bad_keys():
 
 @pytest.mark.parametrize("n", [0, 1025, -1])
 def test_bad_queue_counts(n):
-    with pytest.raises((ValueError, TypeError), match="num_queues|incompatible"):
+    with pytest.raises(ValueError, match="num_queues: must be in 1..1024"):
         MultiQueueClassifier(n)
-    if n >= 0:
-        with pytest.raises(ValueError, match="num_queues: must be in 1..1024"):
-            MultiQueueClassifier(n)
-        with pytest.raises(ValueError, match="num_queues"):
-            Reta(128, num_queues=n)
+    with pytest.raises(ValueError, match="num_queues: must be in 1..1024"):
+        Reta(128, num_queues=n)
+    with pytest.raises(TypeError):
+        MultiQueueClassifier("4")  # type: ignore[arg-type]
 
 
 def test_wrong_dtypes_and_strided_arrays():
