@@ -17,3 +17,15 @@ DropReason = _core.DropReason
 FLOW_KEY_DTYPE = _core.flow_key_dtype()
 
 __all__ = ["DropReason", "FLOW_KEY_DTYPE", "__version__"]
+
+# classify: software RSS (Toeplitz hash, indirection table, multi-queue classifier)
+from .classify import (  # noqa: E402
+    MICROSOFT_RSS_KEY,
+    MultiQueueClassifier,
+    Reta,
+    Toeplitz,
+    toeplitz_hash,
+    toeplitz_hash_v4,
+)
+
+__all__ += ["MICROSOFT_RSS_KEY", "MultiQueueClassifier", "Reta", "Toeplitz", "toeplitz_hash", "toeplitz_hash_v4"]

@@ -69,6 +69,89 @@ class PacketBatch(metaclass=type):  # pybind11 classes: see the note at the top
 #
 # ---------------------------------------------------------------- classify (src/bind_classify.cpp)
 
+MICROSOFT_RSS_KEY: bytes
+
+def toeplitz_hash(data: bytes | bytearray, key: bytes | bytearray | None = None) -> int: ...
+def _toeplitz_hash_v4_bitserial(
+    src: npt.NDArray[np.uint32],
+    dst: npt.NDArray[np.uint32],
+    sport: npt.NDArray[np.uint16],
+    dport: npt.NDArray[np.uint16],
+    key: bytes | bytearray | None = None,
+    ports: bool = True,
+) -> npt.NDArray[np.uint32]: ...
+
+class Toeplitz(metaclass=type):
+    simd_supported: ClassVar[bool]
+    def __init__(self, key: bytes | bytearray | None = None, *, simd: bool = True) -> None: ...
+    @property
+    def simd(self) -> bool: ...
+    @property
+    def key(self) -> bytes: ...
+    def hash(self, data: bytes | bytearray) -> int: ...
+    def hash_v4(
+        self,
+        src: npt.NDArray[np.uint32],
+        dst: npt.NDArray[np.uint32],
+        sport: npt.NDArray[np.uint16],
+        dport: npt.NDArray[np.uint16],
+        *,
+        ports: bool = True,
+        symmetric: bool = False,
+    ) -> npt.NDArray[np.uint32]: ...
+    def hash_keys(
+        self, keys: npt.NDArray[np.void], *, ports: bool = True, symmetric: bool = False
+    ) -> npt.NDArray[np.uint32]: ...
+
+class Reta(metaclass=type):
+    def __init__(self, size: int = 128, *, num_queues: int = 1) -> None: ...
+    @property
+    def size(self) -> int: ...
+    @property
+    def num_queues(self) -> int: ...
+    def __len__(self) -> int: ...
+    def __getitem__(self, index: int) -> int: ...
+    def __setitem__(self, index: int, queue: int) -> None: ...
+    def set(self, index: int, queue: int) -> None: ...
+    def update(self, table: npt.NDArray[np.uint16] | list[int] | tuple[int, ...]) -> None: ...
+    def fill_round_robin(self) -> None: ...
+    @property
+    def table(self) -> npt.NDArray[np.uint16]: ...
+    def lookup(self, hash: int) -> int: ...
+
+class MultiQueueClassifier(metaclass=type):
+    def __init__(
+        self,
+        num_queues: int,
+        *,
+        key: bytes | bytearray | None = None,
+        symmetric: bool = False,
+        reta_size: int = 128,
+        use_ports: bool = True,
+    ) -> None: ...
+    @property
+    def num_queues(self) -> int: ...
+    @property
+    def symmetric(self) -> bool: ...
+    @property
+    def use_ports(self) -> bool: ...
+    @property
+    def key(self) -> bytes: ...
+    @property
+    def reta(self) -> Reta: ...
+    def classify(self, batch: PacketBatch) -> list[npt.NDArray[np.uint32]]: ...
+    def ports_for_queue(
+        self,
+        remote_addr: object,
+        public_addr: object,
+        remote_port: int,
+        queue: int,
+        *,
+        port_lo: int = 50000,
+        port_hi: int = 65535,
+        proto: int = 6,
+    ) -> npt.NDArray[np.uint16]: ...
+
 # (end of classify section)
 #
 #
