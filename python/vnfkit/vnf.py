@@ -1,0 +1,304 @@
+"""The VNF base class and the multi-queue runner.
+
+A VNF is a Python class whose ``process(batch, ctx)`` decides, for a whole batch at once, each
+packet's output port (``batch.port``; 0 = drop, with ``batch.drop`` saying why) and rewrites headers
+in place, by calling native batch operations. The :class:`Runner` plays a multi-queue NIC: the
+:class:`~vnfkit.classify.MultiQueueClassifier` spreads every incoming batch over the receive queues by
+RSS, one worker thread per queue runs its own instance of the VNF on its share (native calls release
+the GIL, so workers run in parallel), and each queue's outputs are released in arrival order.
+
+Per-flow state lives in each worker's own tables (RSS keeps a flow on one queue); state shared by
+all workers goes through ``ctx.shared`` so that it is lock-free and can be logged for replay.
+"""
+
+from __future__ import annotations
+
+import queue as _queue
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from . import _core
+from .hdr import HdrHistogram
+
+__all__ = ["VNF", "Context", "QueueStats", "RunResult", "Runner"]
+
+
+class Context:
+    """What a VNF instance sees of its worker: its queue, the shared state, and helpers.
+
+    ``ctx.shared`` is the same object for every worker of a runner; everything else is per queue.
+    """
+
+    def __init__(self, queue: int, num_queues: int, shared: Any = None, classifier: Any = None) -> None:
+        self.queue = queue
+        self.num_queues = num_queues
+        self.shared = shared
+        self.classifier = classifier
+        self.tables: dict[str, Any] = {}
+
+    def flow_table(self, name: str, **kwargs: Any) -> Any:
+        """This worker's FlowTable called `name` (created on first use with `kwargs`)."""
+        from .tables import FlowTable  # imported late: tables are optional for simple VNFs
+
+        if name not in self.tables:
+            self.tables[name] = FlowTable(**kwargs)
+        return self.tables[name]
+
+
+class VNF:
+    """Base class of every vnfkit VNF. Subclasses override :meth:`setup` and :meth:`process`."""
+
+    #: short name used by the CLI and in stats
+    name = "vnf"
+
+    def setup(self, ctx: Context, **config: Any) -> None:
+        """Create tables and shared state; `config` comes from the user (CLI --config or kwargs)."""
+        if config:
+            raise TypeError(f"{type(self).__name__} takes no configuration, got {sorted(config)}")
+
+    def process(self, batch: _core.PacketBatch, ctx: Context) -> None:
+        """Decide every packet of `batch` (write batch.port, batch.drop; rewrite headers)."""
+        raise NotImplementedError
+
+    def stats(self) -> dict[str, int]:
+        """VNF-specific counters (e.g. translations made); merged across queues by the runner."""
+        return {}
+
+
+@dataclass
+class QueueStats:
+    """Per-queue counters kept by the runner."""
+
+    queue: int
+    packets: int = 0
+    forwarded: int = 0
+    dropped: int = 0
+    batches: int = 0
+    busy_ns: int = 0
+    drops: dict[str, int] = field(default_factory=dict)
+    latency: HdrHistogram = field(default_factory=HdrHistogram)
+
+    def add_drops(self, batch: _core.PacketBatch) -> None:
+        codes = np.bincount(batch.drop, minlength=1)
+        for code in np.nonzero(codes)[0]:
+            if code == 0:
+                continue
+            name = _core.drop_reason_name(int(code))
+            self.drops[name] = self.drops.get(name, 0) + int(codes[code])
+
+
+@dataclass
+class RunResult:
+    """Everything a run produced: per-queue stats, merged latency, VNF counters, wall time."""
+
+    queues: list[QueueStats]
+    vnf_stats: dict[str, int]
+    wall_s: float
+    latency: HdrHistogram
+
+    @property
+    def packets(self) -> int:
+        return sum(q.packets for q in self.queues)
+
+    @property
+    def forwarded(self) -> int:
+        return sum(q.forwarded for q in self.queues)
+
+    @property
+    def dropped(self) -> int:
+        return sum(q.dropped for q in self.queues)
+
+    @property
+    def drops(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for q in self.queues:
+            for k, v in q.drops.items():
+                out[k] = out.get(k, 0) + v
+        return dict(sorted(out.items()))
+
+    @property
+    def mpps(self) -> float:
+        return self.packets / self.wall_s / 1e6 if self.wall_s > 0 else 0.0
+
+
+_STOP = object()
+
+
+class _Worker(threading.Thread):
+    def __init__(self, vnf: VNF, ctx: Context, depth: int) -> None:
+        super().__init__(name=f"vnfkit-worker-{ctx.queue}", daemon=True)
+        self.vnf = vnf
+        self.ctx = ctx
+        self.inbox: _queue.Queue[Any] = _queue.Queue(maxsize=depth)
+        self.outbox: _queue.Queue[Any] = _queue.Queue()
+        self.stats = QueueStats(ctx.queue)
+
+    def run(self) -> None:
+        while True:
+            item = self.inbox.get()
+            if item is _STOP:
+                return
+            seq, batch, t_in = item
+            t0 = time.perf_counter_ns()
+            try:
+                self.vnf.process(batch, self.ctx)
+            except BaseException as exc:  # handed to the caller, never swallowed
+                self.outbox.put((seq, exc, t_in))
+                return
+            self.stats.busy_ns += time.perf_counter_ns() - t0
+            self.outbox.put((seq, batch, t_in))
+
+
+class Runner:
+    """Runs one VNF over a multi-queue classifier with one worker thread per queue.
+
+    Args:
+        vnf: the VNF class (or a zero-argument factory); one instance is made per queue.
+        queues: number of receive queues / worker threads.
+        config: keyword arguments passed to every instance's ``setup``.
+        classifier: a MultiQueueClassifier with ``queues`` queues (default: RSS with the Microsoft key).
+        shared: the shared-state registry handed to every worker as ``ctx.shared``.
+        depth: batches that may wait per queue (bounded, so a slow worker applies back-pressure).
+    """
+
+    def __init__(
+        self,
+        vnf: type[VNF] | Callable[[], VNF],
+        *,
+        queues: int = 1,
+        config: dict[str, Any] | None = None,
+        classifier: Any = None,
+        shared: Any = None,
+        depth: int = 4,
+    ) -> None:
+        if not isinstance(queues, int) or isinstance(queues, bool) or queues < 1:
+            raise ValueError(f"queues must be a positive int, got {queues!r}")
+        if not isinstance(depth, int) or depth < 1:
+            raise ValueError(f"depth must be a positive int, got {depth!r}")
+        from .classify import MultiQueueClassifier
+
+        self.classifier = classifier if classifier is not None else MultiQueueClassifier(queues)
+        if self.classifier.num_queues != queues:
+            raise ValueError(f"classifier has {self.classifier.num_queues} queues, runner has {queues}")
+        if shared is None:
+            from .state import SharedState
+
+            shared = SharedState()
+        self.shared = shared
+        self.num_queues = queues
+        self._workers: list[_Worker] = []
+        for q in range(queues):
+            ctx = Context(q, queues, shared=shared, classifier=self.classifier)
+            inst = vnf()
+            inst.setup(ctx, **(config or {}))
+            self._workers.append(_Worker(inst, ctx, depth))
+
+    @property
+    def vnfs(self) -> list[VNF]:
+        return [w.vnf for w in self._workers]
+
+    @property
+    def contexts(self) -> list[Context]:
+        return [w.ctx for w in self._workers]
+
+    def run(
+        self,
+        batches: Iterable[_core.PacketBatch],
+        *,
+        on_output: Callable[[int, _core.PacketBatch], None] | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> RunResult:
+        """Classify every batch, process each queue's share on its worker, release outputs in order.
+
+        `on_output(queue, batch)` receives each processed sub-batch (all its packets, with their
+        decisions in ``port``/``drop``) in arrival order per queue. `progress(packets)` is called
+        after each input batch with the number of packets it held.
+        """
+        for w in self._workers:
+            if not w.is_alive():
+                w.start()
+        expected = [0] * self.num_queues
+        released = [0] * self.num_queues
+        t_start = time.perf_counter()
+
+        def drain(q: int, block: bool) -> None:
+            w = self._workers[q]
+            while released[q] < expected[q]:
+                try:
+                    seq, out, t_in = w.outbox.get(block=block)
+                except _queue.Empty:
+                    return
+                if isinstance(out, BaseException):
+                    self.close()
+                    raise out
+                assert seq == released[q], "worker outputs must come back in order"
+                released[q] += 1
+                t_out = time.perf_counter_ns()
+                st = w.stats
+                n = len(out)
+                st.packets += n
+                st.batches += 1
+                fwd = int(np.count_nonzero(out.port))
+                st.forwarded += fwd
+                st.dropped += n - fwd
+                st.add_drops(out)
+                if n:
+                    st.latency.record(t_out - t_in, count=n)
+                if on_output is not None:
+                    on_output(q, out)
+
+        try:
+            for batch in batches:
+                t_in = time.perf_counter_ns()
+                parts = self.classifier.classify(batch)
+                for q, idx in enumerate(parts):
+                    if len(idx) == 0:
+                        continue
+                    sub = batch if len(idx) == len(batch) else batch.select(idx)
+                    self._workers[q].inbox.put((expected[q], sub, t_in))
+                    expected[q] += 1
+                for q in range(self.num_queues):
+                    drain(q, block=False)
+                if progress is not None:
+                    progress(len(batch))
+            for q in range(self.num_queues):
+                drain(q, block=True)
+        except BaseException:
+            self.close()
+            raise
+        wall = time.perf_counter() - t_start
+        merged = HdrHistogram()
+        for w in self._workers:
+            merged.merge(w.stats.latency)
+        vnf_stats: dict[str, int] = {}
+        for w in self._workers:
+            for k, v in w.vnf.stats().items():
+                vnf_stats[k] = vnf_stats.get(k, 0) + int(v)
+        return RunResult([w.stats for w in self._workers], vnf_stats, wall, merged)
+
+    def close(self) -> None:
+        """Stop the worker threads (idempotent)."""
+        for w in self._workers:
+            if w.is_alive():
+                w.inbox.put(_STOP)
+        for w in self._workers:
+            if w.is_alive():
+                w.join(timeout=5)
+
+    def __enter__(self) -> Runner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def iter_batches(batch: _core.PacketBatch, size: int) -> Iterator[_core.PacketBatch]:
+    """Slices of `size` packets of one big batch (each a copy made by ``select``)."""
+    n = len(batch)
+    for start in range(0, n, size):
+        yield batch.select(np.arange(start, min(start + size, n), dtype=np.uint32))
