@@ -17,3 +17,13 @@ DropReason = _core.DropReason
 FLOW_KEY_DTYPE = _core.flow_key_dtype()
 
 __all__ = ["DropReason", "FLOW_KEY_DTYPE", "__version__"]
+
+# ---- shared aggregate state, determinant logging, output commit, replay (vnfkit.state)
+from .state import (  # noqa: E402
+    DivergenceError,
+    OutputCommit,
+    Replayer,
+    SharedState,
+)
+
+__all__ += ["DivergenceError", "OutputCommit", "Replayer", "SharedState"]
