@@ -206,3 +206,15 @@ def test_clock_and_random_are_forced():
         vs.Replayer(s2, blob).context(0).random_u64(pids)
     with pytest.raises(ValueError, match="replay"):
         rc.drain_chunk()
+
+
+def test_start_positions_detect_a_missing_first_chunk():
+    snap, inputs, _, chunks, final = workload()
+    first1 = vs.parse_log_chunks(chunks[1][0])[0][1]
+    s = vs.SharedState()
+    declare(s)
+    s.restore(snap)
+    with pytest.raises(vs.DivergenceError, match="thread 0: records \\[0, "):
+        vs.Replayer(s, chunks[0][1:] + chunks[1], start_positions={0: 0, 1: first1})
+    rp = vs.Replayer(s, chunks[0] + chunks[1], start_positions={0: 0, 1: first1})
+    assert rp.threads == [0, 1] and not rp.finished

@@ -40,8 +40,11 @@ Determinant* DeterminantLog::reserve(std::size_t n) {
     data_ = std::move(bigger);
     capacity_ = cap;
   }
-  // seq_cst: the promise is visible before any shared-state effect of this batch can be observed.
-  reserved_.store(base_ + size_ + n, std::memory_order_seq_cst);
+  // Publish the promise, then a release fence: any shared-state write of this batch (even a relaxed
+  // RMW) that another thread reads, followed by an acquire fence there (SharedState::positions()),
+  // makes this store visible to it. So a vector clock taken after observing an effect covers it.
+  reserved_.store(base_ + size_ + n, std::memory_order_relaxed);
+  std::atomic_thread_fence(std::memory_order_release);
   return data_.get() + size_;
 }
 

@@ -1,5 +1,6 @@
 #include "vnfkit/state/shared_state.hpp"
 
+#include <atomic>
 #include <stdexcept>
 #include <string>
 
@@ -98,6 +99,7 @@ std::shared_ptr<Context> SharedState::make_replay_context(std::uint16_t thread) 
 }
 
 std::vector<std::uint64_t> SharedState::positions() const {
+  std::atomic_thread_fence(std::memory_order_acquire);  // pairs with DeterminantLog::reserve()
   std::lock_guard lock(mu_);
   std::vector<std::uint64_t> p(contexts_.size(), 0);
   for (std::size_t t = 0; t < contexts_.size(); ++t) {
