@@ -334,3 +334,51 @@ def test_bad_arguments_are_rejected_by_name():
         s.token_buckets("t2", 1, 1.0, 0.5)
     with pytest.raises(ValueError, match="thread"):
         s.context(5000)
+
+
+def test_threads_racing_on_a_small_pool_never_share_a_port():
+    s = vs.SharedState()
+    pool = s.port_pool("p", 30_000, 30_999)
+    got: list[np.ndarray] = [np.empty(0, np.uint16)] * 3
+    barrier = threading.Barrier(3)
+
+    def work(t):
+        ctx = s.context(t)
+        barrier.wait()
+        parts = [pool.allocate(ctx, np.arange(100, dtype=U64) + U64(t * 10_000 + i * 100)) for i in range(5)]
+        got[t] = np.concatenate(parts)
+
+    ths = [threading.Thread(target=work, args=(t,)) for t in range(3)]
+    [th.start() for th in ths]
+    [th.join() for th in ths]
+    ports = np.concatenate(got)
+    handed = ports[ports != 0]
+    assert len(handed) == 1000 and len(np.unique(handed)) == 1000
+    assert (ports == 0).sum() == 500 == pool.exhausted_events
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.integers(0, 1), st.integers(0, 11)), max_size=80))
+def test_pool_matches_set_reference(ops):
+    s = vs.SharedState()
+    sub = (np.arange(12) % 2).astype(np.uint16)
+    pool = s.port_pool("p", 500, 511, sub)
+    ctx = s.context(0)
+    held: set[int] = set()
+    for i, (alloc, sp, off) in enumerate(ops):
+        pid = np.array([i], U64)
+        if alloc:
+            port = int(pool.allocate(ctx, pid, np.array([sp], np.uint16))[0])
+            free_in_sub = [p for p in range(500, 512) if (p - 500) % 2 == sp and p not in held]
+            if free_in_sub:
+                assert port in free_in_sub
+                held.add(port)
+            else:
+                assert port == vs.PORT_EXHAUSTED
+        else:
+            port = 500 + off
+            ok = bool(pool.release(ctx, np.array([port], np.uint16), pid)[0])
+            assert ok == (port in held)
+            held.discard(port)
+        assert pool.allocated_count == len(held)
+        assert pool.free_count(0) + pool.free_count(1) == 12 - len(held)
