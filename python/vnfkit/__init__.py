@@ -29,3 +29,13 @@ from .classify import (  # noqa: E402
 )
 
 __all__ += ["MICROSOFT_RSS_KEY", "MultiQueueClassifier", "Reta", "Toeplitz", "toeplitz_hash", "toeplitz_hash_v4"]
+
+# ---- shared aggregate state, determinant logging, output commit, replay (vnfkit.state)
+from .state import (  # noqa: E402
+    DivergenceError,
+    OutputCommit,
+    Replayer,
+    SharedState,
+)
+
+__all__ += ["DivergenceError", "OutputCommit", "Replayer", "SharedState"]
