@@ -17,3 +17,8 @@ DropReason = _core.DropReason
 FLOW_KEY_DTYPE = _core.flow_key_dtype()
 
 __all__ = ["DropReason", "FLOW_KEY_DTYPE", "__version__"]
+
+# flow tables (issue 3)
+from .tables import ExceptionTable, FlowTable, RangeTable, SnapshotError  # noqa: E402
+
+__all__ += ["ExceptionTable", "FlowTable", "RangeTable", "SnapshotError"]

@@ -72,15 +72,20 @@ class TimerWheel {
 
   // Moves the wheel to now_ns. For every visited timer, deadline_of(id) gives its current deadline;
   // if it is <= now_ns the timer is disarmed and fire(id) is called, otherwise it is re-linked.
-  // Visits each bucket at most once per call. Never moves backwards (an older now is a no-op
-  // except for the current tick).
+  // Visits each bucket at most once per call. The cursor never moves backwards; an older now_ns
+  // still fires exactly the timers due by it.
   template <typename DeadlineOf, typename Fire>
   void advance(std::uint64_t now_ns, DeadlineOf&& deadline_of, Fire&& fire) {
     const std::uint64_t now_tick = now_ns / tick_ns_;
-    if (now_tick < cursor_) return;
     std::uint64_t first = cursor_;
-    if (now_tick - first > mask_) first = now_tick - mask_;
-    cursor_ = now_tick;  // relinks below land at >= now_tick
+    std::uint64_t last = cursor_;
+    if (now_tick > cursor_) {
+      last = now_tick;
+      if (last - first > mask_) first = last - mask_;
+      cursor_ = now_tick;  // re-links below land at >= the new cursor
+    }
+    // An older now_ns (now_tick < cursor_) only needs the cursor's bucket: every timer elsewhere
+    // is armed at a tick > cursor_, so its deadline is later than now_ns.
     for (std::uint64_t t = first;; ++t) {
       const std::size_t b = static_cast<std::size_t>(t) & mask_;
       std::int32_t id = heads_[b];
@@ -94,12 +99,12 @@ class TimerWheel {
           fire(u);
         } else if (d != kNever) {
           std::uint64_t dt = d / tick_ns_;
-          if (dt < now_tick) dt = now_tick;
+          if (dt < cursor_) dt = cursor_;
           link(u, static_cast<std::size_t>(dt) & mask_);
         }
         id = nxt;
       }
-      if (t == now_tick) break;
+      if (t == last) break;
     }
   }
 
