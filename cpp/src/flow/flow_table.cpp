@@ -1,6 +1,7 @@
 #include "vnfkit/flow/flow_table.hpp"
 
 #include <algorithm>
+#include <bit>
 #include <cstdlib>
 #include <new>
 #include <stdexcept>
@@ -48,6 +49,11 @@ void free_values(std::uint8_t* p) noexcept {
   if (p) ::operator delete(p, std::align_val_t{64});
 }
 
+// 64 .. 4096 buckets: small tables keep a small wheel (a bucket costs 4 bytes).
+std::size_t wheel_buckets(std::uint32_t capacity) {
+  return std::min<std::size_t>(4096, std::bit_ceil(std::max<std::size_t>(64, capacity)));
+}
+
 bool key_less(const FlowKey& a, const FlowKey& b) noexcept {
   return std::memcmp(&a, &b, sizeof(FlowKey)) < 0;
 }
@@ -60,7 +66,7 @@ FlowTable::FlowTable(const FlowTableConfig& cfg)
       values_(alloc_values(std::size_t{cfg.capacity} * cfg.value_size)),
       free_(cfg.capacity),
       index_(cfg.capacity),
-      wheel_(cfg.capacity, auto_tick(cfg)) {
+      wheel_(cfg.capacity, auto_tick(cfg), wheel_buckets(cfg.capacity)) {
   cfg_.tick_ns = wheel_.tick_ns();
   for (std::uint32_t i = 0; i < cfg_.capacity; ++i) free_[i] = cfg_.capacity - 1 - i;
 }
@@ -97,7 +103,7 @@ FlowTable& FlowTable::operator=(FlowTable&& o) noexcept {
 
 std::size_t FlowTable::memory_bytes() const noexcept {
   return entries_.size() * sizeof(FlowEntry) + std::size_t{cfg_.capacity} * cfg_.value_size +
-         free_.capacity() * 4 + index_.memory_bytes() + wheel_.memory_bytes();
+         std::size_t{cfg_.capacity} * 4 + index_.memory_bytes() + wheel_.memory_bytes();
 }
 
 std::uint64_t FlowTable::deadline(std::uint32_t slot) const noexcept {
