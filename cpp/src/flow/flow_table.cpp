@@ -12,7 +12,6 @@
 namespace vnfkit::flow {
 namespace {
 
-constexpr std::size_t kGroup = 32;
 constexpr std::uint32_t kMaxCapacity = 1u << 30;
 
 std::uint64_t sat_add(std::uint64_t a, std::uint64_t b) noexcept {
@@ -39,14 +38,18 @@ const FlowTableConfig& validated(const FlowTableConfig& c) {
   return c;
 }
 
-std::uint8_t* alloc_values(std::size_t bytes) {
-  const std::size_t rounded = (bytes + 63) / 64 * 64;
-  void* p = ::operator new(rounded, std::align_val_t{64});
-  std::memset(p, 0, rounded);
-  return static_cast<std::uint8_t*>(p);
+// values_ holds capacity * value_size bytes rounded up to whole cache lines; the rounded size is
+// recomputed on free (it depends only on the configuration).
+std::size_t values_bytes(const FlowTableConfig& c) {
+  return (std::size_t{c.capacity} * c.value_size + 63) / 64 * 64;
 }
-void free_values(std::uint8_t* p) noexcept {
-  if (p) ::operator delete(p, std::align_val_t{64});
+std::uint8_t* alloc_values(std::size_t bytes) {
+  std::uint8_t* p = TableAllocator<std::uint8_t>{}.allocate(bytes);
+  std::memset(p, 0, bytes);
+  return p;
+}
+void free_values(std::uint8_t* p, std::size_t bytes) noexcept {
+  if (p) TableAllocator<std::uint8_t>{}.deallocate(p, bytes);
 }
 
 // 64 .. 4096 buckets: small tables keep a small wheel (a bucket costs 4 bytes).
@@ -63,7 +66,7 @@ bool key_less(const FlowKey& a, const FlowKey& b) noexcept {
 FlowTable::FlowTable(const FlowTableConfig& cfg)
     : cfg_(validated(cfg)),
       entries_(cfg.capacity),
-      values_(alloc_values(std::size_t{cfg.capacity} * cfg.value_size)),
+      values_(alloc_values(values_bytes(cfg))),
       free_(cfg.capacity),
       index_(cfg.capacity),
       wheel_(cfg.capacity, auto_tick(cfg), wheel_buckets(cfg.capacity)) {
@@ -71,7 +74,7 @@ FlowTable::FlowTable(const FlowTableConfig& cfg)
   for (std::uint32_t i = 0; i < cfg_.capacity; ++i) free_[i] = cfg_.capacity - 1 - i;
 }
 
-FlowTable::~FlowTable() { free_values(values_); }
+FlowTable::~FlowTable() { free_values(values_, values_bytes(cfg_)); }
 
 FlowTable::FlowTable(FlowTable&& o) noexcept
     : cfg_(o.cfg_), entries_(std::move(o.entries_)), values_(o.values_), free_(std::move(o.free_)),
@@ -83,7 +86,7 @@ FlowTable::FlowTable(FlowTable&& o) noexcept
 
 FlowTable& FlowTable::operator=(FlowTable&& o) noexcept {
   if (this != &o) {
-    free_values(values_);
+    free_values(values_, values_bytes(cfg_));
     cfg_ = o.cfg_;
     entries_ = std::move(o.entries_);
     values_ = o.values_;
@@ -115,25 +118,48 @@ std::uint64_t FlowTable::deadline(std::uint32_t slot) const noexcept {
   return sat_add(e.last_ts, d);
 }
 
-void FlowTable::lookup(const FlowKey* keys, std::size_t n, std::uint32_t* slots) noexcept {
-  std::uint64_t h[kGroup];
-  std::size_t hits = 0;
-  for (std::size_t base = 0; base < n; base += kGroup) {
-    const std::size_t m = std::min(kGroup, n - base);
-    for (std::size_t j = 0; j < m; ++j) {
-      h[j] = hash_key(keys[base + j]);
-      index_.prefetch(h[j]);
+// Software pipeline over the batch: key i+2D is hashed and its home bucket prefetched, key i+D's
+// candidate record is prefetched, and key i is resolved. Each miss to memory thus overlaps with
+// the work on ~D other keys.
+namespace {
+constexpr std::size_t kDist = 12;
+constexpr std::size_t kRing = 64;  // > 2 * kDist, power of two
+static_assert(kRing > 2 * kDist && (kRing & (kRing - 1)) == 0);
+}  // namespace
+
+template <typename Resolve>
+void FlowTable::pipeline(const FlowKey* keys, std::size_t n, Resolve&& resolve) noexcept {
+  std::uint64_t h[kRing];
+  const std::size_t pre = std::min(n, 2 * kDist);
+  for (std::size_t i = 0; i < pre; ++i) {
+    h[i] = hash_key(keys[i]);
+    index_.prefetch(h[i]);
+  }
+  for (std::size_t i = 0; i < std::min(n, kDist); ++i) {
+    const std::uint32_t c = index_.first_candidate(h[i]);
+    if (c != kNoSlot) __builtin_prefetch(&entries_[c]);
+  }
+  for (std::size_t i = 0; i < n; ++i) {
+    if (i + 2 * kDist < n) {
+      const std::uint64_t x = hash_key(keys[i + 2 * kDist]);
+      h[(i + 2 * kDist) & (kRing - 1)] = x;
+      index_.prefetch(x);
     }
-    for (std::size_t j = 0; j < m; ++j) {
-      const std::uint32_t c = index_.first_candidate(h[j]);
+    if (i + kDist < n) {
+      const std::uint32_t c = index_.first_candidate(h[(i + kDist) & (kRing - 1)]);
       if (c != kNoSlot) __builtin_prefetch(&entries_[c]);
     }
-    for (std::size_t j = 0; j < m; ++j) {
-      const std::uint32_t s = find(keys[base + j], h[j]);
-      slots[base + j] = s;
-      hits += s != kNoSlot;
-    }
+    resolve(i, h[i & (kRing - 1)]);
   }
+}
+
+void FlowTable::lookup(const FlowKey* keys, std::size_t n, std::uint32_t* slots) noexcept {
+  std::size_t hits = 0;
+  pipeline(keys, n, [&](std::size_t i, std::uint64_t h) {
+    const std::uint32_t s = find(keys[i], h);
+    slots[i] = s;
+    hits += s != kNoSlot;
+  });
   stats_.lookups += n;
   stats_.hits += hits;
   stats_.misses += n - hits;
@@ -142,55 +168,42 @@ void FlowTable::lookup(const FlowKey* keys, std::size_t n, std::uint32_t* slots)
 std::size_t FlowTable::lookup_or_insert(const FlowKey* keys, const std::uint32_t* flow_ids,
                                         const std::uint64_t* ts_ns, const std::uint8_t* tcp_flags,
                                         std::size_t n, std::uint32_t* slots, std::uint8_t* is_new) noexcept {
-  std::uint64_t h[kGroup];
   std::size_t hits = 0, inserted = 0, failed = 0;
   const std::size_t vs = cfg_.value_size;
-  for (std::size_t base = 0; base < n; base += kGroup) {
-    const std::size_t m = std::min(kGroup, n - base);
-    for (std::size_t j = 0; j < m; ++j) {
-      h[j] = hash_key(keys[base + j]);
-      index_.prefetch(h[j]);
-    }
-    for (std::size_t j = 0; j < m; ++j) {
-      const std::uint32_t c = index_.first_candidate(h[j]);
-      if (c != kNoSlot) __builtin_prefetch(&entries_[c]);
-    }
-    for (std::size_t j = 0; j < m; ++j) {
-      const std::size_t i = base + j;
-      const FlowKey& k = keys[i];
-      const std::uint64_t ts = ts_ns[i];
-      const bool closes = tcp_flags && k.proto == 6 && (tcp_flags[i] & (kTcpFin | kTcpRst));
-      std::uint32_t s = find(k, h[j]);
-      if (s != kNoSlot) {
-        ++hits;
-        FlowEntry& e = entries_[s];
-        if (ts > e.last_ts) e.last_ts = ts;
-        if (closes && !(e.state & FlowEntry::kClosing)) {
-          e.state |= FlowEntry::kClosing;
-          wheel_.arm(s, deadline(s));  // the deadline may move earlier: re-link now
-        }
-        if (is_new) is_new[i] = 0;
-      } else if (!free_.empty()) {
-        s = free_.back();
-        free_.pop_back();
-        FlowEntry& e = entries_[s];
-        e.key = k;
-        e.last_ts = ts;
-        e.flow_id = flow_ids ? flow_ids[i] : 0;
-        e.state = static_cast<std::uint8_t>(FlowEntry::kLive | (closes ? FlowEntry::kClosing : 0));
-        std::memset(values_ + std::size_t{s} * vs, 0, vs);
-        index_.insert(h[j], s);
-        wheel_.arm(s, deadline(s));
-        ++size_;
-        ++inserted;
-        if (is_new) is_new[i] = 1;
-      } else {
-        ++failed;
-        if (is_new) is_new[i] = 0;
+  pipeline(keys, n, [&](std::size_t i, std::uint64_t h) {
+    const FlowKey& k = keys[i];
+    const std::uint64_t ts = ts_ns[i];
+    const bool closes = tcp_flags && k.proto == 6 && (tcp_flags[i] & (kTcpFin | kTcpRst));
+    std::uint32_t s = find(k, h);
+    if (s != kNoSlot) {
+      ++hits;
+      FlowEntry& e = entries_[s];
+      if (ts > e.last_ts) e.last_ts = ts;
+      if (closes && !(e.state & FlowEntry::kClosing)) {
+        e.state |= FlowEntry::kClosing;
+        wheel_.arm(s, deadline(s));  // the deadline may move earlier: re-link now
       }
-      slots[i] = s;
+      if (is_new) is_new[i] = 0;
+    } else if (!free_.empty()) {
+      s = free_.back();
+      free_.pop_back();
+      FlowEntry& e = entries_[s];
+      e.key = k;
+      e.last_ts = ts;
+      e.flow_id = flow_ids ? flow_ids[i] : 0;
+      e.state = static_cast<std::uint8_t>(FlowEntry::kLive | (closes ? FlowEntry::kClosing : 0));
+      std::memset(values_ + std::size_t{s} * vs, 0, vs);
+      index_.insert(h, s);
+      wheel_.arm(s, deadline(s));
+      ++size_;
+      ++inserted;
+      if (is_new) is_new[i] = 1;
+    } else {
+      ++failed;
+      if (is_new) is_new[i] = 0;
     }
-  }
+    slots[i] = s;
+  });
   stats_.lookups += n;
   stats_.hits += hits;
   stats_.misses += n - hits;

@@ -137,9 +137,11 @@ class FlowTable {
     return index_.find(k, h, [this](std::uint32_t s) -> const FlowKey& { return entries_[s].key; });
   }
   void free_slot(std::uint32_t slot) noexcept;
+  template <typename Resolve>
+  void pipeline(const FlowKey* keys, std::size_t n, Resolve&& resolve) noexcept;
 
   FlowTableConfig cfg_;
-  std::vector<FlowEntry> entries_;
+  std::vector<FlowEntry, TableAllocator<FlowEntry>> entries_;
   std::uint8_t* values_ = nullptr;  // 64-byte aligned, capacity * value_size bytes
   std::vector<std::uint32_t> free_;  // stack of free slots (back = next to use)
   KeyIndex index_;
