@@ -129,24 +129,43 @@ void ExceptionTable::lookup(const FlowKey* keys, std::size_t n, std::uint32_t* o
 
 void steer(std::span<const ExceptionTable* const> tables, const RangeTable& ranges, const FlowKey* keys,
            const std::uint32_t* flow_ids, std::size_t n, std::uint32_t* out) noexcept {
-  std::uint64_t h[kGroup];
-  for (std::size_t base = 0; base < n; base += kGroup) {
-    const std::size_t m = std::min(kGroup, n - base);
-    for (std::size_t j = 0; j < m; ++j) {
-      h[j] = hash_key(keys[base + j]);
-      for (const ExceptionTable* t : tables) {
-        if (t->size()) t->prefetch(h[j]);
+  // Only non-empty tables are probed; keys are hashed kDist ahead and their buckets prefetched.
+  const ExceptionTable* live[8];
+  std::size_t nl = 0;
+  for (const ExceptionTable* t : tables) {
+    if (t->size() && nl < 8) live[nl++] = t;
+  }
+  if (nl == 0 || tables.size() > 8) {
+    if (tables.size() > 8) {  // rare: many tables, no pipelining
+      for (std::size_t i = 0; i < n; ++i) {
+        std::uint32_t r = kNoTarget;
+        const std::uint64_t h = hash_key(keys[i]);
+        for (const ExceptionTable* t : tables) {
+          r = t->find_hashed(keys[i], h);
+          if (r != kNoTarget) break;
+        }
+        out[i] = r != kNoTarget ? r : ranges.find(flow_ids[i]);
       }
+      return;
     }
-    for (std::size_t j = 0; j < m; ++j) {
-      std::uint32_t r = kNoTarget;
-      for (const ExceptionTable* t : tables) {
-        if (t->size() == 0) continue;
-        r = t->find_hashed(keys[base + j], h[j]);
-        if (r != kNoTarget) break;
-      }
-      out[base + j] = r != kNoTarget ? r : ranges.find(flow_ids[base + j]);
+    for (std::size_t i = 0; i < n; ++i) out[i] = ranges.find(flow_ids[i]);
+    return;
+  }
+  constexpr std::size_t kDist = 8;
+  std::uint64_t h[16];
+  for (std::size_t i = 0; i < std::min(n, kDist); ++i) {
+    h[i] = hash_key(keys[i]);
+    for (std::size_t t = 0; t < nl; ++t) live[t]->prefetch(h[i]);
+  }
+  for (std::size_t i = 0; i < n; ++i) {
+    if (i + kDist < n) {
+      const std::uint64_t x = hash_key(keys[i + kDist]);
+      h[(i + kDist) & 15] = x;
+      for (std::size_t t = 0; t < nl; ++t) live[t]->prefetch(x);
     }
+    std::uint32_t r = kNoTarget;
+    for (std::size_t t = 0; t < nl && r == kNoTarget; ++t) r = live[t]->find_hashed(keys[i], h[i & 15]);
+    out[i] = r != kNoTarget ? r : ranges.find(flow_ids[i]);
   }
 }
 

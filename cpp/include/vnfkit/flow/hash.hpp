@@ -23,6 +23,9 @@
 #if defined(__linux__)
 #include <sys/mman.h>
 #endif
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "vnfkit/flow/flow_key.hpp"
 
@@ -89,6 +92,22 @@ struct alignas(64) IndexBucket {
 };
 static_assert(sizeof(IndexBucket) == 64);
 
+// Bit w set where way w of b holds signature s (SSE2: two 4-lane compares, one movemask).
+inline unsigned match_ways(const IndexBucket& b, std::uint32_t s) noexcept {
+#if defined(__SSE2__)
+  const __m128i v = _mm_set1_epi32(static_cast<int>(s));
+  const __m128i lo = _mm_cmpeq_epi32(_mm_load_si128(reinterpret_cast<const __m128i*>(b.sig)), v);
+  const __m128i hi = _mm_cmpeq_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b.sig + 4)), v);
+  const auto m = static_cast<unsigned>(_mm_movemask_ps(_mm_castsi128_ps(lo))) |
+                 (static_cast<unsigned>(_mm_movemask_ps(_mm_castsi128_ps(hi))) << 4);
+  return m & 0x7Fu;  // lane 7 is slot[0], not a signature
+#else
+  unsigned m = 0;
+  for (int w = 0; w < IndexBucket::kWays; ++w) m |= static_cast<unsigned>(b.sig[w] == s) << w;
+  return m;
+#endif
+}
+
 class KeyIndex {
  public:
   KeyIndex() { reset(0); }
@@ -118,11 +137,8 @@ class KeyIndex {
   // First slot in the home bucket whose signature matches (a candidate, for prefetching records).
   [[nodiscard]] std::uint32_t first_candidate(std::uint64_t h) const noexcept {
     const IndexBucket& b = buckets_[home(h)];
-    const std::uint32_t s = sig_of(h);
-    for (int w = 0; w < IndexBucket::kWays; ++w) {
-      if (b.sig[w] == s) return b.slot[w];
-    }
-    return kNoSlot;
+    const unsigned m = match_ways(b, sig_of(h));
+    return m ? b.slot[std::countr_zero(m)] : kNoSlot;
   }
 
   // The slot holding key k (hash h), or kNoSlot. key_at(slot) returns the key stored at slot.
@@ -132,8 +148,9 @@ class KeyIndex {
     std::size_t i = home(h);
     for (std::size_t step = 0; step <= mask_; ++step) {
       const IndexBucket& b = buckets_[i];
-      for (int w = 0; w < IndexBucket::kWays; ++w) {
-        if (b.sig[w] == s && key_equal(key_at(b.slot[w]), k)) return b.slot[w];
+      for (unsigned m = match_ways(b, s); m; m &= m - 1) {
+        const std::uint32_t slot = b.slot[std::countr_zero(m)];
+        if (key_equal(key_at(slot), k)) return slot;
       }
       if (b.overflow == 0) return kNoSlot;
       i = (i + 1) & mask_;
