@@ -152,19 +152,28 @@ void steer(std::span<const ExceptionTable* const> tables, const RangeTable& rang
     return;
   }
   constexpr std::size_t kDist = 8;
-  std::uint64_t h[16];
-  for (std::size_t i = 0; i < std::min(n, kDist); ++i) {
+  constexpr std::size_t kRing = 32;  // > 2 * kDist, power of two
+  std::uint64_t h[kRing];
+  for (std::size_t i = 0; i < std::min(n, 2 * kDist); ++i) {
     h[i] = hash_key(keys[i]);
     for (std::size_t t = 0; t < nl; ++t) live[t]->prefetch(h[i]);
   }
+  for (std::size_t i = 0; i < std::min(n, kDist); ++i) {
+    for (std::size_t t = 0; t < nl; ++t) live[t]->prefetch_candidate(h[i]);
+  }
   for (std::size_t i = 0; i < n; ++i) {
-    if (i + kDist < n) {
-      const std::uint64_t x = hash_key(keys[i + kDist]);
-      h[(i + kDist) & 15] = x;
+    if (i + 2 * kDist < n) {
+      const std::uint64_t x = hash_key(keys[i + 2 * kDist]);
+      h[(i + 2 * kDist) & (kRing - 1)] = x;
       for (std::size_t t = 0; t < nl; ++t) live[t]->prefetch(x);
     }
+    if (i + kDist < n) {
+      const std::uint64_t x = h[(i + kDist) & (kRing - 1)];
+      for (std::size_t t = 0; t < nl; ++t) live[t]->prefetch_candidate(x);
+    }
     std::uint32_t r = kNoTarget;
-    for (std::size_t t = 0; t < nl && r == kNoTarget; ++t) r = live[t]->find_hashed(keys[i], h[i & 15]);
+    const std::uint64_t hi = h[i & (kRing - 1)];
+    for (std::size_t t = 0; t < nl && r == kNoTarget; ++t) r = live[t]->find_hashed(keys[i], hi);
     out[i] = r != kNoTarget ? r : ranges.find(flow_ids[i]);
   }
 }

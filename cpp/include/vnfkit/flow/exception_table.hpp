@@ -56,6 +56,14 @@ class ExceptionTable {
     return i == kNoSlot ? kNoTarget : targets_[i];
   }
   void prefetch(std::uint64_t h) const noexcept { index_.prefetch(h); }
+  // Prefetches the key of the first signature match in h's home bucket (second pipeline stage).
+  void prefetch_candidate(std::uint64_t h) const noexcept {
+    const std::uint32_t c = index_.first_candidate(h);
+    if (c != kNoSlot) {  // a 40-byte key may straddle two cache lines
+      __builtin_prefetch(&keys_[c]);
+      __builtin_prefetch(reinterpret_cast<const char*>(&keys_[c]) + sizeof(FlowKey) - 1);
+    }
+  }
   // out[i] = target of keys[i] or kNoTarget.
   void lookup(const FlowKey* keys, std::size_t n, std::uint32_t* out) const noexcept;
 
