@@ -343,6 +343,7 @@ class FlowTable:
         tcp_close_timeout_s: float | None = None,
         tick_s: float | None = None,
     ) -> None:
+        dt: np.dtype[Any]
         if isinstance(value_dtype, (int, np.integer)) and not isinstance(value_dtype, bool):
             if not 1 <= int(value_dtype) <= 4096:
                 raise ValueError("value_dtype: a size in bytes must be between 1 and 4096")
@@ -355,7 +356,7 @@ class FlowTable:
             raise ValueError("value_dtype: itemsize must be between 1 and 4096 bytes")
         if not 1 <= capacity <= 1 << 30:
             raise ValueError("capacity: must be between 1 and 2**30")
-        tick = 0 if tick_s is None else _ns(tick_s, "tick_s")
+        tick = 0 if tick_s is None else (_ns(tick_s, "tick_s") or 0)
         self._t = _core.FlowTable(
             capacity,
             dt.itemsize,
@@ -415,6 +416,8 @@ class FlowTable:
         expiry. A flow seen twice in one batch is inserted once. Full table: see the class doc."""
         if isinstance(keys, _core.PacketBatch):
             b = keys
+            if isinstance(ts_ns, (int, np.integer)):
+                ts_ns = np.full(len(b), int(ts_ns), dtype=np.uint64)
             return self._t.lookup_or_insert(
                 b.key,
                 b.flow_id if flow_ids is None else flow_ids,

@@ -1,5 +1,6 @@
 #include "vnfkit/flow/range_table.hpp"
 
+#include <algorithm>
 #include <stdexcept>
 #include <string>
 
@@ -69,14 +70,16 @@ std::size_t RangeTable::split(std::uint32_t m, std::uint32_t new_target) {
                                 "], so [X, M) would be empty");
   }
   const std::uint32_t hi = hi_[i];
-  lo_.reserve(lo_.size() + 1);
-  hi_.reserve(hi_.size() + 1);
-  target_.reserve(target_.size() + 1);
+  // resize + move_backward rather than vector::insert (GCC 12 -O3 false stringop-overflow).
+  auto open_gap = [i](std::vector<std::uint32_t>& v, std::uint32_t value) {
+    v.resize(v.size() + 1);
+    std::move_backward(v.begin() + static_cast<std::ptrdiff_t>(i + 1), v.end() - 1, v.end());
+    v[i + 1] = value;
+  };
   hi_[i] = m - 1;
-  const auto pos = static_cast<std::ptrdiff_t>(i + 1);
-  lo_.insert(lo_.begin() + pos, m);
-  hi_.insert(hi_.begin() + pos, hi);
-  target_.insert(target_.begin() + pos, new_target);
+  open_gap(lo_, m);
+  open_gap(hi_, hi);
+  open_gap(target_, new_target);
   return i + 1;
 }
 
