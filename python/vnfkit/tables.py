@@ -10,6 +10,9 @@ Three tables, all backed by the C++ engine, all batch-oriented (one call handles
 * :class:`FlowTable` -- per-flow state records of a numpy structured dtype chosen by the VNF,
   with idle and TCP-close expiry on packet time.
 
+Tables are not thread-safe: give each worker thread its own tables (the engine releases the GIL
+during batch calls, so two threads must never call into the same table at once).
+
 Keys are numpy arrays of :data:`vnfkit.FLOW_KEY_DTYPE` (40 bytes: 5-tuple, see flow_key.hpp);
 :func:`make_keys` builds IPv4 keys for tests and controllers. Snapshots are ``bytes`` images with a
 CRC32C; a truncated, corrupted or wrong-kind image raises :class:`SnapshotError` (a ValueError).
