@@ -1,3 +1,347 @@
-#include "pybind.hpp"
+// Bridge for the flow tables: RangeTable, ExceptionTable, FlowTable, steer(), SnapshotError.
+// The public, documented Python API is python/vnfkit/tables.py; these are its native halves.
+#include <optional>
+#include <tuple>
 
-void bind_flow(py::module_& m) { (void)m; }
+#include "pybind.hpp"
+#include "vnfkit/flow/exception_table.hpp"
+#include "vnfkit/flow/flow_table.hpp"
+#include "vnfkit/flow/range_table.hpp"
+#include "vnfkit/snapshot/snapshot.hpp"
+
+namespace {
+
+using vnfkit::flow::ExceptionTable;
+using vnfkit::flow::FlowKey;
+using vnfkit::flow::FlowTable;
+using vnfkit::flow::FlowTableConfig;
+using vnfkit::flow::kNever;
+using vnfkit::flow::Range;
+using vnfkit::flow::RangeTable;
+using vnfkit::bridge::require_1d;
+
+// A C-contiguous 1-D array of FLOW_KEY_DTYPE.
+const FlowKey* keys_ptr(const py::array& a, const char* what) {
+  if (!a.dtype().equal(vnfkit::bridge::flow_key_dtype())) {
+    throw py::type_error(std::string(what) + ": expected a numpy array of vnfkit.FLOW_KEY_DTYPE, got " +
+                         py::str(a.dtype()).cast<std::string>());
+  }
+  if (a.ndim() != 1) throw py::type_error(std::string(what) + ": expected a 1-D array");
+  if (!(a.flags() & py::array::c_style)) {
+    throw py::type_error(std::string(what) + ": array must be C-contiguous (got a strided view)");
+  }
+  return static_cast<const FlowKey*>(a.data());
+}
+
+template <typename T>
+const T* col_ptr(const py::array& a, const char* what, std::size_t n) {
+  require_1d<T>(a, what);
+  if (static_cast<std::size_t>(a.size()) != n) {
+    throw py::value_error(std::string(what) + ": length " + std::to_string(a.size()) +
+                          " differs from the number of keys " + std::to_string(n));
+  }
+  return static_cast<const T*>(a.data());
+}
+
+template <typename T>
+py::array_t<T> new_array(std::size_t n) {
+  return py::array_t<T>(static_cast<py::ssize_t>(n));
+}
+
+py::array keys_copy(const FlowKey* p, std::size_t n) {
+  py::array out(vnfkit::bridge::flow_key_dtype(), std::vector<py::ssize_t>{static_cast<py::ssize_t>(n)});
+  if (n) std::memcpy(out.mutable_data(), p, n * sizeof(FlowKey));
+  return out;
+}
+
+template <typename T>
+py::array_t<T> vec_copy(const std::vector<T>& v) {
+  auto out = new_array<T>(v.size());
+  if (!v.empty()) std::memcpy(out.mutable_data(), v.data(), v.size() * sizeof(T));
+  return out;
+}
+
+std::span<const std::uint8_t> image_of(const py::buffer& b, py::buffer_info& info) {
+  info = b.request();
+  if (info.ndim > 1 || (info.ndim == 1 && info.itemsize != 1)) {
+    throw py::type_error("image: expected bytes (a 1-D byte buffer)");
+  }
+  return {static_cast<const std::uint8_t*>(info.ptr), static_cast<std::size_t>(info.size * info.itemsize)};
+}
+
+py::bytes to_bytes(const std::vector<std::uint8_t>& v) {
+  return py::bytes(reinterpret_cast<const char*>(v.data()), v.size());
+}
+
+std::uint64_t timeout_or_never(std::optional<std::uint64_t> t) { return t ? *t : kNever; }
+py::object never_or_value(std::uint64_t t) {
+  return t == kNever ? py::object(py::none()) : py::object(py::int_(t));
+}
+
+std::vector<Range> to_ranges(const std::vector<std::tuple<std::uint32_t, std::uint32_t, std::uint32_t>>& v) {
+  std::vector<Range> r(v.size());
+  for (std::size_t i = 0; i < v.size(); ++i) r[i] = Range{std::get<0>(v[i]), std::get<1>(v[i]), std::get<2>(v[i])};
+  return r;
+}
+
+py::list from_ranges(const std::vector<Range>& r) {
+  py::list out;
+  for (const auto& x : r) out.append(py::make_tuple(x.lo, x.hi, x.target));
+  return out;
+}
+
+}  // namespace
+
+void bind_flow(py::module_& m) {
+  static py::exception<vnfkit::snapshot::SnapshotError> exc(m, "SnapshotError", PyExc_ValueError);
+  (void)exc;
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const vnfkit::snapshot::SnapshotError& e) {
+      py::set_error(exc, e.what());
+    }
+  });
+  m.attr("NO_TARGET") = py::int_(vnfkit::flow::kNoTarget);
+  m.attr("NO_SLOT") = py::int_(vnfkit::flow::kNoSlot);
+
+  // ---------------------------------------------------------------- RangeTable
+  py::class_<RangeTable>(m, "RangeTable", "Native RangeTable (use vnfkit.RangeTable).")
+      .def(py::init([](const std::vector<std::tuple<std::uint32_t, std::uint32_t, std::uint32_t>>& r) {
+             return RangeTable(to_ranges(r));
+           }),
+           py::arg("ranges"))
+      .def("assign", [](RangeTable& t, const std::vector<std::tuple<std::uint32_t, std::uint32_t, std::uint32_t>>& r) {
+             t.assign(to_ranges(r));
+           }, py::arg("ranges"))
+      .def("split", &RangeTable::split, py::arg("m"), py::arg("new_target"))
+      .def("merge", [](RangeTable& t, std::uint32_t mm, std::optional<std::uint32_t> target) {
+             return t.merge(mm, target ? *target : vnfkit::flow::kNoTarget);
+           }, py::arg("m"), py::arg("target") = py::none())
+      .def("set_target", &RangeTable::set_target, py::arg("flow_id"), py::arg("target"))
+      .def("find", &RangeTable::find, py::arg("flow_id"))
+      .def("lookup", [](const RangeTable& t, const py::array& ids) {
+             require_1d<std::uint32_t>(ids, "flow_ids");
+             const auto n = static_cast<std::size_t>(ids.size());
+             auto out = new_array<std::uint32_t>(n);
+             const auto* in = static_cast<const std::uint32_t*>(ids.data());
+             auto* o = out.mutable_data();
+             {
+               py::gil_scoped_release rel;
+               t.lookup(in, n, o);
+             }
+             return out;
+           }, py::arg("flow_ids").noconvert())
+      .def("ranges", [](const RangeTable& t) { return from_ranges(t.ranges()); })
+      .def("__len__", &RangeTable::size)
+      .def("snapshot", [](const RangeTable& t) { return to_bytes(t.snapshot()); })
+      .def_static("restore", [](const py::buffer& b) {
+             py::buffer_info info;
+             return RangeTable::restore(image_of(b, info));
+           }, py::arg("image"));
+
+  // ---------------------------------------------------------------- ExceptionTable
+  py::class_<ExceptionTable>(m, "ExceptionTable", "Native ExceptionTable (use vnfkit.ExceptionTable).")
+      .def(py::init<std::size_t>(), py::arg("capacity") = 0)
+      .def_property_readonly("capacity", &ExceptionTable::capacity)
+      .def("__len__", &ExceptionTable::size)
+      .def("memory_bytes", &ExceptionTable::memory_bytes)
+      .def("insert", [](ExceptionTable& t, const py::array& keys, const py::array& targets) {
+             const FlowKey* k = keys_ptr(keys, "keys");
+             const auto n = static_cast<std::size_t>(keys.size());
+             const auto* tg = col_ptr<std::uint32_t>(targets, "targets", n);
+             auto ok = new_array<bool>(n);
+             t.insert(k, tg, n, reinterpret_cast<std::uint8_t*>(ok.mutable_data()));
+             return ok;
+           }, py::arg("keys").noconvert(), py::arg("targets").noconvert())
+      .def("count_new", [](const ExceptionTable& t, const py::array& keys) {
+             return t.count_new(keys_ptr(keys, "keys"), static_cast<std::size_t>(keys.size()));
+           }, py::arg("keys").noconvert())
+      .def("count_failed", &ExceptionTable::count_failed, py::arg("n"))
+      .def("remove", [](ExceptionTable& t, const py::array& keys) {
+             const FlowKey* k = keys_ptr(keys, "keys");
+             const auto n = static_cast<std::size_t>(keys.size());
+             auto out = new_array<bool>(n);
+             t.erase(k, n, reinterpret_cast<std::uint8_t*>(out.mutable_data()));
+             return out;
+           }, py::arg("keys").noconvert())
+      .def("lookup", [](const ExceptionTable& t, const py::array& keys) {
+             const FlowKey* k = keys_ptr(keys, "keys");
+             const auto n = static_cast<std::size_t>(keys.size());
+             auto out = new_array<std::uint32_t>(n);
+             auto* o = out.mutable_data();
+             {
+               py::gil_scoped_release rel;
+               t.lookup(k, n, o);
+             }
+             return out;
+           }, py::arg("keys").noconvert())
+      .def("keys", [](const ExceptionTable& t) { return keys_copy(t.keys().data(), t.size()); })
+      .def("targets", [](const ExceptionTable& t) {
+             return vec_copy(std::vector<std::uint32_t>(t.targets().begin(), t.targets().end()));
+           })
+      .def("clear", &ExceptionTable::clear)
+      .def("stats", [](const ExceptionTable& t) {
+             py::dict d;
+             d["size"] = t.size();
+             d["capacity"] = t.capacity();
+             d["inserts"] = t.stats().inserts;
+             d["updates"] = t.stats().updates;
+             d["failed_inserts"] = t.stats().failed_inserts;
+             d["removals"] = t.stats().removals;
+             d["memory_bytes"] = t.memory_bytes();
+             return d;
+           })
+      .def("snapshot", [](const ExceptionTable& t) { return to_bytes(t.snapshot()); })
+      .def_static("restore", [](const py::buffer& b) {
+             py::buffer_info info;
+             return ExceptionTable::restore(image_of(b, info));
+           }, py::arg("image"));
+
+  m.def("steer", [](const py::array& keys, const py::array& flow_ids, const RangeTable& ranges,
+                    const std::vector<const ExceptionTable*>& tables) {
+          const FlowKey* k = keys_ptr(keys, "keys");
+          const auto n = static_cast<std::size_t>(keys.size());
+          const auto* ids = col_ptr<std::uint32_t>(flow_ids, "flow_ids", n);
+          for (const auto* t : tables) {
+            if (!t) throw py::type_error("exceptions: entries must be ExceptionTable objects");
+          }
+          auto out = new_array<std::uint32_t>(n);
+          auto* o = out.mutable_data();
+          {
+            py::gil_scoped_release rel;
+            vnfkit::flow::steer(tables, ranges, k, ids, n, o);
+          }
+          return out;
+        }, py::arg("keys").noconvert(), py::arg("flow_ids").noconvert(), py::arg("ranges"),
+        py::arg("exceptions"));
+
+  // ---------------------------------------------------------------- FlowTable
+  py::class_<FlowTable>(m, "FlowTable", "Native FlowTable (use vnfkit.FlowTable).")
+      .def(py::init([](std::uint32_t capacity, std::uint32_t value_size, std::optional<std::uint64_t> idle,
+                       std::optional<std::uint64_t> close, std::uint64_t tick) {
+             FlowTableConfig c;
+             c.capacity = capacity;
+             c.value_size = value_size;
+             c.idle_timeout_ns = timeout_or_never(idle);
+             c.close_timeout_ns = timeout_or_never(close);
+             c.tick_ns = tick;
+             return FlowTable(c);
+           }),
+           py::arg("capacity"), py::arg("value_size"), py::arg("idle_timeout_ns") = py::none(),
+           py::arg("close_timeout_ns") = py::none(), py::arg("tick_ns") = 0)
+      .def_property_readonly("capacity", &FlowTable::capacity)
+      .def_property_readonly("value_size", [](const FlowTable& t) { return t.config().value_size; })
+      .def_property_readonly("idle_timeout_ns", [](const FlowTable& t) { return never_or_value(t.config().idle_timeout_ns); })
+      .def_property_readonly("close_timeout_ns", [](const FlowTable& t) { return never_or_value(t.config().close_timeout_ns); })
+      .def_property_readonly("tick_ns", [](const FlowTable& t) { return t.config().tick_ns; })
+      .def_property_readonly("now_ns", &FlowTable::now_ns)
+      .def("__len__", &FlowTable::size)
+      .def("memory_bytes", &FlowTable::memory_bytes)
+      .def_property("user_meta", [](const FlowTable& t) { return py::bytes(t.user_meta()); },
+                    [](FlowTable& t, const py::bytes& b) { t.set_user_meta(std::string(b)); })
+      .def("entries_raw", [](py::object self) {
+             auto& t = self.cast<FlowTable&>();
+             return vnfkit::bridge::view1d(reinterpret_cast<std::uint8_t*>(t.entries()),
+                                           t.capacity() * sizeof(vnfkit::flow::FlowEntry), self);
+           })
+      .def("values_raw", [](py::object self) {
+             auto& t = self.cast<FlowTable&>();
+             return vnfkit::bridge::view1d(t.values(), t.capacity() * t.config().value_size, self);
+           })
+      .def("lookup", [](FlowTable& t, const py::array& keys) {
+             const FlowKey* k = keys_ptr(keys, "keys");
+             const auto n = static_cast<std::size_t>(keys.size());
+             auto out = new_array<std::uint32_t>(n);
+             auto* o = out.mutable_data();
+             {
+               py::gil_scoped_release rel;
+               t.lookup(k, n, o);
+             }
+             return out;
+           }, py::arg("keys").noconvert())
+      .def("lookup_or_insert", [](FlowTable& t, const py::array& keys, const py::array& flow_ids,
+                                  const py::array& ts_ns, std::optional<py::array> tcp_flags) {
+             const FlowKey* k = keys_ptr(keys, "keys");
+             const auto n = static_cast<std::size_t>(keys.size());
+             const auto* ids = col_ptr<std::uint32_t>(flow_ids, "flow_ids", n);
+             const auto* ts = col_ptr<std::uint64_t>(ts_ns, "ts_ns", n);
+             const std::uint8_t* fl = tcp_flags ? col_ptr<std::uint8_t>(*tcp_flags, "tcp_flags", n) : nullptr;
+             auto slots = new_array<std::uint32_t>(n);
+             auto is_new = new_array<bool>(n);
+             auto* so = slots.mutable_data();
+             auto* no = reinterpret_cast<std::uint8_t*>(is_new.mutable_data());
+             {
+               py::gil_scoped_release rel;
+               t.lookup_or_insert(k, ids, ts, fl, n, so, no);
+             }
+             return py::make_tuple(slots, is_new);
+           }, py::arg("keys").noconvert(), py::arg("flow_ids").noconvert(), py::arg("ts_ns").noconvert(),
+           py::arg("tcp_flags").noconvert() = py::none())
+      .def("remove", [](FlowTable& t, const py::array& keys) {
+             const FlowKey* k = keys_ptr(keys, "keys");
+             const auto n = static_cast<std::size_t>(keys.size());
+             auto out = new_array<bool>(n);
+             t.remove(k, n, reinterpret_cast<std::uint8_t*>(out.mutable_data()));
+             return out;
+           }, py::arg("keys").noconvert())
+      .def("remove_slots", [](FlowTable& t, const py::array& slots) {
+             require_1d<std::uint32_t>(slots, "slots");
+             const auto* s = static_cast<const std::uint32_t*>(slots.data());
+             std::size_t c = 0;
+             for (py::ssize_t i = 0; i < slots.size(); ++i) c += t.remove_slot(s[i]) ? 1 : 0;
+             return c;
+           }, py::arg("slots").noconvert())
+      .def("expire", [](FlowTable& t, std::uint64_t now) {
+             vnfkit::flow::Expired e;
+             {
+               py::gil_scoped_release rel;
+               t.expire(now, e);
+             }
+             const std::size_t n = e.slots.size();
+             std::vector<FlowKey> keys(n);
+             std::vector<std::uint32_t> ids(n);
+             std::vector<std::uint64_t> last(n);
+             for (std::size_t i = 0; i < n; ++i) {
+               keys[i] = e.entries[i].key;
+               ids[i] = e.entries[i].flow_id;
+               last[i] = e.entries[i].last_ts;
+             }
+             return py::make_tuple(vec_copy(e.slots), keys_copy(keys.data(), n), vec_copy(ids), vec_copy(last),
+                                   vec_copy(e.deadlines), vec_copy(e.reasons), vec_copy(e.values));
+           }, py::arg("now_ns"))
+      .def("active_in_range", [](const FlowTable& t, std::uint32_t lo, std::uint32_t hi, std::uint64_t since) {
+             if (lo > hi) throw py::value_error("active_in_range: lo must be <= hi");
+             return vec_copy(t.active_in_range(lo, hi, since));
+           }, py::arg("lo"), py::arg("hi"), py::arg("since_ns") = 0)
+      .def("live_slots", [](const FlowTable& t) { return vec_copy(t.live_slots()); })
+      .def("deadline", [](const FlowTable& t, std::uint32_t slot) {
+             if (!t.live(slot)) throw py::value_error("deadline: slot is not live");
+             return never_or_value(t.deadline(slot));
+           }, py::arg("slot"))
+      .def("clear", &FlowTable::clear)
+      .def("stats", [](const FlowTable& t) {
+             const auto& s = t.stats();
+             py::dict d;
+             d["size"] = t.size();
+             d["capacity"] = t.capacity();
+             d["load"] = static_cast<double>(t.size()) / static_cast<double>(t.capacity());
+             d["lookups"] = s.lookups;
+             d["hits"] = s.hits;
+             d["misses"] = s.misses;
+             d["inserts"] = s.inserts;
+             d["failed_inserts"] = s.failed_inserts;
+             d["removals"] = s.removals;
+             d["expired_idle"] = s.expired_idle;
+             d["expired_closed"] = s.expired_closed;
+             d["expirations"] = s.expired_idle + s.expired_closed;
+             d["memory_bytes"] = t.memory_bytes();
+             d["bytes_per_entry"] = static_cast<double>(t.memory_bytes()) / static_cast<double>(t.capacity());
+             return d;
+           })
+      .def("snapshot", [](const FlowTable& t) { return to_bytes(t.snapshot()); })
+      .def_static("restore", [](const py::buffer& b) {
+             py::buffer_info info;
+             return FlowTable::restore(image_of(b, info));
+           }, py::arg("image"));
+}

@@ -39,3 +39,8 @@ from .state import (  # noqa: E402
 )
 
 __all__ += ["DivergenceError", "OutputCommit", "Replayer", "SharedState"]
+
+# flow tables (issue 3)
+from .tables import ExceptionTable, FlowTable, RangeTable, SnapshotError  # noqa: E402
+
+__all__ += ["ExceptionTable", "FlowTable", "RangeTable", "SnapshotError"]

@@ -1,0 +1,296 @@
+"""Flow-table benchmarks: FlowTable lookups/inserts at 10 k and 1 M entries, steering lookups
+(RangeTable + ExceptionTable), each next to a pure-Python dict/bisect baseline run in the same
+session. One core, driven from Python in batches of BATCH keys.
+
+    PYTHONPATH=python python -m pytest -q benches/bench_tables.py --benchmark-only
+    (rates: see extra_info "mops" = million operations per second; "bytes_per_entry")
+
+Under --benchmark-disable (CI smoke) the 1 M case shrinks to 20 k entries so it runs in seconds.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # numpy's BLAS threads would spin on the 2nd core
+
+import bisect
+
+import numpy as np
+import pytest
+
+from vnfkit.tables import NO_SLOT, NO_TARGET, ExceptionTable, FlowTable, RangeTable, make_keys, steer
+
+BATCH = 4096
+N_QUERIES = 1 << 18  # engine queries per round
+N_BASELINE = 1 << 16  # dict baseline queries per round (pure Python is slow)
+VALUE = np.dtype([("ext_port", "<u2"), ("pkts", "<u8")])
+SIZES = {"10k": 10_000, "1M": 1_000_000}
+
+
+def keys(n: int, off: int = 0) -> np.ndarray:
+    i = np.arange(off, off + n, dtype=np.uint64)
+    return make_keys((i * 2654435761) & 0xFFFFFFFF, 0x0B000001 + (i >> 16), i & 0xFFFF, 443, 6)
+
+
+def batches(a: np.ndarray) -> list[np.ndarray]:
+    return [a[s:s + BATCH] for s in range(0, len(a), BATCH)]
+
+
+_cache: dict[int, dict] = {}
+
+
+def world(n: int) -> dict:
+    """Keys, a filled FlowTable and the equivalent dict for an n-entry table (built once)."""
+    if n not in _cache:
+        k = keys(n)
+        t = FlowTable(n, VALUE, idle_timeout_s=30)
+        slots, new = t.lookup_or_insert(k, np.arange(n, dtype=np.uint32), 1)
+        assert new.all()
+        rng = np.random.default_rng(7)
+        qi = rng.integers(0, n, N_QUERIES)
+        hits = k[qi]
+        misses = keys(N_QUERIES, off=1 << 40)
+        d = {kk.tobytes(): int(s) for kk, s in zip(k, slots)}
+        _cache[n] = dict(keys=k, table=t, slots=slots, qi=qi, hits=batches(hits), hit_slots=slots[qi],
+                         misses=batches(misses), dict=d,
+                         hit_bytes=[x.tobytes() for x in hits[:N_BASELINE]],
+                         miss_bytes=[x.tobytes() for x in misses[:N_BASELINE]])
+    return _cache[n]
+
+
+def size_of(label: str, benchmark) -> int:
+    return 20_000 if (benchmark.disabled and label == "1M") else SIZES[label]
+
+
+def report(benchmark, ops: int, **extra) -> None:
+    benchmark.extra_info["ops"] = ops
+    benchmark.extra_info.update(extra)
+    stats = getattr(benchmark, "stats", None)
+    if stats is not None and not benchmark.disabled:
+        benchmark.extra_info["mops"] = round(ops / stats.stats.mean / 1e6, 2)
+
+
+# ------------------------------------------------------------------------------- FlowTable lookups
+
+
+@pytest.mark.parametrize("label", list(SIZES))
+@pytest.mark.benchmark(group="flow_table_lookup_hit")
+def test_flow_lookup_hits_engine(benchmark, label):
+    w = world(size_of(label, benchmark))
+    t = w["table"]
+
+    def run():
+        return [t.lookup(b) for b in w["hits"]]
+
+    out = benchmark(run)
+    np.testing.assert_array_equal(np.concatenate(out), w["hit_slots"])
+    report(benchmark, N_QUERIES, entries=len(t), bytes_per_entry=t.stats()["bytes_per_entry"])
+
+
+@pytest.mark.parametrize("label", list(SIZES))
+@pytest.mark.benchmark(group="flow_table_lookup_hit")
+def test_flow_lookup_hits_dict_baseline(benchmark, label):
+    w = world(size_of(label, benchmark))
+    d, q = w["dict"], w["hit_bytes"]
+
+    def run():
+        get = d.get
+        return [get(k, NO_SLOT) for k in q]
+
+    out = benchmark(run)
+    assert out == w["hit_slots"][:N_BASELINE].tolist()
+    report(benchmark, N_BASELINE, entries=len(d))
+
+
+@pytest.mark.parametrize("label", list(SIZES))
+@pytest.mark.benchmark(group="flow_table_lookup_miss")
+def test_flow_lookup_misses_engine(benchmark, label):
+    w = world(size_of(label, benchmark))
+    t = w["table"]
+
+    def run():
+        return [t.lookup(b) for b in w["misses"]]
+
+    out = benchmark(run)
+    assert (np.concatenate(out) == NO_SLOT).all()
+    report(benchmark, N_QUERIES, entries=len(t))
+
+
+@pytest.mark.parametrize("label", list(SIZES))
+@pytest.mark.benchmark(group="flow_table_lookup_miss")
+def test_flow_lookup_misses_dict_baseline(benchmark, label):
+    w = world(size_of(label, benchmark))
+    d, q = w["dict"], w["miss_bytes"]
+
+    def run():
+        get = d.get
+        return [get(k, NO_SLOT) for k in q]
+
+    out = benchmark(run)
+    assert set(out) == {NO_SLOT}
+    report(benchmark, N_BASELINE, entries=len(d))
+
+
+@pytest.mark.parametrize("label", list(SIZES))
+@pytest.mark.benchmark(group="flow_table_lookup_or_insert_hit")
+def test_flow_lookup_or_insert_hits_engine(benchmark, label):
+    """The per-packet VNF path on established flows: find, refresh the timer, count a packet."""
+    w = world(size_of(label, benchmark))
+    t = w["table"]
+    ids = np.zeros(BATCH, dtype=np.uint32)
+    ts = np.full(BATCH, 2, dtype=np.uint64)
+    pkts = t.values["pkts"]
+
+    def run():
+        out = []
+        for b in w["hits"]:
+            slots, _ = t._t.lookup_or_insert(b, ids[: len(b)], ts[: len(b)], None)
+            out.append(slots)
+        return out
+
+    out = benchmark(run)
+    np.testing.assert_array_equal(np.concatenate(out), w["hit_slots"])
+    assert len(t) == len(w["keys"]) and pkts.base is not None
+    report(benchmark, N_QUERIES, entries=len(t))
+
+
+# ------------------------------------------------------------------------------- FlowTable inserts
+
+
+@pytest.mark.parametrize("label", list(SIZES))
+@pytest.mark.benchmark(group="flow_table_insert")
+def test_flow_insert_engine(benchmark, label):
+    n = size_of(label, benchmark)
+    w = world(n)
+    kb = batches(w["keys"])
+    ids = batches(np.arange(n, dtype=np.uint32))
+    ts = np.ones(BATCH, dtype=np.uint64)
+    holder = {}
+
+    def setup():
+        holder["t"] = FlowTable(n, VALUE, idle_timeout_s=30)
+        return (), {}
+
+    def run():
+        t = holder["t"]._t
+        return sum(int(t.lookup_or_insert(k, i, ts[: len(k)], None)[1].sum()) for k, i in zip(kb, ids))
+
+    inserted = benchmark.pedantic(run, setup=setup, rounds=1 if benchmark.disabled else 5, iterations=1)
+    assert inserted == n and len(holder["t"]) == n
+    assert holder["t"].stats()["failed_inserts"] == 0
+    report(benchmark, n, bytes_per_entry=holder["t"].stats()["bytes_per_entry"])
+
+
+@pytest.mark.parametrize("label", list(SIZES))
+@pytest.mark.benchmark(group="flow_table_insert")
+def test_flow_insert_dict_baseline(benchmark, label):
+    n = min(size_of(label, benchmark), N_BASELINE * 4)
+    kb = [x.tobytes() for x in world(size_of(label, benchmark))["keys"][:n]]
+
+    def run():
+        d: dict[bytes, int] = {}
+        for k in kb:
+            if k not in d:
+                d[k] = len(d)
+        return d
+
+    d = benchmark(run)
+    assert len(d) == n
+    report(benchmark, n)
+
+
+# ------------------------------------------------------------------------------------ steering
+
+N_RANGES = 16
+
+
+def steering_world() -> dict:
+    if "steer" not in _cache:
+        hw = ExceptionTable(2048)
+        hw_keys = keys(2048, off=5_000_000)
+        hw.insert(hw_keys, 100)
+        sw = ExceptionTable()
+        sw_keys = keys(20_000, off=6_000_000)
+        sw.insert(sw_keys, 200)
+        step = 1 << 28
+        rt = RangeTable([(i * step, (i + 1) * step - 1, i) for i in range(N_RANGES)])
+        rng = np.random.default_rng(3)
+        # traffic: 10% hardware exceptions, 10% software exceptions, 80% range-steered
+        parts = [hw_keys[rng.integers(0, 2048, N_QUERIES // 10)], sw_keys[rng.integers(0, 20_000, N_QUERIES // 10)],
+                 keys(N_QUERIES - 2 * (N_QUERIES // 10), off=7_000_000)]
+        q = np.concatenate(parts)
+        perm = rng.permutation(len(q))
+        q = q[perm]
+        ids = rng.integers(0, 2**32, len(q), dtype=np.uint32)
+        want = np.concatenate([np.full(len(parts[0]), 100), np.full(len(parts[1]), 200),
+                               np.full(len(parts[2]), -1)])[perm]
+        want = np.where(want >= 0, want, ids >> 28).astype(np.uint32)
+        hwd = {k.tobytes(): 100 for k in hw_keys}
+        swd = {k.tobytes(): 200 for k in sw_keys}
+        _cache["steer"] = dict(hw=hw, sw=sw, rt=rt, q=batches(q), ids=batches(ids), want=want, hwd=hwd, swd=swd,
+                               q_bytes=[k.tobytes() for k in q[:N_BASELINE]], ids_list=ids[:N_BASELINE].tolist(),
+                               los=[lo for lo, _, _ in rt.ranges()], ranges=rt.ranges())
+    return _cache["steer"]
+
+
+@pytest.mark.benchmark(group="steering")
+def test_steer_engine(benchmark):
+    """Exception tables (hardware 2 048 + software 20 k) then a 16-range RangeTable, per packet."""
+    w = steering_world()
+    ex = [w["hw"], w["sw"]]
+
+    def run():
+        return [steer(k, i, ranges=w["rt"], exceptions=ex) for k, i in zip(w["q"], w["ids"])]
+
+    out = benchmark(run)
+    np.testing.assert_array_equal(np.concatenate(out), w["want"])
+    report(benchmark, N_QUERIES, hw_bytes_per_entry=w["hw"].stats()["memory_bytes"] / 2048)
+
+
+@pytest.mark.benchmark(group="steering")
+def test_steer_dict_bisect_baseline(benchmark):
+    w = steering_world()
+    hwd, swd, los, ranges = w["hwd"], w["swd"], w["los"], w["ranges"]
+
+    def run():
+        out = []
+        for k, fid in zip(w["q_bytes"], w["ids_list"]):
+            t = hwd.get(k)
+            if t is None:
+                t = swd.get(k)
+            if t is None:
+                j = bisect.bisect_right(los, fid) - 1
+                t = ranges[j][2] if j >= 0 and fid <= ranges[j][1] else NO_TARGET
+            out.append(t)
+        return out
+
+    out = benchmark(run)
+    assert out == w["want"][:N_BASELINE].tolist()
+    report(benchmark, N_BASELINE)
+
+
+@pytest.mark.benchmark(group="range_table")
+def test_range_lookup_engine(benchmark):
+    w = steering_world()
+    rt = w["rt"]
+
+    def run():
+        return [rt.lookup(i) for i in w["ids"]]
+
+    out = benchmark(run)
+    np.testing.assert_array_equal(np.concatenate(out), np.concatenate(w["ids"]) >> 28)
+    report(benchmark, N_QUERIES)
+
+
+@pytest.mark.benchmark(group="exception_table")
+def test_exception_lookup_engine(benchmark):
+    w = steering_world()
+    hw = w["hw"]
+
+    def run():
+        return [hw.lookup(k) for k in w["q"]]
+
+    out = np.concatenate(benchmark(run))
+    assert ((out == 100) == (w["want"] == 100)).all() and set(np.unique(out)) <= {100, NO_TARGET}
+    report(benchmark, N_QUERIES, bytes_per_entry=hw.stats()["memory_bytes"] / 2048)

@@ -1,0 +1,156 @@
+// FlowTable: per-flow state records for stateful VNFs.
+//
+// Each live flow owns a *slot* in [0, capacity): a 64-byte FlowEntry (key, flow ID, last packet
+// time, state) and a fixed-size value record chosen by the VNF (value_size bytes, opaque to the
+// engine, zeroed on insert). Slots are stable while the entry lives, so a VNF can keep more per-flow
+// state in side arrays indexed by slot. Free slots are reused LIFO (deterministic).
+//
+// Index: KeyIndex (64-byte buckets, 7 ways). Batch calls hash the whole group, prefetch the home
+// buckets, then prefetch the candidate records, then probe/insert in packet order (so a flow that
+// appears twice in one batch is inserted once).
+//
+// Expiry: a flow's deadline is last_ts + idle_timeout, or last_ts + close_timeout once a TCP FIN or
+// RST has been seen on it (kNever timeouts disable that kind of expiry). expire(now) removes every
+// flow whose deadline <= now, driven by a TimerWheel on packet timestamps, and reports them ordered
+// by (deadline, key bytes): deterministic, and what a reference model can predict.
+//
+// When full (no free slot): the insert fails, the packet's slot is kNoSlot, is_new is 0 and
+// stats().failed_inserts counts it. Nothing is evicted.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "vnfkit/flow/flow_key.hpp"
+#include "vnfkit/flow/hash.hpp"
+#include "vnfkit/flow/timer_wheel.hpp"
+
+namespace vnfkit::flow {
+
+inline constexpr std::uint8_t kTcpFin = 0x01;
+inline constexpr std::uint8_t kTcpRst = 0x04;
+
+struct alignas(64) FlowEntry {
+  FlowKey key;
+  std::uint64_t last_ts = 0;   // newest packet timestamp seen (ns)
+  std::uint32_t flow_id = 0;
+  std::uint8_t state = 0;      // kLive | kClosing
+  std::uint8_t pad[11] = {};
+  static constexpr std::uint8_t kLive = 1;
+  static constexpr std::uint8_t kClosing = 2;
+};
+static_assert(sizeof(FlowEntry) == 64);
+
+struct FlowTableConfig {
+  std::uint32_t capacity = 1024;
+  std::uint32_t value_size = 8;
+  std::uint64_t idle_timeout_ns = kNever;
+  std::uint64_t close_timeout_ns = kNever;
+  std::uint64_t tick_ns = 0;  // 0 = automatic
+};
+
+struct FlowTableStats {
+  std::uint64_t lookups = 0;
+  std::uint64_t hits = 0;
+  std::uint64_t misses = 0;
+  std::uint64_t inserts = 0;
+  std::uint64_t failed_inserts = 0;
+  std::uint64_t removals = 0;
+  std::uint64_t expired_idle = 0;
+  std::uint64_t expired_closed = 0;
+};
+
+enum class ExpireReason : std::uint8_t { kIdle = 1, kClosed = 2 };
+
+// What expire() hands back, one entry per expired flow, in expiry order.
+struct Expired {
+  std::vector<std::uint32_t> slots;
+  std::vector<FlowEntry> entries;
+  std::vector<std::uint64_t> deadlines;
+  std::vector<std::uint8_t> reasons;
+  std::vector<std::uint8_t> values;  // slots.size() * value_size bytes
+  void clear() {
+    slots.clear();
+    entries.clear();
+    deadlines.clear();
+    reasons.clear();
+    values.clear();
+  }
+};
+
+class FlowTable {
+ public:
+  explicit FlowTable(const FlowTableConfig& cfg);
+
+  [[nodiscard]] const FlowTableConfig& config() const noexcept { return cfg_; }
+  [[nodiscard]] std::size_t capacity() const noexcept { return cfg_.capacity; }
+  [[nodiscard]] std::size_t size() const noexcept { return size_; }
+  [[nodiscard]] const FlowTableStats& stats() const noexcept { return stats_; }
+  [[nodiscard]] std::size_t memory_bytes() const noexcept;
+  [[nodiscard]] std::uint64_t now_ns() const noexcept { return now_; }  // newest expire() time
+
+  [[nodiscard]] FlowEntry* entries() noexcept { return entries_.data(); }
+  [[nodiscard]] const FlowEntry* entries() const noexcept { return entries_.data(); }
+  [[nodiscard]] std::uint8_t* values() noexcept { return values_; }
+  [[nodiscard]] bool live(std::uint32_t slot) const noexcept {
+    return slot < cfg_.capacity && (entries_[slot].state & FlowEntry::kLive);
+  }
+  [[nodiscard]] std::uint64_t deadline(std::uint32_t slot) const noexcept;
+
+  // Pure lookup: slots[i] = slot of keys[i] or kNoSlot. Touches nothing but the counters.
+  void lookup(const FlowKey* keys, std::size_t n, std::uint32_t* slots) noexcept;
+  // Lookup, inserting missing flows; refreshes last_ts, notes FIN/RST (tcp_flags may be null),
+  // (re)arms expiry. is_new may be null. Returns the number of new flows.
+  std::size_t lookup_or_insert(const FlowKey* keys, const std::uint32_t* flow_ids,
+                               const std::uint64_t* ts_ns, const std::uint8_t* tcp_flags, std::size_t n,
+                               std::uint32_t* slots, std::uint8_t* is_new) noexcept;
+  // Removes keys; removed[i] (may be null) = 1 if key i was live. Returns the count.
+  std::size_t remove(const FlowKey* keys, std::size_t n, std::uint8_t* removed) noexcept;
+  bool remove_slot(std::uint32_t slot) noexcept;
+  // Expires every flow with deadline <= now_ns into out (cleared first). Returns the count.
+  std::size_t expire(std::uint64_t now_ns, Expired& out);
+  // Slots of live flows with lo <= flow_id <= hi and last_ts >= since_ns, ascending.
+  [[nodiscard]] std::vector<std::uint32_t> active_in_range(std::uint32_t lo, std::uint32_t hi,
+                                                           std::uint64_t since_ns = 0) const;
+  // Slots of all live flows, ascending.
+  [[nodiscard]] std::vector<std::uint32_t> live_slots() const;
+  void clear();
+
+  // Opaque user metadata stored in snapshots (the Python layer keeps the value dtype there).
+  void set_user_meta(std::string meta) { user_meta_ = std::move(meta); }
+  [[nodiscard]] const std::string& user_meta() const noexcept { return user_meta_; }
+
+  [[nodiscard]] std::vector<std::uint8_t> snapshot() const;
+  static FlowTable restore(std::span<const std::uint8_t> image);
+
+  FlowTable(FlowTable&&) noexcept;
+  FlowTable& operator=(FlowTable&&) noexcept;
+  FlowTable(const FlowTable&) = delete;
+  FlowTable& operator=(const FlowTable&) = delete;
+  ~FlowTable();
+
+ private:
+  [[nodiscard]] std::uint32_t find(const FlowKey& k, std::uint64_t h) const noexcept {
+    return index_.find(k, h, [this](std::uint32_t s) -> const FlowKey& { return entries_[s].key; });
+  }
+  void free_slot(std::uint32_t slot) noexcept;
+  template <typename Resolve>
+  void pipeline(const FlowKey* keys, std::size_t n, Resolve&& resolve) noexcept;
+
+  FlowTableConfig cfg_;
+  std::vector<FlowEntry, TableAllocator<FlowEntry>> entries_;
+  std::uint8_t* values_ = nullptr;  // 64-byte aligned, capacity * value_size bytes
+  std::vector<std::uint32_t> free_;  // stack of free slots (back = next to use)
+  KeyIndex index_;
+  TimerWheel wheel_;
+  std::size_t size_ = 0;
+  std::uint64_t now_ = 0;
+  FlowTableStats stats_;
+  std::string user_meta_;
+  std::vector<std::pair<std::uint64_t, std::uint32_t>> due_;  // scratch for expire()
+};
+
+}  // namespace vnfkit::flow

@@ -1,0 +1,392 @@
+#include "vnfkit/flow/flow_table.hpp"
+
+#include <algorithm>
+#include <bit>
+#include <cstdlib>
+#include <new>
+#include <stdexcept>
+#include <string>
+
+#include "vnfkit/snapshot/snapshot.hpp"
+
+namespace vnfkit::flow {
+namespace {
+
+constexpr std::uint32_t kMaxCapacity = 1u << 30;
+
+std::uint64_t sat_add(std::uint64_t a, std::uint64_t b) noexcept {
+  return (b == kNever || a > kNever - b) ? kNever : a + b;
+}
+
+std::uint64_t auto_tick(const FlowTableConfig& c) {
+  if (c.tick_ns) return c.tick_ns;
+  std::uint64_t t = std::min(c.idle_timeout_ns, c.close_timeout_ns);
+  if (t == kNever) return 1'000'000'000ull;
+  t /= 256;  // a timeout spans ~256 ticks: few re-links, few empty visits
+  return std::max<std::uint64_t>(t, 1000);
+}
+
+const FlowTableConfig& validated(const FlowTableConfig& c) {
+  if (c.capacity == 0 || c.capacity > kMaxCapacity) {
+    throw std::invalid_argument("capacity: must be between 1 and 2**30");
+  }
+  if (c.value_size == 0 || c.value_size > 4096) {
+    throw std::invalid_argument("value_size: must be between 1 and 4096 bytes");
+  }
+  if (c.idle_timeout_ns == 0) throw std::invalid_argument("idle_timeout: must be > 0 (or never)");
+  if (c.close_timeout_ns == 0) throw std::invalid_argument("close_timeout: must be > 0 (or never)");
+  return c;
+}
+
+// values_ holds capacity * value_size bytes rounded up to whole cache lines; the rounded size is
+// recomputed on free (it depends only on the configuration).
+std::size_t values_bytes(const FlowTableConfig& c) {
+  return (std::size_t{c.capacity} * c.value_size + 63) / 64 * 64;
+}
+std::uint8_t* alloc_values(std::size_t bytes) {
+  std::uint8_t* p = TableAllocator<std::uint8_t>{}.allocate(bytes);
+  std::memset(p, 0, bytes);
+  return p;
+}
+void free_values(std::uint8_t* p, std::size_t bytes) noexcept {
+  if (p) TableAllocator<std::uint8_t>{}.deallocate(p, bytes);
+}
+
+// 64 .. 4096 buckets: small tables keep a small wheel (a bucket costs 4 bytes).
+std::size_t wheel_buckets(std::uint32_t capacity) {
+  return std::min<std::size_t>(4096, std::bit_ceil(std::max<std::size_t>(64, capacity)));
+}
+
+bool key_less(const FlowKey& a, const FlowKey& b) noexcept {
+  return std::memcmp(&a, &b, sizeof(FlowKey)) < 0;
+}
+
+}  // namespace
+
+FlowTable::FlowTable(const FlowTableConfig& cfg)
+    : cfg_(validated(cfg)),
+      entries_(cfg.capacity),
+      values_(alloc_values(values_bytes(cfg))),
+      free_(cfg.capacity),
+      index_(cfg.capacity),
+      wheel_(cfg.capacity, auto_tick(cfg), wheel_buckets(cfg.capacity)) {
+  cfg_.tick_ns = wheel_.tick_ns();
+  for (std::uint32_t i = 0; i < cfg_.capacity; ++i) free_[i] = cfg_.capacity - 1 - i;
+}
+
+FlowTable::~FlowTable() { free_values(values_, values_bytes(cfg_)); }
+
+FlowTable::FlowTable(FlowTable&& o) noexcept
+    : cfg_(o.cfg_), entries_(std::move(o.entries_)), values_(o.values_), free_(std::move(o.free_)),
+      index_(std::move(o.index_)), wheel_(std::move(o.wheel_)), size_(o.size_), now_(o.now_),
+      stats_(o.stats_), user_meta_(std::move(o.user_meta_)), due_(std::move(o.due_)) {
+  o.values_ = nullptr;
+  o.size_ = 0;
+}
+
+FlowTable& FlowTable::operator=(FlowTable&& o) noexcept {
+  if (this != &o) {
+    free_values(values_, values_bytes(cfg_));
+    cfg_ = o.cfg_;
+    entries_ = std::move(o.entries_);
+    values_ = o.values_;
+    o.values_ = nullptr;
+    free_ = std::move(o.free_);
+    index_ = std::move(o.index_);
+    wheel_ = std::move(o.wheel_);
+    size_ = o.size_;
+    o.size_ = 0;
+    now_ = o.now_;
+    stats_ = o.stats_;
+    user_meta_ = std::move(o.user_meta_);
+    due_ = std::move(o.due_);
+  }
+  return *this;
+}
+
+std::size_t FlowTable::memory_bytes() const noexcept {
+  return entries_.size() * sizeof(FlowEntry) + std::size_t{cfg_.capacity} * cfg_.value_size +
+         std::size_t{cfg_.capacity} * 4 + index_.memory_bytes() + wheel_.memory_bytes();
+}
+
+std::uint64_t FlowTable::deadline(std::uint32_t slot) const noexcept {
+  const FlowEntry& e = entries_[slot];
+  if (!(e.state & FlowEntry::kLive)) return kNever;
+  const std::uint64_t d = (e.state & FlowEntry::kClosing)
+                              ? std::min(cfg_.idle_timeout_ns, cfg_.close_timeout_ns)
+                              : cfg_.idle_timeout_ns;
+  return sat_add(e.last_ts, d);
+}
+
+// Software pipeline over the batch: key i+2D is hashed and its home bucket prefetched, key i+D's
+// candidate record is prefetched, and key i is resolved. Each miss to memory thus overlaps with
+// the work on ~D other keys.
+namespace {
+constexpr std::size_t kDist = 12;
+constexpr std::size_t kRing = 64;  // > 2 * kDist, power of two
+static_assert(kRing > 2 * kDist && (kRing & (kRing - 1)) == 0);
+}  // namespace
+
+template <typename Resolve>
+void FlowTable::pipeline(const FlowKey* keys, std::size_t n, Resolve&& resolve) noexcept {
+  std::uint64_t h[kRing];
+  const std::size_t pre = std::min(n, 2 * kDist);
+  for (std::size_t i = 0; i < pre; ++i) {
+    h[i] = hash_key(keys[i]);
+    index_.prefetch(h[i]);
+  }
+  for (std::size_t i = 0; i < std::min(n, kDist); ++i) {
+    const std::uint32_t c = index_.first_candidate(h[i]);
+    if (c != kNoSlot) __builtin_prefetch(&entries_[c]);
+  }
+  for (std::size_t i = 0; i < n; ++i) {
+    if (i + 2 * kDist < n) {
+      const std::uint64_t x = hash_key(keys[i + 2 * kDist]);
+      h[(i + 2 * kDist) & (kRing - 1)] = x;
+      index_.prefetch(x);
+    }
+    if (i + kDist < n) {
+      const std::uint32_t c = index_.first_candidate(h[(i + kDist) & (kRing - 1)]);
+      if (c != kNoSlot) __builtin_prefetch(&entries_[c]);
+    }
+    resolve(i, h[i & (kRing - 1)]);
+  }
+}
+
+void FlowTable::lookup(const FlowKey* keys, std::size_t n, std::uint32_t* slots) noexcept {
+  std::size_t hits = 0;
+  pipeline(keys, n, [&](std::size_t i, std::uint64_t h) {
+    const std::uint32_t s = find(keys[i], h);
+    slots[i] = s;
+    hits += s != kNoSlot;
+  });
+  stats_.lookups += n;
+  stats_.hits += hits;
+  stats_.misses += n - hits;
+}
+
+std::size_t FlowTable::lookup_or_insert(const FlowKey* keys, const std::uint32_t* flow_ids,
+                                        const std::uint64_t* ts_ns, const std::uint8_t* tcp_flags,
+                                        std::size_t n, std::uint32_t* slots, std::uint8_t* is_new) noexcept {
+  std::size_t hits = 0, inserted = 0, failed = 0;
+  const std::size_t vs = cfg_.value_size;
+  pipeline(keys, n, [&](std::size_t i, std::uint64_t h) {
+    const FlowKey& k = keys[i];
+    const std::uint64_t ts = ts_ns[i];
+    const bool closes = tcp_flags && k.proto == 6 && (tcp_flags[i] & (kTcpFin | kTcpRst));
+    std::uint32_t s = find(k, h);
+    if (s != kNoSlot) {
+      ++hits;
+      FlowEntry& e = entries_[s];
+      if (ts > e.last_ts) e.last_ts = ts;
+      if (closes && !(e.state & FlowEntry::kClosing)) {
+        e.state |= FlowEntry::kClosing;
+        wheel_.arm(s, deadline(s));  // the deadline may move earlier: re-link now
+      }
+      if (is_new) is_new[i] = 0;
+    } else if (!free_.empty()) {
+      s = free_.back();
+      free_.pop_back();
+      FlowEntry& e = entries_[s];
+      e.key = k;
+      e.last_ts = ts;
+      e.flow_id = flow_ids ? flow_ids[i] : 0;
+      e.state = static_cast<std::uint8_t>(FlowEntry::kLive | (closes ? FlowEntry::kClosing : 0));
+      std::memset(values_ + std::size_t{s} * vs, 0, vs);
+      index_.insert(h, s);
+      wheel_.arm(s, deadline(s));
+      ++size_;
+      ++inserted;
+      if (is_new) is_new[i] = 1;
+    } else {
+      ++failed;
+      if (is_new) is_new[i] = 0;
+    }
+    slots[i] = s;
+  });
+  stats_.lookups += n;
+  stats_.hits += hits;
+  stats_.misses += n - hits;
+  stats_.inserts += inserted;
+  stats_.failed_inserts += failed;
+  return inserted;
+}
+
+void FlowTable::free_slot(std::uint32_t slot) noexcept {
+  FlowEntry& e = entries_[slot];
+  index_.erase(hash_key(e.key), slot);
+  wheel_.disarm(slot);
+  e = FlowEntry{};
+  free_.push_back(slot);
+  --size_;
+}
+
+bool FlowTable::remove_slot(std::uint32_t slot) noexcept {
+  if (!live(slot)) return false;
+  free_slot(slot);
+  ++stats_.removals;
+  return true;
+}
+
+std::size_t FlowTable::remove(const FlowKey* keys, std::size_t n, std::uint8_t* removed) noexcept {
+  std::size_t c = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    const std::uint32_t s = find(keys[i], hash_key(keys[i]));
+    const bool r = s != kNoSlot;
+    if (r) {
+      free_slot(s);
+      ++c;
+    }
+    if (removed) removed[i] = r ? 1 : 0;
+  }
+  stats_.removals += c;
+  return c;
+}
+
+std::size_t FlowTable::expire(std::uint64_t now_ns, Expired& out) {
+  out.clear();
+  due_.clear();
+  if (now_ns > now_) now_ = now_ns;
+  wheel_.advance(
+      now_ns, [this](std::uint32_t s) { return deadline(s); },
+      [this](std::uint32_t s) { due_.emplace_back(deadline(s), s); });
+  std::sort(due_.begin(), due_.end(), [this](const auto& a, const auto& b) {
+    if (a.first != b.first) return a.first < b.first;
+    return key_less(entries_[a.second].key, entries_[b.second].key);
+  });
+  const std::size_t n = due_.size();
+  const std::size_t vs = cfg_.value_size;
+  out.slots.resize(n);
+  out.entries.resize(n);
+  out.deadlines.resize(n);
+  out.reasons.resize(n);
+  out.values.resize(n * vs);
+  for (std::size_t i = 0; i < n; ++i) {
+    const std::uint32_t s = due_[i].second;
+    out.slots[i] = s;
+    out.entries[i] = entries_[s];
+    out.deadlines[i] = due_[i].first;
+    const bool closed = entries_[s].state & FlowEntry::kClosing;
+    out.reasons[i] = static_cast<std::uint8_t>(closed ? ExpireReason::kClosed : ExpireReason::kIdle);
+    if (closed) ++stats_.expired_closed; else ++stats_.expired_idle;
+    std::memcpy(out.values.data() + i * vs, values_ + std::size_t{s} * vs, vs);
+    free_slot(s);
+  }
+  return n;
+}
+
+std::vector<std::uint32_t> FlowTable::active_in_range(std::uint32_t lo, std::uint32_t hi,
+                                                      std::uint64_t since_ns) const {
+  std::vector<std::uint32_t> out;
+  for (std::uint32_t s = 0; s < cfg_.capacity; ++s) {
+    const FlowEntry& e = entries_[s];
+    if ((e.state & FlowEntry::kLive) && e.flow_id >= lo && e.flow_id <= hi && e.last_ts >= since_ns) {
+      out.push_back(s);
+    }
+  }
+  return out;
+}
+
+std::vector<std::uint32_t> FlowTable::live_slots() const {
+  std::vector<std::uint32_t> out;
+  out.reserve(size_);
+  for (std::uint32_t s = 0; s < cfg_.capacity; ++s) {
+    if (entries_[s].state & FlowEntry::kLive) out.push_back(s);
+  }
+  return out;
+}
+
+void FlowTable::clear() {
+  for (auto& e : entries_) e = FlowEntry{};
+  std::memset(values_, 0, std::size_t{cfg_.capacity} * cfg_.value_size);
+  free_.resize(cfg_.capacity);
+  for (std::uint32_t i = 0; i < cfg_.capacity; ++i) free_[i] = cfg_.capacity - 1 - i;
+  index_.reset(cfg_.capacity);
+  const std::uint64_t cursor = wheel_.cursor_tick();
+  wheel_.clear();
+  wheel_.set_cursor_tick(cursor);
+  size_ = 0;
+}
+
+// Payload: config | cursor tick | now | stats | user meta | free stack | live slots | their entries
+// (key, last_ts, flow_id, state) | their values.
+std::vector<std::uint8_t> FlowTable::snapshot() const {
+  snapshot::Writer w("flow_table");
+  w.put<std::uint32_t>(cfg_.capacity);
+  w.put<std::uint32_t>(cfg_.value_size);
+  w.put<std::uint64_t>(cfg_.idle_timeout_ns);
+  w.put<std::uint64_t>(cfg_.close_timeout_ns);
+  w.put<std::uint64_t>(cfg_.tick_ns);
+  w.put<std::uint64_t>(wheel_.cursor_tick());
+  w.put<std::uint64_t>(now_);
+  w.put(stats_);
+  w.put_array<char>(std::span<const char>(user_meta_.data(), user_meta_.size()));
+  w.put_array<std::uint32_t>(free_);
+  const auto slots = live_slots();
+  w.put_array<std::uint32_t>(slots);
+  std::vector<FlowEntry> es(slots.size());
+  std::vector<std::uint8_t> vals(slots.size() * cfg_.value_size);
+  for (std::size_t i = 0; i < slots.size(); ++i) {
+    es[i] = entries_[slots[i]];
+    std::memcpy(vals.data() + i * cfg_.value_size, values_ + std::size_t{slots[i]} * cfg_.value_size,
+                cfg_.value_size);
+  }
+  w.put_array<FlowEntry>(es);
+  w.put_array<std::uint8_t>(vals);
+  return w.finish();
+}
+
+FlowTable FlowTable::restore(std::span<const std::uint8_t> image) {
+  snapshot::Reader rd(image, "flow_table");
+  FlowTableConfig c;
+  c.capacity = rd.get<std::uint32_t>();
+  c.value_size = rd.get<std::uint32_t>();
+  c.idle_timeout_ns = rd.get<std::uint64_t>();
+  c.close_timeout_ns = rd.get<std::uint64_t>();
+  c.tick_ns = rd.get<std::uint64_t>();
+  const auto cursor = rd.get<std::uint64_t>();
+  const auto now = rd.get<std::uint64_t>();
+  const auto st = rd.get<FlowTableStats>();
+  const auto meta = rd.get_array<char>(1u << 20);
+  if (c.capacity == 0 || c.capacity > kMaxCapacity || c.value_size == 0 || c.value_size > 4096 ||
+      c.tick_ns == 0 || c.idle_timeout_ns == 0 || c.close_timeout_ns == 0) {
+    throw snapshot::SnapshotError("flow_table snapshot: invalid configuration");
+  }
+  auto free_list = rd.get_array<std::uint32_t>(c.capacity);
+  auto slots = rd.get_array<std::uint32_t>(c.capacity);
+  auto es = rd.get_array<FlowEntry>(c.capacity);
+  auto vals = rd.get_array<std::uint8_t>();
+  rd.expect_end();
+  if (es.size() != slots.size() || vals.size() != slots.size() * c.value_size ||
+      free_list.size() + slots.size() != c.capacity) {
+    throw snapshot::SnapshotError("flow_table snapshot: inconsistent entry counts");
+  }
+  FlowTable t(c);
+  std::vector<std::uint8_t> seen(c.capacity, 0);
+  for (auto s : free_list) {
+    if (s >= c.capacity || seen[s]) throw snapshot::SnapshotError("flow_table snapshot: bad free list");
+    seen[s] = 1;
+  }
+  t.free_ = std::move(free_list);
+  t.wheel_.set_cursor_tick(cursor);
+  for (std::size_t i = 0; i < slots.size(); ++i) {
+    const std::uint32_t s = slots[i];
+    if (s >= c.capacity || seen[s] || !(es[i].state & FlowEntry::kLive)) {
+      throw snapshot::SnapshotError("flow_table snapshot: bad slot list");
+    }
+    seen[s] = 1;
+    const std::uint64_t h = hash_key(es[i].key);
+    if (t.find(es[i].key, h) != kNoSlot) throw snapshot::SnapshotError("flow_table snapshot: duplicate key");
+    t.entries_[s] = es[i];
+    std::memcpy(t.values_ + std::size_t{s} * c.value_size, vals.data() + i * c.value_size, c.value_size);
+    t.index_.insert(h, s);
+    t.wheel_.arm(s, t.deadline(s));
+  }
+  t.size_ = slots.size();
+  t.now_ = now;
+  t.stats_ = st;
+  t.user_meta_.assign(meta.begin(), meta.end());
+  return t;
+}
+
+}  // namespace vnfkit::flow

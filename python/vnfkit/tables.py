@@ -1,0 +1,562 @@
+"""Flow tables: range and exception tables for steering, and per-flow state.
+
+Three tables, all backed by the C++ engine, all batch-oriented (one call handles a whole
+:class:`vnfkit.PacketBatch` or an array of keys), all snapshot-able:
+
+* :class:`RangeTable` -- non-overlapping inclusive ranges of the 32-bit flow-ID space, each mapped
+  to a target id. Migration avoidance splits and merges them as it scales out and in.
+* :class:`ExceptionTable` -- exact-match flow key -> target id, with an optional hard capacity
+  (a hardware switch holds 2 048 entries; a software switch is unbounded).
+* :class:`FlowTable` -- per-flow state records of a numpy structured dtype chosen by the VNF,
+  with idle and TCP-close expiry on packet time.
+
+Tables are not thread-safe: give each worker thread its own tables (the engine releases the GIL
+during batch calls, so two threads must never call into the same table at once).
+
+Keys are numpy arrays of :data:`vnfkit.FLOW_KEY_DTYPE` (40 bytes: 5-tuple, see flow_key.hpp);
+:func:`make_keys` builds IPv4 keys for tests and controllers. Snapshots are ``bytes`` images with a
+CRC32C; a truncated, corrupted or wrong-kind image raises :class:`SnapshotError` (a ValueError).
+"""
+
+from __future__ import annotations
+
+import ast
+from typing import Any, Iterator, Sequence, Union
+
+import numpy as np
+import numpy.typing as npt
+
+from . import _core
+
+FLOW_KEY_DTYPE: np.dtype[Any] = _core.flow_key_dtype()
+
+#: Returned by lookups for "no target" (a flow ID in no range, a key in no exception table).
+NO_TARGET: int = int(_core.NO_TARGET)
+#: The slot value of a FlowTable miss (or of a packet whose insert failed because the table is full).
+NO_SLOT: int = int(_core.NO_SLOT)
+
+SnapshotError = _core.SnapshotError
+
+#: Why an entry expired (the ``reason`` field of :meth:`FlowTable.expire`).
+EXPIRED_IDLE = 1
+EXPIRED_CLOSED = 2
+
+#: Layout of the engine's per-flow entry (64 bytes), as seen by :meth:`FlowTable.to_numpy`.
+_ENTRY_DTYPE = np.dtype(
+    [("key", FLOW_KEY_DTYPE), ("last_ts", "<u8"), ("flow_id", "<u4"), ("state", "u1"), ("_pad", "V11")]
+)
+assert _ENTRY_DTYPE.itemsize == 64
+
+KeysLike = Union["_core.PacketBatch", npt.NDArray[Any]]
+
+
+class TableFullError(RuntimeError):
+    """An insert did not fit into a table with a hard capacity (nothing was evicted)."""
+
+
+def make_keys(
+    src: Any, dst: Any, sport: Any = 0, dport: Any = 0, proto: Any = 6
+) -> npt.NDArray[Any]:
+    """Build an array of IPv4 flow keys (dtype :data:`FLOW_KEY_DTYPE`).
+
+    Every argument is a scalar or an array (broadcast together). ``src``/``dst`` are IPv4 addresses
+    as host-order integers (e.g. ``0x0A000001`` for 10.0.0.1).
+    """
+    src_a, dst_a, sp, dp, pr = np.broadcast_arrays(
+        np.asarray(src, dtype=np.uint32),
+        np.asarray(dst, dtype=np.uint32),
+        np.asarray(sport, dtype=np.uint16),
+        np.asarray(dport, dtype=np.uint16),
+        np.asarray(proto, dtype=np.uint8),
+    )
+    n = src_a.size
+    keys = np.zeros(n, dtype=FLOW_KEY_DTYPE)
+    keys["src"][:, :4] = src_a.reshape(-1).astype(">u4").view(np.uint8).reshape(n, 4)
+    keys["dst"][:, :4] = dst_a.reshape(-1).astype(">u4").view(np.uint8).reshape(n, 4)
+    keys["sport"] = sp.reshape(-1)
+    keys["dport"] = dp.reshape(-1)
+    keys["proto"] = pr.reshape(-1)
+    keys["family"] = 4
+    return keys
+
+
+def _keys_of(keys: KeysLike, what: str = "keys") -> npt.NDArray[Any]:
+    if isinstance(keys, _core.PacketBatch):
+        return keys.key
+    if not isinstance(keys, np.ndarray):
+        raise TypeError(f"{what}: expected a PacketBatch or a numpy array of FLOW_KEY_DTYPE, got {type(keys).__name__}")
+    return keys
+
+
+def _image(image: bytes | bytearray | memoryview) -> bytes | bytearray | memoryview:
+    if not isinstance(image, (bytes, bytearray, memoryview)):
+        raise TypeError(f"image: expected bytes, got {type(image).__name__}")
+    return image
+
+
+# ------------------------------------------------------------------------------------------- RangeTable
+
+
+class RangeTable:
+    """Non-overlapping inclusive ranges ``[lo, hi]`` of the 32-bit flow-ID space -> target id.
+
+    >>> rt = RangeTable([(0, 2**32 - 1, 0)])     # everything to instance 0
+    >>> rt.split(2**31, 1)                        # scale out: [0, 2**31-1] -> 0, [2**31, 2**32-1] -> 1
+    1
+    >>> rt.lookup(np.array([5, 2**31], dtype=np.uint32)).tolist()
+    [0, 1]
+    >>> rt.merge(2**31)                           # scale in: back to one range, target 0
+    0
+
+    Ranges must be given sorted by ``lo``, non-empty (``lo <= hi``) and non-overlapping; gaps are
+    allowed and look up as :data:`NO_TARGET`. Invalid input raises ``ValueError`` and leaves the
+    table unchanged. Targets are uint32 other than :data:`NO_TARGET`.
+    """
+
+    __slots__ = ("_t",)
+
+    def __init__(self, ranges: Sequence[tuple[int, int, int]] = ()) -> None:
+        self._t = _core.RangeTable(list(ranges))
+
+    def assign(self, ranges: Sequence[tuple[int, int, int]]) -> None:
+        """Replace every range (validated first; on error the table is unchanged)."""
+        self._t.assign(list(ranges))
+
+    def split(self, m: int, new_target: int) -> int:
+        """Split the range ``[X, Y]`` containing ``m`` (``X < m``): ``[X, m-1]`` keeps its target,
+        ``[m, Y]`` goes to ``new_target``. Returns the index of the new range."""
+        return int(self._t.split(m, new_target))
+
+    def merge(self, m: int, target: int | None = None) -> int:
+        """Merge the adjacent ranges ``[X, m-1]`` and ``[m, Y]`` into ``[X, Y]``, keeping the left
+        range's target (or setting ``target``). Returns the merged range's index."""
+        return int(self._t.merge(m, target))
+
+    def set_target(self, flow_id: int, target: int) -> None:
+        """Re-target the range containing ``flow_id``."""
+        self._t.set_target(flow_id, target)
+
+    def find(self, flow_id: int) -> int:
+        """Target of one flow ID (:data:`NO_TARGET` if no range holds it)."""
+        return int(self._t.find(flow_id))
+
+    def lookup(self, flow_ids: KeysLike | npt.NDArray[np.uint32]) -> npt.NDArray[np.uint32]:
+        """Targets of a batch: a uint32 array of flow IDs, or a PacketBatch (its ``flow_id`` column)."""
+        if isinstance(flow_ids, _core.PacketBatch):
+            flow_ids = flow_ids.flow_id
+        return self._t.lookup(flow_ids)
+
+    def ranges(self) -> list[tuple[int, int, int]]:
+        """The ranges, sorted, as ``(lo, hi, target)`` tuples."""
+        return [tuple(r) for r in self._t.ranges()]  # type: ignore[misc]
+
+    def to_numpy(self) -> npt.NDArray[Any]:
+        """The ranges as a structured array with fields ``lo``, ``hi``, ``target`` (uint32)."""
+        return np.array(self.ranges(), dtype=[("lo", "<u4"), ("hi", "<u4"), ("target", "<u4")])
+
+    def __len__(self) -> int:
+        return len(self._t)
+
+    def __iter__(self) -> Iterator[tuple[int, int, int]]:
+        return iter(self.ranges())
+
+    def __repr__(self) -> str:
+        return f"RangeTable({self.ranges()!r})"
+
+    def snapshot(self) -> bytes:
+        """A checksummed image of the table (see :meth:`restore`)."""
+        return self._t.snapshot()
+
+    @classmethod
+    def restore(cls, image: bytes | bytearray | memoryview) -> RangeTable:
+        """Rebuild a table from :meth:`snapshot`; raises :class:`SnapshotError` on a bad image."""
+        obj = cls.__new__(cls)
+        obj._t = _core.RangeTable.restore(_image(image))
+        return obj
+
+
+# --------------------------------------------------------------------------------------- ExceptionTable
+
+
+class ExceptionTable:
+    """Exact-match flow key -> target id, optionally with a hard capacity.
+
+    ``capacity=2048`` models a hardware switch table, ``capacity=None`` (unbounded) a software
+    switch. Inserting a *new* key into a full table never evicts anything: :meth:`insert` raises
+    :class:`TableFullError` (``strict=True``, the default, all-or-nothing) or returns a mask of what
+    fitted (``strict=False``); either way the refused keys are counted in ``stats()["failed_inserts"]``.
+    Re-inserting an existing key re-targets it and always succeeds.
+    """
+
+    __slots__ = ("_t",)
+
+    def __init__(self, capacity: int | None = None) -> None:
+        if capacity is not None and capacity <= 0:
+            raise ValueError("capacity: must be a positive number of entries, or None for unbounded")
+        self._t = _core.ExceptionTable(0 if capacity is None else capacity)
+
+    @property
+    def capacity(self) -> int | None:
+        """The hard capacity, or None if unbounded."""
+        c = int(self._t.capacity)
+        return c or None
+
+    def insert(self, keys: KeysLike, targets: Any, *, strict: bool = True) -> npt.NDArray[np.bool_]:
+        """Map each key to its target (``targets``: uint32 array or a scalar for all).
+
+        Returns a bool mask: True where the key is now mapped. With ``strict=True`` a batch that
+        does not fit raises :class:`TableFullError` and changes nothing."""
+        k = _keys_of(keys)
+        if np.isscalar(targets) or (isinstance(targets, np.ndarray) and targets.ndim == 0):
+            t = int(targets)  # type: ignore[arg-type]
+            if not 0 <= t < NO_TARGET:
+                raise ValueError(f"targets: {t} is not a uint32 target (0xFFFFFFFF is reserved)")
+            targets = np.full(len(k), t, dtype=np.uint32)
+        if strict:
+            cap = self.capacity
+            if cap is not None:
+                new = int(self._t.count_new(k))
+                if len(self._t) + new > cap:
+                    failed = len(self._t) + new - cap
+                    self._t.count_failed(failed)
+                    raise TableFullError(
+                        f"ExceptionTable full: {len(self._t)}/{cap} entries, {new} new keys, "
+                        f"{failed} would not fit (nothing inserted)"
+                    )
+        return self._t.insert(k, targets)
+
+    def remove(self, keys: KeysLike) -> npt.NDArray[np.bool_]:
+        """Remove keys; returns a mask of the keys that were present."""
+        return self._t.remove(_keys_of(keys))
+
+    def lookup(self, keys: KeysLike) -> npt.NDArray[np.uint32]:
+        """Targets of a batch of keys (:data:`NO_TARGET` where absent)."""
+        return self._t.lookup(_keys_of(keys))
+
+    def keys(self) -> npt.NDArray[Any]:
+        """A copy of the keys (FLOW_KEY_DTYPE), in table order."""
+        return self._t.keys()
+
+    def targets(self) -> npt.NDArray[np.uint32]:
+        """A copy of the targets, aligned with :meth:`keys`."""
+        return self._t.targets()
+
+    def items(self) -> Iterator[tuple[bytes, int]]:
+        """Iterate ``(key bytes, target)`` pairs."""
+        for k, t in zip(self.keys(), self.targets()):
+            yield k.tobytes(), int(t)
+
+    def __iter__(self) -> Iterator[bytes]:
+        return (k for k, _ in self.items())
+
+    def to_numpy(self) -> npt.NDArray[Any]:
+        """Contents as a structured array with fields ``key`` (FLOW_KEY_DTYPE) and ``target``."""
+        out = np.zeros(len(self), dtype=[("key", FLOW_KEY_DTYPE), ("target", "<u4")])
+        out["key"] = self.keys()
+        out["target"] = self.targets()
+        return out
+
+    def clear(self) -> None:
+        """Remove every entry (stats are kept)."""
+        self._t.clear()
+
+    def stats(self) -> dict[str, int]:
+        """size, capacity (0 = unbounded), inserts, updates, failed_inserts, removals, memory_bytes."""
+        return dict(self._t.stats())
+
+    def __len__(self) -> int:
+        return len(self._t)
+
+    def __repr__(self) -> str:
+        return f"ExceptionTable(size={len(self)}, capacity={self.capacity})"
+
+    def snapshot(self) -> bytes:
+        """A checksummed image of the table (see :meth:`restore`)."""
+        return self._t.snapshot()
+
+    @classmethod
+    def restore(cls, image: bytes | bytearray | memoryview) -> ExceptionTable:
+        """Rebuild a table from :meth:`snapshot`; raises :class:`SnapshotError` on a bad image."""
+        obj = cls.__new__(cls)
+        obj._t = _core.ExceptionTable.restore(_image(image))
+        return obj
+
+
+def steer(
+    keys: KeysLike,
+    flow_ids: npt.NDArray[np.uint32] | None = None,
+    *,
+    ranges: RangeTable,
+    exceptions: Sequence[ExceptionTable] = (),
+) -> npt.NDArray[np.uint32]:
+    """Steer a batch as the switches do: the first exception table holding the key wins, otherwise
+    the range table's target for the flow ID. ``keys`` may be a PacketBatch (its ``key`` and
+    ``flow_id`` columns are used). Returns uint32 targets (:data:`NO_TARGET` if nothing matches)."""
+    if isinstance(keys, _core.PacketBatch):
+        if flow_ids is None:
+            flow_ids = keys.flow_id
+        keys = keys.key
+    if flow_ids is None:
+        raise TypeError("flow_ids: required when keys is an array")
+    return _core.steer(keys, flow_ids, ranges._t, [e._t for e in exceptions])
+
+
+# -------------------------------------------------------------------------------------------- FlowTable
+
+
+def _ns(seconds: float | None, what: str) -> int | None:
+    if seconds is None:
+        return None
+    if not seconds > 0:
+        raise ValueError(f"{what}: must be > 0 seconds (or None for never)")
+    return max(1, int(round(seconds * 1e9)))
+
+
+class FlowTable:
+    """Per-flow state: one fixed-size record of ``value_dtype`` per live flow.
+
+    >>> t = FlowTable(capacity=1 << 20, value_dtype=np.dtype([("ext_port", "<u2"), ("pkts", "<u8")]),
+    ...               idle_timeout_s=30, tcp_close_timeout_s=5)
+    >>> slots, is_new = t.lookup_or_insert(batch)   # doctest: +SKIP
+    >>> t.values["pkts"][slots] += 1                # doctest: +SKIP
+    >>> expired = t.expire(now_ns)                  # doctest: +SKIP
+
+    * **Slots.** Each live flow owns a slot in ``[0, capacity)``, stable until the flow is removed or
+      expires (free slots are reused, lowest first at the start, then most recently freed first).
+      ``values`` is a writable numpy structured view of every slot's record (engine memory, no copy):
+      update state with vectorised numpy code. New records are zeroed.
+    * **Lookups** return uint32 slots with :data:`NO_SLOT` (0xFFFFFFFF) for a miss.
+    * **When full** (``capacity`` live flows), inserting a new flow fails: its slot is ``NO_SLOT``,
+      ``is_new`` is False, and ``stats()["failed_inserts"]`` counts it. Nothing is evicted; the VNF
+      decides (e.g. drop with DropReason.TABLE_FULL).
+    * **Expiry** uses packet timestamps only. A flow's deadline is ``last_ts + idle_timeout``, or
+      ``last_ts + min(idle, tcp_close_timeout)`` once a TCP packet with FIN or RST was seen.
+      :meth:`expire` (``now_ns`` = packet time) removes every flow whose deadline is ``<= now_ns``
+      and returns them ordered by (deadline, key bytes). ``None`` disables a timeout.
+    """
+
+    __slots__ = ("_t", "value_dtype", "_values", "_entries")
+
+    def __init__(
+        self,
+        capacity: int,
+        value_dtype: npt.DTypeLike | int = np.dtype("<u8"),
+        *,
+        idle_timeout_s: float | None = None,
+        tcp_close_timeout_s: float | None = None,
+        tick_s: float | None = None,
+    ) -> None:
+        dt: np.dtype[Any]
+        if isinstance(value_dtype, (int, np.integer)) and not isinstance(value_dtype, bool):
+            if not 1 <= int(value_dtype) <= 4096:
+                raise ValueError("value_dtype: a size in bytes must be between 1 and 4096")
+            dt = np.dtype((np.void, int(value_dtype)))
+        else:
+            dt = np.dtype(value_dtype)  # type: ignore[arg-type]
+        if dt.hasobject:
+            raise TypeError("value_dtype: must not contain Python objects")
+        if not 1 <= dt.itemsize <= 4096:
+            raise ValueError("value_dtype: itemsize must be between 1 and 4096 bytes")
+        if not 1 <= capacity <= 1 << 30:
+            raise ValueError("capacity: must be between 1 and 2**30")
+        tick = 0 if tick_s is None else (_ns(tick_s, "tick_s") or 0)
+        self._t = _core.FlowTable(
+            capacity,
+            dt.itemsize,
+            _ns(idle_timeout_s, "idle_timeout_s"),
+            _ns(tcp_close_timeout_s, "tcp_close_timeout_s"),
+            tick,
+        )
+        self._t.user_meta = repr(np.lib.format.dtype_to_descr(dt)).encode()
+        self._bind(dt)
+
+    def _bind(self, dt: np.dtype[Any]) -> None:
+        self.value_dtype = dt
+        self._values = self._t.values_raw().view(dt)
+        self._entries = self._t.entries_raw().view(_ENTRY_DTYPE)
+
+    # ---- properties
+    @property
+    def capacity(self) -> int:
+        return int(self._t.capacity)
+
+    @property
+    def values(self) -> npt.NDArray[Any]:
+        """Writable structured view of every slot's value record (``capacity`` rows)."""
+        return self._values
+
+    @property
+    def idle_timeout_ns(self) -> int | None:
+        return self._t.idle_timeout_ns  # type: ignore[no-any-return]
+
+    @property
+    def tcp_close_timeout_ns(self) -> int | None:
+        return self._t.close_timeout_ns  # type: ignore[no-any-return]
+
+    def __len__(self) -> int:
+        return len(self._t)
+
+    def __repr__(self) -> str:
+        return f"FlowTable(size={len(self)}, capacity={self.capacity}, value_dtype={self.value_dtype})"
+
+    # ---- batch operations
+    def lookup(self, keys: KeysLike) -> npt.NDArray[np.uint32]:
+        """Slots of the keys (:data:`NO_SLOT` for a miss). Changes nothing (no timer refresh)."""
+        return self._t.lookup(_keys_of(keys))
+
+    def lookup_or_insert(
+        self,
+        keys: KeysLike,
+        flow_ids: npt.NDArray[np.uint32] | None = None,
+        ts_ns: npt.NDArray[np.uint64] | int | None = None,
+        tcp_flags: npt.NDArray[np.uint8] | None = None,
+    ) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.bool_]]:
+        """Find every packet's flow, inserting new ones; returns ``(slots, is_new)``.
+
+        With a PacketBatch, its ``key``, ``flow_id``, ``ts_ns`` and ``tcp_flags`` columns are used.
+        With a key array, ``flow_ids`` defaults to 0, ``ts_ns`` (array or one int) to 0, and
+        ``tcp_flags`` to none. Refreshes each flow's last packet time, notes TCP FIN/RST, and arms
+        expiry. A flow seen twice in one batch is inserted once. Full table: see the class doc."""
+        if isinstance(keys, _core.PacketBatch):
+            b = keys
+            if isinstance(ts_ns, (int, np.integer)):
+                ts_ns = np.full(len(b), int(ts_ns), dtype=np.uint64)
+            return self._t.lookup_or_insert(
+                b.key,
+                b.flow_id if flow_ids is None else flow_ids,
+                b.ts_ns if ts_ns is None else ts_ns,
+                b.tcp_flags if tcp_flags is None else tcp_flags,
+            )
+        k = _keys_of(keys)
+        n = len(k)
+        if flow_ids is None:
+            flow_ids = np.zeros(n, dtype=np.uint32)
+        if ts_ns is None or isinstance(ts_ns, (int, np.integer)):
+            ts_ns = np.full(n, 0 if ts_ns is None else int(ts_ns), dtype=np.uint64)
+        return self._t.lookup_or_insert(k, flow_ids, ts_ns, tcp_flags)
+
+    def insert_missing(self, keys: KeysLike, **kwargs: Any) -> npt.NDArray[np.bool_]:
+        """:meth:`lookup_or_insert` returning only the ``is_new`` mask (first packet of a flow)."""
+        return self.lookup_or_insert(keys, **kwargs)[1]
+
+    def remove(self, keys: KeysLike) -> npt.NDArray[np.bool_]:
+        """Remove flows by key; returns a mask of the keys that were present."""
+        return self._t.remove(_keys_of(keys))
+
+    def remove_slots(self, slots: npt.NDArray[np.uint32]) -> int:
+        """Remove flows by slot (non-live slots are ignored); returns how many were removed."""
+        return int(self._t.remove_slots(slots))
+
+    def expire(self, now_ns: int) -> npt.NDArray[Any]:
+        """Advance the timer wheel to packet time ``now_ns`` and remove every flow whose deadline is
+        ``<= now_ns``. Returns them (so a NAT can free their ports) as a structured array with
+        fields ``slot``, ``key``, ``flow_id``, ``last_ts``, ``deadline_ns``, ``reason``
+        (:data:`EXPIRED_IDLE` or :data:`EXPIRED_CLOSED`) and ``value`` (``value_dtype``), ordered by
+        (deadline, key bytes). Deterministic: the same packets give the same result."""
+        if now_ns < 0:
+            raise ValueError("now_ns: must be >= 0")
+        slots, keys, ids, last, dl, reasons, vals = self._t.expire(int(now_ns))
+        out = np.zeros(len(slots), dtype=self._expired_dtype())
+        out["slot"] = slots
+        out["key"] = keys
+        out["flow_id"] = ids
+        out["last_ts"] = last
+        out["deadline_ns"] = dl
+        out["reason"] = reasons
+        out["value"] = vals.view(self.value_dtype)
+        return out
+
+    def _expired_dtype(self) -> np.dtype[Any]:
+        return np.dtype(
+            [
+                ("slot", "<u4"),
+                ("key", FLOW_KEY_DTYPE),
+                ("flow_id", "<u4"),
+                ("last_ts", "<u8"),
+                ("deadline_ns", "<u8"),
+                ("reason", "u1"),
+                ("value", self.value_dtype),
+            ]
+        )
+
+    def active_in_range(self, lo: int, hi: int, *, since_ns: int = 0) -> npt.NDArray[Any]:
+        """Keys of the live flows with ``lo <= flow_id <= hi`` (inclusive) and a packet at or after
+        ``since_ns``: Fold(A) of migration avoidance. Ordered by slot."""
+        return self._entries["key"][self._t.active_in_range(lo, hi, since_ns)]
+
+    def active_slots_in_range(self, lo: int, hi: int, *, since_ns: int = 0) -> npt.NDArray[np.uint32]:
+        """Slots of the flows :meth:`active_in_range` would return."""
+        return self._t.active_in_range(lo, hi, since_ns)
+
+    def live_slots(self) -> npt.NDArray[np.uint32]:
+        """Slots of all live flows, ascending."""
+        return self._t.live_slots()
+
+    def deadline(self, slot: int) -> int | None:
+        """Current expiry deadline (ns) of a live slot, None if it never expires."""
+        return self._t.deadline(slot)  # type: ignore[no-any-return]
+
+    def clear(self) -> None:
+        """Remove every flow (not counted as removals or expirations)."""
+        self._t.clear()
+
+    def stats(self) -> dict[str, float]:
+        """size, capacity, load, lookups, hits, misses, inserts, failed_inserts, removals,
+        expired_idle, expired_closed, expirations, memory_bytes, bytes_per_entry."""
+        return dict(self._t.stats())
+
+    def to_numpy(self) -> npt.NDArray[Any]:
+        """Every live flow as a structured array (a copy) with fields ``slot``, ``key``, ``flow_id``,
+        ``last_ts``, ``closing`` (FIN/RST seen) and ``value``, ordered by slot."""
+        slots = self._t.live_slots()
+        e = self._entries[slots]
+        out = np.zeros(
+            len(slots),
+            dtype=[("slot", "<u4"), ("key", FLOW_KEY_DTYPE), ("flow_id", "<u4"), ("last_ts", "<u8"),
+                   ("closing", "?"), ("value", self.value_dtype)],
+        )
+        out["slot"] = slots
+        out["key"] = e["key"]
+        out["flow_id"] = e["flow_id"]
+        out["last_ts"] = e["last_ts"]
+        out["closing"] = (e["state"] & 2) != 0
+        out["value"] = self._values[slots]
+        return out
+
+    # ---- snapshots
+    def snapshot(self) -> bytes:
+        """A checksummed image of the whole table: configuration, entries, values, free-slot order
+        and the value dtype. Restoring it gives a table that behaves identically from then on."""
+        return self._t.snapshot()
+
+    @classmethod
+    def restore(cls, image: bytes | bytearray | memoryview) -> FlowTable:
+        """Rebuild a table from :meth:`snapshot` (same slots, values, timers, stats).
+        Raises :class:`SnapshotError` for a truncated, corrupted or wrong-kind image."""
+        t = _core.FlowTable.restore(_image(image))
+        meta = t.user_meta.decode()
+        try:
+            dt = np.lib.format.descr_to_dtype(ast.literal_eval(meta))
+        except (ValueError, SyntaxError, TypeError) as exc:
+            raise SnapshotError(f"flow_table snapshot: unreadable value dtype {meta!r}") from exc
+        if dt.itemsize != t.value_size:
+            raise SnapshotError("flow_table snapshot: value dtype does not match the record size")
+        obj = cls.__new__(cls)
+        obj._t = t
+        obj._bind(dt)
+        return obj
+
+
+__all__ = [
+    "EXPIRED_CLOSED",
+    "EXPIRED_IDLE",
+    "ExceptionTable",
+    "FlowTable",
+    "NO_SLOT",
+    "NO_TARGET",
+    "RangeTable",
+    "SnapshotError",
+    "TableFullError",
+    "make_keys",
+    "steer",
+]
