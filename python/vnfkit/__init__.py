@@ -17,3 +17,8 @@ DropReason = _core.DropReason
 FLOW_KEY_DTYPE = _core.flow_key_dtype()
 
 __all__ = ["DropReason", "FLOW_KEY_DTYPE", "__version__"]
+
+# packet (src/bind_packet.cpp, vnfkit/packets.py, vnfkit/traffic.py)
+PacketBatch = _core.PacketBatch
+PcapError = _core.PcapError
+__all__ += ["PacketBatch", "PcapError"]

@@ -82,7 +82,7 @@ PacketBatch build_packets(const flow::FlowKey* keys, const std::uint16_t* sizes,
     } else {
       ip[0] = 0x45;
       wr16(ip + 2, static_cast<std::uint16_t>(len - 14));
-      wr16(ip + 4, static_cast<std::uint16_t>(i));
+      wr16(ip + 4, static_cast<std::uint16_t>(seq[i]));
       wr16(ip + 6, 0x4000);  // DF
       ip[8] = 64;
       ip[9] = k.proto;
