@@ -59,6 +59,37 @@ inline bool whole_l4(const PacketBatch& b, std::size_t i) noexcept {
   return l4_checksum_pos(b.key[i].proto) >= 0 && (f & kFlagHasL4);
 }
 
+// IPv6 upper-layer checksums use the *final* destination: with a routing header that still has
+// segments left, that is the last address of a type 0 / 2 header or segment 0 of an SRH (type 4).
+// `ext_end` = bytes from the IPv6 header start to the L4 header (the parser validated the chain).
+inline const std::uint8_t* v6_pseudo_dst(const std::uint8_t* ip, std::size_t ext_end) noexcept {
+  const std::uint8_t* dst = ip + 24;
+  std::uint8_t nh = ip[6];
+  std::size_t off = 40;
+  while (off + 8 <= ext_end) {
+    std::size_t hlen = 0;
+    if (nh == 0 || nh == 43 || nh == 60) {
+      hlen = (static_cast<std::size_t>(ip[off + 1]) + 1) * 8;
+    } else if (nh == 51) {
+      hlen = (static_cast<std::size_t>(ip[off + 1]) + 2) * 4;
+    } else if (nh == 44) {
+      hlen = 8;
+    } else {
+      break;
+    }
+    if (off + hlen > ext_end) break;
+    if (nh == 43 && ip[off + 3] != 0) {  // segments left
+      const std::uint8_t type = ip[off + 2];
+      const std::size_t naddr = (hlen - 8) / 16;
+      if ((type == 0 || type == 2) && naddr > 0) dst = ip + off + 8 + (naddr - 1) * 16;
+      if (type == 4 && naddr > 0) dst = ip + off + 8;
+    }
+    nh = ip[off];
+    off += hlen;
+  }
+  return dst;
+}
+
 }  // namespace
 
 void verify_checksums(const PacketBatch& b, std::uint8_t* out) noexcept {
@@ -84,7 +115,7 @@ void verify_checksums(const PacketBatch& b, std::uint8_t* out) noexcept {
       } else {
         const bool v6 = k.family == 6;
         const std::uint8_t* src = v6 ? ip + 8 : ip + 12;
-        const std::uint8_t* dst = v6 ? ip + 24 : ip + 16;
+        const std::uint8_t* dst = v6 ? v6_pseudo_dst(ip, b.l4_offset[i] - b.l3_offset[i]) : ip + 16;
         std::uint16_t c = l4_checksum(src, dst, v6, k.proto, {l4, b.l4_len[i]});
         if (k.proto == 17 && c == 0) c = 0xFFFF;
         ok = c == stored;
@@ -111,7 +142,7 @@ void fix_checksums(PacketBatch& b) noexcept {
       const auto pos = static_cast<std::size_t>(l4_checksum_pos(k.proto));
       const bool v6 = k.family == 6;
       const std::uint8_t* src = v6 ? ip + 8 : ip + 12;
-      const std::uint8_t* dst = v6 ? ip + 24 : ip + 16;
+      const std::uint8_t* dst = v6 ? v6_pseudo_dst(ip, b.l4_offset[i] - b.l3_offset[i]) : ip + 16;
       std::uint16_t c = l4_checksum(src, dst, v6, k.proto, {l4, b.l4_len[i]});
       if (k.proto == 17 && c == 0) c = 0xFFFF;
       wr16(l4 + pos, c);
