@@ -76,13 +76,12 @@ def from_scapy(pkts: Iterable[Any]) -> _core.PacketBatch:
 
 def to_scapy(batch: _core.PacketBatch) -> list[Any]:
     """The batch's packets as scapy ``Ether`` packets, with ``time`` set from ts_ns."""
-    from decimal import Decimal
-
     from scapy.layers.l2 import Ether
+    from scapy.utils import EDecimal
 
     out = []
     for raw, ts in zip(batch.to_list(), batch.ts_ns.tolist()):
         p = Ether(raw)
-        p.time = Decimal(int(ts)) / Decimal(1_000_000_000)
+        p.time = EDecimal(int(ts)) / EDecimal(1_000_000_000)
         out.append(p)
     return out
