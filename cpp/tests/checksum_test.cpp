@@ -87,3 +87,43 @@ TEST(Checksum, RewriteKeepsEveryChecksumValid) {
   std::uint32_t bad_index = static_cast<std::uint32_t>(n);
   EXPECT_THROW(rewrite_v4(b, Side::kSource, &bad_index, addr.data(), port.data(), 1), std::invalid_argument);
 }
+
+TEST(Checksum, TamperedColumnsAreNeverFollowedOutOfBounds) {
+  std::mt19937 mt(11);
+  auto rng = [&mt] { return static_cast<std::uint32_t>(mt()); };
+  const int n = 64;
+  std::vector<vnfkit::flow::FlowKey> keys(n);
+  std::vector<std::uint16_t> sizes(n, 64);
+  std::vector<std::uint64_t> ts(n);
+  std::vector<std::uint8_t> tf(n, 0x10);
+  std::vector<std::uint32_t> seq(n);
+  const std::uint8_t protos[4] = {6, 17, 1, 58};
+  for (int i = 0; i < n; ++i) {
+    keys[i] = vnfkit::flow::make_v4_key(rng(), rng(), 1, 2, protos[i % 3]);
+    if (i % 4 == 3) {
+      keys[i].family = 6;
+      keys[i].proto = protos[rng() % 4 == 0 ? 3 : rng() % 2];
+    }
+  }
+  std::vector<std::uint32_t> idx(n), addr(n);
+  std::vector<std::uint16_t> port(n);
+  for (int i = 0; i < n; ++i) idx[i] = static_cast<std::uint32_t>(i);
+  for (int round = 0; round < 300; ++round) {
+    PacketBatch b = build_packets(keys.data(), sizes.data(), ts.data(), tf.data(), seq.data(), n);
+    for (int i = 0; i < n; ++i) {
+      switch (rng() % 6) {
+        case 0: b.l3_offset[i] = static_cast<std::uint16_t>(rng()); break;
+        case 1: b.l4_offset[i] = static_cast<std::uint16_t>(rng() % 128); break;
+        case 2: b.l4_len[i] = static_cast<std::uint16_t>(rng()); break;
+        case 3: b.data[b.offsets[i] + 14] = static_cast<std::uint8_t>(rng()); break;  // IHL / version
+        case 4: b.key[i].proto = static_cast<std::uint8_t>(rng()); b.flags[i] = kFlagHasL4; break;
+        default: b.key[i].family = static_cast<std::uint8_t>(rng() % 8); break;
+      }
+    }
+    std::vector<std::uint8_t> ok(n);
+    verify_checksums(b, ok.data());  // under ASan: any overread aborts the test
+    fix_checksums(b);
+    rewrite_v4(b, Side::kSource, idx.data(), addr.data(), port.data(), n);
+    rewrite_v4(b, Side::kDestination, idx.data(), addr.data(), port.data(), n);
+  }
+}

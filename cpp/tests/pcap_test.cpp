@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <system_error>
 #include <vector>
 
@@ -90,4 +91,48 @@ TEST(Pcap, GarbageIsRejected) {
   }
   EXPECT_THROW(read_pcap(path), PcapError);
   std::filesystem::remove(path);
+}
+
+TEST(Pcap, FuzzedFilesEitherReadOrRaisePcapError) {
+  const auto good = tmp_path("fuzz_src.pcap");
+  write_pcap(good, sample(20), true);
+  std::vector<char> raw;
+  {
+    std::ifstream f(good, std::ios::binary);
+    raw.assign(std::istreambuf_iterator<char>(f), {});
+  }
+  // A small pcapng (SHB + IDB with if_tsresol + EPB + SPB), built by hand.
+  const std::uint8_t ng[] = {
+      0x0A, 0x0D, 0x0D, 0x0A, 28, 0, 0, 0, 0x4D, 0x3C, 0x2B, 0x1A, 1, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF,
+      0xFF, 0xFF, 0xFF, 0xFF, 28, 0, 0, 0,
+      1, 0, 0, 0, 32, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 9, 0, 1, 0, 9, 0, 0, 0, 0, 0, 0, 0, 32, 0, 0, 0,
+      6, 0, 0, 0, 36, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 4, 0, 0, 0, 4, 0, 0, 0,
+      0xde, 0xad, 0xbe, 0xef, 36, 0, 0, 0,
+      3, 0, 0, 0, 20, 0, 0, 0, 4, 0, 0, 0, 1, 2, 3, 4, 20, 0, 0, 0};
+  std::mt19937 rng(99);
+  const auto path = tmp_path("fuzz.pcap");
+  for (int round = 0; round < 600; ++round) {
+    std::vector<char> f;
+    if (round % 2) {
+      f = raw;
+    } else {
+      f.assign(reinterpret_cast<const char*>(ng), reinterpret_cast<const char*>(ng) + sizeof ng);
+    }
+    const int muts = static_cast<int>(rng() % 4);
+    for (int k = 0; k < muts; ++k) f[rng() % f.size()] = static_cast<char>(rng());
+    f.resize(rng() % (f.size() + 1));
+    {
+      std::ofstream o(path, std::ios::binary | std::ios::trunc);
+      o.write(f.data(), static_cast<std::streamsize>(f.size()));
+    }
+    try {
+      PcapReader r(path);
+      PacketBatch b;
+      while (r.read(b, 7) > 0) ASSERT_NO_THROW(b.validate());
+    } catch (const PcapError&) {
+      // expected for corrupt input
+    }
+  }
+  std::filesystem::remove(path);
+  std::filesystem::remove(good);
 }

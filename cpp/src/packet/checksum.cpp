@@ -42,6 +42,39 @@ std::uint16_t l4_checksum(const std::uint8_t* src, const std::uint8_t* dst, bool
   return static_cast<std::uint16_t>(~fold(s));
 }
 
+bool columns_in_bounds(const PacketBatch& b, std::size_t i) noexcept {
+  const std::size_t len = b.offsets[i + 1] - b.offsets[i];
+  const std::uint8_t* pkt = b.data.data() + b.offsets[i];
+  const std::size_t l3 = b.l3_offset[i];
+  const auto& k = b.key[i];
+  std::size_t iph = 0;
+  if (k.family == 4) {
+    if (l3 + 20 > len) return false;
+    iph = static_cast<std::size_t>(pkt[l3] & 0x0F) * 4;
+    if (iph < 20 || l3 + iph > len) return false;
+  } else if (k.family == 6) {
+    iph = 40;
+    if (l3 + 40 > len) return false;
+  } else {
+    return false;
+  }
+  if (b.flags[i] & kFlagHasL4) {
+    const std::size_t l4 = b.l4_offset[i];
+    const std::size_t l4len = b.l4_len[i];
+    if (l4 < l3 + iph || l4 + l4len > len) return false;
+    std::size_t need = 0;
+    switch (k.proto) {
+      case 6: need = 20; break;
+      case 17: need = 8; break;
+      case 1: need = 8; break;
+      case 58: need = 4; break;
+      default: need = 0;
+    }
+    if (l4len < need) return false;
+  }
+  return true;
+}
+
 namespace {
 
 inline std::uint16_t rd16(const std::uint8_t* p) noexcept {
@@ -96,9 +129,8 @@ void verify_checksums(const PacketBatch& b, std::uint8_t* out) noexcept {
   const std::size_t n = b.size();
   for (std::size_t i = 0; i < n; ++i) {
     out[i] = 0;
-    if (b.drop[i] != 0) continue;
+    if (b.drop[i] != 0 || !columns_in_bounds(b, i)) continue;
     const auto& k = b.key[i];
-    if (k.family != 4 && k.family != 6) continue;
     const std::uint8_t* pkt = b.data.data() + b.offsets[i];
     const std::uint8_t* ip = pkt + b.l3_offset[i];
     bool ok = true;
@@ -128,9 +160,8 @@ void verify_checksums(const PacketBatch& b, std::uint8_t* out) noexcept {
 void fix_checksums(PacketBatch& b) noexcept {
   const std::size_t n = b.size();
   for (std::size_t i = 0; i < n; ++i) {
-    if (b.drop[i] != 0) continue;
+    if (b.drop[i] != 0 || !columns_in_bounds(b, i)) continue;
     const auto& k = b.key[i];
-    if (k.family != 4 && k.family != 6) continue;
     std::uint8_t* pkt = b.data.data() + b.offsets[i];
     std::uint8_t* ip = pkt + b.l3_offset[i];
     if (k.family == 4) {

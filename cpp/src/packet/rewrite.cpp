@@ -42,7 +42,7 @@ std::size_t rewrite_v4(PacketBatch& b, Side side, const std::uint32_t* indices, 
   for (std::size_t j = 0; j < n; ++j) {
     const std::size_t i = indices[j];
     auto& k = b.key[i];
-    if (b.drop[i] != 0 || k.family != 4) continue;
+    if (b.drop[i] != 0 || k.family != 4 || !columns_in_bounds(b, i)) continue;
     std::uint8_t* pkt = b.data.data() + b.offsets[i];
     std::uint8_t* ip = pkt + b.l3_offset[i];
     std::uint8_t* a = ip + (src_side ? 12 : 16);

@@ -59,9 +59,14 @@ constexpr int l4_checksum_pos(std::uint8_t proto) noexcept {
   }
 }
 
+// True if packet i's parse columns (l3_offset, l4_offset, l4_len, key.family/proto, kFlagHasL4) fit
+// inside its bytes, so that checksum and rewrite code may follow them. Columns are writable from
+// Python, so verify / fix / rewrite check this per packet and skip (verify: report 0) packets that fail.
+bool columns_in_bounds(const PacketBatch& batch, std::size_t i) noexcept;
+
 // Per packet of a parsed batch: 1 if every checksum it carries is right (IPv4 header; TCP / UDP /
 // ICMP / ICMPv6 of unfragmented datagrams; a UDP/IPv4 checksum of 0 means "none" and is right),
-// 0 otherwise. Dropped (malformed) packets are 0. `out` has batch.size() entries.
+// 0 otherwise. Dropped (malformed) packets, and packets failing columns_in_bounds, are 0. `out` has batch.size() entries.
 void verify_checksums(const PacketBatch& batch, std::uint8_t* out) noexcept;
 
 // Recompute every checksum of every non-dropped packet of a parsed batch in full (generated
