@@ -1,7 +1,14 @@
 #include <cstring>
+#include <optional>
+#include <system_error>
 
 #include "pybind.hpp"
 #include "vnfkit/packet/batch.hpp"
+#include "vnfkit/packet/build.hpp"
+#include "vnfkit/packet/checksum.hpp"
+#include "vnfkit/packet/parse.hpp"
+#include "vnfkit/packet/pcap.hpp"
+#include "vnfkit/packet/rewrite.hpp"
 
 using vnfkit::flow::FlowKey;
 using vnfkit::packet::DropReason;
@@ -76,6 +83,65 @@ PacketBatch batch_from_list(const py::sequence& packets, py::object ts_ns) {
   return b;
 }
 
+PacketBatch batch_from_arrays(const py::array& data, const py::array& offsets, const py::object& ts_ns) {
+  vnfkit::bridge::require_1d<std::uint8_t>(data, "data");
+  vnfkit::bridge::require_1d<std::uint32_t>(offsets, "offsets");
+  const auto nd = static_cast<std::size_t>(data.size());
+  const auto no = static_cast<std::size_t>(offsets.size());
+  if (no == 0) throw py::value_error("offsets: needs n + 1 >= 1 entries");
+  const std::size_t n = no - 1;
+  std::optional<py::array> ts;
+  if (!ts_ns.is_none()) {
+    if (!py::isinstance<py::array>(ts_ns)) throw py::type_error("ts_ns: expected a numpy array of dtype uint64");
+    ts = ts_ns.cast<py::array>();
+    vnfkit::bridge::require_1d<std::uint64_t>(*ts, "ts_ns");
+    if (static_cast<std::size_t>(ts->size()) != n) throw py::value_error("ts_ns: length must equal len(offsets) - 1");
+  }
+  const auto* o = static_cast<const std::uint32_t*>(offsets.data());
+  if (o[0] != 0) throw py::value_error("offsets: offsets[0] must be 0");
+  for (std::size_t i = 0; i < n; ++i) {
+    if (o[i + 1] < o[i]) throw py::value_error("offsets: must be non-decreasing (at index " + std::to_string(i + 1) + ")");
+  }
+  if (o[n] != nd) throw py::value_error("offsets: offsets[-1] must equal len(data)");
+  PacketBatch b;
+  b.data.resize(nd);
+  if (nd) std::memcpy(b.data.data(), data.data(), nd);
+  b.offsets.assign(o, o + no);
+  b.resize_columns(n);
+  if (ts) std::memcpy(b.ts_ns.data(), ts->data(), n * sizeof(std::uint64_t));
+  for (std::size_t i = 0; i < n; ++i) b.packet_id[i] = i;
+  return b;
+}
+
+template <typename T>
+const T* arr_ptr(const py::array& a, const char* what, std::size_t n) {
+  vnfkit::bridge::require_1d<T>(a, what);
+  if (static_cast<std::size_t>(a.size()) != n) {
+    throw py::value_error(std::string(what) + ": length must equal the number of packets");
+  }
+  return static_cast<const T*>(a.data());
+}
+
+std::size_t rewrite(PacketBatch& b, vnfkit::packet::Side side, const py::array& indices, const py::array& addr,
+                    const py::array& port) {
+  vnfkit::bridge::require_1d<std::uint32_t>(indices, "indices");
+  const auto n = static_cast<std::size_t>(indices.size());
+  const auto* ip = static_cast<const std::uint32_t*>(indices.data());
+  const auto* ap = arr_ptr<std::uint32_t>(addr, "addr", n);
+  const auto* pp = arr_ptr<std::uint16_t>(port, "port", n);
+  py::gil_scoped_release nogil;
+  return vnfkit::packet::rewrite_v4(b, side, ip, ap, pp, n);
+}
+
+void check_key_array(const py::array& keys) {
+  if (!keys.dtype().equal(vnfkit::bridge::flow_key_dtype())) {
+    throw py::type_error("keys: expected a numpy array of vnfkit.FLOW_KEY_DTYPE, got " +
+                         py::str(keys.dtype()).cast<std::string>());
+  }
+  if (keys.ndim() != 1) throw py::type_error("keys: expected a 1-D array");
+  if (!(keys.flags() & py::array::c_style)) throw py::type_error("keys: array must be C-contiguous (got a strided view)");
+}
+
 }  // namespace
 
 void bind_packet(py::module_& m) {
@@ -106,6 +172,69 @@ void bind_packet(py::module_& m) {
                           "Native packet batch: one byte buffer, offsets and per-packet columns.\n"
                           "Column accessors return numpy views over engine memory (no copies).")
       .def(py::init(&batch_from_list), py::arg("packets"), py::arg("ts_ns") = py::none())
+      .def_static("from_arrays", &batch_from_arrays, py::arg("data").noconvert(), py::arg("offsets").noconvert(),
+                  py::arg("ts_ns") = py::none(),
+                  "Copy packets from numpy arrays: data (uint8), offsets (uint32, n+1 entries, offsets[0] == 0,\n"
+                  "non-decreasing, offsets[-1] == len(data)) and optional ts_ns (uint64, n entries).")
+      .def_static("from_pcap", [](const std::string& path) {
+        py::gil_scoped_release nogil;
+        return vnfkit::packet::read_pcap(path);
+      }, py::arg("path"), "Read a whole pcap / pcapng file (use vnfkit.packets.iter_pcap for big files).")
+      .def("to_list", [](const PacketBatch& b) {
+        py::list out(b.size());
+        for (std::size_t i = 0; i < b.size(); ++i) {
+          auto p = b.packet(i);
+          out[i] = py::bytes(reinterpret_cast<const char*>(p.data()), p.size());
+        }
+        return out;
+      }, "The packets as a list of bytes.")
+      .def("to_pcap", [](const PacketBatch& b, const std::string& path, bool nanosecond) {
+        py::gil_scoped_release nogil;
+        vnfkit::packet::write_pcap(path, b, nanosecond);
+      }, py::arg("path"), py::arg("nanosecond") = false, "Write a classic pcap file (Ethernet linktype).")
+      .def("select", [](const PacketBatch& b, const py::array& indices) {
+        vnfkit::bridge::require_1d<std::uint32_t>(indices, "indices");
+        const auto* ip = static_cast<const std::uint32_t*>(indices.data());
+        const auto n = static_cast<std::size_t>(indices.size());
+        py::gil_scoped_release nogil;
+        return vnfkit::packet::select(b, ip, n);
+      }, py::arg("indices").noconvert(), "A new batch with the packets at `indices` (uint32) and all their columns.")
+      .def("drop_counts", [](const PacketBatch& b) {
+        std::size_t counts[static_cast<int>(DropReason::kCount_)];
+        vnfkit::packet::count_drops(b, counts);
+        py::dict d;
+        for (int r = 1; r < static_cast<int>(DropReason::kCount_); ++r) {
+          if (counts[r]) d[py::str(std::string(vnfkit::packet::drop_reason_name(static_cast<DropReason>(r))))] = counts[r];
+        }
+        return d;
+      }, "Number of dropped packets per drop reason name (non-zero only).")
+      .def("parse", [](PacketBatch& b) {
+        py::gil_scoped_release nogil;
+        return vnfkit::packet::parse_batch(b);
+      }, "Parse Ethernet/VLAN/IPv4/IPv6/TCP/UDP/ICMP headers into the key and offset columns.\n"
+         "Returns the number of malformed packets (they get a drop reason and port 0).")
+      .def("verify_checksums", [](const PacketBatch& b) {
+        py::array_t<bool> out(static_cast<py::ssize_t>(b.size()));
+        auto* p = reinterpret_cast<std::uint8_t*>(out.mutable_data());
+        {
+          py::gil_scoped_release nogil;
+          vnfkit::packet::verify_checksums(b, p);
+        }
+        return out;
+      }, "Per packet of a parsed batch: True if its IPv4 header and L4 checksums are right.")
+      .def("fix_checksums", [](PacketBatch& b) {
+        py::gil_scoped_release nogil;
+        vnfkit::packet::fix_checksums(b);
+      }, "Recompute every checksum of a parsed batch in full.")
+      .def("rewrite_source", [](PacketBatch& b, const py::array& indices, const py::array& addr, const py::array& port) {
+        return rewrite(b, vnfkit::packet::Side::kSource, indices, addr, port);
+      }, py::arg("indices").noconvert(), py::arg("addr").noconvert(), py::arg("port").noconvert(),
+         "Set the IPv4 source address (uint32, host order) and source port / ICMP echo id (uint16) of the\n"
+         "packets at `indices` (uint32) with incremental checksum updates. Returns the number rewritten.")
+      .def("rewrite_destination", [](PacketBatch& b, const py::array& indices, const py::array& addr, const py::array& port) {
+        return rewrite(b, vnfkit::packet::Side::kDestination, indices, addr, port);
+      }, py::arg("indices").noconvert(), py::arg("addr").noconvert(), py::arg("port").noconvert(),
+         "Like rewrite_source, for the destination address and port.")
       .def("__len__", &PacketBatch::size)
       .def("packet", [](const PacketBatch& b, py::ssize_t i) {
         const auto n = static_cast<py::ssize_t>(b.size());
@@ -146,4 +275,70 @@ void bind_packet(py::module_& m) {
         return py::array(vnfkit::bridge::flow_key_dtype(), {static_cast<py::ssize_t>(b.key.size())},
                          {static_cast<py::ssize_t>(sizeof(FlowKey))}, b.key.data(), self);
       });
+
+  static py::exception<vnfkit::packet::PcapError> pcap_error(m, "PcapError", PyExc_ValueError);
+  py::register_local_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const vnfkit::packet::PcapError& e) {
+      py::set_error(pcap_error, e.what());
+    } catch (const std::system_error& e) {
+      if (e.code().category() != std::generic_category()) throw;
+      std::string what = e.what();
+      const std::string msg = e.code().message();
+      std::string filename = what;
+      if (what.size() > msg.size() + 2 && what.compare(what.size() - msg.size(), msg.size(), msg) == 0) {
+        filename = what.substr(0, what.size() - msg.size() - 2);
+      }
+      py::object err = py::reinterpret_borrow<py::object>(PyExc_OSError)(e.code().value(), msg, filename);
+      PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(err.ptr())), err.ptr());
+    }
+  });
+
+  py::class_<vnfkit::packet::PcapReader>(m, "PcapReader",
+                                         "Streaming pcap / pcapng reader yielding PacketBatch chunks.")
+      .def(py::init<const std::string&>(), py::arg("path"))
+      .def("read", [](vnfkit::packet::PcapReader& r, std::size_t max_packets) -> py::object {
+        if (max_packets == 0) throw py::value_error("max_packets: must be >= 1");
+        PacketBatch b;
+        std::size_t n = 0;
+        {
+          py::gil_scoped_release nogil;
+          n = r.read(b, max_packets);
+        }
+        if (n == 0) return py::none();
+        return py::cast(std::move(b));
+      }, py::arg("max_packets") = 65536, "The next chunk of up to max_packets packets, or None at the end.")
+      .def_property_readonly("pcapng", &vnfkit::packet::PcapReader::pcapng)
+      .def_property_readonly("linktype", &vnfkit::packet::PcapReader::linktype)
+      .def_property_readonly("packets_read", &vnfkit::packet::PcapReader::packets_read)
+      .def_property_readonly("snapped", &vnfkit::packet::PcapReader::snapped);
+
+  py::class_<vnfkit::packet::PcapWriter>(m, "PcapWriter", "Classic pcap writer (Ethernet), micro- or nanosecond.")
+      .def(py::init<const std::string&, bool>(), py::arg("path"), py::arg("nanosecond") = false)
+      .def("write", [](vnfkit::packet::PcapWriter& w, const PacketBatch& b) {
+        py::gil_scoped_release nogil;
+        w.write(b);
+      }, py::arg("batch"))
+      .def("close", &vnfkit::packet::PcapWriter::close)
+      .def("__enter__", [](py::object self) { return self; })
+      .def("__exit__", [](vnfkit::packet::PcapWriter& w, const py::object&, const py::object&, const py::object&) {
+        w.close();
+      })
+      .def_property_readonly("packets_written", &vnfkit::packet::PcapWriter::packets_written);
+
+  m.def("build_packets", [](const py::array& keys, const py::array& sizes, const py::array& ts_ns,
+                            const py::array& tcp_flags, const py::array& seq) {
+    check_key_array(keys);
+    const auto n = static_cast<std::size_t>(keys.size());
+    const auto* sz = arr_ptr<std::uint16_t>(sizes, "sizes", n);
+    const auto* ts = arr_ptr<std::uint64_t>(ts_ns, "ts_ns", n);
+    const auto* tf = arr_ptr<std::uint8_t>(tcp_flags, "tcp_flags", n);
+    const auto* sq = arr_ptr<std::uint32_t>(seq, "seq", n);
+    const auto* k = static_cast<const FlowKey*>(keys.data());
+    py::gil_scoped_release nogil;
+    return vnfkit::packet::build_packets(k, sz, ts, tf, sq, n);
+  }, py::arg("keys").noconvert(), py::arg("sizes").noconvert(), py::arg("ts_ns").noconvert(),
+     py::arg("tcp_flags").noconvert(), py::arg("seq").noconvert(),
+     "Build Ethernet frames with valid checksums from flow keys (see vnfkit.traffic).");
 }

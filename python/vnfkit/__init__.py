@@ -44,3 +44,8 @@ __all__ += ["DivergenceError", "OutputCommit", "Replayer", "SharedState"]
 from .tables import ExceptionTable, FlowTable, RangeTable, SnapshotError  # noqa: E402
 
 __all__ += ["ExceptionTable", "FlowTable", "RangeTable", "SnapshotError"]
+
+# packet (src/bind_packet.cpp, vnfkit/packets.py, vnfkit/traffic.py)
+PacketBatch = _core.PacketBatch
+PcapError = _core.PcapError
+__all__ += ["PacketBatch", "PcapError"]

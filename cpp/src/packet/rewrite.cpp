@@ -1,0 +1,85 @@
+#include "vnfkit/packet/rewrite.hpp"
+
+#include <stdexcept>
+#include <string>
+
+#include "vnfkit/packet/checksum.hpp"
+#include "vnfkit/packet/parse.hpp"
+
+namespace vnfkit::packet {
+namespace {
+
+inline std::uint16_t rd16(const std::uint8_t* p) noexcept {
+  return static_cast<std::uint16_t>((std::uint16_t{p[0]} << 8) | p[1]);
+}
+inline void wr16(std::uint8_t* p, std::uint16_t v) noexcept {
+  p[0] = static_cast<std::uint8_t>(v >> 8);
+  p[1] = static_cast<std::uint8_t>(v);
+}
+inline std::uint32_t rd32(const std::uint8_t* p) noexcept {
+  return (std::uint32_t{p[0]} << 24) | (std::uint32_t{p[1]} << 16) | (std::uint32_t{p[2]} << 8) | p[3];
+}
+inline void wr32(std::uint8_t* p, std::uint32_t v) noexcept {
+  p[0] = static_cast<std::uint8_t>(v >> 24);
+  p[1] = static_cast<std::uint8_t>(v >> 16);
+  p[2] = static_cast<std::uint8_t>(v >> 8);
+  p[3] = static_cast<std::uint8_t>(v);
+}
+
+}  // namespace
+
+std::size_t rewrite_v4(PacketBatch& b, Side side, const std::uint32_t* indices, const std::uint32_t* addr,
+                       const std::uint16_t* port, std::size_t n) {
+  const std::size_t m = b.size();
+  for (std::size_t j = 0; j < n; ++j) {
+    if (indices[j] >= m) {
+      throw std::invalid_argument("indices: index " + std::to_string(indices[j]) + " out of range for a batch of " +
+                                  std::to_string(m));
+    }
+  }
+  const bool src_side = side == Side::kSource;
+  std::size_t done = 0;
+  for (std::size_t j = 0; j < n; ++j) {
+    const std::size_t i = indices[j];
+    auto& k = b.key[i];
+    if (b.drop[i] != 0 || k.family != 4 || !columns_in_bounds(b, i)) continue;
+    std::uint8_t* pkt = b.data.data() + b.offsets[i];
+    std::uint8_t* ip = pkt + b.l3_offset[i];
+    std::uint8_t* a = ip + (src_side ? 12 : 16);
+    const std::uint32_t old_addr = rd32(a);
+    const std::uint32_t new_addr = addr[j];
+    wr32(a, new_addr);
+    wr16(ip + 10, checksum_update32(rd16(ip + 10), old_addr, new_addr));
+    wr32((src_side ? k.src : k.dst).data(), new_addr);
+
+    const std::uint8_t f = b.flags[i];
+    if (f & kFlagHasL4) {
+      std::uint8_t* l4 = pkt + b.l4_offset[i];
+      const std::uint16_t new_port = port[j];
+      if (k.proto == 6 || k.proto == 17) {
+        std::uint8_t* pp = l4 + (src_side ? 0 : 2);
+        std::uint8_t* cp = l4 + (k.proto == 6 ? 16 : 6);
+        const std::uint16_t old_port = rd16(pp);
+        wr16(pp, new_port);
+        std::uint16_t c = rd16(cp);
+        if (!(k.proto == 17 && c == 0)) {
+          c = checksum_update32(c, old_addr, new_addr);
+          c = checksum_update16(c, old_port, new_port);
+          if (k.proto == 17 && c == 0) c = 0xFFFF;
+          wr16(cp, c);
+        }
+        (src_side ? k.sport : k.dport) = new_port;
+      } else if (k.proto == 1 && k.sport == k.dport && (l4[0] == 8 || l4[0] == 0)) {
+        // ICMP echo: the identifier plays the port; no pseudo header, so the address is not summed.
+        const std::uint16_t old_id = rd16(l4 + 4);
+        wr16(l4 + 4, new_port);
+        wr16(l4 + 2, checksum_update16(rd16(l4 + 2), old_id, new_port));
+        k.sport = k.dport = new_port;
+      }
+    }
+    ++done;
+  }
+  return done;
+}
+
+}  // namespace vnfkit::packet
