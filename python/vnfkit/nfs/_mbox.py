@@ -166,6 +166,27 @@ def per_key_sums(
     return uniq.astype(np.uint64), packet_ids[first].astype(np.uint64), sums
 
 
+def per_slot_sums(
+    slots: npt.NDArray[np.integer[Any]], nslots: int, packet_ids: npt.NDArray[np.uint64], *weights: npt.NDArray[Any]
+) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64], list[npt.NDArray[np.int64]]]:
+    """:func:`per_key_sums` for small non-negative keys (< nslots): O(n + nslots), no sort."""
+    s = np.asarray(slots, dtype=np.intp)
+    first = np.full(nslots, len(s), dtype=np.intp)
+    np.minimum.at(first, s, np.arange(len(s), dtype=np.intp))
+    present = np.flatnonzero(first < len(s))
+    sums = [np.bincount(s, weights=w, minlength=nslots)[present].astype(np.int64) for w in weights]
+    return present.astype(np.uint64), np.ascontiguousarray(packet_ids[first[present]], dtype=np.uint64), sums
+
+
+def add_at(column: npt.NDArray[Any], slots: npt.NDArray[Any], deltas: npt.NDArray[Any] | None = None) -> None:
+    """``column[slots] += deltas`` with repeated slots accumulating (deltas default 1).
+
+    Always passes a typed array: np.add.at with a Python-int scalar takes a path ~20x slower."""
+    if deltas is None:
+        deltas = np.ones(len(slots), dtype=column.dtype)
+    np.add.at(column, np.asarray(slots, dtype=np.intp), np.asarray(deltas, dtype=column.dtype))
+
+
 def u64(a: Any) -> npt.NDArray[np.uint64]:
     return np.ascontiguousarray(a, dtype=np.uint64)
 

@@ -185,7 +185,7 @@ class AdaptiveLB(VNF):
             loads = self.active.read(sctx, self._all, np.full(self.n_backends, pids[0], dtype=np.uint64))
             picks = least_loaded(loads.astype(np.int64), len(new_slots))
             vals["backend"][new_slots] = picks
-            ub, upids, (cnt,) = m.per_key_sums(m.u64(picks), pids, np.ones(len(picks)))
+            ub, upids, (cnt,) = m.per_slot_sums(picks, self.n_backends, pids, np.ones(len(picks)))
             self.active.add(sctx, ub, cnt, upids)
             self.assigned.add(sctx, ub, cnt, upids)
             self._stats["new_flows"] += len(picks)
@@ -200,7 +200,7 @@ class AdaptiveLB(VNF):
         if len(idx) == 0:
             return
         sl = slots[ok]
-        np.add.at(vals["packets"], sl, 1)
+        m.add_at(vals["packets"], sl)
         be = vals["backend"][sl]
         bport = self.be_port[be]
         dport = np.where(bport != 0, bport, keys["dport"][ok]).astype(np.uint16)

@@ -171,8 +171,8 @@ class Monitor(VNF):
             vals = self.flows.values
             vals["first_ts"][slots[is_new]] = ts[is_new]
             good = slots[ok]
-            np.add.at(vals["packets"], good, 1)
-            np.add.at(vals["bytes"], good, nbytes[ok].astype(np.uint64))
+            m.add_at(vals["packets"], good)
+            m.add_at(vals["bytes"], good, nbytes[ok])
             self._stats["untracked"] += int(len(slots) - len(good))
             self._stats["flows_new"] += int(np.count_nonzero(is_new))
             self._stats["packets"] += len(slots)

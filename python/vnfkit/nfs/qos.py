@@ -245,11 +245,12 @@ class QoS(VNF):
         # Shared per-class stats: one access per (class, outcome) present, for its first packet.
         sel = np.flatnonzero(decided)
         base = cls[sel] * 4 + np.where(passed[sel], _PASS_PKTS, _DROP_PKTS)
-        ukeys, pids, (cnt, byt) = m.per_key_sums(m.u64(base), batch.packet_id[sel], np.ones(len(sel)), size[sel])
+        ukeys, pids, (cnt, byt) = m.per_slot_sums(base, self.counters.slots, batch.packet_id[sel], np.ones(len(sel)),
+                                                  size[sel])
         keys = np.concatenate([ukeys, ukeys + np.uint64(1)])
         deltas = np.concatenate([cnt, byt])
         self.counters.add(sctx, m.u64(keys), m.i64(deltas), m.u64(np.concatenate([pids, pids])))
-        np.add.at(self._local, keys.astype(np.int64), deltas)
+        m.add_at(self._local, keys, deltas)
 
     # ------------------------------------------------------------------------------------ reporting
     def _table(self, values: npt.NDArray[np.int64]) -> dict[str, dict[str, int]]:

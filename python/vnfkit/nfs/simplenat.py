@@ -150,7 +150,8 @@ class SimpleNAT(VNF):
         cats[out_m] = _OUT  # a hairpin packet counts as outbound
         sel = cats >= 0
         if sel.any():
-            ukeys, pids, (cnt,) = m.per_key_sums(m.u64(cats[sel]), batch.packet_id[sel], np.ones(int(sel.sum())))
+            ukeys, pids, (cnt,) = m.per_slot_sums(cats[sel], len(TOTAL_SLOTS), batch.packet_id[sel],
+                                                  np.ones(int(sel.sum())))
             self.totals.add(sctx, ukeys, cnt, pids)
 
     def _count_flows(self, batch: _core.PacketBatch, out_m: npt.NDArray[np.bool_], in_m: npt.NDArray[np.bool_]) -> None:
@@ -182,10 +183,11 @@ class SimpleNAT(VNF):
         vals["first_ts"][new_slots] = batch.ts_ns[sel][is_new]
         o = ok & ~inbound
         i = ok & inbound
-        np.add.at(vals["pkts_out"], slots[o], 1)
-        np.add.at(vals["bytes_out"], slots[o], nb[o].astype(np.uint64))
-        np.add.at(vals["pkts_in"], slots[i], 1)
-        np.add.at(vals["bytes_in"], slots[i], nb[i].astype(np.uint64))
+        m.add_at(vals["pkts_out"], slots[o])
+        m.add_at(vals["bytes_out"], slots[o], nb[o])
+        if i.any():
+            m.add_at(vals["pkts_in"], slots[i])
+            m.add_at(vals["bytes_in"], slots[i], nb[i])
 
     # ------------------------------------------------------------------------------------ reporting
     def stats(self) -> dict[str, int]:
