@@ -26,6 +26,7 @@ leaves on ``out_port``. The batch must be parsed before :meth:`QoS.process`.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -181,9 +182,8 @@ class QoS(VNF):
                 self.buckets.append(None)
                 continue
             name = f"qos.{c.name}"
-            self.buckets.append(m.declare(
-                sh, name, lambda c=c, name=name: sh.token_buckets(name, buckets=1, rate_per_s=c.rate, burst=c.burst),
-                ("token_buckets", 1, c.rate, c.burst)))
+            self.buckets.append(m.declare(sh, name, functools.partial(
+                sh.token_buckets, name, buckets=1, rate_per_s=c.rate, burst=c.burst), ("token_buckets", 1, c.rate, c.burst)))
         nslots = 4 * (len(self.classes) + 1)
         self.counters = m.declare(sh, "qos.stats", lambda: sh.counters("qos.stats", slots=nslots),
                                   ("counters", nslots, False))

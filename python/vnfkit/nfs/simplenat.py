@@ -158,8 +158,12 @@ class SimpleNAT(VNF):
         sel = np.flatnonzero(out_m | in_m)
         if len(sel) == 0:
             return
-        keys = batch.key[sel]  # a copy
         inbound = ~out_m[sel]  # hairpin packets count as outbound
+        if len(sel) == len(batch) and not inbound.any():  # all outbound: the batch's own columns
+            slots, is_new = self.flows.lookup_or_insert(batch)
+            self._account(batch, sel, slots, is_new, inbound, all_rows=True)
+            return
+        keys = batch.key[sel]  # a copy
         if inbound.any():
             # Internal-side tuple of an inbound packet: reversed, with the internal destination.
             rk = keys[inbound]
@@ -175,12 +179,16 @@ class SimpleNAT(VNF):
         slots, is_new = self.flows.lookup_or_insert(
             keys, np.ascontiguousarray(batch.flow_id[sel]), np.ascontiguousarray(batch.ts_ns[sel]),
             np.ascontiguousarray(batch.tcp_flags[sel]))
+        self._account(batch, sel, slots, is_new, inbound, all_rows=False)
+
+    def _account(self, batch: _core.PacketBatch, sel: npt.NDArray[np.intp], slots: npt.NDArray[np.uint32],
+                 is_new: npt.NDArray[np.bool_], inbound: npt.NDArray[np.bool_], all_rows: bool) -> None:
         ok = slots != _core.NO_SLOT
         self._stats["untracked"] += int(np.count_nonzero(~ok))
         vals = self.flows.values
-        nb = m.ip_bytes(batch)[sel]
-        new_slots = slots[is_new]
-        vals["first_ts"][new_slots] = batch.ts_ns[sel][is_new]
+        nb = m.ip_bytes(batch) if all_rows else m.ip_bytes(batch)[sel]
+        ts = batch.ts_ns if all_rows else batch.ts_ns[sel]
+        vals["first_ts"][slots[is_new]] = ts[is_new]
         o = ok & ~inbound
         i = ok & inbound
         m.add_at(vals["pkts_out"], slots[o])
@@ -195,7 +203,8 @@ class SimpleNAT(VNF):
 
     def flow_records(self) -> npt.NDArray[Any]:
         """This worker's live flows (FlowTable.to_numpy: key = internal-side 5-tuple, value = FLOW_DTYPE)."""
-        return self.flows.to_numpy()
+        out: npt.NDArray[Any] = self.flows.to_numpy()
+        return out
 
     def shared_totals(self) -> dict[str, int]:
         """Totals over every worker (the shared counters; control-plane read)."""
