@@ -270,3 +270,9 @@ def test_replay_of_racing_workers_reproduces_every_backend_choice():
     decided, replayed, master, backup = record_and_replay(AdaptiveLB, cfg, iter_batches(b, 200))
     assert sum(len(v) for v in decided.values()) > 2 and _same(decided, replayed)
     assert backup == master
+
+
+def test_unparsed_batch_is_refused():
+    lb = LB()
+    with pytest.raises(ValueError, match="not parsed"):
+        lb.lb.process(from_scapy([syn(1)]), lb.ctx)

@@ -255,3 +255,9 @@ def test_replay_of_racing_workers_rebuilds_the_shared_prefix_counters():
     b.parse()
     decided, replayed, master, backup = record_and_replay(Monitor, {"idle_timeout_s": 0.001}, iter_batches(b, 256))
     assert _same(decided, replayed) and backup == master
+
+
+def test_unparsed_batch_is_refused():
+    mon, ctx = make()
+    with pytest.raises(ValueError, match="not parsed"):
+        mon.process(from_scapy([E() / IP() / UDP()]), ctx)

@@ -237,3 +237,9 @@ def test_replay_of_racing_workers_reproduces_every_policing_decision():
     decided, replayed, master, backup = record_and_replay(QoS, {"classes": CLASSES}, iter_batches(b, 256))
     assert sum(len(v) for v in decided.values()) > 2 and _same(decided, replayed)
     assert backup == master  # the replayed shared state is the master's, bit for bit
+
+
+def test_unparsed_batch_is_refused():
+    q, ctx = make()
+    with pytest.raises(ValueError, match="not parsed"):
+        q.process(from_scapy([E() / IP() / UDP()]), ctx)

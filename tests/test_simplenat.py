@@ -315,3 +315,10 @@ def test_replay_of_racing_workers_rebuilds_the_shared_totals():
     b, _ = _two_way_trace(flows=200, packets=3000, seed=3)
     decided, replayed, master, backup = record_and_replay(SimpleNAT, {}, iter_batches(b, 256))
     assert _same(decided, replayed) and backup == master
+
+
+def test_unparsed_batch_is_refused():
+    nat = Nat()
+    b = from_scapy([E() / IP(src="10.0.0.1", dst="8.8.8.8") / UDP()])
+    with pytest.raises(ValueError, match="not parsed"):
+        nat.nat.process(b, nat.ctx)

@@ -154,6 +154,13 @@ def live_mask(batch: _core.PacketBatch) -> npt.NDArray[np.bool_]:
     return np.asarray(batch.drop == 0)
 
 
+def require_parsed(batch: _core.PacketBatch) -> None:
+    """ValueError if the batch was not parsed: the parser gives every packet it accepts family 4 or 6
+    and every packet it rejects a drop reason, so a packet with neither was never parsed."""
+    if np.any((batch.drop == 0) & (batch.key["family"] == 0)):
+        raise ValueError("batch: not parsed (call batch.parse() before process(); the Runner's input must be parsed)")
+
+
 def per_key_sums(
     keys: npt.NDArray[np.uint64], packet_ids: npt.NDArray[np.uint64], *weights: npt.NDArray[Any]
 ) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64], list[npt.NDArray[np.int64]]]:

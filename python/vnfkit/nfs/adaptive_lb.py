@@ -154,6 +154,7 @@ class AdaptiveLB(VNF):
         n = len(batch)
         if n == 0:
             return
+        m.require_parsed(batch)
         sctx = m.state_context(ctx)
         pid0 = batch.packet_id[:1].astype(np.uint64)
         self._end_flows(self.flows.expire(int(batch.ts_ns.min())), sctx, pid0)

@@ -147,6 +147,7 @@ class Monitor(VNF):
         n = len(batch)
         if n == 0:
             return
+        m.require_parsed(batch)
         sctx = m.state_context(ctx)
         self._export(self.flows.expire(int(batch.ts_ns.min())))
 

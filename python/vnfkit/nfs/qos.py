@@ -219,6 +219,7 @@ class QoS(VNF):
         n = len(batch)
         if n == 0:
             return
+        m.require_parsed(batch)
         sctx = m.state_context(ctx)
         cls = self.classify(batch)
         size = np.diff(batch.offsets).astype(np.int64)

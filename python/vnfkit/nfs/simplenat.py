@@ -96,6 +96,7 @@ class SimpleNAT(VNF):
         n = len(batch)
         if n == 0:
             return
+        m.require_parsed(batch)
         sctx = m.state_context(ctx)
         ts = batch.ts_ns
         self._stats["flows_expired"] += len(self.flows.expire(int(ts.min())))
