@@ -5,6 +5,8 @@ whose shared totals are exact."""
 from __future__ import annotations
 
 import ipaddress
+import shutil
+import subprocess
 
 import numpy as np
 import pytest
@@ -16,7 +18,7 @@ from scapy.layers.l2 import Ether
 
 from vnfkit import _core, traffic
 from vnfkit.nfs.simplenat import SimpleNAT
-from vnfkit.packets import from_scapy, to_scapy
+from vnfkit.packets import from_scapy, to_scapy, write_pcap
 from vnfkit.state import Replayer, SharedState
 from vnfkit.vnf import Context, Runner, iter_batches
 
@@ -322,3 +324,25 @@ def test_unparsed_batch_is_refused():
     b = from_scapy([E() / IP(src="10.0.0.1", dst="8.8.8.8") / UDP()])
     with pytest.raises(ValueError, match="not parsed"):
         nat.nat.process(b, nat.ctx)
+
+
+@pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark is not installed (apt-get install tshark)")
+def test_tshark_finds_no_bad_checksum_in_the_output(tmp_path):
+    b, _ = _two_way_trace(flows=200, packets=2000, seed=21)
+    outputs = []
+    with Runner(SimpleNAT, queues=2) as r:
+        r.run(iter_batches(b, 256), on_output=lambda q, ob: outputs.append(ob))
+    path = tmp_path / "out.pcap"
+    write_pcap(path, outputs)
+    cmd = ["tshark", "-n", "-r", str(path), "-o", "ip.check_checksum:TRUE", "-o", "tcp.check_checksum:TRUE",
+           "-o", "udp.check_checksum:TRUE", "-Y",
+           'ip.checksum.status=="Bad" || tcp.checksum.status=="Bad" || udp.checksum.status=="Bad"',
+           "-T", "fields", "-e", "frame.number"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == []
+    # and the public side really carries translated traffic only
+    cmd = ["tshark", "-n", "-r", str(path), "-Y", "ip.src == 10.0.0.0/8 && !(ip.dst == 10.0.0.0/8)",
+           "-T", "fields", "-e", "frame.number"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and res.stdout.split() == []
