@@ -28,8 +28,9 @@ from vnfkit.tables import make_keys
 from vnfkit.vnf import VNF, Context
 
 FLOWS = 10_000
-BATCH = 1024
-ROUND_PACKETS = 64 * BATCH
+BATCH = 1024  # default; the benches run at BATCHES
+BATCHES = [256, 1024, 4096]
+ROUND_PACKETS = 65536
 PPS = 14_880_952  # 10 GbE line rate of 64-byte frames: packet time advances like a real link
 SAMPLE = 4096  # pure-Python baselines
 VIP = "203.0.113.10"
@@ -70,12 +71,13 @@ def make_trace(kind: str, seed: int = 1) -> tuple[_core.PacketBatch, np.ndarray]
     return b, f
 
 
-def fresh_batches(trace: _core.PacketBatch, round_no: int, parse: bool = True) -> list[_core.PacketBatch]:
+def fresh_batches(trace: _core.PacketBatch, round_no: int, parse: bool = True,
+                  batch: int = BATCH) -> list[_core.PacketBatch]:
     """Parsed copies of the trace in BATCH-packet batches, packet time shifted to round `round_no`."""
     span = int(ROUND_PACKETS * 1e9 / PPS)
     out = []
-    for s in range(0, len(trace), BATCH):
-        b = trace.select(np.arange(s, min(s + BATCH, len(trace)), dtype=np.uint32))
+    for s in range(0, len(trace), batch):
+        b = trace.select(np.arange(s, min(s + batch, len(trace)), dtype=np.uint32))
         b.ts_ns[:] += np.uint64(round_no * span)
         b.packet_id[:] += np.uint64(round_no * ROUND_PACKETS)
         if parse:
@@ -84,11 +86,11 @@ def fresh_batches(trace: _core.PacketBatch, round_no: int, parse: bool = True) -
     return out
 
 
-def parse_mpps(trace: _core.PacketBatch) -> float:
+def parse_mpps(trace: _core.PacketBatch, batch: int) -> float:
     """Baseline: the bare parse of the same batches (best of 3)."""
     best = float("inf")
     for r in range(3):
-        bs = fresh_batches(trace, r, parse=False)
+        bs = fresh_batches(trace, r, parse=False, batch=batch)
         t0 = time.perf_counter()
         for b in bs:
             b.parse()
@@ -102,7 +104,7 @@ def python_mpps(fn: Callable[[list[bytes], np.ndarray], Any], pkts: list[bytes],
     return len(pkts) / (time.perf_counter() - t0) / 1e6, res
 
 
-def run_bench(benchmark, vnf_cls: type[VNF], config: dict[str, Any], trace: _core.PacketBatch,
+def run_bench(benchmark, vnf_cls: type[VNF], config: dict[str, Any], trace: _core.PacketBatch, batch: int,
               check: Callable[[VNF, list[_core.PacketBatch], int], None]) -> VNF:
     shared = SharedState()
     ctx = Context(0, 1, shared=shared)
@@ -112,7 +114,7 @@ def run_bench(benchmark, vnf_cls: type[VNF], config: dict[str, Any], trace: _cor
 
     def setup():
         shared.context(0).drain_chunk()  # ship the previous round's determinants (not timed)
-        state["batches"] = fresh_batches(trace, state["round"])
+        state["batches"] = fresh_batches(trace, state["round"], batch=batch)
         state["round"] += 1
         return (), {}
 
@@ -124,7 +126,7 @@ def run_bench(benchmark, vnf_cls: type[VNF], config: dict[str, Any], trace: _cor
     check(vnf, state["batches"], state["round"])
     benchmark.extra_info["packets"] = ROUND_PACKETS
     benchmark.extra_info["flows"] = FLOWS
-    benchmark.extra_info["batch"] = BATCH
+    benchmark.extra_info["batch"] = batch
     benchmark.extra_info["log_bytes_per_packet"] = round(len(shared.context(0).drain_chunk()) / ROUND_PACKETS, 2)
     return vnf
 
@@ -268,7 +270,8 @@ def native_on(vnf_cls: type[VNF], config: dict[str, Any], b: _core.PacketBatch) 
 
 
 @pytest.mark.benchmark(group="middleboxes")
-def test_simplenat(benchmark):
+@pytest.mark.parametrize("batch", BATCHES)
+def test_simplenat(benchmark, batch):
     trace, _ = make_trace("nat")
 
     def check(vnf, batches, rounds):
@@ -278,16 +281,17 @@ def test_simplenat(benchmark):
         assert vnf.shared_totals()["outbound"] == rounds * ROUND_PACKETS
         assert len(vnf.flows) == FLOWS
 
-    run_bench(benchmark, SimpleNAT, {}, trace, check)
+    run_bench(benchmark, SimpleNAT, {}, trace, batch, check)
     b, pkts, ts = sample_of(trace)
     py, ref = python_mpps(py_simplenat, pkts, ts)
     native_on(SimpleNAT, {}, b)
     assert b.to_list() == ref  # byte-identical output, checksums included
-    report(benchmark, parse_mpps(trace), py)
+    report(benchmark, parse_mpps(trace, batch), py)
 
 
 @pytest.mark.benchmark(group="middleboxes")
-def test_monitor(benchmark):
+@pytest.mark.parametrize("batch", BATCHES)
+def test_monitor(benchmark, batch):
     trace, f = make_trace("mon")
 
     def check(vnf, batches, rounds):
@@ -297,7 +301,7 @@ def test_monitor(benchmark):
         assert int(rep.flows["packets"].sum()) == rounds * ROUND_PACKETS
         assert all((b.port == 1).all() for b in batches)
 
-    run_bench(benchmark, Monitor, {}, trace, check)
+    run_bench(benchmark, Monitor, {}, trace, batch, check)
     b, pkts, ts = sample_of(trace)
     py, (flows, prefixes) = python_mpps(py_monitor, pkts, ts)
     mon = native_on(Monitor, {}, b)
@@ -308,11 +312,12 @@ def test_monitor(benchmark):
     assert got == flows
     assert {int(ipaddress.IPv4Address(str(r["prefix"]).split("/")[0])) >> 8: [int(r["packets"]), int(r["bytes"])]
             for r in rep.prefixes} == prefixes
-    report(benchmark, parse_mpps(trace), py)
+    report(benchmark, parse_mpps(trace, batch), py)
 
 
 @pytest.mark.benchmark(group="middleboxes")
-def test_adaptive_lb(benchmark):
+@pytest.mark.parametrize("batch", BATCHES)
+def test_adaptive_lb(benchmark, batch):
     trace, _ = make_trace("lb")
     cfg = {"vip": VIP, "backends": BACKENDS}
 
@@ -324,16 +329,17 @@ def test_adaptive_lb(benchmark):
             assert (b.key["dst"][:, 0] == 10).all() and (b.port == 1).all()
         assert batches[-1].verify_checksums().all()
 
-    run_bench(benchmark, AdaptiveLB, cfg, trace, check)
+    run_bench(benchmark, AdaptiveLB, cfg, trace, batch, check)
     b, pkts, ts = sample_of(trace)
     py, ref = python_mpps(py_lb, pkts, ts)
     native_on(AdaptiveLB, cfg, b)
     assert b.to_list() == ref
-    report(benchmark, parse_mpps(trace), py)
+    report(benchmark, parse_mpps(trace, batch), py)
 
 
 @pytest.mark.benchmark(group="middleboxes")
-def test_qos(benchmark):
+@pytest.mark.parametrize("batch", BATCHES)
+def test_qos(benchmark, batch):
     trace, f = make_trace("qos")
     cfg = {"classes": QOS_CLASSES}
 
@@ -345,9 +351,9 @@ def test_qos(benchmark):
         assert abs(cs["dns"]["passed_bytes"] - (64_000 + span_s * 1e8)) <= 64 * (2 * rounds + 1)
         assert cs["web"]["dropped"] == 0
 
-    run_bench(benchmark, QoS, cfg, trace, check)
+    run_bench(benchmark, QoS, cfg, trace, batch, check)
     b, pkts, ts = sample_of(trace)
     py, ref = python_mpps(py_qos, pkts, ts)
     native_on(QoS, cfg, b)
     assert (b.port == 1).tolist() == ref
-    report(benchmark, parse_mpps(trace), py)
+    report(benchmark, parse_mpps(trace, batch), py)
