@@ -41,7 +41,7 @@ from . import _mbox as m
 
 __all__ = ["AdaptiveLB", "DEFAULTS", "least_loaded"]
 
-_VALUE_DTYPE = np.dtype([("backend", "<u4"), ("packets", "<u4")])
+_VALUE_DTYPE = np.dtype([("backend", "<u4"), ("packets", "<u8")])
 
 DEFAULTS: dict[str, Any] = {
     "vip": "203.0.113.10",
