@@ -1,0 +1,1 @@
+"""The middleboxes shipped with vnfkit (one module each; the CLI registry is filled by the lead)."""
