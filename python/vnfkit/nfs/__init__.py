@@ -1,0 +1,1 @@
+"""The six middleboxes of the study, built on vnfkit (registry kept by the CLI)."""
