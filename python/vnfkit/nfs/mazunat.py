@@ -471,8 +471,9 @@ class MazuNAT(VNF):
         net, mask = np.uint32(self.net), np.uint32(self.mask)
         src_in = (src & mask) == net
         dst_in = (dst & mask) == net
-        outbound = v4 & src_in & ~dst_in
-        inbound = v4 & (dst == np.uint32(self.public))
+        to_pub = dst == np.uint32(self.public)
+        outbound = v4 & src_in & ~dst_in & ~to_pub
+        inbound = v4 & to_pub
         spoofed = inbound & src_in
         inbound &= ~src_in
         stray = v4 & ~outbound & ~inbound
