@@ -112,12 +112,13 @@ DEFAULTS: dict[str, Any] = {
 
 # Per-flow record of the outbound tables (one per protocol, per worker).
 _OUT_DTYPE = np.dtype([
-    ("deadline", "<u8"),   # packet time at which the mapping expires (0: created in this batch)
+    ("deadline", "<u8"),   # packet time at which the mapping expires (0: new / free)
+    ("timeout", "<u8"),    # idle timeout of this mapping (ns); the done timeout after FIN/RST
     ("enc_int", "<u8"),    # ICMP only: the value stored in the shared icmp_map counter
     ("enc_peer", "<u8"),   # ICMP only: the value stored in the shared icmp_peer counter
     ("in_slot", "<u4"),    # slot of the reply entry in the inbound table
     ("nat_port", "<u2"),   # public port / ICMP id
-    ("closing", "u1"),     # FIN or RST seen
+    ("proto", "u1"),
     ("_pad", "u1"),
 ])
 _IN_DTYPE = np.dtype([("out_slot", "<u4"), ("int_addr", "<u4"), ("int_port", "<u2"), ("_pad", "V6")])
@@ -295,6 +296,23 @@ class _Pools:
         self.config = dict(cfg)
 
 
+_KEY_DTYPE = np.dtype(_core.flow_key_dtype())
+_V40 = np.dtype((np.void, 40))
+_V64 = np.dtype((np.void, 64))
+
+
+def _keys_at(keys: npt.NDArray[Any], idx: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    """keys[idx] for FLOW_KEY_DTYPE arrays, gathered as opaque 40-byte records (numpy's gather of
+    structured records with sub-array fields is several times slower)."""
+    return keys.view(_V40)[idx].view(_KEY_DTYPE)
+
+
+def _entry_keys(t: FlowTable, slots: npt.NDArray[np.uint32]) -> npt.NDArray[Any]:
+    """The stored keys of table slots (first 40 bytes of each 64-byte engine entry)."""
+    rec = t._entries.view(_V64)[slots]  # same package: tables.FlowTable keeps the entry view
+    return np.ascontiguousarray(rec.view(np.uint8).reshape(-1, 64)[:, :40]).view(_KEY_DTYPE).reshape(-1)
+
+
 def _addr_column(addr_bytes: npt.NDArray[Any]) -> npt.NDArray[np.uint32]:
     """Host-order uint32 from the first 4 bytes of a (n, 16) uint8 address column."""
     return np.ascontiguousarray(addr_bytes[:, :4]).view(">u4").reshape(-1).astype(np.uint32)
@@ -368,13 +386,14 @@ class MazuNAT(VNF):
             self.cand = np.flatnonzero(reta == ctx.queue).astype(np.uint32)  # RETA indices -> this queue
             self.toeplitz = cl_toeplitz(cl)
         cap = mf
-        self.out = {
-            TCP: FlowTable(cap, _OUT_DTYPE, idle_timeout_s=cfg["tcp_timeout_s"],
-                           tcp_close_timeout_s=cfg["tcp_done_timeout_s"]),
-            UDP: FlowTable(cap, _OUT_DTYPE, idle_timeout_s=cfg["udp_timeout_s"]),
-            ICMP: FlowTable(cap, _OUT_DTYPE, idle_timeout_s=cfg["icmp_timeout_s"]),
-        }
-        self.inb = {TCP: FlowTable(cap, _IN_DTYPE), UDP: FlowTable(cap, _IN_DTYPE)}
+        # One outbound table (all protocols: the key holds the protocol) and one reply table
+        # (TCP/UDP). Expiry is the NAT's own: each record holds its deadline and timeout, checked
+        # per packet and garbage-collected by a vectorised scan (the engine timers are unused).
+        self.out = FlowTable(cap, _OUT_DTYPE)
+        self.inb = FlowTable(cap, _IN_DTYPE)
+        self.idle_lut = np.zeros(256, np.uint64)
+        for p_, ns in self.timeout_ns.items():
+            self.idle_lut[p_] = ns
         self.pool_of = {TCP: pools.tcp, UDP: pools.udp, ICMP: pools.icmp}
         self.c: dict[str, int] = dict.fromkeys(
             ["translations", "reverse_translations", "forwards", "forward_replies", "new_mappings",
@@ -386,43 +405,43 @@ class MazuNAT(VNF):
         """Counters of this worker; ``mappings`` is the number of live mappings it holds (ports in
         use from the pools, summed over workers by the runner)."""
         out = dict(self.c)
-        out["mappings"] = sum(len(t) for t in self.out.values())
+        out["mappings"] = len(self.out)
         return out
 
     # ------------------------------------------------------------------------------- mappings
-    def _free(self, proto: int, slots: npt.NDArray[np.uint32], ctx: Context, pid: int) -> None:
+    def _free(self, slots: npt.NDArray[np.uint32], ctx: Context, pid: int) -> None:
         """Remove the mappings in `slots` of the outbound table: release their ports, drop the
         reply entries (TCP/UDP) or clear the shared echo map (ICMP)."""
         if len(slots) == 0:
             return
-        t = self.out[proto]
+        slots = np.ascontiguousarray(slots, dtype=np.uint32)
+        t = self.out
         v = t.values[slots]
-        self._release(proto, v, ctx, pid)
-        t.remove_slots(np.ascontiguousarray(slots, dtype=np.uint32))
-
-    def _release(self, proto: int, v: npt.NDArray[Any], ctx: Context, pid: int) -> None:
-        ports = np.ascontiguousarray(v["nat_port"], dtype=np.uint16)
-        live = ports != 0
-        ports = ports[live]
-        if len(ports) == 0:
-            return
-        ids = np.full(len(ports), pid, np.uint64)
-        if proto == ICMP:
-            keys = (ports - self.icmp_lo).astype(np.uint64)
-            self.pools.icmp_map.add(ctx.state, keys, -v["enc_int"][live].astype(np.int64), ids)
-            self.pools.icmp_peer.add(ctx.state, keys, -v["enc_peer"][live].astype(np.int64), ids)
-        else:
-            self.inb[proto].remove_slots(np.ascontiguousarray(v["in_slot"][live], dtype=np.uint32))
-        self.pool_of[proto].release(ctx.state, ports, ids)
-        self.c["expired_mappings"] += len(ports)
+        for proto in (TCP, UDP, ICMP):
+            m = (v["proto"] == proto) & (v["nat_port"] != 0)
+            if not m.any():
+                continue
+            vv = v[m]
+            ports = np.ascontiguousarray(vv["nat_port"])
+            ids = np.full(len(ports), pid, np.uint64)
+            if proto == ICMP:
+                keys = (ports - self.icmp_lo).astype(np.uint64)
+                self.pools.icmp_map.add(ctx.state, keys, -vv["enc_int"].astype(np.int64), ids)
+                self.pools.icmp_peer.add(ctx.state, keys, -vv["enc_peer"].astype(np.int64), ids)
+            else:
+                self.inb.remove_slots(np.ascontiguousarray(vv["in_slot"]))
+            self.pool_of[proto].release(ctx.state, ports, ids)
+            self.c["expired_mappings"] += len(ports)
+        t.values["deadline"][slots] = 0
+        t.remove_slots(slots)
 
     def _gc(self, now: int, ctx: Context, pid: int) -> None:
-        for proto, t in self.out.items():
-            if len(t) == 0:
-                continue
-            ex = t.expire(now)
-            if len(ex):
-                self._release(proto, ex["value"], ctx, pid)
+        if len(self.out) == 0:
+            return
+        d = self.out.values["deadline"]
+        dead = np.flatnonzero((d != 0) & (d <= np.uint64(now))).astype(np.uint32)
+        if len(dead):
+            self._free(dead, ctx, pid)
 
     def _allocate(self, proto: int, ctx: Context, ids: npt.NDArray[np.uint64], keys: npt.NDArray[Any],
                   hashes: npt.NDArray[np.uint32]) -> npt.NDArray[np.uint16]:
@@ -439,7 +458,7 @@ class MazuNAT(VNF):
         todo = np.arange(len(ids))
         for r in range(nc):  # retries only where the preferred sub-pool is exhausted
             g = (self.cand[(start[todo] + r) % nc] ^ base[todo]).astype(np.uint16)
-            got = pool.allocate(ctx.state, ids[todo], g)
+            got = pool.allocate(ctx.state, np.ascontiguousarray(ids[todo]), g)
             ports[todo] = got
             todo = todo[got == 0]
             if len(todo) == 0:
@@ -456,13 +475,11 @@ class MazuNAT(VNF):
         port = batch.port
         drop = batch.drop
         key = batch.key
-        ts = batch.ts_ns
         port[:] = 0
-        ok = drop == 0
         fam = key["family"]
-        v4 = ok & (fam == 4)
+        v4 = (drop == 0) & (fam == 4)
         if not v4.all():
-            v6 = ok & (fam == 6)
+            v6 = (drop == 0) & (fam == 6)
             if v6.any():
                 drop[v6] = _POLICY
                 c["drop_ipv6"] += int(v6.sum())
@@ -470,17 +487,17 @@ class MazuNAT(VNF):
         dst = _addr_column(key["dst"])
         net, mask = np.uint32(self.net), np.uint32(self.mask)
         src_in = (src & mask) == net
-        dst_in = (dst & mask) == net
         to_pub = dst == np.uint32(self.public)
-        outbound = v4 & src_in & ~dst_in & ~to_pub
-        inbound = v4 & to_pub
-        spoofed = inbound & src_in
-        inbound &= ~src_in
-        stray = v4 & ~outbound & ~inbound
-        if stray.any():
+        outbound = v4 & src_in & ((dst & mask) != net) & ~to_pub
+        inbound = v4 & to_pub & ~src_in
+        nout = int(np.count_nonzero(outbound))
+        nin = int(np.count_nonzero(inbound))
+        if nout + nin != int(np.count_nonzero(v4)):
+            stray = v4 & ~outbound & ~inbound
+            spoofed = int(np.count_nonzero(stray & to_pub))
             drop[stray] = _POLICY
-            c["drop_spoofed"] += int(spoofed.sum())
-            c["drop_not_routed"] += int(stray.sum()) - int(spoofed.sum())
+            c["drop_spoofed"] += spoofed
+            c["drop_not_routed"] += int(stray.sum()) - spoofed
         flags = batch.flags
         if (flags & _FLAG_FRAGMENT).any():
             frag = v4 & ((flags & (_FLAG_FRAGMENT | _FLAG_FIRST_FRAGMENT)) == _FLAG_FRAGMENT) & (outbound | inbound)
@@ -490,15 +507,15 @@ class MazuNAT(VNF):
                 outbound &= ~frag
                 inbound &= ~frag
 
-        t_min = int(ts.min())
-        pid0 = int(batch.packet_id[0])
+        ts = batch.ts_ns
+        t_min = int(ts[0]) if n == 1 else int(ts.min())
         if t_min >= self.next_gc:
-            self._gc(t_min, ctx, pid0)
+            self._gc(t_min, ctx, int(batch.packet_id[0]))
             self.next_gc = t_min + self.gc_ns
 
         proto = key["proto"]
         # ---------------------------------------------------------------- outbound
-        if outbound.any():
+        if nout:
             if len(rules.forwards):
                 outbound = self._forward_replies(batch, rules, outbound, proto, src)
             if len(rules.deny):
@@ -507,56 +524,47 @@ class MazuNAT(VNF):
                     drop[denied] = _POLICY
                     c["drop_denied"] += int(denied.sum())
                     outbound &= ~denied
-            tcp = outbound & (proto == TCP)
-            udp = outbound & (proto == UDP)
-            icmp = outbound & (proto == ICMP)
-            if icmp.any():
-                req = self._icmp_type(batch, icmp) == 8
-                bad = np.flatnonzero(icmp)[~req]
+            po = proto[outbound]
+            supported = (po == TCP) | (po == UDP)
+            idx = np.flatnonzero(outbound).astype(np.uint32)
+            if not supported.all():
+                icmp = po == ICMP
+                if icmp.any():
+                    ii = idx[icmp]
+                    supported[icmp] = self._icmp_type(batch, ii) == 8  # echo requests only
+                bad = idx[~supported]
                 drop[bad] = _POLICY
                 c["drop_proto"] += len(bad)
-                icmp[bad] = False
-            other = outbound & ~tcp & ~udp & ~icmp
-            if other.any():
-                other &= proto != ICMP
-                drop[other] = _POLICY
-                c["drop_proto"] += int(other.sum())
-            for p, m in ((TCP, tcp), (UDP, udp), (ICMP, icmp)):
-                idx = np.flatnonzero(m).astype(np.uint32)
-                if len(idx):
-                    self._outbound(batch, ctx, p, idx)
+                idx = idx[supported]
+            if len(idx):
+                self._outbound(batch, ctx, idx)
         # ---------------------------------------------------------------- inbound
-        if inbound.any():
+        if nin:
             if len(rules.forwards):
                 inbound = self._forward_in(batch, rules, inbound, proto)
-            tcp = inbound & (proto == TCP)
-            udp = inbound & (proto == UDP)
-            icmp = inbound & (proto == ICMP)
-            if icmp.any():
-                rep = self._icmp_type(batch, icmp) == 0
-                bad = np.flatnonzero(icmp)[~rep]
+            idx = np.flatnonzero(inbound).astype(np.uint32)
+            pi = proto[idx]
+            tu = (pi == TCP) | (pi == UDP)
+            if not tu.all():
+                icmp = pi == ICMP
+                reply = np.zeros(len(idx), bool)
+                if icmp.any():
+                    reply[icmp] = self._icmp_type(batch, idx[icmp]) == 0
+                bad = idx[~tu & ~reply]
                 drop[bad] = _POLICY
                 c["drop_proto"] += len(bad)
-                icmp[bad] = False
-            other = inbound & ~tcp & ~udp & ~icmp & (proto != ICMP)
-            if other.any():
-                drop[other] = _POLICY
-                c["drop_proto"] += int(other.sum())
-            for p, m in ((TCP, tcp), (UDP, udp)):
-                idx = np.flatnonzero(m).astype(np.uint32)
-                if len(idx):
-                    self._inbound(batch, ctx, p, idx)
-            idx = np.flatnonzero(icmp).astype(np.uint32)
+                if reply.any():
+                    self._inbound_icmp(batch, ctx, idx[reply])
+                idx = idx[tu]
             if len(idx):
-                self._inbound_icmp(batch, ctx, idx)
+                self._inbound(batch, ctx, idx)
 
     # ---------------------------------------------------------------------------- helpers
     @staticmethod
-    def _icmp_type(batch: _core.PacketBatch, m: npt.NDArray[np.bool_]) -> npt.NDArray[np.uint8]:
-        idx = np.flatnonzero(m)
+    def _icmp_type(batch: _core.PacketBatch, idx: npt.NDArray[Any]) -> npt.NDArray[np.uint8]:
         pos = batch.offsets[idx].astype(np.int64) + batch.l4_offset[idx]
         has_l4 = (batch.flags[idx] & 4) != 0
-        return np.where(has_l4, batch.data[pos], 255).astype(np.uint8)
+        return np.where(has_l4, batch.data[np.where(has_l4, pos, 0)], 255).astype(np.uint8)
 
     @staticmethod
     def _denied(rules: NatRules, dst: npt.NDArray[np.uint32], proto: npt.NDArray[np.uint8],
@@ -573,14 +581,11 @@ class MazuNAT(VNF):
 
     def _forward_in(self, batch: _core.PacketBatch, rules: NatRules, inbound: npt.NDArray[np.bool_],
                     proto: npt.NDArray[np.uint8]) -> npt.NDArray[np.bool_]:
-        key = batch.key
-        tu = inbound & ((proto == TCP) | (proto == UDP))
-        idx = np.flatnonzero(tu)
-        if len(idx) == 0:
-            return inbound
-        row = (proto[idx] != TCP).astype(np.intp)
-        f = rules._fwd_in[row, key["dport"][idx]]
-        hit = f != 0
+        idx = np.flatnonzero(inbound)
+        pr = proto[idx]
+        row = (pr == UDP).astype(np.intp)
+        f = rules._fwd_in[row, batch.key["dport"][idx]]
+        hit = (f != 0) & ((pr == TCP) | (pr == UDP))
         if hit.any():
             ii = idx[hit].astype(np.uint32)
             fi = f[hit]
@@ -593,13 +598,14 @@ class MazuNAT(VNF):
 
     def _forward_replies(self, batch: _core.PacketBatch, rules: NatRules, outbound: npt.NDArray[np.bool_],
                          proto: npt.NDArray[np.uint8], src: npt.NDArray[np.uint32]) -> npt.NDArray[np.bool_]:
-        key = batch.key
-        idx = np.flatnonzero(outbound & ((proto == TCP) | (proto == UDP)))
-        if len(idx) == 0:
+        idx = np.flatnonzero(outbound)
+        pr = proto[idx]
+        row = (pr == UDP).astype(np.intp)
+        f = rules._fwd_rev[row, batch.key["sport"][idx]]
+        hit = f != 0
+        if not hit.any():
             return outbound
-        row = (proto[idx] != TCP).astype(np.intp)
-        f = rules._fwd_rev[row, key["sport"][idx]]
-        hit = (f != 0) & (rules._fwd_addr[f] == src[idx])
+        hit &= (rules._fwd_addr[f] == src[idx]) & ((pr == TCP) | (pr == UDP))
         if hit.any():
             ii = idx[hit].astype(np.uint32)
             fi = f[hit]
@@ -610,7 +616,8 @@ class MazuNAT(VNF):
             outbound[ii] = False
         return outbound
 
-    def _stale_slots(self, slots: npt.NDArray[np.uint32], ts: npt.NDArray[np.uint64],
+    @staticmethod
+    def _stale_slots(slots: npt.NDArray[np.uint32], ts: npt.NDArray[np.uint64],
                      deadline: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint32]:
         """Slots whose mapping had expired at the time of the flow's first packet in this batch."""
         first_slots, first = np.unique(slots, return_index=True)
@@ -618,82 +625,85 @@ class MazuNAT(VNF):
         st = (dl != 0) & (ts[first] >= dl)
         return first_slots[st]
 
-    def _set_deadlines(self, proto: int, t: FlowTable, slots: npt.NDArray[np.uint32],
-                       ts: npt.NDArray[np.uint64], tflags: npt.NDArray[np.uint8]) -> None:
-        v = t.values
-        idle = self.timeout_ns[proto]
-        if proto == TCP:
-            fin = (tflags & 0x05) != 0
-            if fin.any():
-                v["closing"][slots[fin]] = 1
-            closing = v["closing"][slots] != 0
-            if closing.any():
-                v["deadline"][slots] = ts + np.where(closing, self.done_ns, idle).astype(np.uint64)
-                return
-        v["deadline"][slots] = ts + np.uint64(idle)
+    def _touch(self, slots: npt.NDArray[np.uint32], ts: npt.NDArray[np.uint64], tflags: npt.NDArray[np.uint8]) -> None:
+        """Refresh the deadlines of `slots` at packet times `ts`; FIN/RST switches a TCP mapping to
+        the done timeout (tcp_flags is 0 for non-TCP packets)."""
+        v = self.out.values
+        fin = (tflags & 0x05) != 0
+        if fin.any():
+            fs = slots[fin]
+            v["timeout"][fs] = np.minimum(v["timeout"][fs], np.uint64(self.done_ns))
+        v["deadline"][slots] = ts + v["timeout"][slots]
 
-    def _outbound(self, batch: _core.PacketBatch, ctx: Context, proto: int, idx: npt.NDArray[np.uint32]) -> None:
-        t = self.out[proto]
-        keys = batch.key[idx]
+    def _outbound(self, batch: _core.PacketBatch, ctx: Context, idx: npt.NDArray[np.uint32]) -> None:
+        t = self.out
+        keys = _keys_at(batch.key, idx)
         ts = batch.ts_ns[idx]
-        tflags = batch.tcp_flags[idx]
-        slots, new = t.lookup_or_insert(keys, batch.flow_id[idx], ts, tflags)
+        slots, new = t.lookup_or_insert(keys, batch.flow_id[idx], ts)
         v = t.values
         full = slots == NO_SLOT
         if full.any():
             batch.drop[idx[full]] = _TABLE_FULL
             self.c["drop_table_full"] += int(full.sum())
             keep = ~full
-            idx, keys, ts, tflags, slots, new = idx[keep], keys[keep], ts[keep], tflags[keep], slots[keep], new[keep]
+            idx, keys, ts, slots, new = idx[keep], keys[keep], ts[keep], slots[keep], new[keep]
         old = v["deadline"][slots]
-        stale_pk = (old != 0) & (ts >= old)
+        stale_pk = (old != 0) & (ts >= old)  # new records have deadline 0
         if stale_pk.any():
             stale = self._stale_slots(slots[stale_pk], ts[stale_pk], old[stale_pk])
             if len(stale):
-                self._free(proto, stale, ctx, int(batch.packet_id[idx[0]]))
+                self._free(stale, ctx, int(batch.packet_id[idx[0]]))
                 again = np.isin(slots, stale)
-                self._outbound(batch, ctx, proto, idx[again])  # re-inserted: new mappings
+                self._outbound(batch, ctx, idx[again])  # re-inserted: new mappings
                 keep = ~again
-                idx, keys, ts, tflags, slots, new = idx[keep], keys[keep], ts[keep], tflags[keep], slots[keep], new[keep]
+                idx, keys, ts, slots, new = idx[keep], keys[keep], ts[keep], slots[keep], new[keep]
                 if len(idx) == 0:
                     return
-        ni = np.flatnonzero(new)
-        if len(ni):
-            nslots = slots[ni]
-            ids = batch.packet_id[idx[ni]]
-            got = self._allocate(proto, ctx, ids, keys[ni], batch.hash[idx[ni]])
-            ex = got == 0
-            if ex.any():
-                # pool exhausted: drop every packet of these flows, forget the flows (retry later)
-                bad = nslots[ex]
+        if new.any():
+            ni = np.flatnonzero(new)
+            lost_slots = []
+            for proto in (TCP, UDP, ICMP):
+                sel = ni[keys["proto"][ni] == proto]
+                if len(sel) == 0:
+                    continue
+                nslots = slots[sel]
+                ids = batch.packet_id[idx[sel]]
+                got = self._allocate(proto, ctx, ids, keys[sel], batch.hash[idx[sel]])
+                ex = got == 0
+                if ex.any():
+                    lost_slots.append(nslots[ex])
+                    self.c["pool_exhausted_events"] += int(ex.sum())
+                    ok = ~ex
+                    nslots, ids, got = nslots[ok], ids[ok], got[ok]
+                self._install(proto, ctx, nslots, got, ids)
+                self.c["new_mappings"] += len(nslots)
+            if lost_slots:
+                # pool exhausted: drop every packet of these flows and forget them (retry later)
+                bad = np.concatenate(lost_slots)
                 t.remove_slots(np.ascontiguousarray(bad))
                 lost = np.isin(slots, bad)
                 batch.drop[idx[lost]] = _POOL_EXHAUSTED
                 self.c["drop_pool_exhausted"] += int(lost.sum())
-                self.c["pool_exhausted_events"] += int(ex.sum())
                 keep = ~lost
-                idx, keys, ts, tflags, slots = idx[keep], keys[keep], ts[keep], tflags[keep], slots[keep]
-                ok = ~ex
-                nslots, ids, got = nslots[ok], ids[ok], got[ok]
-            self._install(proto, ctx, batch, t, idx, slots, nslots, got, ids)
-            self.c["new_mappings"] += len(nslots)
-        if len(idx) == 0:
-            return
-        self._set_deadlines(proto, t, slots, ts, tflags)
-        nat = v["nat_port"][slots]
-        batch.rewrite_source(idx, np.full(len(idx), self.public, np.uint32), nat)
+                idx, ts, slots = idx[keep], ts[keep], slots[keep]
+                if len(idx) == 0:
+                    return
+        self._touch(slots, ts, batch.tcp_flags[idx])
+        batch.rewrite_source(idx, np.full(len(idx), self.public, np.uint32), v["nat_port"][slots])
         batch.port[idx] = EXTERNAL
         self.c["translations"] += len(idx)
 
-    def _install(self, proto: int, ctx: Context, batch: _core.PacketBatch, t: FlowTable,
-                 idx: npt.NDArray[np.uint32], slots: npt.NDArray[np.uint32], nslots: npt.NDArray[np.uint32],
+    def _install(self, proto: int, ctx: Context, nslots: npt.NDArray[np.uint32],
                  ports: npt.NDArray[np.uint16], ids: npt.NDArray[np.uint64]) -> None:
         """Record freshly allocated ports for the new flows in `nslots` and install their reply side."""
         if len(nslots) == 0:
             return
+        t = self.out
         v = t.values
         v["nat_port"][nslots] = ports
-        ent = t._entries["key"][nslots]  # the outbound keys, as stored (same package: tables.py)
+        v["proto"][nslots] = proto
+        v["timeout"][nslots] = self.timeout_ns[proto]
+        ent = _entry_keys(t, nslots)  # the outbound keys, as stored
         if proto == ICMP:
             int_addr = _addr_column(ent["src"]).astype(np.uint64)
             orig = ent["sport"].astype(np.uint64)
@@ -707,14 +717,14 @@ class MazuNAT(VNF):
             self.pools.icmp_map.add(ctx.state, k, enc_int.astype(np.int64), ids)
             self.pools.icmp_peer.add(ctx.state, k, enc_peer.astype(np.int64), ids)
             return
-        reply = np.zeros(len(nslots), ent.dtype)
+        reply = np.zeros(len(nslots), _KEY_DTYPE)
         reply["src"] = ent["dst"]
         reply["dst"][:, :4] = np.array([self.public], ">u4").view(np.uint8)
         reply["sport"] = ent["dport"]
         reply["dport"] = ports
         reply["proto"] = proto
         reply["family"] = 4
-        it = self.inb[proto]
+        it = self.inb
         islots, inew = it.lookup_or_insert(reply)
         if not (inew.all() and (islots != NO_SLOT).all()):
             raise RuntimeError("MazuNAT: reply table out of sync with the outbound table (bug)")
@@ -724,11 +734,9 @@ class MazuNAT(VNF):
         iv["int_port"][islots] = ent["sport"]
         v["in_slot"][nslots] = islots
 
-    def _inbound(self, batch: _core.PacketBatch, ctx: Context, proto: int, idx: npt.NDArray[np.uint32]) -> None:
-        it = self.inb[proto]
-        t = self.out[proto]
-        keys = batch.key[idx]
-        islots = it.lookup(keys)
+    def _inbound(self, batch: _core.PacketBatch, ctx: Context, idx: npt.NDArray[np.uint32]) -> None:
+        it = self.inb
+        islots = it.lookup(_keys_at(batch.key, idx))
         hit = islots != NO_SLOT
         if not hit.all():
             miss = idx[~hit]
@@ -740,12 +748,12 @@ class MazuNAT(VNF):
         iv = it.values[islots]
         oslots = iv["out_slot"]
         ts = batch.ts_ns[idx]
-        old = t.values["deadline"][oslots]
+        old = self.out.values["deadline"][oslots]
         stale_pk = ts >= old
         if stale_pk.any():
             stale = self._stale_slots(oslots[stale_pk], ts[stale_pk], old[stale_pk])
             if len(stale):
-                self._free(proto, stale, ctx, int(batch.packet_id[idx[0]]))
+                self._free(stale, ctx, int(batch.packet_id[idx[0]]))
                 gone = np.isin(oslots, stale)
                 batch.drop[idx[gone]] = _NO_MAPPING
                 self.c["drop_no_mapping"] += int(gone.sum())
@@ -753,16 +761,13 @@ class MazuNAT(VNF):
                 idx, iv, oslots, ts = idx[keep], iv[keep], oslots[keep], ts[keep]
                 if len(idx) == 0:
                     return
-        tflags = batch.tcp_flags[idx]
-        # refresh the mapping's engine timer (and note FIN/RST) through its outbound key
-        t.lookup_or_insert(t._entries["key"][oslots], np.zeros(len(idx), np.uint32), ts, tflags)
-        self._set_deadlines(proto, t, oslots, ts, tflags)
+        self._touch(oslots, ts, batch.tcp_flags[idx])
         batch.rewrite_destination(idx, np.ascontiguousarray(iv["int_addr"]), np.ascontiguousarray(iv["int_port"]))
         batch.port[idx] = INTERNAL
         self.c["reverse_translations"] += len(idx)
 
     def _inbound_icmp(self, batch: _core.PacketBatch, ctx: Context, idx: npt.NDArray[np.uint32]) -> None:
-        keys = batch.key[idx]
+        keys = _keys_at(batch.key, idx)
         nid = keys["dport"]
         pool = self.pools.icmp
         inr = (nid >= pool.lo) & (nid <= pool.hi)
@@ -771,8 +776,8 @@ class MazuNAT(VNF):
         enc_peer = np.zeros(len(idx), np.uint64)
         if inr.any():
             k = (nid[inr] - self.icmp_lo).astype(np.uint64)
-            enc_peer[inr] = self.pools.icmp_peer.read(ctx.state, k, ids[inr])
-            enc_int[inr] = self.pools.icmp_map.read(ctx.state, k, ids[inr])
+            enc_peer[inr] = self.pools.icmp_peer.read(ctx.state, k, np.ascontiguousarray(ids[inr]))
+            enc_int[inr] = self.pools.icmp_map.read(ctx.state, k, np.ascontiguousarray(ids[inr]))
         remote = _addr_column(keys["src"]).astype(np.uint64)
         ok = ((enc_peer & np.uint64(1)) == 1) & (((enc_peer >> np.uint64(1)) & np.uint64(0xFFFFFFFF)) == remote) \
             & ((enc_peer >> np.uint64(33)) == (enc_int >> np.uint64(48)))
