@@ -121,6 +121,8 @@ _OUT_DTYPE = np.dtype([
     ("proto", "u1"),
     ("_pad", "u1"),
 ])
+_DEADLINE_OFF = _OUT_DTYPE.fields["deadline"][1]
+_TIMEOUT_OFF = _OUT_DTYPE.fields["timeout"][1]
 _IN_DTYPE = np.dtype([("out_slot", "<u4"), ("int_addr", "<u4"), ("int_port", "<u2"), ("_pad", "V6")])
 
 
@@ -476,88 +478,75 @@ class MazuNAT(VNF):
         drop = batch.drop
         key = batch.key
         port[:] = 0
-        fam = key["family"]
-        v4 = (drop == 0) & (fam == 4)
-        if not v4.all():
-            v6 = (drop == 0) & (fam == 6)
-            if v6.any():
-                drop[v6] = _POLICY
-                c["drop_ipv6"] += int(v6.sum())
-        src = _addr_column(key["src"])
-        dst = _addr_column(key["dst"])
-        net, mask = np.uint32(self.net), np.uint32(self.mask)
-        src_in = (src & mask) == net
-        to_pub = dst == np.uint32(self.public)
-        outbound = v4 & src_in & ((dst & mask) != net) & ~to_pub
-        inbound = v4 & to_pub & ~src_in
-        nout = int(np.count_nonzero(outbound))
-        nin = int(np.count_nonzero(inbound))
-        if nout + nin != int(np.count_nonzero(v4)):
-            stray = v4 & ~outbound & ~inbound
-            spoofed = int(np.count_nonzero(stray & to_pub))
-            drop[stray] = _POLICY
+        # one native pass: host-order addresses and the outbound / inbound / other / non-IPv4 lists
+        src, dst, oidx, iidx, other, nv4 = _core.split_gateway(batch, self.net, self.mask, self.public)
+        if len(nv4):
+            drop[nv4] = _POLICY
+            c["drop_ipv6"] += int(np.count_nonzero(key["family"][nv4] == 6))
+            c["drop_proto"] += int(np.count_nonzero(key["family"][nv4] != 6))
+        if len(other):
+            drop[other] = _POLICY
+            spoofed = int(np.count_nonzero(dst[other] == np.uint32(self.public)))
             c["drop_spoofed"] += spoofed
-            c["drop_not_routed"] += int(stray.sum()) - spoofed
+            c["drop_not_routed"] += len(other) - spoofed
         flags = batch.flags
         if (flags & _FLAG_FRAGMENT).any():
-            frag = v4 & ((flags & (_FLAG_FRAGMENT | _FLAG_FIRST_FRAGMENT)) == _FLAG_FRAGMENT) & (outbound | inbound)
-            if frag.any():
-                drop[frag] = _POLICY
-                c["drop_fragment"] += int(frag.sum())
-                outbound &= ~frag
-                inbound &= ~frag
+            nonfirst = (flags & (_FLAG_FRAGMENT | _FLAG_FIRST_FRAGMENT)) == _FLAG_FRAGMENT
+            fo, fi = nonfirst[oidx], nonfirst[iidx]
+            if fo.any() or fi.any():
+                bad = np.concatenate([oidx[fo], iidx[fi]])
+                drop[bad] = _POLICY
+                c["drop_fragment"] += len(bad)
+                oidx, iidx = oidx[~fo], iidx[~fi]
 
         ts = batch.ts_ns
-        t_min = int(ts[0]) if n == 1 else int(ts.min())
+        t_min = int(ts.min())
         if t_min >= self.next_gc:
             self._gc(t_min, ctx, int(batch.packet_id[0]))
             self.next_gc = t_min + self.gc_ns
 
         proto = key["proto"]
         # ---------------------------------------------------------------- outbound
-        if nout:
+        if len(oidx):
             if len(rules.forwards):
-                outbound = self._forward_replies(batch, rules, outbound, proto, src)
-            if len(rules.deny):
-                denied = outbound & self._denied(rules, dst, proto, key["dport"])
+                oidx = self._forward_replies(batch, rules, oidx, proto, src)
+            if len(rules.deny) and len(oidx):
+                denied = self._denied(rules, dst[oidx], proto[oidx], key["dport"][oidx])
                 if denied.any():
-                    drop[denied] = _POLICY
+                    drop[oidx[denied]] = _POLICY
                     c["drop_denied"] += int(denied.sum())
-                    outbound &= ~denied
-            po = proto[outbound]
+                    oidx = oidx[~denied]
+            po = proto[oidx]
             supported = (po == TCP) | (po == UDP)
-            idx = np.flatnonzero(outbound).astype(np.uint32)
             if not supported.all():
                 icmp = po == ICMP
                 if icmp.any():
-                    ii = idx[icmp]
-                    supported[icmp] = self._icmp_type(batch, ii) == 8  # echo requests only
-                bad = idx[~supported]
+                    supported[icmp] = self._icmp_type(batch, oidx[icmp]) == 8  # echo requests only
+                bad = oidx[~supported]
                 drop[bad] = _POLICY
                 c["drop_proto"] += len(bad)
-                idx = idx[supported]
-            if len(idx):
-                self._outbound(batch, ctx, idx)
+                oidx = oidx[supported]
+            if len(oidx):
+                self._outbound(batch, ctx, oidx)
         # ---------------------------------------------------------------- inbound
-        if nin:
+        if len(iidx):
             if len(rules.forwards):
-                inbound = self._forward_in(batch, rules, inbound, proto)
-            idx = np.flatnonzero(inbound).astype(np.uint32)
-            pi = proto[idx]
+                iidx = self._forward_in(batch, rules, iidx, proto)
+            pi = proto[iidx]
             tu = (pi == TCP) | (pi == UDP)
             if not tu.all():
                 icmp = pi == ICMP
-                reply = np.zeros(len(idx), bool)
+                reply = np.zeros(len(iidx), bool)
                 if icmp.any():
-                    reply[icmp] = self._icmp_type(batch, idx[icmp]) == 0
-                bad = idx[~tu & ~reply]
+                    reply[icmp] = self._icmp_type(batch, iidx[icmp]) == 0
+                bad = iidx[~tu & ~reply]
                 drop[bad] = _POLICY
                 c["drop_proto"] += len(bad)
                 if reply.any():
-                    self._inbound_icmp(batch, ctx, idx[reply])
-                idx = idx[tu]
-            if len(idx):
-                self._inbound(batch, ctx, idx)
+                    self._inbound_icmp(batch, ctx, iidx[reply])
+                iidx = iidx[tu]
+            if len(iidx):
+                self._inbound(batch, ctx, iidx)
 
     # ---------------------------------------------------------------------------- helpers
     @staticmethod
@@ -579,61 +568,47 @@ class MazuNAT(VNF):
             hit |= m
         return hit
 
-    def _forward_in(self, batch: _core.PacketBatch, rules: NatRules, inbound: npt.NDArray[np.bool_],
-                    proto: npt.NDArray[np.uint8]) -> npt.NDArray[np.bool_]:
-        idx = np.flatnonzero(inbound)
+    def _forward_in(self, batch: _core.PacketBatch, rules: NatRules, idx: npt.NDArray[np.uint32],
+                    proto: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint32]:
+        """Port forwards: inbound (proto, public port) -> internal server. Returns the rest."""
         pr = proto[idx]
-        row = (pr == UDP).astype(np.intp)
-        f = rules._fwd_in[row, batch.key["dport"][idx]]
-        hit = (f != 0) & ((pr == TCP) | (pr == UDP))
-        if hit.any():
-            ii = idx[hit].astype(np.uint32)
-            fi = f[hit]
-            batch.rewrite_destination(ii, rules._fwd_addr[fi], rules._fwd_port[fi])
-            batch.port[ii] = INTERNAL
-            self.c["forwards"] += len(ii)
-            inbound = inbound.copy()
-            inbound[ii] = False
-        return inbound
-
-    def _forward_replies(self, batch: _core.PacketBatch, rules: NatRules, outbound: npt.NDArray[np.bool_],
-                         proto: npt.NDArray[np.uint8], src: npt.NDArray[np.uint32]) -> npt.NDArray[np.bool_]:
-        idx = np.flatnonzero(outbound)
-        pr = proto[idx]
-        row = (pr == UDP).astype(np.intp)
-        f = rules._fwd_rev[row, batch.key["sport"][idx]]
+        f = rules._fwd_in[(pr == UDP).view(np.uint8), batch.key["dport"][idx]]
         hit = f != 0
         if not hit.any():
-            return outbound
+            return idx
+        hit &= (pr == TCP) | (pr == UDP)
+        ii = idx[hit]
+        fi = f[hit]
+        batch.rewrite_destination(ii, rules._fwd_addr[fi], rules._fwd_port[fi])
+        batch.port[ii] = INTERNAL
+        self.c["forwards"] += len(ii)
+        return idx[~hit]
+
+    def _forward_replies(self, batch: _core.PacketBatch, rules: NatRules, idx: npt.NDArray[np.uint32],
+                         proto: npt.NDArray[np.uint8], src: npt.NDArray[np.uint32]) -> npt.NDArray[np.uint32]:
+        """Outbound packets from a forward's server port leave from the forwarded public port."""
+        pr = proto[idx]
+        f = rules._fwd_rev[(pr == UDP).view(np.uint8), batch.key["sport"][idx]]
+        hit = f != 0
+        if not hit.any():
+            return idx
         hit &= (rules._fwd_addr[f] == src[idx]) & ((pr == TCP) | (pr == UDP))
-        if hit.any():
-            ii = idx[hit].astype(np.uint32)
-            fi = f[hit]
-            batch.rewrite_source(ii, np.full(len(ii), self.public, np.uint32), rules._fwd_pub[fi])
-            batch.port[ii] = EXTERNAL
-            self.c["forward_replies"] += len(ii)
-            outbound = outbound.copy()
-            outbound[ii] = False
-        return outbound
+        if not hit.any():
+            return idx
+        ii = idx[hit]
+        fi = f[hit]
+        batch.rewrite_source(ii, np.full(len(ii), self.public, np.uint32), rules._fwd_pub[fi])
+        batch.port[ii] = EXTERNAL
+        self.c["forward_replies"] += len(ii)
+        return idx[~hit]
 
-    @staticmethod
-    def _stale_slots(slots: npt.NDArray[np.uint32], ts: npt.NDArray[np.uint64],
-                     deadline: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint32]:
-        """Slots whose mapping had expired at the time of the flow's first packet in this batch."""
-        first_slots, first = np.unique(slots, return_index=True)
-        dl = deadline[first]
-        st = (dl != 0) & (ts[first] >= dl)
-        return first_slots[st]
-
-    def _touch(self, slots: npt.NDArray[np.uint32], ts: npt.NDArray[np.uint64], tflags: npt.NDArray[np.uint8]) -> None:
-        """Refresh the deadlines of `slots` at packet times `ts`; FIN/RST switches a TCP mapping to
-        the done timeout (tcp_flags is 0 for non-TCP packets)."""
-        v = self.out.values
-        fin = (tflags & 0x05) != 0
-        if fin.any():
-            fs = slots[fin]
-            v["timeout"][fs] = np.minimum(v["timeout"][fs], np.uint64(self.done_ns))
-        v["deadline"][slots] = ts + v["timeout"][slots]
+    def _touch(self, slots: npt.NDArray[np.uint32], ts: npt.NDArray[np.uint64],
+               tflags: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint64]:
+        """Refresh the deadlines of `slots` at packet times `ts` (in order); FIN/RST switches a TCP
+        mapping to the done timeout (tcp_flags is 0 for non-TCP). Returns each packet's previous
+        deadline: only a flow's first packet of the call sees the pre-call deadline."""
+        return _core.touch_deadlines(self.out.values, _DEADLINE_OFF, _TIMEOUT_OFF, slots, ts, tflags,
+                                     0x05, self.done_ns)
 
     def _outbound(self, batch: _core.PacketBatch, ctx: Context, idx: npt.NDArray[np.uint32]) -> None:
         t = self.out
@@ -647,18 +622,6 @@ class MazuNAT(VNF):
             self.c["drop_table_full"] += int(full.sum())
             keep = ~full
             idx, keys, ts, slots, new = idx[keep], keys[keep], ts[keep], slots[keep], new[keep]
-        old = v["deadline"][slots]
-        stale_pk = (old != 0) & (ts >= old)  # new records have deadline 0
-        if stale_pk.any():
-            stale = self._stale_slots(slots[stale_pk], ts[stale_pk], old[stale_pk])
-            if len(stale):
-                self._free(stale, ctx, int(batch.packet_id[idx[0]]))
-                again = np.isin(slots, stale)
-                self._outbound(batch, ctx, idx[again])  # re-inserted: new mappings
-                keep = ~again
-                idx, keys, ts, slots, new = idx[keep], keys[keep], ts[keep], slots[keep], new[keep]
-                if len(idx) == 0:
-                    return
         if new.any():
             ni = np.flatnonzero(new)
             lost_slots = []
@@ -688,7 +651,19 @@ class MazuNAT(VNF):
                 idx, ts, slots = idx[keep], ts[keep], slots[keep]
                 if len(idx) == 0:
                     return
-        self._touch(slots, ts, batch.tcp_flags[idx])
+        old = self._touch(slots, ts, batch.tcp_flags[idx])
+        stale = (old != 0) & (ts >= old)  # new records have deadline 0
+        if stale.any():
+            # the mapping had expired at the flow's first packet of this batch: free it and map
+            # every packet of the flow again (a new mapping)
+            dead = np.unique(slots[stale])
+            self._free(dead, ctx, int(batch.packet_id[idx[0]]))
+            again = np.isin(slots, dead)
+            self._outbound(batch, ctx, idx[again])
+            keep = ~again
+            idx, slots = idx[keep], slots[keep]
+            if len(idx) == 0:
+                return
         batch.rewrite_source(idx, np.full(len(idx), self.public, np.uint32), v["nat_port"][slots])
         batch.port[idx] = EXTERNAL
         self.c["translations"] += len(idx)
@@ -746,22 +721,20 @@ class MazuNAT(VNF):
             if len(idx) == 0:
                 return
         iv = it.values[islots]
-        oslots = iv["out_slot"]
+        oslots = np.ascontiguousarray(iv["out_slot"])
         ts = batch.ts_ns[idx]
-        old = self.out.values["deadline"][oslots]
-        stale_pk = ts >= old
-        if stale_pk.any():
-            stale = self._stale_slots(oslots[stale_pk], ts[stale_pk], old[stale_pk])
-            if len(stale):
-                self._free(stale, ctx, int(batch.packet_id[idx[0]]))
-                gone = np.isin(oslots, stale)
-                batch.drop[idx[gone]] = _NO_MAPPING
-                self.c["drop_no_mapping"] += int(gone.sum())
-                keep = ~gone
-                idx, iv, oslots, ts = idx[keep], iv[keep], oslots[keep], ts[keep]
-                if len(idx) == 0:
-                    return
-        self._touch(oslots, ts, batch.tcp_flags[idx])
+        old = self._touch(oslots, ts, batch.tcp_flags[idx])
+        stale = ts >= old
+        if stale.any():
+            dead = np.unique(oslots[stale])
+            self._free(dead, ctx, int(batch.packet_id[idx[0]]))
+            gone = np.isin(oslots, dead)
+            batch.drop[idx[gone]] = _NO_MAPPING
+            self.c["drop_no_mapping"] += int(gone.sum())
+            keep = ~gone
+            idx, iv = idx[keep], iv[keep]
+            if len(idx) == 0:
+                return
         batch.rewrite_destination(idx, np.ascontiguousarray(iv["int_addr"]), np.ascontiguousarray(iv["int_port"]))
         batch.port[idx] = INTERNAL
         self.c["reverse_translations"] += len(idx)

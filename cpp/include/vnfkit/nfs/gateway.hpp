@@ -1,0 +1,45 @@
+// Generic batch primitives for gateway-style VNFs (NATs, firewalls), used from Python.
+//
+// They hold no VNF logic: split_gateway sorts packets by where they come from and go to (an inside
+// prefix and one outside address), touch_deadlines is an idle timer over caller-owned records.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+
+#include "vnfkit/packet/batch.hpp"
+
+namespace vnfkit::nfs {
+
+// Index lists returned by split_gateway (counts of each list).
+struct SplitCounts {
+  std::size_t outbound = 0;  // IPv4, src in the inside prefix, dst outside it and != addr
+  std::size_t inbound = 0;   // IPv4, dst == addr, src outside the inside prefix
+  std::size_t other = 0;     // IPv4 packets that are neither
+  std::size_t not_v4 = 0;    // not dropped, family != 4 (IPv6, unparsed)
+};
+
+// One pass over a parsed batch. For every packet i with drop == 0: src[i] / dst[i] = its IPv4
+// addresses in host order (0 when not IPv4), and i is appended to exactly one of the four lists
+// (see SplitCounts). Packets with drop != 0 get src = dst = 0 and appear in no list. Each output
+// pointer must have room for batch.size() entries. Throws std::invalid_argument if the batch's
+// columns are inconsistent.
+SplitCounts split_gateway(const packet::PacketBatch& batch, std::uint32_t inside_net, std::uint32_t inside_mask,
+                          std::uint32_t addr, std::uint32_t* src, std::uint32_t* dst, std::uint32_t* outbound,
+                          std::uint32_t* inbound, std::uint32_t* other, std::uint32_t* not_v4);
+
+// An idle timer over records owned by the caller: `records` holds n_records records of
+// record_size bytes, each with a uint64 deadline at deadline_offset and a uint64 timeout at
+// timeout_offset (native endianness). For j = 0..n-1 in order: r = record slots[j]; if
+// (flags[j] & close_mask) != 0 then r.timeout = min(r.timeout, close_timeout); old[j] = r.deadline;
+// r.deadline = ts[j] + r.timeout. Because the updates happen in order, a record touched twice in
+// one call reports its pre-call deadline only for its first touch. flags may be null (no close).
+// Throws std::invalid_argument (before touching anything) if a slot is out of range or the fields
+// do not fit in a record.
+void touch_deadlines(std::uint8_t* records, std::size_t n_records, std::size_t record_size,
+                     std::size_t deadline_offset, std::size_t timeout_offset, const std::uint32_t* slots,
+                     const std::uint64_t* ts, const std::uint8_t* flags, std::size_t n, std::uint8_t close_mask,
+                     std::uint64_t close_timeout, std::uint64_t* old);
+
+}  // namespace vnfkit::nfs

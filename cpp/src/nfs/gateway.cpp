@@ -1,0 +1,84 @@
+#include "vnfkit/nfs/gateway.hpp"
+
+#include <algorithm>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+
+namespace vnfkit::nfs {
+
+namespace {
+inline std::uint32_t load_be32(const std::uint8_t* p) noexcept {
+  return (std::uint32_t{p[0]} << 24) | (std::uint32_t{p[1]} << 16) | (std::uint32_t{p[2]} << 8) | std::uint32_t{p[3]};
+}
+}  // namespace
+
+SplitCounts split_gateway(const packet::PacketBatch& batch, std::uint32_t inside_net, std::uint32_t inside_mask,
+                          std::uint32_t addr, std::uint32_t* src, std::uint32_t* dst, std::uint32_t* outbound,
+                          std::uint32_t* inbound, std::uint32_t* other, std::uint32_t* not_v4) {
+  const std::size_t n = batch.size();
+  if (batch.key.size() != n || batch.drop.size() != n) {
+    throw std::invalid_argument("batch: columns do not match the number of packets");
+  }
+  SplitCounts c;
+  const std::uint32_t net = inside_net & inside_mask;
+  for (std::size_t i = 0; i < n; ++i) {
+    const auto& k = batch.key[i];
+    const auto idx = static_cast<std::uint32_t>(i);
+    if (batch.drop[i] != 0) {
+      src[i] = dst[i] = 0;
+      continue;
+    }
+    if (k.family != 4) {
+      src[i] = dst[i] = 0;
+      not_v4[c.not_v4++] = idx;
+      continue;
+    }
+    const std::uint32_t s = load_be32(k.src.data());
+    const std::uint32_t d = load_be32(k.dst.data());
+    src[i] = s;
+    dst[i] = d;
+    const bool s_in = (s & inside_mask) == net;
+    const bool d_in = (d & inside_mask) == net;
+    if (s_in && !d_in && d != addr) {
+      outbound[c.outbound++] = idx;
+    } else if (d == addr && !s_in) {
+      inbound[c.inbound++] = idx;
+    } else {
+      other[c.other++] = idx;
+    }
+  }
+  return c;
+}
+
+void touch_deadlines(std::uint8_t* records, std::size_t n_records, std::size_t record_size,
+                     std::size_t deadline_offset, std::size_t timeout_offset, const std::uint32_t* slots,
+                     const std::uint64_t* ts, const std::uint8_t* flags, std::size_t n, std::uint8_t close_mask,
+                     std::uint64_t close_timeout, std::uint64_t* old) {
+  if (deadline_offset + 8 > record_size || timeout_offset + 8 > record_size) {
+    throw std::invalid_argument("record: deadline / timeout fields do not fit in " + std::to_string(record_size) +
+                                " bytes");
+  }
+  for (std::size_t j = 0; j < n; ++j) {
+    if (slots[j] >= n_records) {
+      throw std::invalid_argument("slots: " + std::to_string(slots[j]) + " is out of range (" +
+                                  std::to_string(n_records) + " records)");
+    }
+  }
+  for (std::size_t j = 0; j < n; ++j) {
+    std::uint8_t* r = records + static_cast<std::size_t>(slots[j]) * record_size;
+    std::uint64_t timeout;
+    std::uint64_t deadline;
+    std::memcpy(&timeout, r + timeout_offset, 8);
+    std::memcpy(&deadline, r + deadline_offset, 8);
+    if (flags != nullptr && (flags[j] & close_mask) != 0 && close_timeout < timeout) {
+      timeout = close_timeout;
+      std::memcpy(r + timeout_offset, &timeout, 8);
+    }
+    old[j] = deadline;
+    deadline = ts[j] + timeout;
+    std::memcpy(r + deadline_offset, &deadline, 8);
+  }
+}
+
+}  // namespace vnfkit::nfs
