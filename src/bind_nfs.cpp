@@ -24,7 +24,7 @@ void bind_nfs(py::module_& m) {
      "One pass over a parsed batch: returns (src, dst, outbound, inbound, other, not_v4). src/dst are the\n"
      "host-order IPv4 addresses (uint32, 0 if not IPv4 or dropped); the four uint32 index arrays hold the\n"
      "non-dropped packets going from the inside prefix to outside (not to addr), from outside to addr,\n"
-     "other IPv4, and non-IPv4.");
+     "other IPv4 (including non-first fragments, which carry no ports), and non-IPv4.");
 
   m.def("touch_deadlines", [](py::array& records, std::size_t deadline_offset, std::size_t timeout_offset,
                               const py::array& slots, const py::array& ts, const py::object& flags,

@@ -17,7 +17,7 @@ SplitCounts split_gateway(const packet::PacketBatch& batch, std::uint32_t inside
                           std::uint32_t addr, std::uint32_t* src, std::uint32_t* dst, std::uint32_t* outbound,
                           std::uint32_t* inbound, std::uint32_t* other, std::uint32_t* not_v4) {
   const std::size_t n = batch.size();
-  if (batch.key.size() != n || batch.drop.size() != n) {
+  if (batch.key.size() != n || batch.drop.size() != n || batch.flags.size() != n) {
     throw std::invalid_argument("batch: columns do not match the number of packets");
   }
   SplitCounts c;
@@ -38,6 +38,12 @@ SplitCounts split_gateway(const packet::PacketBatch& batch, std::uint32_t inside
     const std::uint32_t d = load_be32(k.dst.data());
     src[i] = s;
     dst[i] = d;
+    const bool nonfirst_fragment =
+        (batch.flags[i] & (packet::kFlagFragment | packet::kFlagFirstFragment)) == packet::kFlagFragment;
+    if (nonfirst_fragment) {  // no L4 header: nothing a gateway can match on ports
+      other[c.other++] = idx;
+      continue;
+    }
     const bool s_in = (s & inside_mask) == net;
     const bool d_in = (d & inside_mask) == net;
     if (s_in && !d_in && d != addr) {

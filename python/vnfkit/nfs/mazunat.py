@@ -180,7 +180,7 @@ class NatRules:
     """
 
     __slots__ = ("forwards", "deny", "version", "_fwd_in", "_fwd_rev", "_fwd_addr", "_fwd_port",
-                 "_fwd_pub", "_deny_arr", "_internal")
+                 "_fwd_pub", "_deny_arr", "_internal", "_fwd_in_any", "_fwd_rev_any")
 
     def __init__(self, forwards: Iterable[Mapping[str, Any]] = (), deny: Iterable[Mapping[str, Any]] = (),
                  *, internal_net: str = "10.0.0.0/8", version: int = 0) -> None:
@@ -245,6 +245,8 @@ class NatRules:
             frev[0 if f.proto == TCP else 1, f.to_port] = j + 1
         self._fwd_in = _ro(fin)
         self._fwd_rev = _ro(frev)
+        self._fwd_in_any = _ro((fin != 0).any(axis=0))
+        self._fwd_rev_any = _ro((frev != 0).any(axis=0))
         self._fwd_addr = _ro(np.array([0] + [f.to_addr for f in fw], np.uint32))
         self._fwd_port = _ro(np.array([0] + [f.to_port for f in fw], np.uint16))
         self._fwd_pub = _ro(np.array([0] + [f.port for f in fw], np.uint16))
@@ -393,6 +395,8 @@ class MazuNAT(VNF):
         # per packet and garbage-collected by a vectorised scan (the engine timers are unused).
         self.out = FlowTable(cap, _OUT_DTYPE)
         self.inb = FlowTable(cap, _IN_DTYPE)
+        self._pub = np.full(1 << 16, self.public, np.uint32)  # sliced, never written
+        self._zeros32 = np.zeros(1 << 16, np.uint32)
         self.idle_lut = np.zeros(256, np.uint64)
         for p_, ns in self.timeout_ns.items():
             self.idle_lut[p_] = ns
@@ -486,18 +490,13 @@ class MazuNAT(VNF):
             c["drop_proto"] += int(np.count_nonzero(key["family"][nv4] != 6))
         if len(other):
             drop[other] = _POLICY
-            spoofed = int(np.count_nonzero(dst[other] == np.uint32(self.public)))
+            fl = batch.flags[other]
+            fragm = (fl & (_FLAG_FRAGMENT | _FLAG_FIRST_FRAGMENT)) == _FLAG_FRAGMENT
+            frag = int(np.count_nonzero(fragm))
+            spoofed = int(np.count_nonzero((dst[other] == np.uint32(self.public)) & ~fragm))
+            c["drop_fragment"] += frag
             c["drop_spoofed"] += spoofed
-            c["drop_not_routed"] += len(other) - spoofed
-        flags = batch.flags
-        if (flags & _FLAG_FRAGMENT).any():
-            nonfirst = (flags & (_FLAG_FRAGMENT | _FLAG_FIRST_FRAGMENT)) == _FLAG_FRAGMENT
-            fo, fi = nonfirst[oidx], nonfirst[iidx]
-            if fo.any() or fi.any():
-                bad = np.concatenate([oidx[fo], iidx[fi]])
-                drop[bad] = _POLICY
-                c["drop_fragment"] += len(bad)
-                oidx, iidx = oidx[~fo], iidx[~fi]
+            c["drop_not_routed"] += len(other) - spoofed - frag
 
         ts = batch.ts_ns
         t_min = int(ts.min())
@@ -571,8 +570,11 @@ class MazuNAT(VNF):
     def _forward_in(self, batch: _core.PacketBatch, rules: NatRules, idx: npt.NDArray[np.uint32],
                     proto: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint32]:
         """Port forwards: inbound (proto, public port) -> internal server. Returns the rest."""
+        dport = batch.key["dport"][idx]
+        if not rules._fwd_in_any[dport].any():  # fast path: no packet aims at a forwarded port
+            return idx
         pr = proto[idx]
-        f = rules._fwd_in[(pr == UDP).view(np.uint8), batch.key["dport"][idx]]
+        f = rules._fwd_in[(pr == UDP).view(np.uint8), dport]
         hit = f != 0
         if not hit.any():
             return idx
@@ -587,8 +589,11 @@ class MazuNAT(VNF):
     def _forward_replies(self, batch: _core.PacketBatch, rules: NatRules, idx: npt.NDArray[np.uint32],
                          proto: npt.NDArray[np.uint8], src: npt.NDArray[np.uint32]) -> npt.NDArray[np.uint32]:
         """Outbound packets from a forward's server port leave from the forwarded public port."""
+        sport = batch.key["sport"][idx]
+        if not rules._fwd_rev_any[sport].any():  # fast path: no packet comes from a server port
+            return idx
         pr = proto[idx]
-        f = rules._fwd_rev[(pr == UDP).view(np.uint8), batch.key["sport"][idx]]
+        f = rules._fwd_rev[(pr == UDP).view(np.uint8), sport]
         hit = f != 0
         if not hit.any():
             return idx
@@ -602,6 +607,11 @@ class MazuNAT(VNF):
         self.c["forward_replies"] += len(ii)
         return idx[~hit]
 
+    @staticmethod
+    def _const(arr: npt.NDArray[Any], n: int) -> npt.NDArray[Any]:
+        """n copies of a constant: a slice of a cached array when it is long enough."""
+        return arr[:n] if n <= len(arr) else np.full(n, arr[0], arr.dtype)
+
     def _touch(self, slots: npt.NDArray[np.uint32], ts: npt.NDArray[np.uint64],
                tflags: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint64]:
         """Refresh the deadlines of `slots` at packet times `ts` (in order); FIN/RST switches a TCP
@@ -614,7 +624,7 @@ class MazuNAT(VNF):
         t = self.out
         keys = _keys_at(batch.key, idx)
         ts = batch.ts_ns[idx]
-        slots, new = t.lookup_or_insert(keys, batch.flow_id[idx], ts)
+        slots, new = t.lookup_or_insert(keys, self._const(self._zeros32, len(idx)), ts)
         v = t.values
         full = slots == NO_SLOT
         if full.any():
@@ -664,7 +674,7 @@ class MazuNAT(VNF):
             idx, slots = idx[keep], slots[keep]
             if len(idx) == 0:
                 return
-        batch.rewrite_source(idx, np.full(len(idx), self.public, np.uint32), v["nat_port"][slots])
+        batch.rewrite_source(idx, self._const(self._pub, len(idx)), v["nat_port"][slots])
         batch.port[idx] = EXTERNAL
         self.c["translations"] += len(idx)
 

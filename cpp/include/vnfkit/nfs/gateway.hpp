@@ -16,7 +16,7 @@ namespace vnfkit::nfs {
 struct SplitCounts {
   std::size_t outbound = 0;  // IPv4, src in the inside prefix, dst outside it and != addr
   std::size_t inbound = 0;   // IPv4, dst == addr, src outside the inside prefix
-  std::size_t other = 0;     // IPv4 packets that are neither
+  std::size_t other = 0;     // IPv4 packets that are neither, and non-first IPv4 fragments
   std::size_t not_v4 = 0;    // not dropped, family != 4 (IPv6, unparsed)
 };
 
