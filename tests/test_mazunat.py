@@ -382,3 +382,28 @@ def test_against_reference(ops: list) -> None:
             else:
                 assert b.port.tolist() == [INTERNAL]
                 assert (out[0][IP].dst, out[0][TCP].dport) == want
+
+
+def test_native_primitives_validate_input() -> None:
+    b = from_scapy([out_tcp(), Ether() / IP(src="8.8.8.8", dst=PUB) / UDP(sport=1, dport=2)])
+    b.parse()
+    src, dst, o, i, other, nv4 = _core.split_gateway(b, 0x0A000000, 0xFF000000, 0xC0000201)
+    assert o.tolist() == [0] and i.tolist() == [1] and len(other) == 0 and len(nv4) == 0
+    assert src.tolist() == [0x0A010203, 0x08080808] and dst[1] == 0xC0000201
+    rec = np.zeros(4, [("deadline", "<u8"), ("timeout", "<u8")])
+    rec["timeout"] = 10
+    old = _core.touch_deadlines(rec, 0, 8, np.array([1, 1], np.uint32), np.array([5, 7], np.uint64),
+                                np.array([0, 1], np.uint8), 1, 3)
+    assert old.tolist() == [0, 15] and rec["deadline"].tolist() == [0, 10, 0, 0] and rec["timeout"][1] == 3
+    with pytest.raises(TypeError, match="slots"):
+        _core.touch_deadlines(rec, 0, 8, np.array([1], np.int64), np.array([5], np.uint64))
+    with pytest.raises(TypeError, match="ts"):
+        _core.touch_deadlines(rec, 0, 8, np.array([1], np.uint32), np.array([5], np.float64))
+    with pytest.raises(ValueError, match="out of range"):
+        _core.touch_deadlines(rec, 0, 8, np.array([4], np.uint32), np.array([5], np.uint64))
+    with pytest.raises(ValueError, match="do not fit"):
+        _core.touch_deadlines(rec, 0, 12, np.array([0], np.uint32), np.array([5], np.uint64))
+    with pytest.raises(TypeError, match="C-contiguous"):
+        _core.touch_deadlines(rec[::2], 0, 8, np.array([0], np.uint32), np.array([5], np.uint64))
+    with pytest.raises(ValueError, match="length"):
+        _core.touch_deadlines(rec, 0, 8, np.array([0], np.uint32), np.array([5, 6], np.uint64))
