@@ -121,8 +121,8 @@ _OUT_DTYPE = np.dtype([
     ("proto", "u1"),
     ("_pad", "u1"),
 ])
-_DEADLINE_OFF = _OUT_DTYPE.fields["deadline"][1]
-_TIMEOUT_OFF = _OUT_DTYPE.fields["timeout"][1]
+_DEADLINE_OFF: int = _OUT_DTYPE.fields["deadline"][1]  # type: ignore[index]
+_TIMEOUT_OFF: int = _OUT_DTYPE.fields["timeout"][1]  # type: ignore[index]
 _IN_DTYPE = np.dtype([("out_slot", "<u4"), ("int_addr", "<u4"), ("int_port", "<u2"), ("_pad", "V6")])
 
 
@@ -240,9 +240,9 @@ class NatRules:
         # forward lookup tables: [0] tcp, [1] udp; value = forward index + 1 (0 = none)
         fin = np.zeros((2, 65536), np.uint16)
         frev = np.zeros((2, 65536), np.uint16)
-        for j, f in enumerate(fw):
-            fin[0 if f.proto == TCP else 1, f.port] = j + 1
-            frev[0 if f.proto == TCP else 1, f.to_port] = j + 1
+        for j, fwd in enumerate(fw):
+            fin[0 if fwd.proto == TCP else 1, fwd.port] = j + 1
+            frev[0 if fwd.proto == TCP else 1, fwd.to_port] = j + 1
         self._fwd_in = _ro(fin)
         self._fwd_rev = _ro(frev)
         self._fwd_in_any = _ro((fin != 0).any(axis=0))
