@@ -407,3 +407,13 @@ def test_native_primitives_validate_input() -> None:
         _core.touch_deadlines(rec[::2], 0, 8, np.array([0], np.uint32), np.array([5], np.uint64))
     with pytest.raises(ValueError, match="length"):
         _core.touch_deadlines(rec, 0, 8, np.array([0], np.uint32), np.array([5, 6], np.uint64))
+
+
+def test_table_full_drops_are_counted() -> None:
+    n = Nat(max_flows=4)
+    flows = [Ether() / IP(src="10.0.0.1", dst="198.51.100.1") / UDP(sport=100 + i, dport=9) for i in range(6)]
+    b, _ = n.run(flows)
+    assert b.port.tolist() == [EXTERNAL] * 4 + [0, 0]
+    assert b.drop.tolist() == [0] * 4 + [DR.TABLE_FULL] * 2
+    assert n.nat.stats()["drop_table_full"] == 2 and n.nat.stats()["mappings"] == 4
+    assert n.nat.pools.udp.allocated_count == 4

@@ -626,13 +626,15 @@ class MazuNAT(VNF):
         ts = batch.ts_ns[idx]
         slots, new = t.lookup_or_insert(keys, self._const(self._zeros32, len(idx)), ts)
         v = t.values
-        full = slots == NO_SLOT
-        if full.any():
+        # an insert can only have failed if the table is full now (its size never shrinks in a call)
+        full = slots == NO_SLOT if len(t) >= t.capacity else None
+        if full is not None and full.any():
             batch.drop[idx[full]] = _TABLE_FULL
             self.c["drop_table_full"] += int(full.sum())
             keep = ~full
             idx, keys, ts, slots, new = idx[keep], keys[keep], ts[keep], slots[keep], new[keep]
-        if new.any():
+        any_new = bool(new.any())
+        if any_new:
             ni = np.flatnonzero(new)
             lost_slots = []
             for proto in (TCP, UDP, ICMP):
@@ -662,7 +664,9 @@ class MazuNAT(VNF):
                 if len(idx) == 0:
                     return
         old = self._touch(slots, ts, batch.tcp_flags[idx])
-        stale = (old != 0) & (ts >= old)  # new records have deadline 0
+        stale = ts >= old
+        if any_new and stale.any():
+            stale &= old != 0  # new records have deadline 0
         if stale.any():
             # the mapping had expired at the flow's first packet of this batch: free it and map
             # every packet of the flow again (a new mapping)
