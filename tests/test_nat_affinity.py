@@ -97,3 +97,39 @@ def test_without_affinity_replies_go_astray() -> None:
     assert len(wrong) > len(replies) // 5
     assert all(port[i] == 0 for i in wrong)
     assert stats["drop_no_mapping"] >= len(wrong)
+
+
+def test_icmp_echo_replies_translated_on_any_worker() -> None:
+    """Echo replies are hashed on addresses only, so they may reach another worker than their
+    request: the shared echo map still translates them."""
+    from scapy.layers.inet import ICMP, IP
+    from scapy.layers.l2 import Ether
+
+    from vnfkit.packets import from_scapy, to_scapy
+
+    reqs = [Ether() / IP(src=f"10.0.{i // 200}.{i % 200 + 1}", dst=f"198.51.{i % 7}.{i % 250 + 1}") /
+            ICMP(type=8, id=1000 + i, seq=i) for i in range(120)]
+    qs: dict[int, int] = {}
+    outs: list = []
+    with Runner(MazuNAT, queues=4) as r:
+        b = from_scapy(reqs)
+        r.run([b], on_output=lambda q, o: (outs.append(o), qs.update({int(i): q for i in o.packet_id})))
+        sent = [p for o in outs for p in to_scapy(o)]
+        ids = [int(i) for o in outs for i in o.packet_id]
+        assert all(p[IP].src == "192.0.2.1" for p in sent)
+        reps = [Ether() / IP(src=p[IP].dst, dst=p[IP].src) / ICMP(type=0, id=p[ICMP].id, seq=p[ICMP].seq) for p in sent]
+        rb = from_scapy(reps)
+        rb.packet_id[:] = np.array(ids, np.uint64) + np.uint64(REPLY_ID)
+        back: list = []
+        res = r.run([rb], on_output=lambda q, o: back.append((q, o)))
+    got = {}
+    for q, o in back:
+        for i, p in zip(o.packet_id.tolist(), to_scapy(o)):
+            got[i - REPLY_ID] = (q, p)
+    assert res.dropped == 0
+    moved = 0
+    for i, (q, p) in got.items():
+        req = reqs[i]
+        assert (p[IP].dst, p[ICMP].id, p[ICMP].seq) == (req[IP].src, req[ICMP].id, req[ICMP].seq)
+        moved += q != qs[i]
+    assert moved > 0  # some replies really were handled by another worker
