@@ -207,7 +207,7 @@ def python_baseline(st: Setup, batches: list[Any]) -> tuple[float, list[bytearra
 
 @pytest.mark.benchmark(group="mazunat")
 @pytest.mark.parametrize("flows", [10_000, 100_000])
-@pytest.mark.parametrize("size", [1024, 8192])
+@pytest.mark.parametrize("size", [1024, 2048, 4096, 8192])
 def test_mazunat_process(benchmark, flows: int, size: int) -> None:
     st = setup_for(flows)
     batches, fl, inbound = st.batches(size)
