@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from vnfkit import _core, traffic
-from vnfkit.nfs.mazunat import EXTERNAL, INTERNAL, MazuNAT
+from vnfkit.nfs.mazunat import EXTERNAL, INTERNAL, MazuNAT, replies_to
 from vnfkit.packets import read_pcap
-from vnfkit.tables import FLOW_KEY_DTYPE, make_keys
+from vnfkit.tables import make_keys
 from vnfkit.vnf import Runner, iter_batches
 
 REPLY_ID = 1 << 40
@@ -29,20 +29,7 @@ def _u32(col: np.ndarray) -> np.ndarray:
 
 
 def responder(out: _core.PacketBatch) -> _core.PacketBatch | None:
-    sel = np.flatnonzero(out.port == EXTERNAL).astype(np.uint32)
-    if len(sel) == 0:
-        return None
-    k = out.key[sel]
-    r = np.zeros(len(sel), FLOW_KEY_DTYPE)
-    r["src"], r["dst"] = k["dst"], k["src"]
-    r["sport"], r["dport"] = k["dport"], k["sport"]
-    r["proto"], r["family"] = k["proto"], k["family"]
-    # the remote side closes TCP with FIN|ACK when the internal host did
-    flags = np.where(k["proto"] == 6, np.where(out.tcp_flags[sel] & 1, 0x11, 0x10), 0).astype(np.uint8)
-    b = _core.build_packets(r, np.full(len(sel), 64, np.uint16), out.ts_ns[sel] + np.uint64(1000), flags,
-                            np.zeros(len(sel), np.uint32))
-    b.packet_id[:] = out.packet_id[sel] + np.uint64(REPLY_ID)
-    return b
+    return replies_to(out, id_offset=REPLY_ID)
 
 
 def unsolicited(n: int, t_end: int, seed: int = 9) -> _core.PacketBatch:

@@ -73,7 +73,7 @@ from .. import _core
 from ..tables import NO_SLOT, FlowTable
 from ..vnf import VNF, Context, ControlState
 
-__all__ = ["DEFAULTS", "EXTERNAL", "INTERNAL", "RULES", "MazuNAT", "NatRules", "publish_rules"]
+__all__ = ["DEFAULTS", "EXTERNAL", "INTERNAL", "RULES", "MazuNAT", "NatRules", "publish_rules", "replies_to"]
 
 EXTERNAL = 1
 INTERNAL = 2
@@ -780,6 +780,28 @@ class MazuNAT(VNF):
             batch.rewrite_destination(good, addr, orig)
             batch.port[good] = INTERNAL
             self.c["reverse_translations"] += len(good)
+
+
+def replies_to(out: _core.PacketBatch, *, delay_ns: int = 1000, id_offset: int = 1 << 40) -> _core.PacketBatch | None:
+    """A "remote host": for every packet of `out` sent to the external side (port EXTERNAL), a reply
+    with addresses and ports swapped (TCP: ACK, or FIN|ACK when the packet carried a FIN; UDP:
+    empty datagram), `delay_ns` later, with packet id = original id + `id_offset`. 64-byte frames
+    with valid checksums. Returns None if nothing was sent out. Used by the tests and the demo."""
+    sel = np.flatnonzero(out.port == EXTERNAL).astype(np.uint32)
+    sel = sel[out.key["family"][sel] == 4]
+    sel = sel[(out.key["proto"][sel] == TCP) | (out.key["proto"][sel] == UDP)]
+    if len(sel) == 0:
+        return None
+    k = _keys_at(out.key, sel)
+    r = np.zeros(len(sel), _KEY_DTYPE)
+    r["src"], r["dst"] = k["dst"], k["src"]
+    r["sport"], r["dport"] = k["dport"], k["sport"]
+    r["proto"], r["family"] = k["proto"], k["family"]
+    flags = np.where(k["proto"] == TCP, np.where(out.tcp_flags[sel] & 1, 0x11, 0x10), 0).astype(np.uint8)
+    b = _core.build_packets(r, np.full(len(sel), 64, np.uint16), out.ts_ns[sel] + np.uint64(delay_ns), flags,
+                            np.zeros(len(sel), np.uint32))
+    b.packet_id[:] = out.packet_id[sel] + np.uint64(id_offset)
+    return b
 
 
 def cl_toeplitz(cl: Any) -> Any:
