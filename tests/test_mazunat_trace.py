@@ -77,7 +77,7 @@ def run(trace: _core.PacketBatch, queues: int, ext: Path | None = None, inside: 
             batch, pending[:] = list(pending), []
             res = r.run(batch, on_output=on_output)
             for k, v in res.drops.items():
-                drops[k] = v  # stats accumulate over runs: the last is the total
+                drops[k] = drops.get(k, 0) + v  # each run reports its own packets
         stats = r.run([]).vnf_stats
     for w in (wx, wi):
         if w is not None:

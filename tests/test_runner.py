@@ -153,3 +153,13 @@ def test_control_state_publish() -> None:
     assert c.get("r") == (3,) and "r" in c and c.version("r") == 2
     with pytest.raises(KeyError):
         c.get("missing")
+
+
+def test_each_run_reports_its_own_stats() -> None:
+    trace = _trace(1000, 80)
+    with Runner(TcpOnly, queues=2) as r:
+        a = r.run(iter_batches(trace, 100))
+        b = r.run(iter_batches(trace, 100))
+    assert a.packets == b.packets == len(trace)
+    assert a.latency.total == b.latency.total == len(trace)
+    assert b.vnf_stats["seen"] == 2 * len(trace)  # the VNF's own counters are cumulative

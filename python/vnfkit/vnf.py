@@ -233,10 +233,12 @@ class _Worker(threading.Thread):
                 self.vnf.process(batch, self.ctx)
             except BaseException as exc:  # handed to the caller, never swallowed
                 self.failed.set()
-                self.outbox.put((seq, exc, t_in))
+                self.outbox.put((seq, exc, t_in, 0))
                 return
-            self.stats.busy_ns += time.perf_counter_ns() - t0
-            self.outbox.put((seq, batch, t_in))
+            t1 = time.perf_counter_ns()
+            self.stats.busy_ns += t1 - t0
+            # the queue's outputs are in order, so this batch is releasable as soon as it is done
+            self.outbox.put((seq, batch, t_in, t1))
 
 
 class Runner:
@@ -258,8 +260,9 @@ class Runner:
     Guarantees: each queue's sub-batches are processed by one thread in arrival order and handed to
     ``on_output`` in that order; an exception raised by a VNF stops the run and is re-raised by
     :meth:`run` (as :class:`WorkerError` from the original); ``close()`` stops every thread.
-    Latency is measured per packet from the input batch's arrival at :meth:`run` to the release of
-    its sub-batch, into each queue's HdrHistogram (nanoseconds).
+    Latency is measured per packet from the input batch's arrival at :meth:`run` (before parsing and
+    classification) to the release of its sub-batch -- the moment its worker finished it, which in a
+    per-queue FIFO is when it may leave -- into each queue's HdrHistogram (nanoseconds).
     """
 
     def __init__(
@@ -335,12 +338,14 @@ class Runner:
 
         `on_output(queue, batch)` receives each processed sub-batch (all its packets, with their
         decisions in ``port``/``drop``) in arrival order per queue. `progress(packets)` is called
-        after each input batch with the number of packets it held. May be called several times
-        (stats accumulate); not after :meth:`close`.
+        after each input batch with the number of packets it held. May be called several times (the
+        VNF instances and their state persist; the returned stats cover this call only, except the
+        VNF's own counters, which are cumulative); not after :meth:`close`.
         """
         if self._closed:
             raise RuntimeError("Runner is closed")
         for w in self._workers:
+            w.stats = QueueStats(w.ctx.queue)  # per-run stats (workers are idle between runs)
             if not w.is_alive():
                 w.start()
         expected = [0] * self.num_queues
@@ -351,7 +356,7 @@ class Runner:
             w = self._workers[q]
             while released[q] < expected[q]:
                 try:
-                    seq, out, t_in = w.outbox.get(block=block)
+                    seq, out, t_in, t_out = w.outbox.get(block=block)
                 except _queue.Empty:
                     return
                 if isinstance(out, BaseException):
@@ -359,7 +364,6 @@ class Runner:
                 if seq != released[q]:
                     raise RuntimeError(f"queue {q}: output {seq} released out of order (expected {released[q]})")
                 released[q] += 1
-                t_out = time.perf_counter_ns()
                 st = w.stats
                 n = len(out)
                 st.packets += n
