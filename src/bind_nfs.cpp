@@ -7,24 +7,31 @@ using vnfkit::bridge::require_1d;
 using vnfkit::packet::PacketBatch;
 
 void bind_nfs(py::module_& m) {
-  m.def("split_gateway", [](PacketBatch& b, std::uint32_t inside_net, std::uint32_t inside_mask, std::uint32_t addr) {
+  m.def("split_gateway", [](PacketBatch& b, std::uint32_t inside_net, std::uint32_t inside_mask, std::uint32_t addr,
+                            std::uint16_t out_port, std::uint16_t in_port, bool ports_only) {
     const auto n = static_cast<py::ssize_t>(b.size());
-    py::array_t<std::uint32_t> src(n), dst(n), out(n), in(n), other(n), nv4(n);
+    py::array_t<std::uint32_t> src(n), dst(n), out(n), in(n), other(n), nv4(n), out_np(n), in_np(n);
+    const vnfkit::nfs::SplitOutput o{src.mutable_data(), dst.mutable_data(), out.mutable_data(), in.mutable_data(),
+                                     other.mutable_data(), nv4.mutable_data(), out_np.mutable_data(),
+                                     in_np.mutable_data()};
     vnfkit::nfs::SplitCounts c;
     {
       py::gil_scoped_release nogil;
-      c = vnfkit::nfs::split_gateway(b, inside_net, inside_mask, addr, src.mutable_data(), dst.mutable_data(),
-                                     out.mutable_data(), in.mutable_data(), other.mutable_data(), nv4.mutable_data());
+      c = vnfkit::nfs::split_gateway(b, inside_net, inside_mask, addr, out_port, in_port, ports_only, o);
     }
     auto cut = [](py::array_t<std::uint32_t>& a, std::size_t k) {
       return a[py::slice(0, static_cast<py::ssize_t>(k), 1)];
     };
-    return py::make_tuple(src, dst, cut(out, c.outbound), cut(in, c.inbound), cut(other, c.other), cut(nv4, c.not_v4));
-  }, py::arg("batch"), py::arg("inside_net"), py::arg("inside_mask"), py::arg("addr"),
-     "One pass over a parsed batch: returns (src, dst, outbound, inbound, other, not_v4). src/dst are the\n"
-     "host-order IPv4 addresses (uint32, 0 if not IPv4 or dropped); the four uint32 index arrays hold the\n"
-     "non-dropped packets going from the inside prefix to outside (not to addr), from outside to addr,\n"
-     "other IPv4 (including non-first fragments, which carry no ports), and non-IPv4.");
+    return py::make_tuple(src, dst, cut(out, c.outbound), cut(in, c.inbound), cut(other, c.other),
+                          cut(nv4, c.not_v4), cut(out_np, c.outbound_np), cut(in_np, c.inbound_np));
+  }, py::arg("batch"), py::arg("inside_net"), py::arg("inside_mask"), py::arg("addr"), py::arg("out_port") = 0,
+     py::arg("in_port") = 0, py::arg("ports_only") = false,
+     "One pass over a parsed batch: returns (src, dst, outbound, inbound, other, not_v4, outbound_np,\n"
+     "inbound_np). src/dst are host-order IPv4 addresses (uint32, 0 if not IPv4 or dropped); the uint32 index\n"
+     "arrays hold the non-dropped packets going from the inside prefix to outside (not to addr), from outside\n"
+     "to addr, other IPv4 (including non-first fragments), non-IPv4, and with ports_only=True the outbound /\n"
+     "inbound packets that are not TCP/UDP. Sets batch.port: out_port / in_port for the outbound / inbound\n"
+     "lists, 0 for every other packet.");
 
   m.def("touch_deadlines", [](py::array& records, std::size_t deadline_offset, std::size_t timeout_offset,
                               const py::array& slots, const py::array& ts, const py::object& flags,

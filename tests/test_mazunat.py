@@ -387,8 +387,9 @@ def test_against_reference(ops: list) -> None:
 def test_native_primitives_validate_input() -> None:
     b = from_scapy([out_tcp(), Ether() / IP(src="8.8.8.8", dst=PUB) / UDP(sport=1, dport=2)])
     b.parse()
-    src, dst, o, i, other, nv4 = _core.split_gateway(b, 0x0A000000, 0xFF000000, 0xC0000201)
+    src, dst, o, i, other, nv4, onp, inp = _core.split_gateway(b, 0x0A000000, 0xFF000000, 0xC0000201, 1, 2)
     assert o.tolist() == [0] and i.tolist() == [1] and len(other) == 0 and len(nv4) == 0
+    assert len(onp) == len(inp) == 0 and b.port.tolist() == [1, 2]
     assert src.tolist() == [0x0A010203, 0x08080808] and dst[1] == 0xC0000201
     rec = np.zeros(4, [("deadline", "<u8"), ("timeout", "<u8")])
     rec["timeout"] = 10

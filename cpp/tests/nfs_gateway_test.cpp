@@ -45,9 +45,11 @@ TEST(SplitGateway, SortsEveryPacketIntoOneList) {
   b.flags[7] = vnfkit::packet::kFlagFragment;  // non-first fragment: other
   set_v4(b.key[8], 0x0A010203, 0x08080808);
   b.flags[8] = vnfkit::packet::kFlagFragment | vnfkit::packet::kFlagFirstFragment;  // first: outbound
-  std::vector<std::uint32_t> src(9), dst(9), out(9), in(9), other(9), nv4(9);
-  const auto c = split_gateway(b, kNet, kMask, kPub, src.data(), dst.data(), out.data(), in.data(), other.data(),
-                               nv4.data());
+  std::vector<std::uint32_t> src(9), dst(9), out(9), in(9), other(9), nv4(9), onp(9), inp(9);
+  b.port.assign(9, 77);
+  const auto c = split_gateway(b, kNet, kMask, kPub, 1, 2, false,
+                               {src.data(), dst.data(), out.data(), in.data(), other.data(), nv4.data(), onp.data(),
+                                inp.data()});
   ASSERT_EQ(c.outbound, 2u);
   EXPECT_EQ(out[0], 0u);
   EXPECT_EQ(out[1], 8u);
@@ -61,13 +63,32 @@ TEST(SplitGateway, SortsEveryPacketIntoOneList) {
   EXPECT_EQ(dst[1], kPub);
   EXPECT_EQ(src[5], 0u);
   EXPECT_EQ(src[6], 0u);
+  EXPECT_EQ(b.port, (std::vector<std::uint16_t>{1, 2, 0, 0, 0, 0, 0, 0, 1}));
+  EXPECT_EQ(c.outbound_np + c.inbound_np, 0u);
+  // ports_only: an outbound UDP stays, an outbound ICMP and an inbound GRE move to their own lists
+  b.key[0].proto = 1;
+  b.key[1].proto = 47;
+  b.key[8].proto = 17;
+  const auto c2 = split_gateway(b, kNet, kMask, kPub, 1, 2, true,
+                                {src.data(), dst.data(), out.data(), in.data(), other.data(), nv4.data(), onp.data(),
+                                 inp.data()});
+  ASSERT_EQ(c2.outbound, 1u);
+  EXPECT_EQ(out[0], 8u);
+  ASSERT_EQ(c2.outbound_np, 1u);
+  EXPECT_EQ(onp[0], 0u);
+  ASSERT_EQ(c2.inbound_np, 1u);
+  EXPECT_EQ(inp[0], 1u);
+  EXPECT_EQ(c2.inbound, 0u);
+  EXPECT_EQ(b.port[0], 0u);
+  EXPECT_EQ(b.port[8], 1u);
 }
 
 TEST(SplitGateway, RejectsInconsistentColumns) {
   PacketBatch b = batch_of(3);
   b.drop.resize(2);
   std::vector<std::uint32_t> x(3);
-  EXPECT_THROW(split_gateway(b, 0, 0, 0, x.data(), x.data(), x.data(), x.data(), x.data(), x.data()),
+  EXPECT_THROW(split_gateway(b, 0, 0, 0, 1, 2, false,
+                             {x.data(), x.data(), x.data(), x.data(), x.data(), x.data(), x.data(), x.data()}),
                std::invalid_argument);
 }
 

@@ -461,8 +461,16 @@ class Replayer(metaclass=type):
 # ---------------------------------------------------------------- nfs (src/bind_nfs.cpp)
 
 def split_gateway(
-    batch: PacketBatch, inside_net: int, inside_mask: int, addr: int
+    batch: PacketBatch,
+    inside_net: int,
+    inside_mask: int,
+    addr: int,
+    out_port: int = 0,
+    in_port: int = 0,
+    ports_only: bool = False,
 ) -> tuple[
+    npt.NDArray[np.uint32],
+    npt.NDArray[np.uint32],
     npt.NDArray[np.uint32],
     npt.NDArray[np.uint32],
     npt.NDArray[np.uint32],

@@ -13,45 +13,58 @@ inline std::uint32_t load_be32(const std::uint8_t* p) noexcept {
 }
 }  // namespace
 
-SplitCounts split_gateway(const packet::PacketBatch& batch, std::uint32_t inside_net, std::uint32_t inside_mask,
-                          std::uint32_t addr, std::uint32_t* src, std::uint32_t* dst, std::uint32_t* outbound,
-                          std::uint32_t* inbound, std::uint32_t* other, std::uint32_t* not_v4) {
+SplitCounts split_gateway(packet::PacketBatch& batch, std::uint32_t inside_net, std::uint32_t inside_mask,
+                          std::uint32_t addr, std::uint16_t out_port, std::uint16_t in_port, bool ports_only,
+                          const SplitOutput& o) {
   const std::size_t n = batch.size();
-  if (batch.key.size() != n || batch.drop.size() != n || batch.flags.size() != n) {
+  if (batch.key.size() != n || batch.drop.size() != n || batch.flags.size() != n || batch.port.size() != n) {
     throw std::invalid_argument("batch: columns do not match the number of packets");
   }
   SplitCounts c;
   const std::uint32_t net = inside_net & inside_mask;
+  std::uint16_t* port = batch.port.data();
   for (std::size_t i = 0; i < n; ++i) {
     const auto& k = batch.key[i];
     const auto idx = static_cast<std::uint32_t>(i);
+    port[i] = 0;
     if (batch.drop[i] != 0) {
-      src[i] = dst[i] = 0;
+      o.src[i] = o.dst[i] = 0;
       continue;
     }
     if (k.family != 4) {
-      src[i] = dst[i] = 0;
-      not_v4[c.not_v4++] = idx;
+      o.src[i] = o.dst[i] = 0;
+      o.not_v4[c.not_v4++] = idx;
       continue;
     }
     const std::uint32_t s = load_be32(k.src.data());
     const std::uint32_t d = load_be32(k.dst.data());
-    src[i] = s;
-    dst[i] = d;
+    o.src[i] = s;
+    o.dst[i] = d;
     const bool nonfirst_fragment =
         (batch.flags[i] & (packet::kFlagFragment | packet::kFlagFirstFragment)) == packet::kFlagFragment;
     if (nonfirst_fragment) {  // no L4 header: nothing a gateway can match on ports
-      other[c.other++] = idx;
+      o.other[c.other++] = idx;
       continue;
     }
     const bool s_in = (s & inside_mask) == net;
     const bool d_in = (d & inside_mask) == net;
+    const bool has_ports = k.proto == 6 || k.proto == 17;
     if (s_in && !d_in && d != addr) {
-      outbound[c.outbound++] = idx;
+      if (ports_only && !has_ports) {
+        o.outbound_np[c.outbound_np++] = idx;
+      } else {
+        o.outbound[c.outbound++] = idx;
+        port[i] = out_port;
+      }
     } else if (d == addr && !s_in) {
-      inbound[c.inbound++] = idx;
+      if (ports_only && !has_ports) {
+        o.inbound_np[c.inbound_np++] = idx;
+      } else {
+        o.inbound[c.inbound++] = idx;
+        port[i] = in_port;
+      }
     } else {
-      other[c.other++] = idx;
+      o.other[c.other++] = idx;
     }
   }
   return c;

@@ -478,16 +478,18 @@ class MazuNAT(VNF):
             return
         rules: NatRules = ctx.control.get(RULES)  # read once: the whole batch uses this version
         c = self.c
-        port = batch.port
         drop = batch.drop
         key = batch.key
-        port[:] = 0
-        # one native pass: host-order addresses and the outbound / inbound / other / non-IPv4 lists
-        src, dst, oidx, iidx, other, nv4 = _core.split_gateway(batch, self.net, self.mask, self.public)
+        # One native pass: host-order addresses; TCP/UDP outbound / inbound lists (their output
+        # port preset to EXTERNAL / INTERNAL, every other packet's to 0); other IPv4, non-IPv4,
+        # and the non-TCP/UDP outbound / inbound packets. Every drop below zeroes the port again.
+        src, dst, oidx, iidx, other, nv4, onp, inp = _core.split_gateway(
+            batch, self.net, self.mask, self.public, EXTERNAL, INTERNAL, True)
         if len(nv4):
             drop[nv4] = _POLICY
-            c["drop_ipv6"] += int(np.count_nonzero(key["family"][nv4] == 6))
-            c["drop_proto"] += int(np.count_nonzero(key["family"][nv4] != 6))
+            fam6 = int(np.count_nonzero(key["family"][nv4] == 6))
+            c["drop_ipv6"] += fam6
+            c["drop_proto"] += len(nv4) - fam6
         if len(other):
             drop[other] = _POLICY
             fl = batch.flags[other]
@@ -504,48 +506,51 @@ class MazuNAT(VNF):
             self._gc(t_min, ctx, int(batch.packet_id[0]))
             self.next_gc = t_min + self.gc_ns
 
-        proto = key["proto"]
         # ---------------------------------------------------------------- outbound
+        if len(onp):  # ICMP echo requests are translated; anything else that is not TCP/UDP is not
+            req = (key["proto"][onp] == ICMP)
+            if req.any():
+                req[req] = self._icmp_type(batch, onp[req]) == 8
+            self._drop(batch, onp[~req], _POLICY, "drop_proto")
+            onp = onp[req]
+            if len(onp) and len(rules.deny):
+                onp = self._deny(batch, rules, onp, dst)
+            if len(onp):
+                self._outbound(batch, ctx, onp, set_port=True)
         if len(oidx):
             if len(rules.forwards):
-                oidx = self._forward_replies(batch, rules, oidx, proto, src)
+                oidx = self._forward_replies(batch, rules, oidx, key["proto"], src)
             if len(rules.deny) and len(oidx):
-                denied = self._denied(rules, dst[oidx], proto[oidx], key["dport"][oidx])
-                if denied.any():
-                    drop[oidx[denied]] = _POLICY
-                    c["drop_denied"] += int(denied.sum())
-                    oidx = oidx[~denied]
-            po = proto[oidx]
-            supported = (po == TCP) | (po == UDP)
-            if not supported.all():
-                icmp = po == ICMP
-                if icmp.any():
-                    supported[icmp] = self._icmp_type(batch, oidx[icmp]) == 8  # echo requests only
-                bad = oidx[~supported]
-                drop[bad] = _POLICY
-                c["drop_proto"] += len(bad)
-                oidx = oidx[supported]
+                oidx = self._deny(batch, rules, oidx, dst)
             if len(oidx):
                 self._outbound(batch, ctx, oidx)
         # ---------------------------------------------------------------- inbound
         if len(iidx):
             if len(rules.forwards):
-                iidx = self._forward_in(batch, rules, iidx, proto)
-            pi = proto[iidx]
-            tu = (pi == TCP) | (pi == UDP)
-            if not tu.all():
-                icmp = pi == ICMP
-                reply = np.zeros(len(iidx), bool)
-                if icmp.any():
-                    reply[icmp] = self._icmp_type(batch, iidx[icmp]) == 0
-                bad = iidx[~tu & ~reply]
-                drop[bad] = _POLICY
-                c["drop_proto"] += len(bad)
-                if reply.any():
-                    self._inbound_icmp(batch, ctx, iidx[reply])
-                iidx = iidx[tu]
+                iidx = self._forward_in(batch, rules, iidx, key["proto"])
             if len(iidx):
                 self._inbound(batch, ctx, iidx)
+        if len(inp):  # ICMP echo replies through the shared echo map; other protocols dropped
+            rep = key["proto"][inp] == ICMP
+            if rep.any():
+                rep[rep] = self._icmp_type(batch, inp[rep]) == 0
+            self._drop(batch, inp[~rep], _POLICY, "drop_proto")
+            if rep.any():
+                self._inbound_icmp(batch, ctx, inp[rep])
+
+    def _drop(self, batch: _core.PacketBatch, idx: npt.NDArray[Any], reason: int, counter: str) -> None:
+        if len(idx):
+            batch.drop[idx] = reason
+            batch.port[idx] = 0
+            self.c[counter] += len(idx)
+
+    def _deny(self, batch: _core.PacketBatch, rules: NatRules, idx: npt.NDArray[np.uint32],
+              dst: npt.NDArray[np.uint32]) -> npt.NDArray[np.uint32]:
+        denied = self._denied(rules, dst[idx], batch.key["proto"][idx], batch.key["dport"][idx])
+        if not denied.any():
+            return idx
+        self._drop(batch, idx[denied], _POLICY, "drop_denied")
+        return idx[~denied]
 
     # ---------------------------------------------------------------------------- helpers
     @staticmethod
@@ -620,7 +625,8 @@ class MazuNAT(VNF):
         return _core.touch_deadlines(self.out.values, _DEADLINE_OFF, _TIMEOUT_OFF, slots, ts, tflags,
                                      0x05, self.done_ns)
 
-    def _outbound(self, batch: _core.PacketBatch, ctx: Context, idx: npt.NDArray[np.uint32]) -> None:
+    def _outbound(self, batch: _core.PacketBatch, ctx: Context, idx: npt.NDArray[np.uint32],
+                  set_port: bool = False) -> None:
         t = self.out
         keys = _keys_at(batch.key, idx)
         ts = batch.ts_ns[idx]
@@ -629,8 +635,7 @@ class MazuNAT(VNF):
         # an insert can only have failed if the table is full now (its size never shrinks in a call)
         full = slots == NO_SLOT if len(t) >= t.capacity else None
         if full is not None and full.any():
-            batch.drop[idx[full]] = _TABLE_FULL
-            self.c["drop_table_full"] += int(full.sum())
+            self._drop(batch, idx[full], _TABLE_FULL, "drop_table_full")
             keep = ~full
             idx, keys, ts, slots, new = idx[keep], keys[keep], ts[keep], slots[keep], new[keep]
         any_new = bool(new.any())
@@ -657,8 +662,7 @@ class MazuNAT(VNF):
                 bad = np.concatenate(lost_slots)
                 t.remove_slots(np.ascontiguousarray(bad))
                 lost = np.isin(slots, bad)
-                batch.drop[idx[lost]] = _POOL_EXHAUSTED
-                self.c["drop_pool_exhausted"] += int(lost.sum())
+                self._drop(batch, idx[lost], _POOL_EXHAUSTED, "drop_pool_exhausted")
                 keep = ~lost
                 idx, ts, slots = idx[keep], ts[keep], slots[keep]
                 if len(idx) == 0:
@@ -673,13 +677,14 @@ class MazuNAT(VNF):
             dead = np.unique(slots[stale])
             self._free(dead, ctx, int(batch.packet_id[idx[0]]))
             again = np.isin(slots, dead)
-            self._outbound(batch, ctx, idx[again])
+            self._outbound(batch, ctx, idx[again], set_port)
             keep = ~again
             idx, slots = idx[keep], slots[keep]
             if len(idx) == 0:
                 return
         batch.rewrite_source(idx, self._const(self._pub, len(idx)), v["nat_port"][slots])
-        batch.port[idx] = EXTERNAL
+        if set_port:
+            batch.port[idx] = EXTERNAL
         self.c["translations"] += len(idx)
 
     def _install(self, proto: int, ctx: Context, nslots: npt.NDArray[np.uint32],
@@ -728,9 +733,7 @@ class MazuNAT(VNF):
         islots = it.lookup(_keys_at(batch.key, idx))
         hit = islots != NO_SLOT
         if not hit.all():
-            miss = idx[~hit]
-            batch.drop[miss] = _NO_MAPPING
-            self.c["drop_no_mapping"] += len(miss)
+            self._drop(batch, idx[~hit], _NO_MAPPING, "drop_no_mapping")
             idx, islots = idx[hit], islots[hit]
             if len(idx) == 0:
                 return
@@ -743,14 +746,12 @@ class MazuNAT(VNF):
             dead = np.unique(oslots[stale])
             self._free(dead, ctx, int(batch.packet_id[idx[0]]))
             gone = np.isin(oslots, dead)
-            batch.drop[idx[gone]] = _NO_MAPPING
-            self.c["drop_no_mapping"] += int(gone.sum())
+            self._drop(batch, idx[gone], _NO_MAPPING, "drop_no_mapping")
             keep = ~gone
             idx, iv = idx[keep], iv[keep]
             if len(idx) == 0:
                 return
         batch.rewrite_destination(idx, np.ascontiguousarray(iv["int_addr"]), np.ascontiguousarray(iv["int_port"]))
-        batch.port[idx] = INTERNAL
         self.c["reverse_translations"] += len(idx)
 
     def _inbound_icmp(self, batch: _core.PacketBatch, ctx: Context, idx: npt.NDArray[np.uint32]) -> None:
@@ -768,10 +769,7 @@ class MazuNAT(VNF):
         remote = _addr_column(keys["src"]).astype(np.uint64)
         ok = ((enc_peer & np.uint64(1)) == 1) & (((enc_peer >> np.uint64(1)) & np.uint64(0xFFFFFFFF)) == remote) \
             & ((enc_peer >> np.uint64(33)) == (enc_int >> np.uint64(48)))
-        bad = idx[~ok]
-        if len(bad):
-            batch.drop[bad] = _NO_MAPPING
-            self.c["drop_no_mapping"] += len(bad)
+        self._drop(batch, idx[~ok], _NO_MAPPING, "drop_no_mapping")
         good = idx[ok]
         if len(good):
             e = enc_int[ok]

@@ -18,16 +18,31 @@ struct SplitCounts {
   std::size_t inbound = 0;   // IPv4, dst == addr, src outside the inside prefix
   std::size_t other = 0;     // IPv4 packets that are neither, and non-first IPv4 fragments
   std::size_t not_v4 = 0;    // not dropped, family != 4 (IPv6, unparsed)
+  std::size_t outbound_np = 0;  // with ports_only: outbound packets that are not TCP/UDP
+  std::size_t inbound_np = 0;   // with ports_only: inbound packets that are not TCP/UDP
+};
+
+struct SplitOutput {
+  std::uint32_t* src;          // n entries each
+  std::uint32_t* dst;
+  std::uint32_t* outbound;
+  std::uint32_t* inbound;
+  std::uint32_t* other;
+  std::uint32_t* not_v4;
+  std::uint32_t* outbound_np;
+  std::uint32_t* inbound_np;
 };
 
 // One pass over a parsed batch. For every packet i with drop == 0: src[i] / dst[i] = its IPv4
-// addresses in host order (0 when not IPv4), and i is appended to exactly one of the four lists
-// (see SplitCounts). Packets with drop != 0 get src = dst = 0 and appear in no list. Each output
-// pointer must have room for batch.size() entries. Throws std::invalid_argument if the batch's
-// columns are inconsistent.
-SplitCounts split_gateway(const packet::PacketBatch& batch, std::uint32_t inside_net, std::uint32_t inside_mask,
-                          std::uint32_t addr, std::uint32_t* src, std::uint32_t* dst, std::uint32_t* outbound,
-                          std::uint32_t* inbound, std::uint32_t* other, std::uint32_t* not_v4);
+// addresses in host order (0 when not IPv4), and i is appended to exactly one list (see
+// SplitCounts; with ports_only, outbound / inbound packets whose protocol is not TCP or UDP go to
+// outbound_np / inbound_np instead). Packets with drop != 0 get src = dst = 0 and appear in no list.
+// The batch's port column is set too: out_port for the outbound list, in_port for the inbound
+// list, 0 for every other packet (the VNF then drops or re-routes as it decides).
+// Throws std::invalid_argument if the batch's columns are inconsistent.
+SplitCounts split_gateway(packet::PacketBatch& batch, std::uint32_t inside_net, std::uint32_t inside_mask,
+                          std::uint32_t addr, std::uint16_t out_port, std::uint16_t in_port, bool ports_only,
+                          const SplitOutput& out);
 
 // An idle timer over records owned by the caller: `records` holds n_records records of
 // record_size bytes, each with a uint64 deadline at deadline_offset and a uint64 timeout at
