@@ -133,3 +133,17 @@ def test_icmp_echo_replies_translated_on_any_worker() -> None:
         assert (p[IP].dst, p[ICMP].id, p[ICMP].seq) == (req[IP].src, req[ICMP].id, req[ICMP].seq)
         moved += q != qs[i]
     assert moved > 0  # some replies really were handled by another worker
+
+
+def test_run_with_replies_demo_path() -> None:
+    """What `vnfkit demo` runs: a generated trace through 2 queues with the remote-host responder."""
+    from vnfkit.nfs.mazunat import run_with_replies
+
+    trace = traffic.generate(500, 4000, seed=11, udp_fraction=0.3)
+    with Runner(MazuNAT, queues=2) as r:
+        res = run_with_replies(r, iter_batches(trace, 1000))
+    assert res.packets == 2 * len(trace)  # every packet answered once
+    assert res.dropped == 0 and res.forwarded == 2 * len(trace)
+    assert res.vnf_stats["translations"] == len(trace) == res.vnf_stats["reverse_translations"]
+    assert res.latency.total == res.packets and res.p50_us > 0
+    assert sum(q.packets for q in res.queues) == res.packets

@@ -195,6 +195,31 @@ class RunResult:
     def p99_us(self) -> float:
         return self.latency.percentile(99) / 1e3 if self.latency.total else 0.0
 
+    @staticmethod
+    def combine(results: list[RunResult]) -> RunResult:
+        """One result for several consecutive runs of one runner (counts, drops and latency added
+        per queue, wall times summed; the VNF counters, cumulative already, from the last run)."""
+        if not results:
+            raise ValueError("results: need at least one RunResult")
+        queues = []
+        for q in range(len(results[0].queues)):
+            acc = QueueStats(results[0].queues[q].queue)
+            for r in results:
+                s = r.queues[q]
+                acc.packets += s.packets
+                acc.forwarded += s.forwarded
+                acc.dropped += s.dropped
+                acc.batches += s.batches
+                acc.busy_ns += s.busy_ns
+                for k, v in s.drops.items():
+                    acc.drops[k] = acc.drops.get(k, 0) + v
+                acc.latency.merge(s.latency)
+            queues.append(acc)
+        merged = HdrHistogram()
+        for qs in queues:
+            merged.merge(qs.latency)
+        return RunResult(queues, dict(results[-1].vnf_stats), sum(r.wall_s for r in results), merged)
+
     def summary(self) -> dict[str, Any]:
         """Totals, drops by reason, Mpps, p50/p99 latency and the VNF's counters, as a dict."""
         return {

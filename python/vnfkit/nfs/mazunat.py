@@ -64,7 +64,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import numpy as np
 import numpy.typing as npt
@@ -73,7 +73,7 @@ from .. import _core
 from ..tables import NO_SLOT, FlowTable
 from ..vnf import VNF, Context, ControlState
 
-__all__ = ["DEFAULTS", "EXTERNAL", "INTERNAL", "RULES", "MazuNAT", "NatRules", "publish_rules", "replies_to"]
+__all__ = ["DEFAULTS", "EXTERNAL", "INTERNAL", "RULES", "MazuNAT", "NatRules", "publish_rules", "replies_to", "run_with_replies"]
 
 EXTERNAL = 1
 INTERNAL = 2
@@ -800,6 +800,36 @@ def replies_to(out: _core.PacketBatch, *, delay_ns: int = 1000, id_offset: int =
                             np.zeros(len(sel), np.uint32))
     b.packet_id[:] = out.packet_id[sel] + np.uint64(id_offset)
     return b
+
+
+def run_with_replies(runner: Any, batches: Iterable[_core.PacketBatch], *,
+                     on_output: Any = None, progress: Any = None) -> Any:
+    """Run `batches` (outbound traffic, e.g. a generated trace) through a MazuNAT `runner` while a
+    "remote host" (:func:`replies_to`) answers every translated TCP/UDP packet; the replies enter
+    the runner interleaved with the trace. Returns one combined :class:`~vnfkit.vnf.RunResult`.
+    This is what ``vnfkit demo`` shows."""
+    from ..vnf import RunResult
+
+    pending: list[_core.PacketBatch] = []
+
+    def out(q: int, b: _core.PacketBatch) -> None:
+        rep = replies_to(b)
+        if rep is not None:
+            pending.append(rep)
+        if on_output is not None:
+            on_output(q, b)
+
+    def feed() -> Iterator[_core.PacketBatch]:
+        for b in batches:
+            yield b
+            while pending:
+                yield pending.pop(0)
+
+    results = [runner.run(feed(), on_output=out, progress=progress)]
+    while pending:
+        todo, pending[:] = list(pending), []
+        results.append(runner.run(todo, on_output=out, progress=progress))
+    return RunResult.combine(results)
 
 
 def cl_toeplitz(cl: Any) -> Any:
