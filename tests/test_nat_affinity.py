@@ -147,3 +147,22 @@ def test_run_with_replies_demo_path() -> None:
     assert res.vnf_stats["translations"] == len(trace) == res.vnf_stats["reverse_translations"]
     assert res.latency.total == res.packets and res.p50_us > 0
     assert sum(q.packets for q in res.queues) == res.packets
+
+
+def test_port_allocations_are_logged_as_determinants() -> None:
+    """Every NAT port comes from the shared pool through the worker's recording context: the
+    determinant logs hold one port_pool.allocate record per new mapping, with its packet id."""
+    from vnfkit.state import OPS, log_records
+
+    trace = traffic.generate(300, 2000, seed=4, udp_fraction=0.3)
+    with Runner(MazuNAT, queues=2) as r:
+        res = r.run(iter_batches(trace, 500))
+        chunks = [c.state.drain_chunk() for c in r.contexts]
+        pools = r.control.get("mazunat.pools")
+    recs = log_records(chunks)
+    alloc_op = next(k for k, v in OPS.items() if v == "port_pool.allocate")
+    allocs = [rec for t in recs.values() for rec in t if rec["op"] == alloc_op]
+    assert len(allocs) == res.vnf_stats["new_mappings"] == 300
+    ids = {int(a["packet_id"]) for a in allocs}
+    assert len(ids) == 300 and ids <= set(trace.packet_id.tolist())
+    assert pools.tcp.allocated_count + pools.udp.allocated_count == 300
