@@ -142,6 +142,10 @@ def test_no_internal_address_on_the_external_side(one_queue, trace) -> None:
 
 def test_each_flow_keeps_one_mapping(one_queue, trace) -> None:
     (decisions, outputs, _, _), _, _ = one_queue
+    check_mappings(trace, decisions, outputs)
+
+
+def check_mappings(trace, decisions, outputs) -> None:
     trace.parse()
     assert np.array_equal(trace.packet_id, np.arange(len(trace)))
     osrc, odst = _u32(trace.key["src"]), _u32(trace.key["dst"])
@@ -170,7 +174,8 @@ def test_each_flow_keeps_one_mapping(one_queue, trace) -> None:
 
 def test_one_and_two_queues_decide_alike(one_queue, trace) -> None:
     (d1, _, drops1, s1), _, _ = one_queue
-    d2, _, drops2, s2 = run(trace, 2)
+    d2, out2, drops2, s2 = run(trace, 2)
+    check_mappings(trace, d2, out2)  # two workers share the pools: still one flow per mapping
     assert d1.keys() == d2.keys()
     diff = [i for i in d1 if d1[i] != d2[i]]
     assert diff == []
