@@ -84,7 +84,14 @@ void touch_deadlines(std::uint8_t* records, std::size_t n_records, std::size_t r
                                   std::to_string(n_records) + " records)");
     }
   }
+  constexpr std::size_t kAhead = 12;  // records are scattered: keep several misses in flight
+  for (std::size_t j = 0; j < std::min(n, kAhead); ++j) {
+    __builtin_prefetch(records + static_cast<std::size_t>(slots[j]) * record_size + deadline_offset, 1);
+  }
   for (std::size_t j = 0; j < n; ++j) {
+    if (j + kAhead < n) {
+      __builtin_prefetch(records + static_cast<std::size_t>(slots[j + kAhead]) * record_size + deadline_offset, 1);
+    }
     std::uint8_t* r = records + static_cast<std::size_t>(slots[j]) * record_size;
     std::uint64_t timeout;
     std::uint64_t deadline;
