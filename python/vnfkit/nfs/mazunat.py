@@ -25,8 +25,13 @@ What it does (the Click configuration summarised in /work/shared/MISSION.md):
   ``icmp_timeout_s`` 60 s (our choice). Both directions refresh a TCP/UDP mapping. A mapping is
   expired for a packet whose time is at or past its deadline; within one batch, a flow's first
   packet decides (so the decisions depend only on how the input is cut into batches, not on how many
-  queues share it). Expired mappings are garbage-collected at most every ``gc_interval_s`` of packet
-  time (``FlowTable.expire``) and their pool ports are released for reuse.
+  queues share it). Mappings live in two per-worker :class:`~vnfkit.tables.FlowTable` s (outbound
+  key -> record, reply key -> record); because packets of *both* directions refresh one mapping and
+  each protocol has its own timeout, the deadline is kept in the outbound record (refreshed in
+  order by the native ``touch_deadlines``) rather than in the table's own single-timeout timer.
+  Expired mappings are garbage-collected at most every ``gc_interval_s`` of packet time (a
+  vectorised scan of the deadlines); their reply entries are removed and their pool ports released
+  for reuse.
 * **Checksums** are updated incrementally (RFC 1624) by ``PacketBatch.rewrite_source`` /
   ``rewrite_destination``.
 * **Output ports**: :data:`EXTERNAL` (1) towards the Internet, :data:`INTERNAL` (2) towards the
@@ -57,7 +62,13 @@ shared counters (``mazunat.icmp_map``/``mazunat.icmp_peer``, logged reads) so th
 that receives the reply can translate it; only echo requests refresh an ICMP mapping.
 
 Configuration keys (``setup`` keyword arguments, also the CLI's --config JSON) and defaults: see
-:data:`DEFAULTS`.
+:data:`DEFAULTS` (``max_flows`` is the capacity of each worker's two tables; ``affinity`` turns
+the sub-pool choice off, e.g. to show what plain RSS does to replies).
+
+The data path is numpy over native batch calls: ``split_gateway`` (one pass: addresses, direction
+lists, default output ports), ``FlowTable.lookup_or_insert`` / ``lookup``, ``touch_deadlines`` and
+``PacketBatch.rewrite_source`` / ``rewrite_destination``; per batch, outbound packets are handled
+before inbound ones.
 """
 
 from __future__ import annotations
