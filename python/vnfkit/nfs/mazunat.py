@@ -419,10 +419,13 @@ class MazuNAT(VNF):
              "drop_fragment", "pool_exhausted_events"], 0)
 
     def stats(self) -> dict[str, int]:
-        """Counters of this worker; ``mappings`` is the number of live mappings it holds (ports in
-        use from the pools, summed over workers by the runner)."""
+        """Counters of this worker (the runner sums them over workers): translations,
+        reverse_translations, forwards (inbound port forwards), forward_replies, new_mappings,
+        expired_mappings, drop_* by cause, pool_exhausted_events (allocations that found the pool
+        empty), and the gauges ``mappings`` = ``pool_in_use`` (live mappings = pool ports / ICMP
+        ids this worker holds)."""
         out = dict(self.c)
-        out["mappings"] = len(self.out)
+        out["mappings"] = out["pool_in_use"] = len(self.out)
         return out
 
     # ------------------------------------------------------------------------------- mappings
