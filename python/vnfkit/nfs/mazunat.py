@@ -121,20 +121,21 @@ DEFAULTS: dict[str, Any] = {
     "deny": [],
 }
 
-# Per-flow record of the outbound tables (one per protocol, per worker).
+# Per-mapping record of the outbound table (32 bytes: two per cache line, never straddling one).
 _OUT_DTYPE = np.dtype([
     ("deadline", "<u8"),   # packet time at which the mapping expires (0: new / free)
     ("timeout", "<u8"),    # idle timeout of this mapping (ns); the done timeout after FIN/RST
-    ("enc_int", "<u8"),    # ICMP only: the value stored in the shared icmp_map counter
-    ("enc_peer", "<u8"),   # ICMP only: the value stored in the shared icmp_peer counter
+    ("int_addr", "<u4"),   # internal address and port (what replies are translated back to)
     ("in_slot", "<u4"),    # slot of the reply entry in the inbound table
     ("nat_port", "<u2"),   # public port / ICMP id
+    ("int_port", "<u2"),
     ("proto", "u1"),
-    ("_pad", "u1"),
+    ("_pad", "V3"),
 ])
+assert _OUT_DTYPE.itemsize == 32
 _DEADLINE_OFF: int = _OUT_DTYPE.fields["deadline"][1]  # type: ignore[index]
 _TIMEOUT_OFF: int = _OUT_DTYPE.fields["timeout"][1]  # type: ignore[index]
-_IN_DTYPE = np.dtype([("out_slot", "<u4"), ("int_addr", "<u4"), ("int_port", "<u2"), ("_pad", "V6")])
+_IN_DTYPE = np.dtype("<u4")  # reply entry -> slot of its outbound record
 
 
 def _ip4(text: Any, what: str) -> int:
@@ -406,6 +407,9 @@ class MazuNAT(VNF):
         # per packet and garbage-collected by a vectorised scan (the engine timers are unused).
         self.out = FlowTable(cap, _OUT_DTYPE)
         self.inb = FlowTable(cap, _IN_DTYPE)
+        # ICMP only: the values this worker stored in the shared echo map, per outbound slot
+        self._enc_int = np.zeros(cap, np.uint64)
+        self._enc_peer = np.zeros(cap, np.uint64)
         self._pub = np.full(1 << 16, self.public, np.uint32)  # sliced, never written
         self._zeros32 = np.zeros(1 << 16, np.uint32)
         self.idle_lut = np.zeros(256, np.uint64)
@@ -446,8 +450,9 @@ class MazuNAT(VNF):
             ids = np.full(len(ports), pid, np.uint64)
             if proto == ICMP:
                 keys = (ports - self.icmp_lo).astype(np.uint64)
-                self.pools.icmp_map.add(ctx.state, keys, -vv["enc_int"].astype(np.int64), ids)
-                self.pools.icmp_peer.add(ctx.state, keys, -vv["enc_peer"].astype(np.int64), ids)
+                ms = slots[m]
+                self.pools.icmp_map.add(ctx.state, keys, -self._enc_int[ms].astype(np.int64), ids)
+                self.pools.icmp_peer.add(ctx.state, keys, -self._enc_peer[ms].astype(np.int64), ids)
             else:
                 self.inb.remove_slots(np.ascontiguousarray(vv["in_slot"]))
             self.pool_of[proto].release(ctx.state, ports, ids)
@@ -712,6 +717,8 @@ class MazuNAT(VNF):
         v["proto"][nslots] = proto
         v["timeout"][nslots] = self.timeout_ns[proto]
         ent = _entry_keys(t, nslots)  # the outbound keys, as stored
+        v["int_addr"][nslots] = _addr_column(ent["src"])
+        v["int_port"][nslots] = ent["sport"]
         if proto == ICMP:
             int_addr = _addr_column(ent["src"]).astype(np.uint64)
             orig = ent["sport"].astype(np.uint64)
@@ -719,8 +726,8 @@ class MazuNAT(VNF):
             tag = (ids & np.uint64(0x7FFF))
             enc_int = (tag << np.uint64(48)) | (int_addr << np.uint64(16)) | orig
             enc_peer = (tag << np.uint64(33)) | (peer << np.uint64(1)) | np.uint64(1)
-            v["enc_int"][nslots] = enc_int
-            v["enc_peer"][nslots] = enc_peer
+            self._enc_int[nslots] = enc_int
+            self._enc_peer[nslots] = enc_peer
             k = (ports - self.icmp_lo).astype(np.uint64)
             self.pools.icmp_map.add(ctx.state, k, enc_int.astype(np.int64), ids)
             self.pools.icmp_peer.add(ctx.state, k, enc_peer.astype(np.int64), ids)
@@ -736,10 +743,7 @@ class MazuNAT(VNF):
         islots, inew = it.lookup_or_insert(reply)
         if not (inew.all() and (islots != NO_SLOT).all()):
             raise RuntimeError("MazuNAT: reply table out of sync with the outbound table (bug)")
-        iv = it.values
-        iv["out_slot"][islots] = nslots
-        iv["int_addr"][islots] = _addr_column(ent["src"])
-        iv["int_port"][islots] = ent["sport"]
+        it.values[islots] = nslots
         v["in_slot"][nslots] = islots
 
     def _inbound(self, batch: _core.PacketBatch, ctx: Context, idx: npt.NDArray[np.uint32]) -> None:
@@ -751,8 +755,7 @@ class MazuNAT(VNF):
             idx, islots = idx[hit], islots[hit]
             if len(idx) == 0:
                 return
-        iv = it.values[islots]
-        oslots = np.ascontiguousarray(iv["out_slot"])
+        oslots = it.values[islots]
         ts = batch.ts_ns[idx]
         old = self._touch(oslots, ts, batch.tcp_flags[idx])
         stale = ts >= old
@@ -762,10 +765,11 @@ class MazuNAT(VNF):
             gone = np.isin(oslots, dead)
             self._drop(batch, idx[gone], _NO_MAPPING, "drop_no_mapping")
             keep = ~gone
-            idx, iv = idx[keep], iv[keep]
+            idx, oslots = idx[keep], oslots[keep]
             if len(idx) == 0:
                 return
-        batch.rewrite_destination(idx, np.ascontiguousarray(iv["int_addr"]), np.ascontiguousarray(iv["int_port"]))
+        v = self.out.values  # the records were just touched: in cache
+        batch.rewrite_destination(idx, v["int_addr"][oslots], v["int_port"][oslots])
         self.c["reverse_translations"] += len(idx)
 
     def _inbound_icmp(self, batch: _core.PacketBatch, ctx: Context, idx: npt.NDArray[np.uint32]) -> None:
