@@ -70,4 +70,34 @@ void bind_nfs(py::module_& m) {
      "Idle timer over caller-owned records (a structured array): for each j in order, record slots[j] gets\n"
      "timeout = min(timeout, close_timeout) if flags[j] & close_mask, and deadline = ts[j] + timeout;\n"
      "returns each touch's previous deadline (uint64).");
+
+  m.def("touch_deadlines_at", [](py::array& records, std::size_t deadline_offset, std::size_t timeout_offset,
+                                 const py::array& slots, PacketBatch& b, const py::array& indices,
+                                 std::uint8_t close_mask, std::uint64_t close_timeout) {
+    if (records.ndim() != 1 || !(records.flags() & py::array::c_style) || !records.writeable()) {
+      throw py::type_error("records: expected a writable C-contiguous 1-D array");
+    }
+    require_1d<std::uint32_t>(slots, "slots");
+    require_1d<std::uint32_t>(indices, "indices");
+    const auto n = static_cast<std::size_t>(slots.shape(0));
+    if (static_cast<std::size_t>(indices.shape(0)) != n) throw py::value_error("indices: length differs from slots");
+    py::array_t<bool> expired(static_cast<py::ssize_t>(n));
+    auto* base = static_cast<std::uint8_t*>(records.mutable_data());
+    const auto count = static_cast<std::size_t>(records.shape(0));
+    const auto size = static_cast<std::size_t>(records.itemsize());
+    const auto* s = static_cast<const std::uint32_t*>(slots.data());
+    const auto* ix = static_cast<const std::uint32_t*>(indices.data());
+    auto* e = reinterpret_cast<std::uint8_t*>(expired.mutable_data());
+    std::size_t k;
+    {
+      py::gil_scoped_release nogil;
+      k = vnfkit::nfs::touch_deadlines_at(base, count, size, deadline_offset, timeout_offset, s, b, ix, n, close_mask,
+                                          close_timeout, e);
+    }
+    return py::make_tuple(expired, k);
+  }, py::arg("records"), py::arg("deadline_offset"), py::arg("timeout_offset"), py::arg("slots").noconvert(),
+     py::arg("batch"), py::arg("indices").noconvert(), py::arg("close_mask") = 0, py::arg("close_timeout") = 0,
+     "touch_deadlines driven by a batch: touch j uses packet indices[j]'s ts_ns and tcp_flags. Returns\n"
+     "(expired, count): expired[j] is True where the record's deadline before the touch was non-zero and\n"
+     "<= the packet's time.");
 }

@@ -418,3 +418,21 @@ def test_table_full_drops_are_counted() -> None:
     assert b.drop.tolist() == [0] * 4 + [DR.TABLE_FULL] * 2
     assert n.nat.stats()["drop_table_full"] == 2 and n.nat.stats()["mappings"] == 4
     assert n.nat.pools.udp.allocated_count == 4
+
+
+def test_touch_deadlines_at_validates_input() -> None:
+    b = from_scapy([out_tcp(flags="A"), out_tcp(flags="F")])
+    b.parse()
+    b.ts_ns[:] = [10, 20]
+    rec = np.zeros(2, [("deadline", "<u8"), ("timeout", "<u8")])
+    rec["timeout"] = 100
+    rec["deadline"][1] = 15
+    exp, k = _core.touch_deadlines_at(rec, 0, 8, np.array([0, 1], np.uint32), b, np.array([0, 1], np.uint32), 1, 7)
+    assert exp.tolist() == [False, True] and k == 1
+    assert rec["deadline"].tolist() == [110, 27] and rec["timeout"].tolist() == [100, 7]
+    with pytest.raises(TypeError, match="indices"):
+        _core.touch_deadlines_at(rec, 0, 8, np.array([0], np.uint32), b, np.array([0], np.int64))
+    with pytest.raises(ValueError, match="out of range"):
+        _core.touch_deadlines_at(rec, 0, 8, np.array([0], np.uint32), b, np.array([2], np.uint32))
+    with pytest.raises(ValueError, match="length"):
+        _core.touch_deadlines_at(rec, 0, 8, np.array([0], np.uint32), b, np.array([0, 1], np.uint32))

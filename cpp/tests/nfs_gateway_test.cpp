@@ -139,3 +139,28 @@ TEST(TouchDeadlines, ValidatesBeforeTouching) {
                                nullptr, 1, 0, 0, old),
                std::invalid_argument);
 }
+
+TEST(TouchDeadlinesAt, ReadsTimesAndFlagsFromTheBatch) {
+  PacketBatch b = batch_of(3);
+  b.ts_ns = {100, 200, 300};
+  b.tcp_flags = {0x10, 0x04, 0x10};
+  std::vector<Rec> r(2, Rec{0, 50, 0, 0});
+  r[0].deadline = 150;
+  const std::uint32_t slots[] = {0, 0, 1, 1};
+  const std::uint32_t idx[] = {2, 0, 1, 2};
+  std::uint8_t expired[4];
+  const auto k = vnfkit::nfs::touch_deadlines_at(reinterpret_cast<std::uint8_t*>(r.data()), r.size(), sizeof(Rec), 0,
+                                                 8, slots, b, idx, 4, 0x05, 10, expired);
+  EXPECT_EQ(k, 2u);
+  EXPECT_EQ(expired[0], 1);  // ts 300 >= 150: expired
+  EXPECT_EQ(expired[1], 0);  // deadline now 350 > 100
+  EXPECT_EQ(expired[2], 0);  // new record (deadline 0)
+  EXPECT_EQ(expired[3], 1);  // the RST at 200 set timeout 10: deadline 210 <= 300, expired
+  EXPECT_EQ(r[0].deadline, 150u);  // 100 + 50 (the last touch wins, in order)
+  EXPECT_EQ(r[1].timeout, 10u);
+  EXPECT_EQ(r[1].deadline, 310u);
+  const std::uint32_t bad_idx[] = {3};
+  EXPECT_THROW(vnfkit::nfs::touch_deadlines_at(reinterpret_cast<std::uint8_t*>(r.data()), r.size(), sizeof(Rec), 0, 8,
+                                               slots, b, bad_idx, 1, 0, 0, expired),
+               std::invalid_argument);
+}

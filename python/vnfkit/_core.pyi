@@ -488,5 +488,15 @@ def touch_deadlines(
     close_mask: int = 0,
     close_timeout: int = 0,
 ) -> npt.NDArray[np.uint64]: ...
+def touch_deadlines_at(
+    records: npt.NDArray[Any],
+    deadline_offset: int,
+    timeout_offset: int,
+    slots: npt.NDArray[np.uint32],
+    batch: PacketBatch,
+    indices: npt.NDArray[np.uint32],
+    close_mask: int = 0,
+    close_timeout: int = 0,
+) -> tuple[npt.NDArray[np.bool_], int]: ...
 
 # (end of nfs section)

@@ -107,4 +107,54 @@ void touch_deadlines(std::uint8_t* records, std::size_t n_records, std::size_t r
   }
 }
 
+std::size_t touch_deadlines_at(std::uint8_t* records, std::size_t n_records, std::size_t record_size,
+                               std::size_t deadline_offset, std::size_t timeout_offset, const std::uint32_t* slots,
+                               const packet::PacketBatch& batch, const std::uint32_t* indices, std::size_t n,
+                               std::uint8_t close_mask, std::uint64_t close_timeout, std::uint8_t* expired) {
+  if (deadline_offset + 8 > record_size || timeout_offset + 8 > record_size) {
+    throw std::invalid_argument("record: deadline / timeout fields do not fit in " + std::to_string(record_size) +
+                                " bytes");
+  }
+  const std::size_t np = batch.size();
+  if (batch.ts_ns.size() != np || batch.tcp_flags.size() != np) {
+    throw std::invalid_argument("batch: columns do not match the number of packets");
+  }
+  for (std::size_t j = 0; j < n; ++j) {
+    if (slots[j] >= n_records) {
+      throw std::invalid_argument("slots: " + std::to_string(slots[j]) + " is out of range (" +
+                                  std::to_string(n_records) + " records)");
+    }
+    if (indices[j] >= np) {
+      throw std::invalid_argument("indices: " + std::to_string(indices[j]) + " is out of range (" +
+                                  std::to_string(np) + " packets)");
+    }
+  }
+  constexpr std::size_t kAhead = 12;
+  for (std::size_t j = 0; j < std::min(n, kAhead); ++j) {
+    __builtin_prefetch(records + static_cast<std::size_t>(slots[j]) * record_size + deadline_offset, 1);
+  }
+  std::size_t count = 0;
+  for (std::size_t j = 0; j < n; ++j) {
+    if (j + kAhead < n) {
+      __builtin_prefetch(records + static_cast<std::size_t>(slots[j + kAhead]) * record_size + deadline_offset, 1);
+    }
+    std::uint8_t* r = records + static_cast<std::size_t>(slots[j]) * record_size;
+    const std::uint64_t ts = batch.ts_ns[indices[j]];
+    std::uint64_t timeout;
+    std::uint64_t deadline;
+    std::memcpy(&timeout, r + timeout_offset, 8);
+    std::memcpy(&deadline, r + deadline_offset, 8);
+    if ((batch.tcp_flags[indices[j]] & close_mask) != 0 && close_timeout < timeout) {
+      timeout = close_timeout;
+      std::memcpy(r + timeout_offset, &timeout, 8);
+    }
+    const bool exp = deadline != 0 && ts >= deadline;
+    expired[j] = exp ? 1 : 0;
+    count += exp ? 1 : 0;
+    deadline = ts + timeout;
+    std::memcpy(r + deadline_offset, &deadline, 8);
+  }
+  return count;
+}
+
 }  // namespace vnfkit::nfs

@@ -636,13 +636,14 @@ class MazuNAT(VNF):
         """n copies of a constant: a slice of a cached array when it is long enough."""
         return arr[:n] if n <= len(arr) else np.full(n, arr[0], arr.dtype)
 
-    def _touch(self, slots: npt.NDArray[np.uint32], ts: npt.NDArray[np.uint64],
-               tflags: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint64]:
-        """Refresh the deadlines of `slots` at packet times `ts` (in order); FIN/RST switches a TCP
-        mapping to the done timeout (tcp_flags is 0 for non-TCP). Returns each packet's previous
-        deadline: only a flow's first packet of the call sees the pre-call deadline."""
-        return _core.touch_deadlines(self.out.values, _DEADLINE_OFF, _TIMEOUT_OFF, slots, ts, tflags,
-                                     0x05, self.done_ns)
+    def _touch(self, slots: npt.NDArray[np.uint32], batch: _core.PacketBatch,
+               idx: npt.NDArray[np.uint32]) -> tuple[npt.NDArray[np.bool_], int]:
+        """Refresh the deadlines of `slots` at the times of packets `idx`, in order; FIN/RST
+        switches a TCP mapping to the done timeout (tcp_flags is 0 for non-TCP). Returns the mask
+        of packets that found their mapping already expired, and its count: only a flow's first
+        packet of the call can (later ones see the deadline it just set)."""
+        return _core.touch_deadlines_at(self.out.values, _DEADLINE_OFF, _TIMEOUT_OFF, slots, batch, idx,
+                                        0x05, self.done_ns)
 
     def _outbound(self, batch: _core.PacketBatch, ctx: Context, idx: npt.NDArray[np.uint32],
                   set_port: bool = False) -> None:
@@ -686,11 +687,8 @@ class MazuNAT(VNF):
                 idx, ts, slots = idx[keep], ts[keep], slots[keep]
                 if len(idx) == 0:
                     return
-        old = self._touch(slots, ts, batch.tcp_flags[idx])
-        stale = ts >= old
-        if any_new and stale.any():
-            stale &= old != 0  # new records have deadline 0
-        if stale.any():
+        stale, n_stale = self._touch(slots, batch, idx)  # new records (deadline 0) are never stale
+        if n_stale:
             # the mapping had expired at the flow's first packet of this batch: free it and map
             # every packet of the flow again (a new mapping)
             dead = np.unique(slots[stale])
@@ -756,10 +754,8 @@ class MazuNAT(VNF):
             if len(idx) == 0:
                 return
         oslots = it.values[islots]
-        ts = batch.ts_ns[idx]
-        old = self._touch(oslots, ts, batch.tcp_flags[idx])
-        stale = ts >= old
-        if stale.any():
+        stale, n_stale = self._touch(oslots, batch, idx)
+        if n_stale:
             dead = np.unique(oslots[stale])
             self._free(dead, ctx, int(batch.packet_id[idx[0]]))
             gone = np.isin(oslots, dead)

@@ -57,4 +57,14 @@ void touch_deadlines(std::uint8_t* records, std::size_t n_records, std::size_t r
                      const std::uint64_t* ts, const std::uint8_t* flags, std::size_t n, std::uint8_t close_mask,
                      std::uint64_t close_timeout, std::uint64_t* old);
 
+// The same timer driven straight from a batch: touch j uses packet indices[j]'s ts_ns and
+// tcp_flags. expired[j] = 1 if the record's deadline before that touch was non-zero and <= the
+// packet's time (the mapping had expired), else 0. Returns how many touches found it expired.
+// Throws std::invalid_argument (before touching anything) for an index or slot out of range or
+// fields that do not fit.
+std::size_t touch_deadlines_at(std::uint8_t* records, std::size_t n_records, std::size_t record_size,
+                               std::size_t deadline_offset, std::size_t timeout_offset, const std::uint32_t* slots,
+                               const packet::PacketBatch& batch, const std::uint32_t* indices, std::size_t n,
+                               std::uint8_t close_mask, std::uint64_t close_timeout, std::uint8_t* expired);
+
 }  // namespace vnfkit::nfs
