@@ -49,3 +49,8 @@ __all__ += ["ExceptionTable", "FlowTable", "RangeTable", "SnapshotError"]
 PacketBatch = _core.PacketBatch
 PcapError = _core.PcapError
 __all__ += ["PacketBatch", "PcapError"]
+
+# VNF base class and multi-queue runner (issue 5, vnfkit/vnf.py)
+from .vnf import VNF, Context, ControlState, Runner, RunResult, WorkerError  # noqa: E402
+
+__all__ += ["VNF", "Context", "ControlState", "Runner", "RunResult", "WorkerError"]

@@ -460,4 +460,43 @@ class Replayer(metaclass=type):
 #
 # ---------------------------------------------------------------- nfs (src/bind_nfs.cpp)
 
+def split_gateway(
+    batch: PacketBatch,
+    inside_net: int,
+    inside_mask: int,
+    addr: int,
+    out_port: int = 0,
+    in_port: int = 0,
+    ports_only: bool = False,
+) -> tuple[
+    npt.NDArray[np.uint32],
+    npt.NDArray[np.uint32],
+    npt.NDArray[np.uint32],
+    npt.NDArray[np.uint32],
+    npt.NDArray[np.uint32],
+    npt.NDArray[np.uint32],
+    npt.NDArray[np.uint32],
+    npt.NDArray[np.uint32],
+]: ...
+def touch_deadlines(
+    records: npt.NDArray[Any],
+    deadline_offset: int,
+    timeout_offset: int,
+    slots: npt.NDArray[np.uint32],
+    ts: npt.NDArray[np.uint64],
+    flags: npt.NDArray[np.uint8] | None = None,
+    close_mask: int = 0,
+    close_timeout: int = 0,
+) -> npt.NDArray[np.uint64]: ...
+def touch_deadlines_at(
+    records: npt.NDArray[Any],
+    deadline_offset: int,
+    timeout_offset: int,
+    slots: npt.NDArray[np.uint32],
+    batch: PacketBatch,
+    indices: npt.NDArray[np.uint32],
+    close_mask: int = 0,
+    close_timeout: int = 0,
+) -> tuple[npt.NDArray[np.bool_], int]: ...
+
 # (end of nfs section)

@@ -25,7 +25,49 @@ import numpy as np
 from . import _core
 from .hdr import HdrHistogram
 
-__all__ = ["VNF", "Context", "QueueStats", "RunResult", "Runner"]
+__all__ = ["VNF", "Context", "ControlState", "QueueStats", "RunResult", "Runner", "WorkerError", "iter_batches"]
+
+
+class ControlState:
+    """Control state: named, immutable objects (rule sets) published by one writer, read by workers.
+
+    A writer replaces a whole object with :meth:`publish`; a worker reads it with :meth:`get` once
+    per batch and uses that reference for the whole batch. Publishing is a single reference store
+    into a dict (atomic under the GIL: a reader sees the old object or the new one, never a mix), so
+    as long as the published objects are never mutated, every batch sees exactly one version of the
+    rules. ``version(name)`` counts publications (handy for tests and stats).
+    """
+
+    def __init__(self) -> None:
+        self._objs: dict[str, Any] = {}
+        self._versions: dict[str, int] = {}
+        self._lock = threading.Lock()  # serialises writers only; readers never take it
+
+    def publish(self, name: str, obj: Any) -> int:
+        """Replace `name` by `obj` (treat it as immutable from now on); returns the new version."""
+        with self._lock:
+            v = self._versions.get(name, 0) + 1
+            self._objs[name] = obj  # one reference store: the atomic switch
+            self._versions[name] = v
+            return v
+
+    def setdefault(self, name: str, obj: Any) -> Any:
+        """Publish `obj` unless `name` exists; return the current object."""
+        with self._lock:
+            if name not in self._objs:
+                self._objs[name] = obj
+                self._versions[name] = 1
+            return self._objs[name]
+
+    def get(self, name: str) -> Any:
+        """The current object published under `name` (KeyError if none)."""
+        return self._objs[name]
+
+    def version(self, name: str) -> int:
+        return self._versions.get(name, 0)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._objs
 
 
 class Context:
@@ -34,11 +76,17 @@ class Context:
     ``ctx.shared`` is the same object for every worker of a runner; everything else is per queue.
     """
 
-    def __init__(self, queue: int, num_queues: int, shared: Any = None, classifier: Any = None) -> None:
+    def __init__(self, queue: int, num_queues: int, shared: Any = None, classifier: Any = None,
+                 control: ControlState | None = None, *, logged: bool = True) -> None:
         self.queue = queue
         self.num_queues = num_queues
         self.shared = shared
         self.classifier = classifier
+        #: control state (rule sets) shared by every worker; one writer, many readers
+        self.control = control if control is not None else ControlState()
+        #: this worker's recording context of ``shared`` (``shared.context(queue)``): every access
+        #: to shared aggregate state goes through it so that it is logged as a determinant
+        self.state: Any = shared.context(queue, logged) if shared is not None else None
         self.tables: dict[str, Any] = {}
 
     def flow_table(self, name: str, **kwargs: Any) -> Any:
@@ -72,7 +120,7 @@ class VNF:
 
 @dataclass
 class QueueStats:
-    """Per-queue counters kept by the runner."""
+    """Per-queue counters kept by the runner (updated by the caller's thread at release)."""
 
     queue: int
     packets: int = 0
@@ -84,12 +132,25 @@ class QueueStats:
     latency: HdrHistogram = field(default_factory=HdrHistogram)
 
     def add_drops(self, batch: _core.PacketBatch) -> None:
-        codes = np.bincount(batch.drop, minlength=1)
+        """Count the dropped packets (port 0) of `batch` by DropReason name ("unspecified" if unset)."""
+        dropped = batch.port == 0
+        if not dropped.any():
+            return
+        codes = np.bincount(batch.drop[dropped], minlength=1)
         for code in np.nonzero(codes)[0]:
-            if code == 0:
-                continue
-            name = _core.drop_reason_name(int(code))
+            name = _core.drop_reason_name(int(code)) or "unspecified"
             self.drops[name] = self.drops.get(name, 0) + int(codes[code])
+
+    def summary(self) -> dict[str, Any]:
+        """Plain-dict view (latency percentiles in microseconds)."""
+        lat = self.latency
+        return {
+            "queue": self.queue, "packets": self.packets, "forwarded": self.forwarded,
+            "dropped": self.dropped, "batches": self.batches, "busy_s": self.busy_ns / 1e9,
+            "drops": dict(sorted(self.drops.items())),
+            "p50_us": lat.percentile(50) / 1e3 if lat.total else 0.0,
+            "p99_us": lat.percentile(99) / 1e3 if lat.total else 0.0,
+        }
 
 
 @dataclass
@@ -125,8 +186,55 @@ class RunResult:
     def mpps(self) -> float:
         return self.packets / self.wall_s / 1e6 if self.wall_s > 0 else 0.0
 
+    @property
+    def p50_us(self) -> float:
+        """Median packet latency (arrival at the runner -> release), microseconds."""
+        return self.latency.percentile(50) / 1e3 if self.latency.total else 0.0
+
+    @property
+    def p99_us(self) -> float:
+        return self.latency.percentile(99) / 1e3 if self.latency.total else 0.0
+
+    @staticmethod
+    def combine(results: list[RunResult]) -> RunResult:
+        """One result for several consecutive runs of one runner (counts, drops and latency added
+        per queue, wall times summed; the VNF counters, cumulative already, from the last run)."""
+        if not results:
+            raise ValueError("results: need at least one RunResult")
+        queues = []
+        for q in range(len(results[0].queues)):
+            acc = QueueStats(results[0].queues[q].queue)
+            for r in results:
+                s = r.queues[q]
+                acc.packets += s.packets
+                acc.forwarded += s.forwarded
+                acc.dropped += s.dropped
+                acc.batches += s.batches
+                acc.busy_ns += s.busy_ns
+                for k, v in s.drops.items():
+                    acc.drops[k] = acc.drops.get(k, 0) + v
+                acc.latency.merge(s.latency)
+            queues.append(acc)
+        merged = HdrHistogram()
+        for qs in queues:
+            merged.merge(qs.latency)
+        return RunResult(queues, dict(results[-1].vnf_stats), sum(r.wall_s for r in results), merged)
+
+    def summary(self) -> dict[str, Any]:
+        """Totals, drops by reason, Mpps, p50/p99 latency and the VNF's counters, as a dict."""
+        return {
+            "packets": self.packets, "forwarded": self.forwarded, "dropped": self.dropped,
+            "drops": self.drops, "wall_s": self.wall_s, "mpps": self.mpps,
+            "p50_us": self.p50_us, "p99_us": self.p99_us, "vnf": dict(self.vnf_stats),
+            "queues": [q.summary() for q in self.queues],
+        }
+
 
 _STOP = object()
+
+
+class WorkerError(RuntimeError):
+    """A VNF raised inside a worker thread; ``__cause__`` is the original exception."""
 
 
 class _Worker(threading.Thread):
@@ -137,6 +245,7 @@ class _Worker(threading.Thread):
         self.inbox: _queue.Queue[Any] = _queue.Queue(maxsize=depth)
         self.outbox: _queue.Queue[Any] = _queue.Queue()
         self.stats = QueueStats(ctx.queue)
+        self.failed = threading.Event()
 
     def run(self) -> None:
         while True:
@@ -148,10 +257,13 @@ class _Worker(threading.Thread):
             try:
                 self.vnf.process(batch, self.ctx)
             except BaseException as exc:  # handed to the caller, never swallowed
-                self.outbox.put((seq, exc, t_in))
+                self.failed.set()
+                self.outbox.put((seq, exc, t_in, 0))
                 return
-            self.stats.busy_ns += time.perf_counter_ns() - t0
-            self.outbox.put((seq, batch, t_in))
+            t1 = time.perf_counter_ns()
+            self.stats.busy_ns += t1 - t0
+            # the queue's outputs are in order, so this batch is releasable as soon as it is done
+            self.outbox.put((seq, batch, t_in, t1))
 
 
 class Runner:
@@ -162,8 +274,20 @@ class Runner:
         queues: number of receive queues / worker threads.
         config: keyword arguments passed to every instance's ``setup``.
         classifier: a MultiQueueClassifier with ``queues`` queues (default: RSS with the Microsoft key).
-        shared: the shared-state registry handed to every worker as ``ctx.shared``.
+        shared: the shared-state registry handed to every worker as ``ctx.shared``
+            (default: a new :class:`vnfkit.state.SharedState`); ``ctx.state`` is worker q's
+            recording context ``shared.context(q, logged)``.
+        control: the :class:`ControlState` shared by every worker (``ctx.control``).
         depth: batches that may wait per queue (bounded, so a slow worker applies back-pressure).
+        parse: parse every input batch before classifying it (set False if batches arrive parsed).
+        logged: whether the workers' shared-state contexts log determinants.
+
+    Guarantees: each queue's sub-batches are processed by one thread in arrival order and handed to
+    ``on_output`` in that order; an exception raised by a VNF stops the run and is re-raised by
+    :meth:`run` (as :class:`WorkerError` from the original); ``close()`` stops every thread.
+    Latency is measured per packet from the input batch's arrival at :meth:`run` (before parsing and
+    classification) to the release of its sub-batch -- the moment its worker finished it, which in a
+    per-queue FIFO is when it may leave -- into each queue's HdrHistogram (nanoseconds).
     """
 
     def __init__(
@@ -174,11 +298,14 @@ class Runner:
         config: dict[str, Any] | None = None,
         classifier: Any = None,
         shared: Any = None,
+        control: ControlState | None = None,
         depth: int = 4,
+        parse: bool = True,
+        logged: bool = True,
     ) -> None:
         if not isinstance(queues, int) or isinstance(queues, bool) or queues < 1:
             raise ValueError(f"queues must be a positive int, got {queues!r}")
-        if not isinstance(depth, int) or depth < 1:
+        if not isinstance(depth, int) or isinstance(depth, bool) or depth < 1:
             raise ValueError(f"depth must be a positive int, got {depth!r}")
         from .classify import MultiQueueClassifier
 
@@ -190,10 +317,14 @@ class Runner:
 
             shared = SharedState()
         self.shared = shared
+        self.control = control if control is not None else ControlState()
         self.num_queues = queues
+        self.parse = parse
+        self._closed = False
         self._workers: list[_Worker] = []
         for q in range(queues):
-            ctx = Context(q, queues, shared=shared, classifier=self.classifier)
+            ctx = Context(q, queues, shared=shared, classifier=self.classifier, control=self.control,
+                          logged=logged)
             inst = vnf()
             inst.setup(ctx, **(config or {}))
             self._workers.append(_Worker(inst, ctx, depth))
@@ -206,6 +337,21 @@ class Runner:
     def contexts(self) -> list[Context]:
         return [w.ctx for w in self._workers]
 
+    @property
+    def threads(self) -> list[threading.Thread]:
+        return list(self._workers)
+
+    def _put(self, w: _Worker, item: Any) -> None:
+        # Bounded put that cannot deadlock on a worker that died: poll its failure flag.
+        while True:
+            if w.failed.is_set():
+                return  # its exception is waiting in the outbox
+            try:
+                w.inbox.put(item, timeout=0.05)
+                return
+            except _queue.Full:
+                continue
+
     def run(
         self,
         batches: Iterable[_core.PacketBatch],
@@ -217,9 +363,14 @@ class Runner:
 
         `on_output(queue, batch)` receives each processed sub-batch (all its packets, with their
         decisions in ``port``/``drop``) in arrival order per queue. `progress(packets)` is called
-        after each input batch with the number of packets it held.
+        after each input batch with the number of packets it held. May be called several times (the
+        VNF instances and their state persist; the returned stats cover this call only, except the
+        VNF's own counters, which are cumulative); not after :meth:`close`.
         """
+        if self._closed:
+            raise RuntimeError("Runner is closed")
         for w in self._workers:
+            w.stats = QueueStats(w.ctx.queue)  # per-run stats (workers are idle between runs)
             if not w.is_alive():
                 w.start()
         expected = [0] * self.num_queues
@@ -230,15 +381,14 @@ class Runner:
             w = self._workers[q]
             while released[q] < expected[q]:
                 try:
-                    seq, out, t_in = w.outbox.get(block=block)
+                    seq, out, t_in, t_out = w.outbox.get(block=block)
                 except _queue.Empty:
                     return
                 if isinstance(out, BaseException):
-                    self.close()
-                    raise out
-                assert seq == released[q], "worker outputs must come back in order"
+                    raise WorkerError(f"VNF {type(w.vnf).__name__} failed on queue {q}: {out!r}") from out
+                if seq != released[q]:
+                    raise RuntimeError(f"queue {q}: output {seq} released out of order (expected {released[q]})")
                 released[q] += 1
-                t_out = time.perf_counter_ns()
                 st = w.stats
                 n = len(out)
                 st.packets += n
@@ -246,7 +396,8 @@ class Runner:
                 fwd = int(np.count_nonzero(out.port))
                 st.forwarded += fwd
                 st.dropped += n - fwd
-                st.add_drops(out)
+                if fwd != n:
+                    st.add_drops(out)
                 if n:
                     st.latency.record(t_out - t_in, count=n)
                 if on_output is not None:
@@ -255,12 +406,14 @@ class Runner:
         try:
             for batch in batches:
                 t_in = time.perf_counter_ns()
+                if self.parse:
+                    batch.parse()
                 parts = self.classifier.classify(batch)
                 for q, idx in enumerate(parts):
                     if len(idx) == 0:
                         continue
                     sub = batch if len(idx) == len(batch) else batch.select(idx)
-                    self._workers[q].inbox.put((expected[q], sub, t_in))
+                    self._put(self._workers[q], (expected[q], sub, t_in))
                     expected[q] += 1
                 for q in range(self.num_queues):
                     drain(q, block=False)
@@ -282,13 +435,14 @@ class Runner:
         return RunResult([w.stats for w in self._workers], vnf_stats, wall, merged)
 
     def close(self) -> None:
-        """Stop the worker threads (idempotent)."""
+        """Stop the worker threads and wait for them (idempotent)."""
+        self._closed = True
         for w in self._workers:
             if w.is_alive():
-                w.inbox.put(_STOP)
+                self._put(w, _STOP)
         for w in self._workers:
             if w.is_alive():
-                w.join(timeout=5)
+                w.join(timeout=10)
 
     def __enter__(self) -> Runner:
         return self
@@ -299,6 +453,8 @@ class Runner:
 
 def iter_batches(batch: _core.PacketBatch, size: int) -> Iterator[_core.PacketBatch]:
     """Slices of `size` packets of one big batch (each a copy made by ``select``)."""
+    if size < 1:
+        raise ValueError("size: must be >= 1")
     n = len(batch)
     for start in range(0, n, size):
         yield batch.select(np.arange(start, min(start + size, n), dtype=np.uint32))
