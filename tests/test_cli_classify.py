@@ -108,12 +108,3 @@ def test_missing_and_corrupt_pcaps_are_one_line_errors(trace, tmp_path):
     garbage.write_bytes(b"this is not a capture file at all")
     r = _run("classify", "--in", str(garbage), "--queues", "2", "--csv", str(tmp_path / "x.csv"))
     assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1
-
-
-def test_demo_prints_a_per_queue_table():
-    r = _run("demo", "--flows", "300", "--packets", "20000", "--queues", "3")
-    assert r.returncode == 0, r.stderr
-    lines = r.stdout.splitlines()
-    table = [ln.split() for ln in lines if ln.strip() and ln.split()[0].isdigit()]
-    assert [int(t[0]) for t in table] == [0, 1, 2]
-    assert sum(int(t[1]) for t in table) == 20000

@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 import time
+from typing import Any
 
 import numpy as np
 
@@ -203,13 +204,121 @@ def _cmd_classify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_run_summary(res: Any, title: str) -> None:
+    """The summary table of a Runner result: per queue and total, drops by reason, VNF counters."""
+    print(title)
+    print()
+    print(f"{'queue':>6} {'packets':>10} {'forwarded':>10} {'dropped':>9} {'worker Mpps':>12} "
+          f"{'p50 us':>8} {'p99 us':>8}")
+    for q in res.queues:
+        sq = q.summary()
+        rate = sq["packets"] / sq["busy_s"] / 1e6 if sq["busy_s"] > 0 else 0.0
+        print(f"{sq['queue']:>6} {sq['packets']:>10} {sq['forwarded']:>10} {sq['dropped']:>9} {rate:>12.2f} "
+              f"{sq['p50_us']:>8.0f} {sq['p99_us']:>8.0f}")
+    print(f"{'total':>6} {res.packets:>10} {res.forwarded:>10} {res.dropped:>9} {res.mpps:>12.2f} "
+          f"{res.p50_us:>8.0f} {res.p99_us:>8.0f}   (total Mpps: end to end, wall clock)")
+    drops = res.drops
+    if drops:
+        print()
+        print("drops by reason:")
+        for k, v in drops.items():
+            print(f"  {k:<22} {v:>10}")
+    nonzero = {k: v for k, v in sorted(res.vnf_stats.items()) if v}
+    if nonzero:
+        print()
+        print("VNF counters (non-zero):")
+        for k, v in nonzero.items():
+            print(f"  {k:<22} {v:>10}")
+
+
+def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from .nfs import names
+
+    p = sub.add_parser("run", help="run one of the shipped middleboxes over a pcap",
+                       description="Run a middlebox over a pcap/pcapng trace through a multi-queue runner "
+                                   "(RSS classifier, one worker thread per queue) and write the packets it "
+                                   "forwards to a pcap. Prints a summary table.")
+    p.add_argument("nf", choices=names(), help="which middlebox")
+    p.add_argument("--in", dest="inp", required=True, help="input pcap or pcapng file")
+    p.add_argument("--out", required=True, help="output pcap of the forwarded packets (in release order per queue)")
+    p.add_argument("--queues", type=int, default=1, help="receive queues / worker threads")
+    p.add_argument("--config", default=None, help="JSON file with configuration keys (see the NF's DEFAULTS)")
+    p.add_argument("--chunk", type=int, default=8192, help="packets per batch")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.set_defaults(func=_cmd_run)
+    _one_line_errors(p, "run")
+
+
+def _load_config(path: str | None) -> dict[str, Any]:
+    import json
+
+    if path is None:
+        return {}
+    try:
+        with open(path) as fh:
+            cfg = json.load(fh)
+    except FileNotFoundError:
+        raise ValueError(f"--config: {path} does not exist") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"--config: {path} is not valid JSON ({exc})") from None
+    if not isinstance(cfg, dict):
+        raise ValueError(f"--config: {path} must hold a JSON object of configuration keys")
+    return cfg
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from . import _core
+    from .nfs import load
+    from .packets import iter_pcap
+    from .vnf import Runner
+
+    if args.chunk < 1:
+        raise ValueError("--chunk: must be >= 1")
+    if not os.path.isfile(args.inp):
+        raise ValueError(f"--in: {args.inp} does not exist or is not a file")
+    out_dir = os.path.dirname(os.path.abspath(args.out))
+    if not os.path.isdir(out_dir):
+        raise ValueError(f"--out: directory {out_dir} does not exist")
+    cls, _defaults = load(args.nf)
+    cfg = _load_config(args.config)
+    size = os.path.getsize(args.inp)
+    prog = _Progress(f"run {args.nf}", None, enabled=not args.quiet)
+    done_bytes = [0]
+
+    def progress(n: int) -> None:
+        prog.total = None
+        prog(n)
+
+    with _core.PcapWriter(args.out, False) as writer:
+        def on_output(_q: int, out: Any) -> None:
+            fwd = np.flatnonzero(out.port != 0).astype(np.uint32)
+            if len(fwd):
+                writer.write(out if len(fwd) == len(out) else out.select(fwd))
+            done_bytes[0] += len(out.data) + 16 * len(out)
+
+        try:
+            runner = Runner(cls, queues=args.queues, config=cfg, logged=False)
+        except TypeError as exc:  # unknown config keys etc. are configuration errors
+            raise ValueError(str(exc)) from None
+        with runner:
+            res = runner.run(iter_pcap(args.inp, chunk=args.chunk), on_output=on_output, progress=progress)
+        written = int(writer.packets_written)
+    prog.finish()
+    _print_run_summary(res, f"vnfkit run {args.nf}: {res.packets} packets from {args.inp} ({size} bytes) "
+                            f"through {args.queues} queue(s) in {res.wall_s:.2f} s; {written} written to {args.out}")
+    return 0
+
+
 def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("demo", help="the main demo: generate traffic, spread it over queues, show the table",
-                       description="Generate a synthetic trace, spread it over receive queues with software "
-                                   "RSS and print a per-queue table.")
+    p = sub.add_parser("demo", help="the main demo: MazuNAT on generated traffic with 2 queues",
+                       description="Generate a synthetic trace, show how software RSS spreads it over the "
+                                   "receive queues, then run the MazuNAT NAT/firewall over it with one worker "
+                                   "thread per queue while a simulated remote host answers every translated "
+                                   "packet, and print the summary table.")
     p.add_argument("--flows", type=int, default=5000, help="flows in the generated trace")
     p.add_argument("--packets", type=int, default=200_000, help="packets in the generated trace")
-    p.add_argument("--queues", type=int, default=2, help="receive queues")
+    p.add_argument("--queues", type=int, default=2, help="receive queues / worker threads")
+    p.add_argument("--batch", type=int, default=4096, help="packets per batch")
     p.add_argument("--seed", type=int, default=1, help="random seed")
     p.set_defaults(func=_cmd_demo)
     _one_line_errors(p, "demo")
@@ -218,25 +327,38 @@ def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from . import traffic
     from .classify import MultiQueueClassifier
+    from .nfs.mazunat import MazuNAT, run_with_replies
+    from .vnf import Runner, iter_batches
 
     if args.flows < 1 or args.packets < args.flows:
         raise ValueError("--packets must be >= --flows >= 1")
+    if args.batch < 1:
+        raise ValueError("--batch: must be >= 1")
     t0 = time.perf_counter()
-    batch = traffic.generate(flows=args.flows, packets=args.packets, seed=args.seed, ipv6_fraction=0.1)
+    batch = traffic.generate(flows=args.flows, packets=args.packets, seed=args.seed, ipv6_fraction=0.02)
     t_gen = time.perf_counter() - t0
+    print(f"vnfkit demo: {len(batch)} packets of {args.flows} flows (TCP/UDP, 2 % IPv6, 64-byte frames), "
+          f"generated in {t_gen:.2f} s")
+
     clf = MultiQueueClassifier(args.queues)
+    probe = batch.select(np.arange(len(batch), dtype=np.uint32))
     t0 = time.perf_counter()
-    malformed = batch.parse()
-    parts = clf.classify(batch)
+    malformed = probe.parse()
+    parts = clf.classify(probe)
     t_cls = time.perf_counter() - t0
-    print(f"vnfkit demo: {len(batch)} packets of {args.flows} flows (10 % IPv6), generated in {t_gen:.2f} s")
-    print(f"parsed + RSS-classified into {args.queues} queues in {t_cls * 1e3:.1f} ms "
-          f"({len(batch) / t_cls / 1e6:.1f} Mpps, one call each); malformed: {malformed}")
-    print()
-    print(f"{'queue':>5} {'packets':>10} {'share':>7} {'flows':>7}")
+    print(f"1. software RSS (parse + Toeplitz + RETA) over {args.queues} queues: {len(probe) / t_cls / 1e6:.1f} Mpps "
+          f"in one call, {malformed} malformed")
     for q, idx in enumerate(parts):
-        flows = len(np.unique(batch.flow_id[idx])) if len(idx) else 0
-        print(f"{q:>5} {len(idx):>10} {100.0 * len(idx) / len(batch):>6.1f}% {flows:>7}")
+        flows = len(np.unique(probe.flow_id[idx])) if len(idx) else 0
+        print(f"   queue {q}: {len(idx):>8} packets ({100.0 * len(idx) / len(probe):5.1f} %), {flows} flows")
+    print()
+    print("2. MazuNAT (10.0.0.0/8 behind 192.0.2.1, ports 50000-65535, RSS affinity), with a remote host")
+    print("   answering every translated packet (replies enter the runner interleaved with the trace):")
+    with Runner(MazuNAT, queues=args.queues, logged=False) as runner:
+        res = run_with_replies(runner, iter_batches(batch, args.batch))
+    print()
+    _print_run_summary(res, f"MazuNAT, {args.queues} queues, batches of {args.batch}: {res.packets} packets "
+                            f"in {res.wall_s:.2f} s")
     return 0
 
 
@@ -244,6 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vnfkit", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
     _add_demo(sub)
+    _add_run(sub)
     _add_gen_trace(sub)
     _add_classify(sub)
     return p
@@ -257,6 +380,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(func(args))
+    except BrokenPipeError:  # e.g. `vnfkit run ... | head`: the reader left, nothing more to say
+        sys.stderr.close()
+        return 141
     except (ValueError, OSError) as exc:
         print(f"vnfkit {args.command}: error: {exc}", file=sys.stderr)
         return 1

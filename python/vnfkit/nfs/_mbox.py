@@ -46,11 +46,12 @@ def declare(shared: Any, name: str, make: Callable[[], Any], signature: tuple[An
 def state_context(ctx: Any) -> Any:
     """The shared-state recording context of this worker.
 
-    A runner (or a replay harness) may put one on the worker context as ``ctx.state_context``;
-    otherwise it is the logged context ``ctx.shared.context(ctx.queue)``."""
-    sc = getattr(ctx, "state_context", None)
-    if sc is not None:
-        return sc
+    A replay harness may put one on the worker context as ``ctx.state_context``; otherwise it is the
+    one the runner made (``ctx.state``), or the logged ``ctx.shared.context(ctx.queue)``."""
+    for attr in ("state_context", "state"):
+        sc = getattr(ctx, attr, None)
+        if sc is not None:
+            return sc
     return ctx.shared.context(ctx.queue)
 
 
