@@ -60,8 +60,8 @@ class HdrHistogram:
         """Lowest and highest value that land in each bucket index."""
         bucket = np.maximum(idx // self._half - 1, 0)
         sub = np.where(idx < 2 * self._half, idx, idx - bucket * self._half)
-        low = sub << bucket
-        high = low + (np.int64(1) << bucket) - 1
+        low = (sub << bucket).astype(np.int64, copy=False)
+        high = (low + (np.int64(1) << bucket) - 1).astype(np.int64, copy=False)
         return low, high
 
     # -- recording -------------------------------------------------------------------------------

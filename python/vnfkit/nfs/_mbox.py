@@ -10,37 +10,20 @@ from __future__ import annotations
 
 import ipaddress
 import math
-import weakref
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from .. import _core
+from ..vnf import declare_shared
 
 #: Packet-flag bit set by the parser when the packet has a parsed TCP/UDP/ICMP header.
 FLAG_HAS_L4 = 1 << 2
 
-_DECLARED: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
-
-
-def declare(shared: Any, name: str, make: Callable[[], Any], signature: tuple[Any, ...]) -> Any:
-    """The shared variable `name` of `shared`, created with `make()` by the first caller.
-
-    Later callers get the same object; `signature` (kind and parameters) must match, otherwise two
-    workers would disagree about the variable (ValueError)."""
-    if shared is None:
-        raise ValueError("ctx.shared: this VNF needs a vnfkit.state.SharedState (the Runner provides one)")
-    table = _DECLARED.setdefault(shared, {})
-    if name in table:
-        obj, sig = table[name]
-        if sig != signature:
-            raise ValueError(f"shared variable {name!r} already declared with {sig}, not {signature}")
-        return obj
-    obj = make()
-    table[name] = (obj, signature)
-    return obj
+# Declare-once access to a runner's SharedState lives with the Context (vnfkit.vnf) so that user
+# VNFs and these middleboxes share one registry.
+declare = declare_shared
 
 
 def state_context(ctx: Any) -> Any:
