@@ -21,6 +21,7 @@ CRC32C; a truncated, corrupted or wrong-kind image raises :class:`SnapshotError`
 from __future__ import annotations
 
 import ast
+import math
 from typing import Any, Iterator, Sequence, Union
 
 import numpy as np
@@ -191,6 +192,8 @@ class ExceptionTable:
     __slots__ = ("_t",)
 
     def __init__(self, capacity: int | None = None) -> None:
+        if capacity is not None and (isinstance(capacity, bool) or not isinstance(capacity, (int, np.integer))):
+            raise TypeError(f"capacity: expected an int or None, got {type(capacity).__name__}")
         if capacity is not None and capacity <= 0:
             raise ValueError("capacity: must be a positive number of entries, or None for unbounded")
         self._t = _core.ExceptionTable(0 if capacity is None else capacity)
@@ -304,12 +307,30 @@ def steer(
 # -------------------------------------------------------------------------------------------- FlowTable
 
 
+_MAX_NS = (1 << 64) - 2  # 2**64-1 is the engine's "never"
+
+
 def _ns(seconds: float | None, what: str) -> int | None:
     if seconds is None:
         return None
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{what}: expected a number of seconds or None, got {type(seconds).__name__}")
     if not seconds > 0:
         raise ValueError(f"{what}: must be > 0 seconds (or None for never)")
+    if not math.isfinite(seconds) or seconds * 1e9 > _MAX_NS:
+        raise ValueError(f"{what}: {seconds} s is not a finite time below 2**64 ns (use None for never)")
     return max(1, int(round(seconds * 1e9)))
+
+
+def _int_arg(value: Any, what: str, lo: int, hi: int) -> int:
+    """An integer argument in [lo, hi]: TypeError for a non-integer (bool, float, str), ValueError
+    naming the argument when out of range."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{what}: expected an int, got {type(value).__name__}")
+    v = int(value)
+    if not lo <= v <= hi:
+        raise ValueError(f"{what}: {v} is out of range [{lo}, {hi}]")
+    return v
 
 
 class FlowTable:
@@ -357,6 +378,8 @@ class FlowTable:
             raise TypeError("value_dtype: must not contain Python objects")
         if not 1 <= dt.itemsize <= 4096:
             raise ValueError("value_dtype: itemsize must be between 1 and 4096 bytes")
+        if isinstance(capacity, bool) or not isinstance(capacity, (int, np.integer)):
+            raise TypeError(f"capacity: expected an int, got {type(capacity).__name__}")
         if not 1 <= capacity <= 1 << 30:
             raise ValueError("capacity: must be between 1 and 2**30")
         tick = 0 if tick_s is None else (_ns(tick_s, "tick_s") or 0)
@@ -420,7 +443,7 @@ class FlowTable:
         if isinstance(keys, _core.PacketBatch):
             b = keys
             if isinstance(ts_ns, (int, np.integer)):
-                ts_ns = np.full(len(b), int(ts_ns), dtype=np.uint64)
+                ts_ns = np.full(len(b), _int_arg(ts_ns, "ts_ns", 0, (1 << 64) - 1), dtype=np.uint64)
             return self._t.lookup_or_insert(
                 b.key,
                 b.flow_id if flow_ids is None else flow_ids,
@@ -432,7 +455,7 @@ class FlowTable:
         if flow_ids is None:
             flow_ids = np.zeros(n, dtype=np.uint32)
         if ts_ns is None or isinstance(ts_ns, (int, np.integer)):
-            ts_ns = np.full(n, 0 if ts_ns is None else int(ts_ns), dtype=np.uint64)
+            ts_ns = np.full(n, 0 if ts_ns is None else _int_arg(ts_ns, "ts_ns", 0, (1 << 64) - 1), dtype=np.uint64)
         return self._t.lookup_or_insert(k, flow_ids, ts_ns, tcp_flags)
 
     def insert_missing(self, keys: KeysLike, **kwargs: Any) -> npt.NDArray[np.bool_]:
@@ -453,9 +476,8 @@ class FlowTable:
         fields ``slot``, ``key``, ``flow_id``, ``last_ts``, ``deadline_ns``, ``reason``
         (:data:`EXPIRED_IDLE` or :data:`EXPIRED_CLOSED`) and ``value`` (``value_dtype``), ordered by
         (deadline, key bytes). Deterministic: the same packets give the same result."""
-        if now_ns < 0:
-            raise ValueError("now_ns: must be >= 0")
-        slots, keys, ids, last, dl, reasons, vals = self._t.expire(int(now_ns))
+        now = _int_arg(now_ns, "now_ns", 0, (1 << 64) - 1)
+        slots, keys, ids, last, dl, reasons, vals = self._t.expire(now)
         out = np.zeros(len(slots), dtype=self._expired_dtype())
         out["slot"] = slots
         out["key"] = keys
