@@ -2,6 +2,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <stdexcept>
 #include <system_error>
 
 namespace vnfkit::packet {
@@ -295,7 +296,7 @@ PcapWriter::~PcapWriter() {
 }
 
 void PcapWriter::write(const PacketBatch& b) {
-  if (!f_) throw std::logic_error("PcapWriter: write after close");
+  if (!f_) throw std::invalid_argument("PcapWriter: write after close (the file is closed)");
   const std::size_t n = b.size();
   for (std::size_t i = 0; i < n; ++i) {
     const auto p = b.packet(i);
