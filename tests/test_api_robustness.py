@@ -775,3 +775,10 @@ def test_fuzz_tampered_columns_through_engine_calls(edits: list[tuple[str, int, 
     s.parse()  # the parser over whatever the tampering left in the bytes
     b.parse()
     assert set(b.drop_counts()) <= {_core.drop_reason_name(r) for r in range(1, 14)}
+
+
+def test_huge_exception_table_capacity_is_not_allocated_up_front() -> None:
+    # Regression: capacity (or a crafted snapshot's capacity) was reserved in full: ~170 GB here.
+    e = ExceptionTable(2**32 - 17)
+    assert e.stats()["memory_bytes"] < 64 << 20
+    assert e.insert(keys(3), np.arange(3, dtype=U32)).all() and e.lookup(keys(3)).tolist() == [0, 1, 2]

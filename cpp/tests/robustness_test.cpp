@@ -92,7 +92,7 @@ TEST(Robustness, TamperedColumnsThroughEveryBatchEngineCall) {
   flow::ExceptionTable et(8);
   const flow::Range all{0, 0xFFFFFFFFu, 7};
   flow::RangeTable rt(std::span<const flow::Range>(&all, 1));
-  for (int round = 0; round < 200; ++round) {
+  for (int round = 0; round < 1000; ++round) {
     const int n = 1 + static_cast<int>(mt() % 64);
     PacketBatch b = built_batch(mt, n);
     tamper(b, mt);
@@ -200,4 +200,119 @@ TEST(Robustness, DamagedLogChunksAreRejected) {
     }
     EXPECT_THROW((void)ftlog::parse_chunks(c), std::exception) << "damage not detected in round " << t;
   }
+}
+
+namespace {
+
+// Re-seal a damaged image with a valid CRC32C, so restore() gets past the checksum and must rely
+// on its semantic checks (a CRC is not a MAC: anyone can craft such an image).
+void reseal(std::vector<std::uint8_t>& img) {
+  const std::size_t body = img.size() - 4;
+  const std::uint32_t crc = snapshot::crc32c(std::span<const std::uint8_t>(img.data(), body));
+  std::memcpy(img.data() + body, &crc, 4);
+}
+
+// Damage only the payload (after the kind header), then reseal.
+std::vector<std::uint8_t> crafted(const std::vector<std::uint8_t>& good, std::mt19937& mt) {
+  std::vector<std::uint8_t> img = good;
+  std::uint16_t kind_len;
+  std::memcpy(&kind_len, img.data() + 10, 2);
+  const std::size_t start = 12u + kind_len + 8u, end = img.size() - 4;
+  if (end <= start) return img;
+  const auto edits = 1 + mt() % 3;
+  for (std::uint_fast32_t k = 0; k < edits; ++k) {
+    const std::size_t j = start + mt() % (end - start);
+    img[j] = (mt() % 2) ? static_cast<std::uint8_t>(mt()) : static_cast<std::uint8_t>(img[j] ^ (1u << (mt() % 8)));
+  }
+  reseal(img);
+  return img;
+}
+
+}  // namespace
+
+TEST(Robustness, CraftedSnapshotsWithValidCrcAreCheckedOrConsistent) {
+  std::mt19937 mt(99);
+  flow::FlowTableConfig fc;
+  fc.capacity = 16;
+  fc.value_size = 8;
+  fc.idle_timeout_ns = 1000;
+  fc.close_timeout_ns = 100;
+  flow::FlowTable ft(fc);
+  std::vector<flow::FlowKey> keys(24);
+  for (auto& k : keys) k = flow::make_v4_key(static_cast<std::uint32_t>(mt()), 1, 2, 3, 6);
+  std::vector<std::uint32_t> ids(keys.size()), slots(keys.size()), tg(keys.size(), 4);
+  std::vector<std::uint64_t> ts(keys.size(), 5);
+  std::vector<std::uint8_t> fl(keys.size(), 0x01), nw(keys.size());
+  ft.lookup_or_insert(keys.data(), ids.data(), ts.data(), fl.data(), 10, slots.data(), nw.data());
+  flow::ExceptionTable et(32);
+  et.insert(keys.data(), tg.data(), 10, nw.data());
+  const flow::Range rs[3] = {{0, 99, 1}, {100, 999, 2}, {1000, 0xFFFFFFFFu, 3}};
+  flow::RangeTable rt{std::span<const flow::Range>(rs, 3)};
+  const auto ft_img = ft.snapshot(), et_img = et.snapshot(), rt_img = rt.snapshot();
+  int accepted = 0;
+  for (int t = 0; t < 2000; ++t) {
+    try {
+      flow::FlowTable r = flow::FlowTable::restore(crafted(ft_img, mt));
+      ++accepted;
+      // Whatever was accepted must behave: lookups, inserts up to capacity, expiry, removal.
+      r.lookup_or_insert(keys.data(), ids.data(), ts.data(), fl.data(), keys.size(), slots.data(), nw.data());
+      ASSERT_LE(r.size(), r.capacity());
+      for (auto s : slots) ASSERT_TRUE(s == flow::kNoSlot || s < r.capacity());
+      flow::Expired ex;
+      r.expire(1u << 20, ex);
+      r.remove(keys.data(), keys.size(), nw.data());
+      ASSERT_EQ(r.live_slots().size(), r.size());
+    } catch (const snapshot::SnapshotError&) {
+    } catch (const std::invalid_argument&) {
+    }
+    try {
+      flow::ExceptionTable r = flow::ExceptionTable::restore(crafted(et_img, mt));
+      ++accepted;
+      std::vector<std::uint32_t> out(keys.size());
+      r.lookup(keys.data(), keys.size(), out.data());
+      r.insert(keys.data(), tg.data(), keys.size(), nw.data());
+      ASSERT_TRUE(r.capacity() == 0 || r.size() <= r.capacity());
+      r.erase(keys.data(), keys.size(), nw.data());
+    } catch (const snapshot::SnapshotError&) {
+    } catch (const std::invalid_argument&) {
+    }
+    try {
+      flow::RangeTable r = flow::RangeTable::restore(crafted(rt_img, mt));
+      ++accepted;
+      std::vector<std::uint32_t> q(64), out(64);
+      for (auto& x : q) x = static_cast<std::uint32_t>(mt());
+      r.lookup(q.data(), q.size(), out.data());
+      const auto ranges = r.ranges();
+      ASSERT_NO_THROW(flow::RangeTable{std::span<const flow::Range>(ranges)});  // accepted images are valid tables
+    } catch (const snapshot::SnapshotError&) {
+    } catch (const std::invalid_argument&) {
+    }
+  }
+  EXPECT_GT(accepted, 0);  // some edits (values, timestamps, targets) are legitimately accepted
+}
+
+TEST(Robustness, BoundedExceptionTableBeyondThePresizeGrowsAndStillEnforcesCapacity) {
+  // Regression: a bounded table used to allocate its whole capacity up front, so a crafted
+  // snapshot (or capacity=2**32-17) asked for tens of GB. Now it is pre-sized up to 65536 entries.
+  flow::ExceptionTable big(0xFFFFFFF0u);
+  EXPECT_LT(big.memory_bytes(), std::size_t{64} << 20);
+  const std::size_t cap = 70000;
+  flow::ExceptionTable t(cap);
+  std::vector<flow::FlowKey> keys(cap + 5);
+  for (std::size_t i = 0; i < keys.size(); ++i) {
+    keys[i] = flow::make_v4_key(static_cast<std::uint32_t>(i), 9, 1, 2, 17);
+  }
+  std::vector<std::uint32_t> tg(keys.size()), out(keys.size());
+  for (std::size_t i = 0; i < tg.size(); ++i) tg[i] = static_cast<std::uint32_t>(i);
+  std::vector<std::uint8_t> ok(keys.size());
+  EXPECT_EQ(t.insert(keys.data(), tg.data(), keys.size(), ok.data()), 5u);
+  EXPECT_EQ(t.size(), cap);
+  t.lookup(keys.data(), keys.size(), out.data());
+  for (std::size_t i = 0; i < keys.size(); ++i) {
+    ASSERT_EQ(ok[i], i < cap ? 1 : 0);
+    ASSERT_EQ(out[i], i < cap ? tg[i] : flow::kNoTarget);
+  }
+  const auto r = flow::ExceptionTable::restore(t.snapshot());
+  r.lookup(keys.data(), keys.size(), out.data());
+  for (std::size_t i = 0; i < keys.size(); ++i) ASSERT_EQ(out[i], i < cap ? tg[i] : flow::kNoTarget);
 }
