@@ -782,3 +782,54 @@ def test_huge_exception_table_capacity_is_not_allocated_up_front() -> None:
     e = ExceptionTable(2**32 - 17)
     assert e.stats()["memory_bytes"] < 64 << 20
     assert e.insert(keys(3), np.arange(3, dtype=U32)).all() and e.lookup(keys(3)).tolist() == [0, 1, 2]
+
+
+def test_packets_helpers_reject_non_packets_naming_the_argument(tmp_path: Any) -> None:
+    from vnfkit import packets
+
+    with pytest.raises(TypeError, match=r"pkts\[1\]: expected a scapy packet or bytes, got int"):
+        packets.from_scapy([FRAMES[0], 3])  # regression: bytes(3) silently became three zero bytes
+    assert packets.from_scapy([FRAMES[0], bytearray(FRAMES[1])]).to_list() == FRAMES[:2]
+    parsed().to_pcap(str(tmp_path / "t.pcap"))
+    with pytest.raises(TypeError, match="chunk: expected an int, got str"):
+        list(packets.iter_pcap(tmp_path / "t.pcap", "2"))  # regression: bare '<' TypeError
+    with pytest.raises(ValueError, match="chunk: must be >= 1"):
+        list(packets.iter_pcap(tmp_path / "t.pcap", 0))
+    with pytest.raises(IsADirectoryError):
+        list(packets.iter_pcap(tmp_path))
+    (tmp_path / "g.pcap").write_bytes(b"\xd4\xc3\xb2\xa1" + b"\x00" * 30)
+    with pytest.raises(vnfkit.PcapError, match="truncated file.*byte offset 24"):
+        packets.read_pcap(tmp_path / "g.pcap")
+    with pytest.raises(TypeError, match="incompatible function arguments"):
+        packets.write_pcap(tmp_path / "w.pcap", [None])
+
+
+def test_tampered_counter_and_register_determinants_always_diverge() -> None:
+    """Every single-field change of a counter.add / register.add determinant is detected on replay
+    (packet id, object, op, slot and value); only nondeterministic inputs (clock, random) accept any
+    logged value, by design."""
+    def declare(s: SharedState) -> tuple[Any, Any]:
+        return s.counters("a", 4), s.registers("r", 4)
+
+    def run(a: Any, r: Any, ctx: Any) -> None:
+        a.add(ctx, np.array([0, 1, 0], U64), np.array([1, 2, 3], np.int64), pids(3))
+        r.fetch_add(ctx, np.array([2, 2], U64), np.array([5, 6], U32), pids(2) + 3)
+
+    s = SharedState()
+    a, r = declare(s)
+    snap = s.snapshot()
+    ctx = s.context(0)
+    run(a, r, ctx)
+    recs = _core.parse_log_chunks(ctx.drain_chunk())[0][2]
+    assert len(recs) == 5
+    for j in range(len(recs)):
+        for field, bit in (("packet_id", 0), ("object", 0), ("op", 1), ("slot", 0), ("value", 0), ("value", 40)):
+            bad = recs.copy()
+            bad[field][j] ^= 1 << bit
+            s2 = SharedState()
+            a2, r2 = declare(s2)
+            s2.restore(snap)
+            rp = Replayer(s2, [_core.encode_log_chunk(0, 0, bad)])
+            with pytest.raises(DivergenceError):
+                run(a2, r2, rp.context(0))
+                rp.finish()
