@@ -19,6 +19,7 @@
 #include "vnfkit/packet/parse.hpp"
 #include "vnfkit/packet/rewrite.hpp"
 #include "vnfkit/snapshot/snapshot.hpp"
+#include "vnfkit/state/shared_state.hpp"
 
 using namespace vnfkit;
 using packet::PacketBatch;
@@ -315,4 +316,62 @@ TEST(Robustness, BoundedExceptionTableBeyondThePresizeGrowsAndStillEnforcesCapac
   const auto r = flow::ExceptionTable::restore(t.snapshot());
   r.lookup(keys.data(), keys.size(), out.data());
   for (std::size_t i = 0; i < keys.size(); ++i) ASSERT_EQ(out[i], i < cap ? tg[i] : flow::kNoTarget);
+}
+
+TEST(Robustness, CraftedSharedObjectSnapshotsAreCheckedOrConsistent) {
+  std::mt19937 mt(123);
+  auto declare = [](state::SharedState& s) {
+    const std::uint16_t sub[8] = {0, 1, 0, 1, 0, 1, 0, 1};
+    return std::make_tuple(s.counters("a", 8, false), s.counters("k", 8, true), s.token_buckets("t", 4, 1000.0, 5.0),
+                           s.port_pool("p", 100, 107, std::span<const std::uint16_t>(sub, 8)), s.registers("r", 4, 0));
+  };
+  auto src = std::make_shared<state::SharedState>();
+  auto [a, k, tb, pp, rg] = declare(*src);
+  auto ctx = src->context(0, state::Mode::kUnlogged, 1);
+  const std::size_t n = 8;
+  std::vector<std::uint64_t> pid(n), keys(n), now(n, 10);
+  std::vector<std::int64_t> d(n, 1);
+  std::vector<std::uint64_t> o64(n);
+  std::vector<std::uint8_t> o8(n);
+  std::vector<std::uint16_t> ports(n), subs(n);
+  std::vector<std::uint32_t> o32(n), zeros(n, 0), ones(n, 1);
+  for (std::size_t i = 0; i < n; ++i) {
+    pid[i] = i;
+    keys[i] = i % 4;
+    subs[i] = static_cast<std::uint16_t>(i % 2);
+  }
+  auto work = [&](state::Context& c, state::Counters& ca, state::Counters& ck, state::TokenBuckets& t,
+                  state::PortPool& p, state::Registers& r) {
+    ca.add(c, keys, d, pid, o64);
+    ck.add(c, pid, d, pid, o64);
+    t.consume(c, keys, now, {}, pid, o8);
+    p.allocate(c, pid, subs, ports);
+    std::vector<std::uint16_t> got;
+    for (auto x : ports) if (x) got.push_back(x);
+    p.release(c, got, std::span<const std::uint64_t>(pid).first(got.size()), std::span<std::uint8_t>(o8).first(got.size()));
+    r.access(c, state::RegOp::kCas, keys, zeros, ones, pid, o32);
+    r.access(c, state::RegOp::kAdd, keys, ones, {}, pid, o32);
+  };
+  work(*ctx, *a, *k, *tb, *pp, *rg);
+  const std::vector<std::vector<std::uint8_t>> images = {a->snapshot(), k->snapshot(), tb->snapshot(), pp->snapshot(),
+                                                         rg->snapshot()};
+  int accepted = 0;
+  for (int t = 0; t < 2500; ++t) {
+    auto s2 = std::make_shared<state::SharedState>();
+    auto [a2, k2, tb2, pp2, rg2] = declare(*s2);
+    auto c2 = s2->context(0, state::Mode::kUnlogged, 2);
+    const std::size_t which = static_cast<std::size_t>(t) % images.size();
+    state::SharedObject* objs[5] = {a2.get(), k2.get(), tb2.get(), pp2.get(), rg2.get()};
+    try {
+      objs[which]->restore(crafted(images[which], mt));
+    } catch (const snapshot::SnapshotError&) {
+      continue;
+    } catch (const std::invalid_argument&) {
+      continue;
+    }
+    ++accepted;
+    work(*c2, *a2, *k2, *tb2, *pp2, *rg2);  // under ASan: an accepted image must never be followed out of bounds
+    (void)s2->snapshot();
+  }
+  EXPECT_GT(accepted, 0);
 }
