@@ -833,3 +833,16 @@ def test_tampered_counter_and_register_determinants_always_diverge() -> None:
             with pytest.raises(DivergenceError):
                 run(a2, r2, rp.context(0))
                 rp.finish()
+
+
+def test_steer_wrapper_type_checks_its_tables() -> None:
+    rt = RangeTable([(0, 2**32 - 1, 1)])
+    with pytest.raises(TypeError, match="ranges: expected a RangeTable, got NoneType"):
+        steer(keys(2), np.zeros(2, U32), ranges=None)  # regression: AttributeError '_t'
+    with pytest.raises(TypeError, match="exceptions: expected ExceptionTable objects, got NoneType"):
+        steer(keys(2), np.zeros(2, U32), ranges=rt, exceptions=[None])
+    with pytest.raises(TypeError, match="keys: expected a PacketBatch or a numpy array"):
+        steer([1, 2], np.zeros(2, U32), ranges=rt)
+    e = ExceptionTable()
+    e.insert(keys(1), 9)
+    assert steer(keys(2), np.zeros(2, U32), ranges=rt, exceptions=[e]).tolist() == [9, 1]

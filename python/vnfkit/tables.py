@@ -301,7 +301,12 @@ def steer(
         keys = keys.key
     if flow_ids is None:
         raise TypeError("flow_ids: required when keys is an array")
-    return _core.steer(keys, flow_ids, ranges._t, [e._t for e in exceptions])
+    if not isinstance(ranges, RangeTable):
+        raise TypeError(f"ranges: expected a RangeTable, got {type(ranges).__name__}")
+    bad = [type(e).__name__ for e in exceptions if not isinstance(e, ExceptionTable)]
+    if bad:
+        raise TypeError(f"exceptions: expected ExceptionTable objects, got {bad[0]}")
+    return _core.steer(_keys_of(keys), flow_ids, ranges._t, [e._t for e in exceptions])
 
 
 # -------------------------------------------------------------------------------------------- FlowTable
