@@ -846,3 +846,27 @@ def test_steer_wrapper_type_checks_its_tables() -> None:
     e = ExceptionTable()
     e.insert(keys(1), 9)
     assert steer(keys(2), np.zeros(2, U32), ranges=rt, exceptions=[e]).tolist() == [9, 1]
+
+
+def test_python_table_wrappers_name_the_bad_argument() -> None:
+    with pytest.raises(TypeError, match="ranges: expected a sequence of .* got NoneType"):
+        RangeTable(None)  # regression: "'NoneType' object is not iterable"
+    with pytest.raises(TypeError, match=r"ranges: range 0 must be a \(lo, hi, target\) tuple"):
+        RangeTable([(0, 1)])
+    with pytest.raises(TypeError, match="ranges: range 1 hi must be a uint32 int, got 4294967296"):
+        RangeTable().assign([(0, 9, 1), (10, 2**32, 2)])
+    with pytest.raises(TypeError, match="targets: expected an int or a uint32 array, got float"):
+        ExceptionTable().insert(keys(2), 1.5)  # regression: silently truncated to target 1
+    with pytest.raises(TypeError, match="targets: expected an int or a uint32 array, got bool"):
+        ExceptionTable().insert(keys(2), True)
+    with pytest.raises(TypeError, match="value_dtype: data type 'garbage' not understood"):
+        FlowTable(4, "garbage")
+    with pytest.raises(ValueError, match=r"src: values must be in \[0, 4294967295\]"):
+        make_keys(-1, 1)  # regression: numpy OverflowError without the argument name
+    with pytest.raises(ValueError, match=r"sport: values must be in \[0, 65535\]"):
+        make_keys(1, 2, sport=70000)
+    with pytest.raises(TypeError, match="dst: expected integers"):
+        make_keys(1, "10.0.0.1")
+    k = make_keys(np.array([1, 2], np.uint64), 3, np.int8(5), 6, 17)
+    assert k["sport"].tolist() == [5, 5] and k["proto"].tolist() == [17, 17]
+    assert RangeTable([(np.uint32(0), 10, 1)]).ranges() == [(0, 10, 1)]

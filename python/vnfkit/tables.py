@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import ast
 import math
-from typing import Any, Iterator, Sequence, Union
+from typing import Any, Iterable, Iterator, Sequence, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -55,6 +55,16 @@ class TableFullError(RuntimeError):
     """An insert did not fit into a table with a hard capacity (nothing was evicted)."""
 
 
+def _uint_array(value: Any, what: str, dtype: type[np.unsignedinteger[Any]]) -> npt.NDArray[Any]:
+    a = np.asarray(value)
+    if a.dtype.kind not in "iu":
+        raise TypeError(f"{what}: expected integers, got {a.dtype}")
+    hi = int(np.iinfo(dtype).max)
+    if a.size and (int(a.min()) < 0 or int(a.max()) > hi):
+        raise ValueError(f"{what}: values must be in [0, {hi}]")
+    return a.astype(dtype)
+
+
 def make_keys(
     src: Any, dst: Any, sport: Any = 0, dport: Any = 0, proto: Any = 6
 ) -> npt.NDArray[Any]:
@@ -64,11 +74,11 @@ def make_keys(
     as host-order integers (e.g. ``0x0A000001`` for 10.0.0.1).
     """
     src_a, dst_a, sp, dp, pr = np.broadcast_arrays(
-        np.asarray(src, dtype=np.uint32),
-        np.asarray(dst, dtype=np.uint32),
-        np.asarray(sport, dtype=np.uint16),
-        np.asarray(dport, dtype=np.uint16),
-        np.asarray(proto, dtype=np.uint8),
+        _uint_array(src, "src", np.uint32),
+        _uint_array(dst, "dst", np.uint32),
+        _uint_array(sport, "sport", np.uint16),
+        _uint_array(dport, "dport", np.uint16),
+        _uint_array(proto, "proto", np.uint8),
     )
     n = src_a.size
     keys = np.zeros(n, dtype=FLOW_KEY_DTYPE)
@@ -98,6 +108,22 @@ def _image(image: bytes | bytearray | memoryview) -> bytes | bytearray | memoryv
 # ------------------------------------------------------------------------------------------- RangeTable
 
 
+def _range_list(ranges: Any) -> list[tuple[int, int, int]]:
+    """(lo, hi, target) triples of uint32 ints, or TypeError / ValueError naming the bad range."""
+    if isinstance(ranges, (str, bytes)) or not isinstance(ranges, Iterable):
+        raise TypeError(f"ranges: expected a sequence of (lo, hi, target) tuples, got {type(ranges).__name__}")
+    out = []
+    for i, r in enumerate(ranges):
+        if not isinstance(r, (tuple, list)) or len(r) != 3:
+            raise TypeError(f"ranges: range {i} must be a (lo, hi, target) tuple, got {r!r}")
+        for v, name in zip(r, ("lo", "hi", "target")):
+            # TypeError (not ValueError) for out-of-range values too: they are not uint32s at all.
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not 0 <= int(v) <= 0xFFFFFFFF:
+                raise TypeError(f"ranges: range {i} {name} must be a uint32 int, got {v!r}")
+        out.append((int(r[0]), int(r[1]), int(r[2])))
+    return out
+
+
 class RangeTable:
     """Non-overlapping inclusive ranges ``[lo, hi]`` of the 32-bit flow-ID space -> target id.
 
@@ -117,11 +143,11 @@ class RangeTable:
     __slots__ = ("_t",)
 
     def __init__(self, ranges: Sequence[tuple[int, int, int]] = ()) -> None:
-        self._t = _core.RangeTable(list(ranges))
+        self._t = _core.RangeTable(_range_list(ranges))
 
     def assign(self, ranges: Sequence[tuple[int, int, int]]) -> None:
         """Replace every range (validated first; on error the table is unchanged)."""
-        self._t.assign(list(ranges))
+        self._t.assign(_range_list(ranges))
 
     def split(self, m: int, new_target: int) -> int:
         """Split the range ``[X, Y]`` containing ``m`` (``X < m``): ``[X, m-1]`` keeps its target,
@@ -211,7 +237,11 @@ class ExceptionTable:
         does not fit raises :class:`TableFullError` and changes nothing."""
         k = _keys_of(keys)
         if np.isscalar(targets) or (isinstance(targets, np.ndarray) and targets.ndim == 0):
-            t = int(targets)  # type: ignore[arg-type]
+            if isinstance(targets, np.ndarray):
+                targets = targets.item()
+            if isinstance(targets, bool) or not isinstance(targets, (int, np.integer)):
+                raise TypeError(f"targets: expected an int or a uint32 array, got {type(targets).__name__}")
+            t = int(targets)
             if not 0 <= t < NO_TARGET:
                 raise ValueError(f"targets: {t} is not a uint32 target (0xFFFFFFFF is reserved)")
             targets = np.full(len(k), t, dtype=np.uint32)
@@ -378,7 +408,10 @@ class FlowTable:
                 raise ValueError("value_dtype: a size in bytes must be between 1 and 4096")
             dt = np.dtype((np.void, int(value_dtype)))
         else:
-            dt = np.dtype(value_dtype)  # type: ignore[arg-type]
+            try:
+                dt = np.dtype(value_dtype)  # type: ignore[arg-type]
+            except TypeError as exc:
+                raise TypeError(f"value_dtype: {exc}") from exc
         if dt.hasobject:
             raise TypeError("value_dtype: must not contain Python objects")
         if not 1 <= dt.itemsize <= 4096:
