@@ -870,3 +870,21 @@ def test_python_table_wrappers_name_the_bad_argument() -> None:
     k = make_keys(np.array([1, 2], np.uint64), 3, np.int8(5), 6, 17)
     assert k["sport"].tolist() == [5, 5] and k["proto"].tolist() == [17, 17]
     assert RangeTable([(np.uint32(0), 10, 1)]).ranges() == [(0, 10, 1)]
+
+
+def test_pcap_reader_stays_failed_after_a_corrupt_record(tmp_path: Any) -> None:
+    path = tmp_path / "c.pcap"
+    parsed().to_pcap(str(path))
+    data = bytearray(path.read_bytes())
+    second = 24 + 16 + len(FRAMES[0])
+    data[second + 8:second + 12] = b"\xff\xff\xff\x7f"
+    path.write_bytes(bytes(data))
+    r = _core.PcapReader(str(path))
+    assert len(r.read(1)) == 1
+    with pytest.raises(vnfkit.PcapError, match="caplen 2147483647") as first:
+        r.read(8)
+    for _ in range(2):  # regression: later reads decoded misaligned garbage as new records
+        with pytest.raises(vnfkit.PcapError) as again:
+            r.read(8)
+        assert str(again.value) == str(first.value)
+    assert r.packets_read == 1

@@ -17,6 +17,7 @@
 #include "vnfkit/packet/build.hpp"
 #include "vnfkit/packet/checksum.hpp"
 #include "vnfkit/packet/parse.hpp"
+#include "vnfkit/packet/pcap.hpp"
 #include "vnfkit/packet/rewrite.hpp"
 #include "vnfkit/snapshot/snapshot.hpp"
 #include "vnfkit/state/shared_state.hpp"
@@ -374,4 +375,44 @@ TEST(Robustness, CraftedSharedObjectSnapshotsAreCheckedOrConsistent) {
     (void)s2->snapshot();
   }
   EXPECT_GT(accepted, 0);
+}
+
+TEST(Robustness, PcapReaderStaysFailedAfterAnError) {
+  // Regression: after a corrupt record the reader went on parsing from a misaligned position, so
+  // each later read() decoded garbage as record headers (and could yield bogus packets).
+  std::mt19937 mt(3);
+  PacketBatch b = built_batch(mt, 4);
+  const std::string path = testing::TempDir() + "vnfkit_robustness_sticky.pcap";
+  packet::write_pcap(path, b, false);
+  {
+    std::FILE* f = std::fopen(path.c_str(), "r+b");
+    ASSERT_NE(f, nullptr);
+    const long second = 24 + 16 + static_cast<long>(b.offsets[1] - b.offsets[0]);
+    ASSERT_EQ(std::fseek(f, second + 8, SEEK_SET), 0);
+    const std::uint8_t huge[4] = {0xff, 0xff, 0xff, 0x7f};  // caplen 2**31-1
+    ASSERT_EQ(std::fwrite(huge, 1, 4, f), 4u);
+    std::fclose(f);
+  }
+  packet::PcapReader r(path);
+  PacketBatch out;
+  EXPECT_EQ(r.read(out, 1), 1u);
+  std::string first;
+  try {
+    r.read(out, 8);
+    FAIL() << "corrupt record not detected";
+  } catch (const packet::PcapError& e) {
+    first = e.what();
+  }
+  EXPECT_EQ(out.size(), 0u);
+  EXPECT_NO_THROW(out.validate());
+  for (int k = 0; k < 3; ++k) {
+    try {
+      r.read(out, 8);
+      FAIL() << "a failed reader must stay failed";
+    } catch (const packet::PcapError& e) {
+      EXPECT_EQ(std::string(e.what()), first);
+    }
+  }
+  EXPECT_EQ(r.packets_read(), 1u);
+  std::remove(path.c_str());
 }
