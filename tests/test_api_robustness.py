@@ -888,3 +888,15 @@ def test_pcap_reader_stays_failed_after_a_corrupt_record(tmp_path: Any) -> None:
             r.read(8)
         assert str(again.value) == str(first.value)
     assert r.packets_read == 1
+
+
+def test_ip_bytes_is_bounded_by_the_frame_for_tampered_columns() -> None:
+    from vnfkit.nfs import _mbox
+
+    b = parsed()
+    good = _mbox.ip_bytes(b)
+    assert good.tolist() == [len(f) - 14 for f in FRAMES]  # untouched: the IP total length
+    b.l3_offset[0] = 60000  # l3 past l4: would be a negative count (a wrapped uint64 counter)
+    b.l4_len[1] = 65000  # would claim more bytes than the frame holds
+    got = _mbox.ip_bytes(b)
+    assert got[0] == 0 and got[1] == len(FRAMES[1]) and got[2:].tolist() == good[2:].tolist()
