@@ -241,9 +241,13 @@ void bind_flow(py::module_& m) {
       .def_property("user_meta", [](const FlowTable& t) { return py::bytes(t.user_meta()); },
                     [](FlowTable& t, const py::bytes& b) { t.set_user_meta(std::string(b)); })
       .def("entries_raw", [](py::object self) {
+             // Read-only: the entries mirror the index, the free list and the timer wheel, so a write
+             // here (e.g. marking a free slot live) would silently corrupt the table.
              auto& t = self.cast<FlowTable&>();
-             return vnfkit::bridge::view1d(reinterpret_cast<std::uint8_t*>(t.entries()),
-                                           t.capacity() * sizeof(vnfkit::flow::FlowEntry), self);
+             auto v = vnfkit::bridge::view1d(reinterpret_cast<std::uint8_t*>(t.entries()),
+                                             t.capacity() * sizeof(vnfkit::flow::FlowEntry), self);
+             v.attr("flags").attr("writeable") = false;
+             return v;
            })
       .def("values_raw", [](py::object self) {
              auto& t = self.cast<FlowTable&>();

@@ -163,7 +163,9 @@ void bind_packet(py::module_& m) {
       .finalize();
 
   m.def("drop_reason_name", [](int r) {
-    if (r < 0 || r >= static_cast<int>(DropReason::kCount_)) throw py::value_error("unknown drop reason code");
+    if (r < 0 || r >= static_cast<int>(DropReason::kCount_)) {
+      throw py::value_error("code: unknown drop reason code " + std::to_string(r));
+    }
     return std::string(vnfkit::packet::drop_reason_name(static_cast<DropReason>(r)));
   }, py::arg("code"));
   m.def("flow_key_dtype", &vnfkit::bridge::flow_key_dtype);
@@ -249,9 +251,13 @@ void bind_packet(py::module_& m) {
         return view1d(b.data.data(), b.data.size(), self);
       })
       .def_property_readonly("offsets", [](py::object self) {
+        // Read-only: every engine loop trusts offsets (validated once when the batch is built), so a
+        // write through this view could send them out of bounds.
         auto& b = self.cast<PacketBatch&>();
-        return view1d(b.offsets.data(), b.offsets.size(), self);
-      })
+        auto v = view1d(b.offsets.data(), b.offsets.size(), self);
+        v.attr("flags").attr("writeable") = false;
+        return v;
+      }, "Packet boundaries (uint32, len + 1 entries): a READ-ONLY view.")
 #define VNFKIT_COLUMN(name)                                          \
   .def_property_readonly(#name, [](py::object self) {                \
     auto& b = self.cast<PacketBatch&>();                             \

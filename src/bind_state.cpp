@@ -351,7 +351,14 @@ void bind_state(py::module_& m) {
       .def(py::init([](std::shared_ptr<st::SharedState> s, const py::object& chunks, const py::object& starts) {
         auto parsed = chunks_from(chunks);
         std::map<std::uint16_t, std::uint64_t> sp;
-        if (!starts.is_none()) sp = starts.cast<std::map<std::uint16_t, std::uint64_t>>();
+        if (!starts.is_none()) {
+          try {
+            sp = starts.cast<std::map<std::uint16_t, std::uint64_t>>();
+          } catch (const py::cast_error&) {
+            throw py::type_error("start_positions: expected a dict {thread (0..65535): log position (0..2**64-1)}, got " +
+                                 py::repr(starts).cast<std::string>());
+          }
+        }
         return std::make_unique<fl::Replayer>(std::move(s), std::move(parsed), std::move(sp));
       }), py::arg("state"), py::arg("chunks"), py::arg("start_positions") = py::none())
       .def_property_readonly("threads", &fl::Replayer::threads)

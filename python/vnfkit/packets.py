@@ -40,6 +40,8 @@ def iter_pcap(path: str | os.PathLike[str], chunk: int = 65536) -> Iterator[_cor
     Raises FileNotFoundError for a missing file and PcapError (a ValueError) naming the byte offset
     for a corrupt or truncated one.
     """
+    if isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)):
+        raise TypeError(f"chunk: expected an int, got {type(chunk).__name__}")
     if chunk < 1:
         raise ValueError("chunk: must be >= 1")
     reader = _core.PcapReader(os.fspath(path))
@@ -69,6 +71,10 @@ def write_pcap(path: str | os.PathLike[str], batches: _core.PacketBatch | Iterab
 def from_scapy(pkts: Iterable[Any]) -> _core.PacketBatch:
     """A PacketBatch from scapy packets (``bytes(p)`` each; ``p.time`` becomes ts_ns)."""
     pkts = list(pkts)
+    for i, p in enumerate(pkts):
+        # bytes(5) would silently be five zero bytes: only real packets and byte strings are frames.
+        if not isinstance(p, (bytes, bytearray, memoryview)) and not hasattr(type(p), "__bytes__"):
+            raise TypeError(f"pkts[{i}]: expected a scapy packet or bytes, got {type(p).__name__}")
     ts = np.fromiter((int(round(float(getattr(p, "time", 0) or 0) * 1e9)) for p in pkts),
                      dtype=np.uint64, count=len(pkts))
     return _core.PacketBatch([bytes(p) for p in pkts], ts_ns=ts)

@@ -21,7 +21,8 @@ CRC32C; a truncated, corrupted or wrong-kind image raises :class:`SnapshotError`
 from __future__ import annotations
 
 import ast
-from typing import Any, Iterator, Sequence, Union
+import math
+from typing import Any, Iterable, Iterator, Sequence, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -54,6 +55,16 @@ class TableFullError(RuntimeError):
     """An insert did not fit into a table with a hard capacity (nothing was evicted)."""
 
 
+def _uint_array(value: Any, what: str, dtype: type[np.unsignedinteger[Any]]) -> npt.NDArray[Any]:
+    a = np.asarray(value)
+    if a.dtype.kind not in "iu":
+        raise TypeError(f"{what}: expected integers, got {a.dtype}")
+    hi = int(np.iinfo(dtype).max)
+    if a.size and (int(a.min()) < 0 or int(a.max()) > hi):
+        raise ValueError(f"{what}: values must be in [0, {hi}]")
+    return a.astype(dtype)
+
+
 def make_keys(
     src: Any, dst: Any, sport: Any = 0, dport: Any = 0, proto: Any = 6
 ) -> npt.NDArray[Any]:
@@ -63,11 +74,11 @@ def make_keys(
     as host-order integers (e.g. ``0x0A000001`` for 10.0.0.1).
     """
     src_a, dst_a, sp, dp, pr = np.broadcast_arrays(
-        np.asarray(src, dtype=np.uint32),
-        np.asarray(dst, dtype=np.uint32),
-        np.asarray(sport, dtype=np.uint16),
-        np.asarray(dport, dtype=np.uint16),
-        np.asarray(proto, dtype=np.uint8),
+        _uint_array(src, "src", np.uint32),
+        _uint_array(dst, "dst", np.uint32),
+        _uint_array(sport, "sport", np.uint16),
+        _uint_array(dport, "dport", np.uint16),
+        _uint_array(proto, "proto", np.uint8),
     )
     n = src_a.size
     keys = np.zeros(n, dtype=FLOW_KEY_DTYPE)
@@ -97,6 +108,22 @@ def _image(image: bytes | bytearray | memoryview) -> bytes | bytearray | memoryv
 # ------------------------------------------------------------------------------------------- RangeTable
 
 
+def _range_list(ranges: Any) -> list[tuple[int, int, int]]:
+    """(lo, hi, target) triples of uint32 ints, or TypeError / ValueError naming the bad range."""
+    if isinstance(ranges, (str, bytes)) or not isinstance(ranges, Iterable):
+        raise TypeError(f"ranges: expected a sequence of (lo, hi, target) tuples, got {type(ranges).__name__}")
+    out = []
+    for i, r in enumerate(ranges):
+        if not isinstance(r, (tuple, list)) or len(r) != 3:
+            raise TypeError(f"ranges: range {i} must be a (lo, hi, target) tuple, got {r!r}")
+        for v, name in zip(r, ("lo", "hi", "target")):
+            # TypeError (not ValueError) for out-of-range values too: they are not uint32s at all.
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not 0 <= int(v) <= 0xFFFFFFFF:
+                raise TypeError(f"ranges: range {i} {name} must be a uint32 int, got {v!r}")
+        out.append((int(r[0]), int(r[1]), int(r[2])))
+    return out
+
+
 class RangeTable:
     """Non-overlapping inclusive ranges ``[lo, hi]`` of the 32-bit flow-ID space -> target id.
 
@@ -116,11 +143,11 @@ class RangeTable:
     __slots__ = ("_t",)
 
     def __init__(self, ranges: Sequence[tuple[int, int, int]] = ()) -> None:
-        self._t = _core.RangeTable(list(ranges))
+        self._t = _core.RangeTable(_range_list(ranges))
 
     def assign(self, ranges: Sequence[tuple[int, int, int]]) -> None:
         """Replace every range (validated first; on error the table is unchanged)."""
-        self._t.assign(list(ranges))
+        self._t.assign(_range_list(ranges))
 
     def split(self, m: int, new_target: int) -> int:
         """Split the range ``[X, Y]`` containing ``m`` (``X < m``): ``[X, m-1]`` keeps its target,
@@ -191,6 +218,8 @@ class ExceptionTable:
     __slots__ = ("_t",)
 
     def __init__(self, capacity: int | None = None) -> None:
+        if capacity is not None and (isinstance(capacity, bool) or not isinstance(capacity, (int, np.integer))):
+            raise TypeError(f"capacity: expected an int or None, got {type(capacity).__name__}")
         if capacity is not None and capacity <= 0:
             raise ValueError("capacity: must be a positive number of entries, or None for unbounded")
         self._t = _core.ExceptionTable(0 if capacity is None else capacity)
@@ -208,7 +237,11 @@ class ExceptionTable:
         does not fit raises :class:`TableFullError` and changes nothing."""
         k = _keys_of(keys)
         if np.isscalar(targets) or (isinstance(targets, np.ndarray) and targets.ndim == 0):
-            t = int(targets)  # type: ignore[arg-type]
+            if isinstance(targets, np.ndarray):
+                targets = targets.item()
+            if isinstance(targets, bool) or not isinstance(targets, (int, np.integer)):
+                raise TypeError(f"targets: expected an int or a uint32 array, got {type(targets).__name__}")
+            t = int(targets)
             if not 0 <= t < NO_TARGET:
                 raise ValueError(f"targets: {t} is not a uint32 target (0xFFFFFFFF is reserved)")
             targets = np.full(len(k), t, dtype=np.uint32)
@@ -298,18 +331,41 @@ def steer(
         keys = keys.key
     if flow_ids is None:
         raise TypeError("flow_ids: required when keys is an array")
-    return _core.steer(keys, flow_ids, ranges._t, [e._t for e in exceptions])
+    if not isinstance(ranges, RangeTable):
+        raise TypeError(f"ranges: expected a RangeTable, got {type(ranges).__name__}")
+    bad = [type(e).__name__ for e in exceptions if not isinstance(e, ExceptionTable)]
+    if bad:
+        raise TypeError(f"exceptions: expected ExceptionTable objects, got {bad[0]}")
+    return _core.steer(_keys_of(keys), flow_ids, ranges._t, [e._t for e in exceptions])
 
 
 # -------------------------------------------------------------------------------------------- FlowTable
 
 
+_MAX_NS = (1 << 64) - 2  # 2**64-1 is the engine's "never"
+
+
 def _ns(seconds: float | None, what: str) -> int | None:
     if seconds is None:
         return None
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{what}: expected a number of seconds or None, got {type(seconds).__name__}")
     if not seconds > 0:
         raise ValueError(f"{what}: must be > 0 seconds (or None for never)")
+    if not math.isfinite(seconds) or seconds * 1e9 > _MAX_NS:
+        raise ValueError(f"{what}: {seconds} s is not a finite time below 2**64 ns (use None for never)")
     return max(1, int(round(seconds * 1e9)))
+
+
+def _int_arg(value: Any, what: str, lo: int, hi: int) -> int:
+    """An integer argument in [lo, hi]: TypeError for a non-integer (bool, float, str), ValueError
+    naming the argument when out of range."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{what}: expected an int, got {type(value).__name__}")
+    v = int(value)
+    if not lo <= v <= hi:
+        raise ValueError(f"{what}: {v} is out of range [{lo}, {hi}]")
+    return v
 
 
 class FlowTable:
@@ -352,11 +408,16 @@ class FlowTable:
                 raise ValueError("value_dtype: a size in bytes must be between 1 and 4096")
             dt = np.dtype((np.void, int(value_dtype)))
         else:
-            dt = np.dtype(value_dtype)  # type: ignore[arg-type]
+            try:
+                dt = np.dtype(value_dtype)  # type: ignore[arg-type]
+            except TypeError as exc:
+                raise TypeError(f"value_dtype: {exc}") from exc
         if dt.hasobject:
             raise TypeError("value_dtype: must not contain Python objects")
         if not 1 <= dt.itemsize <= 4096:
             raise ValueError("value_dtype: itemsize must be between 1 and 4096 bytes")
+        if isinstance(capacity, bool) or not isinstance(capacity, (int, np.integer)):
+            raise TypeError(f"capacity: expected an int, got {type(capacity).__name__}")
         if not 1 <= capacity <= 1 << 30:
             raise ValueError("capacity: must be between 1 and 2**30")
         tick = 0 if tick_s is None else (_ns(tick_s, "tick_s") or 0)
@@ -420,7 +481,7 @@ class FlowTable:
         if isinstance(keys, _core.PacketBatch):
             b = keys
             if isinstance(ts_ns, (int, np.integer)):
-                ts_ns = np.full(len(b), int(ts_ns), dtype=np.uint64)
+                ts_ns = np.full(len(b), _int_arg(ts_ns, "ts_ns", 0, (1 << 64) - 1), dtype=np.uint64)
             return self._t.lookup_or_insert(
                 b.key,
                 b.flow_id if flow_ids is None else flow_ids,
@@ -432,7 +493,7 @@ class FlowTable:
         if flow_ids is None:
             flow_ids = np.zeros(n, dtype=np.uint32)
         if ts_ns is None or isinstance(ts_ns, (int, np.integer)):
-            ts_ns = np.full(n, 0 if ts_ns is None else int(ts_ns), dtype=np.uint64)
+            ts_ns = np.full(n, 0 if ts_ns is None else _int_arg(ts_ns, "ts_ns", 0, (1 << 64) - 1), dtype=np.uint64)
         return self._t.lookup_or_insert(k, flow_ids, ts_ns, tcp_flags)
 
     def insert_missing(self, keys: KeysLike, **kwargs: Any) -> npt.NDArray[np.bool_]:
@@ -453,9 +514,8 @@ class FlowTable:
         fields ``slot``, ``key``, ``flow_id``, ``last_ts``, ``deadline_ns``, ``reason``
         (:data:`EXPIRED_IDLE` or :data:`EXPIRED_CLOSED`) and ``value`` (``value_dtype``), ordered by
         (deadline, key bytes). Deterministic: the same packets give the same result."""
-        if now_ns < 0:
-            raise ValueError("now_ns: must be >= 0")
-        slots, keys, ids, last, dl, reasons, vals = self._t.expire(int(now_ns))
+        now = _int_arg(now_ns, "now_ns", 0, (1 << 64) - 1)
+        slots, keys, ids, last, dl, reasons, vals = self._t.expire(now)
         out = np.zeros(len(slots), dtype=self._expired_dtype())
         out["slot"] = slots
         out["key"] = keys

@@ -10,14 +10,22 @@ namespace vnfkit::flow {
 
 namespace {
 constexpr std::size_t kInitialUnbounded = 1024;
+// A bounded table is pre-sized up to this many entries (hardware-table sizes: never grows) and grows
+// on demand beyond it, so neither a huge capacity argument nor a crafted snapshot claiming one
+// allocates gigabytes up front.
+constexpr std::size_t kMaxPresized = std::size_t{1} << 16;
 constexpr std::size_t kGroup = 32;
+
+std::size_t initial_entries(std::size_t capacity) {
+  return capacity ? std::min(capacity, kMaxPresized) : kInitialUnbounded;
+}
 }  // namespace
 
 ExceptionTable::ExceptionTable(std::size_t capacity) : capacity_(capacity) {
   if (capacity > 0xFFFFFFF0u) throw std::invalid_argument("capacity: must be < 2**32 - 16");
-  index_.reset(capacity ? capacity : kInitialUnbounded);
-  keys_.reserve(capacity ? capacity : kInitialUnbounded);
-  targets_.reserve(capacity ? capacity : kInitialUnbounded);
+  index_.reset(initial_entries(capacity));
+  keys_.reserve(initial_entries(capacity));
+  targets_.reserve(initial_entries(capacity));
 }
 
 std::size_t ExceptionTable::memory_bytes() const noexcept {
@@ -25,7 +33,8 @@ std::size_t ExceptionTable::memory_bytes() const noexcept {
 }
 
 void ExceptionTable::grow() {
-  index_.reset(index_.max_entries() * 2);
+  const std::size_t doubled = index_.max_entries() * 2;
+  index_.reset(capacity_ ? std::min(doubled, capacity_) : doubled);
   for (std::size_t i = 0; i < keys_.size(); ++i) {
     index_.insert(hash_key(keys_[i]), static_cast<std::uint32_t>(i));
   }
@@ -44,9 +53,7 @@ bool ExceptionTable::insert(const FlowKey& k, std::uint32_t target) {
     ++stats_.failed_inserts;
     return false;
   }
-  if (capacity_ == 0 && keys_.size() >= index_.max_entries()) {
-    grow();
-  }
+  if (keys_.size() >= index_.max_entries()) grow();
   index_.insert(h, static_cast<std::uint32_t>(keys_.size()));
   keys_.push_back(k);
   targets_.push_back(target);
@@ -112,7 +119,7 @@ std::size_t ExceptionTable::erase(const FlowKey* keys, std::size_t n, std::uint8
 void ExceptionTable::clear() {
   keys_.clear();
   targets_.clear();
-  index_.reset(capacity_ ? capacity_ : kInitialUnbounded);
+  index_.reset(initial_entries(capacity_));
 }
 
 void ExceptionTable::lookup(const FlowKey* keys, std::size_t n, std::uint32_t* out) const noexcept {

@@ -1,5 +1,6 @@
 #include "vnfkit/ftlog/output_commit.hpp"
 
+#include <limits>
 #include <stdexcept>
 #include <string>
 
@@ -43,6 +44,9 @@ void OutputCommit::ack(std::size_t thread, std::uint64_t position) {
 void OutputCommit::ack_range(std::size_t thread, std::uint64_t first, std::uint64_t count) {
   if (thread >= acked_.size()) throw std::invalid_argument("thread: out of range");
   if (count == 0) return;
+  if (count > std::numeric_limits<std::uint64_t>::max() - first) {
+    throw std::invalid_argument("count: first + count overflows 2**64");
+  }
   {
     Acked& a = *acked_[thread];
     std::lock_guard lock(a.mu);

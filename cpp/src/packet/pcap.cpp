@@ -2,6 +2,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <stdexcept>
 #include <system_error>
 
 namespace vnfkit::packet {
@@ -230,15 +231,20 @@ bool PcapReader::next_ng(PacketBatch& out) {
 }
 
 std::size_t PcapReader::read(PacketBatch& out, std::size_t max_packets) {
-  out.data.clear();
-  out.offsets.assign(1, 0);
-  out.ts_ns.clear();
+  out.clear();
+  if (error_) std::rethrow_exception(error_);
   std::size_t n = 0;
-  while (n < max_packets) {
-    if (out.data.size() > 0xFFFFFFFFull - kMaxCaplen - 1) break;  // keep offsets in 32 bits
-    const bool got = ng_ ? next_ng(out) : next_classic(out);
-    if (!got) break;
-    ++n;
+  try {
+    while (n < max_packets) {
+      if (out.data.size() > 0xFFFFFFFFull - kMaxCaplen - 1) break;  // keep offsets in 32 bits
+      const bool got = ng_ ? next_ng(out) : next_classic(out);
+      if (!got) break;
+      ++n;
+    }
+  } catch (...) {
+    error_ = std::current_exception();
+    out.clear();
+    throw;
   }
   std::vector<std::uint64_t> ts = std::move(out.ts_ns);
   out.resize_columns(0);
@@ -295,7 +301,7 @@ PcapWriter::~PcapWriter() {
 }
 
 void PcapWriter::write(const PacketBatch& b) {
-  if (!f_) throw std::logic_error("PcapWriter: write after close");
+  if (!f_) throw std::invalid_argument("PcapWriter: write after close (the file is closed)");
   const std::size_t n = b.size();
   for (std::size_t i = 0; i < n; ++i) {
     const auto p = b.packet(i);

@@ -130,7 +130,10 @@ def v4_addr(keys: npt.NDArray[Any], side: str) -> npt.NDArray[np.uint32]:
 
 def ip_bytes(batch: _core.PacketBatch) -> npt.NDArray[np.int64]:
     """IP total length of every packet (L3 header + payload, Ethernet padding excluded), as NetFlow counts."""
-    return (batch.l4_offset.astype(np.int64) - batch.l3_offset + batch.l4_len)
+    n = batch.l4_offset.astype(np.int64) - batch.l3_offset + batch.l4_len
+    # Bounded by the frame: columns are writable from Python, and a negative or oversized count
+    # would silently wrap the shared uint64 byte counters.
+    return np.clip(n, 0, np.diff(batch.offsets).astype(np.int64))
 
 
 def live_mask(batch: _core.PacketBatch) -> npt.NDArray[np.bool_]:

@@ -142,8 +142,10 @@ def parse_classes(classes: Any) -> list[TrafficClass]:
 def dscp_of(batch: _core.PacketBatch) -> npt.NDArray[np.uint8]:
     """DSCP of every packet (IPv4 TOS or IPv6 traffic class, upper 6 bits); 0 for non-IP."""
     data = batch.data
-    base = batch.offsets[:-1].astype(np.int64) + batch.l3_offset
-    fam = batch.key["family"]
+    offs = batch.offsets.astype(np.int64)
+    base = offs[:-1] + batch.l3_offset
+    # Only follow an l3_offset that lies inside its own packet (columns are writable from Python).
+    fam = np.where(base + 2 <= offs[1:], batch.key["family"], 0)
     out = np.zeros(len(batch), dtype=np.uint8)
     v4 = np.flatnonzero(fam == 4)
     if len(v4):

@@ -11,6 +11,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
+#include <exception>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -42,6 +43,8 @@ class PcapReader {
 
   // Replace `out` with up to max_packets next packets (parse columns zeroed, ts_ns set, packet_id
   // counting from 0 over the whole file). Returns the number read (0 at end of file).
+  // On an error `out` is left empty and the reader is failed: every later read() rethrows the
+  // same error (it never resynchronises on a misaligned position and yields garbage records).
   std::size_t read(PacketBatch& out, std::size_t max_packets);
 
   [[nodiscard]] bool pcapng() const noexcept { return ng_; }
@@ -70,6 +73,7 @@ class PcapReader {
   std::uint64_t to_ns(const Iface& f, std::uint64_t ts) const noexcept;
 
   std::string path_;
+  std::exception_ptr error_;  // set by the first failed read(): the reader stays failed
   std::FILE* f_ = nullptr;
   std::uint64_t pos_ = 0;
   bool ng_ = false;
@@ -99,6 +103,7 @@ class PcapWriter {
 
  private:
   std::string path_;
+  std::exception_ptr error_;  // set by the first failed read(): the reader stays failed
   std::FILE* f_ = nullptr;
   bool nano_;
   std::uint64_t count_ = 0;
