@@ -188,7 +188,7 @@ cdef class Cache:
     cdef readonly int min_store
     cdef readonly bint encoder
 
-    def __cinit__(self, object size, bint encoder, int window=32, int anchor_bits=5, int min_match=32,
+    def __cinit__(self, object size, bint encoder, int window=32, int anchor_bits=4, int min_match=32,
                   int table_bits=0, int min_store=0):
         self.ring = NULL
         self.stamps = NULL
