@@ -487,3 +487,10 @@ def test_bad_decoder_config_and_wrong_objects():
         _wanopt.encode_batch(EncoderCache(1 << 16), [b"not a batch"], 1, _wanopt.Stats(_wanopt.ENCODER_STATS))
     with pytest.raises(ValueError):
         _wanopt.encode_payload_bytes(EncoderCache(1 << 16), b"")
+    bare = _wanopt.Cache.__new__(_wanopt.Cache)  # never initialised: refused, not crashed
+    for call in (lambda: _wanopt.encode_payload_bytes(bare, b"x"), lambda: bare.read(0, 1),
+                 lambda: _wanopt.decode_batch(bare, parsed([frame(b"x")]), 1, _wanopt.Stats(_wanopt.DECODER_STATS))):
+        with pytest.raises(ValueError, match="not initialised"):
+            call()
+    with pytest.raises(RuntimeError):
+        EncoderCache(1 << 16).__init__(1 << 16, True)

@@ -49,7 +49,7 @@ def get_library_dir() -> str:
 def extension(name: str, sources: list[str], *, link_engine: bool = True, **kwargs: Any) -> Any:
     """A setuptools Extension for a Cython stage: C++20, the vnfkit include dirs and (if
     `link_engine`) the engine library. Extra keyword arguments go to ``Extension``."""
-    from setuptools import Extension
+    from setuptools import Extension  # type: ignore[import-untyped,unused-ignore]
 
     include_dirs = list(kwargs.pop("include_dirs", [])) + get_include()
     extra = list(kwargs.pop("extra_compile_args", [])) + CXX_FLAGS

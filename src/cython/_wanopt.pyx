@@ -1,4 +1,5 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+# cython: auto_pickle=False, autotestdict=False
 # distutils: language = c++
 """Per-packet stages of the WAN optimizer (redundancy elimination), written in Cython against the
 engine declarations in vnfkit.pxd. The design and the encoded payload format are described in
@@ -125,7 +126,13 @@ cdef class Stats:
     cdef uint64_t c[16]
     cdef tuple names
 
-    def __cinit__(self, tuple names):
+    def __cinit__(self):
+        memset(self.c, 0, sizeof(self.c))
+        self.names = ()
+
+    def __init__(self, tuple names):
+        if len(names) > 16:
+            raise ValueError("names: at most 16 counters")
         memset(self.c, 0, sizeof(self.c))
         self.names = names
 
@@ -188,11 +195,15 @@ cdef class Cache:
     cdef readonly int min_store
     cdef readonly bint encoder
 
-    def __cinit__(self, object size, bint encoder, int window=32, int anchor_bits=4, int min_match=32,
-                  int table_bits=0, int min_store=0):
+    def __cinit__(self):
         self.ring = NULL
         self.stamps = NULL
         self.fps = NULL
+
+    def __init__(self, object size, bint encoder, int window=32, int anchor_bits=4, int min_match=32,
+                 int table_bits=0, int min_store=0):
+        if self.ring != NULL:
+            raise RuntimeError("Cache: already initialised")
         if not isinstance(size, int) or isinstance(size, bool):
             raise TypeError(f"cache_size: expected an int, got {type(size).__name__}")
         if size < 4096 or size > (1ULL << 30) or (size & (size - 1)) != 0:
@@ -251,6 +262,7 @@ cdef class Cache:
 
     def valid(self, uint64_t position, uint64_t length):
         """True if the cache holds the bytes [position, position + length) of the stream."""
+        _ready(self)
         if length == 0:
             return True
         cdef uint64_t b
@@ -261,6 +273,7 @@ cdef class Cache:
 
     def read(self, uint64_t position, uint64_t length):
         """The bytes [position, position + length) of the stream, or None if not (all) held."""
+        _ready(self)
         if length > self.ring_size:
             return None
         buf = bytearray(length)
@@ -336,6 +349,7 @@ cdef class Cache:
 
     def store(self, uint64_t position, const uint8_t[::1] data):
         """Put `data` at absolute position `position` (a multiple of 64); returns blocks written."""
+        _ready(self)
         if position & (BLOCK - 1):
             raise ValueError("position: must be a multiple of 64")
         if data.shape[0] == 0:
@@ -380,6 +394,12 @@ cdef class Cache:
         m_start[0] = j - k
         m_cache[0] = c - k
         return <int64_t> (k + r)
+
+
+cdef int _ready(Cache cache) except -1:
+    if cache.ring == NULL:
+        raise ValueError("cache: not initialised")
+    return 0
 
 
 cdef inline void put16(uint8_t* q, uint32_t v) noexcept nogil:
@@ -653,6 +673,7 @@ def encode_batch(Cache cache, object batch, uint16_t out_port, Stats stats):
 
     Packets without a TCP/UDP payload pass unchanged; packets already dropped stay dropped. Every
     other packet gets port `out_port`, or port 0 and drop OTHER if the encoded packet would not fit."""
+    _ready(cache)
     if not cache.encoder:
         raise ValueError("cache: an encoder needs an encoder cache")
     cdef PacketBatch* b = batch_from_object(batch)
@@ -720,6 +741,7 @@ def decode_batch(Cache cache, object batch, uint16_t out_port, Stats stats):
     Packets without a TCP/UDP payload pass unchanged. A payload that does not decode (not in the
     encoded format, damaged, or referencing bytes this cache lacks) leaves the packet unchanged with
     port 0 and drop OTHER, counted under its fail_* reason."""
+    _ready(cache)
     if cache.encoder:
         raise ValueError("cache: a decoder needs a decoder cache")
     cdef PacketBatch* b = batch_from_object(batch)
@@ -785,6 +807,7 @@ def decode_batch(Cache cache, object batch, uint16_t out_port, Stats stats):
 
 def encode_payload_bytes(Cache cache, const uint8_t[::1] payload):
     """Encode one payload (bytes) against the cache, storing it; for tests and the Python API."""
+    _ready(cache)
     if not cache.encoder:
         raise ValueError("cache: an encoder needs an encoder cache")
     cdef uint64_t L = payload.shape[0]
@@ -805,6 +828,7 @@ def encode_payload_bytes(Cache cache, const uint8_t[::1] payload):
 
 def decode_payload_bytes(Cache cache, const uint8_t[::1] encoded):
     """Decode one encoded payload; returns (payload bytes or None, failure name or None)."""
+    _ready(cache)
     if cache.encoder:
         raise ValueError("cache: a decoder needs a decoder cache")
     cdef vector[uint8_t] out

@@ -123,6 +123,14 @@ def _shared_slot(shared: Any) -> dict[str, Any]:
             return entry[1]
 
 
+def _config(given: dict[str, Any], **defaults: Any) -> dict[str, Any]:
+    """`defaults` updated with `given` (in the defaults' order); unknown keys raise TypeError."""
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        raise TypeError(f"unknown configuration {unknown}; expected some of {sorted(defaults)}")
+    return {k: given.get(k, v) for k, v in defaults.items()}
+
+
 def _check_port(out_port: Any) -> int:
     if not isinstance(out_port, int) or isinstance(out_port, bool) or not 1 <= out_port <= 65535:
         raise ValueError(f"out_port: must be an int in [1, 65535], got {out_port!r}")
@@ -140,19 +148,10 @@ class WanOptimizer(VNF):
 
     name = "wanopt"
 
-    def setup(
-        self,
-        ctx: Context,
-        *,
-        cache_size: int = _DEFAULT_CACHE,
-        window: int = 32,
-        anchor_bits: int = 4,
-        min_match: int = 32,
-        table_bits: int = 0,
-        out_port: int = 1,
-        cache_name: str = "wanopt",
-        cache: Any = None,
-    ) -> None:
+    def setup(self, ctx: Context, **config: Any) -> None:
+        cfg = _config(config, cache_size=_DEFAULT_CACHE, window=32, anchor_bits=4, min_match=32, table_bits=0,
+                      out_port=1, cache_name="wanopt", cache=None)
+        cache_size, window, anchor_bits, min_match, table_bits, out_port, cache_name, cache = cfg.values()
         self.out_port = _check_port(out_port)
         if cache is None:
             params = (cache_size, window, anchor_bits, min_match, table_bits)
@@ -189,15 +188,9 @@ class WanOptDecoder(VNF):
 
     name = "wanopt-decoder"
 
-    def setup(
-        self,
-        ctx: Context,
-        *,
-        cache_size: int = _DEFAULT_CACHE,
-        out_port: int = 1,
-        cache_name: str = "wanopt",
-        cache: Any = None,
-    ) -> None:
+    def setup(self, ctx: Context, **config: Any) -> None:
+        cfg = _config(config, cache_size=_DEFAULT_CACHE, out_port=1, cache_name="wanopt", cache=None)
+        cache_size, out_port, cache_name, cache = cfg.values()
         self.out_port = _check_port(out_port)
         if cache is None:
             slot = _shared_slot(ctx.shared) if ctx.shared is not None else {}
