@@ -28,6 +28,33 @@ cdef extern from *:
       return __atomic_compare_exchange_n(p, expected, desired, false, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
     }
     static inline void wo_fence_acquire() noexcept { __atomic_thread_fence(__ATOMIC_ACQUIRE); }
+    static inline void wo_prefetch(const void* p) noexcept { __builtin_prefetch(p, 0, 1); }
+    // Number of equal leading bytes of a[0, n) and b[0, n), 8 bytes at a time.
+    static inline std::size_t wo_fwd_equal(const std::uint8_t* a, const std::uint8_t* b, std::size_t n) noexcept {
+      std::size_t k = 0;
+      while (k + 8 <= n) {
+        std::uint64_t x, y;
+        std::memcpy(&x, a + k, 8);
+        std::memcpy(&y, b + k, 8);
+        if (x != y) return k + static_cast<std::size_t>(__builtin_ctzll(x ^ y) >> 3);
+        k += 8;
+      }
+      while (k < n && a[k] == b[k]) ++k;
+      return k;
+    }
+    // Number of equal trailing bytes of a[-n, 0) and b[-n, 0) (a and b point one past the end).
+    static inline std::size_t wo_bwd_equal(const std::uint8_t* a, const std::uint8_t* b, std::size_t n) noexcept {
+      std::size_t k = 0;
+      while (k + 8 <= n) {
+        std::uint64_t x, y;
+        std::memcpy(&x, a - k - 8, 8);
+        std::memcpy(&y, b - k - 8, 8);
+        if (x != y) return k + static_cast<std::size_t>(__builtin_clzll(x ^ y) >> 3);
+        k += 8;
+      }
+      while (k < n && a[-static_cast<std::ptrdiff_t>(k) - 1] == b[-static_cast<std::ptrdiff_t>(k) - 1]) ++k;
+      return k;
+    }
     static inline std::uint64_t wo_rotl(std::uint64_t x, unsigned r) noexcept {
       r &= 63u;
       return r ? (x << r) | (x >> (64u - r)) : x;
@@ -57,7 +84,10 @@ cdef extern from *:
     uint64_t wo_fetch_add(uint64_t* p, uint64_t v) noexcept nogil
     bint wo_cas(uint64_t* p, uint64_t* expected, uint64_t desired) noexcept nogil
     void wo_fence_acquire() noexcept nogil
+    void wo_prefetch(const void* p) noexcept nogil
     uint64_t wo_rotl(uint64_t x, unsigned r) noexcept nogil
+    size_t wo_fwd_equal(const uint8_t* a, const uint8_t* b, size_t n) noexcept nogil
+    size_t wo_bwd_equal(const uint8_t* a, const uint8_t* b, size_t n) noexcept nogil
     uint64_t wo_sum(const uint8_t* p, size_t n, uint64_t s) noexcept nogil
     uint16_t wo_fold(uint64_t s) noexcept nogil
 
@@ -194,6 +224,7 @@ cdef class Cache:
     cdef readonly int table_bits
     cdef readonly int min_store
     cdef readonly bint encoder
+    cdef uint64_t buzw[256]        # BUZ rotated by the window (the outgoing byte's term)
 
     def __cinit__(self):
         self.ring = NULL
@@ -204,6 +235,7 @@ cdef class Cache:
                  int table_bits=0, int min_store=0):
         if self.ring != NULL:
             raise RuntimeError("Cache: already initialised")
+        cdef int i
         if not isinstance(size, int) or isinstance(size, bool):
             raise TypeError(f"cache_size: expected an int, got {type(size).__name__}")
         if size < 4096 or size > (1ULL << 30) or (size & (size - 1)) != 0:
@@ -238,6 +270,8 @@ cdef class Cache:
         self.min_store = min_store
         self.encoder = encoder
         self.next_block = 0
+        for i in range(256):
+            self.buzw[i] = wo_rotl(BUZ[i], <unsigned> window)
         self.ring = <uint8_t*> calloc(size, 1)
         self.stamps = <uint64_t*> calloc(self.nblocks, sizeof(uint64_t))
         if encoder:
@@ -245,6 +279,11 @@ cdef class Cache:
             self.fps = <uint64_t*> calloc(1ULL << table_bits, sizeof(uint64_t))
         if self.ring == NULL or self.stamps == NULL or (encoder and self.fps == NULL):
             raise MemoryError("wanopt cache")
+        # touch every page now (calloc maps zero pages lazily): no page faults on the packet path
+        memset(self.ring, 0, size)
+        memset(self.stamps, 0, self.nblocks * sizeof(uint64_t))
+        if encoder:
+            memset(self.fps, 0, (1ULL << table_bits) * sizeof(uint64_t))
 
     def __dealloc__(self):
         free(self.ring)
@@ -366,7 +405,7 @@ cdef class Cache:
         cdef uint64_t blk = c >> BLOCK_SHIFT
         cdef uint64_t lo_blk = blk, hi_blk = blk
         cdef uint64_t max_left = j - lo, max_right = hi - j
-        cdef uint64_t vlo, vhi, k, r
+        cdef uint64_t vlo, vhi, k, r, lim, off, run, eq
         if (c + w - 1) >> BLOCK_SHIFT > MAX_BLOCK:
             return 0
         if not self._block_valid(blk):
@@ -380,15 +419,32 @@ cdef class Cache:
         vhi = (hi_blk + 1) << BLOCK_SHIFT
         if c + w > vhi:
             return 0
-        for k in range(w):
-            if self.ring[(c + k) & self.ring_mask] != p[j + k]:
-                return 0
+        # forward from c (window and right extension), in runs that do not cross the ring's end
+        r = 0
+        lim = max_right if c + max_right <= vhi else vhi - c
+        while r < lim:
+            off = (c + r) & self.ring_mask
+            run = lim - r
+            if run > self.ring_size - off:
+                run = self.ring_size - off
+            eq = wo_fwd_equal(self.ring + off, p + j + r, run)
+            r += eq
+            if eq < run:
+                break
+        if r < w:
+            return 0
+        # backward from c (left extension)
         k = 0
-        while k < max_left and c - k > vlo and self.ring[(c - k - 1) & self.ring_mask] == p[j - k - 1]:
-            k += 1
-        r = w
-        while r < max_right and c + r < vhi and self.ring[(c + r) & self.ring_mask] == p[j + r]:
-            r += 1
+        lim = max_left if c - vlo >= max_left else c - vlo
+        while k < lim:
+            off = (c - k - 1) & self.ring_mask   # last byte of this run
+            run = lim - k
+            if run > off + 1:
+                run = off + 1
+            eq = wo_bwd_equal(self.ring + off + 1, p + j - k, run)
+            k += eq
+            if eq < run:
+                break
         if not self._recheck((c - k) >> BLOCK_SHIFT, (c + r - 1) >> BLOCK_SHIFT):
             return 0
         m_start[0] = j - k
@@ -462,8 +518,11 @@ cdef uint64_t encode_payload(Cache cache, const uint8_t* p, uint64_t L, uint8_t*
                 nanc += 1
             if j + w >= L:
                 break
-            h = wo_rotl(h, 1) ^ wo_rotl(BUZ[p[j]], <unsigned> w) ^ BUZ[p[j + w]]
+            h = wo_rotl(h, 1) ^ cache.buzw[p[j]] ^ BUZ[p[j + w]]
             j += 1
+        # prefetch every anchor's fingerprint slot before looking any up (misses overlap)
+        for j in range(nanc):
+            wo_prefetch(&cache.fps[(anc_h[j] >> tshift) & cache.fp_mask])
 
     # 2. reserve this payload's cache region (every worker thread shares the write position)
     if stored:
