@@ -105,6 +105,9 @@ cdef enum:
     BLOCK = 64
 
 cdef uint64_t WRITING = 1ULL << 63
+cdef uint64_t GEN_MASK = (1ULL << 48) - 1       # stamp bits 0-47: absolute block + 1
+cdef int OWNER_SHIFT = 48                        # stamp bits 48-62: owner (encoder queue + 1, 0 = none)
+MAX_OWNER = 0x7FFF
 cdef uint64_t MAX_BLOCK = (1ULL << 48) - 1
 
 MAGIC_BYTE = MAGIC
@@ -306,7 +309,7 @@ cdef class Cache:
             return True
         cdef uint64_t b
         for b in range(position >> BLOCK_SHIFT, ((position + length - 1) >> BLOCK_SHIFT) + 1):
-            if not self._block_valid(b):
+            if not self._block_valid(b, 0):
                 return False
         return True
 
@@ -325,15 +328,18 @@ cdef class Cache:
         return bytes(buf) if ok else None
 
     # -- block stamps: stamp = absolute block + 1 when valid; WRITING bit while a writer owns it --
-    cdef inline bint _block_valid(self, uint64_t blk) noexcept nogil:
-        return wo_load_acquire(&self.stamps[blk & self.block_mask]) == blk + 1
+    cdef inline bint _block_valid(self, uint64_t blk, uint64_t owner) noexcept nogil:
+        """Block blk holds its bytes (not being written), written by `owner` (0: by anyone)."""
+        cdef uint64_t v = wo_load_acquire(&self.stamps[blk & self.block_mask])
+        return (v & (WRITING | GEN_MASK)) == blk + 1 and (owner == 0 or (v >> OWNER_SHIFT) == owner)
 
-    cdef bint _recheck(self, uint64_t first_blk, uint64_t last_blk) noexcept nogil:
+    cdef bint _recheck(self, uint64_t first_blk, uint64_t last_blk, uint64_t owner) noexcept nogil:
         """Seqlock read-side validation after reading blocks [first_blk, last_blk]."""
-        cdef uint64_t b
+        cdef uint64_t b, v
         wo_fence_acquire()
         for b in range(first_blk, last_blk + 1):
-            if wo_load_relaxed(&self.stamps[b & self.block_mask]) != b + 1:
+            v = wo_load_relaxed(&self.stamps[b & self.block_mask])
+            if (v & (WRITING | GEN_MASK)) != b + 1 or (owner != 0 and (v >> OWNER_SHIFT) != owner):
                 return False
         return True
 
@@ -344,7 +350,7 @@ cdef class Cache:
         if last > MAX_BLOCK:
             return False
         for b in range(first, last + 1):
-            if not self._block_valid(b):
+            if not self._block_valid(b, 0):
                 return False
         off = pos & self.ring_mask
         chunk = self.ring_size - off
@@ -353,9 +359,9 @@ cdef class Cache:
         else:
             memcpy(dst, self.ring + off, chunk)
             memcpy(dst + chunk, self.ring, n - chunk)
-        return self._recheck(first, last)
+        return self._recheck(first, last, 0)
 
-    cdef uint64_t _store(self, uint64_t base_blk, const uint8_t* p, uint64_t n) noexcept nogil:
+    cdef uint64_t _store(self, uint64_t base_blk, const uint8_t* p, uint64_t n, uint64_t owner) noexcept nogil:
         """Write n bytes at absolute block base_blk (zero-padding the last block). Blocks that a newer
         generation (or another writer) already owns are skipped. Returns the blocks written."""
         cdef uint64_t k, blk, slot, want, cur, take, written = 0
@@ -369,11 +375,11 @@ cdef class Cache:
             want = blk + 1
             cur = wo_load_relaxed(&self.stamps[slot])
             while True:
-                if (cur & WRITING) != 0 or cur >= want:
+                if (cur & WRITING) != 0 or (cur & GEN_MASK) >= want:
                     break
                 if wo_cas(&self.stamps[slot], &cur, want | WRITING):
                     break
-            if (cur & WRITING) != 0 or cur >= want:
+            if (cur & WRITING) != 0 or (cur & GEN_MASK) >= want:
                 continue
             dst = self.ring + (slot << BLOCK_SHIFT)
             take = n - (k << BLOCK_SHIFT)
@@ -382,7 +388,7 @@ cdef class Cache:
             else:
                 memcpy(dst, p + (k << BLOCK_SHIFT), take)
                 memset(dst + take, 0, BLOCK - take)
-            wo_store_release(&self.stamps[slot], want)
+            wo_store_release(&self.stamps[slot], want | (owner << OWNER_SHIFT))
             written += 1
         return written
 
@@ -393,11 +399,11 @@ cdef class Cache:
             raise ValueError("position: must be a multiple of 64")
         if data.shape[0] == 0:
             return 0
-        return self._store(position >> BLOCK_SHIFT, &data[0], data.shape[0])
+        return self._store(position >> BLOCK_SHIFT, &data[0], data.shape[0], 0)
 
     # -- encoder: match search --
     cdef int64_t _match(self, const uint8_t* p, uint64_t j, uint64_t lo, uint64_t hi, uint64_t c,
-                        uint64_t* m_start, uint64_t* m_cache) noexcept nogil:
+                        uint64_t owner, uint64_t* m_start, uint64_t* m_cache) noexcept nogil:
         """Payload window p[j, j + window) had a fingerprint hit at absolute cache position c.
         Verify it and extend the match left (not below payload index lo) and right (not beyond hi).
         Returns the match length (0 if none) and sets m_start (payload) and m_cache (cache)."""
@@ -408,12 +414,12 @@ cdef class Cache:
         cdef uint64_t vlo, vhi, k, r, lim, off, run, eq
         if (c + w - 1) >> BLOCK_SHIFT > MAX_BLOCK:
             return 0
-        if not self._block_valid(blk):
+        if not self._block_valid(blk, owner):
             return 0
-        while lo_blk > 0 and c - (lo_blk << BLOCK_SHIFT) < max_left and self._block_valid(lo_blk - 1):
+        while lo_blk > 0 and c - (lo_blk << BLOCK_SHIFT) < max_left and self._block_valid(lo_blk - 1, owner):
             lo_blk -= 1
         while ((hi_blk + 1) << BLOCK_SHIFT) < c + max_right and hi_blk + 1 - lo_blk < self.nblocks \
-                and self._block_valid(hi_blk + 1):
+                and self._block_valid(hi_blk + 1, owner):
             hi_blk += 1
         vlo = lo_blk << BLOCK_SHIFT
         vhi = (hi_blk + 1) << BLOCK_SHIFT
@@ -445,7 +451,7 @@ cdef class Cache:
             k += eq
             if eq < run:
                 break
-        if not self._recheck((c - k) >> BLOCK_SHIFT, (c + r - 1) >> BLOCK_SHIFT):
+        if not self._recheck((c - k) >> BLOCK_SHIFT, (c + r - 1) >> BLOCK_SHIFT, owner):
             return 0
         m_start[0] = j - k
         m_cache[0] = c - k
@@ -493,7 +499,7 @@ cdef uint32_t header_crc(const uint8_t* hdr) noexcept nogil:
     return crc32c_bytes(hdr + 8, 6, crc)
 
 
-cdef uint64_t encode_payload(Cache cache, const uint8_t* p, uint64_t L, uint8_t* out,
+cdef uint64_t encode_payload(Cache cache, const uint8_t* p, uint64_t L, uint8_t* out, uint64_t owner,
                              uint64_t* anc_pos, uint64_t* anc_h, uint64_t* counters) noexcept nogil:
     """Encode payload p[0, L) into out (room for encoded_bound(L) bytes). Returns the encoded length."""
     cdef uint64_t w = <uint64_t> cache.window
@@ -542,7 +548,7 @@ cdef uint64_t encode_payload(Cache cache, const uint8_t* p, uint64_t L, uint8_t*
         if e == 0 or (e & 0xFFFF) != tag:
             continue
         c = (e >> 16) - 1
-        got = cache._match(p, anc_pos[j], covered, L, c, &m_start, &m_cache)
+        got = cache._match(p, anc_pos[j], covered, L, c, owner, &m_start, &m_cache)
         if got < cache.min_match:
             continue
         delta = <int64_t> m_cache - <int64_t> base_abs
@@ -571,7 +577,7 @@ cdef uint64_t encode_payload(Cache cache, const uint8_t* p, uint64_t L, uint8_t*
 
     # 5. store the payload at its reserved position, then publish its anchors
     if stored:
-        cache._store(base_blk, p, L)
+        cache._store(base_blk, p, L, owner)
         counters[E_STORED] += 1
         for j in range(nanc):
             idx = anc_h[j] >> tshift
@@ -635,7 +641,7 @@ cdef int decode_payload(Cache cache, const uint8_t* q, uint64_t n, uint8_t* out,
     if crc != get32(q + 4):
         return D_FAIL_CRC
     if q[1] & FLAG_STORED:
-        cache._store(base_blk, out, L)
+        cache._store(base_blk, out, L, 0)
         counters[D_STORED] += 1
     counters[D_SHIMS] += shims
     out_len[0] = L
@@ -727,14 +733,18 @@ cdef bint fix_headers(uint8_t* f, uint32_t l3, uint32_t l4, uint32_t old_l4len, 
     return True
 
 
-def encode_batch(Cache cache, object batch, uint16_t out_port, Stats stats):
+def encode_batch(Cache cache, object batch, uint16_t out_port, Stats stats, int owner=0):
     """Encode every TCP/UDP payload of a parsed batch in place (the batch's data buffer is rebuilt).
 
     Packets without a TCP/UDP payload pass unchanged; packets already dropped stay dropped. Every
-    other packet gets port `out_port`, or port 0 and drop OTHER if the encoded packet would not fit."""
+    other packet gets port `out_port`, or port 0 and drop OTHER if the encoded packet would not fit.
+    `owner` (1..32767, e.g. queue + 1) tags the cache regions this call stores and restricts its
+    matches to regions with the same tag; 0 shares everything."""
     _ready(cache)
     if not cache.encoder:
         raise ValueError("cache: an encoder needs an encoder cache")
+    if owner < 0 or owner > MAX_OWNER:
+        raise ValueError(f"owner: must be in [0, {MAX_OWNER}], got {owner}")
     cdef PacketBatch* b = batch_from_object(batch)
     cdef size_t n = b.size(), i
     cdef uint64_t bound = 0, o = 0, flen, elen, L, max_pay = 0
@@ -771,7 +781,8 @@ def encode_batch(Cache cache, object batch, uint16_t out_port, Stats stats):
                 continue
             L = pay_end - pay_off
             memcpy(g, f, pay_off)
-            elen = encode_payload(cache, f + pay_off, L, g + pay_off, anc_pos.data(), anc_h.data(), ctr)
+            elen = encode_payload(cache, f + pay_off, L, g + pay_off, <uint64_t> owner, anc_pos.data(),
+                                  anc_h.data(), ctr)
             memcpy(g + pay_off + elen, f + pay_end, flen - pay_end)
             if not fix_headers(g, b.l3_offset[i], b.l4_offset[i], b.l4_len[i],
                                <uint32_t> (pay_off - b.l4_offset[i] + elen), proto):
@@ -864,7 +875,7 @@ def decode_batch(Cache cache, object batch, uint16_t out_port, Stats stats):
         b.offsets.swap(offs)
 
 
-def encode_payload_bytes(Cache cache, const uint8_t[::1] payload):
+def encode_payload_bytes(Cache cache, const uint8_t[::1] payload, int owner=0):
     """Encode one payload (bytes) against the cache, storing it; for tests and the Python API."""
     _ready(cache)
     if not cache.encoder:
@@ -872,6 +883,8 @@ def encode_payload_bytes(Cache cache, const uint8_t[::1] payload):
     cdef uint64_t L = payload.shape[0]
     if L == 0 or L > 65535:
         raise ValueError("payload: length must be in [1, 65535]")
+    if owner < 0 or owner > MAX_OWNER:
+        raise ValueError(f"owner: must be in [0, {MAX_OWNER}], got {owner}")
     cdef vector[uint8_t] out
     cdef vector[uint64_t] anc_pos, anc_h
     cdef uint64_t counters[16]
@@ -881,7 +894,8 @@ def encode_payload_bytes(Cache cache, const uint8_t[::1] payload):
     anc_pos.resize(L + 1)
     anc_h.resize(L + 1)
     with nogil:
-        elen = encode_payload(cache, &payload[0], L, out.data(), anc_pos.data(), anc_h.data(), counters)
+        elen = encode_payload(cache, &payload[0], L, out.data(), <uint64_t> owner, anc_pos.data(), anc_h.data(),
+                              counters)
     return bytes((<char*> out.data())[:elen])
 
 

@@ -37,6 +37,11 @@ Design
   runner share one decoder cache the same way. A decoder worker can see a shim to a region that
   another queue's packet has not delivered yet; that packet is dropped with ``fail_missing_ref``
   (cross-queue references are the price of one shared cache; a single-queue link never sees this).
+  A decoder does not store a payload it could not rebuild, so later packets referencing it fail too
+  until the encoder's cache has moved past it: a lossy or reordering path costs more than the lost
+  packet. ``isolate_queues=True`` tags each region with the encoding queue (in the block stamp) and
+  lets a worker match only its own queue's regions: with the same RSS on both sides, every decoder
+  queue then has everything its packets reference, in order.
   Cache accesses are not logged as determinants (FTMB replay of the encoder is not supported yet).
 * **Integrity.** The header carries a CRC32C over the header fields and the original payload; the
   decoder checks it after rebuilding, so damaged encoded payloads (flipped bytes, truncation, a
@@ -143,16 +148,25 @@ class WanOptimizer(VNF):
     Config: ``cache_size`` (bytes, power of two, default 16 MiB), ``window`` (rolling-hash window,
     default 32), ``anchor_bits`` (1 anchor in 2**bits windows, default 4), ``min_match`` (shortest
     match replaced, default 32, >= window), ``out_port`` (default 1), ``cache_name`` (workers of one
-    runner with the same name share a cache), or ``cache=`` an :func:`EncoderCache` to use.
+    runner with the same name share a cache), or ``cache=`` an :func:`EncoderCache` to use, and
+    ``isolate_queues`` (default False): if True, each worker only references payloads stored by its
+    own queue (one cache, one write position, but no cross-queue shims), so a decoder whose queues
+    see the same flows as the encoder's (same RSS) never misses a reference because of how the
+    queues interleave; cross-queue redundancy is then not removed.
     """
 
     name = "wanopt"
 
     def setup(self, ctx: Context, **config: Any) -> None:
         cfg = _config(config, cache_size=_DEFAULT_CACHE, window=32, anchor_bits=4, min_match=32, table_bits=0,
-                      out_port=1, cache_name="wanopt", cache=None)
-        cache_size, window, anchor_bits, min_match, table_bits, out_port, cache_name, cache = cfg.values()
+                      out_port=1, cache_name="wanopt", cache=None, isolate_queues=False)
+        cache_size, window, anchor_bits, min_match, table_bits, out_port, cache_name, cache, isolate = cfg.values()
         self.out_port = _check_port(out_port)
+        if not isinstance(isolate, bool):
+            raise TypeError(f"isolate_queues: expected a bool, got {isolate!r}")
+        if isolate and not 0 <= ctx.queue < _wanopt.MAX_OWNER:
+            raise ValueError(f"isolate_queues: queue {ctx.queue} out of range")
+        self.owner = ctx.queue + 1 if isolate else 0
         if cache is None:
             params = (cache_size, window, anchor_bits, min_match, table_bits)
             slot = _shared_slot(ctx.shared) if ctx.shared is not None else {}
@@ -171,7 +185,7 @@ class WanOptimizer(VNF):
         self._stats = _wanopt.Stats(_wanopt.ENCODER_STATS)
 
     def process(self, batch: Any, ctx: Context) -> None:
-        _wanopt.encode_batch(self.cache, batch, self.out_port, self._stats)
+        _wanopt.encode_batch(self.cache, batch, self.out_port, self._stats, self.owner)
 
     def stats(self) -> dict[str, int]:
         s: dict[str, int] = self._stats.as_dict()
