@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -426,7 +427,7 @@ def test_concurrent_encoding_from_two_threads_decodes_correctly():
         pending = left
 
 
-def _two_queue_round_trip(isolate: bool):
+def _two_queue_round_trip(isolate: bool, wait_ns: int = 0):
     """Two encoder threads (queues 0, 1) share an encoder cache; then two decoder threads, one per
     queue, share a decoder cache. Returns per packet: rebuilt bit for bit (True) or dropped (False)."""
     streams = [http_like(240, random.Random(s)) for s in (3, 4)]
@@ -451,7 +452,7 @@ def _two_queue_round_trip(isolate: bool):
     encoded = [[[b.packet(i) for i in range(len(b))] for b in bs] for bs in batches]
     assert all(np.all(b.port == 1) for bs in batches for b in bs)
     batches = [[parsed(fs) for fs in e] for e in encoded]
-    both(_wanopt.decode_batch, dec, _wanopt.DECODER_STATS, [(), ()])
+    both(_wanopt.decode_batch, dec, _wanopt.DECODER_STATS, [(wait_ns,), (wait_ns,)])
     ok = []
     for t in (0, 1):
         for k, b in enumerate(batches[t]):
@@ -472,6 +473,48 @@ def test_concurrent_decoding_from_two_threads_never_yields_wrong_bytes():
     # yet is dropped, and drops cascade (a dropped payload is not stored). Wrong bytes never appear
     # (checked inside); how many decode depends on the interleaving (53 to 480 seen).
     assert len(ok) == 480 and sum(ok) >= 1
+
+
+def test_waiting_decoders_decode_everything_concurrently():
+    """With a wait budget, a decoder worker waits for the other queue's worker to store what its
+    shims reference: everything decodes although the queues reference each other."""
+    ok = _two_queue_round_trip(isolate=False, wait_ns=5_000_000_000)
+    assert len(ok) == 480 and all(ok)
+
+
+def test_wait_budget_is_bounded_and_overwritten_bytes_never_wait():
+    enc, dec = EncoderCache(1 << 20), DecoderCache(1 << 12)
+    p = os.urandom(700)
+    _wanopt.encode_payload_bytes(enc, p)  # never delivered: the decoder waits, then gives up
+    e = _wanopt.encode_payload_bytes(enc, p)
+    t0 = time.perf_counter()
+    assert _wanopt.decode_payload_bytes(dec, e, 20_000_000) == (None, "fail_missing_ref")
+    assert 0.015 < time.perf_counter() - t0 < 2.0
+    for _ in range(8):  # now the decoder's slots hold newer generations: no waiting at all
+        q = os.urandom(1000)
+        assert _wanopt.decode_payload_bytes(dec, _wanopt.encode_payload_bytes(enc, q)) == (q, None)
+    t0 = time.perf_counter()
+    assert _wanopt.decode_payload_bytes(dec, e, 2_000_000_000) == (None, "fail_missing_ref")
+    assert time.perf_counter() - t0 < 0.5
+
+
+def test_waiting_decoder_in_another_thread_gets_the_bytes():
+    enc, dec = EncoderCache(1 << 20), DecoderCache(1 << 20)
+    p = os.urandom(700)
+    e1, e2 = _wanopt.encode_payload_bytes(enc, p), _wanopt.encode_payload_bytes(enc, p)
+    out: dict[str, object] = {}
+
+    def late() -> None:
+        time.sleep(0.05)
+        out["e1"] = _wanopt.decode_payload_bytes(dec, e1)
+
+    th = threading.Thread(target=late)
+    th.start()
+    t0 = time.perf_counter()
+    out["e2"] = _wanopt.decode_payload_bytes(dec, e2, 5_000_000_000)
+    waited = time.perf_counter() - t0
+    th.join()
+    assert out == {"e1": (p, None), "e2": (p, None)} and 0.04 < waited < 4.0
 
 
 def test_isolated_queues_decode_everything_concurrently():

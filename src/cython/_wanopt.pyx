@@ -16,8 +16,10 @@ from vnfkit cimport (PacketBatch, DropReason, kFlagHasL4, kFlagFragment, batch_f
 
 cdef extern from *:
     """
+    #include <chrono>
     #include <cstdint>
     #include <cstring>
+    #include <thread>
     // Atomics on plain uint64_t words shared by worker threads (GCC/Clang builtins).
     static inline std::uint64_t wo_load_acquire(const std::uint64_t* p) noexcept { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
     static inline std::uint64_t wo_load_relaxed(const std::uint64_t* p) noexcept { return __atomic_load_n(p, __ATOMIC_RELAXED); }
@@ -29,6 +31,16 @@ cdef extern from *:
     }
     static inline void wo_fence_acquire() noexcept { __atomic_thread_fence(__ATOMIC_ACQUIRE); }
     static inline void wo_prefetch(const void* p) noexcept { __builtin_prefetch(p, 0, 1); }
+    static inline std::uint64_t wo_now_ns() noexcept {
+      return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+          std::chrono::steady_clock::now().time_since_epoch()).count());
+    }
+    // Back off while another worker stores what we wait for: a few yields, then short sleeps (a
+    // yield-only spin can starve the very thread it waits for on a loaded machine).
+    static inline void wo_backoff(unsigned round) noexcept {
+      if (round < 8) std::this_thread::yield();
+      else std::this_thread::sleep_for(std::chrono::microseconds(round < 64 ? 5 : 20));
+    }
     // Number of equal leading bytes of a[0, n) and b[0, n), 8 bytes at a time.
     static inline std::size_t wo_fwd_equal(const std::uint8_t* a, const std::uint8_t* b, std::size_t n) noexcept {
       std::size_t k = 0;
@@ -85,6 +97,8 @@ cdef extern from *:
     bint wo_cas(uint64_t* p, uint64_t* expected, uint64_t desired) noexcept nogil
     void wo_fence_acquire() noexcept nogil
     void wo_prefetch(const void* p) noexcept nogil
+    uint64_t wo_now_ns() noexcept nogil
+    void wo_backoff(unsigned round) noexcept nogil
     uint64_t wo_rotl(uint64_t x, unsigned r) noexcept nogil
     size_t wo_fwd_equal(const uint8_t* a, const uint8_t* b, size_t n) noexcept nogil
     size_t wo_bwd_equal(const uint8_t* a, const uint8_t* b, size_t n) noexcept nogil
@@ -144,14 +158,16 @@ cdef enum:
     D_FAIL_MISSING = 11      # shim references bytes this decoder does not have (evicted / not seen yet)
     D_FAIL_CRC = 12          # rebuilt payload fails the CRC32C of the header
     D_FAIL_TOO_BIG = 13      # decoded packet would not fit the IP length field
-    D_COUNT = 14
+    D_WAITED = 14            # shims that waited for another worker to store their bytes, then decoded
+    D_WAIT_NS = 15           # total time spent waiting (ns)
+    D_COUNT = 16
 
 ENCODER_STATS = ("packets_encoded", "packets_passthrough", "bytes_in", "bytes_out", "shims",
                  "bytes_matched", "packets_stored", "dropped_too_big")
 DECODER_STATS = ("packets_decoded", "packets_passthrough", "bytes_in", "bytes_out", "shims",
                  "packets_stored", "fail_truncated", "fail_bad_magic", "fail_bad_version",
                  "fail_bad_record", "fail_bad_length", "fail_missing_ref", "fail_bad_crc",
-                 "fail_too_big")
+                 "fail_too_big", "waited", "wait_ns")
 
 
 cdef class Stats:
@@ -360,6 +376,20 @@ cdef class Cache:
             memcpy(dst, self.ring + off, chunk)
             memcpy(dst + chunk, self.ring, n - chunk)
         return self._recheck(first, last, 0)
+
+    cdef bint _pending(self, uint64_t pos, uint64_t n) noexcept nogil:
+        """True if [pos, pos + n) is not all there yet but none of it was overwritten by a newer
+        generation: another worker may still store it."""
+        cdef uint64_t b, v, gen
+        cdef bint missing = False
+        for b in range(pos >> BLOCK_SHIFT, ((pos + n - 1) >> BLOCK_SHIFT) + 1):
+            v = wo_load_acquire(&self.stamps[b & self.block_mask])
+            gen = v & GEN_MASK
+            if gen > b + 1:
+                return False
+            if gen < b + 1 or (v & WRITING) != 0:
+                missing = True
+        return missing
 
     cdef uint64_t _store(self, uint64_t base_blk, const uint8_t* p, uint64_t n, uint64_t owner) noexcept nogil:
         """Write n bytes at absolute block base_blk (zero-padding the last block). Blocks that a newer
@@ -591,13 +621,15 @@ cdef inline uint64_t encoded_bound(uint64_t L) noexcept nogil:
 
 
 cdef int decode_payload(Cache cache, const uint8_t* q, uint64_t n, uint8_t* out, uint64_t room,
-                        uint64_t* out_len, uint64_t* counters) noexcept nogil:
+                        uint64_t* out_len, uint64_t* counters, uint64_t* budget_ns) noexcept nogil:
     """Decode n encoded bytes into out (room bytes available). Returns 0 or a D_FAIL_* counter index."""
     cdef uint64_t L, o = 0, i = HEADER_LEN, run, mlen, base_blk
     cdef int64_t ref
     cdef uint32_t crc
     cdef uint8_t tag
-    cdef uint64_t shims = 0
+    cdef uint64_t shims = 0, t0, t1
+    cdef unsigned spins
+    cdef bint waited = False
     if n < HEADER_LEN:
         return D_FAIL_TRUNCATED
     if q[0] != MAGIC:
@@ -628,8 +660,30 @@ cdef int decode_payload(Cache cache, const uint8_t* q, uint64_t n, uint8_t* out,
             if o + mlen > L:
                 return D_FAIL_LENGTH
             ref = <int64_t> (base_blk << BLOCK_SHIFT) + <int64_t> (<int32_t> get32(q + i + 3))
-            if ref < 0 or mlen > cache.ring_size or not cache._read(<uint64_t> ref, mlen, out + o):
+            if ref < 0 or mlen > cache.ring_size or ref + <int64_t> mlen > <int64_t> (GEN_MASK << BLOCK_SHIFT):
                 return D_FAIL_MISSING
+            if not cache._read(<uint64_t> ref, mlen, out + o):
+                # not there yet (another worker may be storing it): wait within the batch's budget
+                if budget_ns[0] == 0 or not cache._pending(<uint64_t> ref, mlen):
+                    return D_FAIL_MISSING
+                t0 = wo_now_ns()
+                spins = 0
+                while True:
+                    wo_backoff(spins)
+                    spins += 1
+                    if cache._read(<uint64_t> ref, mlen, out + o):
+                        waited = True
+                        break
+                    t1 = wo_now_ns()
+                    if t1 - t0 >= budget_ns[0] or not cache._pending(<uint64_t> ref, mlen):
+                        break
+                t1 = wo_now_ns()
+                counters[D_WAIT_NS] += t1 - t0
+                budget_ns[0] = 0 if t1 - t0 >= budget_ns[0] else budget_ns[0] - (t1 - t0)
+                if not waited:
+                    return D_FAIL_MISSING
+                counters[D_WAITED] += 1
+                waited = False
             o += mlen
             i += SHIM_LEN
             shims += 1
@@ -805,12 +859,13 @@ def encode_batch(Cache cache, object batch, uint16_t out_port, Stats stats, int 
         b.offsets.swap(offs)
 
 
-def decode_batch(Cache cache, object batch, uint16_t out_port, Stats stats):
+def decode_batch(Cache cache, object batch, uint16_t out_port, Stats stats, uint64_t wait_ns=0):
     """Decode every encoded TCP/UDP payload of a parsed batch in place (the data buffer is rebuilt).
 
     Packets without a TCP/UDP payload pass unchanged. A payload that does not decode (not in the
     encoded format, damaged, or referencing bytes this cache lacks) leaves the packet unchanged with
-    port 0 and drop OTHER, counted under its fail_* reason."""
+    port 0 and drop OTHER, counted under its fail_* reason. A shim whose bytes are not stored yet
+    (but not overwritten) waits for another worker to store them, up to `wait_ns` in all per call."""
     _ready(cache)
     if cache.encoder:
         raise ValueError("cache: a decoder needs a decoder cache")
@@ -849,7 +904,7 @@ def decode_batch(Cache cache, object batch, uint16_t out_port, Stats stats):
             en = pay_end - pay_off
             memcpy(g, f, pay_off)
             room = get16(f + pay_off + 2) if en >= HEADER_LEN else 0
-            rc = decode_payload(cache, f + pay_off, en, g + pay_off, room, &dl, ctr)
+            rc = decode_payload(cache, f + pay_off, en, g + pay_off, room, &dl, ctr, &wait_ns)
             if rc == 0:
                 memcpy(g + pay_off + dl, f + pay_end, flen - pay_end)
                 if not fix_headers(g, b.l3_offset[i], b.l4_offset[i], b.l4_len[i],
@@ -899,7 +954,7 @@ def encode_payload_bytes(Cache cache, const uint8_t[::1] payload, int owner=0):
     return bytes((<char*> out.data())[:elen])
 
 
-def decode_payload_bytes(Cache cache, const uint8_t[::1] encoded):
+def decode_payload_bytes(Cache cache, const uint8_t[::1] encoded, uint64_t wait_ns=0):
     """Decode one encoded payload; returns (payload bytes or None, failure name or None)."""
     _ready(cache)
     if cache.encoder:
@@ -913,7 +968,7 @@ def decode_payload_bytes(Cache cache, const uint8_t[::1] encoded):
     if encoded.shape[0] == 0:
         return None, DECODER_STATS[D_FAIL_TRUNCATED]
     with nogil:
-        rc = decode_payload(cache, &encoded[0], encoded.shape[0], out.data(), 65535, &dl, counters)
+        rc = decode_payload(cache, &encoded[0], encoded.shape[0], out.data(), 65535, &dl, counters, &wait_ns)
     if rc != 0:
         return None, DECODER_STATS[rc]
     return bytes((<char*> out.data())[:dl]), None

@@ -36,7 +36,11 @@ Design
   locks, and the Cython loop runs without the GIL, so workers encode in parallel. Decoders of one
   runner share one decoder cache the same way. A decoder worker can see a shim to a region that
   another queue's packet has not delivered yet; that packet is dropped with ``fail_missing_ref``
-  (cross-queue references are the price of one shared cache; a single-queue link never sees this).
+  (cross-queue references are the price of one shared cache; a single-queue link never sees this)
+  unless it waits: when a shim's blocks hold an *older* generation (not yet stored, not overwritten),
+  the decoder backs off (yields, then sleeps a few microseconds) and re-checks until they appear,
+  within a per-batch budget (``wait_us``). Each queue decodes in its encoding order, so these waits
+  cannot form a cycle: a referenced region was stored before the referencing packet was encoded.
   A decoder does not store a payload it could not rebuild, so later packets referencing it fail too
   until the encoder's cache has moved past it: a lossy or reordering path costs more than the lost
   packet. ``isolate_queues=True`` tags each region with the encoding queue (in the block stamp) and
@@ -197,15 +201,23 @@ class WanOptDecoder(VNF):
     """Decoder: rebuilds payloads encoded by :class:`WanOptimizer` from its own cache.
 
     Config: ``cache_size`` (the encoder's), ``out_port`` (default 1), ``cache_name``, or ``cache=`` a
-    :func:`DecoderCache`. Failures are dropped (port 0, DropReason.OTHER) and counted by reason.
+    :func:`DecoderCache`, and ``wait_us``: how long, in all per batch, a worker may wait for another
+    worker to store bytes that a shim references (default 2000 with several queues, else 0).
+    Failures are dropped (port 0, DropReason.OTHER) and counted by reason.
     """
 
     name = "wanopt-decoder"
 
     def setup(self, ctx: Context, **config: Any) -> None:
-        cfg = _config(config, cache_size=_DEFAULT_CACHE, out_port=1, cache_name="wanopt", cache=None)
-        cache_size, out_port, cache_name, cache = cfg.values()
+        cfg = _config(config, cache_size=_DEFAULT_CACHE, out_port=1, cache_name="wanopt", cache=None,
+                      wait_us=None)
+        cache_size, out_port, cache_name, cache, wait_us = cfg.values()
         self.out_port = _check_port(out_port)
+        if wait_us is None:
+            wait_us = 2000 if ctx.num_queues > 1 else 0
+        if not isinstance(wait_us, (int, float)) or isinstance(wait_us, bool) or not 0 <= wait_us <= 1e6:
+            raise ValueError(f"wait_us: must be a number in [0, 1e6], got {wait_us!r}")
+        self.wait_ns = int(wait_us * 1000)
         if cache is None:
             slot = _shared_slot(ctx.shared) if ctx.shared is not None else {}
             key = f"decoder:{cache_name}"
@@ -222,7 +234,7 @@ class WanOptDecoder(VNF):
         self._stats = _wanopt.Stats(_wanopt.DECODER_STATS)
 
     def process(self, batch: Any, ctx: Context) -> None:
-        _wanopt.decode_batch(self.cache, batch, self.out_port, self._stats)
+        _wanopt.decode_batch(self.cache, batch, self.out_port, self._stats, self.wait_ns)
 
     def stats(self) -> dict[str, int]:
         s: dict[str, int] = self._stats.as_dict()
