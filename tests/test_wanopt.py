@@ -607,6 +607,19 @@ def test_bad_encoder_config(kwargs, exc):
 
 
 def test_bad_decoder_config_and_wrong_objects():
+    d = WanOptDecoder()
+    d.setup(Context(1, 2), cache_size=1 << 16)
+    assert d.wait_ns == 2_000_000
+    d.setup(Context(0, 1), cache_size=1 << 16, wait_us=0.5)
+    assert d.wait_ns == 500
+    for bad in (-1, True, "1", 2e6):
+        with pytest.raises(ValueError, match="wait_us"):
+            WanOptDecoder().setup(Context(0, 1), wait_us=bad)
+    with pytest.raises(TypeError, match="isolate_queues"):
+        WanOptimizer().setup(Context(0, 1), isolate_queues=1)
+    e = WanOptimizer()
+    e.setup(Context(3, 4), cache_size=1 << 16, isolate_queues=True)
+    assert e.owner == 4
     with pytest.raises(TypeError):
         WanOptDecoder().setup(Context(0, 1), cache=EncoderCache(1 << 16))
     with pytest.raises(ValueError):
