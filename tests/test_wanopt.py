@@ -139,6 +139,15 @@ def test_rolling_hash_matches_reference(data, w):
     assert _wanopt.rolling_hashes(data, w) == buzhash_ref(data, w)
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.binary(min_size=0, max_size=400), st.sampled_from([8, 16, 32, 64]), st.integers(0, 5))
+def test_encoder_anchors_are_the_low_bit_zero_windows(data, w, bits):
+    cache = EncoderCache(1 << 16, window=w, anchor_bits=bits, min_match=max(w, 8))
+    hashes = _wanopt.rolling_hashes(data, w)
+    want = [(j, h) for j, h in enumerate(hashes) if h & ((1 << bits) - 1) == 0]
+    assert _wanopt.anchor_positions(cache, data) == want
+
+
 # ---------------------------------------------------------------------------------------------
 # payload-level round trips
 

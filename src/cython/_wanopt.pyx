@@ -8,7 +8,7 @@ per-block generation stamps + fingerprint table), the encoder and the decoder.""
 
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, int64_t
 from libc.stdlib cimport malloc, calloc, free
-from libc.string cimport memcpy, memset
+from libc.string cimport memcpy, memmove, memset
 from libcpp.vector cimport vector
 
 from vnfkit cimport (PacketBatch, DropReason, kFlagHasL4, kFlagFragment, batch_from_object,
@@ -529,6 +529,77 @@ cdef uint32_t header_crc(const uint8_t* hdr) noexcept nogil:
     return crc32c_bytes(hdr + 8, 6, crc)
 
 
+cdef inline uint64_t buz_init(const uint8_t* p, uint64_t w) noexcept nogil:
+    cdef uint64_t h = 0, k
+    for k in range(w):
+        h = wo_rotl(h, 1) ^ BUZ[p[k]]
+    return h
+
+
+cdef uint64_t find_anchors(Cache cache, const uint8_t* p, uint64_t L, uint64_t* anc_pos,
+                           uint64_t* anc_h) noexcept nogil:
+    """Windows p[j, j + window) whose Buzhash has its low anchor_bits bits zero, in order: their start
+    positions and hashes (arrays of at least L entries). Returns how many.
+
+    Branch-free (every window is written; the count advances only on anchors, a coin flip for a
+    branch predictor), and two independent hash chains (first and second half of the windows)
+    interleaved so that their rotate/xor latencies overlap."""
+    cdef uint64_t w = <uint64_t> cache.window
+    cdef uint64_t amask = (1ULL << cache.anchor_bits) - 1
+    cdef const uint64_t* buzw = cache.buzw
+    cdef uint64_t nwin, M, k, na = 0, nb = 0, ha, hb, j
+    if L < w:
+        return 0
+    nwin = L - w + 1
+    M = nwin >> 1
+    if M < 16:
+        ha = buz_init(p, w)
+        for j in range(nwin):
+            anc_pos[na] = j
+            anc_h[na] = ha
+            na += <uint64_t> ((ha & amask) == 0)
+            if j + 1 < nwin:
+                ha = wo_rotl(ha, 1) ^ buzw[p[j]] ^ BUZ[p[j + w]]
+        return na
+    # chain A: windows [0, M); chain B: windows [M, nwin), written from index M on, moved down after
+    ha = buz_init(p, w)
+    hb = buz_init(p + M, w)
+    for k in range(M):
+        anc_pos[na] = k
+        anc_h[na] = ha
+        na += <uint64_t> ((ha & amask) == 0)
+        anc_pos[M + nb] = M + k
+        anc_h[M + nb] = hb
+        nb += <uint64_t> ((hb & amask) == 0)
+        if k + 1 < M:
+            ha = wo_rotl(ha, 1) ^ buzw[p[k]] ^ BUZ[p[k + w]]
+            hb = wo_rotl(hb, 1) ^ buzw[p[M + k]] ^ BUZ[p[M + k + w]]
+    j = 2 * M
+    if j < nwin:   # an odd number of windows: B has one more
+        hb = wo_rotl(hb, 1) ^ buzw[p[j - 1]] ^ BUZ[p[j - 1 + w]]
+        anc_pos[M + nb] = j
+        anc_h[M + nb] = hb
+        nb += <uint64_t> ((hb & amask) == 0)
+    if nb and na < M:
+        memmove(anc_pos + na, anc_pos + M, nb * sizeof(uint64_t))
+        memmove(anc_h + na, anc_h + M, nb * sizeof(uint64_t))
+    return na + nb
+
+
+def anchor_positions(Cache cache, const uint8_t[::1] data):
+    """Start positions of the anchors of `data` as the encoder finds them (for tests)."""
+    _ready(cache)
+    cdef uint64_t L = data.shape[0], n
+    cdef vector[uint64_t] pos, hs
+    if L == 0:
+        return []
+    pos.resize(L + 1)
+    hs.resize(L + 1)
+    with nogil:
+        n = find_anchors(cache, &data[0], L, pos.data(), hs.data())
+    return [(pos[k], hs[k]) for k in range(n)]
+
+
 cdef uint64_t encode_payload(Cache cache, const uint8_t* p, uint64_t L, uint8_t* out, uint64_t owner,
                              uint64_t* anc_pos, uint64_t* anc_h, uint64_t* counters) noexcept nogil:
     """Encode payload p[0, L) into out (room for encoded_bound(L) bytes). Returns the encoded length."""
@@ -536,29 +607,18 @@ cdef uint64_t encode_payload(Cache cache, const uint8_t* p, uint64_t L, uint8_t*
     cdef uint64_t amask = (1ULL << cache.anchor_bits) - 1
     cdef unsigned tshift = 64 - cache.table_bits
     cdef uint64_t nanc = 0, j, h = 0, e, c, covered = 0, mlen, m_start = 0, m_cache = 0, nb
-    cdef uint64_t base_blk, base_abs, idx, tag
+    cdef uint64_t base_blk, base_abs, idx, tag, last
+    cdef const uint64_t* buzw = cache.buzw
     cdef int64_t delta, got
     cdef bint stored = L >= <uint64_t> cache.min_store
     cdef uint8_t* q = out + HEADER_LEN
     cdef uint32_t crc
 
-    # 1. content-defined anchors: windows whose Buzhash has its low anchor_bits bits zero
-    if L >= w:
-        for j in range(w):
-            h = wo_rotl(h, 1) ^ BUZ[p[j]]
-        j = 0
-        while True:
-            if (h & amask) == 0:
-                anc_pos[nanc] = j
-                anc_h[nanc] = h
-                nanc += 1
-            if j + w >= L:
-                break
-            h = wo_rotl(h, 1) ^ cache.buzw[p[j]] ^ BUZ[p[j + w]]
-            j += 1
-        # prefetch every anchor's fingerprint slot before looking any up (misses overlap)
-        for j in range(nanc):
-            wo_prefetch(&cache.fps[(anc_h[j] >> tshift) & cache.fp_mask])
+    # 1. content-defined anchors, then prefetch every anchor's fingerprint slot before looking any
+    #    up (the cache misses overlap)
+    nanc = find_anchors(cache, p, L, anc_pos, anc_h)
+    for j in range(nanc):
+        wo_prefetch(&cache.fps[(anc_h[j] >> tshift) & cache.fp_mask])
 
     # 2. reserve this payload's cache region (every worker thread shares the write position)
     if stored:
