@@ -1,1 +1,1 @@
-"""The middleboxes shipped with vnfkit, built with the same public API a user has."""
+"""The middleboxes shipped with vnfkit (one module each; the CLI registry is filled by the lead)."""
