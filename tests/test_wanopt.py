@@ -228,9 +228,13 @@ def test_frames_round_trip_with_valid_checksums(v6, udp):
     assert s["packets_encoded"] == len(payloads) - 1 and s["packets_passthrough"] == 1
     assert s["bytes_in"] == sum(len(p) for p in payloads)
     assert s["bytes_out"] < s["bytes_in"] and s["shims"] > 0
+    if hasattr(eb, "verify_checksums"):  # the packet helper's verifier, on the columns we updated
+        assert eb.verify_checksums().all()
     db, dst = run_decode(dec, encoded)
     assert np.all(db.port == 1) and np.all(db.drop == 0)
     assert [db.packet(i) for i in range(len(db))] == frames
+    if hasattr(db, "verify_checksums"):
+        assert db.verify_checksums().all()
     assert [int(x) for x in db.l4_len] == [int(x) for x in parsed(frames).l4_len]
     d = dst.as_dict()
     assert d["packets_decoded"] == len(payloads) - 1 and d["bytes_out"] == s["bytes_in"]
@@ -592,6 +596,28 @@ def test_vnf_in_runner():
     with Runner(WanOptDecoder, queues=1, shared=object(), config={"cache_size": 1 << 18}) as r:
         res = r.run([parsed(outs)], on_output=lambda q, b: got.extend(b.packet(i) for i in range(len(b))))
     assert got == frames and res.vnf_stats["decode_failures"] == 0
+
+
+@pytest.mark.skipif(not hasattr(_core.PacketBatch, "select"), reason="needs PacketBatch.select (packet parser)")
+@pytest.mark.parametrize("isolate", [False, True])
+def test_vnfs_in_two_queue_runners(isolate):
+    from vnfkit.vnf import Runner
+
+    rng = random.Random(21)
+    payloads = http_like(240, rng)
+    frames = [frame(p, sport=2000 + rng.randrange(64), dport=80) for p in payloads]
+    cfg = {"cache_size": 1 << 20, "isolate_queues": isolate}
+    encoded: list[bytes] = []
+    with Runner(WanOptimizer, queues=2, config=cfg) as r:
+        res = r.run([parsed(frames[lo:lo + 60]) for lo in range(0, 240, 60)],
+                    on_output=lambda q, b: encoded.extend(b.packet(i) for i in range(len(b))))
+    assert res.forwarded == 240 and res.vnf_stats["bytes_out"] < res.vnf_stats["bytes_in"]
+    decoded: list[bytes] = []
+    with Runner(WanOptDecoder, queues=2, config={"cache_size": 1 << 20, "wait_us": 1e6}) as r:
+        res = r.run([parsed(encoded[lo:lo + 60]) for lo in range(0, 240, 60)],
+                    on_output=lambda q, b: decoded.extend(b.packet(i) for i in range(len(b)) if b.port[i]))
+    assert res.vnf_stats["decode_failures"] == 0
+    assert sorted(decoded) == sorted(frames)
 
 
 @pytest.mark.parametrize("kwargs,exc", [
