@@ -62,14 +62,37 @@ CRC_STAGE = textwrap.dedent('''
         return out, int(kFlagHasL4), b.data.size(), b.offsets.size()
 ''')
 
+CSUM_STAGE = textwrap.dedent('''
+    # cython: language_level=3
+    # distutils: language = c++
+    from libc.stdint cimport uint8_t
+    from libcpp.vector cimport vector
+    from vnfkit cimport (PacketBatch, batch_from_object, fix_checksums, verify_checksums,
+                         ipv4_header_checksum, VNFKIT_HAS_CHECKSUM)
+
+    def fix_and_verify(batch):
+        cdef PacketBatch* b = batch_from_object(batch)
+        cdef vector[uint8_t] ok
+        ok.resize(b.size())
+        with nogil:
+            fix_checksums(b[0])
+            verify_checksums(b[0], ok.data())
+        return [bool(ok[i]) for i in range(b.size())], VNFKIT_HAS_CHECKSUM
+
+    def ip_checksum(const uint8_t[::1] hdr):
+        return ipv4_header_checksum(&hdr[0], hdr.shape[0])
+''')
+
 SETUP = textwrap.dedent('''
+    from pathlib import Path
     from Cython.Build import cythonize
     from setuptools import setup
     from vnfkit.cython_support import extension, get_include
-    setup(name="stages", ext_modules=cythonize(
-        [extension("ttl_guard", ["ttl_guard.pyx"], link_engine=False),
-         extension("crc_stage", ["crc_stage.pyx"])],
-        include_path=get_include(), language_level=3, quiet=True))
+    exts = [extension("ttl_guard", ["ttl_guard.pyx"], link_engine=False),
+            extension("crc_stage", ["crc_stage.pyx"])]
+    if any((Path(d) / "vnfkit" / "packet" / "checksum.hpp").is_file() for d in get_include()):
+        exts.append(extension("csum_stage", ["csum_stage.pyx"]))
+    setup(name="stages", ext_modules=cythonize(exts, include_path=get_include(), language_level=3, quiet=True))
 ''')
 
 
@@ -89,6 +112,7 @@ def built_stages(tmp_path_factory):
     d = tmp_path_factory.mktemp("stages")
     shutil.copy(EXAMPLES / "ttl_guard.pyx", d)
     (d / "crc_stage.pyx").write_text(CRC_STAGE)
+    (d / "csum_stage.pyx").write_text(CSUM_STAGE)
     (d / "setup.py").write_text(SETUP)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(Path(vnfkit.__file__).parent.parent), env.get("PYTHONPATH", "")])
@@ -99,9 +123,14 @@ def built_stages(tmp_path_factory):
     try:
         import crc_stage
         import ttl_guard
+
+        try:
+            import csum_stage
+        except ImportError:  # engine without the packet helper's checksum.hpp
+            csum_stage = None
     finally:
         sys.path.remove(str(d))
-    return ttl_guard, crc_stage
+    return ttl_guard, crc_stage, csum_stage
 
 
 def _frame(ttl: int) -> bytes:
@@ -110,7 +139,7 @@ def _frame(ttl: int) -> bytes:
 
 
 def test_documented_example_stage_compiles_and_works(built_stages):
-    ttl_guard, _ = built_stages
+    ttl_guard, _, _ = built_stages
     frames = [_frame(t) for t in (64, 1, 2, 0)]
     b = _core.PacketBatch(frames)
     b.l3_offset[:] = 14
@@ -133,10 +162,36 @@ def test_documented_example_stage_compiles_and_works(built_stages):
 
 
 def test_stage_linked_to_the_engine_library(built_stages):
-    _, crc_stage = built_stages
+    _, crc_stage, _ = built_stages
     frames = [_frame(t) for t in (5, 6, 7)] + [b"", b"123456789"]
     b = _core.PacketBatch(frames)
     crcs, flag, nbytes, noffsets = crc_stage.packet_crcs(b)
     assert crcs == [crc32c_ref(f) for f in frames]
     assert crc32c_ref(b"123456789") == 0xE3069283  # the CRC32C check value
     assert flag == 4 and nbytes == int(np.sum([len(f) for f in frames])) and noffsets == len(frames) + 1
+
+
+def test_stage_using_the_packet_helpers_checksums(built_stages):
+    csum_stage = built_stages[2]
+    if csum_stage is None:
+        pytest.skip("engine built without vnfkit/packet/checksum.hpp")
+    frames = []
+    for ttl in (3, 4, 5):
+        pkt = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / IP(src="10.0.0.1", dst="10.0.0.2", ttl=ttl) \
+            / UDP(sport=5, dport=6) / b"abc"
+        raw = bytearray(bytes(pkt))
+        raw[24:26] = b"\x00\x00"  # break the IPv4 and UDP checksums
+        raw[40:42] = b"\x12\x34"
+        frames.append(bytes(raw))
+    b = _core.PacketBatch(frames)
+    b.parse()
+    assert not b.verify_checksums().any()
+    ok, has = csum_stage.fix_and_verify(b)
+    assert has == 1 and ok == [True, True, True]
+    for i in range(3):
+        pkt = Ether(b.packet(i))
+        redo = Ether(b.packet(i))
+        del redo[IP].chksum, redo[UDP].chksum
+        again = Ether(bytes(redo))
+        assert (again[IP].chksum, again[UDP].chksum) == (pkt[IP].chksum, pkt[UDP].chksum)
+        assert csum_stage.ip_checksum(b.packet(i)[14:34]) == pkt[IP].chksum

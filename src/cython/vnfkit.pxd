@@ -123,3 +123,44 @@ cdef inline PacketBatch* batch_from_object(object batch) except NULL:
     if not isinstance(batch, _core.PacketBatch):
         raise TypeError(f"expected a vnfkit PacketBatch, got {type(batch).__name__}")
     return <PacketBatch*> <uintptr_t> batch._engine_ptr()
+
+
+# Internet checksums (RFC 1071 / RFC 1624) of the packet helper (vnfkit/packet/checksum.hpp; the
+# non-constexpr ones need the engine library). Included only where the header exists, so this file
+# also works with engines built before the packet parser; using a name without it fails to compile.
+cdef extern from *:
+    """
+    #if __has_include("vnfkit/packet/checksum.hpp")
+    #include <span>
+    #include "vnfkit/packet/checksum.hpp"
+    #define VNFKIT_HAS_CHECKSUM 1
+    static inline std::uint16_t vnfkit_ipv4_header_checksum(const std::uint8_t* hdr, std::size_t n) noexcept {
+      return vnfkit::packet::ipv4_header_checksum(std::span<const std::uint8_t>(hdr, n));
+    }
+    static inline std::uint16_t vnfkit_l4_checksum(const std::uint8_t* src, const std::uint8_t* dst, bool v6,
+                                                   std::uint8_t proto, const std::uint8_t* l4, std::size_t n) noexcept {
+      return vnfkit::packet::l4_checksum(src, dst, v6, proto, std::span<const std::uint8_t>(l4, n));
+    }
+    #else
+    #define VNFKIT_HAS_CHECKSUM 0
+    #endif
+    """
+    const int VNFKIT_HAS_CHECKSUM    # 1 if the declarations below are usable
+    # unfolded ones'-complement partial sum of n bytes, added to `sum`
+    uint32_t sum_bytes "vnfkit::packet::sum_bytes" (const uint8_t* p, size_t n, uint32_t sum) nogil
+    # end-around carry to 16 bits (the checksum to write is ~fold(sum))
+    uint16_t fold "vnfkit::packet::fold" (uint32_t sum) nogil
+    # RFC 1624 eqn. 3 for a 16-bit / 32-bit field changing from m_old to m_new
+    uint16_t checksum_update16 "vnfkit::packet::checksum_update16" (uint16_t hc, uint16_t m_old, uint16_t m_new) nogil
+    uint16_t checksum_update32 "vnfkit::packet::checksum_update32" (uint16_t hc, uint32_t m_old, uint32_t m_new) nogil
+    # offset of the checksum field in the L4 header of `proto`, -1 if none handled
+    int l4_checksum_pos "vnfkit::packet::l4_checksum_pos" (uint8_t proto) nogil
+    # per packet of a parsed batch: 1 if every checksum it carries is right
+    void verify_checksums "vnfkit::packet::verify_checksums" (const PacketBatch& batch, uint8_t* out) nogil
+    # recompute every checksum of every non-dropped packet of a parsed batch in full
+    void fix_checksums "vnfkit::packet::fix_checksums" (PacketBatch& batch) nogil
+    # IPv4 header checksum of hdr[0, n) as if its checksum field were zero
+    uint16_t ipv4_header_checksum "vnfkit_ipv4_header_checksum" (const uint8_t* hdr, size_t n) nogil
+    # TCP/UDP/ICMPv6 (pseudo header from src/dst, 4 or 16 bytes) or ICMPv4 checksum of l4[0, n)
+    uint16_t l4_checksum "vnfkit_l4_checksum" (const uint8_t* src, const uint8_t* dst, bool v6, uint8_t proto,
+                                               const uint8_t* l4, size_t n) nogil
