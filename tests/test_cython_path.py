@@ -195,3 +195,9 @@ def test_stage_using_the_packet_helpers_checksums(built_stages):
         again = Ether(bytes(redo))
         assert (again[IP].chksum, again[UDP].chksum) == (pkt[IP].chksum, pkt[UDP].chksum)
         assert csum_stage.ip_checksum(b.packet(i)[14:34]) == pkt[IP].chksum
+
+
+def test_wan_optimizer_uses_the_packet_helpers_checksums_when_the_engine_has_them():
+    from vnfkit import _wanopt
+
+    assert _wanopt.ENGINE_CHECKSUMS == hasattr(_core.PacketBatch, "verify_checksums")

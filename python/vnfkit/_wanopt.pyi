@@ -4,6 +4,7 @@ from typing import Any
 from typing_extensions import disjoint_base
 
 MAGIC_BYTE: int
+ENGINE_CHECKSUMS: bool
 FORMAT_VERSION: int
 HEADER_BYTES: int
 SHIM_BYTES: int

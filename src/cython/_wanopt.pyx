@@ -88,6 +88,40 @@ cdef extern from *:
       while (s >> 16) s = (s & 0xFFFFu) + (s >> 16);
       return static_cast<std::uint16_t>(s);
     }
+    // Full IPv4 header / TCP-UDP checksums (the value to write, computed as if the field were zero):
+    // the packet helper's functions where the engine has them, else the same sums done here.
+    #if __has_include("vnfkit/packet/checksum.hpp")
+    #include <span>
+    #include "vnfkit/packet/checksum.hpp"
+    #define WO_ENGINE_CHECKSUMS 1
+    static inline std::uint16_t wo_ipv4_checksum(const std::uint8_t* h, std::size_t n) noexcept {
+      return vnfkit::packet::ipv4_header_checksum(std::span<const std::uint8_t>(h, n));
+    }
+    static inline std::uint16_t wo_l4_checksum(const std::uint8_t* src, const std::uint8_t* dst, bool v6,
+                                               std::uint8_t proto, const std::uint8_t* l4, std::size_t n) noexcept {
+      return vnfkit::packet::l4_checksum(src, dst, v6, proto, std::span<const std::uint8_t>(l4, n));
+    }
+    #else
+    #define WO_ENGINE_CHECKSUMS 0
+    static inline std::uint16_t wo_ipv4_checksum(const std::uint8_t* h, std::size_t n) noexcept {
+      // the checksum field (bytes 10-11) counts as zero
+      std::uint64_t s = wo_sum(h, 10, 0);
+      s = wo_sum(h + 12, n - 12, s);
+      return static_cast<std::uint16_t>(~wo_fold(s));
+    }
+    static inline std::uint16_t wo_l4_checksum(const std::uint8_t* src, const std::uint8_t* dst, bool v6,
+                                               std::uint8_t proto, const std::uint8_t* l4, std::size_t n) noexcept {
+      const std::size_t alen = v6 ? 16 : 4;
+      const std::size_t cpos = proto == 6 ? 16 : 6;
+      std::uint64_t s = wo_sum(src, alen, 0);
+      s = wo_sum(dst, alen, s);
+      s += proto;
+      s += n;
+      s = wo_sum(l4, cpos, s);
+      s = wo_sum(l4 + cpos + 2, n - cpos - 2, s);
+      return static_cast<std::uint16_t>(~wo_fold(s));
+    }
+    #endif
     """
     uint64_t wo_load_acquire(const uint64_t* p) noexcept nogil
     uint64_t wo_load_relaxed(const uint64_t* p) noexcept nogil
@@ -104,6 +138,10 @@ cdef extern from *:
     size_t wo_bwd_equal(const uint8_t* a, const uint8_t* b, size_t n) noexcept nogil
     uint64_t wo_sum(const uint8_t* p, size_t n, uint64_t s) noexcept nogil
     uint16_t wo_fold(uint64_t s) noexcept nogil
+    uint16_t wo_ipv4_checksum(const uint8_t* h, size_t n) noexcept nogil
+    uint16_t wo_l4_checksum(const uint8_t* src, const uint8_t* dst, bint v6, uint8_t proto, const uint8_t* l4,
+                            size_t n) noexcept nogil
+    const int WO_ENGINE_CHECKSUMS
 
 
 # ---- encoded payload format (see vnfkit/nfs/wanopt.py) ----
@@ -125,6 +163,7 @@ MAX_OWNER = 0x7FFF
 cdef uint64_t MAX_BLOCK = (1ULL << 48) - 1
 
 MAGIC_BYTE = MAGIC
+ENGINE_CHECKSUMS = bool(WO_ENGINE_CHECKSUMS)   # True when built with the packet helper's checksums
 FORMAT_VERSION = VERSION
 HEADER_BYTES = HEADER_LEN
 SHIM_BYTES = SHIM_LEN
@@ -810,8 +849,8 @@ cdef bint fix_headers(uint8_t* f, uint32_t l3, uint32_t l4, uint32_t old_l4len, 
     cdef int64_t delta = <int64_t> new_l4len - <int64_t> old_l4len
     cdef int64_t tot
     cdef uint32_t ihl
-    cdef uint64_t s
     cdef uint16_t cs
+    cdef bint v6 = (f[l3] >> 4) == 6
     cdef int cpos = 16 if proto == 6 else 6
     if new_l4len > 65535:
         return False
@@ -821,26 +860,20 @@ cdef bint fix_headers(uint8_t* f, uint32_t l3, uint32_t l4, uint32_t old_l4len, 
             return False
         put16(f + l3 + 2, <uint32_t> tot)
         ihl = <uint32_t> (f[l3] & 0x0F) * 4
-        f[l3 + 10] = 0
-        f[l3 + 11] = 0
-        put16(f + l3 + 10, <uint32_t> (~wo_fold(wo_sum(f + l3, ihl, 0)) & 0xFFFF))
-        s = wo_sum(f + l3 + 12, 8, 0)
+        put16(f + l3 + 10, wo_ipv4_checksum(f + l3, ihl))
     else:
         tot = <int64_t> get16(f + l3 + 4) + delta
         if tot < 0 or tot > 65535:
             return False
         put16(f + l3 + 4, <uint32_t> tot)
-        s = wo_sum(f + l3 + 8, 32, 0)
     if proto == 17:
         put16(f + l4 + 4, new_l4len)
         if (f[l3] >> 4) == 4 and f[l4 + 6] == 0 and f[l4 + 7] == 0:
             return True        # UDP over IPv4 without a checksum stays without one
-    s += proto
-    s += new_l4len
-    f[l4 + cpos] = 0
-    f[l4 + cpos + 1] = 0
-    s = wo_sum(f + l4, new_l4len, s)
-    cs = <uint16_t> (~wo_fold(s) & 0xFFFF)
+    if v6:
+        cs = wo_l4_checksum(f + l3 + 8, f + l3 + 24, True, proto, f + l4, new_l4len)
+    else:
+        cs = wo_l4_checksum(f + l3 + 12, f + l3 + 16, False, proto, f + l4, new_l4len)
     if proto == 17 and cs == 0:
         cs = 0xFFFF
     put16(f + l4 + cpos, cs)
