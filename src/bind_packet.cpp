@@ -246,6 +246,9 @@ void bind_packet(py::module_& m) {
         return py::bytes(reinterpret_cast<const char*>(p.data()), p.size());
       }, py::arg("index"))
       .def("validate", &PacketBatch::validate)
+      .def("_engine_ptr", [](PacketBatch& b) { return reinterpret_cast<std::uintptr_t>(&b); },
+           "Address of the engine PacketBatch (for Cython stages, see docs/cython.md); valid only while\n"
+           "this Python object lives, and only within the same process.")
       .def_property_readonly("data", [](py::object self) {
         auto& b = self.cast<PacketBatch&>();
         return view1d(b.data.data(), b.data.size(), self);

@@ -11,6 +11,8 @@ name (CLI)                class                                      what it is
 ``monitor``               :class:`vnfkit.nfs.monitor.Monitor`        per-flow + shared per-prefix counters
 ``adaptive_lb``           :class:`vnfkit.nfs.adaptive_lb.AdaptiveLB` least-loaded backend for new flows
 ``qos``                   :class:`vnfkit.nfs.qos.QoS`                shared token buckets per traffic class
+``wanopt``                :class:`vnfkit.nfs.wanopt.WanOptimizer`    redundancy elimination encoder (Cython stage)
+``wanopt-decoder``        :class:`vnfkit.nfs.wanopt.WanOptDecoder`   its decoder
 ========================  =========================================  ==============================
 
 Modules are imported on first use, so ``import vnfkit`` stays cheap.
@@ -28,6 +30,8 @@ REGISTRY: dict[str, tuple[str, str]] = {
     "monitor": ("vnfkit.nfs.monitor", "Monitor"),
     "adaptive_lb": ("vnfkit.nfs.adaptive_lb", "AdaptiveLB"),
     "qos": ("vnfkit.nfs.qos", "QoS"),
+    "wanopt": ("vnfkit.nfs.wanopt", "WanOptimizer"),
+    "wanopt-decoder": ("vnfkit.nfs.wanopt", "WanOptDecoder"),
 }
 
 
