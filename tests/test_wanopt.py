@@ -555,15 +555,14 @@ def test_owner_tags_restrict_matches():
 # the VNF classes
 
 def test_vnf_classes_share_caches_through_ctx_shared_and_count():
-    class Shared:
-        pass
+    from vnfkit.state import SharedState
 
-    shared = Shared()
+    shared = SharedState()
     ctxs = [Context(q, 2, shared=shared) for q in range(2)]
     encs = [WanOptimizer() for _ in ctxs]
     decs = [WanOptDecoder() for _ in ctxs]
     for v, c in zip(encs, ctxs):
-        v.setup(c, cache_size=1 << 18, min_match=40, window=32)
+        v.setup(c, cache_size=1 << 18, min_match=40, window=32, isolate_queues=False)
     for v, c in zip(decs, ctxs):
         v.setup(c, cache_size=1 << 18)
     assert encs[0].cache is encs[1].cache and decs[0].cache is decs[1].cache
@@ -589,12 +588,12 @@ def test_vnf_in_runner():
     payloads = http_like(50, random.Random(9))
     frames = [frame(p) for p in payloads]
     outs: list[bytes] = []
-    with Runner(WanOptimizer, queues=1, shared=object(), config={"cache_size": 1 << 18}) as r:
+    with Runner(WanOptimizer, queues=1, config={"cache_size": 1 << 18}) as r:
         res = r.run([parsed(frames[:25]), parsed(frames[25:])],
                     on_output=lambda q, b: outs.extend(b.packet(i) for i in range(len(b))))
     assert res.forwarded == 50 and res.vnf_stats["shims"] > 0
     got: list[bytes] = []
-    with Runner(WanOptDecoder, queues=1, shared=object(), config={"cache_size": 1 << 18}) as r:
+    with Runner(WanOptDecoder, queues=1, config={"cache_size": 1 << 18}) as r:
         res = r.run([parsed(outs)], on_output=lambda q, b: got.extend(b.packet(i) for i in range(len(b))))
     assert got == frames and res.vnf_stats["decode_failures"] == 0
 
