@@ -15,10 +15,11 @@ from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
 
+from _replay import _same, record_and_replay
 from vnfkit import _core, traffic
 from vnfkit.nfs.adaptive_lb import AdaptiveLB, least_loaded
 from vnfkit.packets import from_scapy, to_scapy
-from vnfkit.state import Replayer, SharedState
+from vnfkit.state import SharedState
 from vnfkit.vnf import Context, Runner, iter_batches
 
 E = lambda: Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")  # noqa: E731 (no ARP/ND lookups)
@@ -220,47 +221,6 @@ def test_runner_two_queues_exact_shared_totals_and_tight_balance():
     for ob in outputs:
         assert ob.verify_checksums().all()
         assert set(ob.key["dst"][:, 3].tolist()) <= {1, 2, 3, 4, 5}
-
-
-def record_and_replay(vnf_cls, config, batches, queues=2):
-    """Run `batches` through a `queues`-worker Runner recording each worker's inputs and decisions,
-    then replay every worker's determinant log on a fresh SharedState, one worker after the other.
-    Returns (recorded decisions, replayed decisions, master state image, replayed state image)."""
-    inputs = {q: [] for q in range(queues)}
-    decided = {q: [] for q in range(queues)}
-
-    class Recording(vnf_cls):
-        def process(self, batch, ctx):
-            inputs[ctx.queue].append(batch.select(np.arange(len(batch), dtype=np.uint32)))
-            super().process(batch, ctx)
-            decided[ctx.queue].append((batch.port.copy(), batch.drop.copy(), batch.to_list()))
-
-    shared = SharedState()
-    with Runner(Recording, queues=queues, config=config, shared=shared) as r:
-        r.run(batches)
-    chunks = [shared.context(q).drain_chunk() for q in range(queues)]
-    backup = SharedState()
-    workers = []
-    for q in range(queues):
-        ctx = Context(q, queues, shared=backup)
-        v = vnf_cls()
-        v.setup(ctx, **config)  # declares the same variables in the same order
-        workers.append((v, ctx))
-    rp = Replayer(backup, chunks)
-    replayed = {q: [] for q in range(queues)}
-    for q, (v, ctx) in enumerate(workers):
-        ctx.state_context = rp.context(q)
-        for b in inputs[q]:
-            v.process(b, ctx)
-            replayed[q].append((b.port.copy(), b.drop.copy(), b.to_list()))
-    rp.finish()
-    return decided, replayed, shared.snapshot(), backup.snapshot()
-
-
-def _same(a, b):
-    return all(len(a[q]) == len(b[q]) and all(
-        np.array_equal(x[0], y[0]) and np.array_equal(x[1], y[1]) and x[2] == y[2] for x, y in zip(a[q], b[q]))
-        for q in a)
 
 
 def test_replay_of_racing_workers_reproduces_every_backend_choice():
