@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from vnfkit import _core, traffic
+from vnfkit import _core
 from vnfkit.classify import MultiQueueClassifier
 from vnfkit.nfs.mazunat import EXTERNAL, INTERNAL, MazuNAT
 from vnfkit.state import SharedState

@@ -14,7 +14,6 @@ corruption; legitimately odd input (empty arrays, full tables) behaves correctly
 from __future__ import annotations
 
 import inspect
-import re
 from typing import Any, Callable
 
 import numpy as np
