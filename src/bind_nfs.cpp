@@ -6,6 +6,19 @@
 using vnfkit::bridge::require_1d;
 using vnfkit::packet::PacketBatch;
 
+namespace {
+// records: a writable C-contiguous 1-D array of plain bytes (the engine writes raw uint64 fields into
+// it, so an object dtype, whose items are PyObject pointers, must never reach it).
+void check_records(const py::array& records) {
+  if (records.ndim() != 1 || !(records.flags() & py::array::c_style) || !records.writeable()) {
+    throw py::type_error("records: expected a writable C-contiguous 1-D array");
+  }
+  if (records.dtype().attr("hasobject").cast<bool>()) {
+    throw py::type_error("records: dtype must not hold Python objects");
+  }
+}
+}  // namespace
+
 void bind_nfs(py::module_& m) {
   m.def("split_gateway", [](PacketBatch& b, std::uint32_t inside_net, std::uint32_t inside_mask, std::uint32_t addr,
                             std::uint16_t out_port, std::uint16_t in_port, bool ports_only) {
@@ -36,9 +49,7 @@ void bind_nfs(py::module_& m) {
   m.def("touch_deadlines", [](py::array& records, std::size_t deadline_offset, std::size_t timeout_offset,
                               const py::array& slots, const py::array& ts, const py::object& flags,
                               std::uint8_t close_mask, std::uint64_t close_timeout) {
-    if (records.ndim() != 1 || !(records.flags() & py::array::c_style) || !records.writeable()) {
-      throw py::type_error("records: expected a writable C-contiguous 1-D array");
-    }
+    check_records(records);
     require_1d<std::uint32_t>(slots, "slots");
     require_1d<std::uint64_t>(ts, "ts");
     const auto n = static_cast<std::size_t>(slots.shape(0));
@@ -74,9 +85,7 @@ void bind_nfs(py::module_& m) {
   m.def("touch_deadlines_at", [](py::array& records, std::size_t deadline_offset, std::size_t timeout_offset,
                                  const py::array& slots, PacketBatch& b, const py::array& indices,
                                  std::uint8_t close_mask, std::uint64_t close_timeout) {
-    if (records.ndim() != 1 || !(records.flags() & py::array::c_style) || !records.writeable()) {
-      throw py::type_error("records: expected a writable C-contiguous 1-D array");
-    }
+    check_records(records);
     require_1d<std::uint32_t>(slots, "slots");
     require_1d<std::uint32_t>(indices, "indices");
     const auto n = static_cast<std::size_t>(slots.shape(0));

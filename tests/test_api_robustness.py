@@ -543,6 +543,82 @@ def rp_garbage_records():
     r["op"] = 77
     Replayer(SharedState(), [_core.encode_log_chunk(0, 0, r)]).finish()
 
+# ---- nfs (gateway primitives)
+REC = np.dtype([("deadline", U64), ("timeout", U64), ("other", U32)])
+
+
+def records(n: int = 4) -> np.ndarray:
+    return np.zeros(n, REC)
+
+
+S0, T5 = np.array([0], U32), np.array([5], U64)
+@case("split_gateway", TypeError, "incompatible function arguments")
+def split_not_a_batch(): _core.split_gateway(np.zeros(4, U8), 0x0A000000, 0xFF000000, 1)
+@case("split_gateway", TypeError, "incompatible function arguments")
+def split_negative_net(): _core.split_gateway(parsed(), -1, 0xFF000000, 1)
+@case("split_gateway", TypeError, "incompatible function arguments")
+def split_port_too_big(): _core.split_gateway(parsed(), 0x0A000000, 0xFF000000, 1, out_port=65536)
+@case("touch_deadlines", TypeError, "records: expected a writable C-contiguous 1-D array")
+def touch_records_strided(): _core.touch_deadlines(records(8)[::2], 0, 8, S0, T5)
+@case("touch_deadlines", TypeError, "records: expected a writable C-contiguous 1-D array")
+def touch_records_2d(): _core.touch_deadlines(np.zeros((2, 2), REC), 0, 8, S0, T5)
+@case("touch_deadlines", TypeError, "records: expected a writable")
+def touch_records_read_only():
+    r = records()
+    r.flags.writeable = False
+    _core.touch_deadlines(r, 0, 8, S0, T5)
+@case("touch_deadlines", TypeError, "records: dtype must not hold Python objects")
+def touch_records_object():  # regression: raw uint64 writes over PyObject pointers
+    _core.touch_deadlines(np.array([None] * 4, object), 0, 0, S0, T5)
+@case("touch_deadlines", ValueError, "deadline_offset: a uint64 field at offset 18 does not fit in a 20-byte")
+def touch_deadline_offset_past_record(): _core.touch_deadlines(records(), 18, 8, S0, T5)
+@case("touch_deadlines", ValueError, "deadline_offset: .*does not fit")
+def touch_deadline_offset_wraps():  # regression: offset + 8 wrapped and passed the check
+    _core.touch_deadlines(records(), 2**64 - 1, 8, S0, T5)
+@case("touch_deadlines", ValueError, "timeout_offset: .*does not fit in a 8-byte")
+def touch_records_too_small(): _core.touch_deadlines(np.zeros(4, U64), 0, 8, S0, T5)
+@case("touch_deadlines", TypeError, "incompatible function arguments")
+def touch_negative_offset(): _core.touch_deadlines(records(), -8, 8, S0, T5)
+@case("touch_deadlines", ValueError, r"slots: 4 is out of range \(4 records\)")
+def touch_slot_out_of_range(): _core.touch_deadlines(records(), 0, 8, np.array([0, 4], U32), np.array([5, 5], U64))
+@case("touch_deadlines", ValueError, "slots: 0 is out of range")
+def touch_empty_records(): _core.touch_deadlines(records(0), 0, 8, S0, T5)
+@case("touch_deadlines", TypeError, "slots.*uint32.*int64")
+def touch_slots_int64(): _core.touch_deadlines(records(), 0, 8, np.array([0]), T5)
+@case("touch_deadlines", TypeError, "ts: array must be C-contiguous")
+def touch_ts_strided(): _core.touch_deadlines(records(), 0, 8, np.zeros(2, U32), np.zeros(4, U64)[::2])
+@case("touch_deadlines", ValueError, "ts: length differs from slots")
+def touch_ts_length(): _core.touch_deadlines(records(), 0, 8, S0, np.zeros(2, U64))
+@case("touch_deadlines", TypeError, "flags.*uint8.*int64")
+def touch_flags_int64(): _core.touch_deadlines(records(), 0, 8, S0, T5, np.array([1]))
+@case("touch_deadlines", ValueError, "flags: length differs from slots")
+def touch_flags_length(): _core.touch_deadlines(records(), 0, 8, S0, T5, np.zeros(3, U8))
+@case("touch_deadlines_at", TypeError, "records: expected a writable C-contiguous 1-D array")
+def touch_at_records_strided(): _core.touch_deadlines_at(records(8)[::2], 0, 8, S0, parsed(), S0)
+@case("touch_deadlines_at", TypeError, "records: dtype must not hold Python objects")
+def touch_at_records_object(): _core.touch_deadlines_at(np.array([None] * 4, object), 0, 0, S0, parsed(), S0)
+@case("touch_deadlines_at", ValueError, "timeout_offset: .*does not fit")
+def touch_at_timeout_offset_wraps():  # regression: offset + 8 wrapped and passed the check
+    _core.touch_deadlines_at(records(), 0, 2**64 - 4, S0, parsed(), S0)
+@case("touch_deadlines_at", ValueError, "deadline_offset: .*does not fit in a 16-byte")
+def touch_at_records_too_small():
+    _core.touch_deadlines_at(np.zeros(4, [("a", U64), ("b", U64)]), 16, 0, S0, parsed(), S0)
+@case("touch_deadlines_at", ValueError, r"indices: 4 is out of range \(4 packets\)")
+def touch_at_index_out_of_range(): _core.touch_deadlines_at(records(), 0, 8, S0, parsed(), np.array([4], U32))
+@case("touch_deadlines_at", ValueError, r"indices: 0 is out of range \(0 packets\)")
+def touch_at_empty_batch(): _core.touch_deadlines_at(records(), 0, 8, S0, _core.PacketBatch([]), S0)
+@case("touch_deadlines_at", ValueError, "slots: 9 is out of range")
+def touch_at_slot_out_of_range(): _core.touch_deadlines_at(records(), 0, 8, np.array([9], U32), parsed(), S0)
+@case("touch_deadlines_at", TypeError, "indices.*uint32.*int64")
+def touch_at_indices_int64(): _core.touch_deadlines_at(records(), 0, 8, S0, parsed(), np.array([0]))
+@case("touch_deadlines_at", TypeError, "slots: array must be C-contiguous")
+def touch_at_slots_strided():
+    _core.touch_deadlines_at(records(), 0, 8, np.zeros(4, U32)[::2], parsed(), np.zeros(2, U32))
+@case("touch_deadlines_at", ValueError, "indices: length differs from slots")
+def touch_at_indices_length(): _core.touch_deadlines_at(records(), 0, 8, S0, parsed(), np.zeros(2, U32))
+@case("touch_deadlines_at", TypeError, "incompatible function arguments")
+def touch_at_not_a_batch(): _core.touch_deadlines_at(records(), 0, 8, S0, np.zeros(4, U8), S0)
+
 
 @pytest.mark.parametrize("case_", CASES, ids=[c[0] for c in CASES])
 def test_hostile_call_raises_clear_error(case_: Case) -> None:
@@ -899,3 +975,41 @@ def test_ip_bytes_is_bounded_by_the_frame_for_tampered_columns() -> None:
     b.l4_len[1] = 65000  # would claim more bytes than the frame holds
     got = _mbox.ip_bytes(b)
     assert got[0] == 0 and got[1] == len(FRAMES[1]) and got[2:].tolist() == good[2:].tolist()
+
+
+def test_gateway_primitives_on_unparsed_and_tampered_batches() -> None:
+    """split_gateway on an unparsed batch puts every packet in not_v4; with garbage in the key /
+    drop / flags columns it still partitions the non-dropped packets and never leaves the batch."""
+    b = _core.PacketBatch(FRAMES)
+    src, dst, o, i, other, nv4, onp, inp = _core.split_gateway(b, 0x0A000000, 0xFF000000, 0xC0000201, 1, 2, True)
+    assert list(nv4) == [0, 1, 2, 3] and len(o) == len(i) == len(other) == len(onp) == len(inp) == 0
+    assert not src.any() and not dst.any() and not b.port.any()
+    rng = np.random.default_rng(7)
+    for _ in range(20):
+        b = parsed()
+        raw = b.key.view(U8).reshape(len(b), -1)
+        raw[:] = rng.integers(0, 256, raw.shape, dtype=U8)
+        b.key["family"] = rng.choice([0, 4, 6, 255], len(b))
+        b.drop[:] = rng.integers(0, 3, len(b), dtype=b.drop.dtype)
+        b.flags[:] = rng.integers(0, 2**16, len(b)).astype(b.flags.dtype)
+        out = _core.split_gateway(b, 0x0A000000, 0xFF000000, 0xC0000201, 1, 2, bool(rng.integers(2)))
+        lists = np.concatenate(out[2:])
+        assert sorted(lists.tolist()) == [j for j in range(len(b)) if b.drop[j] == 0]
+    # An unparsed batch drives touch_deadlines_at from its ts_ns / tcp_flags columns alone.
+    r = records()
+    r["timeout"] = 10
+    ub = _core.PacketBatch(FRAMES[:2], ts_ns=np.array([100, 205], U64))
+    exp, k = _core.touch_deadlines_at(r, 0, 8, np.array([1, 1, 1], U32), ub, np.array([0, 0, 1], U32))
+    assert (exp.tolist(), k, int(r["deadline"][1])) == ([False, False, True], 1, 215)
+    # Failed calls leave the records untouched (validation happens before the loop).
+    before = r.tobytes()
+    bad_calls: list[Callable[[], Any]] = [
+        lambda: _core.touch_deadlines(r, 0, 8, np.array([0, 4], U32), np.array([5, 5], U64)),
+        lambda: _core.touch_deadlines(r, 2**64 - 1, 8, S0, T5),
+        lambda: _core.touch_deadlines_at(r, 0, 8, np.array([0, 1], U32), ub, np.array([0, 2], U32)),
+        lambda: _core.touch_deadlines_at(r, 0, 2**64 - 4, S0, ub, S0),
+    ]
+    for bad in bad_calls:
+        with pytest.raises(ValueError):
+            bad()
+    assert r.tobytes() == before

@@ -402,7 +402,7 @@ def test_native_primitives_validate_input() -> None:
         _core.touch_deadlines(rec, 0, 8, np.array([1], np.uint32), np.array([5], np.float64))
     with pytest.raises(ValueError, match="out of range"):
         _core.touch_deadlines(rec, 0, 8, np.array([4], np.uint32), np.array([5], np.uint64))
-    with pytest.raises(ValueError, match="do not fit"):
+    with pytest.raises(ValueError, match="timeout_offset.*does not fit"):
         _core.touch_deadlines(rec, 0, 12, np.array([0], np.uint32), np.array([5], np.uint64))
     with pytest.raises(TypeError, match="C-contiguous"):
         _core.touch_deadlines(rec[::2], 0, 8, np.array([0], np.uint32), np.array([5], np.uint64))

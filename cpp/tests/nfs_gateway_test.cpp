@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <limits>
 #include <stdexcept>
 #include <vector>
 
@@ -138,6 +139,19 @@ TEST(TouchDeadlines, ValidatesBeforeTouching) {
   EXPECT_THROW(touch_deadlines(reinterpret_cast<std::uint8_t*>(r.data()), r.size(), sizeof(Rec), 0, 20, slots, ts,
                                nullptr, 1, 0, 0, old),
                std::invalid_argument);
+  // Regression: an offset near SIZE_MAX made `offset + 8` wrap and pass the fit check.
+  const auto huge = std::numeric_limits<std::size_t>::max() - 3;
+  EXPECT_THROW(touch_deadlines(reinterpret_cast<std::uint8_t*>(r.data()), r.size(), sizeof(Rec), huge, 8, slots, ts,
+                               nullptr, 1, 0, 0, old),
+               std::invalid_argument);
+  PacketBatch b = batch_of(1);
+  const std::uint32_t idx[] = {0};
+  std::uint8_t expired[1];
+  EXPECT_THROW(vnfkit::nfs::touch_deadlines_at(reinterpret_cast<std::uint8_t*>(r.data()), r.size(), sizeof(Rec), 0,
+                                               huge, slots, b, idx, 1, 0, 0, expired),
+               std::invalid_argument);
+  EXPECT_EQ(r[0].deadline, 5u);
+  EXPECT_EQ(r[0].timeout, 100u);
 }
 
 TEST(TouchDeadlinesAt, ReadsTimesAndFlagsFromTheBatch) {

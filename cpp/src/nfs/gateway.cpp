@@ -11,6 +11,19 @@ namespace {
 inline std::uint32_t load_be32(const std::uint8_t* p) noexcept {
   return (std::uint32_t{p[0]} << 24) | (std::uint32_t{p[1]} << 16) | (std::uint32_t{p[2]} << 8) | std::uint32_t{p[3]};
 }
+
+// Each uint64 field must lie inside a record; written without offset + 8 so a huge offset cannot wrap.
+void check_field(const char* name, std::size_t offset, std::size_t record_size) {
+  if (offset > record_size || record_size - offset < 8) {
+    throw std::invalid_argument(std::string(name) + ": a uint64 field at offset " + std::to_string(offset) +
+                                " does not fit in a " + std::to_string(record_size) + "-byte record");
+  }
+}
+
+void check_fields(std::size_t record_size, std::size_t deadline_offset, std::size_t timeout_offset) {
+  check_field("deadline_offset", deadline_offset, record_size);
+  check_field("timeout_offset", timeout_offset, record_size);
+}
 }  // namespace
 
 SplitCounts split_gateway(packet::PacketBatch& batch, std::uint32_t inside_net, std::uint32_t inside_mask,
@@ -74,10 +87,7 @@ void touch_deadlines(std::uint8_t* records, std::size_t n_records, std::size_t r
                      std::size_t deadline_offset, std::size_t timeout_offset, const std::uint32_t* slots,
                      const std::uint64_t* ts, const std::uint8_t* flags, std::size_t n, std::uint8_t close_mask,
                      std::uint64_t close_timeout, std::uint64_t* old) {
-  if (deadline_offset + 8 > record_size || timeout_offset + 8 > record_size) {
-    throw std::invalid_argument("record: deadline / timeout fields do not fit in " + std::to_string(record_size) +
-                                " bytes");
-  }
+  check_fields(record_size, deadline_offset, timeout_offset);
   for (std::size_t j = 0; j < n; ++j) {
     if (slots[j] >= n_records) {
       throw std::invalid_argument("slots: " + std::to_string(slots[j]) + " is out of range (" +
@@ -111,10 +121,7 @@ std::size_t touch_deadlines_at(std::uint8_t* records, std::size_t n_records, std
                                std::size_t deadline_offset, std::size_t timeout_offset, const std::uint32_t* slots,
                                const packet::PacketBatch& batch, const std::uint32_t* indices, std::size_t n,
                                std::uint8_t close_mask, std::uint64_t close_timeout, std::uint8_t* expired) {
-  if (deadline_offset + 8 > record_size || timeout_offset + 8 > record_size) {
-    throw std::invalid_argument("record: deadline / timeout fields do not fit in " + std::to_string(record_size) +
-                                " bytes");
-  }
+  check_fields(record_size, deadline_offset, timeout_offset);
   const std::size_t np = batch.size();
   if (batch.ts_ns.size() != np || batch.tcp_flags.size() != np) {
     throw std::invalid_argument("batch: columns do not match the number of packets");
