@@ -648,18 +648,19 @@ class MazuNAT(VNF):
     def _outbound(self, batch: _core.PacketBatch, ctx: Context, idx: npt.NDArray[np.uint32],
                   set_port: bool = False) -> None:
         t = self.out
-        keys = _keys_at(batch.key, idx)
-        ts = batch.ts_ns[idx]
-        slots, new = t.lookup_or_insert(keys, self._const(self._zeros32, len(idx)), ts)
+        # the native call straight on the batch's key and time columns at rows idx (no gather);
+        # flow ids 0, no TCP flags (the NAT keeps its own deadlines)
+        slots, new = t._t.lookup_or_insert(batch.key, self._const(self._zeros32, len(batch)), batch.ts_ns, None, idx)
         v = t.values
         # an insert can only have failed if the table is full now (its size never shrinks in a call)
         full = slots == NO_SLOT if len(t) >= t.capacity else None
         if full is not None and full.any():
             self._drop(batch, idx[full], _TABLE_FULL, "drop_table_full")
             keep = ~full
-            idx, keys, ts, slots, new = idx[keep], keys[keep], ts[keep], slots[keep], new[keep]
+            idx, slots, new = idx[keep], slots[keep], new[keep]
         any_new = bool(new.any())
         if any_new:
+            keys = _keys_at(batch.key, idx)
             ni = np.flatnonzero(new)
             lost_slots = []
             for proto in (TCP, UDP, ICMP):
@@ -684,7 +685,7 @@ class MazuNAT(VNF):
                 lost = np.isin(slots, bad)
                 self._drop(batch, idx[lost], _POOL_EXHAUSTED, "drop_pool_exhausted")
                 keep = ~lost
-                idx, ts, slots = idx[keep], ts[keep], slots[keep]
+                idx, slots = idx[keep], slots[keep]
                 if len(idx) == 0:
                     return
         stale, n_stale = self._touch(slots, batch, idx)  # new records (deadline 0) are never stale
@@ -746,7 +747,7 @@ class MazuNAT(VNF):
 
     def _inbound(self, batch: _core.PacketBatch, ctx: Context, idx: npt.NDArray[np.uint32]) -> None:
         it = self.inb
-        islots = it.lookup(_keys_at(batch.key, idx))
+        islots = it._t.lookup(batch.key, idx)  # native call on the key column at rows idx (no gather)
         hit = islots != NO_SLOT
         if not hit.all():
             self._drop(batch, idx[~hit], _NO_MAPPING, "drop_no_mapping")
