@@ -157,8 +157,8 @@ TEST(FlowTable, RowsCallsEqualGatheredCalls) {
     std::vector<std::uint64_t> ts(m);
     std::vector<std::uint8_t> fl(m);
     for (std::size_t i = 0; i < m; ++i) {
-      keys[i] = key(rng() % 100, (rng() & 1) ? 6 : 17);
-      ids[i] = rng();
+      keys[i] = key(static_cast<std::uint32_t>(rng() % 100), (rng() & 1) ? 6 : 17);
+      ids[i] = static_cast<std::uint32_t>(rng());
       ts[i] = static_cast<std::uint64_t>(round) * 10 + rng() % 10;
       fl[i] = static_cast<std::uint8_t>(rng() % 8);
     }

@@ -405,8 +405,14 @@ class MazuNAT(VNF):
         # One outbound table (all protocols: the key holds the protocol) and one reply table
         # (TCP/UDP). Expiry is the NAT's own: each record holds its deadline and timeout, checked
         # per packet and garbage-collected by a vectorised scan (the engine timers are unused).
+        self._capacity = cap
         self.out = FlowTable(cap, _OUT_DTYPE)
         self.inb = FlowTable(cap, _IN_DTYPE)
+        # field views of the records read on every batch (engine memory: views made once, not per batch)
+        self._nat_port = self.out.values["nat_port"]
+        self._int_addr = self.out.values["int_addr"]
+        self._int_port = self.out.values["int_port"]
+        self._in_vals = self.inb.values
         # ICMP only: the values this worker stored in the shared echo map, per outbound slot
         self._enc_int = np.zeros(cap, np.uint64)
         self._enc_peer = np.zeros(cap, np.uint64)
@@ -538,7 +544,7 @@ class MazuNAT(VNF):
                 self._outbound(batch, ctx, onp, set_port=True)
         if len(oidx):
             if len(rules.forwards):
-                oidx = self._forward_replies(batch, rules, oidx, key["proto"], src)
+                oidx = self._forward_replies(batch, rules, oidx, key, src)
             if len(rules.deny) and len(oidx):
                 oidx = self._deny(batch, rules, oidx, dst)
             if len(oidx):
@@ -546,7 +552,7 @@ class MazuNAT(VNF):
         # ---------------------------------------------------------------- inbound
         if len(iidx):
             if len(rules.forwards):
-                iidx = self._forward_in(batch, rules, iidx, key["proto"])
+                iidx = self._forward_in(batch, rules, iidx, key)
             if len(iidx):
                 self._inbound(batch, ctx, iidx)
         if len(inp):  # ICMP echo replies through the shared echo map; other protocols dropped
@@ -592,12 +598,12 @@ class MazuNAT(VNF):
         return hit
 
     def _forward_in(self, batch: _core.PacketBatch, rules: NatRules, idx: npt.NDArray[np.uint32],
-                    proto: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint32]:
+                    key: npt.NDArray[Any]) -> npt.NDArray[np.uint32]:
         """Port forwards: inbound (proto, public port) -> internal server. Returns the rest."""
-        dport = batch.key["dport"][idx]
+        dport = key["dport"][idx]
         if not rules._fwd_in_any[dport].any():  # fast path: no packet aims at a forwarded port
             return idx
-        pr = proto[idx]
+        pr = key["proto"][idx]
         f = rules._fwd_in[(pr == UDP).view(np.uint8), dport]
         hit = f != 0
         if not hit.any():
@@ -611,12 +617,12 @@ class MazuNAT(VNF):
         return idx[~hit]
 
     def _forward_replies(self, batch: _core.PacketBatch, rules: NatRules, idx: npt.NDArray[np.uint32],
-                         proto: npt.NDArray[np.uint8], src: npt.NDArray[np.uint32]) -> npt.NDArray[np.uint32]:
+                         key: npt.NDArray[Any], src: npt.NDArray[np.uint32]) -> npt.NDArray[np.uint32]:
         """Outbound packets from a forward's server port leave from the forwarded public port."""
-        sport = batch.key["sport"][idx]
+        sport = key["sport"][idx]
         if not rules._fwd_rev_any[sport].any():  # fast path: no packet comes from a server port
             return idx
-        pr = proto[idx]
+        pr = key["proto"][idx]
         f = rules._fwd_rev[(pr == UDP).view(np.uint8), sport]
         hit = f != 0
         if not hit.any():
@@ -651,9 +657,8 @@ class MazuNAT(VNF):
         # the native call straight on the batch's key and time columns at rows idx (no gather);
         # flow ids 0, no TCP flags (the NAT keeps its own deadlines)
         slots, new = t._t.lookup_or_insert(batch.key, self._const(self._zeros32, len(batch)), batch.ts_ns, None, idx)
-        v = t.values
         # an insert can only have failed if the table is full now (its size never shrinks in a call)
-        full = slots == NO_SLOT if len(t) >= t.capacity else None
+        full = slots == NO_SLOT if len(t) >= self._capacity else None
         if full is not None and full.any():
             self._drop(batch, idx[full], _TABLE_FULL, "drop_table_full")
             keep = ~full
@@ -700,7 +705,7 @@ class MazuNAT(VNF):
             idx, slots = idx[keep], slots[keep]
             if len(idx) == 0:
                 return
-        batch.rewrite_source(idx, self._const(self._pub, len(idx)), v["nat_port"][slots])
+        batch.rewrite_source(idx, self._const(self._pub, len(idx)), self._nat_port[slots])
         if set_port:
             batch.port[idx] = EXTERNAL
         self.c["translations"] += len(idx)
@@ -748,13 +753,13 @@ class MazuNAT(VNF):
     def _inbound(self, batch: _core.PacketBatch, ctx: Context, idx: npt.NDArray[np.uint32]) -> None:
         it = self.inb
         islots = it._t.lookup(batch.key, idx)  # native call on the key column at rows idx (no gather)
-        hit = islots != NO_SLOT
-        if not hit.all():
+        if int(islots.max()) == NO_SLOT:  # some miss (one reduction in the common all-hit case)
+            hit = islots != NO_SLOT
             self._drop(batch, idx[~hit], _NO_MAPPING, "drop_no_mapping")
             idx, islots = idx[hit], islots[hit]
             if len(idx) == 0:
                 return
-        oslots = it.values[islots]
+        oslots = self._in_vals[islots]
         stale, n_stale = self._touch(oslots, batch, idx)
         if n_stale:
             dead = np.unique(oslots[stale])
@@ -765,8 +770,8 @@ class MazuNAT(VNF):
             idx, oslots = idx[keep], oslots[keep]
             if len(idx) == 0:
                 return
-        v = self.out.values  # the records were just touched: in cache
-        batch.rewrite_destination(idx, v["int_addr"][oslots], v["int_port"][oslots])
+        # the records were just touched: in cache
+        batch.rewrite_destination(idx, self._int_addr[oslots], self._int_port[oslots])
         self.c["reverse_translations"] += len(idx)
 
     def _inbound_icmp(self, batch: _core.PacketBatch, ctx: Context, idx: npt.NDArray[np.uint32]) -> None:
