@@ -66,7 +66,8 @@ Configuration keys (``setup`` keyword arguments, also the CLI's --config JSON) a
 the sub-pool choice off, e.g. to show what plain RSS does to replies).
 
 The data path is numpy over native batch calls: ``split_gateway`` (one pass: addresses, direction
-lists, default output ports), ``FlowTable.lookup_or_insert`` / ``lookup``, ``touch_deadlines`` and
+lists, default output ports), ``FlowTable.lookup_or_insert`` / ``lookup`` (on the batch's key
+column at the rows of each list, so no keys are gathered), ``touch_deadlines`` and
 ``PacketBatch.rewrite_source`` / ``rewrite_destination``; per batch, outbound packets are handled
 before inbound ones.
 """
