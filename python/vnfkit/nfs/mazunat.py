@@ -414,6 +414,7 @@ class MazuNAT(VNF):
         self._int_addr = self.out.values["int_addr"]
         self._int_port = self.out.values["int_port"]
         self._in_vals = self.inb.values
+        self._out_vals = self.out.values
         # ICMP only: the values this worker stored in the shared echo map, per outbound slot
         self._enc_int = np.zeros(cap, np.uint64)
         self._enc_peer = np.zeros(cap, np.uint64)
@@ -504,7 +505,6 @@ class MazuNAT(VNF):
             return
         rules: NatRules = ctx.control.get(RULES)  # read once: the whole batch uses this version
         c = self.c
-        drop = batch.drop
         key = batch.key
         # One native pass: host-order addresses; TCP/UDP outbound / inbound lists (their output
         # port preset to EXTERNAL / INTERNAL, every other packet's to 0); other IPv4, non-IPv4,
@@ -512,12 +512,12 @@ class MazuNAT(VNF):
         src, dst, oidx, iidx, other, nv4, onp, inp = _core.split_gateway(
             batch, self.net, self.mask, self.public, EXTERNAL, INTERNAL, True)
         if len(nv4):
-            drop[nv4] = _POLICY
+            batch.drop[nv4] = _POLICY
             fam6 = int(np.count_nonzero(key["family"][nv4] == 6))
             c["drop_ipv6"] += fam6
             c["drop_proto"] += len(nv4) - fam6
         if len(other):
-            drop[other] = _POLICY
+            batch.drop[other] = _POLICY
             fl = batch.flags[other]
             fragm = (fl & (_FLAG_FRAGMENT | _FLAG_FIRST_FRAGMENT)) == _FLAG_FRAGMENT
             frag = int(np.count_nonzero(fragm))
@@ -602,7 +602,8 @@ class MazuNAT(VNF):
                     key: npt.NDArray[Any]) -> npt.NDArray[np.uint32]:
         """Port forwards: inbound (proto, public port) -> internal server. Returns the rest."""
         dport = key["dport"][idx]
-        if not rules._fwd_in_any[dport].any():  # fast path: no packet aims at a forwarded port
+        # fast path: no packet aims at a forwarded port (count_nonzero: a direct C call, unlike .any())
+        if not np.count_nonzero(rules._fwd_in_any[dport]):
             return idx
         pr = key["proto"][idx]
         f = rules._fwd_in[(pr == UDP).view(np.uint8), dport]
@@ -621,7 +622,7 @@ class MazuNAT(VNF):
                          key: npt.NDArray[Any], src: npt.NDArray[np.uint32]) -> npt.NDArray[np.uint32]:
         """Outbound packets from a forward's server port leave from the forwarded public port."""
         sport = key["sport"][idx]
-        if not rules._fwd_rev_any[sport].any():  # fast path: no packet comes from a server port
+        if not np.count_nonzero(rules._fwd_rev_any[sport]):  # fast path: no packet comes from a server port
             return idx
         pr = key["proto"][idx]
         f = rules._fwd_rev[(pr == UDP).view(np.uint8), sport]
@@ -649,7 +650,7 @@ class MazuNAT(VNF):
         switches a TCP mapping to the done timeout (tcp_flags is 0 for non-TCP). Returns the mask
         of packets that found their mapping already expired, and its count: only a flow's first
         packet of the call can (later ones see the deadline it just set)."""
-        return _core.touch_deadlines_at(self.out.values, _DEADLINE_OFF, _TIMEOUT_OFF, slots, batch, idx,
+        return _core.touch_deadlines_at(self._out_vals, _DEADLINE_OFF, _TIMEOUT_OFF, slots, batch, idx,
                                         0x05, self.done_ns)
 
     def _outbound(self, batch: _core.PacketBatch, ctx: Context, idx: npt.NDArray[np.uint32],
@@ -664,7 +665,7 @@ class MazuNAT(VNF):
             self._drop(batch, idx[full], _TABLE_FULL, "drop_table_full")
             keep = ~full
             idx, slots, new = idx[keep], slots[keep], new[keep]
-        any_new = bool(new.any())
+        any_new = np.count_nonzero(new) != 0
         if any_new:
             keys = _keys_at(batch.key, idx)
             ni = np.flatnonzero(new)
