@@ -253,35 +253,57 @@ void bind_flow(py::module_& m) {
              auto& t = self.cast<FlowTable&>();
              return vnfkit::bridge::view1d(t.values(), t.capacity() * t.config().value_size, self);
            })
-      .def("lookup", [](FlowTable& t, const py::array& keys) {
+      .def("lookup", [](FlowTable& t, const py::array& keys, std::optional<py::array> indices) {
              const FlowKey* k = keys_ptr(keys, "keys");
-             const auto n = static_cast<std::size_t>(keys.size());
+             const auto n_rows = static_cast<std::size_t>(keys.size());
+             const std::uint32_t* rows = nullptr;
+             std::size_t n = n_rows;
+             if (indices) {
+               require_1d<std::uint32_t>(*indices, "indices");
+               rows = static_cast<const std::uint32_t*>(indices->data());
+               n = static_cast<std::size_t>(indices->size());
+             }
              auto out = new_array<std::uint32_t>(n);
              auto* o = out.mutable_data();
              {
                py::gil_scoped_release rel;
-               t.lookup(k, n, o);
+               if (rows) t.lookup_rows(k, n_rows, rows, n, o); else t.lookup(k, n, o);
              }
              return out;
-           }, py::arg("keys").noconvert())
+           }, py::arg("keys").noconvert(), py::arg("indices").noconvert() = py::none(),
+           "Slots of keys (kNoSlot for a miss); with indices (uint32), of keys[indices] without a gather.")
       .def("lookup_or_insert", [](FlowTable& t, const py::array& keys, const py::array& flow_ids,
-                                  const py::array& ts_ns, std::optional<py::array> tcp_flags) {
+                                  const py::array& ts_ns, std::optional<py::array> tcp_flags,
+                                  std::optional<py::array> indices) {
              const FlowKey* k = keys_ptr(keys, "keys");
-             const auto n = static_cast<std::size_t>(keys.size());
-             const auto* ids = col_ptr<std::uint32_t>(flow_ids, "flow_ids", n);
-             const auto* ts = col_ptr<std::uint64_t>(ts_ns, "ts_ns", n);
-             const std::uint8_t* fl = tcp_flags ? col_ptr<std::uint8_t>(*tcp_flags, "tcp_flags", n) : nullptr;
+             const auto n_rows = static_cast<std::size_t>(keys.size());
+             const auto* ids = col_ptr<std::uint32_t>(flow_ids, "flow_ids", n_rows);
+             const auto* ts = col_ptr<std::uint64_t>(ts_ns, "ts_ns", n_rows);
+             const std::uint8_t* fl = tcp_flags ? col_ptr<std::uint8_t>(*tcp_flags, "tcp_flags", n_rows) : nullptr;
+             const std::uint32_t* rows = nullptr;
+             std::size_t n = n_rows;
+             if (indices) {
+               require_1d<std::uint32_t>(*indices, "indices");
+               rows = static_cast<const std::uint32_t*>(indices->data());
+               n = static_cast<std::size_t>(indices->size());
+             }
              auto slots = new_array<std::uint32_t>(n);
              auto is_new = new_array<bool>(n);
              auto* so = slots.mutable_data();
              auto* no = reinterpret_cast<std::uint8_t*>(is_new.mutable_data());
              {
                py::gil_scoped_release rel;
-               t.lookup_or_insert(k, ids, ts, fl, n, so, no);
+               if (rows) {
+                 t.lookup_or_insert_rows(k, ids, ts, fl, n_rows, rows, n, so, no);
+               } else {
+                 t.lookup_or_insert(k, ids, ts, fl, n, so, no);
+               }
              }
              return py::make_tuple(slots, is_new);
            }, py::arg("keys").noconvert(), py::arg("flow_ids").noconvert(), py::arg("ts_ns").noconvert(),
-           py::arg("tcp_flags").noconvert() = py::none())
+           py::arg("tcp_flags").noconvert() = py::none(), py::arg("indices").noconvert() = py::none(),
+           "Lookup inserting missing flows; with indices (uint32), over rows indices of the (equally long)\n"
+           "keys / flow_ids / ts_ns / tcp_flags columns, without a gather. Returns (slots, is_new).")
       .def("remove", [](FlowTable& t, const py::array& keys) {
              const FlowKey* k = keys_ptr(keys, "keys");
              const auto n = static_cast<std::size_t>(keys.size());

@@ -280,3 +280,26 @@ def test_stats_report_memory_and_hit_rates():
     assert 64 + NAT.itemsize <= s["bytes_per_entry"] < 200
     t.clear()
     assert len(t) == 0 and t.lookup(keys).tolist() == [NO_SLOT] * 10
+
+
+def test_indices_equal_gathered_keys() -> None:
+    """lookup / lookup_or_insert with indices act exactly like the calls on keys[indices]."""
+    rng = np.random.default_rng(3)
+    a, b = FlowTable(64, np.uint32), FlowTable(64, np.uint32)
+    for _ in range(30):
+        m = int(rng.integers(1, 40))
+        k = make_keys(0x0A000000 + rng.integers(0, 80, m), 0x0B000001, rng.integers(1, 9, m), 80)
+        ts = rng.integers(0, 1000, m).astype(np.uint64)
+        ids = rng.integers(0, 1 << 32, m, dtype=np.uint64).astype(np.uint32)
+        fl = rng.integers(0, 8, m).astype(np.uint8)
+        idx = rng.integers(0, m, int(rng.integers(0, 50))).astype(np.uint32)
+        sa, na = a.lookup_or_insert(k[idx], ids[idx], ts[idx], fl[idx])
+        sb, nb = b.lookup_or_insert(k, ids, ts, fl, indices=idx)
+        assert np.array_equal(sa, sb) and np.array_equal(na, nb)
+        assert np.array_equal(a.lookup(k[idx]), b.lookup(k, idx))
+    assert a.stats() == b.stats()
+    assert np.array_equal(a._entries, b._entries)
+    with pytest.raises(ValueError, match="indices: 5 is out of range"):
+        b.lookup(k[:5], np.array([5], np.uint32))
+    with pytest.raises(TypeError, match="indices"):
+        b.lookup(k, np.array([0], np.int64))

@@ -142,3 +142,75 @@ TEST(FlowTable, RandomOpsSnapshotRestoreBehavesIdentically) {
   img.resize(40);
   EXPECT_THROW(FlowTable::restore(img), vnfkit::snapshot::SnapshotError);
 }
+
+// The *_rows calls behave exactly like the plain calls on the gathered rows (two tables fed the
+// same random operations stay identical), reject out-of-range rows before touching anything, and
+// pick flow_ids / ts_ns / tcp_flags from the same rows as the keys.
+TEST(FlowTable, RowsCallsEqualGatheredCalls) {
+  FlowTable a(cfg(64, 1000, 100));
+  FlowTable b(cfg(64, 1000, 100));
+  std::mt19937 rng(7);
+  for (int round = 0; round < 200; ++round) {
+    const std::size_t m = 1 + rng() % 40;
+    std::vector<FlowKey> keys(m);
+    std::vector<std::uint32_t> ids(m);
+    std::vector<std::uint64_t> ts(m);
+    std::vector<std::uint8_t> fl(m);
+    for (std::size_t i = 0; i < m; ++i) {
+      keys[i] = key(static_cast<std::uint32_t>(rng() % 100), (rng() & 1) ? 6 : 17);
+      ids[i] = static_cast<std::uint32_t>(rng());
+      ts[i] = static_cast<std::uint64_t>(round) * 10 + rng() % 10;
+      fl[i] = static_cast<std::uint8_t>(rng() % 8);
+    }
+    const std::size_t n = rng() % 50;  // rows may repeat
+    std::vector<std::uint32_t> rows(n);
+    for (auto& r : rows) r = static_cast<std::uint32_t>(rng() % m);
+    std::vector<FlowKey> gk(n);
+    std::vector<std::uint32_t> gi(n);
+    std::vector<std::uint64_t> gt(n);
+    std::vector<std::uint8_t> gf(n);
+    for (std::size_t j = 0; j < n; ++j) {
+      gk[j] = keys[rows[j]];
+      gi[j] = ids[rows[j]];
+      gt[j] = ts[rows[j]];
+      gf[j] = fl[rows[j]];
+    }
+    std::vector<std::uint32_t> sa(n), sb(n), la(n), lb(n);
+    std::vector<std::uint8_t> na(n), nb(n);
+    if (rng() % 3 == 0) {
+      a.lookup(gk.data(), n, la.data());
+      b.lookup_rows(keys.data(), m, rows.data(), n, lb.data());
+      ASSERT_EQ(la, lb);
+    } else {
+      const std::size_t ia = a.lookup_or_insert(gk.data(), gi.data(), gt.data(), gf.data(), n, sa.data(), na.data());
+      const std::size_t ib =
+          b.lookup_or_insert_rows(keys.data(), ids.data(), ts.data(), fl.data(), m, rows.data(), n, sb.data(), nb.data());
+      ASSERT_EQ(ia, ib);
+      ASSERT_EQ(sa, sb);
+      ASSERT_EQ(na, nb);
+    }
+    if (round % 20 == 19) {
+      Expired ea, eb;
+      a.expire(static_cast<std::uint64_t>(round) * 10, ea);
+      b.expire(static_cast<std::uint64_t>(round) * 10, eb);
+      ASSERT_EQ(ea.slots, eb.slots);
+    }
+  }
+  EXPECT_EQ(a.snapshot(), b.snapshot());
+}
+
+TEST(FlowTable, RowsCallsRejectOutOfRangeRows) {
+  FlowTable t(cfg(8));
+  const FlowKey keys[2] = {key(1), key(2)};
+  const std::uint32_t ids[2] = {0, 0};
+  const std::uint64_t ts[2] = {0, 0};
+  const std::uint32_t rows[2] = {0, 2};
+  std::uint32_t slots[2] = {};
+  std::uint8_t fresh[2] = {};
+  EXPECT_THROW(t.lookup_rows(keys, 2, rows, 2, slots), std::invalid_argument);
+  EXPECT_THROW(t.lookup_or_insert_rows(keys, ids, ts, nullptr, 2, rows, 2, slots, fresh), std::invalid_argument);
+  EXPECT_EQ(t.size(), 0u);  // nothing inserted before the throw
+  EXPECT_EQ(t.stats().lookups, 0u);
+  EXPECT_EQ(t.lookup_or_insert_rows(keys, ids, ts, nullptr, 2, rows, 1, slots, fresh), 1u);
+  EXPECT_EQ(t.lookup_or_insert_rows(keys, ids, ts, nullptr, 2, nullptr, 0, slots, fresh), 0u);
+}

@@ -461,9 +461,10 @@ class FlowTable:
         return f"FlowTable(size={len(self)}, capacity={self.capacity}, value_dtype={self.value_dtype})"
 
     # ---- batch operations
-    def lookup(self, keys: KeysLike) -> npt.NDArray[np.uint32]:
-        """Slots of the keys (:data:`NO_SLOT` for a miss). Changes nothing (no timer refresh)."""
-        return self._t.lookup(_keys_of(keys))
+    def lookup(self, keys: KeysLike, indices: npt.NDArray[np.uint32] | None = None) -> npt.NDArray[np.uint32]:
+        """Slots of the keys (:data:`NO_SLOT` for a miss). Changes nothing (no timer refresh).
+        With ``indices`` (uint32): the slots of ``keys[indices]``, without gathering those keys."""
+        return self._t.lookup(_keys_of(keys), indices)
 
     def lookup_or_insert(
         self,
@@ -471,13 +472,17 @@ class FlowTable:
         flow_ids: npt.NDArray[np.uint32] | None = None,
         ts_ns: npt.NDArray[np.uint64] | int | None = None,
         tcp_flags: npt.NDArray[np.uint8] | None = None,
+        indices: npt.NDArray[np.uint32] | None = None,
     ) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.bool_]]:
         """Find every packet's flow, inserting new ones; returns ``(slots, is_new)``.
 
         With a PacketBatch, its ``key``, ``flow_id``, ``ts_ns`` and ``tcp_flags`` columns are used.
         With a key array, ``flow_ids`` defaults to 0, ``ts_ns`` (array or one int) to 0, and
         ``tcp_flags`` to none. Refreshes each flow's last packet time, notes TCP FIN/RST, and arms
-        expiry. A flow seen twice in one batch is inserted once. Full table: see the class doc."""
+        expiry. A flow seen twice in one batch is inserted once. Full table: see the class doc.
+        With ``indices`` (uint32): only the rows ``indices`` of the keys (and of flow_ids, ts_ns,
+        tcp_flags, which then have as many entries as the keys) are used, in that order, without a
+        gather; the results have one entry per index."""
         if isinstance(keys, _core.PacketBatch):
             b = keys
             if isinstance(ts_ns, (int, np.integer)):
@@ -487,6 +492,7 @@ class FlowTable:
                 b.flow_id if flow_ids is None else flow_ids,
                 b.ts_ns if ts_ns is None else ts_ns,
                 b.tcp_flags if tcp_flags is None else tcp_flags,
+                indices,
             )
         k = _keys_of(keys)
         n = len(k)
@@ -494,7 +500,7 @@ class FlowTable:
             flow_ids = np.zeros(n, dtype=np.uint32)
         if ts_ns is None or isinstance(ts_ns, (int, np.integer)):
             ts_ns = np.full(n, 0 if ts_ns is None else _int_arg(ts_ns, "ts_ns", 0, (1 << 64) - 1), dtype=np.uint64)
-        return self._t.lookup_or_insert(k, flow_ids, ts_ns, tcp_flags)
+        return self._t.lookup_or_insert(k, flow_ids, ts_ns, tcp_flags, indices)
 
     def insert_missing(self, keys: KeysLike, **kwargs: Any) -> npt.NDArray[np.bool_]:
         """:meth:`lookup_or_insert` returning only the ``is_new`` mask (first packet of a flow)."""

@@ -127,12 +127,12 @@ constexpr std::size_t kRing = 64;  // > 2 * kDist, power of two
 static_assert(kRing > 2 * kDist && (kRing & (kRing - 1)) == 0);
 }  // namespace
 
-template <typename Resolve>
-void FlowTable::pipeline(const FlowKey* keys, std::size_t n, Resolve&& resolve) noexcept {
+template <typename KeyAt, typename Resolve>
+void FlowTable::pipeline(KeyAt&& key_at, std::size_t n, Resolve&& resolve) noexcept {
   std::uint64_t h[kRing];
   const std::size_t pre = std::min(n, 2 * kDist);
   for (std::size_t i = 0; i < pre; ++i) {
-    h[i] = hash_key(keys[i]);
+    h[i] = hash_key(key_at(i));
     index_.prefetch(h[i]);
   }
   for (std::size_t i = 0; i < std::min(n, kDist); ++i) {
@@ -141,7 +141,7 @@ void FlowTable::pipeline(const FlowKey* keys, std::size_t n, Resolve&& resolve) 
   }
   for (std::size_t i = 0; i < n; ++i) {
     if (i + 2 * kDist < n) {
-      const std::uint64_t x = hash_key(keys[i + 2 * kDist]);
+      const std::uint64_t x = hash_key(key_at(i + 2 * kDist));
       h[(i + 2 * kDist) & (kRing - 1)] = x;
       index_.prefetch(x);
     }
@@ -153,30 +153,83 @@ void FlowTable::pipeline(const FlowKey* keys, std::size_t n, Resolve&& resolve) 
   }
 }
 
+namespace {
+struct Identity {
+  std::size_t operator()(std::size_t i) const noexcept { return i; }
+};
+struct Rows {
+  const std::uint32_t* rows;
+  std::size_t operator()(std::size_t i) const noexcept { return rows[i]; }
+};
+void check_rows(const std::uint32_t* rows, std::size_t n, std::size_t n_rows) {
+  for (std::size_t j = 0; j < n; ++j) {
+    if (rows[j] >= n_rows) {
+      throw std::invalid_argument("indices: " + std::to_string(rows[j]) + " is out of range (" +
+                                  std::to_string(n_rows) + " rows)");
+    }
+  }
+}
+}  // namespace
+
 void FlowTable::lookup(const FlowKey* keys, std::size_t n, std::uint32_t* slots) noexcept {
+  lookup_impl(keys, Identity{}, n, slots);
+}
+
+void FlowTable::lookup_rows(const FlowKey* keys, std::size_t n_rows, const std::uint32_t* rows, std::size_t n,
+                            std::uint32_t* slots) {
+  check_rows(rows, n, n_rows);
+  lookup_impl(keys, Rows{rows}, n, slots);
+}
+
+std::size_t FlowTable::lookup_or_insert(const FlowKey* keys, const std::uint32_t* flow_ids,
+                                        const std::uint64_t* ts_ns, const std::uint8_t* tcp_flags,
+                                        std::size_t n, std::uint32_t* slots, std::uint8_t* is_new) noexcept {
+  return lookup_or_insert_impl(keys, flow_ids, ts_ns, tcp_flags, Identity{}, n, slots, is_new);
+}
+
+std::size_t FlowTable::lookup_or_insert_rows(const FlowKey* keys, const std::uint32_t* flow_ids,
+                                             const std::uint64_t* ts_ns, const std::uint8_t* tcp_flags,
+                                             std::size_t n_rows, const std::uint32_t* rows, std::size_t n,
+                                             std::uint32_t* slots, std::uint8_t* is_new) {
+  check_rows(rows, n, n_rows);
+  return lookup_or_insert_impl(keys, flow_ids, ts_ns, tcp_flags, Rows{rows}, n, slots, is_new);
+}
+
+template <typename Row>
+void FlowTable::lookup_impl(const FlowKey* keys, Row row, std::size_t n, std::uint32_t* slots) noexcept {
   std::size_t hits = 0;
-  pipeline(keys, n, [&](std::size_t i, std::uint64_t h) {
-    const std::uint32_t s = find(keys[i], h);
+  const std::size_t vs = cfg_.value_size;
+  const auto key_at = [&](std::size_t i) -> const FlowKey& { return keys[row(i)]; };
+  pipeline(key_at, n, [&](std::size_t i, std::uint64_t h) {
+    const std::uint32_t s = find(key_at(i), h);
     slots[i] = s;
-    hits += s != kNoSlot;
+    if (s != kNoSlot) {
+      ++hits;
+      // the caller reads the value record next: start its miss now, overlapped with later keys
+      __builtin_prefetch(values_ + std::size_t{s} * vs);
+    }
   });
   stats_.lookups += n;
   stats_.hits += hits;
   stats_.misses += n - hits;
 }
 
-std::size_t FlowTable::lookup_or_insert(const FlowKey* keys, const std::uint32_t* flow_ids,
-                                        const std::uint64_t* ts_ns, const std::uint8_t* tcp_flags,
-                                        std::size_t n, std::uint32_t* slots, std::uint8_t* is_new) noexcept {
+template <typename Row>
+std::size_t FlowTable::lookup_or_insert_impl(const FlowKey* keys, const std::uint32_t* flow_ids,
+                                             const std::uint64_t* ts_ns, const std::uint8_t* tcp_flags, Row row,
+                                             std::size_t n, std::uint32_t* slots, std::uint8_t* is_new) noexcept {
   std::size_t hits = 0, inserted = 0, failed = 0;
   const std::size_t vs = cfg_.value_size;
-  pipeline(keys, n, [&](std::size_t i, std::uint64_t h) {
-    const FlowKey& k = keys[i];
-    const std::uint64_t ts = ts_ns[i];
-    const bool closes = tcp_flags && k.proto == 6 && (tcp_flags[i] & (kTcpFin | kTcpRst));
+  const auto key_at = [&](std::size_t i) -> const FlowKey& { return keys[row(i)]; };
+  pipeline(key_at, n, [&](std::size_t i, std::uint64_t h) {
+    const std::size_t r = row(i);
+    const FlowKey& k = keys[r];
+    const std::uint64_t ts = ts_ns[r];
+    const bool closes = tcp_flags && k.proto == 6 && (tcp_flags[r] & (kTcpFin | kTcpRst));
     std::uint32_t s = find(k, h);
     if (s != kNoSlot) {
       ++hits;
+      __builtin_prefetch(values_ + std::size_t{s} * vs, 1);  // the caller updates the record next
       FlowEntry& e = entries_[s];
       if (ts > e.last_ts) e.last_ts = ts;
       if (closes && !(e.state & FlowEntry::kClosing)) {
@@ -190,7 +243,7 @@ std::size_t FlowTable::lookup_or_insert(const FlowKey* keys, const std::uint32_t
       FlowEntry& e = entries_[s];
       e.key = k;
       e.last_ts = ts;
-      e.flow_id = flow_ids ? flow_ids[i] : 0;
+      e.flow_id = flow_ids ? flow_ids[r] : 0;
       e.state = static_cast<std::uint8_t>(FlowEntry::kLive | (closes ? FlowEntry::kClosing : 0));
       std::memset(values_ + std::size_t{s} * vs, 0, vs);
       index_.insert(h, s);

@@ -1,5 +1,6 @@
 #include "vnfkit/packet/rewrite.hpp"
 
+#include <algorithm>
 #include <stdexcept>
 #include <string>
 
@@ -39,7 +40,16 @@ std::size_t rewrite_v4(PacketBatch& b, Side side, const std::uint32_t* indices, 
   }
   const bool src_side = side == Side::kSource;
   std::size_t done = 0;
+  // the packets are scattered over the batch's data (often out of cache): keep misses in flight
+  constexpr std::size_t kAhead = 8;
+  for (std::size_t j = 0; j < std::min(n, kAhead); ++j) {
+    __builtin_prefetch(b.data.data() + b.offsets[indices[j]] + b.l3_offset[indices[j]], 1);
+  }
   for (std::size_t j = 0; j < n; ++j) {
+    if (j + kAhead < n) {
+      const std::size_t ia = indices[j + kAhead];
+      __builtin_prefetch(b.data.data() + b.offsets[ia] + b.l3_offset[ia], 1);
+    }
     const std::size_t i = indices[j];
     auto& k = b.key[i];
     if (b.drop[i] != 0 || k.family != 4 || !columns_in_bounds(b, i)) continue;

@@ -66,7 +66,8 @@ Configuration keys (``setup`` keyword arguments, also the CLI's --config JSON) a
 the sub-pool choice off, e.g. to show what plain RSS does to replies).
 
 The data path is numpy over native batch calls: ``split_gateway`` (one pass: addresses, direction
-lists, default output ports), ``FlowTable.lookup_or_insert`` / ``lookup``, ``touch_deadlines`` and
+lists, default output ports), ``FlowTable.lookup_or_insert`` / ``lookup`` (on the batch's key
+column at the rows of each list, so no keys are gathered), ``touch_deadlines`` and
 ``PacketBatch.rewrite_source`` / ``rewrite_destination``; per batch, outbound packets are handled
 before inbound ones.
 """
@@ -405,8 +406,15 @@ class MazuNAT(VNF):
         # One outbound table (all protocols: the key holds the protocol) and one reply table
         # (TCP/UDP). Expiry is the NAT's own: each record holds its deadline and timeout, checked
         # per packet and garbage-collected by a vectorised scan (the engine timers are unused).
+        self._capacity = cap
         self.out = FlowTable(cap, _OUT_DTYPE)
         self.inb = FlowTable(cap, _IN_DTYPE)
+        # field views of the records read on every batch (engine memory: views made once, not per batch)
+        self._nat_port = self.out.values["nat_port"]
+        self._int_addr = self.out.values["int_addr"]
+        self._int_port = self.out.values["int_port"]
+        self._in_vals = self.inb.values
+        self._out_vals = self.out.values
         # ICMP only: the values this worker stored in the shared echo map, per outbound slot
         self._enc_int = np.zeros(cap, np.uint64)
         self._enc_peer = np.zeros(cap, np.uint64)
@@ -497,7 +505,6 @@ class MazuNAT(VNF):
             return
         rules: NatRules = ctx.control.get(RULES)  # read once: the whole batch uses this version
         c = self.c
-        drop = batch.drop
         key = batch.key
         # One native pass: host-order addresses; TCP/UDP outbound / inbound lists (their output
         # port preset to EXTERNAL / INTERNAL, every other packet's to 0); other IPv4, non-IPv4,
@@ -505,12 +512,12 @@ class MazuNAT(VNF):
         src, dst, oidx, iidx, other, nv4, onp, inp = _core.split_gateway(
             batch, self.net, self.mask, self.public, EXTERNAL, INTERNAL, True)
         if len(nv4):
-            drop[nv4] = _POLICY
+            batch.drop[nv4] = _POLICY
             fam6 = int(np.count_nonzero(key["family"][nv4] == 6))
             c["drop_ipv6"] += fam6
             c["drop_proto"] += len(nv4) - fam6
         if len(other):
-            drop[other] = _POLICY
+            batch.drop[other] = _POLICY
             fl = batch.flags[other]
             fragm = (fl & (_FLAG_FRAGMENT | _FLAG_FIRST_FRAGMENT)) == _FLAG_FRAGMENT
             frag = int(np.count_nonzero(fragm))
@@ -538,7 +545,7 @@ class MazuNAT(VNF):
                 self._outbound(batch, ctx, onp, set_port=True)
         if len(oidx):
             if len(rules.forwards):
-                oidx = self._forward_replies(batch, rules, oidx, key["proto"], src)
+                oidx = self._forward_replies(batch, rules, oidx, key, src)
             if len(rules.deny) and len(oidx):
                 oidx = self._deny(batch, rules, oidx, dst)
             if len(oidx):
@@ -546,7 +553,7 @@ class MazuNAT(VNF):
         # ---------------------------------------------------------------- inbound
         if len(iidx):
             if len(rules.forwards):
-                iidx = self._forward_in(batch, rules, iidx, key["proto"])
+                iidx = self._forward_in(batch, rules, iidx, key)
             if len(iidx):
                 self._inbound(batch, ctx, iidx)
         if len(inp):  # ICMP echo replies through the shared echo map; other protocols dropped
@@ -592,12 +599,13 @@ class MazuNAT(VNF):
         return hit
 
     def _forward_in(self, batch: _core.PacketBatch, rules: NatRules, idx: npt.NDArray[np.uint32],
-                    proto: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint32]:
+                    key: npt.NDArray[Any]) -> npt.NDArray[np.uint32]:
         """Port forwards: inbound (proto, public port) -> internal server. Returns the rest."""
-        dport = batch.key["dport"][idx]
-        if not rules._fwd_in_any[dport].any():  # fast path: no packet aims at a forwarded port
+        dport = key["dport"][idx]
+        # fast path: no packet aims at a forwarded port (count_nonzero: a direct C call, unlike .any())
+        if not np.count_nonzero(rules._fwd_in_any[dport]):
             return idx
-        pr = proto[idx]
+        pr = key["proto"][idx]
         f = rules._fwd_in[(pr == UDP).view(np.uint8), dport]
         hit = f != 0
         if not hit.any():
@@ -611,12 +619,12 @@ class MazuNAT(VNF):
         return idx[~hit]
 
     def _forward_replies(self, batch: _core.PacketBatch, rules: NatRules, idx: npt.NDArray[np.uint32],
-                         proto: npt.NDArray[np.uint8], src: npt.NDArray[np.uint32]) -> npt.NDArray[np.uint32]:
+                         key: npt.NDArray[Any], src: npt.NDArray[np.uint32]) -> npt.NDArray[np.uint32]:
         """Outbound packets from a forward's server port leave from the forwarded public port."""
-        sport = batch.key["sport"][idx]
-        if not rules._fwd_rev_any[sport].any():  # fast path: no packet comes from a server port
+        sport = key["sport"][idx]
+        if not np.count_nonzero(rules._fwd_rev_any[sport]):  # fast path: no packet comes from a server port
             return idx
-        pr = proto[idx]
+        pr = key["proto"][idx]
         f = rules._fwd_rev[(pr == UDP).view(np.uint8), sport]
         hit = f != 0
         if not hit.any():
@@ -642,24 +650,24 @@ class MazuNAT(VNF):
         switches a TCP mapping to the done timeout (tcp_flags is 0 for non-TCP). Returns the mask
         of packets that found their mapping already expired, and its count: only a flow's first
         packet of the call can (later ones see the deadline it just set)."""
-        return _core.touch_deadlines_at(self.out.values, _DEADLINE_OFF, _TIMEOUT_OFF, slots, batch, idx,
+        return _core.touch_deadlines_at(self._out_vals, _DEADLINE_OFF, _TIMEOUT_OFF, slots, batch, idx,
                                         0x05, self.done_ns)
 
     def _outbound(self, batch: _core.PacketBatch, ctx: Context, idx: npt.NDArray[np.uint32],
                   set_port: bool = False) -> None:
         t = self.out
-        keys = _keys_at(batch.key, idx)
-        ts = batch.ts_ns[idx]
-        slots, new = t.lookup_or_insert(keys, self._const(self._zeros32, len(idx)), ts)
-        v = t.values
+        # the native call straight on the batch's key and time columns at rows idx (no gather);
+        # flow ids 0, no TCP flags (the NAT keeps its own deadlines)
+        slots, new = t._t.lookup_or_insert(batch.key, self._const(self._zeros32, len(batch)), batch.ts_ns, None, idx)
         # an insert can only have failed if the table is full now (its size never shrinks in a call)
-        full = slots == NO_SLOT if len(t) >= t.capacity else None
+        full = slots == NO_SLOT if len(t) >= self._capacity else None
         if full is not None and full.any():
             self._drop(batch, idx[full], _TABLE_FULL, "drop_table_full")
             keep = ~full
-            idx, keys, ts, slots, new = idx[keep], keys[keep], ts[keep], slots[keep], new[keep]
-        any_new = bool(new.any())
+            idx, slots, new = idx[keep], slots[keep], new[keep]
+        any_new = np.count_nonzero(new) != 0
         if any_new:
+            keys = _keys_at(batch.key, idx)
             ni = np.flatnonzero(new)
             lost_slots = []
             for proto in (TCP, UDP, ICMP):
@@ -684,7 +692,7 @@ class MazuNAT(VNF):
                 lost = np.isin(slots, bad)
                 self._drop(batch, idx[lost], _POOL_EXHAUSTED, "drop_pool_exhausted")
                 keep = ~lost
-                idx, ts, slots = idx[keep], ts[keep], slots[keep]
+                idx, slots = idx[keep], slots[keep]
                 if len(idx) == 0:
                     return
         stale, n_stale = self._touch(slots, batch, idx)  # new records (deadline 0) are never stale
@@ -699,7 +707,7 @@ class MazuNAT(VNF):
             idx, slots = idx[keep], slots[keep]
             if len(idx) == 0:
                 return
-        batch.rewrite_source(idx, self._const(self._pub, len(idx)), v["nat_port"][slots])
+        batch.rewrite_source(idx, self._const(self._pub, len(idx)), self._nat_port[slots])
         if set_port:
             batch.port[idx] = EXTERNAL
         self.c["translations"] += len(idx)
@@ -746,14 +754,14 @@ class MazuNAT(VNF):
 
     def _inbound(self, batch: _core.PacketBatch, ctx: Context, idx: npt.NDArray[np.uint32]) -> None:
         it = self.inb
-        islots = it.lookup(_keys_at(batch.key, idx))
-        hit = islots != NO_SLOT
-        if not hit.all():
+        islots = it._t.lookup(batch.key, idx)  # native call on the key column at rows idx (no gather)
+        if int(islots.max()) == NO_SLOT:  # some miss (one reduction in the common all-hit case)
+            hit = islots != NO_SLOT
             self._drop(batch, idx[~hit], _NO_MAPPING, "drop_no_mapping")
             idx, islots = idx[hit], islots[hit]
             if len(idx) == 0:
                 return
-        oslots = it.values[islots]
+        oslots = self._in_vals[islots]
         stale, n_stale = self._touch(oslots, batch, idx)
         if n_stale:
             dead = np.unique(oslots[stale])
@@ -764,8 +772,8 @@ class MazuNAT(VNF):
             idx, oslots = idx[keep], oslots[keep]
             if len(idx) == 0:
                 return
-        v = self.out.values  # the records were just touched: in cache
-        batch.rewrite_destination(idx, v["int_addr"][oslots], v["int_port"][oslots])
+        # the records were just touched: in cache
+        batch.rewrite_destination(idx, self._int_addr[oslots], self._int_port[oslots])
         self.c["reverse_translations"] += len(idx)
 
     def _inbound_icmp(self, batch: _core.PacketBatch, ctx: Context, idx: npt.NDArray[np.uint32]) -> None:

@@ -107,6 +107,15 @@ class FlowTable {
   std::size_t lookup_or_insert(const FlowKey* keys, const std::uint32_t* flow_ids,
                                const std::uint64_t* ts_ns, const std::uint8_t* tcp_flags, std::size_t n,
                                std::uint32_t* slots, std::uint8_t* is_new) noexcept;
+  // The same two calls over selected rows of per-packet columns (n_rows rows each: keys, and for
+  // lookup_or_insert flow_ids, ts_ns, tcp_flags): call j uses row rows[j], outputs have n entries
+  // (slots[j], is_new[j]). Saves the caller a gather of the keys. Throws std::invalid_argument
+  // (before touching anything) if a row is >= n_rows.
+  void lookup_rows(const FlowKey* keys, std::size_t n_rows, const std::uint32_t* rows, std::size_t n,
+                   std::uint32_t* slots);
+  std::size_t lookup_or_insert_rows(const FlowKey* keys, const std::uint32_t* flow_ids, const std::uint64_t* ts_ns,
+                                    const std::uint8_t* tcp_flags, std::size_t n_rows, const std::uint32_t* rows,
+                                    std::size_t n, std::uint32_t* slots, std::uint8_t* is_new);
   // Removes keys; removed[i] (may be null) = 1 if key i was live. Returns the count.
   std::size_t remove(const FlowKey* keys, std::size_t n, std::uint8_t* removed) noexcept;
   bool remove_slot(std::uint32_t slot) noexcept;
@@ -137,8 +146,14 @@ class FlowTable {
     return index_.find(k, h, [this](std::uint32_t s) -> const FlowKey& { return entries_[s].key; });
   }
   void free_slot(std::uint32_t slot) noexcept;
-  template <typename Resolve>
-  void pipeline(const FlowKey* keys, std::size_t n, Resolve&& resolve) noexcept;
+  template <typename KeyAt, typename Resolve>
+  void pipeline(KeyAt&& key_at, std::size_t n, Resolve&& resolve) noexcept;
+  template <typename Row>
+  void lookup_impl(const FlowKey* keys, Row row, std::size_t n, std::uint32_t* slots) noexcept;
+  template <typename Row>
+  std::size_t lookup_or_insert_impl(const FlowKey* keys, const std::uint32_t* flow_ids, const std::uint64_t* ts_ns,
+                                    const std::uint8_t* tcp_flags, Row row, std::size_t n, std::uint32_t* slots,
+                                    std::uint8_t* is_new) noexcept;
 
   FlowTableConfig cfg_;
   std::vector<FlowEntry, TableAllocator<FlowEntry>> entries_;
