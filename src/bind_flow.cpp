@@ -250,7 +250,7 @@ void bind_flow(py::module_& m) {
         py::arg("exceptions"));
 
   // ---------------------------------------------------------------- FlowTable
-  py::class_<FlowTable>(m, "FlowTable", "Native FlowTable (use vnfkit.FlowTable).")
+  py::class_<FlowTable>(m, "FlowTable", "Native FlowTable (use vnfkit.FlowTable). Not thread-safe: one per worker thread; concurrent use raises RuntimeError.")
       .def(py::init([](std::uint32_t capacity, std::uint32_t value_size, std::optional<std::uint64_t> idle,
                        std::optional<std::uint64_t> close, std::uint64_t tick) {
              FlowTableConfig c;

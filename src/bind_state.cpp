@@ -155,8 +155,8 @@ void bind_state(py::module_& m) {
 
   py::class_<st::Context, std::shared_ptr<st::Context>>(m, "Context",
       "Per-worker-thread recording context: every shared access made with it is unlogged, logged as a\n"
-      "determinant in this thread's own log, or (replay) forced to the logged outcome. Use one context\n"
-      "from one thread at a time.")
+      "determinant in this thread's own log, or (replay) forced to the logged outcome. Not thread-safe:\n"
+      "one per worker thread; concurrent use from two threads raises RuntimeError.")
       .def_property_readonly("thread", &st::Context::thread)
       .def_property_readonly("mode", [](const st::Context& c) { return std::string(mode_name(c.mode())); })
       .def_property_readonly("position", [](const st::Context& c) { return c.log().position(); },
