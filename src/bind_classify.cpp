@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "pybind.hpp"
+#include "use_guard.hpp"
 #include "vnfkit/classify/classifier.hpp"
 #include "vnfkit/classify/reta.hpp"
 #include "vnfkit/classify/toeplitz.hpp"
@@ -265,6 +266,7 @@ void bind_classify(py::module_& m) {
                              py::return_value_policy::reference_internal,
                              "The live indirection table (updates take effect on the next packet).")
       .def("classify", [](const cl::MultiQueueClassifier& c, PacketBatch& b) {
+        auto in_use = vnfkit::bridge::batch_write(&b);
         const std::size_t n = b.size();
         const std::size_t nq = c.num_queues();
         py::array_t<std::uint32_t> order(static_cast<py::ssize_t>(n));

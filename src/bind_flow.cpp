@@ -1,9 +1,11 @@
 // Bridge for the flow tables: RangeTable, ExceptionTable, FlowTable, steer(), SnapshotError.
 // The public, documented Python API is python/vnfkit/tables.py; these are its native halves.
+#include <memory>
 #include <optional>
 #include <tuple>
 
 #include "pybind.hpp"
+#include "use_guard.hpp"
 #include "vnfkit/flow/exception_table.hpp"
 #include "vnfkit/flow/flow_table.hpp"
 #include "vnfkit/flow/range_table.hpp"
@@ -19,6 +21,14 @@ using vnfkit::flow::kNever;
 using vnfkit::flow::Range;
 using vnfkit::flow::RangeTable;
 using vnfkit::bridge::require_1d;
+using Mode = vnfkit::bridge::UseGuard::Mode;
+
+vnfkit::bridge::UseGuard exception_table_use(const void* t, Mode mode) {
+  return vnfkit::bridge::UseGuard(t, "ExceptionTable", vnfkit::bridge::kExceptionTableRule, mode);
+}
+vnfkit::bridge::UseGuard range_table_use(const void* t, Mode mode) {
+  return vnfkit::bridge::UseGuard(t, "RangeTable", vnfkit::bridge::kRangeTableRule, mode);
+}
 
 // A C-contiguous 1-D array of FLOW_KEY_DTYPE.
 const FlowKey* keys_ptr(const py::array& a, const char* what) {
@@ -112,15 +122,24 @@ void bind_flow(py::module_& m) {
            }),
            py::arg("ranges"))
       .def("assign", [](RangeTable& t, const std::vector<std::tuple<std::uint32_t, std::uint32_t, std::uint32_t>>& r) {
+             auto in_use = range_table_use(&t, Mode::kExclusive);
              t.assign(to_ranges(r));
            }, py::arg("ranges"))
-      .def("split", &RangeTable::split, py::arg("m"), py::arg("new_target"))
+      .def("split", [](RangeTable& t, std::uint32_t mm, std::uint32_t new_target) {
+             auto in_use = range_table_use(&t, Mode::kExclusive);
+             return t.split(mm, new_target);
+           }, py::arg("m"), py::arg("new_target"))
       .def("merge", [](RangeTable& t, std::uint32_t mm, std::optional<std::uint32_t> target) {
+             auto in_use = range_table_use(&t, Mode::kExclusive);
              return t.merge(mm, target ? *target : vnfkit::flow::kNoTarget);
            }, py::arg("m"), py::arg("target") = py::none())
-      .def("set_target", &RangeTable::set_target, py::arg("flow_id"), py::arg("target"))
+      .def("set_target", [](RangeTable& t, std::uint32_t flow_id, std::uint32_t target) {
+             auto in_use = range_table_use(&t, Mode::kExclusive);
+             return t.set_target(flow_id, target);
+           }, py::arg("flow_id"), py::arg("target"))
       .def("find", &RangeTable::find, py::arg("flow_id"))
       .def("lookup", [](const RangeTable& t, const py::array& ids) {
+             auto in_use = range_table_use(&t, Mode::kShared);
              require_1d<std::uint32_t>(ids, "flow_ids");
              const auto n = static_cast<std::size_t>(ids.size());
              auto out = new_array<std::uint32_t>(n);
@@ -147,6 +166,7 @@ void bind_flow(py::module_& m) {
       .def("__len__", &ExceptionTable::size)
       .def("memory_bytes", &ExceptionTable::memory_bytes)
       .def("insert", [](ExceptionTable& t, const py::array& keys, const py::array& targets) {
+             auto in_use = exception_table_use(&t, Mode::kExclusive);
              const FlowKey* k = keys_ptr(keys, "keys");
              const auto n = static_cast<std::size_t>(keys.size());
              const auto* tg = col_ptr<std::uint32_t>(targets, "targets", n);
@@ -159,6 +179,7 @@ void bind_flow(py::module_& m) {
            }, py::arg("keys").noconvert())
       .def("count_failed", &ExceptionTable::count_failed, py::arg("n"))
       .def("remove", [](ExceptionTable& t, const py::array& keys) {
+             auto in_use = exception_table_use(&t, Mode::kExclusive);
              const FlowKey* k = keys_ptr(keys, "keys");
              const auto n = static_cast<std::size_t>(keys.size());
              auto out = new_array<bool>(n);
@@ -166,6 +187,7 @@ void bind_flow(py::module_& m) {
              return out;
            }, py::arg("keys").noconvert())
       .def("lookup", [](const ExceptionTable& t, const py::array& keys) {
+             auto in_use = exception_table_use(&t, Mode::kShared);
              const FlowKey* k = keys_ptr(keys, "keys");
              const auto n = static_cast<std::size_t>(keys.size());
              auto out = new_array<std::uint32_t>(n);
@@ -180,7 +202,10 @@ void bind_flow(py::module_& m) {
       .def("targets", [](const ExceptionTable& t) {
              return vec_copy(std::vector<std::uint32_t>(t.targets().begin(), t.targets().end()));
            })
-      .def("clear", &ExceptionTable::clear)
+      .def("clear", [](ExceptionTable& t) {
+             auto in_use = exception_table_use(&t, Mode::kExclusive);
+             t.clear();
+           })
       .def("stats", [](const ExceptionTable& t) {
              py::dict d;
              d["size"] = t.size();
@@ -206,6 +231,14 @@ void bind_flow(py::module_& m) {
           for (const auto* t : tables) {
             if (!t) throw py::type_error("exceptions: entries must be ExceptionTable objects");
           }
+          // Shared marks: steer may run on many threads at once, but not during a table update.
+          auto ranges_in_use = range_table_use(&ranges, Mode::kShared);
+          std::vector<std::unique_ptr<vnfkit::bridge::UseGuard>> tables_in_use;
+          tables_in_use.reserve(tables.size());
+          for (const auto* t : tables) {
+            tables_in_use.push_back(std::make_unique<vnfkit::bridge::UseGuard>(
+                t, "ExceptionTable", vnfkit::bridge::kExceptionTableRule, Mode::kShared));
+          }
           auto out = new_array<std::uint32_t>(n);
           auto* o = out.mutable_data();
           {
@@ -217,7 +250,7 @@ void bind_flow(py::module_& m) {
         py::arg("exceptions"));
 
   // ---------------------------------------------------------------- FlowTable
-  py::class_<FlowTable>(m, "FlowTable", "Native FlowTable (use vnfkit.FlowTable).")
+  py::class_<FlowTable>(m, "FlowTable", "Native FlowTable (use vnfkit.FlowTable). Not thread-safe: one per worker thread; concurrent use raises RuntimeError.")
       .def(py::init([](std::uint32_t capacity, std::uint32_t value_size, std::optional<std::uint64_t> idle,
                        std::optional<std::uint64_t> close, std::uint64_t tick) {
              FlowTableConfig c;
@@ -239,7 +272,10 @@ void bind_flow(py::module_& m) {
       .def("__len__", &FlowTable::size)
       .def("memory_bytes", &FlowTable::memory_bytes)
       .def_property("user_meta", [](const FlowTable& t) { return py::bytes(t.user_meta()); },
-                    [](FlowTable& t, const py::bytes& b) { t.set_user_meta(std::string(b)); })
+                    [](FlowTable& t, const py::bytes& b) {
+                      auto in_use = vnfkit::bridge::flow_table_use(&t);
+                      t.set_user_meta(std::string(b));
+                    })
       .def("entries_raw", [](py::object self) {
              // Read-only: the entries mirror the index, the free list and the timer wheel, so a write
              // here (e.g. marking a free slot live) would silently corrupt the table.
@@ -254,6 +290,7 @@ void bind_flow(py::module_& m) {
              return vnfkit::bridge::view1d(t.values(), t.capacity() * t.config().value_size, self);
            })
       .def("lookup", [](FlowTable& t, const py::array& keys, std::optional<py::array> indices) {
+             auto in_use = vnfkit::bridge::flow_table_use(&t);
              const FlowKey* k = keys_ptr(keys, "keys");
              const auto n_rows = static_cast<std::size_t>(keys.size());
              const std::uint32_t* rows = nullptr;
@@ -275,6 +312,7 @@ void bind_flow(py::module_& m) {
       .def("lookup_or_insert", [](FlowTable& t, const py::array& keys, const py::array& flow_ids,
                                   const py::array& ts_ns, std::optional<py::array> tcp_flags,
                                   std::optional<py::array> indices) {
+             auto in_use = vnfkit::bridge::flow_table_use(&t);
              const FlowKey* k = keys_ptr(keys, "keys");
              const auto n_rows = static_cast<std::size_t>(keys.size());
              const auto* ids = col_ptr<std::uint32_t>(flow_ids, "flow_ids", n_rows);
@@ -305,6 +343,7 @@ void bind_flow(py::module_& m) {
            "Lookup inserting missing flows; with indices (uint32), over rows indices of the (equally long)\n"
            "keys / flow_ids / ts_ns / tcp_flags columns, without a gather. Returns (slots, is_new).")
       .def("remove", [](FlowTable& t, const py::array& keys) {
+             auto in_use = vnfkit::bridge::flow_table_use(&t);
              const FlowKey* k = keys_ptr(keys, "keys");
              const auto n = static_cast<std::size_t>(keys.size());
              auto out = new_array<bool>(n);
@@ -312,6 +351,7 @@ void bind_flow(py::module_& m) {
              return out;
            }, py::arg("keys").noconvert())
       .def("remove_slots", [](FlowTable& t, const py::array& slots) {
+             auto in_use = vnfkit::bridge::flow_table_use(&t);
              require_1d<std::uint32_t>(slots, "slots");
              const auto* s = static_cast<const std::uint32_t*>(slots.data());
              std::size_t c = 0;
@@ -319,6 +359,7 @@ void bind_flow(py::module_& m) {
              return c;
            }, py::arg("slots").noconvert())
       .def("expire", [](FlowTable& t, std::uint64_t now) {
+             auto in_use = vnfkit::bridge::flow_table_use(&t);
              vnfkit::flow::Expired e;
              {
                py::gil_scoped_release rel;
@@ -337,15 +378,23 @@ void bind_flow(py::module_& m) {
                                    vec_copy(e.deadlines), vec_copy(e.reasons), vec_copy(e.values));
            }, py::arg("now_ns"))
       .def("active_in_range", [](const FlowTable& t, std::uint32_t lo, std::uint32_t hi, std::uint64_t since) {
+             auto in_use = vnfkit::bridge::flow_table_use(&t);
              if (lo > hi) throw py::value_error("active_in_range: lo must be <= hi");
              return vec_copy(t.active_in_range(lo, hi, since));
            }, py::arg("lo"), py::arg("hi"), py::arg("since_ns") = 0)
-      .def("live_slots", [](const FlowTable& t) { return vec_copy(t.live_slots()); })
+      .def("live_slots", [](const FlowTable& t) {
+             auto in_use = vnfkit::bridge::flow_table_use(&t);
+             return vec_copy(t.live_slots());
+           })
       .def("deadline", [](const FlowTable& t, std::uint32_t slot) {
+             auto in_use = vnfkit::bridge::flow_table_use(&t);
              if (!t.live(slot)) throw py::value_error("deadline: slot is not live");
              return never_or_value(t.deadline(slot));
            }, py::arg("slot"))
-      .def("clear", &FlowTable::clear)
+      .def("clear", [](FlowTable& t) {
+             auto in_use = vnfkit::bridge::flow_table_use(&t);
+             t.clear();
+           })
       .def("stats", [](const FlowTable& t) {
              const auto& s = t.stats();
              py::dict d;
@@ -365,7 +414,10 @@ void bind_flow(py::module_& m) {
              d["bytes_per_entry"] = static_cast<double>(t.memory_bytes()) / static_cast<double>(t.capacity());
              return d;
            })
-      .def("snapshot", [](const FlowTable& t) { return to_bytes(t.snapshot()); })
+      .def("snapshot", [](const FlowTable& t) {
+             auto in_use = vnfkit::bridge::flow_table_use(&t);
+             return to_bytes(t.snapshot());
+           })
       .def_static("restore", [](const py::buffer& b) {
              py::buffer_info info;
              return FlowTable::restore(image_of(b, info));

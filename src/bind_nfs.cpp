@@ -1,5 +1,6 @@
 // Bridge for the generic gateway primitives (vnfkit::nfs) used by the Python middleboxes.
 #include "pybind.hpp"
+#include "use_guard.hpp"
 
 #include "vnfkit/nfs/gateway.hpp"
 
@@ -22,6 +23,7 @@ void check_records(const py::array& records) {
 void bind_nfs(py::module_& m) {
   m.def("split_gateway", [](PacketBatch& b, std::uint32_t inside_net, std::uint32_t inside_mask, std::uint32_t addr,
                             std::uint16_t out_port, std::uint16_t in_port, bool ports_only) {
+    auto in_use = vnfkit::bridge::batch_write(&b);
     const auto n = static_cast<py::ssize_t>(b.size());
     py::array_t<std::uint32_t> src(n), dst(n), out(n), in(n), other(n), nv4(n), out_np(n), in_np(n);
     const vnfkit::nfs::SplitOutput o{src.mutable_data(), dst.mutable_data(), out.mutable_data(), in.mutable_data(),
@@ -85,6 +87,7 @@ void bind_nfs(py::module_& m) {
   m.def("touch_deadlines_at", [](py::array& records, std::size_t deadline_offset, std::size_t timeout_offset,
                                  const py::array& slots, PacketBatch& b, const py::array& indices,
                                  std::uint8_t close_mask, std::uint64_t close_timeout) {
+    auto in_use = vnfkit::bridge::batch_read(&b);
     check_records(records);
     require_1d<std::uint32_t>(slots, "slots");
     require_1d<std::uint32_t>(indices, "indices");

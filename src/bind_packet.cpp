@@ -3,6 +3,7 @@
 #include <system_error>
 
 #include "pybind.hpp"
+#include "use_guard.hpp"
 #include "vnfkit/packet/batch.hpp"
 #include "vnfkit/packet/build.hpp"
 #include "vnfkit/packet/checksum.hpp"
@@ -125,6 +126,7 @@ const T* arr_ptr(const py::array& a, const char* what, std::size_t n) {
 std::size_t rewrite(PacketBatch& b, vnfkit::packet::Side side, const py::array& indices, const py::array& addr,
                     const py::array& port) {
   vnfkit::bridge::require_1d<std::uint32_t>(indices, "indices");
+  auto in_use = vnfkit::bridge::batch_write(&b);
   const auto n = static_cast<std::size_t>(indices.size());
   const auto* ip = static_cast<const std::uint32_t*>(indices.data());
   const auto* ap = arr_ptr<std::uint32_t>(addr, "addr", n);
@@ -191,10 +193,12 @@ void bind_packet(py::module_& m) {
         return out;
       }, "The packets as a list of bytes.")
       .def("to_pcap", [](const PacketBatch& b, const std::string& path, bool nanosecond) {
+        auto in_use = vnfkit::bridge::batch_read(&b);
         py::gil_scoped_release nogil;
         vnfkit::packet::write_pcap(path, b, nanosecond);
       }, py::arg("path"), py::arg("nanosecond") = false, "Write a classic pcap file (Ethernet linktype).")
       .def("select", [](const PacketBatch& b, const py::array& indices) {
+        auto in_use = vnfkit::bridge::batch_read(&b);
         vnfkit::bridge::require_1d<std::uint32_t>(indices, "indices");
         const auto* ip = static_cast<const std::uint32_t*>(indices.data());
         const auto n = static_cast<std::size_t>(indices.size());
@@ -211,11 +215,13 @@ void bind_packet(py::module_& m) {
         return d;
       }, "Number of dropped packets per drop reason name (non-zero only).")
       .def("parse", [](PacketBatch& b) {
+        auto in_use = vnfkit::bridge::batch_write(&b);
         py::gil_scoped_release nogil;
         return vnfkit::packet::parse_batch(b);
       }, "Parse Ethernet/VLAN/IPv4/IPv6/TCP/UDP/ICMP headers into the key and offset columns.\n"
          "Returns the number of malformed packets (they get a drop reason and port 0).")
       .def("verify_checksums", [](const PacketBatch& b) {
+        auto in_use = vnfkit::bridge::batch_read(&b);
         py::array_t<bool> out(static_cast<py::ssize_t>(b.size()));
         auto* p = reinterpret_cast<std::uint8_t*>(out.mutable_data());
         {
@@ -225,6 +231,7 @@ void bind_packet(py::module_& m) {
         return out;
       }, "Per packet of a parsed batch: True if its IPv4 header and L4 checksums are right.")
       .def("fix_checksums", [](PacketBatch& b) {
+        auto in_use = vnfkit::bridge::batch_write(&b);
         py::gil_scoped_release nogil;
         vnfkit::packet::fix_checksums(b);
       }, "Recompute every checksum of a parsed batch in full.")
@@ -308,6 +315,7 @@ void bind_packet(py::module_& m) {
                                          "Streaming pcap / pcapng reader yielding PacketBatch chunks.")
       .def(py::init<const std::string&>(), py::arg("path"))
       .def("read", [](vnfkit::packet::PcapReader& r, std::size_t max_packets) -> py::object {
+        auto reader_in_use = vnfkit::bridge::UseGuard(&r, "PcapReader", "use one reader per thread");
         if (max_packets == 0) throw py::value_error("max_packets: must be >= 1");
         PacketBatch b;
         std::size_t n = 0;
@@ -326,12 +334,18 @@ void bind_packet(py::module_& m) {
   py::class_<vnfkit::packet::PcapWriter>(m, "PcapWriter", "Classic pcap writer (Ethernet), micro- or nanosecond.")
       .def(py::init<const std::string&, bool>(), py::arg("path"), py::arg("nanosecond") = false)
       .def("write", [](vnfkit::packet::PcapWriter& w, const PacketBatch& b) {
+        auto in_use = vnfkit::bridge::batch_read(&b);
+        auto writer_in_use = vnfkit::bridge::UseGuard(&w, "PcapWriter", "use one writer per thread");
         py::gil_scoped_release nogil;
         w.write(b);
       }, py::arg("batch"))
-      .def("close", &vnfkit::packet::PcapWriter::close)
+      .def("close", [](vnfkit::packet::PcapWriter& w) {
+        auto writer_in_use = vnfkit::bridge::UseGuard(&w, "PcapWriter", "use one writer per thread");
+        w.close();
+      })
       .def("__enter__", [](py::object self) { return self; })
       .def("__exit__", [](vnfkit::packet::PcapWriter& w, const py::object&, const py::object&, const py::object&) {
+        auto writer_in_use = vnfkit::bridge::UseGuard(&w, "PcapWriter", "use one writer per thread");
         w.close();
       })
       .def_property_readonly("packets_written", &vnfkit::packet::PcapWriter::packets_written);

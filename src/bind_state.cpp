@@ -6,6 +6,7 @@
 #include <optional>
 
 #include "pybind.hpp"
+#include "use_guard.hpp"
 #include "vnfkit/ftlog/log.hpp"
 #include "vnfkit/ftlog/output_commit.hpp"
 #include "vnfkit/ftlog/replay.hpp"
@@ -118,6 +119,7 @@ const char* mode_name(st::Mode m) {
 py::array_t<std::uint32_t> reg_access(st::Registers& r, st::Context& ctx, st::RegOp op, const py::array& slots,
                                       const py::object& a, const py::object& b, const py::array& pids,
                                       const char* a_name, const char* b_name) {
+  auto in_use = vnfkit::bridge::context_use(&ctx);
   auto s = in<std::uint64_t>(slots, "slots");
   auto av = opt_in<std::uint32_t>(a, a_name);
   auto bv = opt_in<std::uint32_t>(b, b_name);
@@ -153,8 +155,8 @@ void bind_state(py::module_& m) {
 
   py::class_<st::Context, std::shared_ptr<st::Context>>(m, "Context",
       "Per-worker-thread recording context: every shared access made with it is unlogged, logged as a\n"
-      "determinant in this thread's own log, or (replay) forced to the logged outcome. Use one context\n"
-      "from one thread at a time.")
+      "determinant in this thread's own log, or (replay) forced to the logged outcome. Not thread-safe:\n"
+      "one per worker thread; concurrent use from two threads raises RuntimeError.")
       .def_property_readonly("thread", &st::Context::thread)
       .def_property_readonly("mode", [](const st::Context& c) { return std::string(mode_name(c.mode())); })
       .def_property_readonly("position", [](const st::Context& c) { return c.log().position(); },
@@ -164,22 +166,28 @@ void bind_state(py::module_& m) {
                              "Records appended but not yet drained.")
       .def_property_readonly("replay_remaining", &st::Context::replay_remaining)
       .def("now_ns", [](st::Context& c, const py::array& pids) {
+        auto in_use = vnfkit::bridge::context_use(&c);
         auto p = in<std::uint64_t>(pids, "packet_ids");
         auto [arr, out] = out_array<std::uint64_t>(p.size());
         { py::gil_scoped_release nogil; c.now_ns(p, out); }
         return arr;
       }, py::arg("packet_ids").noconvert(), "Wall-clock ns per packet, logged (or forced on replay).")
       .def("random_u64", [](st::Context& c, const py::array& pids) {
+        auto in_use = vnfkit::bridge::context_use(&c);
         auto p = in<std::uint64_t>(pids, "packet_ids");
         auto [arr, out] = out_array<std::uint64_t>(p.size());
         { py::gil_scoped_release nogil; c.random_u64(p, out); }
         return arr;
       }, py::arg("packet_ids").noconvert(), "One random u64 per packet, logged (or forced on replay).")
       .def("drain_chunk", [](st::Context& c) {
+        auto in_use = vnfkit::bridge::context_use(&c);
         if (c.mode() == st::Mode::kReplay) throw py::value_error("drain_chunk: a replay context has no log to drain");
         return to_bytes(c.log().drain_chunk(c.thread()));
       }, "Frame the held records as one checksummed chunk for stable storage and drop them.")
-      .def("reset_log", [](st::Context& c, std::uint64_t position) { c.log().reset(position); },
+      .def("reset_log", [](st::Context& c, std::uint64_t position) {
+        auto in_use = vnfkit::bridge::context_use(&c);
+        c.log().reset(position);
+      },
            py::arg("position") = 0, "Forget held records and restart positions at `position` (after a checkpoint).")
       .def("__repr__", [](const st::Context& c) {
         return "<vnfkit Context thread=" + std::to_string(c.thread()) + " mode=" + mode_name(c.mode()) +
@@ -194,6 +202,7 @@ void bind_state(py::module_& m) {
       .def_property_readonly("keyed", &st::Counters::keyed)
       .def_property_readonly("full_events", &st::Counters::full_events)
       .def("add", [](st::Counters& c, st::Context& ctx, const py::array& keys, const py::array& deltas, const py::array& pids) {
+        auto in_use = vnfkit::bridge::context_use(&ctx);
         auto k = in<std::uint64_t>(keys, "keys");
         auto d = in<std::int64_t>(deltas, "deltas");
         auto p = in<std::uint64_t>(pids, "packet_ids");
@@ -203,6 +212,7 @@ void bind_state(py::module_& m) {
       }, py::arg("ctx"), py::arg("keys").noconvert(), py::arg("deltas").noconvert(), py::arg("packet_ids").noconvert(),
          "Add deltas[i] to the counter of keys[i]; returns the post-add values (2**64-1 if a keyed table is full).")
       .def("read", [](st::Counters& c, st::Context& ctx, const py::array& keys, const py::array& pids) {
+        auto in_use = vnfkit::bridge::context_use(&ctx);
         auto k = in<std::uint64_t>(keys, "keys");
         auto p = in<std::uint64_t>(pids, "packet_ids");
         auto [arr, out] = out_array<std::uint64_t>(k.size());
@@ -227,6 +237,7 @@ void bind_state(py::module_& m) {
       .def_property_readonly("ns_per_token", &st::TokenBuckets::ns_per_token)
       .def("consume", [](st::TokenBuckets& t, st::Context& ctx, const py::array& buckets, const py::array& now,
                          const py::array& pids, const py::object& costs) {
+        auto in_use = vnfkit::bridge::context_use(&ctx);
         auto b = in<std::uint64_t>(buckets, "buckets");
         auto n = in<std::uint64_t>(now, "now_ns");
         auto p = in<std::uint64_t>(pids, "packet_ids");
@@ -250,6 +261,7 @@ void bind_state(py::module_& m) {
       .def_property_readonly("exhausted_events", &st::PortPool::exhausted_events)
       .def_property_readonly("allocated_count", &st::PortPool::allocated_count)
       .def("allocate", [](st::PortPool& pp, st::Context& ctx, const py::array& pids, const py::object& subpool) {
+        auto in_use = vnfkit::bridge::context_use(&ctx);
         auto p = in<std::uint64_t>(pids, "packet_ids");
         auto s = opt_in<std::uint16_t>(subpool, "subpool");
         auto [arr, out] = out_array<std::uint16_t>(p.size());
@@ -258,6 +270,7 @@ void bind_state(py::module_& m) {
       }, py::arg("ctx"), py::arg("packet_ids").noconvert(), py::arg("subpool") = py::none(),
          "One port per packet from sub-pool subpool[i] (default 0); 0 where the sub-pool is exhausted.")
       .def("release", [](st::PortPool& pp, st::Context& ctx, const py::array& ports, const py::array& pids) {
+        auto in_use = vnfkit::bridge::context_use(&ctx);
         auto po = in<std::uint16_t>(ports, "ports");
         auto p = in<std::uint64_t>(pids, "packet_ids");
         auto [arr, out] = out_bool(po.size());

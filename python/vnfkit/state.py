@@ -12,7 +12,7 @@ Batch calls release the GIL, so Python worker threads really run in parallel::
     state = SharedState()
     per_src = state.counters("per_src24", slots=1 << 16, keyed=True)
     pool = state.port_pool("nat_ports", lo=50000, hi=65535)
-    ctx = state.context(thread_index)                  # one per worker thread
+    ctx = state.context(thread_index)                  # one per worker thread (not thread-safe: concurrent use raises RuntimeError)
     totals = per_src.add(ctx, src24, ones, batch.packet_id)
     ports = pool.allocate(ctx, batch.packet_id[new])   # 0 = exhausted
     commit.tag(queue, batch.packet_id, state.positions())

@@ -10,8 +10,11 @@ Three tables, all backed by the C++ engine, all batch-oriented (one call handles
 * :class:`FlowTable` -- per-flow state records of a numpy structured dtype chosen by the VNF,
   with idle and TCP-close expiry on packet time.
 
-Tables are not thread-safe: give each worker thread its own tables (the engine releases the GIL
-during batch calls, so two threads must never call into the same table at once).
+Tables are not thread-safe: give each worker thread its own FlowTable (the engine releases the GIL
+during batch calls); concurrent use of one FlowTable from two threads raises RuntimeError instead of
+proceeding. RangeTable / ExceptionTable lookups and :func:`steer` may run on many threads at once,
+but an update (insert / remove / clear / assign / split / merge / set_target) while another thread
+is looking up raises RuntimeError too.
 
 Keys are numpy arrays of :data:`vnfkit.FLOW_KEY_DTYPE` (40 bytes: 5-tuple, see flow_key.hpp);
 :func:`make_keys` builds IPv4 keys for tests and controllers. Snapshots are ``bytes`` images with a
