@@ -150,6 +150,17 @@ def _addr_strings(raw: np.ndarray, family: np.ndarray) -> list[str]:
     return out
 
 
+def _check_io(chunk: int, inp: str, out: str, out_flag: str) -> None:
+    """The checks every file-to-file command makes before it starts (one-line errors)."""
+    if chunk < 1:
+        raise ValueError("--chunk: must be >= 1")
+    if not os.path.isfile(inp):
+        raise ValueError(f"--in: {inp} does not exist or is not a file")
+    out_dir = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(out_dir):
+        raise ValueError(f"{out_flag}: directory {out_dir} does not exist")
+
+
 def _cmd_classify(args: argparse.Namespace) -> int:
     import csv
 
@@ -157,13 +168,7 @@ def _cmd_classify(args: argparse.Namespace) -> int:
     from .classify import MultiQueueClassifier
     from .packets import iter_pcap
 
-    if args.chunk < 1:
-        raise ValueError("--chunk: must be >= 1")
-    if not os.path.exists(args.inp):
-        raise ValueError(f"--in: {args.inp} does not exist")
-    out_dir = os.path.dirname(os.path.abspath(args.csv))
-    if not os.path.isdir(out_dir):
-        raise ValueError(f"--csv: directory {out_dir} does not exist")
+    _check_io(args.chunk, args.inp, args.csv, "--csv")
     clf = MultiQueueClassifier(args.queues, key=_parse_key(args.key), symmetric=args.symmetric,
                                reta_size=args.reta_size, use_ports=not args.no_ports)
     per_queue = np.zeros(args.queues, dtype=np.int64)
@@ -272,36 +277,24 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from .packets import iter_pcap
     from .vnf import Runner
 
-    if args.chunk < 1:
-        raise ValueError("--chunk: must be >= 1")
-    if not os.path.isfile(args.inp):
-        raise ValueError(f"--in: {args.inp} does not exist or is not a file")
-    out_dir = os.path.dirname(os.path.abspath(args.out))
-    if not os.path.isdir(out_dir):
-        raise ValueError(f"--out: directory {out_dir} does not exist")
+    _check_io(args.chunk, args.inp, args.out, "--out")
     cls, _defaults = load(args.nf)
     cfg = _load_config(args.config)
     size = os.path.getsize(args.inp)
     prog = _Progress(f"run {args.nf}", None, enabled=not args.quiet)
-    done_bytes = [0]
-
-    def progress(n: int) -> None:
-        prog.total = None
-        prog(n)
 
     with _core.PcapWriter(args.out, False) as writer:
         def on_output(_q: int, out: Any) -> None:
             fwd = np.flatnonzero(out.port != 0).astype(np.uint32)
             if len(fwd):
                 writer.write(out if len(fwd) == len(out) else out.select(fwd))
-            done_bytes[0] += len(out.data) + 16 * len(out)
 
         try:
             runner = Runner(cls, queues=args.queues, config=cfg, logged=False)
         except TypeError as exc:  # unknown config keys etc. are configuration errors
             raise ValueError(str(exc)) from None
         with runner:
-            res = runner.run(iter_pcap(args.inp, chunk=args.chunk), on_output=on_output, progress=progress)
+            res = runner.run(iter_pcap(args.inp, chunk=args.chunk), on_output=on_output, progress=prog)
         written = int(writer.packets_written)
     prog.finish()
     _print_run_summary(res, f"vnfkit run {args.nf}: {res.packets} packets from {args.inp} ({size} bytes) "
