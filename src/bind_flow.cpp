@@ -3,6 +3,7 @@
 #include <memory>
 #include <optional>
 #include <tuple>
+#include <utility>
 
 #include "pybind.hpp"
 #include "use_guard.hpp"
@@ -98,6 +99,15 @@ py::list from_ranges(const std::vector<Range>& r) {
   py::list out;
   for (const auto& x : r) out.append(py::make_tuple(x.lo, x.hi, x.target));
   return out;
+}
+
+// Optional `indices` (uint32) of the calls that work over batch rows without a gather: the row
+// pointer (nullptr = every row) and the number of rows to process. Range checks are the engine's.
+std::pair<const std::uint32_t*, std::size_t> row_selection(const std::optional<py::array>& indices,
+                                                           std::size_t n_rows) {
+  if (!indices) return {nullptr, n_rows};
+  require_1d<std::uint32_t>(*indices, "indices");
+  return {static_cast<const std::uint32_t*>(indices->data()), static_cast<std::size_t>(indices->size())};
 }
 
 }  // namespace
@@ -293,13 +303,7 @@ void bind_flow(py::module_& m) {
              auto in_use = vnfkit::bridge::flow_table_use(&t);
              const FlowKey* k = keys_ptr(keys, "keys");
              const auto n_rows = static_cast<std::size_t>(keys.size());
-             const std::uint32_t* rows = nullptr;
-             std::size_t n = n_rows;
-             if (indices) {
-               require_1d<std::uint32_t>(*indices, "indices");
-               rows = static_cast<const std::uint32_t*>(indices->data());
-               n = static_cast<std::size_t>(indices->size());
-             }
+             const auto [rows, n] = row_selection(indices, n_rows);
              auto out = new_array<std::uint32_t>(n);
              auto* o = out.mutable_data();
              {
@@ -318,13 +322,7 @@ void bind_flow(py::module_& m) {
              const auto* ids = col_ptr<std::uint32_t>(flow_ids, "flow_ids", n_rows);
              const auto* ts = col_ptr<std::uint64_t>(ts_ns, "ts_ns", n_rows);
              const std::uint8_t* fl = tcp_flags ? col_ptr<std::uint8_t>(*tcp_flags, "tcp_flags", n_rows) : nullptr;
-             const std::uint32_t* rows = nullptr;
-             std::size_t n = n_rows;
-             if (indices) {
-               require_1d<std::uint32_t>(*indices, "indices");
-               rows = static_cast<const std::uint32_t*>(indices->data());
-               n = static_cast<std::size_t>(indices->size());
-             }
+             const auto [rows, n] = row_selection(indices, n_rows);
              auto slots = new_array<std::uint32_t>(n);
              auto is_new = new_array<bool>(n);
              auto* so = slots.mutable_data();
