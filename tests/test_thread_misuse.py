@@ -146,6 +146,47 @@ elif scenario == "exception_update_during_lookup":
             ex.remove(keys[:1000])
     hammer(worker)
     check = {"consistent": len(ex) in (0, 1000)}
+elif scenario.startswith("wanopt"):
+    from vnfkit.nfs.wanopt import EncoderCache, WanOptimizer
+    from vnfkit.vnf import Context
+    M = 4000
+    frames = _core.build_packets(
+        make_keys(np.arange(M) + 0x0A000000, 0x0A000002, 1000, 80), np.full(M, 700, np.uint16),
+        np.arange(M, dtype=np.uint64), np.full(M, 0x18, np.uint8), np.zeros(M, np.uint32)).to_list()
+    def fresh():
+        b = _core.PacketBatch(frames)
+        b.parse()
+        return b
+    cache = EncoderCache(1 << 22)
+    encs = []
+    for q in range(2):
+        e = WanOptimizer()
+        e.setup(Context(q, 2), cache=cache)
+        encs.append(e)
+    if scenario == "wanopt_shared_nf":  # one encoder (one Stats) driven by two threads
+        def worker(i):
+            encs[0].process(fresh(), None)
+        hammer(worker)
+        st = encs[0].stats()
+        check = {"consistent": st["packets_encoded"] + st["packets_passthrough"] <= M * (ok[0] + ok[1])}
+    elif scenario == "wanopt_batch":  # one batch encoded in one thread while parsed in another
+        b = fresh()
+        def worker(i):
+            if i == 0:
+                encs[0].process(b, None)
+            else:
+                b.parse()
+        hammer(worker)
+        offs = b.offsets
+        check = {"consistent": int(offs[-1]) == len(b.data) and bool((np.diff(offs.astype(np.int64)) >= 0).all())
+                 and b.parse() == 0}  # parse() counts malformed packets: none
+    else:  # wanopt_per_thread: the documented pattern, one encoder + batch per thread, one cache
+        def worker(i):
+            b = fresh()
+            encs[i].process(b, None)
+            assert (b.port == 1).all()
+        hammer(worker)
+        check = {"consistent": all(e.stats()["packets_encoded"] == M * ok[q] for q, e in enumerate(encs))}
 else:
     raise SystemExit(f"unknown scenario {scenario}")
 
@@ -171,6 +212,8 @@ def run_child(scenario: str, iterations: int = 60) -> dict[str, Any]:
         ("context", "Context: used from two threads at once; use one context per worker thread", True),
         ("batch", "PacketBatch: used from two threads at once; a batch must not be modified", True),
         # insert holds the GIL, so it only collides when it lands inside a lookup's short GIL-free window
+        ("wanopt_shared_nf", "Stats: used from two threads at once; use one WanOptimizer / WanOptDecoder", True),
+        ("wanopt_batch", "PacketBatch: used from two threads at once; a batch must not be modified", True),
         ("exception_update_during_lookup",
          "ExceptionTable: used from two threads at once; lookups and steer may run in parallel", False),
     ],
@@ -191,6 +234,12 @@ def test_two_threads_on_one_object_raise_a_clear_error_never_crash(scenario: str
 def test_shared_read_only_use_is_allowed_from_many_threads() -> None:
     out = run_child("shared_readers")
     assert out["n_errors"] == 0 and out["check"]["consistent"], out
+
+
+def test_wanopt_encoders_sharing_one_cache_never_raise() -> None:
+    """The WAN optimizer's cache is shared by design (atomics); one encoder per thread is fine."""
+    out = run_child("wanopt_per_thread", iterations=20)
+    assert out["n_errors"] == 0 and out["check"]["consistent"] and out["ok_calls"] == [20, 20], out
 
 
 def test_guard_is_released_after_errors_and_on_success() -> None:

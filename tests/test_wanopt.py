@@ -678,3 +678,63 @@ def test_bad_decoder_config_and_wrong_objects():
             call()
     with pytest.raises(RuntimeError):
         EncoderCache(1 << 16).__init__(1 << 16, True)
+
+
+HUGE = 2 ** 40
+
+
+@pytest.mark.parametrize("vnf, key", [
+    (WanOptimizer, "cache_size"), (WanOptimizer, "window"), (WanOptimizer, "min_match"),
+    (WanOptimizer, "table_bits"), (WanOptimizer, "anchor_bits"), (WanOptimizer, "out_port"),
+    (WanOptDecoder, "cache_size"), (WanOptDecoder, "out_port"), (WanOptDecoder, "wait_us"),
+])
+@pytest.mark.parametrize("value", [HUGE, -HUGE, 2 ** 64 + 1])
+def test_huge_numbers_are_a_value_error_naming_the_key(vnf, key, value):
+    with pytest.raises(ValueError, match=f"^{key}: ") as info:
+        vnf().setup(Context(0, 1), **{key: value})
+    assert not isinstance(info.value, OverflowError) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("key", ["window", "min_match", "table_bits", "anchor_bits", "min_store"])
+def test_cache_numbers_are_checked_before_any_c_conversion(key):
+    with pytest.raises(ValueError, match=f"^{key}: must be in"):
+        _wanopt.Cache(1 << 16, True, **{key: HUGE})
+    with pytest.raises(TypeError, match=f"^{key}: expected an int"):
+        _wanopt.Cache(1 << 16, True, **{key: 32.0})
+
+
+def test_stage_arguments_are_checked_before_any_c_conversion():
+    enc, dec = EncoderCache(1 << 16), DecoderCache(1 << 16)
+    b = parsed([frame(b"x" * 64)])
+    es, ds = _wanopt.Stats(_wanopt.ENCODER_STATS), _wanopt.Stats(_wanopt.DECODER_STATS)
+    with pytest.raises(ValueError, match="^out_port: "):
+        _wanopt.encode_batch(enc, b, HUGE, es)
+    with pytest.raises(ValueError, match="^owner: "):
+        _wanopt.encode_batch(enc, b, 1, es, HUGE)
+    with pytest.raises(ValueError, match="^wait_ns: "):
+        _wanopt.decode_batch(dec, b, 1, ds, 2 ** 64)
+    with pytest.raises(ValueError, match="^owner: "):
+        _wanopt.encode_payload_bytes(enc, b"y" * 64, -1)
+    with pytest.raises(ValueError, match="^wait_ns: "):
+        _wanopt.decode_payload_bytes(dec, b"y" * 64, HUGE ** 2)
+
+
+@pytest.mark.parametrize("nf, key", [("wanopt", "window"), ("wanopt", "min_match"), ("wanopt", "table_bits"),
+                                     ("wanopt", "anchor_bits"), ("wanopt-decoder", "cache_size")])
+def test_cli_huge_config_number_is_one_line(nf, key, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from vnfkit import traffic
+
+    trace = tmp_path / "t.pcap"
+    traffic.write_trace(str(trace), 10, 50, 1)
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({key: HUGE}))
+    r = subprocess.run([sys.executable, "-m", "vnfkit", "run", nf, "--in", str(trace), "--out",
+                        str(tmp_path / "o.pcap"), "--config", str(cfg), "--quiet"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"{key}: must be in" in lines[0] and "Overflow" not in r.stderr, r.stderr

@@ -143,6 +143,47 @@ cdef extern from *:
                             size_t n) noexcept nogil
     const int WO_ENGINE_CHECKSUMS
 
+# Two-thread misuse guard: the same "in use" registry as vnfkit._core's bound objects (use_guard.hpp),
+# reached through the capsule _core exports, so a batch encoded here while another thread parses it
+# in _core conflicts too. A mark is held for one call (taken with the GIL, dropped after the loop).
+cdef extern from *:
+    """
+    #include "use_guard.hpp"
+    static vnfkit::bridge::UseRegistry* wo_registry = nullptr;
+    static inline void wo_set_registry(void* r) noexcept { wo_registry = static_cast<vnfkit::bridge::UseRegistry*>(r); }
+    static inline bool wo_acquire(const void* obj) noexcept {
+      return wo_registry->acquire(obj, vnfkit::bridge::UseRegistry::Mode::kExclusive);
+    }
+    static inline void wo_release(const void* obj) noexcept { wo_registry->release(obj); }
+    static inline const char* wo_batch_rule() noexcept { return vnfkit::bridge::kBatchRule; }
+    """
+    void wo_set_registry(void* r) noexcept
+    bint wo_acquire(const void* obj) noexcept
+    void wo_release(const void* obj) noexcept
+    const char* wo_batch_rule() noexcept
+
+from cpython.pycapsule cimport PyCapsule_GetPointer
+from vnfkit import _core as _vk_core
+wo_set_registry(PyCapsule_GetPointer(_vk_core._use_registry, "vnfkit._core.use_registry"))
+
+STATS_RULE = ("use one WanOptimizer / WanOptDecoder (one Stats) per worker thread; "
+              "the cache may be shared")
+
+
+cdef int _use_begin(const void* batch, Stats stats) except -1:
+    """Mark the batch and the stats in use for one call; RuntimeError if another thread uses either."""
+    if not wo_acquire(<const void*> stats):
+        raise RuntimeError(f"Stats: used from two threads at once; {STATS_RULE}")
+    if not wo_acquire(batch):
+        wo_release(<const void*> stats)
+        raise RuntimeError(f"PacketBatch: used from two threads at once; {wo_batch_rule().decode()}")
+    return 0
+
+
+cdef void _use_end(const void* batch, Stats stats) noexcept:
+    wo_release(batch)
+    wo_release(<const void*> stats)
+
 
 # ---- encoded payload format (see vnfkit/nfs/wanopt.py) ----
 cdef enum:
@@ -160,6 +201,7 @@ cdef uint64_t WRITING = 1ULL << 63
 cdef uint64_t GEN_MASK = (1ULL << 48) - 1       # stamp bits 0-47: absolute block + 1
 cdef int OWNER_SHIFT = 48                        # stamp bits 48-62: owner (encoder queue + 1, 0 = none)
 MAX_OWNER = 0x7FFF
+MAX_WAIT_NS = 10 ** 12                           # decoder wait budget per call: at most 1000 s
 cdef uint64_t MAX_BLOCK = (1ULL << 48) - 1
 
 MAGIC_BYTE = MAGIC
@@ -289,34 +331,32 @@ cdef class Cache:
         self.stamps = NULL
         self.fps = NULL
 
-    def __init__(self, object size, bint encoder, int window=32, int anchor_bits=4, int min_match=32,
-                 int table_bits=0, int min_store=0):
+    def __init__(self, object size, bint encoder, object window=32, object anchor_bits=4, object min_match=32,
+                 object table_bits=0, object min_store=0):
         if self.ring != NULL:
             raise RuntimeError("Cache: already initialised")
         cdef int i
-        if not isinstance(size, int) or isinstance(size, bool):
-            raise TypeError(f"cache_size: expected an int, got {type(size).__name__}")
-        if size < 4096 or size > (1ULL << 30) or (size & (size - 1)) != 0:
+        # Every number is checked as a Python int before it meets a C type, so a huge value is a
+        # ValueError naming the key, never an OverflowError from the conversion.
+        _int_arg(size, "cache_size", 4096, 1 << 30)
+        if (size & (size - 1)) != 0:
             raise ValueError(f"cache_size: must be a power of two in [4096, 2**30], got {size}")
-        if window < 8 or window > 64:
-            raise ValueError(f"window: must be in [8, 64], got {window}")
-        if anchor_bits < 0 or anchor_bits > 16:
-            raise ValueError(f"anchor_bits: must be in [0, 16], got {anchor_bits}")
-        if min_match < 8 or min_match > 65535:
-            raise ValueError(f"min_match: must be in [8, 65535], got {min_match}")
+        _int_arg(window, "window", 8, 64)
+        _int_arg(anchor_bits, "anchor_bits", 0, 16)
+        _int_arg(min_match, "min_match", 8, 65535)
         if min_match < window:
             raise ValueError(f"min_match: must be >= window ({window}), got {min_match}")
+        _int_arg(table_bits, "table_bits", 0, 28)
         if table_bits == 0:
             table_bits = 0
-            while (1ULL << table_bits) < (size >> anchor_bits) * 2:
+            while (1 << table_bits) < (size >> anchor_bits) * 2:
                 table_bits += 1
             table_bits = max(10, min(table_bits, 26))
-        if table_bits < 4 or table_bits > 28:
-            raise ValueError(f"table_bits: must be in [4, 28], got {table_bits}")
+        if table_bits < 4:
+            raise ValueError(f"table_bits: must be 0 (auto) or in [4, 28], got {table_bits}")
+        _int_arg(min_store, "min_store", 0, 65535)
         if min_store == 0:
             min_store = window
-        if min_store < 1:
-            raise ValueError(f"min_store: must be >= 1, got {min_store}")
         self.ring_size = size
         self.nblocks = size >> BLOCK_SHIFT
         self.block_mask = self.nblocks - 1
@@ -525,6 +565,15 @@ cdef class Cache:
         m_start[0] = j - k
         m_cache[0] = c - k
         return <int64_t> (k + r)
+
+
+cdef int _int_arg(object value, str name, object lo, object hi) except -1:
+    """TypeError unless value is an int (not a bool); ValueError naming `name` unless lo <= value <= hi."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{name}: expected an int, got {type(value).__name__}")
+    if not lo <= value <= hi:
+        raise ValueError(f"{name}: must be in [{lo}, {hi}], got {value}")
+    return 0
 
 
 cdef int _ready(Cache cache) except -1:
@@ -880,7 +929,7 @@ cdef bint fix_headers(uint8_t* f, uint32_t l3, uint32_t l4, uint32_t old_l4len, 
     return True
 
 
-def encode_batch(Cache cache, object batch, uint16_t out_port, Stats stats, int owner=0):
+def encode_batch(Cache cache, object batch, object out_port, Stats stats, object owner=0):
     """Encode every TCP/UDP payload of a parsed batch in place (the batch's data buffer is rebuilt).
 
     Packets without a TCP/UDP payload pass unchanged; packets already dropped stay dropped. Every
@@ -890,10 +939,12 @@ def encode_batch(Cache cache, object batch, uint16_t out_port, Stats stats, int 
     _ready(cache)
     if not cache.encoder:
         raise ValueError("cache: an encoder needs an encoder cache")
-    if owner < 0 or owner > MAX_OWNER:
-        raise ValueError(f"owner: must be in [0, {MAX_OWNER}], got {owner}")
+    _int_arg(out_port, "out_port", 0, 65535)
+    _int_arg(owner, "owner", 0, MAX_OWNER)
+    cdef uint16_t port = out_port
+    cdef uint64_t own = owner
     cdef PacketBatch* b = batch_from_object(batch)
-    cdef size_t n = b.size(), i
+    cdef size_t n = 0, i
     cdef uint64_t bound = 0, o = 0, flen, elen, L, max_pay = 0
     cdef uint32_t pay_off = 0, pay_end = 0
     cdef uint8_t proto = 0
@@ -903,56 +954,61 @@ def encode_batch(Cache cache, object batch, uint16_t out_port, Stats stats, int 
     cdef const uint8_t* f
     cdef uint8_t* g
     cdef uint64_t* ctr = stats.c
-    for i in range(n):
-        flen = b.offsets[i + 1] - b.offsets[i]
-        bound += encoded_bound(flen) + 8
-        if flen > max_pay:
-            max_pay = flen
-    with nogil:
-        out.resize(bound)
-        offs.resize(n + 1)
-        anc_pos.resize(max_pay + 1)
-        anc_h.resize(max_pay + 1)
-        offs[0] = 0
+    _use_begin(b, stats)
+    n = b.size()
+    try:
         for i in range(n):
-            f = b.data.data() + b.offsets[i]
             flen = b.offsets[i + 1] - b.offsets[i]
-            g = out.data() + o
-            if not l4_payload(b, i, &proto, &pay_off, &pay_end) or pay_end == pay_off:
-                memcpy(g, f, flen)
-                o += flen
+            bound += encoded_bound(flen) + 8
+            if flen > max_pay:
+                max_pay = flen
+        with nogil:
+            out.resize(bound)
+            offs.resize(n + 1)
+            anc_pos.resize(max_pay + 1)
+            anc_h.resize(max_pay + 1)
+            offs[0] = 0
+            for i in range(n):
+                f = b.data.data() + b.offsets[i]
+                flen = b.offsets[i + 1] - b.offsets[i]
+                g = out.data() + o
+                if not l4_payload(b, i, &proto, &pay_off, &pay_end) or pay_end == pay_off:
+                    memcpy(g, f, flen)
+                    o += flen
+                    offs[i + 1] = <uint32_t> o
+                    if b.drop[i] == 0:
+                        b.port[i] = port
+                        ctr[E_PASS] += 1
+                    continue
+                L = pay_end - pay_off
+                memcpy(g, f, pay_off)
+                elen = encode_payload(cache, f + pay_off, L, g + pay_off, own, anc_pos.data(),
+                                      anc_h.data(), ctr)
+                memcpy(g + pay_off + elen, f + pay_end, flen - pay_end)
+                if not fix_headers(g, b.l3_offset[i], b.l4_offset[i], b.l4_len[i],
+                                   <uint32_t> (pay_off - b.l4_offset[i] + elen), proto):
+                    memcpy(g, f, flen)
+                    o += flen
+                    offs[i + 1] = <uint32_t> o
+                    b.port[i] = 0
+                    b.drop[i] = <uint8_t> DropReason.kOther
+                    ctr[E_TOO_BIG] += 1
+                    continue
+                b.l4_len[i] = <uint16_t> (pay_off - b.l4_offset[i] + elen)
+                o += flen - L + elen
                 offs[i + 1] = <uint32_t> o
-                if b.drop[i] == 0:
-                    b.port[i] = out_port
-                    ctr[E_PASS] += 1
-                continue
-            L = pay_end - pay_off
-            memcpy(g, f, pay_off)
-            elen = encode_payload(cache, f + pay_off, L, g + pay_off, <uint64_t> owner, anc_pos.data(),
-                                  anc_h.data(), ctr)
-            memcpy(g + pay_off + elen, f + pay_end, flen - pay_end)
-            if not fix_headers(g, b.l3_offset[i], b.l4_offset[i], b.l4_len[i],
-                               <uint32_t> (pay_off - b.l4_offset[i] + elen), proto):
-                memcpy(g, f, flen)
-                o += flen
-                offs[i + 1] = <uint32_t> o
-                b.port[i] = 0
-                b.drop[i] = <uint8_t> DropReason.kOther
-                ctr[E_TOO_BIG] += 1
-                continue
-            b.l4_len[i] = <uint16_t> (pay_off - b.l4_offset[i] + elen)
-            o += flen - L + elen
-            offs[i + 1] = <uint32_t> o
-            b.port[i] = out_port
-            ctr[E_PACKETS] += 1
-            ctr[E_BYTES_IN] += L
-            ctr[E_BYTES_OUT] += elen
-        out.resize(o)
-        b.data.swap(out)
-        b.offsets.swap(offs)
+                b.port[i] = port
+                ctr[E_PACKETS] += 1
+                ctr[E_BYTES_IN] += L
+                ctr[E_BYTES_OUT] += elen
+            out.resize(o)
+            b.data.swap(out)
+            b.offsets.swap(offs)
+    finally:
+        _use_end(b, stats)
 
 
-def decode_batch(Cache cache, object batch, uint16_t out_port, Stats stats, uint64_t wait_ns=0):
+def decode_batch(Cache cache, object batch, object out_port, Stats stats, object wait_ns=0):
     """Decode every encoded TCP/UDP payload of a parsed batch in place (the data buffer is rebuilt).
 
     Packets without a TCP/UDP payload pass unchanged. A payload that does not decode (not in the
@@ -962,8 +1018,12 @@ def decode_batch(Cache cache, object batch, uint16_t out_port, Stats stats, uint
     _ready(cache)
     if cache.encoder:
         raise ValueError("cache: a decoder needs a decoder cache")
+    _int_arg(out_port, "out_port", 0, 65535)
+    _int_arg(wait_ns, "wait_ns", 0, MAX_WAIT_NS)
+    cdef uint16_t port = out_port
+    cdef uint64_t budget = wait_ns
     cdef PacketBatch* b = batch_from_object(batch)
-    cdef size_t n = b.size(), i
+    cdef size_t n = 0, i
     cdef uint64_t bound = 0, o = 0, flen, L = 0, dl = 0, en, room
     cdef uint32_t pay_off = 0, pay_end = 0
     cdef uint8_t proto = 0
@@ -973,57 +1033,62 @@ def decode_batch(Cache cache, object batch, uint16_t out_port, Stats stats, uint
     cdef const uint8_t* f
     cdef uint8_t* g
     cdef uint64_t* ctr = stats.c
-    for i in range(n):
-        flen = b.offsets[i + 1] - b.offsets[i]
-        bound += flen
-        if l4_payload(b, i, &proto, &pay_off, &pay_end) and pay_end - pay_off >= HEADER_LEN:
-            bound += get16(b.data.data() + b.offsets[i] + pay_off + 2)
-    with nogil:
-        out.resize(bound)
-        offs.resize(n + 1)
-        offs[0] = 0
+    _use_begin(b, stats)
+    n = b.size()
+    try:
         for i in range(n):
-            f = b.data.data() + b.offsets[i]
             flen = b.offsets[i + 1] - b.offsets[i]
-            g = out.data() + o
-            if not l4_payload(b, i, &proto, &pay_off, &pay_end) or pay_end == pay_off:
-                memcpy(g, f, flen)
-                o += flen
+            bound += flen
+            if l4_payload(b, i, &proto, &pay_off, &pay_end) and pay_end - pay_off >= HEADER_LEN:
+                bound += get16(b.data.data() + b.offsets[i] + pay_off + 2)
+        with nogil:
+            out.resize(bound)
+            offs.resize(n + 1)
+            offs[0] = 0
+            for i in range(n):
+                f = b.data.data() + b.offsets[i]
+                flen = b.offsets[i + 1] - b.offsets[i]
+                g = out.data() + o
+                if not l4_payload(b, i, &proto, &pay_off, &pay_end) or pay_end == pay_off:
+                    memcpy(g, f, flen)
+                    o += flen
+                    offs[i + 1] = <uint32_t> o
+                    if b.drop[i] == 0:
+                        b.port[i] = port
+                        ctr[D_PASS] += 1
+                    continue
+                en = pay_end - pay_off
+                memcpy(g, f, pay_off)
+                room = get16(f + pay_off + 2) if en >= HEADER_LEN else 0
+                rc = decode_payload(cache, f + pay_off, en, g + pay_off, room, &dl, ctr, &budget)
+                if rc == 0:
+                    memcpy(g + pay_off + dl, f + pay_end, flen - pay_end)
+                    if not fix_headers(g, b.l3_offset[i], b.l4_offset[i], b.l4_len[i],
+                                       <uint32_t> (pay_off - b.l4_offset[i] + dl), proto):
+                        rc = D_FAIL_TOO_BIG
+                if rc != 0:
+                    memcpy(g, f, flen)
+                    o += flen
+                    offs[i + 1] = <uint32_t> o
+                    b.port[i] = 0
+                    b.drop[i] = <uint8_t> DropReason.kOther
+                    ctr[rc] += 1
+                    continue
+                b.l4_len[i] = <uint16_t> (pay_off - b.l4_offset[i] + dl)
+                o += flen - en + dl
                 offs[i + 1] = <uint32_t> o
-                if b.drop[i] == 0:
-                    b.port[i] = out_port
-                    ctr[D_PASS] += 1
-                continue
-            en = pay_end - pay_off
-            memcpy(g, f, pay_off)
-            room = get16(f + pay_off + 2) if en >= HEADER_LEN else 0
-            rc = decode_payload(cache, f + pay_off, en, g + pay_off, room, &dl, ctr, &wait_ns)
-            if rc == 0:
-                memcpy(g + pay_off + dl, f + pay_end, flen - pay_end)
-                if not fix_headers(g, b.l3_offset[i], b.l4_offset[i], b.l4_len[i],
-                                   <uint32_t> (pay_off - b.l4_offset[i] + dl), proto):
-                    rc = D_FAIL_TOO_BIG
-            if rc != 0:
-                memcpy(g, f, flen)
-                o += flen
-                offs[i + 1] = <uint32_t> o
-                b.port[i] = 0
-                b.drop[i] = <uint8_t> DropReason.kOther
-                ctr[rc] += 1
-                continue
-            b.l4_len[i] = <uint16_t> (pay_off - b.l4_offset[i] + dl)
-            o += flen - en + dl
-            offs[i + 1] = <uint32_t> o
-            b.port[i] = out_port
-            ctr[D_PACKETS] += 1
-            ctr[D_BYTES_IN] += en
-            ctr[D_BYTES_OUT] += dl
-        out.resize(o)
-        b.data.swap(out)
-        b.offsets.swap(offs)
+                b.port[i] = port
+                ctr[D_PACKETS] += 1
+                ctr[D_BYTES_IN] += en
+                ctr[D_BYTES_OUT] += dl
+            out.resize(o)
+            b.data.swap(out)
+            b.offsets.swap(offs)
+    finally:
+        _use_end(b, stats)
 
 
-def encode_payload_bytes(Cache cache, const uint8_t[::1] payload, int owner=0):
+def encode_payload_bytes(Cache cache, const uint8_t[::1] payload, object owner=0):
     """Encode one payload (bytes) against the cache, storing it; for tests and the Python API."""
     _ready(cache)
     if not cache.encoder:
@@ -1031,8 +1096,8 @@ def encode_payload_bytes(Cache cache, const uint8_t[::1] payload, int owner=0):
     cdef uint64_t L = payload.shape[0]
     if L == 0 or L > 65535:
         raise ValueError("payload: length must be in [1, 65535]")
-    if owner < 0 or owner > MAX_OWNER:
-        raise ValueError(f"owner: must be in [0, {MAX_OWNER}], got {owner}")
+    _int_arg(owner, "owner", 0, MAX_OWNER)
+    cdef uint64_t own = owner
     cdef vector[uint8_t] out
     cdef vector[uint64_t] anc_pos, anc_h
     cdef uint64_t counters[16]
@@ -1042,16 +1107,18 @@ def encode_payload_bytes(Cache cache, const uint8_t[::1] payload, int owner=0):
     anc_pos.resize(L + 1)
     anc_h.resize(L + 1)
     with nogil:
-        elen = encode_payload(cache, &payload[0], L, out.data(), <uint64_t> owner, anc_pos.data(), anc_h.data(),
+        elen = encode_payload(cache, &payload[0], L, out.data(), own, anc_pos.data(), anc_h.data(),
                               counters)
     return bytes((<char*> out.data())[:elen])
 
 
-def decode_payload_bytes(Cache cache, const uint8_t[::1] encoded, uint64_t wait_ns=0):
+def decode_payload_bytes(Cache cache, const uint8_t[::1] encoded, object wait_ns=0):
     """Decode one encoded payload; returns (payload bytes or None, failure name or None)."""
     _ready(cache)
     if cache.encoder:
         raise ValueError("cache: a decoder needs a decoder cache")
+    _int_arg(wait_ns, "wait_ns", 0, MAX_WAIT_NS)
+    cdef uint64_t budget = wait_ns
     cdef vector[uint8_t] out
     cdef uint64_t counters[16]
     cdef uint64_t dl = 0
@@ -1061,7 +1128,7 @@ def decode_payload_bytes(Cache cache, const uint8_t[::1] encoded, uint64_t wait_
     if encoded.shape[0] == 0:
         return None, DECODER_STATS[D_FAIL_TRUNCATED]
     with nogil:
-        rc = decode_payload(cache, &encoded[0], encoded.shape[0], out.data(), 65535, &dl, counters, &wait_ns)
+        rc = decode_payload(cache, &encoded[0], encoded.shape[0], out.data(), 65535, &dl, counters, &budget)
     if rc != 0:
         return None, DECODER_STATS[rc]
     return bytes((<char*> out.data())[:dl]), None

@@ -1,7 +1,9 @@
 """The middleboxes of the study, built on vnfkit the way a user would build their own.
 
 Each is a :class:`vnfkit.VNF` subclass in its own module, with a ``DEFAULTS`` dict of its
-configuration keys (what ``vnfkit run NAME --config FILE.json`` accepts):
+configuration keys and their defaults (what ``vnfkit run NAME --config FILE.json`` accepts; the
+WAN optimizer's decoder, which shares its module with the encoder, has ``DECODER_DEFAULTS``, also
+reachable as ``WanOptDecoder.DEFAULTS``):
 
 ========================  =========================================  ==============================
 name (CLI)                class                                      what it is
@@ -47,4 +49,9 @@ def load(name: str) -> tuple[type[Any], dict[str, Any]]:
     except KeyError:
         raise ValueError(f"unknown NF {name!r}; choose one of: {', '.join(REGISTRY)}") from None
     mod = importlib.import_module(module)
-    return getattr(mod, cls), dict(getattr(mod, "DEFAULTS", {}))
+    vnf = getattr(mod, cls)
+    # A module with two NFs (wanopt: encoder and decoder) gives each class its own DEFAULTS.
+    defaults = getattr(vnf, "DEFAULTS", None)
+    if defaults is None:
+        defaults = mod.DEFAULTS
+    return vnf, dict(defaults)

@@ -22,6 +22,37 @@ with ``DropReason.POLICY`` (``unmatched="drop"``). Per-class counters (packets a
 dropped; the last row is "unmatched") are shared in the direct Counters ``qos.stats`` (one access per
 class, outcome and batch), so totals are exact with any number of workers. Everything forwarded
 leaves on ``out_port``. The batch must be parsed before :meth:`QoS.process`.
+
+Multi-queue runs: why drop counts vary, and by how much
+--------------------------------------------------------
+With one queue a bucket sees its packets in packet-time order, and the result is a pure function of
+the trace. With several queues, every worker hits the same bucket, each from its own position in
+packet time: a worker that is ahead pushes the bucket's state (the theoretical arrival time)
+forward, and the other worker's earlier packets then find less room (or more, after an idle
+stretch). So the drop count depends on how the threads interleave and changes from run to run.
+That is racing, not a lost update: every access is one compare-and-swap, every decision is a
+correct GCRA step on the state it saw, and the logged determinants reproduce each run's decisions
+exactly on replay. ``tests/test_qos_racing.py`` proves it: time-ordered accesses from two workers
+give exactly the one-queue decisions; classes whose flows stay on one queue give the one-queue
+decisions in every racing run; a fixed out-of-order interleaving is deterministic; and every
+logged run is one serial GCRA order. How much it matters depends on the burst:
+
+* whatever the order, admitted <= burst + rate * span (+1): each admission moves the state one
+  token interval forward, and the state never runs more than the burst interval (burst / rate)
+  ahead of the latest packet time;
+* while the burst interval covers the workers' skew in packet time (how far apart their positions
+  get, about ``depth`` batches of each queue), admitted stays within rate * skew (+2) of the
+  one-queue count;
+* when a worker lags by more than the burst interval, its packets find the state pushed past their
+  own time and are denied while it lags: the class then admits less than its rate (in the test, a
+  60 kpps class with burst 25, offered 100 kpps over two queues, one worker a 256-packet chunk
+  behind the other: 3 974 admitted instead of 4 824, the lagging queue almost nothing).
+
+So size ``burst`` >= rate * the expected skew when several queues share a class; for reproducible
+per-run counts, use one queue, or classes whose traffic one queue carries (RSS keeps a flow on its
+queue). Judging conformance on the bucket's own monotone clock (the latest packet time it has seen)
+instead of each packet's time would remove the starvation; that needs a second word in the shared
+bucket and in its determinant, a change to the state engine not made here.
 """
 
 from __future__ import annotations
@@ -166,7 +197,11 @@ def _in_ranges(values: npt.NDArray[np.uint16], ranges: tuple[tuple[int, int], ..
 
 
 class QoS(VNF):
-    """Per-class policing with shared token buckets (see the module docstring)."""
+    """Per-class policing with shared token buckets (see the module docstring).
+
+    With several queues the buckets are shared by all workers, so drop counts vary from run to run
+    with the threads' interleaving, within rate * (packet-time skew between the workers); each run
+    is still an exact GCRA execution in some order and replays exactly (module docstring)."""
 
     name = "qos"
 

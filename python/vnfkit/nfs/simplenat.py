@@ -39,7 +39,7 @@ from .. import _core
 from ..vnf import VNF, Context
 from . import _mbox as m
 
-__all__ = ["SimpleNAT", "TOTAL_SLOTS", "FLOW_DTYPE"]
+__all__ = ["DEFAULTS", "FLOW_DTYPE", "SimpleNAT", "TOTAL_SLOTS"]
 
 #: Slots of the shared ``simplenat.totals`` counters.
 TOTAL_SLOTS = ("outbound", "inbound", "passthrough", "dropped")

@@ -93,9 +93,33 @@ from typing import Any
 from .. import _wanopt
 from ..vnf import VNF, Context
 
-__all__ = ["WanOptimizer", "WanOptDecoder", "EncoderCache", "DecoderCache", "encoded_overhead"]
+__all__ = ["DECODER_DEFAULTS", "DEFAULTS", "DecoderCache", "EncoderCache", "WanOptDecoder", "WanOptimizer",
+           "encoded_overhead"]
 
 _DEFAULT_CACHE = 1 << 24
+
+#: Configuration keys of :class:`WanOptimizer` (``vnfkit run wanopt --config``) and their defaults.
+DEFAULTS: dict[str, Any] = {
+    "cache_size": _DEFAULT_CACHE,
+    "window": 32,
+    "anchor_bits": 4,
+    "min_match": 32,
+    "table_bits": 0,
+    "out_port": 1,
+    "cache_name": "wanopt",
+    "cache": None,
+    "isolate_queues": True,
+}
+
+#: Configuration keys of :class:`WanOptDecoder` (``vnfkit run wanopt-decoder --config``) and their
+#: defaults (``wait_us`` None: 2000 with several queues, else 0).
+DECODER_DEFAULTS: dict[str, Any] = {
+    "cache_size": _DEFAULT_CACHE,
+    "out_port": 1,
+    "cache_name": "wanopt",
+    "cache": None,
+    "wait_us": None,
+}
 
 _registry_lock = threading.Lock()
 _registry: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
@@ -135,7 +159,7 @@ def _shared_slot(shared: Any) -> dict[str, Any]:
             return entry[1]
 
 
-def _config(given: dict[str, Any], **defaults: Any) -> dict[str, Any]:
+def _config(given: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
     """`defaults` updated with `given` (in the defaults' order); unknown keys raise TypeError."""
     unknown = sorted(set(given) - set(defaults))
     if unknown:
@@ -163,10 +187,10 @@ class WanOptimizer(VNF):
     """
 
     name = "wanopt"
+    DEFAULTS = DEFAULTS
 
     def setup(self, ctx: Context, **config: Any) -> None:
-        cfg = _config(config, cache_size=_DEFAULT_CACHE, window=32, anchor_bits=4, min_match=32, table_bits=0,
-                      out_port=1, cache_name="wanopt", cache=None, isolate_queues=True)
+        cfg = _config(config, DEFAULTS)
         cache_size, window, anchor_bits, min_match, table_bits, out_port, cache_name, cache, isolate = cfg.values()
         self.out_port = _check_port(out_port)
         if not isinstance(isolate, bool):
@@ -210,10 +234,10 @@ class WanOptDecoder(VNF):
     """
 
     name = "wanopt-decoder"
+    DEFAULTS = DECODER_DEFAULTS
 
     def setup(self, ctx: Context, **config: Any) -> None:
-        cfg = _config(config, cache_size=_DEFAULT_CACHE, out_port=1, cache_name="wanopt", cache=None,
-                      wait_us=None)
+        cfg = _config(config, DECODER_DEFAULTS)
         cache_size, out_port, cache_name, cache, wait_us = cfg.values()
         self.out_port = _check_port(out_port)
         if wait_us is None:

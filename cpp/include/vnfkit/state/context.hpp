@@ -25,6 +25,7 @@ struct Observation {
   std::uint64_t logged;  // the logged value
   std::uint64_t arg0;    // op arguments needed to recompute the effect
   std::uint64_t arg1;
+  std::uint16_t thread = 0;  // the original thread (set by the Replayer; a thread's observations are in its order)
 };
 
 class Context {
