@@ -39,7 +39,7 @@ from . import baselines
 from .detector import OverloadDetector
 from .errors import RangeNotOwnedError, ScaleoutError
 from .placement import Placement
-from .ranges import FULL_HI, Range, carve, check_bounds, coalesce
+from .ranges import FULL_HI, Range, carve, check_bounds, coalesce, covers
 from .switches import HardwareSwitch, SoftwareSwitch
 
 STRATEGIES = ("avoid", "never", "always")
@@ -286,8 +286,14 @@ class Controller:
                            f"{t.fold} old flows")
         return t
 
+    def unconverged(self) -> list[Transfer]:
+        """Transfers whose range the hardware switch has not taken over yet."""
+        return [t for t in self.transfers if t.converged_s is None]
+
     def _check_free(self, lo: int, hi: int, what: str) -> None:
-        for t in self.active_transfers():
+        # a converged transfer's leftover old flows are exact-match exceptions: they keep winning
+        # over any later range change, so only unconverged transfers block their range
+        for t in self.unconverged():
             if t.lo <= hi and lo <= t.hi:
                 raise ScaleoutError(f"{what}: [{lo}, {hi}] overlaps a transfer still in progress "
                                     f"([{t.lo}, {t.hi}], {t.phase})")
@@ -356,11 +362,15 @@ class Controller:
     def _finish(self, t: Transfer, now_s: float) -> None:
         t.phase = "done"
         t.done_s = now_s
-        src = self.instances[t.src]
-        # the detour rule at src's server has carried nothing since convergence
-        self.switches[src.server].set_range(t.lo, t.hi, None)
-        if t.kind == "merge" and not self.ranges_of(t.src) and not self._busy(t.src):
-            self._retire(t.src, now_s)
+        src, dst = self.instances[t.src], self.instances.get(t.dst)
+        # the detour rule at src's server has carried nothing since convergence -- unless a later
+        # transfer has re-pointed the range there since (then the rule is that transfer's)
+        sw = self.switches[src.server]
+        if dst is not None and dst.server != src.server and covers(sw.ranges.ranges(), t.lo, t.hi, t.dst):
+            sw.set_range(t.lo, t.hi, None)
+        # an instance that owns no range any more and has no transfer left is retired
+        for iid in [i for i in self.instances if not self.ranges_of(i) and not self._busy(i)]:
+            self._retire(iid, now_s)
 
     def _retire(self, instance_id: int, now_s: float) -> None:
         inst = self.instances.pop(instance_id)
@@ -377,7 +387,7 @@ class Controller:
 
     # ------------------------------------------------------------------ autoscaling
     def _autoscale(self, now_s: float) -> None:
-        if self.active_transfers() or now_s - self._last_change_s < self.config.cooldown_s:
+        if self.unconverged() or now_s - self._last_change_s < self.config.cooldown_s:
             return
         loads = {i: self.detector.load_pps(i) for i in self.instances}
         hot = [i for i, inst in self.instances.items() if self.detector.overloaded(i, inst.capacity_pps)]

@@ -87,7 +87,7 @@ class SimResult:
     t_s: npt.NDArray[np.float64]
     load_pps: npt.NDArray[np.float64]  # [row, instance id]: packets/s offered to each instance
     latency_us: npt.NDArray[np.float64]  # mean per-packet latency
-    detour_latency_us: npt.NDArray[np.float64]  # mean latency of detoured packets (nan: none)
+    detour_latency_us: npt.NDArray[np.float64]  # latency a detour adds to a packet (nan: none)
     hw_gbps: npt.NDArray[np.float64]  # hardware switch throughput (every pass counted)
     sw_gbps: npt.NDArray[np.float64]  # all software switches
     detour_pps: npt.NDArray[np.float64]
@@ -100,6 +100,8 @@ class SimResult:
     dropped: int = 0
     detoured: int = 0
     paused_packets: int = 0
+    extra_latency_s: float = 0.0  # summed over detoured and paused packets
+    affected_packets: int = 0
     wall_s: float = 0.0
     transfers: list[Transfer] = field(default_factory=list)
     events: list[tuple[float, str]] = field(default_factory=list)
@@ -236,11 +238,14 @@ class Simulation:
                 qdelay = inst.serve(arrivals, dt)
                 acc[iid] += arrivals
                 slot_lat += arrivals * (path + qdelay + 1.0 / inst.capacity_pps)
+            paused0 = res.paused_packets
             pause = self._pause_extra(t, pk[routed], cnt[routed], res)
-            acc_lat += slot_lat + nd * (path - c.link_s * 0) + pause
+            acc_lat += slot_lat + nd * path + pause
             acc_n += n
+            res.extra_latency_s += nd * path + pause
+            res.affected_packets += nd + res.paused_packets - paused0
             if nd:
-                acc_dlat += nd * (2 * path)
+                acc_dlat += nd * path
                 acc_d += nd
             if (k + 1) % per_ctl == 0:
                 self._control(t + dt, offered_at_tick, per_ctl * dt)
