@@ -37,6 +37,16 @@ def test_split_converges_without_violations():
     assert r.hw_gbps.max() > 0 and r.packets > 0.9 * 150_000 * 4
 
 
+def test_switch_bytes_count_every_pass():
+    sim = Simulation(SMALL, CFG, ControllerConfig(threshold=500), seed=3)
+    r = sim.run()
+    assert r.detoured > 0
+    assert sim.hw.counters.packets == r.packets + r.detoured  # a detour crosses the hw switch twice
+    assert sim.hw.counters.bytes == (r.packets + r.detoured) * 84
+    assert sum(sw.counters.bytes for sw in sim.switches.values()) == (r.packets + r.detoured) * 84
+    assert r.hw_gbps.max() < 2 * 150_000 * 84 * 8 / 1e9 * 1.5
+
+
 def test_packet_rows_give_the_same_outcome():
     a = run(threshold=500, workload=Workload(duration_s=2.0, new_flows_per_s=300.0, packet_rate_pps=120_000.0))
     b = run(threshold=500, workload=Workload(duration_s=2.0, new_flows_per_s=300.0, packet_rate_pps=120_000.0),

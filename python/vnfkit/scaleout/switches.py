@@ -121,10 +121,11 @@ class HardwareSwitch:
             return steer(keys, flow_ids, ranges=self.ranges, exceptions=(self.exceptions,))
         return self.ranges.lookup(flow_ids)
 
-    def count_pass(self, n: int, nbytes: int | npt.NDArray[Any] = WIRE_BYTES_64B, *, kind: str) -> None:
-        """Count ``n`` packets that cross the switch by destination (a detour leg), not by rule."""
+    def count_pass(self, n: int, total_bytes: int | None = None, *, kind: str) -> None:
+        """Count ``n`` packets (``total_bytes``, default ``n`` 64-byte frames) that cross the switch by
+        destination (a detour leg), not by rule."""
         self.counters.packets += n
-        self.counters.bytes += _count_bytes(nbytes, n)
+        self.counters.bytes += n * WIRE_BYTES_64B if total_bytes is None else int(total_bytes)
         self.counters.passes[kind] = self.counters.passes.get(kind, 0) + n
 
     def _projected(self, extra: _Update | None) -> tuple[int, int]:
@@ -250,10 +251,11 @@ class SoftwareSwitch:
             return steer(keys, flow_ids, ranges=self.ranges, exceptions=(self.exceptions,))
         return self.ranges.lookup(flow_ids)
 
-    def count_pass(self, n: int, nbytes: int | npt.NDArray[Any] = WIRE_BYTES_64B, *, kind: str) -> None:
-        """Count packets delivered by destination (the last leg of a detour)."""
+    def count_pass(self, n: int, total_bytes: int | None = None, *, kind: str) -> None:
+        """Count packets delivered by destination (the last leg of a detour); bytes as in
+        :meth:`HardwareSwitch.count_pass`."""
         self.counters.packets += n
-        self.counters.bytes += _count_bytes(nbytes, n)
+        self.counters.bytes += n * WIRE_BYTES_64B if total_bytes is None else int(total_bytes)
         self.counters.passes[kind] = self.counters.passes.get(kind, 0) + n
 
     def take_bin_counts(self) -> npt.NDArray[np.int64]:
