@@ -93,3 +93,21 @@ def test_bad_arguments_name_the_field():
         h.run(w.batches, 999)
     with pytest.raises(ValueError, match="nf"):
         workload("mazunat")
+
+
+def test_random_trials_with_a_packet_time_checkpoint_interval():
+    from vnfkit.recovery.trials import run_trials, summarize
+
+    rs = run_trials("adaptive_lb", "replay", 3, seed=5, packets=3000, batch=128, checkpoint_interval_s=0.0005)
+    s = summarize(rs)
+    assert s["trials"] == 3 and s["correct"] == 3 and s["incorrect"] == 0
+    assert s["released_packets"] >= 3 * 3000 - sum(r.lost_batches for r in rs) * 128
+    w = workload("qos", packets=3000, batch=128)
+    span_s = (int(w.batches[-1].ts_ns.max()) - int(w.batches[0].ts_ns.min())) / 1e9  # ~2 ms at 1.49 Mpps
+    r = Harness(w.vnf, w.config, checkpoint_interval_s=span_s / 4, per_flow_decisions=False).run(w.batches, None)
+    assert r.verdict.correct and 1 + 3 <= len(r.checkpoint_pauses_s) <= 1 + 4  # the initial one + every span/4
+    assert 0 < s["recovery_ms"]["p50"] <= s["recovery_ms"]["max"]
+    rs = run_trials("monitor", "checkpoint", 3, seed=5, packets=3000, batch=128, checkpoint_interval_s=0.0005)
+    assert summarize(rs)["incorrect"] >= 1
+    with pytest.raises(ValueError, match="trials"):
+        run_trials("qos", "replay", 0)

@@ -84,6 +84,8 @@ class Harness:
         strategy: "none", "checkpoint", "buffer" or "replay".
         storage: stable storage (default: a new :class:`MemoryStorage`).
         checkpoint_every: input batches between checkpoints.
+        checkpoint_interval_s: if given, checkpoint instead whenever this much *packet time* has
+            passed since the last one (the study's 20-200 ms intervals at the offered rate).
         heartbeat_timeout_s: failure-detector timeout.
         per_flow_decisions / non_monotone: passed to the oracle (see :func:`.oracle.judge`).
         sync_timeout_s: bound on each storage sync.
@@ -95,7 +97,7 @@ class Harness:
                  strategy: str = "replay", storage: StableStorage | None = None, checkpoint_every: int = 8,
                  heartbeat_timeout_s: float = 0.010, per_flow_decisions: bool = True,
                  non_monotone: Sequence[str] = (), sync_timeout_s: float = 1.0,
-                 release_replayed: bool = False) -> None:
+                 release_replayed: bool = False, checkpoint_interval_s: float | None = None) -> None:
         self.vnf = vnf
         self.config = dict(config or {})
         self.queues = queues
@@ -104,6 +106,9 @@ class Harness:
         if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 1:
             raise ValueError(f"checkpoint_every: expected a positive int, got {checkpoint_every!r}")
         self.checkpoint_every = checkpoint_every
+        if checkpoint_interval_s is not None and not checkpoint_interval_s > 0:
+            raise ValueError(f"checkpoint_interval_s: must be a positive number, got {checkpoint_interval_s!r}")
+        self.checkpoint_interval_ns = None if checkpoint_interval_s is None else int(checkpoint_interval_s * 1e9)
         self.heartbeat_timeout_s = heartbeat_timeout_s
         self.per_flow_decisions = per_flow_decisions
         self.non_monotone = tuple(non_monotone)
@@ -179,6 +184,7 @@ class Harness:
                 st.truncate(DET_STREAM, next_input)
 
         crashed_at_seq: int | None = None
+        last_ckpt_ts = [int(batches[0].ts_ns.min()) if len(batches) and len(batches[0]) else 0]
         try:
             if self.strategy != "none":
                 checkpoint(0)
@@ -215,8 +221,9 @@ class Harness:
                 sync()
                 release()
                 board.beat(0)
-                if self.strategy != "none" and (i + 1) % self.checkpoint_every == 0:
+                if self.strategy != "none" and self._checkpoint_due(i, batch, last_ckpt_ts):
                     checkpoint(seq + 1)
+                    last_ckpt_ts[0] = int(batch.ts_ns.max()) if len(batch) else last_ckpt_ts[0]
                     release()
                 if crash_at == i:
                     crashed_at_seq = seq
@@ -262,6 +269,11 @@ class Harness:
         finally:
             detector.close()
             board.close()
+
+    def _checkpoint_due(self, i: int, batch: Any, last_ts: list[int]) -> bool:
+        if self.checkpoint_interval_ns is None:
+            return (i + 1) % self.checkpoint_every == 0
+        return len(batch) > 0 and int(batch.ts_ns.max()) - last_ts[0] >= self.checkpoint_interval_ns
 
     @staticmethod
     def _rerelease(released: Released, in_keys: dict[int, bytes]) -> Callable[[int, Any], None]:
