@@ -46,7 +46,8 @@ class OverloadDetector:
         """One interval's offered ``packets`` and the queue fill (0..1) at its end."""
         h = self._hist.setdefault(instance_id, deque())
         h.append((now_s, interval_s, int(packets), float(queue_fill)))
-        while h and h[0][0] <= now_s - self.config.window_s - 1e-12:
+        # an entry covers (t - interval, t]: keep those inside (now - window, now]
+        while h and h[0][0] - h[0][1] < now_s - self.config.window_s - 1e-9:
             h.popleft()
 
     def forget(self, instance_id: int) -> None:
