@@ -1,7 +1,7 @@
 """A discrete-event simulation in virtual time, slot by slot, driving the real native tables and the
 real controller.
 
-Each slot (``slot_s``, 10 ms by default) is one vectorised batch: every active flow sends a Poisson
+Each slot (``slot_s``, 20 ms by default) is one vectorised batch: every active flow sends a Poisson
 number of packets at its rate (one batch row per flow that sends, carrying its packet count, or with
 ``packet_rows=True`` one row per packet: the same outcome, slower); the batch goes through the hardware switch (``steer()`` on its range
 and exception tables), then each server's software switch, then (detoured packets) back through the
@@ -45,8 +45,8 @@ MAX_INSTANCES = 16
 
 @dataclass(frozen=True)
 class SimConfig:
-    slot_s: float = 0.01
-    control_interval_s: float = 0.05
+    slot_s: float = 0.02
+    control_interval_s: float = 0.04
     servers: int = 2
     cores_per_server: int = 1
     instance_capacity_pps: float = 1.0e6
