@@ -5,7 +5,7 @@ converged split, hardware rules within 2 048.
 
     PYTHONPATH=python python -m pytest -q benches/bench_scaleout.py --benchmark-only
 
-The wall clock includes drawing the workload and every slot's batch (10 ms slots). Under
+The wall clock includes drawing the workload and every slot's batch (20 ms slots). Under
 --benchmark-disable (CI smoke) the run is 5 simulated seconds and the time limit is not asserted.
 """
 

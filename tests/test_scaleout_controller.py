@@ -211,3 +211,36 @@ def test_split_point_follows_measured_load():
     assert m < 0x20000000  # 90 % of the load is in one low bin
     ctrl2 = make(split_at="midpoint")
     assert ctrl2.choose_split(0, 0, FULL) == M
+
+
+@pytest.mark.parametrize("args, exc", [((0, 1), ValueError), ((2, 0), ValueError), (("2", 1), TypeError),
+                                       ((True, 1), TypeError)])
+def test_hostile_placement(args, exc):
+    with pytest.raises(exc):
+        Placement(*args)
+
+
+def test_placement_prefers_another_server_and_releases():
+    p = Placement(2, 2)
+    assert p.place(0) == (0, 0)
+    assert p.place(1, avoid=(0,)) == (1, 0)
+    p.release(1)
+    assert p.choose(avoid=(0,)) == (1, 0)
+    with pytest.raises(NoFreeCoreError):
+        p.reserve(5, 0, 0)
+
+
+def test_detector_needs_a_full_window():
+    from vnfkit.scaleout import DetectorConfig, OverloadDetector
+
+    d = OverloadDetector(DetectorConfig(window_s=0.2, high=0.9, low=0.3))
+    d.report(0, 0.1, 0.1, 95, 0.0)
+    assert not d.overloaded(0, 1000.0)  # half a window
+    d.report(0, 0.2, 0.1, 95, 0.0)
+    assert d.overloaded(0, 1000.0) and d.load_pps(0) == pytest.approx(950.0)
+    d.report(0, 0.3, 0.1, 10, 0.0)
+    d.report(0, 0.4, 0.1, 10, 0.0)
+    assert d.underloaded(0, 1000.0) and not d.overloaded(0, 1000.0)
+    for bad in ({"window_s": 0}, {"high": 0}, {"low": 2.0}, {"queue_high": 0}, {"window_s": "1"}):
+        with pytest.raises((TypeError, ValueError)):
+            DetectorConfig(**bad).validated()

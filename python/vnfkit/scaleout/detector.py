@@ -46,7 +46,8 @@ class OverloadDetector:
         """One interval's offered ``packets`` and the queue fill (0..1) at its end."""
         h = self._hist.setdefault(instance_id, deque())
         h.append((now_s, interval_s, int(packets), float(queue_fill)))
-        while h and h[0][0] <= now_s - self.config.window_s - 1e-12:
+        # an entry covers (t - interval, t]: keep those that end inside (now - window, now]
+        while h and h[0][0] <= now_s - self.config.window_s + 1e-9:
             h.popleft()
 
     def forget(self, instance_id: int) -> None:
@@ -56,9 +57,10 @@ class OverloadDetector:
         h = self._hist.get(instance_id)
         if not h:
             return None
-        span = sum(x[1] for x in h)
-        if span < self.config.window_s - 1e-9:
+        # full once the reports reach back to the window's start (interval need not divide it)
+        if h[0][0] - h[0][1] > h[-1][0] - self.config.window_s + 1e-9:
             return None
+        span = sum(x[1] for x in h)
         return span, sum(x[2] for x in h), min(x[3] for x in h)
 
     def load_pps(self, instance_id: int) -> float | None:

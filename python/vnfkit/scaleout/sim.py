@@ -1,7 +1,7 @@
 """A discrete-event simulation in virtual time, slot by slot, driving the real native tables and the
 real controller.
 
-Each slot (``slot_s``, 10 ms by default) is one vectorised batch: every active flow sends a Poisson
+Each slot (``slot_s``, 20 ms by default) is one vectorised batch: every active flow sends a Poisson
 number of packets at its rate (one batch row per flow that sends, carrying its packet count, or with
 ``packet_rows=True`` one row per packet: the same outcome, slower); the batch goes through the hardware switch (``steer()`` on its range
 and exception tables), then each server's software switch, then (detoured packets) back through the
@@ -45,8 +45,8 @@ MAX_INSTANCES = 16
 
 @dataclass(frozen=True)
 class SimConfig:
-    slot_s: float = 0.01
-    control_interval_s: float = 0.05
+    slot_s: float = 0.02
+    control_interval_s: float = 0.04
     servers: int = 2
     cores_per_server: int = 1
     instance_capacity_pps: float = 1.0e6
@@ -160,6 +160,8 @@ class Simulation:
         lat, dlat, hwg, swg, dpps = (np.zeros(nrec) for _ in range(5))
         hwr, swr = np.zeros(nrec, np.int64), np.zeros(nrec, np.int64)
         res = SimResult(np.arange(1, nrec + 1) * c.record_every_s, ser, lat, dlat, hwg, swg, dpps, hwr, swr)
+        key_dtype = f.keys.dtype
+        kv = f.keys.view(np.dtype((np.void, key_dtype.itemsize)))
         alive = np.zeros(len(f.start_s), dtype=bool)
         end_order = np.argsort(f.end_s, kind="stable")
         started = ended = 0
@@ -190,7 +192,7 @@ class Simulation:
                 pk, cnt = active[sel], counts[sel]
             n = int(cnt.sum())
             res.packets += n
-            keys, fids = f.keys[pk], f.flow_ids[pk]
+            keys, fids = kv[pk].view(key_dtype), f.flow_ids[pk]  # a void-view gather: ~7x faster
             wire = cnt * WIRE_BYTES_64B
             t0 = time.perf_counter()
             srv = hw.forward(keys, fids, wire, packets=n)
