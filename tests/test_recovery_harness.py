@@ -111,3 +111,29 @@ def test_random_trials_with_a_packet_time_checkpoint_interval():
     assert summarize(rs)["incorrect"] >= 1
     with pytest.raises(ValueError, match="trials"):
         run_trials("qos", "replay", 0)
+
+
+@pytest.mark.skipif(__import__("shutil").which("redis-server") is None, reason="redis-server not installed")
+def test_redis_primary_stalled_mid_run_holds_outputs_then_resumes():
+    from vnfkit.recovery.storage.redis import RedisStorage
+    from vnfkit.recovery.storage.redis_servers import RedisPair
+
+    w = workload("simplenat", packets=2000, batch=128)
+    with RedisPair() as pair:
+        st = RedisStorage(unix_socket_path=pair.primary_socket, socket_timeout_s=0.3)
+        held = {}
+        h = Harness(w.vnf, w.config, strategy="replay", storage=st, checkpoint_every=4, sync_timeout_s=0.3)
+
+        def fault(i):
+            if i == 6:
+                held["before"] = h.released_count
+                pair.stall("primary")
+            if i == 10:
+                held["during"] = h.released_count
+                pair.resume("primary")
+
+        r = h.run(w.batches, None, before_batch=fault)
+        assert r.storage_events and all("timeout" in e for e in r.storage_events)
+        assert r.verdict.correct and r.released_master == 2000 and r.held_at_crash == 0
+        st.close()
+    assert 0 < held["before"] == held["during"]  # nothing was released while storage was stalled

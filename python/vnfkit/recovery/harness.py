@@ -114,10 +114,15 @@ class Harness:
         self.non_monotone = tuple(non_monotone)
         self.sync_timeout_s = sync_timeout_s
         self.release_replayed = release_replayed
+        #: packets released so far by the running master (progress, readable from a hook)
+        self.released_count = 0
 
     # ------------------------------------------------------------------------------------------ run
-    def run(self, batches: Sequence[Any], crash_at: int | None, phase: str = "after-process") -> TrialResult:
-        """Run `batches` (unnumbered PacketBatches) with a crash at input batch `crash_at`."""
+    def run(self, batches: Sequence[Any], crash_at: int | None, phase: str = "after-process", *,
+            before_batch: Callable[[int], None] | None = None) -> TrialResult:
+        """Run `batches` (unnumbered PacketBatches) with a crash at input batch `crash_at` (None: no
+        crash). `before_batch(i)` is called before the master takes input batch i (fault injection
+        into storage, for example)."""
         if phase not in PHASES:
             raise ValueError(f"phase: expected one of {list(PHASES)}, got {phase!r}")
         if crash_at is not None and not 0 <= crash_at < len(batches):
@@ -137,6 +142,7 @@ class Harness:
 
         def on_release(q: int, b: Any) -> None:
             _record(released, in_keys, b, side[0])
+            self.released_count = len(released)
 
         out = OutputHandler(self.strategy, self.queues, self.queues, on_release)
         pending_det: dict[int, list[tuple[int, int, int]]] = {}
@@ -189,6 +195,8 @@ class Harness:
             if self.strategy != "none":
                 checkpoint(0)
             for i, batch in enumerate(batches):
+                if before_batch is not None:
+                    before_batch(i)
                 board.beat(0)
                 if detector.events:  # a false suspicion while the master was fine (a slow batch)
                     res.false_suspicions += len(detector.events)
@@ -230,6 +238,7 @@ class Harness:
                     break
             if crash_at is None:
                 res.released_master = len(released)
+                res.held_at_crash = out.held()
                 res.verdict = judge(released, visible, visible_state(runner.vnfs), runner.vnfs,
                                     per_flow_decisions=self.per_flow_decisions, non_monotone=self.non_monotone)
                 return res
