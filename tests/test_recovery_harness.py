@@ -38,7 +38,7 @@ def test_buffering_is_correct_and_holds_outputs(nf):
     assert r.held_at_crash > 0 and r.lost_batches > 0  # held outputs of inputs after the checkpoint
 
 
-@pytest.mark.parametrize("nf", ["simplenat", "monitor", "adaptive_lb", "qos"])
+@pytest.mark.parametrize("nf", NFS)
 def test_checkpoint_only_is_caught_incorrect(nf):
     r = trial(nf, "checkpoint", 13, "after-sync")
     assert not r.verdict.correct
@@ -92,7 +92,7 @@ def test_bad_arguments_name_the_field():
     with pytest.raises(ValueError, match="crash_at"):
         h.run(w.batches, 999)
     with pytest.raises(ValueError, match="nf"):
-        workload("mazunat")
+        workload("wanopt")
 
 
 def test_random_trials_with_a_packet_time_checkpoint_interval():
