@@ -35,11 +35,11 @@ def start(board, w):
 def test_sigkill_is_seen_via_pidfd_and_sigstop_via_heartbeat():
     board = HeartbeatBoard(2)
     procs = [start(board, 0), start(board, 1)]
-    det = FailureDetector(board, timeout_s=0.02)
+    det = FailureDetector(board, timeout_s=0.25, poll_s=0.001)  # generous: a busy CI box starves beaters
     try:
         for w, p in enumerate(procs):
             det.watch_process(w, p.pid)
-        time.sleep(0.1)
+        time.sleep(0.3)
         assert not det.events  # live workers are not suspected
         t0 = time.monotonic_ns()
         procs[0].send_signal(signal.SIGKILL)
@@ -55,9 +55,9 @@ def test_sigkill_is_seen_via_pidfd_and_sigstop_via_heartbeat():
         w, reason, t = det.events[1]
         assert (w, reason) == (1, "heartbeat")
         stall_ms = (t - t0) / 1e6
-        assert 20 <= stall_ms < 1000
-        print(f"detection: SIGKILL {kill_ms:.2f} ms (pidfd), SIGSTOP {stall_ms:.2f} ms (heartbeat timeout 20 ms)")
-        assert kill_ms < 20  # well before the heartbeat timeout could have fired
+        assert 250 <= stall_ms < 3000
+        print(f"detection: SIGKILL {kill_ms:.2f} ms (pidfd), SIGSTOP {stall_ms:.2f} ms (heartbeat timeout 250 ms)")
+        assert kill_ms < 250  # well before the heartbeat timeout could have fired
     finally:
         det.close()
         for p in procs:

@@ -38,7 +38,7 @@ def test_buffering_is_correct_and_holds_outputs(nf):
     assert r.held_at_crash > 0 and r.lost_batches > 0  # held outputs of inputs after the checkpoint
 
 
-@pytest.mark.parametrize("nf", ["simplenat", "monitor", "adaptive_lb", "qos"])
+@pytest.mark.parametrize("nf", NFS)
 def test_checkpoint_only_is_caught_incorrect(nf):
     r = trial(nf, "checkpoint", 13, "after-sync")
     assert not r.verdict.correct
@@ -92,7 +92,7 @@ def test_bad_arguments_name_the_field():
     with pytest.raises(ValueError, match="crash_at"):
         h.run(w.batches, 999)
     with pytest.raises(ValueError, match="nf"):
-        workload("mazunat")
+        workload("wanopt")
 
 
 def test_random_trials_with_a_packet_time_checkpoint_interval():
@@ -111,3 +111,42 @@ def test_random_trials_with_a_packet_time_checkpoint_interval():
     assert summarize(rs)["incorrect"] >= 1
     with pytest.raises(ValueError, match="trials"):
         run_trials("qos", "replay", 0)
+
+
+@pytest.mark.skipif(__import__("shutil").which("redis-server") is None, reason="redis-server not installed")
+def test_redis_primary_stalled_mid_run_holds_outputs_then_resumes():
+    from vnfkit.recovery.storage.redis import RedisStorage
+    from vnfkit.recovery.storage.redis_servers import RedisPair
+
+    w = workload("simplenat", packets=2000, batch=128)
+    with RedisPair() as pair:
+        st = RedisStorage(unix_socket_path=pair.primary_socket, socket_timeout_s=0.3)
+        held = {}
+        h = Harness(w.vnf, w.config, strategy="replay", storage=st, checkpoint_every=4, sync_timeout_s=0.3)
+
+        def fault(i):
+            if i == 6:
+                held["before"] = h.released_count
+                pair.stall("primary")
+            if i == 10:
+                held["during"] = h.released_count
+                pair.resume("primary")
+
+        r = h.run(w.batches, None, before_batch=fault)
+        assert r.storage_events and all("timeout" in e for e in r.storage_events)
+        assert r.verdict.correct and r.released_master == 2000 and r.held_at_crash == 0
+        st.close()
+    assert 0 < held["before"] == held["during"]  # nothing was released while storage was stalled
+
+
+def test_master_process_sigkilled_fails_over_correctly(tmp_path):
+    from vnfkit.recovery.sigkill import sigkill_trial
+
+    w = workload("qos", packets=6000, batch=128, seed=4)
+    r = sigkill_trial(w, lambda: FileStorage(tmp_path / "fs"), 1.5)
+    assert r.verdict.correct, str(r.verdict)
+    assert r.released_master + r.released_backup >= 6000 - 128 * 2  # at most the in-flight batches lost
+    assert 0 < r.detect_s < 1.0  # the pidfd, not the 10 s heartbeat timeout
+    print(f"SIGKILL trial: master released {r.released_master}, backup {r.released_backup}; detect "
+          f"{r.detect_s * 1e3:.1f} ms, restore {r.recovery.restore_s * 1e3:.1f} ms, replay "
+          f"{r.recovery.replay_s * 1e3:.1f} ms ({r.recovery.replayed_batches} batches)")

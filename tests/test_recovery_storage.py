@@ -43,21 +43,21 @@ def redis_pair():
 
 
 
-def contract(s: StableStorage) -> None:
+def contract(s: StableStorage, t: float = 1.0) -> None:
     assert s.append("det.0", b"a") == 0 and s.append("det.0", b"bb") == 1
     assert s.acked("det.0") == 0 and s.read("det.0") == []  # nothing stable before a sync
     assert s.pending() == 2
-    r = s.sync()
+    r = s.sync(t)
     assert r.ok and r.acked["det.0"] == 2 and s.pending() == 0
     assert s.read("det.0") == [(0, b"a"), (1, b"bb")]
     s.append("det.0", b"c")
     s.append("input", b"x" * 1000)
-    assert s.sync().ok
+    assert s.sync(t).ok
     assert s.read("det.0", 1) == [(1, b"bb"), (2, b"c")]
     s.truncate("det.0", 2)
     assert s.read("det.0") == [(2, b"c")]
     assert s.append("det.0", b"d") == 3  # offsets are never reused
-    assert s.sync().ok and [o for o, _ in s.read("det.0")] == [2, 3]
+    assert s.sync(t).ok and [o for o, _ in s.read("det.0")] == [2, 3]
     assert set(s.streams()) >= {"det.0", "input"}
     with pytest.raises(ValueError, match="stream"):
         s.append("bad name/", b"")
@@ -149,8 +149,8 @@ def test_redis_contract_and_replication(redis_pair):
 
     from vnfkit.recovery.storage.redis import RedisStorage
 
-    s = RedisStorage(unix_socket_path=redis_pair.primary_socket)
-    contract(s)
+    s = RedisStorage(unix_socket_path=redis_pair.primary_socket, socket_timeout_s=5.0)  # a busy CI box
+    contract(s, 5.0)
     # the records are on the replica too (WAIT 1 acknowledged them)
     rep = redis.Redis(unix_socket_path=redis_pair.replica_socket)
     assert rep.hget("vnfkit:s:det.0", "3") == b"d"

@@ -145,8 +145,9 @@ class Backup:
             for seq, rec in inputs:
                 batch = decode_batch(rec)
                 if replaying and seq in dets:
+                    assert rp is not None
                     for q, ctx in enumerate(self.contexts):
-                        ctx.state_context = rp.context(q) if rp is not None and q in rp.threads else ctx.state
+                        ctx.state_context = rp.context(q)  # every worker: start_positions names them all
                     for q, sub in self._process(batch):
                         if self.on_replayed is not None:
                             self.on_replayed(q, sub)

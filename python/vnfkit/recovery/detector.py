@@ -136,7 +136,7 @@ class FailureDetector:
                     if w is not None:
                         self._report(w, "exited")
             else:
-                time.sleep(self.poll_s)
+                time.sleep(min(self.poll_s, 0.001))  # pick up a newly watched pid soon
             now = time.monotonic_ns()
             words = self.board.words
             for w in range(self.board.workers):

@@ -86,6 +86,8 @@ class Harness:
         checkpoint_every: input batches between checkpoints.
         checkpoint_interval_s: if given, checkpoint instead whenever this much *packet time* has
             passed since the last one (the study's 20-200 ms intervals at the offered rate).
+        heartbeat: run this process's own failure detector (turn off when another process watches
+            the master, as :func:`.sigkill.sigkill_trial` does; a crash_at then needs it on).
         heartbeat_timeout_s: failure-detector timeout.
         per_flow_decisions / non_monotone: passed to the oracle (see :func:`.oracle.judge`).
         sync_timeout_s: bound on each storage sync.
@@ -97,7 +99,8 @@ class Harness:
                  strategy: str = "replay", storage: StableStorage | None = None, checkpoint_every: int = 8,
                  heartbeat_timeout_s: float = 0.010, per_flow_decisions: bool = True,
                  non_monotone: Sequence[str] = (), sync_timeout_s: float = 1.0,
-                 release_replayed: bool = False, checkpoint_interval_s: float | None = None) -> None:
+                 release_replayed: bool = False, checkpoint_interval_s: float | None = None,
+                 heartbeat: bool = True) -> None:
         self.vnf = vnf
         self.config = dict(config or {})
         self.queues = queues
@@ -114,10 +117,18 @@ class Harness:
         self.non_monotone = tuple(non_monotone)
         self.sync_timeout_s = sync_timeout_s
         self.release_replayed = release_replayed
+        self.heartbeat = heartbeat
+        #: packets released so far by the running master (progress, readable from a hook)
+        self.released_count = 0
 
     # ------------------------------------------------------------------------------------------ run
-    def run(self, batches: Sequence[Any], crash_at: int | None, phase: str = "after-process") -> TrialResult:
-        """Run `batches` (unnumbered PacketBatches) with a crash at input batch `crash_at`."""
+    def run(self, batches: Sequence[Any], crash_at: int | None, phase: str = "after-process", *,
+            before_batch: Callable[[int], None] | None = None, released: Released | None = None,
+            on_visible: Callable[[dict[str, dict[Any, int]]], None] | None = None) -> TrialResult:
+        """Run `batches` (unnumbered PacketBatches) with a crash at input batch `crash_at` (None: no
+        crash). `before_batch(i)` is called before the master takes input batch i (fault injection
+        into storage, for example); `released` collects what leaves (e.g. a subclass that ships it
+        to another process) and `on_visible` receives the master's visible state at each release."""
         if phase not in PHASES:
             raise ValueError(f"phase: expected one of {list(PHASES)}, got {phase!r}")
         if crash_at is not None and not 0 <= crash_at < len(batches):
@@ -125,7 +136,7 @@ class Harness:
         st = self.storage
         logged = self.strategy == "replay"
         res = TrialResult(self.strategy, crash_at, phase, Verdict())
-        released = Released()
+        released = released if released is not None else Released()
         in_keys: dict[int, bytes] = {}
         visible: dict[str, dict[Any, int]] = {}
         side = [0]
@@ -137,11 +148,14 @@ class Harness:
 
         def on_release(q: int, b: Any) -> None:
             _record(released, in_keys, b, side[0])
+            self.released_count = len(released)
 
         out = OutputHandler(self.strategy, self.queues, self.queues, on_release)
         pending_det: dict[int, list[tuple[int, int, int]]] = {}
-        board = HeartbeatBoard(1)
-        detector = FailureDetector(board, timeout_s=self.heartbeat_timeout_s)
+        if crash_at is not None and not self.heartbeat:
+            raise ValueError("crash_at: an in-process crash needs heartbeat=True (the detector)")
+        board = HeartbeatBoard(1) if self.heartbeat else _NoBoard()
+        detector = FailureDetector(board, timeout_s=self.heartbeat_timeout_s) if self.heartbeat else _NoDetector()
         epoch = [0]
 
         def sync() -> None:
@@ -160,6 +174,8 @@ class Harness:
         def release() -> None:
             if out.poll() or self.strategy in ("none", "checkpoint"):
                 visible.update(visible_state(runner.vnfs))
+                if on_visible is not None:
+                    on_visible(visible)
 
         def checkpoint(next_input: int) -> None:
             ck = take_checkpoint(runner.vnfs, runner.contexts, runner.shared, epoch=epoch[0],
@@ -189,6 +205,8 @@ class Harness:
             if self.strategy != "none":
                 checkpoint(0)
             for i, batch in enumerate(batches):
+                if before_batch is not None:
+                    before_batch(i)
                 board.beat(0)
                 if detector.events:  # a false suspicion while the master was fine (a slow batch)
                     res.false_suspicions += len(detector.events)
@@ -215,6 +233,8 @@ class Harness:
                     out.emit(seq, q, b, positions)
                 if self.strategy in ("none", "checkpoint"):
                     visible.update(visible_state(runner.vnfs))
+                    if on_visible is not None:
+                        on_visible(visible)
                 if crash_at == i and phase == "after-process":
                     crashed_at_seq = seq
                     break
@@ -230,6 +250,7 @@ class Harness:
                     break
             if crash_at is None:
                 res.released_master = len(released)
+                res.held_at_crash = out.held()
                 res.verdict = judge(released, visible, visible_state(runner.vnfs), runner.vnfs,
                                     per_flow_decisions=self.per_flow_decisions, non_monotone=self.non_monotone)
                 return res
@@ -278,6 +299,24 @@ class Harness:
     @staticmethod
     def _rerelease(released: Released, in_keys: dict[int, bytes]) -> Callable[[int, Any], None]:
         return lambda q, b: _record(released, in_keys, b, 1)
+
+
+class _NoBoard:
+    def beat(self, worker: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class _NoDetector:
+    events: list[tuple[int, str, int]] = []
+
+    def rearm(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 def _key_rows(batch: Any) -> list[bytes]:

@@ -63,6 +63,12 @@ def workload(nf: str, *, packets: int = 4000, flows: int = 300, batch: int = 128
 
         b = _to_vip(traffic.generate(flows, packets, seed=seed, udp_fraction=0.0))
         return Workload(AdaptiveLB, {"vip": _VIP, **long}, _split(b, batch), non_monotone=("lb.active",))
+    if nf == "mazunat":
+        from ..nfs.mazunat import MazuNAT
+
+        # Outbound flows from 10/8: every worker allocates from the one shared port pool.
+        b = traffic.generate(flows, packets, seed=seed)
+        return Workload(MazuNAT, {}, _split(b, batch))
     from ..nfs.qos import QoS
 
     b = traffic.generate(flows, packets, seed=seed, udp_fraction=0.5)
@@ -72,5 +78,5 @@ def workload(nf: str, *, packets: int = 4000, flows: int = 300, batch: int = 128
     return Workload(QoS, {"classes": classes}, _split(b, batch), per_flow_decisions=False)
 
 
-#: Middleboxes with recovery workloads (MazuNAT and the WAN optimizer follow the same API).
-NFS = ("simplenat", "monitor", "adaptive_lb", "qos")
+#: Middleboxes with recovery workloads (the WAN optimizer is not here yet).
+NFS = ("simplenat", "monitor", "adaptive_lb", "qos", "mazunat")

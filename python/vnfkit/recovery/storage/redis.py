@@ -1,7 +1,8 @@
 """Redis stable storage: a record is acknowledged once it is on the primary *and* a replica.
 
 Each stream is a Redis hash ``<prefix>:s:<stream>`` (field = offset, value = record) plus its
-acknowledged offset in the hash ``<prefix>:acked``. A sync sends, in one ``MULTI``/``EXEC``
+acknowledged offset in the hash ``<prefix>:acked`` (only ever raised, by a small Lua script, so a
+stale transaction executed late cannot move it back). A sync sends, in one ``MULTI``/``EXEC``
 transaction, every queued record and the new acknowledged offsets, then ``WAIT 1 <timeout>``: only
 when a replica confirms the transaction are the records acknowledged. Writes are idempotent
 (``HSET`` of a fixed offset), so a sync that failed -- primary killed (:data:`UNAVAILABLE`), stalled
@@ -19,6 +20,15 @@ from typing import Any
 from .base import NOT_REPLICATED, OK, TIMEOUT, UNAVAILABLE, StableStorage, check_offset, check_stream
 
 __all__ = ["RedisStorage"]
+
+
+# Raise a stream's acknowledged offset, never lower it: a transaction sent before a stall may be
+# executed after a later one once the server resumes, and must not move the offset back.
+_RAISE_ACKED = """
+local cur = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+if tonumber(ARGV[2]) > cur then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
+return 0
+"""
 
 
 class RedisStorage(StableStorage):
@@ -75,7 +85,7 @@ class RedisStorage(StableStorage):
             pipe = self._r.pipeline(transaction=True)
             for s, q in queued.items():
                 pipe.hset(self._key(s), mapping={str(off): rec for off, rec in q})
-                pipe.hset(f"{self.prefix}:acked", s, q[-1][0] + 1)
+                pipe.eval(_RAISE_ACKED, 1, f"{self.prefix}:acked", s, q[-1][0] + 1)
             pipe.execute()
             if self.replicas:
                 got = int(self._r.execute_command("WAIT", self.replicas, max(1, int(timeout_s * 1000))))
