@@ -31,7 +31,8 @@ from vnfkit.classify import MultiQueueClassifier
 from vnfkit.nfs.mazunat import EXTERNAL, INTERNAL, MazuNAT
 from vnfkit.state import SharedState
 from vnfkit.tables import FLOW_KEY_DTYPE, make_keys
-from vnfkit.vnf import Context, Runner
+from vnfkit.runtime import Runner
+from vnfkit.vnf import Context
 
 PUB = 0xC0000201  # 192.0.2.1
 TOTAL = 1 << 16   # packets per timed round (split into batches)

@@ -828,9 +828,9 @@ def run_with_replies(runner: Any, batches: Iterable[_core.PacketBatch], *,
                      on_output: Any = None, progress: Any = None) -> Any:
     """Run `batches` (outbound traffic, e.g. a generated trace) through a MazuNAT `runner` while a
     "remote host" (:func:`replies_to`) answers every translated TCP/UDP packet; the replies enter
-    the runner interleaved with the trace. Returns one combined :class:`~vnfkit.vnf.RunResult`.
+    the runner interleaved with the trace. Returns one combined :class:`~vnfkit.runtime.RunResult`.
     This is what ``vnfkit demo`` shows."""
-    from ..vnf import RunResult
+    from ..runtime import RunResult
 
     pending: list[_core.PacketBatch] = []
 
