@@ -8,4 +8,5 @@ PYBIND11_MODULE(_core, m) {
   bind_state(m);
   bind_nfs(m);
   bind_runtime(m);
+  bind_snapshot(m);
 }

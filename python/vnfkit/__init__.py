@@ -40,7 +40,7 @@ from .state import (  # noqa: E402
 
 __all__ += ["DivergenceError", "OutputCommit", "Replayer", "SharedState"]
 
-# flow tables (issue 3)
+# flow tables: range, exception and per-flow tables (vnfkit/tables.py)
 from .tables import ExceptionTable, FlowTable, RangeTable, SnapshotError  # noqa: E402
 
 __all__ += ["ExceptionTable", "FlowTable", "RangeTable", "SnapshotError"]
