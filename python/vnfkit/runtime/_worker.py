@@ -47,7 +47,7 @@ def _die_with_parent() -> None:
 
 def _picklable(obj: Any) -> bool:
     try:
-        pickle.dumps(obj)
+        pickle.loads(pickle.dumps(obj))  # both ways: some objects pickle but refuse to unpickle
     except Exception:
         return False
     return True

@@ -45,7 +45,7 @@ START_TIMEOUT_S = 120.0
 
 def _check_portable(what: str, obj: Any) -> None:
     try:
-        pickle.dumps(obj)
+        pickle.loads(pickle.dumps(obj))  # both ways: some objects pickle but refuse to unpickle
     except Exception as exc:
         raise TypeError(
             f"{what}: cannot cross a process boundary ({type(exc).__name__}: {exc}); the process backend "
@@ -104,6 +104,8 @@ class ProcessRunner(Runner):
         flush_us: T, a queue is flushed when its oldest packet has waited T microseconds.
         slab_bytes: bytes per slab (default: room for B packets of 1 536 bytes plus columns).
         start_method: multiprocessing start method ("spawn" or "forkserver").
+        assign_ids: give every packet a runner-wide, monotonic ``packet_id`` at arrival (continuing
+            across runs); False keeps the ids the input carries.
 
     ``ctx.shared`` is created through ``runtime._shared`` (today one SharedState per worker process;
     see there). ``vnfs`` / ``contexts`` do not exist here: each VNF lives in its worker.
@@ -115,7 +117,7 @@ class ProcessRunner(Runner):
                  config: dict[str, Any] | None = None, classifier: Any = None, shared: Any = None,
                  control: ControlState | None = None, depth: int = 8, parse: bool = True, logged: bool = True,
                  batch_size: int = 256, flush_us: float = 50.0, slab_bytes: int | None = None,
-                 start_method: str = "spawn") -> None:
+                 start_method: str = "spawn", assign_ids: bool = True) -> None:
         for name, v in (("queues", queues), ("depth", depth), ("batch_size", batch_size)):
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
@@ -138,6 +140,7 @@ class ProcessRunner(Runner):
             raise ValueError(f"classifier has {self.classifier.num_queues} queues, runner has {queues}")
         self.num_queues = queues
         self.parse = parse
+        self.assign_ids = assign_ids
         self.batch_size = batch_size
         self.flush_ns = int(flush_us * 1000)
         self.control = control if control is not None else ControlState()
@@ -178,7 +181,8 @@ class ProcessRunner(Runner):
             parent_end, child_end = ctx.Pipe()
             spec = WorkerSpec(q, self.num_queues, st["segments"][q].path, self.batch_size, vnf, config, cspec,
                               st["shared"], published, logged, os.getpid())
-            p = ctx.Process(target=main, args=(spec, child_end), name=f"vnfkit-worker-{q}", daemon=True)
+            p = ctx.Process(target=main, args=(spec, child_end), name=f"vnfkit-worker-{q}",  # type: ignore[attr-defined]
+                            daemon=True)
             p.start()
             child_end.close()
             st["procs"].append(p)
@@ -376,8 +380,9 @@ class ProcessRunner(Runner):
             for batch in batches:
                 t_in = _core.now_ns()
                 n = len(batch)
-                batch.packet_id[:] = np.arange(self._next_id, self._next_id + n, dtype=np.uint64)
-                self._next_id += n
+                if self.assign_ids:
+                    batch.packet_id[:] = np.arange(self._next_id, self._next_id + n, dtype=np.uint64)
+                    self._next_id += n
                 if self.parse:
                     batch.parse()
                 parts = self.classifier.classify(batch)
@@ -410,8 +415,9 @@ class ProcessRunner(Runner):
             raise ValueError(f"rate_pps must be in (0, 1e9], got {rate_pps!r}")
         stats = self._begin()
         n = len(trace)
-        trace.packet_id[:] = np.arange(self._next_id, self._next_id + n, dtype=np.uint64)
-        self._next_id += n
+        if self.assign_ids:
+            trace.packet_id[:] = np.arange(self._next_id, self._next_id + n, dtype=np.uint64)
+            self._next_id += n
         if self.parse:
             trace.parse()
         parts = self.classifier.classify(trace)

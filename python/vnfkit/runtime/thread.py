@@ -71,14 +71,16 @@ class ThreadRunner(Runner):
         depth: batches that may wait per queue (bounded, so a slow worker applies back-pressure).
         parse: parse every input batch before classifying it (set False if batches arrive parsed).
         logged: whether the workers' shared-state contexts log determinants.
+        assign_ids: rewrite ``packet_id`` at arrival with runner-wide consecutive ids (the process
+            backend's default); off by default here, so callers that tag packets by id keep theirs.
 
     Guarantees: each queue's sub-batches are processed by one thread in arrival order and handed to
     ``on_output`` in that order; an exception raised by a VNF stops the run and is re-raised by
     :meth:`run` (as :class:`WorkerError` from the original); ``close()`` stops every thread.
     Latency is measured per packet from the input batch's arrival at :meth:`run` (before parsing and
     classification) to the release of its sub-batch by the calling thread, into each queue's
-    HdrHistogram (nanoseconds). Packet ids are runner-wide: ``packet_id`` is rewritten at arrival
-    with consecutive ids that continue across batches and calls to :meth:`run`.
+    HdrHistogram (nanoseconds). With ``assign_ids``, ``packet_id`` is rewritten at arrival with
+    runner-wide consecutive ids that continue across batches and calls to :meth:`run`.
     """
 
     backend = "thread"
@@ -96,6 +98,7 @@ class ThreadRunner(Runner):
         depth: int = 4,
         parse: bool = True,
         logged: bool = True,
+        assign_ids: bool = False,
     ) -> None:
         if not isinstance(queues, int) or isinstance(queues, bool) or queues < 1:
             raise ValueError(f"queues must be a positive int, got {queues!r}")
@@ -114,6 +117,7 @@ class ThreadRunner(Runner):
         self.control = control if control is not None else ControlState()
         self.num_queues = queues
         self.parse = parse
+        self.assign_ids = assign_ids
         self._next_id = 0
         self._closed = False
         self._workers: list[_Worker] = []
@@ -182,7 +186,7 @@ class ThreadRunner(Runner):
                 except _queue.Empty:
                     return
                 if isinstance(out, BaseException):
-                    raise WorkerError(f"VNF {type(w.vnf).__name__} failed on queue {q}: {out!r}") from out
+                    raise WorkerError(f"VNF {type(w.vnf).__name__} failed on queue {q}: {out!r}", queue=q) from out
                 if seq != released[q]:
                     raise RuntimeError(f"queue {q}: output {seq} released out of order (expected {released[q]})")
                 released[q] += 1
@@ -204,9 +208,10 @@ class ThreadRunner(Runner):
             for batch in batches:
                 t_in = time.perf_counter_ns()
                 n_in = len(batch)
-                batch.packet_id[:] = np.arange(next_id, next_id + n_in, dtype=np.uint64)  # runner-wide ids
-                next_id += n_in
-                self._next_id = next_id
+                if self.assign_ids:  # runner-wide ids, continuing across batches and runs
+                    batch.packet_id[:] = np.arange(next_id, next_id + n_in, dtype=np.uint64)
+                    next_id += n_in
+                    self._next_id = next_id
                 if self.parse:
                     batch.parse()
                 parts = self.classifier.classify(batch)
