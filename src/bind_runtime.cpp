@@ -123,21 +123,21 @@ void bind_runtime(py::module_& m) {
          "Append batch[indices[start:stop]] (all columns) to the open slab, as many as fit; returns how many.\n"
          "Arrival time: arrival[i] (uint64 per packet of batch) if given, else arrival_ns. 0 if no slab is free.")
       .def("commit", [](PyRing& r) {
-        if (!r.ring().can_fill()) throw std::runtime_error("SlabRing.commit: no open slab");
+        if (!r.ring().can_fill()) throw py::value_error("SlabRing.commit: no open slab");
         r.ring().commit_fill();
         if (r.ring().can_fill()) r.layout().reset(r.ring().slab(r.ring().fill_cursor()));
       }, "Hand the open slab to the worker (wakes it if it sleeps) and open the next one.")
       .def_property_readonly("outputs_ready", [](PyRing& r) { return r.ring().outputs_ready(); })
       .def("output", [](py::object self, bool copy) {
         auto& r = self.cast<PyRing&>();
-        if (r.ring().outputs_ready() == 0) throw std::runtime_error("SlabRing.output: no output ready");
+        if (r.ring().outputs_ready() == 0) throw py::value_error("SlabRing.output: no output ready");
         std::byte* s = r.ring().slab(r.ring().release_cursor());
         return copy ? r.layout().copy(s) : r.layout().wrap(s, PyRing::keep(self));
       }, py::arg("copy") = false,
          "The oldest processed batch: a view of its slab (valid until release()) or, copy=True, an owned copy.")
       .def("output_arrival", [](py::object self) {
         auto& r = self.cast<PyRing&>();
-        if (r.ring().outputs_ready() == 0) throw std::runtime_error("SlabRing.output_arrival: no output ready");
+        if (r.ring().outputs_ready() == 0) throw py::value_error("SlabRing.output_arrival: no output ready");
         std::byte* s = r.ring().slab(r.ring().release_cursor());
         const auto n = SlabLayout::header(s).packets;
         py::array_t<std::uint64_t> out(n);
@@ -145,7 +145,7 @@ void bind_runtime(py::module_& m) {
         return out;
       }, "Arrival times (now_ns clock) of the oldest output's packets (a copy).")
       .def("release", [](PyRing& r) {
-        if (r.ring().outputs_ready() == 0) throw std::runtime_error("SlabRing.release: no output ready");
+        if (r.ring().outputs_ready() == 0) throw py::value_error("SlabRing.release: no output ready");
         const bool was_full = !r.ring().can_fill();
         r.ring().commit_release();
         if (was_full) r.layout().reset(r.ring().slab(r.ring().fill_cursor()));
@@ -164,12 +164,12 @@ void bind_runtime(py::module_& m) {
       .def_property_readonly("input_ready", [](PyRing& r) { return r.ring().input_ready(); })
       .def("input", [](py::object self) {
         auto& r = self.cast<PyRing&>();
-        if (!r.ring().input_ready()) throw std::runtime_error("SlabRing.input: no input ready");
+        if (!r.ring().input_ready()) throw py::value_error("SlabRing.input: no input ready");
         return r.layout().wrap(r.ring().slab(r.ring().work_cursor()), PyRing::keep(self));
       }, "The next slab to process, as a PacketBatch over the slab's memory (no copy).")
       .def("complete", [](PyRing& r, const PacketBatch& b) {
         auto in_use = vnfkit::bridge::batch_read(&b);
-        if (!r.ring().input_ready()) throw std::runtime_error("SlabRing.complete: no input in progress");
+        if (!r.ring().input_ready()) throw py::value_error("SlabRing.complete: no input in progress");
         std::byte* s = r.ring().slab(r.ring().work_cursor());
         if (b.size() != SlabLayout::header(s).packets) {
           throw py::value_error("batch: process() changed the packet count (" + std::to_string(SlabLayout::header(s).packets) +
