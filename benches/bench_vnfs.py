@@ -41,8 +41,9 @@ from vnfkit.classify import MultiQueueClassifier
 from vnfkit.nfs.mazunat import EXTERNAL, INTERNAL, MazuNAT
 from vnfkit.state import SharedState
 from vnfkit.tables import FLOW_KEY_DTYPE, make_keys
+from vnfkit.runtime import Runner
 from vnfkit.traffic import REPLY_ID_OFFSET, TwoWayTraffic
-from vnfkit.vnf import Context, Runner
+from vnfkit.vnf import Context
 
 PUB = 0xC0000201  # 192.0.2.1
 TOTAL = 1 << 16   # packets per timed round (split into batches)

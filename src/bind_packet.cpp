@@ -42,6 +42,22 @@ py::dtype flow_key_dtype() {
 namespace {
 
 using vnfkit::bridge::view1d;
+using vnfkit::packet::Buffer;
+
+// The base object of a numpy view of `buf`: a capsule sharing its current memory block, so the view
+// stays valid when the batch later reallocates or swaps that column (see packet/buffer.hpp).
+template <typename T>
+py::object view_base(const Buffer<T>& buf, py::handle self) {
+  auto blk = buf.owner();
+  if (!blk) return py::reinterpret_borrow<py::object>(self);
+  return py::capsule(new std::shared_ptr<void>(std::move(blk)),
+                     [](void* p) { delete static_cast<std::shared_ptr<void>*>(p); });
+}
+
+template <typename T>
+py::array_t<T> column_view(Buffer<T>& buf, py::handle self) {
+  return view1d(buf.data(), buf.size(), view_base(buf, self));
+}
 
 PacketBatch batch_from_list(const py::sequence& packets, py::object ts_ns) {
   PacketBatch b;
@@ -258,20 +274,20 @@ void bind_packet(py::module_& m) {
            "this Python object lives, and only within the same process.")
       .def_property_readonly("data", [](py::object self) {
         auto& b = self.cast<PacketBatch&>();
-        return view1d(b.data.data(), b.data.size(), self);
+        return column_view(b.data, self);
       })
       .def_property_readonly("offsets", [](py::object self) {
         // Read-only: every engine loop trusts offsets (validated once when the batch is built), so a
         // write through this view could send them out of bounds.
         auto& b = self.cast<PacketBatch&>();
-        auto v = view1d(b.offsets.data(), b.offsets.size(), self);
+        auto v = column_view(b.offsets, self);
         v.attr("flags").attr("writeable") = false;
         return v;
       }, "Packet boundaries (uint32, len + 1 entries): a READ-ONLY view.")
 #define VNFKIT_COLUMN(name)                                          \
   .def_property_readonly(#name, [](py::object self) {                \
     auto& b = self.cast<PacketBatch&>();                             \
-    return view1d(b.name.data(), b.name.size(), self);               \
+    return column_view(b.name, self);                                \
   })
       VNFKIT_COLUMN(ts_ns)
       VNFKIT_COLUMN(packet_id)
@@ -289,7 +305,7 @@ void bind_packet(py::module_& m) {
       .def_property_readonly("key", [](py::object self) {
         auto& b = self.cast<PacketBatch&>();
         return py::array(vnfkit::bridge::flow_key_dtype(), {static_cast<py::ssize_t>(b.key.size())},
-                         {static_cast<py::ssize_t>(sizeof(FlowKey))}, b.key.data(), self);
+                         {static_cast<py::ssize_t>(sizeof(FlowKey))}, b.key.data(), view_base(b.key, self));
       });
 
   static py::exception<vnfkit::packet::PcapError> pcap_error(m, "PcapError", PyExc_ValueError);

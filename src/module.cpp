@@ -8,6 +8,7 @@ PYBIND11_MODULE(_core, m) {
   bind_flow(m);
   bind_state(m);
   bind_nfs(m);
+  bind_runtime(m);
   bind_snapshot(m);
   // The process-wide "in use" registry, for the Cython stages (vnfkit._wanopt): they mark the same
   // batches in the same table, so a batch encoded in one thread and parsed in another conflicts.

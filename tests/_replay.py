@@ -7,7 +7,8 @@ from __future__ import annotations
 import numpy as np
 
 from vnfkit.state import Replayer, SharedState
-from vnfkit.vnf import Context, Runner
+from vnfkit.runtime import Runner
+from vnfkit.vnf import Context
 
 
 def record_and_replay(vnf_cls, config, batches, queues=2):

@@ -20,7 +20,8 @@ from vnfkit import _core, traffic
 from vnfkit.nfs.adaptive_lb import AdaptiveLB, least_loaded
 from vnfkit.packets import from_scapy, to_scapy
 from vnfkit.state import SharedState
-from vnfkit.vnf import Context, Runner, iter_batches
+from vnfkit.runtime import Runner, iter_batches
+from vnfkit.vnf import Context
 
 E = lambda: Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")  # noqa: E731 (no ARP/ND lookups)
 VIP = "203.0.113.10"

@@ -108,6 +108,10 @@ NO_ARGUMENTS = {
     "Toeplitz.simd_supported", "TokenBuckets.buckets", "TokenBuckets.id", "TokenBuckets.name",
     "TokenBuckets.ns_per_token", "TokenBuckets.snapshot", "Context.__init__", "Counters.__init__",
     "PortPool.__init__", "Registers.__init__", "TokenBuckets.__init__", "determinant_dtype", "flow_key_dtype",
+    "SlabRing.can_fill", "SlabRing.data_capacity", "SlabRing.in_flight", "SlabRing.input_ready",
+    "SlabRing.max_packets", "SlabRing.notify_worker", "SlabRing.open_packets", "SlabRing.open_since_ns",
+    "SlabRing.outputs_ready", "SlabRing.request_stop", "SlabRing.slab_bytes", "SlabRing.slots",
+    "SlabRing.stopped", "SlabRing.user_word", "now_ns",
 }
 
 
@@ -562,6 +566,51 @@ def rp_garbage_records():
     r["object"] = 999
     r["op"] = 77
     Replayer(SharedState(), [_core.encode_log_chunk(0, 0, r)]).finish()
+
+# ---- runtime (shared-memory slab rings)
+def _ring() -> Any:
+    import mmap
+
+    return _core.SlabRing(mmap.mmap(-1, 1 << 20), create=True, slots=2, slab_bytes=1 << 18, max_packets=64)
+
+
+@case("SlabRing.__init__", ValueError, "slots: must be a power of two")
+def ring_bad_slots(): _core.SlabRing(__import__("mmap").mmap(-1, 1 << 20), create=True, slots=3)
+@case("SlabRing.__init__", ValueError, "not a vnfkit ring")
+def ring_attach_junk(): _core.SlabRing(__import__("mmap").mmap(-1, 1 << 16), create=False)
+@case("SlabRing.__init__", BufferError, "not writable")
+def ring_readonly(): _core.SlabRing(b"\0" * 65536, create=True)
+@case("SlabRing.required_bytes", ValueError, "slab_bytes")
+def ring_required_bad(): _core.SlabRing.required_bytes(2, 100)
+@case("SlabRing.append", TypeError, "indices.*uint32")
+def ring_append_dtype(): _ring().append(_core.PacketBatch([b"x" * 60]), np.zeros(1, np.int64), 0, 1)
+@case("SlabRing.append", IndexError, "indices: entry 0 out of range")
+def ring_append_range(): _ring().append(_core.PacketBatch([b"x" * 60]), np.array([5], np.uint32), 0, 1)
+@case("SlabRing.append", ValueError, "start, stop")
+def ring_append_stop(): _ring().append(_core.PacketBatch([b"x" * 60]), np.zeros(1, np.uint32), 0, 2)
+@case("SlabRing.append", ValueError, "arrival: needs one entry")
+def ring_append_arrival(): _ring().append(_core.PacketBatch([b"x" * 60]), np.zeros(1, np.uint32), 0, 1, 0, np.zeros(3, np.uint64))
+@case("SlabRing.commit", ValueError, "no open slab")
+def ring_commit_full():
+    r = _ring()
+    r.commit()
+    r.commit()
+    r.commit()
+@case("SlabRing.output", ValueError, "no output ready")
+def ring_output_none(): _ring().output()
+@case("SlabRing.output_arrival", ValueError, "no output ready")
+def ring_arrival_none(): _ring().output_arrival()
+@case("SlabRing.release", ValueError, "no output ready")
+def ring_release_none(): _ring().release()
+@case("SlabRing.input", ValueError, "no input ready")
+def ring_input_none(): _ring().input()
+@case("SlabRing.complete", ValueError, "no input in progress")
+def ring_complete_none(): _ring().complete(_core.PacketBatch([b"x" * 60]))
+@case("SlabRing.wait_input", ValueError, "timeout")
+def ring_wait_input_bad(): _ring().wait_input(-1.0)
+@case("SlabRing.wait_output", ValueError, "timeout")
+def ring_wait_output_bad(): _ring().wait_output(float("nan"))
+
 
 # ---- nfs (gateway primitives)
 REC = np.dtype([("deadline", U64), ("timeout", U64), ("other", U32)])

@@ -19,7 +19,8 @@ from vnfkit.classify import MultiQueueClassifier
 from vnfkit.nfs.mazunat import DEFAULTS, EXTERNAL, INTERNAL, RULES, MazuNAT, NatRules, publish_rules
 from vnfkit.packets import from_scapy, to_scapy
 from vnfkit.state import SharedState
-from vnfkit.vnf import Context, Runner
+from vnfkit.runtime import Runner
+from vnfkit.vnf import Context
 
 PUB = "192.0.2.1"
 S = 1_000_000_000

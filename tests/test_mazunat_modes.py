@@ -18,7 +18,8 @@ from vnfkit.nfs import load
 from vnfkit.nfs.mazunat import EXTERNAL, INTERNAL, MazuNAT
 from vnfkit.state import SharedState
 from vnfkit.tables import make_keys
-from vnfkit.vnf import Context, iter_batches
+from vnfkit.runtime import iter_batches
+from vnfkit.vnf import Context
 
 PUB = 0xC0000201
 NUMERIC = ["port_lo", "port_hi", "icmp_id_lo", "icmp_id_hi", "tcp_timeout_s", "tcp_done_timeout_s",

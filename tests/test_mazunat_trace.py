@@ -17,7 +17,7 @@ from vnfkit import _core, traffic
 from vnfkit.nfs.mazunat import EXTERNAL, INTERNAL, MazuNAT, replies_to
 from vnfkit.packets import read_pcap
 from vnfkit.tables import make_keys
-from vnfkit.vnf import Runner, iter_batches
+from vnfkit.runtime import Runner, iter_batches
 
 REPLY_ID = 1 << 40
 UNSOLICITED_ID = 1 << 41

@@ -19,7 +19,8 @@ from vnfkit.nfs.monitor import FLOW_RECORD_DTYPE, Monitor, merged_report, prefix
 from vnfkit.packets import from_scapy
 from vnfkit.state import SharedState
 from vnfkit.tables import EXPIRED_CLOSED, EXPIRED_IDLE
-from vnfkit.vnf import Context, Runner, iter_batches
+from vnfkit.runtime import Runner, iter_batches
+from vnfkit.vnf import Context
 
 E = lambda: Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")  # noqa: E731 (no ARP/ND lookups)
 

@@ -16,7 +16,7 @@ import pytest
 from vnfkit import _core, traffic
 from vnfkit.nfs.mazunat import EXTERNAL, INTERNAL, MazuNAT
 from vnfkit.tables import FLOW_KEY_DTYPE
-from vnfkit.vnf import Runner, iter_batches
+from vnfkit.runtime import Runner, iter_batches
 
 REPLY_ID = 1 << 40
 

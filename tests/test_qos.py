@@ -17,7 +17,8 @@ from vnfkit.nfs.qos import QoS, dscp_of
 from vnfkit.packets import from_scapy
 from vnfkit.state import SharedState
 from vnfkit.tables import make_keys
-from vnfkit.vnf import Context, Runner, iter_batches
+from vnfkit.runtime import Runner, iter_batches
+from vnfkit.vnf import Context
 
 E = lambda: Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")  # noqa: E731 (no ARP/ND lookups)
 POLICY = int(_core.DropReason.POLICY)

@@ -11,7 +11,8 @@ from vnfkit import traffic
 from vnfkit.recovery.checkpoint import Checkpoint, restore_checkpoint, take_checkpoint
 from vnfkit.recovery.workloads import NFS, workload
 from vnfkit.tables import FlowTable, SnapshotError, make_keys
-from vnfkit.vnf import VNF, Runner
+from vnfkit.runtime import Runner
+from vnfkit.vnf import VNF
 
 DT = np.dtype([("a", "<u8"), ("b", "<u4")])
 

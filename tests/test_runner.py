@@ -9,7 +9,8 @@ import pytest
 
 from vnfkit import _core, traffic
 from vnfkit.classify import MultiQueueClassifier
-from vnfkit.vnf import VNF, Context, ControlState, Runner, WorkerError, iter_batches
+from vnfkit.runtime import Runner, WorkerError, iter_batches
+from vnfkit.vnf import VNF, Context, ControlState
 
 POLICY = int(_core.DropReason.POLICY)
 

@@ -21,7 +21,8 @@ from vnfkit import _core, traffic
 from vnfkit.nfs.simplenat import SimpleNAT
 from vnfkit.packets import from_scapy, to_scapy, write_pcap
 from vnfkit.state import SharedState
-from vnfkit.vnf import Context, Runner, iter_batches
+from vnfkit.runtime import Runner, iter_batches
+from vnfkit.vnf import Context
 
 POLICY = int(_core.DropReason.POLICY)
 E = lambda: Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")  # noqa: E731 (no ARP/ND lookups)

@@ -583,7 +583,7 @@ def test_vnf_classes_share_caches_through_ctx_shared_and_count():
 
 
 def test_vnf_in_runner():
-    from vnfkit.vnf import Runner
+    from vnfkit.runtime import Runner
 
     payloads = http_like(50, random.Random(9))
     frames = [frame(p) for p in payloads]
@@ -601,7 +601,7 @@ def test_vnf_in_runner():
 @pytest.mark.skipif(not hasattr(_core.PacketBatch, "select"), reason="needs PacketBatch.select (packet parser)")
 @pytest.mark.parametrize("isolate", [False, True])
 def test_vnfs_in_two_queue_runners(isolate):
-    from vnfkit.vnf import Runner
+    from vnfkit.runtime import Runner
 
     rng = random.Random(21)
     payloads = http_like(240, rng)

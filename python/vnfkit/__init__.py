@@ -50,7 +50,8 @@ PacketBatch = _core.PacketBatch
 PcapError = _core.PcapError
 __all__ += ["PacketBatch", "PcapError"]
 
-# VNF base class and multi-queue runner (vnfkit/vnf.py)
-from .vnf import VNF, Context, ControlState, Runner, RunResult, WorkerError  # noqa: E402
+# VNF base class (vnfkit/vnf.py) and the multi-queue runner (vnfkit/runtime/)
+from .vnf import VNF, Context, ControlState  # noqa: E402
+from .runtime import Runner, RunResult, WorkerError  # noqa: E402
 
 __all__ += ["VNF", "Context", "ControlState", "Runner", "RunResult", "WorkerError"]

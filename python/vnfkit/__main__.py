@@ -1,3 +1,4 @@
 from vnfkit.cli import main
 
-raise SystemExit(main())
+if __name__ == "__main__":  # guarded: worker processes (spawn) import the main module again
+    raise SystemExit(main())

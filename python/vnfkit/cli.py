@@ -246,7 +246,9 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("nf", choices=names(), help="which middlebox")
     p.add_argument("--in", dest="inp", required=True, help="input pcap or pcapng file")
     p.add_argument("--out", required=True, help="output pcap of the forwarded packets (in release order per queue)")
-    p.add_argument("--queues", type=int, default=1, help="receive queues / worker threads")
+    p.add_argument("--queues", type=int, default=1, help="receive queues / workers")
+    p.add_argument("--backend", choices=("process", "thread"), default="process",
+                   help="workers: one process per queue (default) or one thread per queue (GIL-bound, for debugging)")
     p.add_argument("--config", default=None, help="JSON file with configuration keys (see the NF's DEFAULTS)")
     p.add_argument("--chunk", type=int, default=8192, help="packets per batch")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
@@ -275,7 +277,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from . import _core
     from .nfs import load
     from .packets import iter_pcap
-    from .vnf import Runner
+    from .runtime import Runner
 
     _check_io(args.chunk, args.inp, args.out, "--out")
     cls, _defaults = load(args.nf)
@@ -290,7 +292,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 writer.write(out if len(fwd) == len(out) else out.select(fwd))
 
         try:
-            runner = Runner(cls, queues=args.queues, config=cfg, logged=False)
+            runner = Runner(cls, backend=args.backend, queues=args.queues, config=cfg, logged=False)
         except TypeError as exc:  # unknown config keys etc. are configuration errors
             raise ValueError(str(exc)) from None
         with runner:
@@ -310,7 +312,9 @@ def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                                    "packet, and print the summary table.")
     p.add_argument("--flows", type=int, default=5000, help="flows in the generated trace")
     p.add_argument("--packets", type=int, default=200_000, help="packets in the generated trace")
-    p.add_argument("--queues", type=int, default=2, help="receive queues / worker threads")
+    p.add_argument("--queues", type=int, default=2, help="receive queues / workers")
+    p.add_argument("--backend", choices=("process", "thread"), default="process",
+                   help="workers: one process per queue (default) or one thread per queue (GIL-bound, for debugging)")
     p.add_argument("--batch", type=int, default=4096, help="packets per batch")
     p.add_argument("--seed", type=int, default=1, help="random seed")
     p.set_defaults(func=_cmd_demo)
@@ -321,7 +325,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from . import traffic
     from .classify import MultiQueueClassifier
     from .nfs.mazunat import MazuNAT, run_with_replies
-    from .vnf import Runner, iter_batches
+    from .runtime import Runner, iter_batches
 
     if args.flows < 1 or args.packets < args.flows:
         raise ValueError("--packets must be >= --flows >= 1")
@@ -347,7 +351,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     print()
     print("2. MazuNAT (10.0.0.0/8 behind 192.0.2.1, ports 50000-65535, RSS affinity), with a remote host")
     print("   answering every translated packet (replies enter the runner interleaved with the trace):")
-    with Runner(MazuNAT, queues=args.queues, logged=False) as runner:
+    with Runner(MazuNAT, backend=args.backend, queues=args.queues, logged=False) as runner:
         res = run_with_replies(runner, iter_batches(batch, args.batch))
     print()
     _print_run_summary(res, f"MazuNAT, {args.queues} queues, batches of {args.batch}: {res.packets} packets "

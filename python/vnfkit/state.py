@@ -2,7 +2,8 @@
 
 State shared by several worker threads (per-prefix counters, rate limiters, the NAT port pool,
 generic registers) lives in native, lock-free objects declared on a :class:`SharedState`. Every
-access goes through the calling thread's :class:`Context`, which (in logged mode) appends one
+access goes through the calling thread's :class:`RecordingContext` (``shared.context(queue)``; the
+VNF author's context is :class:`vnfkit.Context`, whose ``ctx.state`` is one), which (in logged mode) appends one
 24-byte determinant per access to that thread's own log; :class:`OutputCommit` holds emitted
 packets until the log positions they depend on are stable; :class:`Replayer` re-executes the
 logged inputs on a restored copy, forcing every logged outcome. See docs/shared_state.md.
@@ -27,7 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ._core import (
-    Context,
+    Context as RecordingContext,
     Counters,
     DivergenceError,
     OutputCommit,
@@ -102,7 +103,7 @@ __all__ = [
     "DETERMINANT_DTYPE",
     "OPS",
     "PORT_EXHAUSTED",
-    "Context",
+    "RecordingContext",
     "Counters",
     "DivergenceError",
     "OutputCommit",

@@ -106,7 +106,7 @@ def run_vnf_benchmark(
     import numpy as np
 
     from . import traffic
-    from .vnf import Runner, RunResult
+    from .runtime import Runner, RunResult
 
     _check_int(flows, "flows", 1)
     _check_int(packets, "packets", 1)

@@ -326,7 +326,7 @@ def run_with_replies(runner: Any, batches: Iterable[_core.PacketBatch], *, port:
     "remote host" (:func:`replies_to`) answers every translated TCP/UDP packet sent to `port`; the
     replies enter the runner interleaved with the trace. Returns one combined ``RunResult``.
     This is what ``vnfkit demo`` shows."""
-    from .vnf import RunResult
+    from .runtime import RunResult
 
     pending: list[_core.PacketBatch] = []
 

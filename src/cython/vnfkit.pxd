@@ -10,8 +10,8 @@
 # The engine PacketBatch is the very object behind a Python vnfkit PacketBatch: get it with
 # batch_from_object(py_batch). The pointer is valid only while the Python object lives. A stage may
 # rewrite bytes in place and write the columns; if it changes packet sizes it must keep `offsets`
-# consistent (n + 1 entries, offsets[0] == 0, non-decreasing, offsets[n] == data.size()), and
-# numpy views of `data` taken before a resize are then invalid.
+# consistent (n + 1 entries, offsets[0] == 0, non-decreasing, offsets[n] == data.size()); numpy views
+# of `data` taken before a resize keep the old bytes alive (they see the old contents, never freed memory).
 
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, uintptr_t
 from libcpp cimport bool
@@ -71,23 +71,36 @@ cdef extern from "vnfkit/packet/batch.hpp" namespace "vnfkit::packet" nogil:
 
     string_view drop_reason_name(DropReason r)   # needs the engine library
 
+    # The storage of one column (packet/buffer.hpp): the vector interface used by stages. Swapping
+    # in a new vector leaves numpy views taken earlier valid (they keep the old memory alive).
+    cdef cppclass Buffer "vnfkit::packet::Buffer"[T]:
+        T* data()
+        size_t size() const
+        bint empty() const
+        T& operator[](size_t)
+        void resize(size_t) except +
+        void reserve(size_t) except +
+        void push_back(const T&) except +
+        void clear()
+        void swap(vector[T]&) except +
+
     cdef cppclass PacketBatch:
         # Packet i is data[offsets[i] : offsets[i + 1]]; every column has size() entries.
-        vector[uint8_t] data
-        vector[uint32_t] offsets
-        vector[uint64_t] ts_ns
-        vector[uint64_t] packet_id
-        vector[FlowKey] key
-        vector[uint32_t] hash
-        vector[uint32_t] flow_id
-        vector[uint16_t] queue
-        vector[uint16_t] port        # output port; 0 = drop
-        vector[uint8_t] drop         # DropReason
-        vector[uint8_t] flags        # PacketFlag bits
-        vector[uint8_t] tcp_flags
-        vector[uint16_t] l3_offset
-        vector[uint16_t] l4_offset
-        vector[uint16_t] l4_len
+        Buffer[uint8_t] data
+        Buffer[uint32_t] offsets
+        Buffer[uint64_t] ts_ns
+        Buffer[uint64_t] packet_id
+        Buffer[FlowKey] key
+        Buffer[uint32_t] hash
+        Buffer[uint32_t] flow_id
+        Buffer[uint16_t] queue
+        Buffer[uint16_t] port        # output port; 0 = drop
+        Buffer[uint8_t] drop         # DropReason
+        Buffer[uint8_t] flags        # PacketFlag bits
+        Buffer[uint8_t] tcp_flags
+        Buffer[uint16_t] l3_offset
+        Buffer[uint16_t] l4_offset
+        Buffer[uint16_t] l4_len
         size_t size() const
 
 

@@ -246,7 +246,7 @@ std::size_t PcapReader::read(PacketBatch& out, std::size_t max_packets) {
     out.clear();
     throw;
   }
-  std::vector<std::uint64_t> ts = std::move(out.ts_ns);
+  auto ts = std::move(out.ts_ns);
   out.resize_columns(0);
   out.resize_columns(n);
   out.ts_ns = std::move(ts);
@@ -270,7 +270,7 @@ PacketBatch read_pcap(const std::string& path) {
     }
     all.ts_ns.insert(all.ts_ns.end(), chunk.ts_ns.begin(), chunk.ts_ns.end());
   }
-  std::vector<std::uint64_t> ts = std::move(all.ts_ns);
+  auto ts = std::move(all.ts_ns);
   const std::size_t n = all.offsets.size() - 1;
   all.resize_columns(0);
   all.resize_columns(n);

@@ -1,6 +1,6 @@
 """Harness: a master, its storage, a crash at a chosen point, a failover to the backup, a verdict.
 
-This first harness runs the master on the thread :class:`vnfkit.vnf.Runner` in this process:
+This first harness runs the master on the thread :class:`vnfkit.runtime.Runner` in this process:
 *crashing* it means stopping it at a chosen input batch and phase and throwing all of its state
 away (only stable storage survives). Phases of input batch ``crash_at``:
 
@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from ..vnf import Runner
+from ..runtime import Runner
 from .backup import CKPT_STREAM, DET_STREAM, Backup, RecoveryReport, det_ranges, encode_det
 from .checkpoint import take_checkpoint
 from .detector import FailureDetector, HeartbeatBoard

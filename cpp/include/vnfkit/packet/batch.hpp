@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "vnfkit/flow/flow_key.hpp"
+#include "vnfkit/packet/buffer.hpp"
 
 namespace vnfkit::packet {
 
@@ -46,24 +47,26 @@ enum PacketFlag : std::uint8_t {
   kFlagIpOptions = 1u << 4,      // IPv4 options or IPv6 extension headers present
 };
 
+// Every column is a Buffer: numpy views of a column keep its memory alive even when the engine
+// later reallocates it, and a batch can sit on external memory (a shared-memory pool slab).
 struct PacketBatch {
-  std::vector<std::uint8_t> data;       // all packet bytes, back to back
-  std::vector<std::uint32_t> offsets;   // n + 1 entries; offsets[0] == 0
+  Buffer<std::uint8_t> data;       // all packet bytes, back to back
+  Buffer<std::uint32_t> offsets;   // n + 1 entries; offsets[0] == 0
 
   // Columns (n entries each).
-  std::vector<std::uint64_t> ts_ns;      // arrival time, ns (from the pcap or the generator)
-  std::vector<std::uint64_t> packet_id;  // unique, increasing id (determinants refer to it)
-  std::vector<flow::FlowKey> key;        // parsed 5-tuple
-  std::vector<std::uint32_t> hash;       // RSS (Toeplitz) hash of the key
-  std::vector<std::uint32_t> flow_id;    // 32-bit flow ID (direction-independent) for range tables
-  std::vector<std::uint16_t> queue;      // receive queue chosen by the classifier
-  std::vector<std::uint16_t> port;       // output port; 0 = drop
-  std::vector<std::uint8_t> drop;        // DropReason
-  std::vector<std::uint8_t> flags;       // PacketFlag bits
-  std::vector<std::uint8_t> tcp_flags;   // TCP flags byte (FIN 0x01, SYN 0x02, RST 0x04, ACK 0x10)
-  std::vector<std::uint16_t> l3_offset;  // start of the IP header within the packet
-  std::vector<std::uint16_t> l4_offset;  // start of the L4 header (valid if kFlagHasL4)
-  std::vector<std::uint16_t> l4_len;     // bytes from l4_offset to the end of the IP payload
+  Buffer<std::uint64_t> ts_ns;      // arrival time, ns (from the pcap or the generator)
+  Buffer<std::uint64_t> packet_id;  // unique, increasing id (determinants refer to it)
+  Buffer<flow::FlowKey> key;        // parsed 5-tuple
+  Buffer<std::uint32_t> hash;       // RSS (Toeplitz) hash of the key
+  Buffer<std::uint32_t> flow_id;    // 32-bit flow ID (direction-independent) for range tables
+  Buffer<std::uint16_t> queue;      // receive queue chosen by the classifier
+  Buffer<std::uint16_t> port;       // output port; 0 = drop
+  Buffer<std::uint8_t> drop;        // DropReason
+  Buffer<std::uint8_t> flags;       // PacketFlag bits
+  Buffer<std::uint8_t> tcp_flags;   // TCP flags byte (FIN 0x01, SYN 0x02, RST 0x04, ACK 0x10)
+  Buffer<std::uint16_t> l3_offset;  // start of the IP header within the packet
+  Buffer<std::uint16_t> l4_offset;  // start of the L4 header (valid if kFlagHasL4)
+  Buffer<std::uint16_t> l4_len;     // bytes from l4_offset to the end of the IP payload
 
   [[nodiscard]] std::size_t size() const noexcept { return offsets.empty() ? 0 : offsets.size() - 1; }
   [[nodiscard]] std::span<std::uint8_t> packet(std::size_t i) noexcept {

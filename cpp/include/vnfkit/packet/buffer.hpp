@@ -1,0 +1,215 @@
+// Buffer<T>: the storage of one PacketBatch column (or of its packet bytes), with the interface of
+// std::vector<T> that the engine uses, plus two things a vector cannot do:
+//
+//  * Views outlive reallocation. `owner()` hands out a shared reference to the current memory block
+//    (the bridge makes it the base object of a numpy view). When the buffer must reallocate (grow
+//    past its capacity, swap in another vector, reserve) while such a reference is alive, it moves
+//    to a fresh block and leaves the old one to its viewers: a view taken earlier keeps pointing at
+//    valid (if stale) memory instead of freed memory. A buffer nobody views reallocates in place,
+//    exactly like a vector.
+//  * External memory. `Buffer::external(ptr, n, keep)` wraps memory the caller owns (a slab of a
+//    shared-memory packet pool), holding `keep` alive as long as the buffer or a view uses it.
+//    Element writes go to that memory; growth past `n` copies into an owned block first.
+//
+// Copies are deep (value semantics, like std::vector); moves steal. Element access is a raw pointer
+// dereference, as fast as a vector's. Not thread-safe (one batch is used by one thread at a time;
+// the bridge's UseGuard enforces that).
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstring>
+#include <memory>
+#include <span>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+namespace vnfkit::packet {
+
+template <typename T>
+class Buffer {
+  static_assert(std::is_trivially_copyable_v<T>, "Buffer holds plain data only");
+
+ public:
+  using value_type = T;
+  using size_type = std::size_t;
+  using iterator = T*;
+  using const_iterator = const T*;
+
+  Buffer() = default;
+  explicit Buffer(std::size_t n) { resize(n); }
+  Buffer(std::initializer_list<T> init) { assign(init.begin(), init.end()); }
+  Buffer(const Buffer& o) { assign(o.begin(), o.end()); }
+  Buffer(Buffer&& o) noexcept { steal(o); }
+  Buffer& operator=(const Buffer& o) {
+    if (this != &o) assign(o.begin(), o.end());
+    return *this;
+  }
+  Buffer& operator=(Buffer&& o) noexcept {
+    if (this != &o) steal(o);
+    return *this;
+  }
+  Buffer& operator=(std::initializer_list<T> init) {
+    assign(init.begin(), init.end());
+    return *this;
+  }
+  Buffer& operator=(const std::vector<T>& v) {
+    assign(v.begin(), v.end());
+    return *this;
+  }
+
+  // n elements at `ptr`, owned by the caller; `keep` stays alive while this buffer or a view of it
+  // uses the memory. Never frees `ptr`.
+  static Buffer external(T* ptr, std::size_t n, std::shared_ptr<void> keep) {
+    Buffer b;
+    b.block_ = std::make_shared<Block>();
+    b.block_->keep = std::move(keep);
+    b.ptr_ = ptr;
+    b.size_ = n;
+    b.cap_ = n;
+    return b;
+  }
+
+  [[nodiscard]] T* data() noexcept { return ptr_; }
+  [[nodiscard]] const T* data() const noexcept { return ptr_; }
+  [[nodiscard]] std::size_t size() const noexcept { return size_; }
+  [[nodiscard]] std::size_t capacity() const noexcept { return cap_; }
+  [[nodiscard]] bool empty() const noexcept { return size_ == 0; }
+  // Whether the memory is the caller's (see external()) rather than an owned block.
+  [[nodiscard]] bool is_external() const noexcept { return block_ && block_->keep != nullptr; }
+  T& operator[](std::size_t i) noexcept { return ptr_[i]; }
+  const T& operator[](std::size_t i) const noexcept { return ptr_[i]; }
+  T* begin() noexcept { return ptr_; }
+  T* end() noexcept { return ptr_ + size_; }
+  const T* begin() const noexcept { return ptr_; }
+  const T* end() const noexcept { return ptr_ + size_; }
+  T& front() noexcept { return ptr_[0]; }
+  T& back() noexcept { return ptr_[size_ - 1]; }
+  const T& back() const noexcept { return ptr_[size_ - 1]; }
+  operator std::span<T>() noexcept { return {ptr_, size_}; }              // NOLINT: like a vector
+  operator std::span<const T>() const noexcept { return {ptr_, size_}; }  // NOLINT
+
+  friend bool operator==(const Buffer& a, const Buffer& b) noexcept {
+    return a.size_ == b.size_ && std::equal(a.begin(), a.end(), b.begin());
+  }
+  friend bool operator==(const Buffer& a, const std::vector<T>& b) noexcept {
+    return a.size_ == b.size() && std::equal(a.begin(), a.end(), b.begin());
+  }
+
+  // A shared reference to the current memory (nullptr while nothing was ever allocated).
+  [[nodiscard]] std::shared_ptr<void> owner() const noexcept { return block_; }
+
+  void reserve(std::size_t n) {
+    if (n > cap_) regrow(n);
+  }
+  // New elements are zeroed (value-initialised), as with std::vector::resize.
+  void resize(std::size_t n) { resize(n, T{}); }
+  void resize(std::size_t n, const T& v) {
+    if (n > cap_) regrow(std::max(n, cap_ * 2));
+    const std::size_t old = size_;
+    set_size(n);
+    if (n > old) std::fill(ptr_ + old, ptr_ + n, v);
+  }
+  void clear() noexcept { set_size(0); }
+  void push_back(const T& v) {
+    if (size_ == cap_) regrow(std::max<std::size_t>(16, cap_ * 2));
+    set_size(size_ + 1);
+    ptr_[size_ - 1] = v;
+  }
+  void pop_back() noexcept { set_size(size_ - 1); }
+  void assign(std::size_t n, const T& v) {  // NOLINT: vector's overload
+    clear();
+    resize(n, v);
+  }
+  template <typename It>
+    requires(!std::is_integral_v<It>)
+  void assign(It first, It last) {
+    const auto n = static_cast<std::size_t>(std::distance(first, last));
+    // `first` may point into this buffer's own memory: build the new contents aside.
+    std::vector<T> tmp(first, last);
+    clear();
+    if (n > cap_) regrow(n);
+    set_size(n);
+    if (n) std::memcpy(ptr_, tmp.data(), n * sizeof(T));
+  }
+  // Insert [first, last) at `pos` (any position; appending is the common case).
+  template <typename It>
+    requires(!std::is_integral_v<It>)
+  T* insert(T* pos, It first, It last) {
+    const auto at = static_cast<std::size_t>(pos - ptr_);
+    std::vector<T> tmp(first, last);
+    const std::size_t k = tmp.size();
+    if (size_ + k > cap_) regrow(std::max(size_ + k, cap_ * 2));
+    const std::size_t old = size_;
+    set_size(old + k);
+    std::memmove(ptr_ + at + k, ptr_ + at, (old - at) * sizeof(T));
+    if (k) std::memcpy(ptr_ + at, tmp.data(), k * sizeof(T));
+    return ptr_ + at;
+  }
+  // Exchange contents with a vector (the engine builds a new buffer aside, then swaps it in). The
+  // vector's memory becomes this buffer's block; `v` receives a copy of the old contents.
+  void swap(std::vector<T>& v) {
+    std::vector<T> old(begin(), end());
+    auto blk = std::make_shared<Block>();
+    blk->owned = std::move(v);
+    adopt(std::move(blk));
+    v = std::move(old);
+  }
+  void swap(Buffer& o) noexcept {
+    std::swap(block_, o.block_);
+    std::swap(ptr_, o.ptr_);
+    std::swap(size_, o.size_);
+    std::swap(cap_, o.cap_);
+  }
+
+ private:
+  struct Block {
+    std::vector<T> owned;        // the memory, unless `keep` is set
+    std::shared_ptr<void> keep;  // external memory: what keeps it alive
+  };
+
+  void steal(Buffer& o) noexcept {
+    block_ = std::move(o.block_);
+    ptr_ = std::exchange(o.ptr_, nullptr);
+    size_ = std::exchange(o.size_, 0);
+    cap_ = std::exchange(o.cap_, 0);
+  }
+  void adopt(std::shared_ptr<Block> blk) noexcept {
+    block_ = std::move(blk);
+    ptr_ = block_->owned.data();
+    size_ = block_->owned.size();
+    cap_ = block_->owned.capacity();
+  }
+  // An owned block keeps its vector's size equal to ours so that in-place growth copies nothing
+  // it need not (resize within the vector's capacity never reallocates).
+  void set_size(std::size_t n) noexcept {
+    size_ = n;
+    if (block_ && !block_->keep && n <= block_->owned.capacity()) {
+      block_->owned.resize(n);  // within capacity: no reallocation, no throw
+    }
+  }
+  // Move to memory for at least `n` elements, keeping the contents.
+  void regrow(std::size_t n) {
+    const bool in_place = block_ && !block_->keep && block_.use_count() == 1;
+    if (in_place) {
+      block_->owned.reserve(n);  // nobody views the old memory: a plain vector reallocation
+      ptr_ = block_->owned.data();
+      cap_ = block_->owned.capacity();
+      return;
+    }
+    auto blk = std::make_shared<Block>();
+    blk->owned.reserve(n);
+    blk->owned.assign(begin(), end());
+    const std::size_t keep_size = size_;
+    adopt(std::move(blk));
+    size_ = keep_size;
+  }
+
+  std::shared_ptr<Block> block_;
+  T* ptr_ = nullptr;
+  std::size_t size_ = 0;
+  std::size_t cap_ = 0;
+};
+
+}  // namespace vnfkit::packet

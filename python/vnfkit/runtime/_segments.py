@@ -1,0 +1,61 @@
+"""Shared-memory segments of the process backend: files in /dev/shm, mapped MAP_SHARED.
+
+Names are ``vnfkit-<parent pid>-<random>-<tag>``. The parent creates a segment, the workers map it
+by path, and the parent unlinks the file as soon as every worker has mapped it (the mappings stay
+valid), so even a parent killed with SIGKILL leaves nothing behind in /dev/shm. ``close()`` unlinks
+again (idempotent) for the paths that never got that far.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import secrets
+
+__all__ = ["SHM_DIR", "Segment", "attach"]
+
+SHM_DIR = "/dev/shm"
+
+
+class Segment:
+    """A new shared-memory file of `size` bytes, mapped read-write."""
+
+    def __init__(self, tag: str, size: int) -> None:
+        if size < 1:
+            raise ValueError(f"size: must be >= 1, got {size}")
+        self.path = os.path.join(SHM_DIR, f"vnfkit-{os.getpid()}-{secrets.token_hex(4)}-{tag}")
+        fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+        try:
+            os.ftruncate(fd, size)
+            self.map = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        except BaseException:
+            os.close(fd)
+            self.unlink()
+            raise
+        os.close(fd)
+        self.size = size
+
+    def unlink(self) -> None:
+        """Remove the file (mappings stay valid); idempotent."""
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
+    def close(self) -> None:
+        """Unlink and unmap. The unmap waits for the garbage collector if a ring or a batch view still
+        exports the mapping (mmap then refuses to close; the memory goes with the last reference)."""
+        self.unlink()
+        try:
+            self.map.close()
+        except BufferError:
+            pass
+
+
+def attach(path: str) -> mmap.mmap:
+    """Map an existing segment read-write (a worker's side)."""
+    fd = os.open(path, os.O_RDWR)
+    try:
+        return mmap.mmap(fd, os.fstat(fd).st_size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+    finally:
+        os.close(fd)

@@ -1,0 +1,130 @@
+"""The body of one worker process of the process backend.
+
+A worker maps its queue's ring, builds its own VNF instance (own interpreter, own GIL, own per-flow
+tables), reports ready, then loops: wait for a slab (spin briefly, then sleep on the ring's futex),
+wrap it as a PacketBatch over the shared memory (no copy), ``process()`` it in place, hand it back.
+Between batches -- never inside one -- it applies control-state publications and answers stats
+requests that the parent announces by bumping the ring's user word. It ignores SIGINT (the parent
+stops it), and dies with its parent (PR_SET_PDEATHSIG).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import pickle
+import signal
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+WAIT_S = 0.05  # longest sleep between looks at the stop flag and the parent
+
+
+@dataclass
+class WorkerSpec:
+    queue: int
+    num_queues: int
+    path: str  # the ring's segment
+    max_packets: int
+    vnf: Any  # class or picklable factory
+    config: dict[str, Any]
+    classifier: dict[str, Any]
+    shared: Any  # spec from _shared.make_shared
+    control: dict[str, Any]  # control objects published before start
+    logged: bool
+    parent_pid: int
+
+
+def _die_with_parent() -> None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # pragma: no cover - non-Linux
+        pass
+
+
+def _picklable(obj: Any) -> bool:
+    try:
+        pickle.loads(pickle.dumps(obj))  # both ways: some objects pickle but refuse to unpickle
+    except Exception:
+        return False
+    return True
+
+
+def _send_error(conn: Any, where: str, exc: BaseException) -> None:
+    tb = "".join(traceback.format_exception(exc))
+    payload = exc if _picklable(exc) else None
+    try:
+        conn.send(("error", where, payload, repr(exc), tb))
+    except (OSError, ValueError):  # pragma: no cover - parent gone
+        pass
+
+
+def main(spec: WorkerSpec, conn: Any) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent()
+    from .. import _core
+    from ..classify import MultiQueueClassifier
+    from ..vnf import Context, ControlState
+    from ._segments import attach
+    from ._shared import attach_shared
+
+    try:
+        mem = attach(spec.path)
+        ring = _core.SlabRing(mem, create=False, max_packets=spec.max_packets)
+        c = spec.classifier
+        classifier = MultiQueueClassifier(c["num_queues"], key=c["key"], symmetric=c["symmetric"],
+                                          reta_size=c["reta_size"], use_ports=c["use_ports"])
+        classifier.reta.update(c["reta"])
+        control = ControlState()
+        for name, obj in spec.control.items():
+            control.setdefault(name, obj)
+        ctx = Context(spec.queue, spec.num_queues, shared=attach_shared(spec.shared, spec.queue),
+                      classifier=classifier, control=control, logged=spec.logged)
+        vnf = spec.vnf()
+        vnf.setup(ctx, **spec.config)
+        # control objects the VNF published in setup, for the parent's copy (only picklable ones)
+        published = {n: control.get(n) for n in control.names() if _picklable(control.get(n))}
+        t = os.times()
+        conn.send(("ready", published, int((t.user + t.system) * 1e9)))
+    except BaseException as exc:
+        _send_error(conn, "setup", exc)
+        os._exit(1)
+
+    busy_ns = 0
+    batches = 0
+    seen = ring.user_word
+    while True:
+        if ring.input_ready or ring.wait_input(WAIT_S):
+            batch = ring.input()
+            t0 = time.perf_counter_ns()
+            try:
+                vnf.process(batch, ctx)
+                ring.complete(batch)
+            except BaseException as exc:
+                _send_error(conn, "process", exc)
+                os._exit(1)
+            busy_ns += time.perf_counter_ns() - t0
+            batches += 1
+            del batch
+        elif ring.stopped:
+            break
+        elif os.getppid() != spec.parent_pid:
+            break
+        word = ring.user_word
+        if word != seen:  # a batch boundary: adopt control updates, answer requests
+            seen = word
+            while conn.poll():
+                msg = conn.recv()
+                if msg[0] == "publish":
+                    control.publish(msg[1], msg[2])
+                elif msg[0] == "stats":
+                    t = os.times()
+                    conn.send(("stats", dict(vnf.stats()), busy_ns, batches,
+                               int((t.user + t.system) * 1e9)))
+                    busy_ns = 0
+                    batches = 0
+    conn.close()
+    os._exit(0)

@@ -1,0 +1,452 @@
+"""The process backend of the runner: one worker process per queue over shared-memory rings.
+
+The calling process is the dispatcher (the "NIC"): it gives every packet a runner-wide id, parses,
+classifies by RSS and appends each queue's packets into the open slab of that queue's
+:class:`~vnfkit._core.SlabRing` (packet bytes and columns written contiguously into shared
+memory). A queue's slab is handed to its worker when it holds ``batch_size`` packets or when its
+oldest packet has waited ``flush_us`` microseconds. Each worker process (own interpreter, own GIL,
+own VNF instance and per-flow tables) processes the slab in place as a PacketBatch over the shared
+memory and hands it back; the dispatcher releases each queue's outputs in order and times every
+packet from its arrival at the dispatcher to that release.
+
+Faults: a worker that raises, segfaults or is killed is reported as :class:`WorkerError` naming its
+queue and exit signal (the dispatcher looks at its workers at least every ``CHECK_S`` while it runs
+or waits); ``close()``, an exception or Ctrl-C stops every worker, and no shared-memory file
+outlives the workers' start (see ``_segments``).
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import pickle
+import signal
+import time
+import weakref
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+
+from .. import _core
+from ..hdr import HdrHistogram
+from ..vnf import VNF, ControlState
+from . import _shared
+from ._segments import Segment
+from ._worker import WorkerSpec, main
+from .runner import Runner, WorkerError
+from .stats import QueueStats, RunResult
+
+__all__ = ["ProcessRunner"]
+
+CHECK_S = 0.01  # how often the dispatcher looks at its workers' liveness
+START_TIMEOUT_S = 120.0
+
+
+def _check_portable(what: str, obj: Any) -> None:
+    try:
+        pickle.loads(pickle.dumps(obj))  # both ways: some objects pickle but refuse to unpickle
+    except Exception as exc:
+        raise TypeError(
+            f"{what}: cannot cross a process boundary ({type(exc).__name__}: {exc}); the process backend "
+            "needs a module-level VNF class or factory and picklable config (no lambdas, local classes, "
+            "open files or native objects), or use backend='thread'") from None
+
+
+def _classifier_spec(cl: Any) -> dict[str, Any]:
+    return {"num_queues": cl.num_queues, "key": cl.key, "symmetric": cl.symmetric, "use_ports": cl.use_ports,
+            "reta_size": len(cl.reta), "reta": [int(q) for q in cl.reta.table]}
+
+
+def _signal_name(code: int) -> str:
+    try:
+        return signal.Signals(-code).name
+    except ValueError:
+        return f"signal {-code}"
+
+
+def _cleanup(state: dict[str, Any]) -> None:
+    """Stop every worker (stop flag, then SIGKILL after a grace period), free every segment."""
+    for ring in state["rings"]:
+        ring.request_stop()
+    deadline = time.monotonic() + 2.0
+    for p in state["procs"]:
+        p.join(timeout=max(0.0, deadline - time.monotonic()))
+        if p.is_alive():
+            p.kill()
+            p.join(timeout=5.0)
+    for c in state["conns"]:
+        c.close()
+    state["rings"].clear()
+    for seg in state["segments"]:
+        seg.close()
+    _shared.release_shared(state["shared"])
+    state["procs"].clear()
+    state["conns"].clear()
+    state["segments"].clear()
+
+
+class ProcessRunner(Runner):
+    """The process backend: one worker process per queue (see the module docstring).
+
+    Args:
+        vnf: a module-level VNF class (or picklable zero-argument factory); each worker makes one.
+        queues: receive queues = worker processes.
+        config: keyword arguments for every instance's ``setup`` (must be picklable).
+        classifier: a MultiQueueClassifier with ``queues`` queues (default: RSS, Microsoft key);
+            each worker gets an equal copy as ``ctx.classifier``.
+        control: the :class:`ControlState` of the dispatcher side: objects published on it (before or
+            during a run) reach every worker, which adopts them between two batches, never inside one.
+        depth: slabs in flight per queue (rounded up to a power of two >= 2): back-pressure bound.
+        parse: parse every input batch before classifying it.
+        logged: whether the workers' shared-state contexts log determinants.
+        batch_size: B, packets per slab: a queue is flushed to its worker when it holds B packets.
+        flush_us: T, a queue is flushed when its oldest packet has waited T microseconds.
+        slab_bytes: bytes per slab (default: room for B packets of 1 536 bytes plus columns).
+        start_method: multiprocessing start method ("spawn" or "forkserver").
+        assign_ids: give every packet a runner-wide, monotonic ``packet_id`` at arrival (continuing
+            across runs); False keeps the ids the input carries.
+
+    ``ctx.shared`` is created through ``runtime._shared`` (today one SharedState per worker process;
+    see there). ``vnfs`` / ``contexts`` do not exist here: each VNF lives in its worker.
+    """
+
+    backend = "process"
+
+    def __init__(self, vnf: type[VNF] | Callable[[], VNF], *, backend: str = "process", queues: int = 1,
+                 config: dict[str, Any] | None = None, classifier: Any = None, shared: Any = None,
+                 control: ControlState | None = None, depth: int = 8, parse: bool = True, logged: bool = True,
+                 batch_size: int = 256, flush_us: float = 50.0, slab_bytes: int | None = None,
+                 start_method: str = "spawn", assign_ids: bool = True) -> None:
+        for name, v in (("queues", queues), ("depth", depth), ("batch_size", batch_size)):
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"{name} must be a positive int, got {v!r}")
+        if batch_size > (1 << 20):
+            raise ValueError(f"batch_size must be <= 1048576, got {batch_size}")
+        if isinstance(flush_us, bool) or not isinstance(flush_us, (int, float)) or not 0 <= flush_us <= 1e7:
+            raise ValueError(f"flush_us must be a number in [0, 1e7], got {flush_us!r}")
+        if shared is not None:
+            raise ValueError("shared: the process backend creates its shared state itself (runtime._shared); "
+                             "pass shared= only with backend='thread'")
+        if start_method not in ("spawn", "forkserver"):
+            raise ValueError(f"start_method must be 'spawn' or 'forkserver', got {start_method!r}")
+        config = dict(config or {})
+        _check_portable("vnf", vnf)
+        _check_portable("config", config)
+        from ..classify import MultiQueueClassifier
+
+        self.classifier = classifier if classifier is not None else MultiQueueClassifier(queues)
+        if self.classifier.num_queues != queues:
+            raise ValueError(f"classifier has {self.classifier.num_queues} queues, runner has {queues}")
+        self.num_queues = queues
+        self.parse = parse
+        self.assign_ids = assign_ids
+        self.batch_size = batch_size
+        self.flush_ns = int(flush_us * 1000)
+        self.control = control if control is not None else ControlState()
+        self.vnf_name = getattr(vnf, "__name__", type(vnf).__name__)
+        slots = 2
+        while slots < depth:
+            slots *= 2
+        if slab_bytes is None:
+            slab_bytes = (batch_size * (1536 + 128) + 65536 + 4095) // 4096 * 4096
+        self._next_id = 0
+        self._closed = False
+        self._cpu_seen = [0] * queues
+        self._state: dict[str, Any] = {"procs": [], "conns": [], "rings": [], "segments": [],
+                                       "shared": _shared.make_shared(queues)}
+        self._finalizer = weakref.finalize(self, _cleanup, self._state)
+        try:
+            self._start(vnf, config, logged, slots, slab_bytes, start_method)
+        except BaseException:
+            self.close()
+            raise
+        self.control.subscribe(self._on_publish)
+
+    # ---- start / stop
+    def _start(self, vnf: Any, config: dict[str, Any], logged: bool, slots: int, slab_bytes: int,
+               start_method: str) -> None:
+        st = self._state
+        ctx = mp.get_context(start_method)
+        size = _core.SlabRing.required_bytes(slots, slab_bytes)
+        cspec = _classifier_spec(self.classifier)
+        published = {n: self.control.get(n) for n in self.control.names()}
+        _check_portable("control", published)
+        for q in range(self.num_queues):
+            seg = Segment(f"q{q}", size)
+            st["segments"].append(seg)
+            st["rings"].append(_core.SlabRing(seg.map, create=True, slots=slots, slab_bytes=slab_bytes,
+                                              max_packets=self.batch_size))
+        for q in range(self.num_queues):
+            parent_end, child_end = ctx.Pipe()
+            spec = WorkerSpec(q, self.num_queues, st["segments"][q].path, self.batch_size, vnf, config, cspec,
+                              st["shared"], published, logged, os.getpid())
+            p = ctx.Process(target=main, args=(spec, child_end), name=f"vnfkit-worker-{q}",  # type: ignore[attr-defined]
+                            daemon=True)
+            p.start()
+            child_end.close()
+            st["procs"].append(p)
+            st["conns"].append(parent_end)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        for q in range(self.num_queues):
+            msg = self._recv(q, deadline)
+            if msg[0] != "ready":
+                raise RuntimeError(f"worker {q}: unexpected message {msg[0]!r}")
+            for name, obj in msg[1].items():
+                self.control.setdefault(name, obj)
+            self._cpu_seen[q] = msg[2]
+        for seg in st["segments"]:
+            seg.unlink()  # every worker has it mapped: nothing left in /dev/shm from here on
+
+    def _recv(self, q: int, deadline: float) -> Any:
+        """The next message of worker q; raises WorkerError if it died or sent an error."""
+        conn = self._state["conns"][q]
+        proc = self._state["procs"][q]
+        while True:
+            if conn.poll(CHECK_S):
+                try:
+                    msg = conn.recv()
+                except EOFError:
+                    proc.join(timeout=1.0)
+                    self._raise_dead(q)
+                if msg[0] == "error":
+                    self._raise_error(q, msg)
+                return msg
+            if proc.exitcode is not None:
+                self._raise_dead(q)
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"worker {q}: no answer within {START_TIMEOUT_S} s")
+
+    def _raise_error(self, q: int, msg: Any) -> None:
+        _, where, exc, text, tb = msg
+        if where == "setup" and isinstance(exc, (ValueError, TypeError)):
+            raise exc  # a bad configuration: the same error as the thread backend gives
+        err = WorkerError(f"VNF {self.vnf_name} failed on queue {q} in {where}(): {text}\n{tb}", queue=q, exitcode=1)
+        if isinstance(exc, BaseException):
+            raise err from exc
+        raise err
+
+    def _raise_dead(self, q: int) -> None:
+        proc = self._state["procs"][q]
+        conn = self._state["conns"][q]
+        try:
+            if conn.poll(0):
+                msg = conn.recv()
+                if msg[0] == "error":
+                    self._raise_error(q, msg)
+        except (EOFError, OSError):
+            pass
+        code = proc.exitcode
+        if code is not None and code < 0:
+            sig = _signal_name(code)
+            raise WorkerError(f"worker of queue {q} (pid {proc.pid}, VNF {self.vnf_name}) killed by {sig}",
+                              queue=q, signal=sig, exitcode=code)
+        raise WorkerError(f"worker of queue {q} (pid {proc.pid}, VNF {self.vnf_name}) exited with code {code}",
+                          queue=q, exitcode=code)
+
+    def _check_workers(self) -> None:
+        for q, p in enumerate(self._state["procs"]):
+            if p.exitcode is not None:
+                self._raise_dead(q)
+
+    @property
+    def pids(self) -> list[int]:
+        """The worker processes' pids, by queue."""
+        return [p.pid for p in self._state["procs"]]
+
+    def close(self) -> None:
+        """Stop every worker and free every shared-memory segment (idempotent)."""
+        self._closed = True
+        self.control.unsubscribe(self._on_publish)
+        self._finalizer()
+
+    # ---- control state
+    def _on_publish(self, name: str, obj: Any) -> None:
+        if self._closed:
+            return
+        _check_portable(f"control state {name!r}", obj)
+        for q, conn in enumerate(self._state["conns"]):
+            conn.send(("publish", name, obj))
+            ring = self._state["rings"][q]
+            ring.user_word = ring.user_word + 1
+            ring.notify_worker()
+
+    def _collect(self, stats: list[QueueStats]) -> dict[str, int]:
+        vnf_stats: dict[str, int] = {}
+        for q, conn in enumerate(self._state["conns"]):
+            conn.send(("stats",))
+            ring = self._state["rings"][q]
+            ring.user_word = ring.user_word + 1
+            ring.notify_worker()
+        deadline = time.monotonic() + 30.0
+        for q in range(self.num_queues):
+            msg = self._recv(q, deadline)
+            while msg[0] != "stats":
+                msg = self._recv(q, deadline)
+            _, vs, busy, _batches, cpu = msg
+            stats[q].busy_ns = busy
+            stats[q].cpu_ns = cpu - self._cpu_seen[q]
+            self._cpu_seen[q] = cpu
+            for k, v in vs.items():
+                vnf_stats[k] = vnf_stats.get(k, 0) + int(v)
+        return vnf_stats
+
+    # ---- the dispatcher
+    def _release(self, q: int, st: QueueStats, on_output: Callable[[int, Any], None] | None) -> int:
+        ring = self._state["rings"][q]
+        done = 0
+        while ring.outputs_ready:
+            out = ring.output(copy=on_output is not None)
+            arrival = ring.output_arrival()
+            now = _core.now_ns()
+            n = len(out)
+            port = out.port
+            fwd = int(np.count_nonzero(port))
+            st.packets += n
+            st.batches += 1
+            st.forwarded += fwd
+            st.dropped += n - fwd
+            if fwd != n:
+                st.add_drops(out)
+            if n:
+                st.latency.record(now - arrival.astype(np.int64))
+            del port
+            if on_output is not None:
+                on_output(q, out)
+            del out
+            ring.release()
+            done += 1
+        return done
+
+    def _wait_room(self, q: int, st: QueueStats, on_output: Any) -> None:
+        ring = self._state["rings"][q]
+        while not ring.can_fill():
+            if not ring.wait_output(CHECK_S):
+                self._check_workers()
+            self._release(q, st, on_output)
+
+    def _push(self, q: int, batch: Any, idx: Any, start: int, stop: int, arrival_ns: int, arrival: Any,
+              stats: list[QueueStats], on_output: Any) -> None:
+        ring = self._state["rings"][q]
+        while start < stop:
+            if not ring.can_fill():
+                self._wait_room(q, stats[q], on_output)
+            k = ring.append(batch, idx, start, stop, arrival_ns, arrival)
+            start += k
+            if ring.open_packets >= self.batch_size or (k == 0 and ring.open_packets):
+                ring.commit()  # full (packets or bytes)
+            elif k == 0:
+                raise ValueError(f"batch: a packet does not fit an empty slab ({ring.data_capacity} bytes); "
+                                 "raise slab_bytes")
+
+    def _flush_due(self, now: int, force: bool) -> None:
+        for ring in self._state["rings"]:
+            if ring.open_packets and (force or now - ring.open_since_ns >= self.flush_ns):
+                if ring.can_fill():
+                    ring.commit()
+
+    def _begin(self) -> list[QueueStats]:
+        if self._closed:
+            raise RuntimeError("Runner is closed")
+        return [QueueStats(q) for q in range(self.num_queues)]
+
+    def _finish(self, stats: list[QueueStats], on_output: Any, t_start: float, cpu_start: float) -> RunResult:
+        self._flush_due(0, force=True)
+        for q in range(self.num_queues):
+            ring = self._state["rings"][q]
+            while ring.in_flight or ring.open_packets:
+                if ring.open_packets and ring.can_fill():
+                    ring.commit()
+                if not ring.wait_output(CHECK_S):
+                    self._check_workers()
+                self._release(q, stats[q], on_output)
+        wall = time.perf_counter() - t_start
+        cpu = time.process_time() - cpu_start
+        vnf_stats = self._collect(stats)
+        merged = HdrHistogram()
+        for s in stats:
+            merged.merge(s.latency)
+        return RunResult(stats, vnf_stats, wall, merged, cpu)
+
+    def run(self, batches: Iterable[Any], *, on_output: Callable[[int, Any], None] | None = None,
+            progress: Callable[[int], None] | None = None) -> RunResult:
+        """Dispatch every batch (closed loop: as fast as the workers take them); same contract as the
+        thread backend's run(). `on_output(queue, batch)` gets an owned copy of every output batch."""
+        stats = self._begin()
+        t_start = time.perf_counter()
+        cpu_start = time.process_time()
+        last_check = time.monotonic()
+        try:
+            for batch in batches:
+                t_in = _core.now_ns()
+                n = len(batch)
+                if self.assign_ids:
+                    batch.packet_id[:] = np.arange(self._next_id, self._next_id + n, dtype=np.uint64)
+                    self._next_id += n
+                if self.parse:
+                    batch.parse()
+                parts = self.classifier.classify(batch)
+                for q, idx in enumerate(parts):
+                    if len(idx):
+                        self._push(q, batch, idx, 0, len(idx), t_in, None, stats, on_output)
+                for q in range(self.num_queues):
+                    self._release(q, stats[q], on_output)
+                self._flush_due(_core.now_ns(), force=False)
+                if time.monotonic() - last_check > CHECK_S:
+                    self._check_workers()
+                    last_check = time.monotonic()
+                if progress is not None:
+                    progress(n)
+            return self._finish(stats, on_output, t_start, cpu_start)
+        except BaseException:
+            self.close()
+            raise
+
+    def run_paced(self, trace: Any, rate_pps: float, *, on_output: Callable[[int, Any], None] | None = None,
+                  chunk: int | None = None) -> RunResult:
+        """Open loop: replay the packets of one in-memory batch at `rate_pps` (packet i arrives at
+        start + i / rate, whether or not the runtime keeps up), so latency is measured at a given load.
+
+        The trace is parsed and RSS-classified before the clock starts (a NIC does that in hardware);
+        each packet's latency runs from its scheduled arrival to its release, so time the dispatcher
+        falls behind counts. `chunk`: most packets taken per dispatcher iteration (default batch_size).
+        """
+        if isinstance(rate_pps, bool) or not isinstance(rate_pps, (int, float)) or not 0 < rate_pps <= 1e9:
+            raise ValueError(f"rate_pps must be in (0, 1e9], got {rate_pps!r}")
+        stats = self._begin()
+        n = len(trace)
+        if self.assign_ids:
+            trace.packet_id[:] = np.arange(self._next_id, self._next_id + n, dtype=np.uint64)
+            self._next_id += n
+        if self.parse:
+            trace.parse()
+        parts = self.classifier.classify(trace)
+        chunk = chunk or self.batch_size
+        period_ns = 1e9 / rate_pps
+        pos = [0] * self.num_queues
+        t_start = time.perf_counter()
+        cpu_start = time.process_time()
+        last_check = time.monotonic()
+        t0 = _core.now_ns() + 1000
+        arrival = (t0 + np.arange(n, dtype=np.float64) * period_ns).astype(np.uint64)
+        due = 0
+        try:
+            while due < n:
+                now = _core.now_ns()
+                if now < t0:
+                    continue
+                due = min(n, int((now - t0) / period_ns) + 1, due + chunk)
+                for q, idx in enumerate(parts):
+                    stop = int(np.searchsorted(idx, due))
+                    if stop > pos[q]:
+                        self._push(q, trace, idx, pos[q], stop, 0, arrival, stats, on_output)
+                        pos[q] = stop
+                    self._release(q, stats[q], on_output)
+                self._flush_due(_core.now_ns(), force=False)
+                if time.monotonic() - last_check > CHECK_S:
+                    self._check_workers()
+                    last_check = time.monotonic()
+            return self._finish(stats, on_output, t_start, cpu_start)
+        except BaseException:
+            self.close()
+            raise
