@@ -297,13 +297,14 @@ def test_snapshot_restore_continues_identically() -> None:
     assert sa == sc and c.next_gc == a.next_gc
 
 
-def test_replay_reproduces_decisions_and_state() -> None:
+@pytest.mark.parametrize("queues", [1, 2])  # 1: ports allocated in the native fast path; 2: with affinity, in Python
+def test_replay_reproduces_decisions_and_state(queues: int) -> None:
     """Two workers racing on the shared pools; each worker's log replayed on a fresh SharedState
     gives the same ports, drops and bytes, and a bit-identical shared-state image."""
     trace = traffic.generate(600, 6000, seed=12, udp_fraction=0.3)
     batches = list(iter_batches(trace, 512))
     cfg = {"udp_timeout_s": 0.001, "gc_interval_s": 0.0002, "port_lo": 60000, "port_hi": 60400}
-    decided, replayed, master, backup = record_and_replay(MazuNAT, cfg, batches, queues=2)
+    decided, replayed, master, backup = record_and_replay(MazuNAT, cfg, batches, queues=queues)
     assert sum(len(v) for v in decided.values()) > 0
     assert _same(decided, replayed) and backup == master
 

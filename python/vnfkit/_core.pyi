@@ -516,4 +516,6 @@ def nat_fast_path(
     in_idx: npt.NDArray[np.uint32],
 ) -> tuple[int, int, int, int, int]: ...
 
+def nat_expired(out: FlowTable, now: int) -> npt.NDArray[np.uint32]: ...
+
 # (end of nfs section)

@@ -103,6 +103,9 @@ class MazuNAT(RuleSteps, VNF):
         self.pools = NatPools(ctx, cfg.port_lo, cfg.port_hi, cfg.icmp_lo, cfg.icmp_hi, subpool_of)
         self.aff = Affinity(cl, ctx.queue, self.public) if self.affinity else None
         self.edm = EndpointPorts(cfg.port_lo, cfg.port_hi, subpool_of) if cfg.endpoint_dependent else None
+        # new TCP/UDP mappings are made inside the native fast path when ports come from plain
+        # (single sub-pool) shared pools; with affinity sub-pools or endpoint-dependent ports, in Python
+        self._native_pools = (self.pools.tcp, self.pools.udp) if self.edm is None and not self.affinity else None
         self.icmp_lo = cfg.icmp_lo
         self.timeout_ns = dict(cfg.timeout_ns)
         self.done_ns = cfg.done_ns
@@ -203,8 +206,7 @@ class MazuNAT(RuleSteps, VNF):
     def _gc(self, now: int, sctx: Any, pid: int) -> None:
         if len(self.out) == 0:
             return
-        d = self._out_vals["deadline"]
-        dead = np.flatnonzero((d != 0) & (d <= np.uint64(now))).astype(np.uint32)
+        dead = _core.nat_expired(self.out._t, now)  # one native pass over the records
         if len(dead):
             self._free(dead, sctx, pid)
 
@@ -263,15 +265,22 @@ class MazuNAT(RuleSteps, VNF):
         n = len(batch)
         if len(self._d_oidx) < n:
             self._grow(n)
-        status, nod, nid, ntr, nrtr = _core.nat_fast_path(
+        pools = self._native_pools
+        status, nod, nid, ntr, nrtr, nnew, nexh, dexh, dfull = _core.nat_fast_path(
             batch, self.out._t, self.inb._t, oidx, iidx, self.public, self.done_ns, rules.fwd_rev_flags,
-            rules.fwd_in_flags, self._mark, self._d_oidx, self._d_oslot, self._d_onew, self._d_iidx)
+            rules.fwd_in_flags, self._mark, self._d_oidx, self._d_oslot, self._d_onew, self._d_iidx,
+            *((pools[0], pools[1], sctx, self.timeout_ns[TCP], self.timeout_ns[UDP]) if pools else ()))
         if status == 1:  # a packet from a forward's server port: the whole batch step by step
             self._stepwise(batch, sctx, rules, batch.key, src, dst, oidx, iidx, oidx[:0])
             return
         c = self.c
         c["translations"] += ntr
         c["reverse_translations"] += nrtr
+        if nnew or nexh or dfull:
+            c["new_mappings"] += nnew
+            c["pool_exhausted_events"] += nexh
+            c["drop_pool_exhausted"] += dexh
+            c["drop_table_full"] += dfull
         if nod:
             self._outbound_rest(batch, sctx, self._d_oidx[:nod], self._d_oslot[:nod],
                                 self._d_onew[:nod].view(np.bool_))
