@@ -268,6 +268,8 @@ def test_snapshot_restore_continues_identically() -> None:
         a.process(p, actx)
     image = a.snapshot()
     pool_image = actx.shared.snapshot()
+    tables = {name: t.snapshot() for name, t in actx.tables.items()}
+    assert set(tables) == {"mazunat.out", "mazunat.reply"}  # what a checkpointer images
     known = {bytes(k) for k in a.out.to_numpy()["key"].view(np.dtype((np.void, 40)))}
     rest = [p.select(np.arange(len(p), dtype=np.uint32)) for p in parts[4:]]
     for p in parts[4:]:
@@ -278,7 +280,11 @@ def test_snapshot_restore_continues_identically() -> None:
     c = MazuNAT()
     c.setup(ctx, **cfg)
     shared.restore(pool_image)
+    views = c._nat_port
+    for name, img in tables.items():
+        ctx.tables[name].restore_in_place(img)
     c.restore(image)
+    assert views is c._nat_port  # restored in place: the cached record views still show the table
     assert c.stats() == {**image["counters"], "mappings": len(c.out), "pool_in_use": len(c.out)}
     assert len(c.out) == len(known) > 0
     compared = 0

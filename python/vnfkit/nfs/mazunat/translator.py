@@ -115,8 +115,9 @@ class MazuNAT(RuleSteps, VNF):
         self._capacity = cap
         # One outbound table (all protocols: the key holds the protocol) and one reply table
         # (TCP/UDP). Expiry is the NAT's own (see the module docstring); the engine timers are unused.
-        self.out = FlowTable(cap, _OUT_DTYPE)
-        self.inb = FlowTable(cap, _IN_DTYPE)
+        # declared on the context, so a checkpointer images (and restores in place) both tables
+        self.out: FlowTable = ctx.flow_table("mazunat.out", capacity=cap, value_dtype=_OUT_DTYPE)
+        self.inb: FlowTable = ctx.flow_table("mazunat.reply", capacity=cap, value_dtype=_IN_DTYPE)
         # ICMP only: the values this worker stored in the shared echo map, per outbound slot
         self._enc_int = np.zeros(cap, np.uint64)
         self._enc_peer = np.zeros(cap, np.uint64)
@@ -150,29 +151,33 @@ class MazuNAT(RuleSteps, VNF):
         return out
 
     def snapshot(self) -> dict[str, Any]:
-        """This worker's own state at a batch boundary: counters, the GC clock, both tables' images
-        and the ICMP echo-map values of live ICMP mappings. The shared pools are not in it: they
-        belong to the runner's SharedState and are checkpointed with it."""
+        """This worker's Python-side state at a batch boundary (see :meth:`VNF.snapshot`): counters,
+        the GC clock, and the ICMP echo-map values of live ICMP mappings. The two tables
+        (``mazunat.out``, ``mazunat.reply`` in ``ctx.tables``) and the shared pools are imaged by the
+        checkpointer itself."""
         live = self.out.live_slots()
         icmp = live[self._out_vals["proto"][live] == ICMP]
-        return {"counters": dict(self.c), "next_gc": self.next_gc, "out": self.out.snapshot(),
-                "inb": self.inb.snapshot(), "icmp_slots": icmp.copy(), "icmp_enc_int": self._enc_int[icmp].copy(),
-                "icmp_enc_peer": self._enc_peer[icmp].copy()}
+        return {"counters": dict(self.c), "next_gc": int(self.next_gc), "icmp_slots": icmp.copy(),
+                "icmp_enc_int": self._enc_int[icmp].copy(), "icmp_enc_peer": self._enc_peer[icmp].copy()}
 
     def restore(self, state: dict[str, Any]) -> None:
-        """Install a :meth:`snapshot` (of an instance with the same configuration) in place: the
-        tables are replaced and every cached view rebound, so no view of the old tables survives."""
-        out, inb = FlowTable.restore(state["out"]), FlowTable.restore(state["inb"])
-        if out.capacity != self._capacity or inb.capacity != self._capacity:
-            raise ValueError(f"state: tables of capacity {out.capacity}, this instance has max_flows={self._capacity}")
-        self.out, self.inb = out, inb
-        self._bind()
-        self.c = dict(state["counters"])
+        """Roll back to a :meth:`snapshot` of a twin instance, in place (the tables are restored in
+        place by the checkpointer, so the cached record views stay valid)."""
+        missing = {"counters", "next_gc", "icmp_slots", "icmp_enc_int", "icmp_enc_peer"} - set(state)
+        if missing:
+            raise ValueError(f"MazuNAT.restore: state lacks {sorted(missing)}")
+        slots = np.asarray(state["icmp_slots"], np.int64)
+        if len(slots) and (slots.min() < 0 or slots.max() >= self._capacity):
+            raise ValueError(f"MazuNAT.restore: ICMP slots outside max_flows={self._capacity}")
+        counters = dict(state["counters"])
+        if set(counters) != set(self.c):
+            raise ValueError("MazuNAT.restore: counters of another configuration or version")
+        self.c = counters
         self.next_gc = int(state["next_gc"])
         self._enc_int[:] = 0
         self._enc_peer[:] = 0
-        self._enc_int[state["icmp_slots"]] = state["icmp_enc_int"]
-        self._enc_peer[state["icmp_slots"]] = state["icmp_enc_peer"]
+        self._enc_int[slots] = state["icmp_enc_int"]
+        self._enc_peer[slots] = state["icmp_enc_peer"]
 
     # ------------------------------------------------------------------------------- mappings
     def _free(self, slots: npt.NDArray[np.uint32], sctx: Any, pid: int) -> None:
