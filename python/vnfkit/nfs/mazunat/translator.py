@@ -31,7 +31,9 @@ from ...vnf import VNF, Context
 from .._mbox import state_context
 from .config import DEFAULTS, NatConfig, parse_config
 from .firewall import EXTERNAL, INTERNAL, RuleSteps
-from .pools import Affinity, EndpointPorts, NatPools, subpool_map
+from .columns import _KEY_DTYPE, _entry_keys, _keys_at, addr_column
+from .endpoint import EndpointClaims, EndpointPorts
+from .pools import Affinity, NatPools, subpool_map
 from .rules import ICMP, RULES, TCP, UDP, NatRules
 
 __all__ = ["DEFAULTS", "EXTERNAL", "INTERNAL", "MazuNAT"]
@@ -58,29 +60,8 @@ _DEADLINE_OFF: int = _OUT_DTYPE.fields["deadline"][1]  # type: ignore[index]
 _TIMEOUT_OFF: int = _OUT_DTYPE.fields["timeout"][1]  # type: ignore[index]
 _IN_DTYPE = np.dtype("<u4")  # reply entry -> slot of its outbound record
 
-_KEY_DTYPE = np.dtype(_core.flow_key_dtype())
-_V40 = np.dtype((np.void, 40))
-_V64 = np.dtype((np.void, 64))
 
-
-def _keys_at(keys: npt.NDArray[Any], idx: npt.NDArray[Any]) -> npt.NDArray[Any]:
-    """keys[idx] for FLOW_KEY_DTYPE arrays, gathered as opaque 40-byte records (numpy's gather of
-    structured records with sub-array fields is several times slower)."""
-    return keys.view(_V40)[idx].view(_KEY_DTYPE)
-
-
-def _entry_keys(t: FlowTable, slots: npt.NDArray[np.uint32]) -> npt.NDArray[Any]:
-    """The stored keys of table slots (first 40 bytes of each 64-byte engine entry)."""
-    rec = t._entries.view(_V64)[slots]  # same package: tables.FlowTable keeps the entry view
-    return np.ascontiguousarray(rec.view(np.uint8).reshape(-1, 64)[:, :40]).view(_KEY_DTYPE).reshape(-1)
-
-
-def addr_column(addr_bytes: npt.NDArray[Any]) -> npt.NDArray[np.uint32]:
-    """Host-order uint32 from the first 4 bytes of a (n, 16) uint8 address column."""
-    return np.ascontiguousarray(addr_bytes[:, :4]).view(">u4").reshape(-1).astype(np.uint32)
-
-
-class MazuNAT(RuleSteps, VNF):
+class MazuNAT(RuleSteps, EndpointClaims, VNF):
     """The Mazu Networks NAT gateway (see the package docstring). One instance per worker."""
 
     name = "mazunat"
@@ -470,42 +451,6 @@ class MazuNAT(RuleSteps, VNF):
             raise RuntimeError("MazuNAT: reply table out of sync with the outbound table (bug)")
         self._in_vals[islots] = nslots
         self._out_vals["in_slot"][nslots] = islots
-
-    def _claim(self, proto: int, nslots: npt.NDArray[np.uint32], keys: npt.NDArray[Any],
-               hashes: npt.NDArray[np.uint32]) -> npt.NDArray[np.bool_]:
-        """Endpoint-dependent mode: choose each new flow's public port by claiming a free reply key
-        (see :class:`~vnfkit.nfs.mazunat.pools.EndpointPorts`). Returns the mask of flows that got one."""
-        assert self.edm is not None
-        ent = _entry_keys(self.out, nslots)
-        src = addr_column(ent["src"]).astype(np.uint64)
-        remote = addr_column(ent["dst"])
-        seed = (src << np.uint64(32)) ^ (ent["sport"].astype(np.uint64) << np.uint64(16)) \
-            ^ (remote.astype(np.uint64) * np.uint64(0x100000001B3)) ^ ent["dport"].astype(np.uint64) \
-            ^ (np.uint64(proto) << np.uint64(56))
-        base = self.aff.base(remote, np.ascontiguousarray(ent["dport"])) if self.aff is not None else None
-        ok = np.zeros(len(nslots), bool)
-        todo = np.arange(len(nslots))
-        it = self.inb
-        for r in range(self.edm.tries):
-            cand = self.edm.candidates(seed[todo], r, self.aff, None if base is None else base[todo])
-            usable = cand != 0
-            rows = todo[usable]
-            if len(rows):
-                islots, inew = it.lookup_or_insert(self._reply_keys(ent[rows], cand[usable], proto))
-                won = inew & (islots != NO_SLOT)
-                w = rows[won]
-                if len(w):
-                    ws = nslots[w]
-                    self._record(proto, ws, cand[usable][won])
-                    self._in_vals[islots[won]] = ws
-                    self._out_vals["in_slot"][ws] = islots[won]
-                    ok[w] = True
-                if len(it) >= self._capacity:
-                    break  # the reply table is full: nothing more can be claimed in this call
-            todo = todo[~ok[todo]]
-            if len(todo) == 0:
-                break
-        return ok
 
     def _inbound(self, batch: _core.PacketBatch, sctx: Any, idx: npt.NDArray[np.uint32]) -> None:
         islots = self.inb._t.lookup(batch.key, idx)  # native call on the key column at rows idx (no gather)
