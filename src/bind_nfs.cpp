@@ -2,7 +2,14 @@
 #include "pybind.hpp"
 #include "use_guard.hpp"
 
+#include <algorithm>
+#include <memory>
+#include <optional>
+#include <vector>
+
 #include "vnfkit/nfs/gateway.hpp"
+#include "vnfkit/state/context.hpp"
+#include "vnfkit/state/port_pool.hpp"
 
 using vnfkit::bridge::require_1d;
 using vnfkit::packet::PacketBatch;
@@ -117,7 +124,8 @@ void bind_nfs(py::module_& m) {
                             const py::array& oidx, const py::array& iidx, std::uint32_t public_addr,
                             std::uint64_t close_timeout, const py::object& fwd_rev, const py::object& fwd_in,
                             py::array& mark, py::array& out_idx, py::array& out_slot, py::array& out_new,
-                            py::array& in_idx) {
+                            py::array& in_idx, const py::object& tcp_pool, const py::object& udp_pool,
+                            const py::object& state_ctx, std::uint64_t tcp_timeout, std::uint64_t udp_timeout) {
     auto batch_use = vnfkit::bridge::batch_write(&b);
     auto out_use = vnfkit::bridge::flow_table_use(&out);
     auto in_use = vnfkit::bridge::flow_table_use(&in);
@@ -158,6 +166,26 @@ void bind_nfs(py::module_& m) {
       if (fi.shape(0) != 65536) throw py::value_error("fwd_in: needs 65536 entries");
       cfg.fwd_in = static_cast<const std::uint8_t*>(fi.data());
     }
+    std::shared_ptr<vnfkit::state::PortPool> tp, up;
+    std::shared_ptr<vnfkit::state::Context> sctx;
+    std::optional<vnfkit::bridge::UseGuard> ctx_use;
+    if (!tcp_pool.is_none() || !udp_pool.is_none() || !state_ctx.is_none()) {
+      if (tcp_pool.is_none() || udp_pool.is_none() || state_ctx.is_none()) {
+        throw py::value_error("tcp_pool, udp_pool, state_ctx: give all three or none");
+      }
+      tp = tcp_pool.cast<std::shared_ptr<vnfkit::state::PortPool>>();
+      up = udp_pool.cast<std::shared_ptr<vnfkit::state::PortPool>>();
+      sctx = state_ctx.cast<std::shared_ptr<vnfkit::state::Context>>();
+      if (tp->subpools() != 1 || up->subpools() != 1) {
+        throw py::value_error("tcp_pool, udp_pool: pools with sub-pools are not supported here");
+      }
+      ctx_use.emplace(sctx.get(), "Context", vnfkit::bridge::kContextRule);
+      cfg.tcp_pool = tp.get();
+      cfg.udp_pool = up.get();
+      cfg.ctx = sctx.get();
+      cfg.tcp_timeout = tcp_timeout;
+      cfg.udp_timeout = udp_timeout;
+    }
     const vnfkit::nfs::NatFastBuffers buf{static_cast<std::uint32_t*>(out_idx.mutable_data()),
                                           static_cast<std::uint32_t*>(out_slot.mutable_data()),
                                           static_cast<std::uint8_t*>(out_new.mutable_data()),
@@ -171,14 +199,35 @@ void bind_nfs(py::module_& m) {
       r = vnfkit::nfs::nat_fast_path(b, out, in, o, n_out, i, n_in, cfg, buf);
     }
     const int status = r.bailed ? 1 : r.out_expired ? 2 : r.in_expired ? 3 : 0;
-    return py::make_tuple(status, r.out_deferred, r.in_deferred, r.translated, r.reverse_translated);
+    return py::make_tuple(status, r.out_deferred, r.in_deferred, r.translated, r.reverse_translated, r.new_mappings,
+                          r.pool_exhausted, r.drop_exhausted, r.drop_table_full);
   }, py::arg("batch"), py::arg("out"), py::arg("inb"), py::arg("oidx").noconvert(), py::arg("iidx").noconvert(),
      py::arg("public_addr"), py::arg("close_timeout"), py::arg("fwd_rev").noconvert(), py::arg("fwd_in").noconvert(),
      py::arg("mark").noconvert(), py::arg("out_idx").noconvert(), py::arg("out_slot").noconvert(),
-     py::arg("out_new").noconvert(), py::arg("in_idx").noconvert(),
+     py::arg("out_new").noconvert(), py::arg("in_idx").noconvert(), py::arg("tcp_pool") = py::none(),
+     py::arg("udp_pool") = py::none(), py::arg("state_ctx") = py::none(), py::arg("tcp_timeout") = 0,
+     py::arg("udp_timeout") = 0,
      "NAT fast path over split_gateway's outbound / inbound lists (see nfs/gateway.hpp): refresh and\n"
      "rewrite the packets of existing mappings, defer the rest into out_idx/out_slot/out_new and in_idx.\n"
-     "Returns (status, n_out_deferred, n_in_deferred, translated, reverse_translated); status 0 ok,\n"
+     "With tcp_pool/udp_pool/state_ctx, new TCP/UDP flows get their port here (logged allocations).\n"
+     "Returns (status, n_out_deferred, n_in_deferred, translated, reverse_translated, new_mappings,\n"
+     "pool_exhausted, drop_pool_exhausted, drop_table_full); status 0 ok,\n"
      "1 bailed (a packet from a forward's server port: nothing done), 2 an outbound mapping had expired\n"
      "(everything deferred), 3 an inbound mapping had expired (every inbound packet deferred).");
+
+  m.def("nat_expired", [](vnfkit::flow::FlowTable& out, std::uint64_t now) {
+    auto use = vnfkit::bridge::flow_table_use(&out);
+    thread_local std::vector<std::uint32_t> scratch;  // grown to the largest table seen, reused
+    if (scratch.size() < out.capacity()) scratch.resize(out.capacity());
+    std::size_t k;
+    {
+      py::gil_scoped_release nogil;
+      k = vnfkit::nfs::nat_expired(out, now, scratch.data());
+    }
+    py::array_t<std::uint32_t> slots(static_cast<py::ssize_t>(k));
+    std::copy(scratch.begin(), scratch.begin() + static_cast<std::ptrdiff_t>(k), slots.mutable_data());
+    return slots;
+  }, py::arg("out"), py::arg("now"),
+     "Slots (uint32, ascending) of the live entries of a NAT's outbound table whose record deadline is\n"
+     "non-zero and <= now.");
 }

@@ -635,6 +635,10 @@ def nat_args(**over: Any) -> dict[str, Any]:
                              in_idx=np.zeros(4, U32))
     a.update(over)
     return a
+@case("nat_expired", ValueError, "out: values must be 32-byte NAT records, got 8 bytes")
+def nat_expired_wrong_record(): _core.nat_expired(_core.FlowTable(8, 8), 5)
+@case("nat_expired", TypeError, "incompatible function arguments")
+def nat_expired_negative_now(): _core.nat_expired(_core.FlowTable(8, 32), -1)
 @case("nat_fast_path", ValueError, "out: values must be 32-byte NAT records, got 8 bytes")
 def nat_fast_wrong_record(): _core.nat_fast_path(**nat_args(out=_core.FlowTable(8, 8)))
 @case("nat_fast_path", ValueError, "in: values must be uint32 slots")

@@ -269,6 +269,8 @@ def test_snapshot_restore_continues_identically() -> None:
         a.process(p, actx)
     image = a.snapshot()
     pool_image = actx.shared.snapshot()
+    tables = {name: t.snapshot() for name, t in actx.tables.items()}
+    assert set(tables) == {"mazunat.out", "mazunat.reply"}  # what a checkpointer images
     known = {bytes(k) for k in a.out.to_numpy()["key"].view(np.dtype((np.void, 40)))}
     rest = [p.select(np.arange(len(p), dtype=np.uint32)) for p in parts[4:]]
     for p in parts[4:]:
@@ -279,7 +281,11 @@ def test_snapshot_restore_continues_identically() -> None:
     c = MazuNAT()
     c.setup(ctx, **cfg)
     shared.restore(pool_image)
+    views = c._nat_port
+    for name, img in tables.items():
+        ctx.tables[name].restore_in_place(img)
     c.restore(image)
+    assert views is c._nat_port  # restored in place: the cached record views still show the table
     assert c.stats() == {**image["counters"], "mappings": len(c.out), "pool_in_use": len(c.out)}
     assert len(c.out) == len(known) > 0
     compared = 0
@@ -298,13 +304,14 @@ def test_snapshot_restore_continues_identically() -> None:
     assert sa == sc and c.next_gc == a.next_gc
 
 
-def test_replay_reproduces_decisions_and_state() -> None:
+@pytest.mark.parametrize("queues", [1, 2])  # 1: ports allocated in the native fast path; 2: with affinity, in Python
+def test_replay_reproduces_decisions_and_state(queues: int) -> None:
     """Two workers racing on the shared pools; each worker's log replayed on a fresh SharedState
     gives the same ports, drops and bytes, and a bit-identical shared-state image."""
     trace = traffic.generate(600, 6000, seed=12, udp_fraction=0.3)
     batches = list(iter_batches(trace, 512))
     cfg = {"udp_timeout_s": 0.001, "gc_interval_s": 0.0002, "port_lo": 60000, "port_hi": 60400}
-    decided, replayed, master, backup = record_and_replay(MazuNAT, cfg, batches, queues=2)
+    decided, replayed, master, backup = record_and_replay(MazuNAT, cfg, batches, queues=queues)
     assert sum(len(v) for v in decided.values()) > 0
     assert _same(decided, replayed) and backup == master
 

@@ -515,7 +515,14 @@ def nat_fast_path(
     out_slot: npt.NDArray[np.uint32],
     out_new: npt.NDArray[np.uint8],
     in_idx: npt.NDArray[np.uint32],
-) -> tuple[int, int, int, int, int]: ...
+    tcp_pool: PortPool | None = None,
+    udp_pool: PortPool | None = None,
+    state_ctx: Context | None = None,
+    tcp_timeout: int = 0,
+    udp_timeout: int = 0,
+) -> tuple[int, int, int, int, int, int, int, int, int]: ...
+
+def nat_expired(out: FlowTable, now: int) -> npt.NDArray[np.uint32]: ...
 
 # (end of nfs section)
 

@@ -1,6 +1,7 @@
 #include "vnfkit/nfs/gateway.hpp"
 
 #include <algorithm>
+#include <cstddef>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -171,9 +172,11 @@ namespace {
 // Per-thread scratch of nat_fast_path: grown to the largest batch seen, then reused (no
 // allocation per call in steady state).
 struct FastScratch {
-  std::vector<std::uint32_t> slots, rows, rw_idx, rw_addr;
-  std::vector<std::uint16_t> rw_port;
-  std::vector<std::uint8_t> is_new;
+  std::vector<std::uint32_t> slots, rows, rw_idx, rw_addr, sel, islots;
+  std::vector<std::uint16_t> rw_port, ports;
+  std::vector<std::uint8_t> is_new, inew;
+  std::vector<std::uint64_t> ids, zero_ts;
+  std::vector<flow::FlowKey> reply;
   struct Undo {
     NatRecord* rec;
     std::uint64_t deadline, timeout;
@@ -188,6 +191,13 @@ struct FastScratch {
       rw_port.resize(n);
       is_new.resize(n);
       undo.resize(n);
+      sel.resize(n);
+      islots.resize(n);
+      ports.resize(n);
+      inew.resize(n);
+      ids.resize(n);
+      zero_ts.assign(n, 0);
+      reply.resize(n);
     }
   }
 };
@@ -222,6 +232,110 @@ void roll_back(FastScratch::Undo* begin, FastScratch::Undo* end) noexcept {
     end->rec->deadline = end->deadline;
     end->rec->timeout = end->timeout;
   }
+}
+
+constexpr std::uint8_t kMarkNew = 1;
+constexpr std::uint8_t kMarkLost = 2;
+
+// Decide the deferred outbound packets of nat_fast_path with the pools (see gateway.hpp).
+// Returns false if the reply table disagreed with the outbound table (a bug: nothing more done).
+bool decide_new_flows(packet::PacketBatch& batch, flow::FlowTable& out, flow::FlowTable& in, const NatFastConfig& cfg,
+                      const NatFastBuffers& buf, std::size_t ndef, FastScratch& sc, NatFastResult& res) {
+  const std::uint32_t out_cap = static_cast<std::uint32_t>(out.capacity());
+  auto* in_vals = reinterpret_cast<std::uint32_t*>(in.values());
+  for (std::size_t j = 0; j < ndef; ++j) {
+    if (buf.out_slot[j] >= out_cap) {
+      const std::uint32_t r = buf.out_idx[j];
+      batch.port[r] = 0;
+      batch.drop[r] = static_cast<std::uint8_t>(packet::DropReason::kTableFull);
+      ++res.drop_table_full;
+    }
+  }
+  for (const std::uint8_t proto : {std::uint8_t{6}, std::uint8_t{17}}) {
+    state::PortPool* pool = proto == 6 ? cfg.tcp_pool : cfg.udp_pool;
+    const std::uint64_t timeout = proto == 6 ? cfg.tcp_timeout : cfg.udp_timeout;
+    std::size_t m = 0;
+    for (std::size_t j = 0; j < ndef; ++j) {
+      if (buf.out_new[j] && batch.key[buf.out_idx[j]].proto == proto) {
+        sc.sel[m] = static_cast<std::uint32_t>(j);
+        sc.ids[m] = batch.packet_id[buf.out_idx[j]];
+        ++m;
+      }
+    }
+    if (m == 0) continue;
+    pool->allocate(*cfg.ctx, {sc.ids.data(), m}, {}, {sc.ports.data(), m});
+    std::size_t ok = 0;
+    for (std::size_t k = 0; k < m; ++k) {
+      const std::uint32_t j = sc.sel[k];
+      const std::uint32_t s = buf.out_slot[j];
+      const std::uint16_t port = sc.ports[k];
+      if (port == state::PortPool::kExhausted) {
+        buf.mark[s] = kMarkLost;
+        ++res.pool_exhausted;
+        continue;
+      }
+      const flow::FlowKey& key = batch.key[buf.out_idx[j]];
+      NatRecord* rec = record_at(out, s);
+      rec->nat_port = port;
+      rec->proto = proto;
+      rec->timeout = timeout;
+      rec->int_addr = key.src_v4();
+      rec->int_port = key.sport;
+      flow::FlowKey& rk = sc.reply[ok];
+      rk = flow::FlowKey{};
+      rk.src = key.dst;
+      rk.dst[0] = static_cast<std::uint8_t>(cfg.public_addr >> 24);
+      rk.dst[1] = static_cast<std::uint8_t>(cfg.public_addr >> 16);
+      rk.dst[2] = static_cast<std::uint8_t>(cfg.public_addr >> 8);
+      rk.dst[3] = static_cast<std::uint8_t>(cfg.public_addr);
+      rk.sport = key.dport;
+      rk.dport = port;
+      rk.proto = proto;
+      rk.family = 4;
+      sc.sel[ok] = s;  // reuse: the slot of the k-th successful flow
+      ++ok;
+    }
+    res.new_mappings += ok;
+    const std::size_t inserted = in.lookup_or_insert(sc.reply.data(), nullptr, sc.zero_ts.data(), nullptr, ok,
+                                                     sc.islots.data(), sc.inew.data());
+    if (inserted != ok) return false;
+    for (std::size_t k = 0; k < ok; ++k) {
+      in_vals[sc.islots[k]] = sc.sel[k];
+      record_at(out, sc.sel[k])->in_slot = sc.islots[k];
+    }
+  }
+  // packets of flows that got no port are dropped and the flows forgotten; the others refresh
+  // their (new) record and are rewritten, in packet order
+  std::size_t nrw = 0;
+  FastScratch::Undo* undo = sc.undo.data();  // new records never expire: the log is not needed
+  for (std::size_t j = 0; j < ndef; ++j) {
+    const std::uint32_t s = buf.out_slot[j];
+    const std::uint32_t r = buf.out_idx[j];
+    if (s >= out_cap) continue;
+    if (buf.mark[s] == kMarkLost) {
+      batch.port[r] = 0;
+      batch.drop[r] = static_cast<std::uint8_t>(packet::DropReason::kPoolExhausted);
+      ++res.drop_exhausted;
+      continue;
+    }
+    NatRecord* rec = record_at(out, s);
+    refresh(rec, batch.ts_ns[r], batch.tcp_flags[r], cfg, undo);
+    undo = sc.undo.data();
+    sc.rw_idx[nrw] = r;
+    sc.rw_addr[nrw] = cfg.public_addr;
+    sc.rw_port[nrw] = rec->nat_port;
+    ++nrw;
+  }
+  for (std::size_t j = 0; j < ndef; ++j) {
+    const std::uint32_t s = buf.out_slot[j];
+    if (s < out_cap && buf.mark[s] == kMarkLost) {
+      out.remove_slot(s);
+      buf.mark[s] = 0;
+    }
+  }
+  packet::rewrite_v4(batch, packet::Side::kSource, sc.rw_idx.data(), sc.rw_addr.data(), sc.rw_port.data(), nrw);
+  res.translated += nrw;
+  return true;
 }
 
 void check_list(const char* what, const std::uint32_t* idx, std::size_t n, std::size_t np) {
@@ -277,7 +391,7 @@ NatFastResult nat_fast_path(packet::PacketBatch& batch, flow::FlowTable& out, fl
     const std::uint32_t s = slots[j];
     const std::uint32_t r = oidx[j];
     if (s >= out_cap || is_new[j] || buf.mark[s]) {
-      if (s < out_cap) buf.mark[s] = 1;
+      if (s < out_cap) buf.mark[s] = kMarkNew;
       buf.out_idx[ndef] = r;
       buf.out_slot[ndef] = s;
       buf.out_new[ndef] = is_new[j];
@@ -308,10 +422,16 @@ NatFastResult nat_fast_path(packet::PacketBatch& batch, flow::FlowTable& out, fl
     res.in_deferred = n_in;
     return res;
   }
-  res.out_deferred = ndef;
   std::fill(sc.rw_addr.begin(), sc.rw_addr.begin() + static_cast<std::ptrdiff_t>(nrw), cfg.public_addr);
   packet::rewrite_v4(batch, packet::Side::kSource, sc.rw_idx.data(), sc.rw_addr.data(), sc.rw_port.data(), nrw);
   res.translated = nrw;
+  res.out_deferred = ndef;
+  if (ndef != 0 && cfg.tcp_pool != nullptr && cfg.udp_pool != nullptr && cfg.ctx != nullptr) {
+    if (!decide_new_flows(batch, out, in, cfg, buf, ndef, sc, res)) {
+      throw std::logic_error("nat_fast_path: the reply table is out of sync with the outbound table");
+    }
+    res.out_deferred = 0;
+  }
 
   // ---- inbound
   std::uint32_t* rows = sc.rows.data();
@@ -363,6 +483,23 @@ NatFastResult nat_fast_path(packet::PacketBatch& batch, flow::FlowTable& out, fl
   packet::rewrite_v4(batch, packet::Side::kDestination, sc.rw_idx.data(), sc.rw_addr.data(), sc.rw_port.data(), nrw);
   res.reverse_translated = nrw;
   return res;
+}
+
+std::size_t nat_expired(flow::FlowTable& out, std::uint64_t now, std::uint32_t* slots) {
+  if (out.config().value_size != sizeof(NatRecord)) {
+    throw std::invalid_argument("out: values must be 32-byte NAT records, got " +
+                                std::to_string(out.config().value_size) + " bytes");
+  }
+  const std::size_t cap = out.capacity();
+  const flow::FlowEntry* e = out.entries();
+  const std::uint8_t* v = out.values();
+  std::size_t k = 0;
+  for (std::size_t s = 0; s < cap; ++s) {
+    std::uint64_t d;
+    std::memcpy(&d, v + s * sizeof(NatRecord) + offsetof(NatRecord, deadline), sizeof d);
+    if (d != 0 && d <= now && (e[s].state & flow::FlowEntry::kLive)) slots[k++] = static_cast<std::uint32_t>(s);
+  }
+  return k;
 }
 
 }  // namespace vnfkit::nfs

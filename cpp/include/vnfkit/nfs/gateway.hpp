@@ -11,6 +11,7 @@
 
 #include "vnfkit/flow/flow_table.hpp"
 #include "vnfkit/packet/batch.hpp"
+#include "vnfkit/state/port_pool.hpp"
 
 namespace vnfkit::nfs {
 
@@ -90,6 +91,14 @@ struct NatFastConfig {
   const std::uint8_t* fwd_rev = nullptr;  // 65536 flags by source port: outbound from a forward's
                                           // server port (null: no forwards)
   const std::uint8_t* fwd_in = nullptr;   // 65536 flags by destination port: inbound to a forward
+  // New TCP/UDP mappings in the call (null pools: new flows are deferred): one port per new flow
+  // from the protocol's pool (sub-pool 0), allocated through `ctx` (logged / forced like any
+  // shared access), in packet order, TCP before UDP.
+  state::PortPool* tcp_pool = nullptr;
+  state::PortPool* udp_pool = nullptr;
+  state::Context* ctx = nullptr;
+  std::uint64_t tcp_timeout = 0;
+  std::uint64_t udp_timeout = 0;
 };
 
 // Caller-owned buffers: deferred lists (n_out / n_in entries) and one mark byte per outbound slot
@@ -110,6 +119,10 @@ struct NatFastResult {
   std::size_t in_deferred = 0;
   std::size_t translated = 0;
   std::size_t reverse_translated = 0;
+  std::size_t new_mappings = 0;      // with pools: flows that got a port
+  std::size_t pool_exhausted = 0;    // ... flows that found their pool empty (forgotten again)
+  std::size_t drop_exhausted = 0;    // ... their packets, dropped (kPoolExhausted)
+  std::size_t drop_table_full = 0;   // ... packets that found the outbound table full (kTableFull)
 };
 
 // The NAT's common case for the outbound list `oidx` and the inbound list `iidx` of split_gateway,
@@ -123,6 +136,10 @@ struct NatFastResult {
 //     rewritten to (public_addr, nat_port). If a refresh finds an expired mapping, every refresh of
 //     this step is undone, every outbound packet is deferred (with its slot and is_new, the
 //     inserts stay) and so is every inbound packet: out_expired.
+//     With pools (and no expired mapping), the deferred packets are then decided here: table full
+//     -> dropped; each new flow gets a port (record filled: port, protocol, timeout, internal
+//     address and port; its reply key inserted in `in`), or, if its pool is empty, is removed
+//     again and its packets dropped; the new flows' packets refresh and are rewritten in order.
 //  3. Inbound (unless out_expired): packets to a port flagged in fwd_in and reply-table misses
 //     are deferred; hits refresh their outbound record and get their destination rewritten to
 //     (int_addr, int_port). If a refresh finds an expired mapping, every refresh and rewrite of this
@@ -134,5 +151,10 @@ struct NatFastResult {
 NatFastResult nat_fast_path(packet::PacketBatch& batch, flow::FlowTable& out, flow::FlowTable& in,
                             const std::uint32_t* oidx, std::size_t n_out, const std::uint32_t* iidx, std::size_t n_in,
                             const NatFastConfig& cfg, const NatFastBuffers& buf);
+
+// Slots of the live entries of `out` (NatRecord values) whose deadline is non-zero and <= now, in
+// slot order, into `slots` (capacity entries). Returns their count. One pass over the records.
+// Throws std::invalid_argument if the values are not NatRecords.
+std::size_t nat_expired(flow::FlowTable& out, std::uint64_t now, std::uint32_t* slots);
 
 }  // namespace vnfkit::nfs

@@ -58,7 +58,7 @@ the sub-pool choice off, e.g. to show what plain RSS does to replies).
 **Endpoint-dependent mode** (``"endpoint_dependent": true``): TCP/UDP mappings are keyed by the
 full 5-tuple and a public port is reused towards different remote endpoints (as VPP NAT44-ED and
 Linux conntrack do), so one public address serves far more than 64 k concurrent flows; ports are
-then chosen per worker without the shared pools (:class:`~vnfkit.nfs.mazunat.pools.EndpointPorts`).
+then chosen per worker without the shared pools (:class:`~vnfkit.nfs.mazunat.endpoint.EndpointPorts`).
 
 Package layout: :mod:`.config` (keys, defaults, validation), :mod:`.rules` (compiled rules,
 publishing), :mod:`.firewall` (applying the rules to a batch), :mod:`.pools` (shared pools, port

@@ -12,10 +12,8 @@ as a determinant, forced on replay):
   (internal address and id, remote peer), so the worker that receives an echo reply, which RSS
   hashes on addresses only, can translate it.
 
-Endpoint-dependent mode (:class:`EndpointPorts`) chooses TCP/UDP ports without the shared pools:
-a mapping is keyed by the full 5-tuple, and a public port is free for a flow when no live mapping
-uses it towards the same remote address and port. The choice is claimed in the worker's reply
-table, so it is per-flow state (deterministic, nothing shared to log).
+Endpoint-dependent mode chooses TCP/UDP ports without the shared pools: see
+:mod:`vnfkit.nfs.mazunat.endpoint`.
 """
 
 from __future__ import annotations
@@ -28,7 +26,7 @@ import numpy.typing as npt
 
 from .rules import ICMP, TCP, UDP
 
-__all__ = ["EndpointPorts", "NatPools", "subpool_map"]
+__all__ = ["Affinity", "NatPools", "subpool_map"]
 
 
 def _toeplitz(cl: Any) -> Any:
@@ -117,51 +115,3 @@ class NatPools:
             if len(todo) == 0:
                 break
         return ports
-
-
-def _mix32(x: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
-    """A 64-bit finaliser (splitmix64), for spreading candidate ports."""
-    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))  # type: ignore[no-any-return]
-
-
-class EndpointPorts:
-    """Endpoint-dependent port choice (as VPP NAT44-ED and Linux conntrack): a public port can serve
-    many flows at once as long as their remote (address, port) differ, so one public address holds
-    far more than 64 k concurrent mappings.
-
-    For each new flow, candidate ports are drawn from a hash of its 5-tuple (``tries`` of them; with
-    RSS affinity only ports whose sub-pool keeps the reply on this queue); the first candidate whose
-    reply key is not yet in the worker's reply table is claimed there (a ``lookup_or_insert``: two
-    new flows of one batch can never claim the same reply key). Deterministic: the choice depends
-    only on the flow and this worker's table."""
-
-    def __init__(self, lo: int, hi: int, subpool_of: npt.NDArray[np.uint16] | None, tries: int = 16) -> None:
-        ports = np.arange(lo, hi + 1, dtype=np.uint16)
-        self.tries = tries
-        if subpool_of is None:
-            self.sub_ports = ports
-            self.sub_off = np.zeros(1, np.int64)
-            self.sub_len = np.full(1, len(ports), np.int64)
-        else:
-            order = np.argsort(subpool_of, kind="stable")
-            self.sub_ports = ports[order]
-            counts = np.bincount(subpool_of, minlength=int(subpool_of.max()) + 1 if len(subpool_of) else 1)
-            self.sub_len = counts.astype(np.int64)
-            self.sub_off = (np.cumsum(counts) - counts).astype(np.int64)
-
-    def candidates(self, seed: npt.NDArray[np.uint64], r: int, aff: Affinity | None,
-                   base: npt.NDArray[np.uint32] | None) -> npt.NDArray[np.uint16]:
-        """Candidate `r` for each flow (0 where its sub-pool has no port)."""
-        h = _mix32(seed + np.uint64((r * 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF))
-        if aff is None or base is None:
-            g = np.zeros(len(seed), np.int64)
-        else:
-            start = (h >> np.uint64(40)).astype(np.uint32) % np.uint32(len(aff.cand))
-            g = aff.subpool(base, start, 0).astype(np.int64)
-            g = np.where(g < len(self.sub_len), g, 0)
-        n = self.sub_len[g]
-        safe = np.maximum(n, 1)
-        pick = self.sub_ports[self.sub_off[g] + (h % safe.astype(np.uint64)).astype(np.int64)]
-        return np.where(n > 0, pick, 0).astype(np.uint16)

@@ -31,7 +31,9 @@ from ...vnf import VNF, Context
 from .._mbox import state_context
 from .config import DEFAULTS, NatConfig, parse_config
 from .firewall import EXTERNAL, INTERNAL, RuleSteps
-from .pools import Affinity, EndpointPorts, NatPools, subpool_map
+from .columns import _KEY_DTYPE, _entry_keys, _keys_at, addr_column
+from .endpoint import EndpointClaims, EndpointPorts
+from .pools import Affinity, NatPools, subpool_map
 from .rules import ICMP, RULES, TCP, UDP, NatRules
 
 __all__ = ["DEFAULTS", "EXTERNAL", "INTERNAL", "MazuNAT"]
@@ -58,29 +60,8 @@ _DEADLINE_OFF: int = _OUT_DTYPE.fields["deadline"][1]  # type: ignore[index]
 _TIMEOUT_OFF: int = _OUT_DTYPE.fields["timeout"][1]  # type: ignore[index]
 _IN_DTYPE = np.dtype("<u4")  # reply entry -> slot of its outbound record
 
-_KEY_DTYPE = np.dtype(_core.flow_key_dtype())
-_V40 = np.dtype((np.void, 40))
-_V64 = np.dtype((np.void, 64))
 
-
-def _keys_at(keys: npt.NDArray[Any], idx: npt.NDArray[Any]) -> npt.NDArray[Any]:
-    """keys[idx] for FLOW_KEY_DTYPE arrays, gathered as opaque 40-byte records (numpy's gather of
-    structured records with sub-array fields is several times slower)."""
-    return keys.view(_V40)[idx].view(_KEY_DTYPE)
-
-
-def _entry_keys(t: FlowTable, slots: npt.NDArray[np.uint32]) -> npt.NDArray[Any]:
-    """The stored keys of table slots (first 40 bytes of each 64-byte engine entry)."""
-    rec = t._entries.view(_V64)[slots]  # same package: tables.FlowTable keeps the entry view
-    return np.ascontiguousarray(rec.view(np.uint8).reshape(-1, 64)[:, :40]).view(_KEY_DTYPE).reshape(-1)
-
-
-def addr_column(addr_bytes: npt.NDArray[Any]) -> npt.NDArray[np.uint32]:
-    """Host-order uint32 from the first 4 bytes of a (n, 16) uint8 address column."""
-    return np.ascontiguousarray(addr_bytes[:, :4]).view(">u4").reshape(-1).astype(np.uint32)
-
-
-class MazuNAT(RuleSteps, VNF):
+class MazuNAT(RuleSteps, EndpointClaims, VNF):
     """The Mazu Networks NAT gateway (see the package docstring). One instance per worker."""
 
     name = "mazunat"
@@ -103,6 +84,9 @@ class MazuNAT(RuleSteps, VNF):
         self.pools = NatPools(ctx, cfg.port_lo, cfg.port_hi, cfg.icmp_lo, cfg.icmp_hi, subpool_of)
         self.aff = Affinity(cl, ctx.queue, self.public) if self.affinity else None
         self.edm = EndpointPorts(cfg.port_lo, cfg.port_hi, subpool_of) if cfg.endpoint_dependent else None
+        # new TCP/UDP mappings are made inside the native fast path when ports come from plain
+        # (single sub-pool) shared pools; with affinity sub-pools or endpoint-dependent ports, in Python
+        self._native_pools = (self.pools.tcp, self.pools.udp) if self.edm is None and not self.affinity else None
         self.icmp_lo = cfg.icmp_lo
         self.timeout_ns = dict(cfg.timeout_ns)
         self.done_ns = cfg.done_ns
@@ -112,8 +96,9 @@ class MazuNAT(RuleSteps, VNF):
         self._capacity = cap
         # One outbound table (all protocols: the key holds the protocol) and one reply table
         # (TCP/UDP). Expiry is the NAT's own (see the module docstring); the engine timers are unused.
-        self.out = FlowTable(cap, _OUT_DTYPE)
-        self.inb = FlowTable(cap, _IN_DTYPE)
+        # declared on the context, so a checkpointer images (and restores in place) both tables
+        self.out: FlowTable = ctx.flow_table("mazunat.out", capacity=cap, value_dtype=_OUT_DTYPE)
+        self.inb: FlowTable = ctx.flow_table("mazunat.reply", capacity=cap, value_dtype=_IN_DTYPE)
         # ICMP only: the values this worker stored in the shared echo map, per outbound slot
         self._enc_int = np.zeros(cap, np.uint64)
         self._enc_peer = np.zeros(cap, np.uint64)
@@ -147,29 +132,33 @@ class MazuNAT(RuleSteps, VNF):
         return out
 
     def snapshot(self) -> dict[str, Any]:
-        """This worker's own state at a batch boundary: counters, the GC clock, both tables' images
-        and the ICMP echo-map values of live ICMP mappings. The shared pools are not in it: they
-        belong to the runner's SharedState and are checkpointed with it."""
+        """This worker's Python-side state at a batch boundary (see :meth:`VNF.snapshot`): counters,
+        the GC clock, and the ICMP echo-map values of live ICMP mappings. The two tables
+        (``mazunat.out``, ``mazunat.reply`` in ``ctx.tables``) and the shared pools are imaged by the
+        checkpointer itself."""
         live = self.out.live_slots()
         icmp = live[self._out_vals["proto"][live] == ICMP]
-        return {"counters": dict(self.c), "next_gc": self.next_gc, "out": self.out.snapshot(),
-                "inb": self.inb.snapshot(), "icmp_slots": icmp.copy(), "icmp_enc_int": self._enc_int[icmp].copy(),
-                "icmp_enc_peer": self._enc_peer[icmp].copy()}
+        return {"counters": dict(self.c), "next_gc": int(self.next_gc), "icmp_slots": icmp.copy(),
+                "icmp_enc_int": self._enc_int[icmp].copy(), "icmp_enc_peer": self._enc_peer[icmp].copy()}
 
     def restore(self, state: dict[str, Any]) -> None:
-        """Install a :meth:`snapshot` (of an instance with the same configuration) in place: the
-        tables are replaced and every cached view rebound, so no view of the old tables survives."""
-        out, inb = FlowTable.restore(state["out"]), FlowTable.restore(state["inb"])
-        if out.capacity != self._capacity or inb.capacity != self._capacity:
-            raise ValueError(f"state: tables of capacity {out.capacity}, this instance has max_flows={self._capacity}")
-        self.out, self.inb = out, inb
-        self._bind()
-        self.c = dict(state["counters"])
+        """Roll back to a :meth:`snapshot` of a twin instance, in place (the tables are restored in
+        place by the checkpointer, so the cached record views stay valid)."""
+        missing = {"counters", "next_gc", "icmp_slots", "icmp_enc_int", "icmp_enc_peer"} - set(state)
+        if missing:
+            raise ValueError(f"MazuNAT.restore: state lacks {sorted(missing)}")
+        slots = np.asarray(state["icmp_slots"], np.int64)
+        if len(slots) and (slots.min() < 0 or slots.max() >= self._capacity):
+            raise ValueError(f"MazuNAT.restore: ICMP slots outside max_flows={self._capacity}")
+        counters = dict(state["counters"])
+        if set(counters) != set(self.c):
+            raise ValueError("MazuNAT.restore: counters of another configuration or version")
+        self.c = counters
         self.next_gc = int(state["next_gc"])
         self._enc_int[:] = 0
         self._enc_peer[:] = 0
-        self._enc_int[state["icmp_slots"]] = state["icmp_enc_int"]
-        self._enc_peer[state["icmp_slots"]] = state["icmp_enc_peer"]
+        self._enc_int[slots] = state["icmp_enc_int"]
+        self._enc_peer[slots] = state["icmp_enc_peer"]
 
     # ------------------------------------------------------------------------------- mappings
     def _free(self, slots: npt.NDArray[np.uint32], sctx: Any, pid: int) -> None:
@@ -203,8 +192,7 @@ class MazuNAT(RuleSteps, VNF):
     def _gc(self, now: int, sctx: Any, pid: int) -> None:
         if len(self.out) == 0:
             return
-        d = self._out_vals["deadline"]
-        dead = np.flatnonzero((d != 0) & (d <= np.uint64(now))).astype(np.uint32)
+        dead = _core.nat_expired(self.out._t, now)  # one native pass over the records
         if len(dead):
             self._free(dead, sctx, pid)
 
@@ -263,15 +251,22 @@ class MazuNAT(RuleSteps, VNF):
         n = len(batch)
         if len(self._d_oidx) < n:
             self._grow(n)
-        status, nod, nid, ntr, nrtr = _core.nat_fast_path(
+        pools = self._native_pools
+        status, nod, nid, ntr, nrtr, nnew, nexh, dexh, dfull = _core.nat_fast_path(
             batch, self.out._t, self.inb._t, oidx, iidx, self.public, self.done_ns, rules.fwd_rev_flags,
-            rules.fwd_in_flags, self._mark, self._d_oidx, self._d_oslot, self._d_onew, self._d_iidx)
+            rules.fwd_in_flags, self._mark, self._d_oidx, self._d_oslot, self._d_onew, self._d_iidx,
+            *((pools[0], pools[1], sctx, self.timeout_ns[TCP], self.timeout_ns[UDP]) if pools else ()))
         if status == 1:  # a packet from a forward's server port: the whole batch step by step
             self._stepwise(batch, sctx, rules, batch.key, src, dst, oidx, iidx, oidx[:0])
             return
         c = self.c
         c["translations"] += ntr
         c["reverse_translations"] += nrtr
+        if nnew or nexh or dfull:
+            c["new_mappings"] += nnew
+            c["pool_exhausted_events"] += nexh
+            c["drop_pool_exhausted"] += dexh
+            c["drop_table_full"] += dfull
         if nod:
             self._outbound_rest(batch, sctx, self._d_oidx[:nod], self._d_oslot[:nod],
                                 self._d_onew[:nod].view(np.bool_))
@@ -456,42 +451,6 @@ class MazuNAT(RuleSteps, VNF):
             raise RuntimeError("MazuNAT: reply table out of sync with the outbound table (bug)")
         self._in_vals[islots] = nslots
         self._out_vals["in_slot"][nslots] = islots
-
-    def _claim(self, proto: int, nslots: npt.NDArray[np.uint32], keys: npt.NDArray[Any],
-               hashes: npt.NDArray[np.uint32]) -> npt.NDArray[np.bool_]:
-        """Endpoint-dependent mode: choose each new flow's public port by claiming a free reply key
-        (see :class:`~vnfkit.nfs.mazunat.pools.EndpointPorts`). Returns the mask of flows that got one."""
-        assert self.edm is not None
-        ent = _entry_keys(self.out, nslots)
-        src = addr_column(ent["src"]).astype(np.uint64)
-        remote = addr_column(ent["dst"])
-        seed = (src << np.uint64(32)) ^ (ent["sport"].astype(np.uint64) << np.uint64(16)) \
-            ^ (remote.astype(np.uint64) * np.uint64(0x100000001B3)) ^ ent["dport"].astype(np.uint64) \
-            ^ (np.uint64(proto) << np.uint64(56))
-        base = self.aff.base(remote, np.ascontiguousarray(ent["dport"])) if self.aff is not None else None
-        ok = np.zeros(len(nslots), bool)
-        todo = np.arange(len(nslots))
-        it = self.inb
-        for r in range(self.edm.tries):
-            cand = self.edm.candidates(seed[todo], r, self.aff, None if base is None else base[todo])
-            usable = cand != 0
-            rows = todo[usable]
-            if len(rows):
-                islots, inew = it.lookup_or_insert(self._reply_keys(ent[rows], cand[usable], proto))
-                won = inew & (islots != NO_SLOT)
-                w = rows[won]
-                if len(w):
-                    ws = nslots[w]
-                    self._record(proto, ws, cand[usable][won])
-                    self._in_vals[islots[won]] = ws
-                    self._out_vals["in_slot"][ws] = islots[won]
-                    ok[w] = True
-                if len(it) >= self._capacity:
-                    break  # the reply table is full: nothing more can be claimed in this call
-            todo = todo[~ok[todo]]
-            if len(todo) == 0:
-                break
-        return ok
 
     def _inbound(self, batch: _core.PacketBatch, sctx: Any, idx: npt.NDArray[np.uint32]) -> None:
         islots = self.inb._t.lookup(batch.key, idx)  # native call on the key column at rows idx (no gather)
