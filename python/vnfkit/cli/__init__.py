@@ -21,6 +21,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     for module in SUBCOMMANDS:
         module.add(sub)
+    from ..experiments.cli import add_parser as add_experiment  # `vnfkit experiment scale ...`
+
+    add_experiment(sub)
     return p
 
 

@@ -12,6 +12,10 @@
 
 from __future__ import annotations
 
-from .pcap import LINKTYPES, PcapSink, PcapSource, check_parsable, same_file
+from ._pcap import LINKTYPES, PcapSink, PcapSource, check_parsable, same_file
 
 __all__ = ["LINKTYPES", "PcapSink", "PcapSource", "check_parsable", "same_file"]
+
+for _obj in (PcapSink, PcapSource, check_parsable, same_file):
+    _obj.__module__ = __name__  # documented (and shown in reprs) as vnfkit.io.X
+del _obj
