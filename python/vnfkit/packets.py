@@ -61,11 +61,12 @@ def write_pcap(path: str | os.PathLike[str], batches: _core.PacketBatch | Iterab
     if isinstance(batches, _core.PacketBatch):
         batches = [batches]
     it = iter(batches)
-    first = next(it, None)
+    end = object()
+    first = next(it, end)
     linktype = first.linktype if isinstance(first, _core.PacketBatch) else 1
     with _core.PcapWriter(os.fspath(path), nanosecond, linktype) as w:
-        if first is not None:
-            w.write(first)
+        if first is not end:
+            w.write(first)  # type: ignore[arg-type]
         for b in it:
             w.write(b)
         return int(w.packets_written)
