@@ -212,7 +212,13 @@ void bind_packet(py::module_& m) {
         auto in_use = vnfkit::bridge::batch_read(&b);
         py::gil_scoped_release nogil;
         vnfkit::packet::write_pcap(path, b, nanosecond);
-      }, py::arg("path"), py::arg("nanosecond") = false, "Write a classic pcap file (Ethernet linktype).")
+      }, py::arg("path"), py::arg("nanosecond") = false, "Write a classic pcap file (of the batch's linktype).")
+      .def_property("linktype", [](const PacketBatch& b) { return b.linktype; },
+                    [](PacketBatch& b, std::int64_t v) {
+        auto in_use = vnfkit::bridge::batch_write(&b);
+        if (v < 0 || v > 0xFFFF) throw py::value_error("linktype: must be a pcap LINKTYPE_ value in 0..65535, got " + std::to_string(v));
+        b.linktype = static_cast<std::uint32_t>(v);
+      }, "Link-layer framing of every packet (pcap LINKTYPE_: 1 Ethernet, 101 raw IP, 113 / 276 Linux cooked, ...).")
       .def("select", [](const PacketBatch& b, const py::array& indices) {
         auto in_use = vnfkit::bridge::batch_read(&b);
         vnfkit::bridge::require_1d<std::uint32_t>(indices, "indices");
@@ -232,9 +238,14 @@ void bind_packet(py::module_& m) {
       }, "Number of dropped packets per drop reason name (non-zero only).")
       .def("parse", [](PacketBatch& b) {
         auto in_use = vnfkit::bridge::batch_write(&b);
+        if (!vnfkit::packet::parse_supports(b.linktype)) {
+          throw py::value_error("linktype: the parser does not handle link type " + std::to_string(b.linktype) +
+                                "; it handles " + vnfkit::packet::kSupportedLinktypes);
+        }
         py::gil_scoped_release nogil;
         return vnfkit::packet::parse_batch(b);
-      }, "Parse Ethernet/VLAN/IPv4/IPv6/TCP/UDP/ICMP headers into the key and offset columns.\n"
+      }, "Parse Ethernet/VLAN (or raw IP, Linux cooked: see linktype)/IPv4/IPv6/TCP/UDP/ICMP headers into the\n"
+         "key and offset columns. Raises ValueError for a link type the parser does not handle.\n"
          "Returns the number of malformed packets (they get a drop reason and port 0).")
       .def("verify_checksums", [](const PacketBatch& b) {
         auto in_use = vnfkit::bridge::batch_read(&b);
@@ -329,7 +340,10 @@ void bind_packet(py::module_& m) {
 
   py::class_<vnfkit::packet::PcapReader>(m, "PcapReader",
                                          "Streaming pcap / pcapng reader yielding PacketBatch chunks.")
-      .def(py::init<const std::string&>(), py::arg("path"))
+      .def(py::init([](const std::string& path) {
+        py::gil_scoped_release nogil;  // opening a FIFO waits for its writer, which may be a Python thread
+        return std::make_unique<vnfkit::packet::PcapReader>(path);
+      }), py::arg("path"))
       .def("read", [](vnfkit::packet::PcapReader& r, std::size_t max_packets) -> py::object {
         auto reader_in_use = vnfkit::bridge::UseGuard(&r, "PcapReader", "use one reader per thread");
         if (max_packets == 0) throw py::value_error("max_packets: must be >= 1");
@@ -345,10 +359,25 @@ void bind_packet(py::module_& m) {
       .def_property_readonly("pcapng", &vnfkit::packet::PcapReader::pcapng)
       .def_property_readonly("linktype", &vnfkit::packet::PcapReader::linktype)
       .def_property_readonly("packets_read", &vnfkit::packet::PcapReader::packets_read)
-      .def_property_readonly("snapped", &vnfkit::packet::PcapReader::snapped);
+      .def_property_readonly("snapped", &vnfkit::packet::PcapReader::snapped)
+      .def_property_readonly("file_size", &vnfkit::packet::PcapReader::file_size,
+                             "Size of the file in bytes (0 if it is not a regular file).")
+      .def_property_readonly("position", &vnfkit::packet::PcapReader::position, "Bytes of the file consumed so far.")
+      .def_property_readonly("truncated_offset", [](const vnfkit::packet::PcapReader& r) -> py::object {
+        if (r.truncated_offset() == vnfkit::packet::kNotTruncated) return py::none();
+        return py::int_(r.truncated_offset());
+      }, "Byte offset of a final record cut off by the end of the file (read up to it), or None.")
+      .def_property_readonly("truncated_bytes", &vnfkit::packet::PcapReader::truncated_bytes,
+                             "Bytes of that cut-off record left unread (0 if none).");
 
-  py::class_<vnfkit::packet::PcapWriter>(m, "PcapWriter", "Classic pcap writer (Ethernet), micro- or nanosecond.")
-      .def(py::init<const std::string&, bool>(), py::arg("path"), py::arg("nanosecond") = false)
+  py::class_<vnfkit::packet::PcapWriter>(m, "PcapWriter", "Classic pcap writer of one link type, micro- or nanosecond.")
+      .def(py::init([](const std::string& path, bool nanosecond, std::int64_t linktype) {
+        if (linktype < 0 || linktype > 0xFFFF) {
+          throw py::value_error("linktype: must be a pcap LINKTYPE_ value in 0..65535, got " + std::to_string(linktype));
+        }
+        py::gil_scoped_release nogil;  // opening a FIFO waits for its reader
+        return std::make_unique<vnfkit::packet::PcapWriter>(path, nanosecond, static_cast<std::uint32_t>(linktype));
+      }), py::arg("path"), py::arg("nanosecond") = false, py::arg("linktype") = 1)
       .def("write", [](vnfkit::packet::PcapWriter& w, const PacketBatch& b) {
         auto in_use = vnfkit::bridge::batch_read(&b);
         auto writer_in_use = vnfkit::bridge::UseGuard(&w, "PcapWriter", "use one writer per thread");
@@ -364,7 +393,8 @@ void bind_packet(py::module_& m) {
         auto writer_in_use = vnfkit::bridge::UseGuard(&w, "PcapWriter", "use one writer per thread");
         w.close();
       })
-      .def_property_readonly("packets_written", &vnfkit::packet::PcapWriter::packets_written);
+      .def_property_readonly("packets_written", &vnfkit::packet::PcapWriter::packets_written)
+      .def_property_readonly("linktype", &vnfkit::packet::PcapWriter::linktype);
 
   m.def("build_packets", [](const py::array& keys, const py::array& sizes, const py::array& ts_ns,
                             const py::array& tcp_flags, const py::array& seq) {

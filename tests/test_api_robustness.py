@@ -98,7 +98,8 @@ NO_ARGUMENTS = {
     "PacketBatch.hash", "PacketBatch.key", "PacketBatch.l3_offset", "PacketBatch.l4_len",
     "PacketBatch.l4_offset", "PacketBatch.packet_id", "PacketBatch.port", "PacketBatch.queue",
     "PacketBatch.tcp_flags", "PacketBatch.ts_ns", "PcapReader.linktype", "PcapReader.packets_read",
-    "PcapReader.pcapng", "PcapReader.snapped", "PcapWriter.__enter__", "PcapWriter.__exit__",
+    "PcapReader.pcapng", "PcapReader.snapped", "PcapReader.file_size", "PcapReader.position",
+    "PcapReader.truncated_bytes", "PcapReader.truncated_offset", "PcapWriter.linktype", "PcapWriter.__enter__", "PcapWriter.__exit__",
     "PcapWriter.close", "PcapWriter.packets_written", "PortPool.allocated_count", "PortPool.exhausted_events",
     "PortPool.hi", "PortPool.id", "PortPool.lo", "PortPool.name", "PortPool.snapshot", "PortPool.subpools",
     "RangeTable.__len__", "RangeTable.ranges", "RangeTable.snapshot", "Registers.id", "Registers.name",
@@ -165,6 +166,10 @@ def from_arrays_no_offsets(): _core.PacketBatch.from_arrays(np.zeros(0, U8), np.
 def from_arrays_int64(): _core.PacketBatch.from_arrays(np.zeros(3, U8), np.array([0, 3]))
 @case("PacketBatch.from_arrays", TypeError, "data: array must be C-contiguous")
 def from_arrays_strided(): _core.PacketBatch.from_arrays(np.zeros(6, U8)[::2], np.array([0, 3], U32))
+@case("PacketBatch.linktype", ValueError, "linktype")
+def linktype_out_of_range():
+    b = parsed()
+    b.linktype = 1 << 20
 @case("PacketBatch.from_pcap", IsADirectoryError, "Is a directory")
 def pcap_directory(): _core.PacketBatch.from_pcap("/")
 @case("PacketBatch.from_pcap", FileNotFoundError, "x.pcap")
@@ -968,8 +973,11 @@ def test_packets_helpers_reject_non_packets_naming_the_argument(tmp_path: Any) -
     with pytest.raises(IsADirectoryError):
         list(packets.iter_pcap(tmp_path))
     (tmp_path / "g.pcap").write_bytes(b"\xd4\xc3\xb2\xa1" + b"\x00" * 30)
-    with pytest.raises(vnfkit.PcapError, match="truncated file.*byte offset 24"):
-        packets.read_pcap(tmp_path / "g.pcap")
+    from vnfkit.io import PcapSource
+
+    src = PcapSource(tmp_path / "g.pcap")  # a cut-off first record: no packets, reported
+    assert list(src) == [] and src.truncated_offset == 24 and src.truncated_bytes == 10
+    assert len(packets.read_pcap(tmp_path / "g.pcap")) == 0
     with pytest.raises(TypeError, match="incompatible function arguments"):
         packets.write_pcap(tmp_path / "w.pcap", [None])
 

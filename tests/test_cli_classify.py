@@ -84,7 +84,7 @@ def _run(*args):
 
 
 @pytest.mark.parametrize("extra, needle", [
-    (["--queues", "0"], "num_queues"),
+    (["--queues", "0"], "--queues"),
     (["--queues", "4", "--reta-size", "100"], "reta_size"),
     (["--queues", "4", "--key", "zz"], "--key"),
     (["--queues", "4", "--key", "00" * 8], "key"),
@@ -101,9 +101,11 @@ def test_missing_and_corrupt_pcaps_are_one_line_errors(trace, tmp_path):
     r = _run("classify", "--in", str(tmp_path / "nope.pcap"), "--queues", "2", "--csv", str(tmp_path / "x.csv"))
     assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1 and "does not exist" in r.stderr
     bad = tmp_path / "bad.pcap"
-    bad.write_bytes(path.read_bytes()[:100])
+    raw = bytearray(path.read_bytes())
+    raw[24 + 8:24 + 12] = (10_000_000).to_bytes(4, "little")  # absurd caplen in the first record
+    bad.write_bytes(bytes(raw))
     r = _run("classify", "--in", str(bad), "--queues", "2", "--csv", str(tmp_path / "x.csv"))
-    assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1 and "offset" in r.stderr
+    assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1 and "offset 32" in r.stderr
     garbage = tmp_path / "garbage.pcap"
     garbage.write_bytes(b"this is not a capture file at all")
     r = _run("classify", "--in", str(garbage), "--queues", "2", "--csv", str(tmp_path / "x.csv"))

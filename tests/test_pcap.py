@@ -160,16 +160,38 @@ def test_snapped_records_are_kept_and_counted(tmp_path):
     assert r.read() is None
 
 
-def test_truncated_and_corrupt_files_name_the_offset(tmp_path):
+def test_cut_off_last_record_reads_every_whole_packet(tmp_path):
     b = sample(5)
     good = tmp_path / "g.pcap"
     b.to_pcap(str(good))
     raw = good.read_bytes()
     first_len = len(b.packet(0))
     cut = tmp_path / "cut.pcap"
-    cut.write_bytes(raw[:24 + 16 + first_len + 16 + 3])
-    with pytest.raises(vnfkit.PcapError, match=f"offset {24 + 16 + first_len + 16}"):
-        vp.read_pcap(cut)
+    cut.write_bytes(raw[:24 + 16 + first_len + 16 + 3])  # record 1: header whole, 3 bytes of its data
+    r = vnfkit._core.PcapReader(str(cut))
+    got = r.read()
+    assert got.to_list() == b.to_list()[:1]
+    assert r.read() is None and r.read() is None
+    assert r.truncated_offset == 24 + 16 + first_len and r.truncated_bytes == 16 + 3
+    assert vp.read_pcap(cut).to_list() == b.to_list()[:1]
+    hdr_cut = tmp_path / "hcut.pcap"
+    hdr_cut.write_bytes(raw[:24 + 16 + first_len + 9])  # record 1: 9 bytes of its 16-byte header
+    r = vnfkit._core.PcapReader(str(hdr_cut))
+    assert len(r.read()) == 1 and r.truncated_offset == 24 + 16 + first_len and r.truncated_bytes == 9
+    whole = vnfkit._core.PcapReader(str(good))
+    assert len(whole.read()) == 5 and whole.truncated_offset is None and whole.truncated_bytes == 0
+    ng = tmp_path / "t.pcapng"
+    ngraw = _pcapng([(1, bytes(60)), (2, bytes(61))])
+    ng.write_bytes(ngraw[:-7])  # the final simple packet block loses its last 7 bytes
+    r = vnfkit._core.PcapReader(str(ng))
+    assert len(r.read()) == 2 and r.truncated_offset is not None and r.truncated_bytes > 0
+
+
+def test_corrupt_files_name_the_offset(tmp_path):
+    b = sample(5)
+    good = tmp_path / "g.pcap"
+    b.to_pcap(str(good))
+    raw = good.read_bytes()
     assert issubclass(vnfkit.PcapError, ValueError)
     hdr = tmp_path / "hdr.pcap"
     hdr.write_bytes(raw[:10])
@@ -181,14 +203,21 @@ def test_truncated_and_corrupt_files_name_the_offset(tmp_path):
     corrupt.write_bytes(bytes(bad))
     with pytest.raises(vnfkit.PcapError, match="offset 32"):
         list(vp.iter_pcap(corrupt))
+    bad = bytearray(raw)
+    second = 24 + 16 + len(b.packet(0))
+    struct.pack_into("<I", bad, second + 4, 2_000_000)  # microseconds out of range in record 1
+    corrupt.write_bytes(bytes(bad))
+    with pytest.raises(vnfkit.PcapError, match=f"offset {second + 4}"):
+        vp.read_pcap(corrupt)
     junk = tmp_path / "junk.pcap"
     junk.write_bytes(b"GIF89a not a capture")
     with pytest.raises(vnfkit.PcapError, match="magic"):
         vp.read_pcap(junk)
-    ng = tmp_path / "t.pcapng"
-    ngraw = _pcapng([(1, bytes(60))])
-    ng.write_bytes(ngraw[:-7])
-    with pytest.raises(vnfkit.PcapError, match="offset"):
+    ngbad = bytearray(_pcapng([(1, bytes(60))]))
+    struct.pack_into("<I", ngbad, len(ngbad) - 4, 999)  # trailing length of the last block disagrees
+    ng = tmp_path / "bad.pcapng"
+    ng.write_bytes(bytes(ngbad))
+    with pytest.raises(vnfkit.PcapError, match=f"offset {len(ngbad) - 4}"):
         vp.read_pcap(ng)
 
 

@@ -36,20 +36,14 @@ __all__ = [
 def iter_pcap(path: str | os.PathLike[str], chunk: int = 65536) -> Iterator[_core.PacketBatch]:
     """Yield the packets of a pcap / pcapng file as PacketBatch chunks of at most ``chunk`` packets.
 
-    Only one chunk is in memory at a time. ``packet_id`` counts from 0 over the whole file.
-    Raises FileNotFoundError for a missing file and PcapError (a ValueError) naming the byte offset
-    for a corrupt or truncated one.
+    Only one chunk is in memory at a time. ``packet_id`` counts from 0 over the whole file; each
+    chunk has one ``linktype``. A final record cut off by the end of the file ends the iteration
+    after the last whole packet (``vnfkit.io.PcapSource`` says where). Raises FileNotFoundError for
+    a missing file and PcapError (a ValueError) naming the byte offset for a corrupt one.
     """
-    if isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)):
-        raise TypeError(f"chunk: expected an int, got {type(chunk).__name__}")
-    if chunk < 1:
-        raise ValueError("chunk: must be >= 1")
-    reader = _core.PcapReader(os.fspath(path))
-    while True:
-        b = reader.read(chunk)
-        if b is None:
-            return
-        yield b
+    from .io import PcapSource
+
+    yield from PcapSource(path, chunk)
 
 
 def read_pcap(path: str | os.PathLike[str]) -> _core.PacketBatch:
@@ -59,11 +53,21 @@ def read_pcap(path: str | os.PathLike[str]) -> _core.PacketBatch:
 
 def write_pcap(path: str | os.PathLike[str], batches: _core.PacketBatch | Iterable[_core.PacketBatch],
                nanosecond: bool = False) -> int:
-    """Write one batch or an iterable of batches to a classic pcap file; returns the packet count."""
+    """Write one batch or an iterable of batches to a classic pcap file; returns the packet count.
+
+    The file's link type is that of the first batch (Ethernet if there is none); every batch must
+    share it.
+    """
     if isinstance(batches, _core.PacketBatch):
         batches = [batches]
-    with _core.PcapWriter(os.fspath(path), nanosecond) as w:
-        for b in batches:
+    it = iter(batches)
+    end = object()
+    first = next(it, end)
+    linktype = first.linktype if isinstance(first, _core.PacketBatch) else 1
+    with _core.PcapWriter(os.fspath(path), nanosecond, linktype) as w:
+        if first is not end:
+            w.write(first)  # type: ignore[arg-type]
+        for b in it:
             w.write(b)
         return int(w.packets_written)
 

@@ -134,10 +134,10 @@ inline DropReason parse_ipv6(const std::uint8_t* p, std::size_t len, Parsed& r) 
   return parse_l4(p + off, end - off, r);
 }
 
-inline DropReason parse_one(const std::uint8_t* p, std::size_t len, Parsed& r) noexcept {
-  if (len < 14) return DropReason::kTruncated;
-  std::size_t off = 12;
-  std::uint16_t et = be16(p + 12);
+// Walk VLAN tags from an ethertype `et` that sits at byte `off` (the tag body follows at off + 2),
+// then parse the IP header after it.
+inline DropReason parse_from_ethertype(const std::uint8_t* p, std::size_t len, std::size_t off, std::uint16_t et,
+                                       Parsed& r) noexcept {
   int tags = 0;
   while (et == 0x8100 || et == 0x88a8 || et == 0x9100) {
     if (++tags > kMaxVlanTags) return DropReason::kBadEthertype;
@@ -153,18 +153,56 @@ inline DropReason parse_one(const std::uint8_t* p, std::size_t len, Parsed& r) n
   return DropReason::kBadEthertype;
 }
 
+// An IP packet with no link-layer header; `want` is 4, 6 or 0 (either).
+inline DropReason parse_raw(const std::uint8_t* p, std::size_t len, unsigned want, Parsed& r) noexcept {
+  if (len < 1) return DropReason::kTruncated;
+  const unsigned v = p[0] >> 4;
+  r.l3 = 0;
+  if (v == 4 && want != 6) return parse_ipv4(p, len, r);
+  if (v == 6 && want != 4) return parse_ipv6(p, len, r);
+  return DropReason::kBadIpVersion;
+}
+
+inline DropReason parse_one(const std::uint8_t* p, std::size_t len, std::uint32_t linktype, Parsed& r) noexcept {
+  switch (linktype) {
+    case kLinkEthernet:
+      if (len < 14) return DropReason::kTruncated;
+      return parse_from_ethertype(p, len, 12, be16(p + 12), r);
+    case kLinkLinuxSll:  // 16-byte header, protocol (ethertype) in its last two bytes
+      if (len < 16) return DropReason::kTruncated;
+      return parse_from_ethertype(p, len, 14, be16(p + 14), r);
+    case kLinkLinuxSll2:  // 20-byte header, protocol (ethertype) in its first two bytes
+      if (len < 20) return DropReason::kTruncated;
+      return parse_from_ethertype(p, len, 18, be16(p), r);
+    case kLinkRaw: return parse_raw(p, len, 0, r);
+    case kLinkIpv4: return parse_raw(p, len, 4, r);
+    case kLinkIpv6: return parse_raw(p, len, 6, r);
+    default: return DropReason::kBadEthertype;
+  }
+}
+
 }  // namespace
+
+bool parse_supports(std::uint32_t linktype) noexcept {
+  switch (linktype) {
+    case kLinkEthernet: case kLinkLinuxSll: case kLinkLinuxSll2: case kLinkRaw: case kLinkIpv4: case kLinkIpv6:
+      return true;
+    default:
+      return false;
+  }
+}
 
 std::size_t parse_range(PacketBatch& b, std::size_t begin, std::size_t end) noexcept {
   std::size_t bad = 0;
   const std::uint8_t* data = b.data.data();
   const std::uint32_t* offs = b.offsets.data();
+  const std::uint32_t linktype = b.linktype;
   for (std::size_t i = begin; i < end; ++i) {
     Parsed r;
     const std::uint32_t o = offs[i];
     std::size_t len = offs[i + 1] - o;
     if (len > 0xFFFF) len = 0xFFFF;  // offsets are 16-bit; IP lengths never exceed this anyway
-    const DropReason why = parse_one(data + o, len, r);
+    const DropReason why = parse_one(data + o, len, linktype, r);
     if (why == DropReason::kNone) {
       b.key[i] = r.key;
       b.flags[i] = r.flags;
@@ -208,6 +246,7 @@ PacketBatch select(const PacketBatch& b, const std::uint32_t* idx, std::size_t n
   }
   if (total > 0xFFFFFFFFull) throw std::invalid_argument("indices: selection exceeds 4 GiB of packet data");
   PacketBatch r;
+  r.linktype = b.linktype;
   r.data.resize(total);
   r.offsets.resize(n + 1);
   r.offsets[0] = 0;

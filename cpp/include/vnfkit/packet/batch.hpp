@@ -47,10 +47,19 @@ enum PacketFlag : std::uint8_t {
   kFlagIpOptions = 1u << 4,      // IPv4 options or IPv6 extension headers present
 };
 
+// pcap LINKTYPE_ values of the link-layer framings the parser understands.
+inline constexpr std::uint32_t kLinkEthernet = 1;
+inline constexpr std::uint32_t kLinkRaw = 101;       // raw IPv4 or IPv6 (version nibble decides)
+inline constexpr std::uint32_t kLinkLinuxSll = 113;  // Linux cooked capture v1 (tcpdump -i any)
+inline constexpr std::uint32_t kLinkIpv4 = 228;      // raw IPv4 only
+inline constexpr std::uint32_t kLinkIpv6 = 229;      // raw IPv6 only
+inline constexpr std::uint32_t kLinkLinuxSll2 = 276; // Linux cooked capture v2 (newer tcpdump -i any)
+
 // Every column is a Buffer: numpy views of a column keep its memory alive even when the engine
 // later reallocates it, and a batch can sit on external memory (a shared-memory pool slab).
 struct PacketBatch {
   Buffer<std::uint8_t> data;       // all packet bytes, back to back
+  std::uint32_t linktype = kLinkEthernet;  // link-layer framing of every packet (pcap LINKTYPE_)
   Buffer<std::uint32_t> offsets;   // n + 1 entries; offsets[0] == 0
 
   // Columns (n entries each).

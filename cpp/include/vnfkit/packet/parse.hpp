@@ -1,6 +1,9 @@
 // Header parser: fills a PacketBatch's key / flags / tcp_flags / l3_offset / l4_offset / l4_len.
 //
-// Supported: Ethernet II with up to 4 802.1Q (0x8100) / QinQ (0x88a8, 0x9100) tags; IPv4 (options,
+// Link layers (PacketBatch::linktype): Ethernet (1), raw IP (101; 228 IPv4 only; 229 IPv6 only), Linux
+// cooked capture SLL (113) and SLL2 (276); l3_offset then says where the IP header starts. Any other
+// link type marks every packet kBadEthertype: check parse_supports() first and refuse the input.
+// Supported on Ethernet II: up to 4 802.1Q (0x8100) / QinQ (0x88a8, 0x9100) tags; IPv4 (options,
 // fragments); IPv6 with hop-by-hop (0), routing (43), fragment (44), destination options (60) and
 // AH (51) extension headers (at most kMaxIpv6ExtHeaders of them); TCP, UDP, ICMP, ICMPv6.
 //
@@ -29,6 +32,13 @@ namespace vnfkit::packet {
 
 inline constexpr int kMaxVlanTags = 4;
 inline constexpr int kMaxIpv6ExtHeaders = 8;
+
+// True if parse_range understands packets of this link type.
+bool parse_supports(std::uint32_t linktype) noexcept;
+
+// A one-line description of the link types parse_range understands (for error messages).
+inline constexpr const char* kSupportedLinktypes =
+    "Ethernet (1), raw IP (101, 228 IPv4, 229 IPv6), Linux cooked SLL (113) and SLL2 (276)";
 
 // Parse packets [begin, end) of the batch. Returns the number of malformed (dropped) packets.
 std::size_t parse_range(PacketBatch& batch, std::size_t begin, std::size_t end) noexcept;
