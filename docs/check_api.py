@@ -3,31 +3,22 @@
 Usage: python docs/check_api.py BUILD_DIR   (after `sphinx-build -b html docs BUILD_DIR`)
 
 "Public" means: every importable module under vnfkit whose name has no leading underscore (except
-the CLI entry points), and in each, every class and function named in its ``__all__``.
+the CLI entry points), and in each, every class and function named in its ``__all__``; each is
+looked for where the docs put it (its defining module, or for engine objects the most specific
+public module that exports it).
 """
 
 from __future__ import annotations
 
 import importlib
 import inspect
-import pkgutil
 import sys
 from pathlib import Path
 
 from sphinx.util.inventory import InventoryFile
 
-import vnfkit
-
-NOT_API = {"vnfkit.cli", "vnfkit.__main__"}
-
-
-def public_modules() -> list[str]:
-    mods = ["vnfkit"]
-    for info in pkgutil.walk_packages(vnfkit.__path__, "vnfkit."):
-        if any(part.startswith("_") for part in info.name.split(".")) or info.name in NOT_API:
-            continue
-        mods.append(info.name)
-    return mods
+sys.path.insert(0, str(Path(__file__).resolve().parent / "_ext"))
+from vnfkit_docs import api_homes  # noqa: E402  (where the docs put each object)
 
 
 def main(build: str) -> int:
@@ -38,16 +29,14 @@ def main(build: str) -> int:
         if role.startswith("py:"):
             documented.update(entries)
     missing: list[str] = []
-    for name in public_modules():
-        if name == "vnfkit":
-            continue  # re-exports only: each object is documented in its own module
+    for name, attrs in api_homes().items():
         if name not in documented:
             missing.append(f"module {name}")
             continue
         mod = importlib.import_module(name)
-        for attr in getattr(mod, "__all__", []):
+        for attr in attrs:
             obj = getattr(mod, attr)
-            if (inspect.isclass(obj) or callable(obj)) and f"{name}.{attr}" not in documented:
+            if (inspect.isclass(obj) or inspect.isroutine(obj)) and f"{name}.{attr}" not in documented:
                 missing.append(f"{name}.{attr}")
     if missing:
         print("not in the API reference:\n  " + "\n  ".join(missing))

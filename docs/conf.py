@@ -24,7 +24,7 @@ myst_heading_anchors = 3
 
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
-autodoc_default_options = {"members": True, "show-inheritance": True}
+autodoc_default_options = {"show-inheritance": True}  # members: each API page lists its own
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 
