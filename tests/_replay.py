@@ -10,9 +10,10 @@ from vnfkit.state import Replayer, SharedState
 from vnfkit.vnf import Context, Runner
 
 
-def record_and_replay(vnf_cls, config, batches, queues=2):
+def record_and_replay(vnf_cls, config, batches, queues=2, shared=None):
     """Run `batches` through a `queues`-worker Runner recording each worker's inputs and decisions,
     then replay every worker's determinant log on a fresh SharedState, one worker after the other.
+    `shared`: the master's SharedState (default: a new heap one; e.g. a shared-memory one).
     Returns (recorded decisions, replayed decisions, master state image, replayed state image)."""
     inputs = {q: [] for q in range(queues)}
     decided = {q: [] for q in range(queues)}
@@ -23,7 +24,7 @@ def record_and_replay(vnf_cls, config, batches, queues=2):
             super().process(batch, ctx)
             decided[ctx.queue].append((batch.port.copy(), batch.drop.copy(), batch.to_list()))
 
-    shared = SharedState()
+    shared = SharedState() if shared is None else shared
     with Runner(Recording, queues=queues, config=config, shared=shared) as r:
         r.run(batches)
     chunks = [shared.context(q).drain_chunk() for q in range(queues)]

@@ -31,7 +31,12 @@ class Context {
  public:
   using NameFn = std::function<std::string(std::uint16_t object, std::uint32_t slot)>;
 
-  Context(std::uint16_t thread, Mode mode, std::uint64_t seed, NameFn names);
+  // shared_log: the worker's log slot in a shared-memory arena (already claimed by this process:
+  // released again on destruction), or nullptr for a heap log.
+  Context(std::uint16_t thread, Mode mode, std::uint64_t seed, NameFn names, ftlog::LogShared* shared_log = nullptr);
+  ~Context();
+  Context(const Context&) = delete;
+  Context& operator=(const Context&) = delete;
 
   [[nodiscard]] std::uint16_t thread() const noexcept { return thread_; }
   [[nodiscard]] Mode mode() const noexcept { return mode_; }
