@@ -365,13 +365,18 @@ void bind_state(py::module_& m) {
       .def_property_readonly("closed", &st::SharedState::closed)
       .def("close", [](st::SharedState& s) { py::gil_scoped_release nogil; s.close(); },
            "Refuse further declarations; the owner unlinks the segment (objects still referenced stay mapped).")
-      .def("__reduce__", [](const st::SharedState& s) {
-        if (!s.arena().is_shm()) {
-          throw py::type_error("SharedState: a heap state cannot cross a process boundary; "
-                               "use SharedState.create_shm(...) for worker processes");
-        }
-        return py::make_tuple(py::type::of<st::SharedState>().attr("attach_shm"), py::make_tuple(s.arena().shm_name()));
-      }, "Pickles a shared-memory state as its name: unpickling attaches it (attach_shm).")
+      .def(py::pickle(
+          [](const st::SharedState& s) {  // a shared-memory state pickles as its name
+            if (!s.arena().is_shm()) {
+              throw py::type_error("SharedState: a heap state cannot cross a process boundary; "
+                                   "use SharedState.create_shm(...) for worker processes");
+            }
+            return py::make_tuple(s.arena().shm_name());
+          },
+          [](const py::tuple& t) {  // unpickling attaches it
+            if (t.size() != 1) throw py::value_error("SharedState: bad pickle state");
+            return st::SharedState::attach_shm(t[0].cast<std::string>());
+          }))
       .def("__enter__", [](std::shared_ptr<st::SharedState> s) { return s; })
       .def("__exit__", [](st::SharedState& s, const py::args&) { s.close(); })
       .def("__len__", &st::SharedState::size)

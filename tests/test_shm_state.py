@@ -149,11 +149,11 @@ def test_full_shm_log_raises_before_any_effect_and_is_counted(shm_states):
 
 def test_two_worker_processes_race_exactly_and_their_logs_replay(shm_states):
     s = shm_states(32 << 20)
-    declare(Context(0, 2, shared=s, logged=False))  # the parent only declares: no log slot taken
+    # the parent declares (no log slot taken) and keeps its views of the memory the workers race on
+    hits, per_src, pool = declare(Context(0, 2, shared=s, logged=False))
     snap0 = s.snapshot()
     got, codes = run_workers(s.shm_name)
     assert codes == [0, 0]
-    hits, per_src, pool = (s.object(i) for i in range(3))  # the parent's views of the same memory
     # exact totals
     want_hits = np.zeros(64, np.int64)
     want_src: dict[int, int] = {}
@@ -204,12 +204,12 @@ def test_a_killed_workers_log_is_read_from_the_segment(shm_states):
         with pytest.raises(ValueError, match="beyond the end"):
             s.read_log(w, from_position=len(recs) + 1)
     # a replacement worker takes over the dead worker's log and continues its positions
-    ctx = s.context(0)
-    assert ctx.position == len(s.read_log(0)[1])
+    ctx = vs.SharedState.attach_shm(s.shm_name).context(0)
+    assert ctx.position == len(s.read_log(0)[1]) and ctx.log_in_shared_memory
 
 
 def test_a_live_worker_log_cannot_be_taken_twice(shm_states):
-    s = shm_states(4 << 20)
+    s = shm_states(4 << 20, log_records=1024)
     s.context(3)
     other = vs.SharedState.attach_shm(s.shm_name)
     with pytest.raises(ValueError, match="worker 3 .*in use by process"):

@@ -25,8 +25,10 @@ std::uint64_t wall_ns() noexcept {
 }
 }  // namespace
 
-Context::Context(std::uint16_t thread, Mode mode, std::uint64_t seed, NameFn names, ftlog::LogShared* shared_log)
-    : thread_(thread),
+Context::Context(std::uint16_t thread, Mode mode, std::uint64_t seed, NameFn names, ftlog::LogShared* shared_log,
+                 std::shared_ptr<void> keep)
+    : keep_(std::move(keep)),
+      thread_(thread),
       mode_(mode),
       log_(shared_log ? ftlog::DeterminantLog(shared_log) : ftlog::DeterminantLog(mode == Mode::kLogged ? (1u << 16) : 64)),
       names_(std::move(names)) {

@@ -162,7 +162,8 @@ std::shared_ptr<Context> SharedState::context(std::uint16_t thread, Mode mode, s
       // its owner died: take the slot over (the log continues from its positions)
     }
   }
-  c = std::make_shared<Context>(thread, mode, seed, names_of(weak_from_this()), slot);
+  c = std::make_shared<Context>(thread, mode, seed, names_of(weak_from_this()), slot,
+                                slot ? std::shared_ptr<void>(arena_) : std::shared_ptr<void>());
   return c;
 }
 

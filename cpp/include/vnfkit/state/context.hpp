@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <span>
 #include <string>
 #include <vector>
@@ -32,8 +33,9 @@ class Context {
   using NameFn = std::function<std::string(std::uint16_t object, std::uint32_t slot)>;
 
   // shared_log: the worker's log slot in a shared-memory arena (already claimed by this process:
-  // released again on destruction), or nullptr for a heap log.
-  Context(std::uint16_t thread, Mode mode, std::uint64_t seed, NameFn names, ftlog::LogShared* shared_log = nullptr);
+  // released again on destruction), or nullptr for a heap log; `keep` keeps that memory mapped.
+  Context(std::uint16_t thread, Mode mode, std::uint64_t seed, NameFn names, ftlog::LogShared* shared_log = nullptr,
+          std::shared_ptr<void> keep = {});
   ~Context();
   Context(const Context&) = delete;
   Context& operator=(const Context&) = delete;
@@ -64,6 +66,7 @@ class Context {
  private:
   std::uint64_t next_random() noexcept;
 
+  std::shared_ptr<void> keep_;
   std::uint16_t thread_;
   Mode mode_;
   ftlog::DeterminantLog log_;
