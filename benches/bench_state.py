@@ -32,19 +32,20 @@ _shm_seq = itertools.count()
 
 def _state(backend: str):
     """A heap state, or a shared-memory one sized for one worker whose log holds one call's records
-    (unlinked at once: the mapping lives as long as the objects, and nothing is left in /dev/shm)."""
+    (callers close it once declared: unlinked at once, the mapping lives as long as the objects, and
+    nothing is left in /dev/shm)."""
     if backend == "heap":
         return vs.SharedState()
-    s = vs.SharedState.create_shm(f"vnfkit-bench-{os.getpid()}-{next(_shm_seq)}", 64 << 20, max_workers=1,
-                                  log_records=N)
-    s.close()
-    return s
+    return vs.SharedState.create_shm(f"vnfkit-bench-{os.getpid()}-{next(_shm_seq)}", 64 << 20, max_workers=1,
+                                     log_records=N)
 
 
 def _counters(logged: bool, keyed: bool = False, backend: str = "heap"):
     s = _state(backend)
     c = s.counters("per_src", 16384 if keyed else 4096, keyed=keyed)  # keyed: 4096 keys, load 1/4
-    return s, c, s.context(0, logged=logged)
+    ctx = s.context(0, logged=logged)
+    s.close()  # unlinks a shared-memory state (no-op on the heap)
+    return s, c, ctx
 
 
 @pytest.mark.parametrize("backend", ["heap", "shm"])
@@ -56,6 +57,7 @@ def test_counter_add(benchmark, mode, kind, backend):
     s, c, ctx = _counters(mode == "logged", keyed=kind == "keyed", backend=backend)
     assert ctx.log_in_shared_memory == (backend == "shm" and mode == "logged")
     first = c.add(ctx, keys, deltas, pids)  # checked once against numpy
+    ctx.reset_log(ctx.position)
     ref = np.bincount(keys.astype(np.intp), minlength=4096)
     k, v = c.items()
     assert len(k) == 4096 and np.array_equal(v, ref[k.astype(np.intp)]) and first.max() == ref.max()
@@ -94,6 +96,7 @@ def test_pool_allocate_release(benchmark, mode, backend):
     s = _state(backend)
     pool = s.port_pool("nat", 50000, 65535)
     ctx = s.context(0, logged=mode == "logged")
+    s.close()
     pids = np.arange(8192, dtype=U64)
 
     def run():
