@@ -136,6 +136,7 @@ py::array_t<std::uint32_t> reg_access(st::Registers& r, st::Context& ctx, st::Re
 
 void bind_state(py::module_& m) {
   py::register_exception<fl::DivergenceError>(m, "DivergenceError", PyExc_RuntimeError);
+  py::register_exception<fl::LogFullError>(m, "LogFullError", PyExc_RuntimeError);
   m.def("determinant_dtype", &determinant_dtype, "numpy dtype of one 24-byte determinant record.");
   m.def("parse_log_chunks", [](const py::bytes& data) {
     const auto chunks = fl::parse_chunks(bytes_view(data));
@@ -165,6 +166,11 @@ void bind_state(py::module_& m) {
       .def_property_readonly("held", [](const st::Context& c) { return c.log().held(); },
                              "Records appended but not yet drained.")
       .def_property_readonly("replay_remaining", &st::Context::replay_remaining)
+      .def_property_readonly("log_capacity", [](const st::Context& c) { return c.log().capacity(); },
+                             "Records the log holds before a drain (grows on the heap; fixed in shared memory).")
+      .def_property_readonly("log_in_shared_memory", [](const st::Context& c) { return c.log().fixed(); })
+      .def_property_readonly("log_full_events", [](const st::Context& c) { return c.log().full_events(); },
+                             "Accesses refused with LogFullError because the shared-memory log was full.")
       .def("now_ns", [](st::Context& c, const py::array& pids) {
         auto in_use = vnfkit::bridge::context_use(&c);
         auto p = in<std::uint64_t>(pids, "packet_ids");
@@ -311,9 +317,68 @@ void bind_state(py::module_& m) {
       .def("snapshot", [](const st::Registers& c) { return to_bytes(c.snapshot()); })
       .def("restore", [](st::Registers& c, const py::bytes& b) { restoring([&] { c.restore(bytes_view(b)); }); }, py::arg("image"));
 
+  py::class_<st::SharedBuffer, std::shared_ptr<st::SharedBuffer>>(m, "SharedBuffer", py::buffer_protocol(),
+      "A raw shared byte region (zero-initialised, 64-byte aligned), for state that manages its own layout\n"
+      "with atomics. Supports the buffer protocol (memoryview(buf), numpy.frombuffer). Not logged.")
+      .def_property_readonly("name", &st::SharedBuffer::name)
+      .def_property_readonly("id", &st::SharedBuffer::id)
+      .def_property_readonly("nbytes", &st::SharedBuffer::size)
+      .def_buffer([](st::SharedBuffer& b) {
+        return py::buffer_info(b.data(), 1, py::format_descriptor<std::uint8_t>::format(), 1,
+                               {static_cast<py::ssize_t>(b.size())}, {py::ssize_t{1}}, false);
+      })
+      .def("snapshot", [](const st::SharedBuffer& c) { return to_bytes(c.snapshot()); })
+      .def("restore", [](st::SharedBuffer& c, const py::bytes& b) { restoring([&] { c.restore(bytes_view(b)); }); }, py::arg("image"));
+
   py::class_<st::SharedState, std::shared_ptr<st::SharedState>>(m, "SharedState",
-      "Registry of one VNF's shared aggregate state and of its per-thread recording contexts.")
+      "Registry of one VNF's shared aggregate state and of its per-worker recording contexts.\n"
+      "SharedState() keeps it on the heap (threads of one process); SharedState.create_shm(...) puts it in\n"
+      "a POSIX shared-memory segment that other processes attach with SharedState.attach_shm(name).\n"
+      "Declaring a variable creates it or, if any attached process declared it already, maps it: the\n"
+      "same name with another kind or other parameters raises ValueError naming the variable.")
       .def(py::init([] { return std::make_shared<st::SharedState>(); }))
+      .def_static("create_shm", [](const std::string& name, std::size_t size, std::size_t max_objects,
+                                   std::size_t max_workers, std::size_t log_records) {
+        st::ShmLimits l;
+        l.max_objects = max_objects;
+        l.max_workers = max_workers;
+        l.log_records = log_records;
+        return st::SharedState::create_shm(name, size, l);
+      }, py::arg("name"), py::arg("size") = std::size_t{64} << 20, py::kw_only(), py::arg("max_objects") = 256,
+         py::arg("max_workers") = 64, py::arg("log_records") = std::size_t{1} << 18,
+         "Create shared-memory segment /dev/shm/<name> (name starts with 'vnfkit-') of `size` bytes holding the\n"
+         "variables (at most `max_objects`) and one determinant log of `log_records` records per worker index\n"
+         "< `max_workers`. This process owns it: close() (or the last reference going away) unlinks it.")
+      .def_static("attach_shm", &st::SharedState::attach_shm, py::arg("name"),
+                  "Map an existing shared-memory state (made by create_shm in another process).")
+      .def_property_readonly("shm_name", [](const st::SharedState& s) -> py::object {
+        if (!s.arena().is_shm()) return py::none();
+        return py::str(s.arena().shm_name());
+      }, "Segment name (None for a heap state).")
+      .def_property_readonly("is_owner", [](const st::SharedState& s) { return s.arena().is_owner(); },
+                             "True in the process that created the segment (and unlinks it).")
+      .def_property_readonly("arena_bytes", [](const st::SharedState& s) { return s.arena().capacity_bytes(); })
+      .def_property_readonly("arena_used", [](const st::SharedState& s) { return s.arena().used_bytes(); })
+      .def_property_readonly("max_workers", [](const st::SharedState& s) {
+        return s.arena().is_shm() ? s.arena().max_workers() : st::SharedState::kMaxThreads;
+      })
+      .def_property_readonly("closed", &st::SharedState::closed)
+      .def("close", [](st::SharedState& s) { py::gil_scoped_release nogil; s.close(); },
+           "Refuse further declarations; the owner unlinks the segment (objects still referenced stay mapped).")
+      .def(py::pickle(
+          [](const st::SharedState& s) {  // a shared-memory state pickles as its name
+            if (!s.arena().is_shm()) {
+              throw py::type_error("SharedState: a heap state cannot cross a process boundary; "
+                                   "use SharedState.create_shm(...) for worker processes");
+            }
+            return py::make_tuple(s.arena().shm_name());
+          },
+          [](const py::tuple& t) {  // unpickling attaches it
+            if (t.size() != 1) throw py::value_error("SharedState: bad pickle state");
+            return st::SharedState::attach_shm(t[0].cast<std::string>());
+          }))
+      .def("__enter__", [](std::shared_ptr<st::SharedState> s) { return s; })
+      .def("__exit__", [](st::SharedState& s, const py::args&) { s.close(); })
       .def("__len__", &st::SharedState::size)
       .def("counters", [](st::SharedState& s, const std::string& name, std::size_t slots, bool keyed) {
         return s.counters(name, slots, keyed);
@@ -324,6 +389,8 @@ void bind_state(py::module_& m) {
         return s.port_pool(name, lo, hi, opt_in<std::uint16_t>(sub, "subpool_of"));
       }, py::arg("name"), py::arg("lo") = 50000, py::arg("hi") = 65535, py::arg("subpool_of") = py::none())
       .def("registers", &st::SharedState::registers, py::arg("name"), py::arg("slots"), py::arg("initial") = 0)
+      .def("buffer", &st::SharedState::buffer, py::arg("name"), py::arg("nbytes"),
+           "A raw shared byte region of `nbytes` bytes (zero-initialised), declared like the other variables.")
       .def("context", [](st::SharedState& s, std::uint16_t thread, bool logged, std::optional<std::uint64_t> seed) {
         return s.context(thread, logged ? st::Mode::kLogged : st::Mode::kUnlogged,
                          seed ? *seed : 0x5EEDull + 0x9E3779B97F4A7C15ull * (thread + 1u));
@@ -332,9 +399,38 @@ void bind_state(py::module_& m) {
       .def("positions", [](const st::SharedState& s) {
         auto p = s.positions();
         return py::array_t<std::uint64_t>(static_cast<py::ssize_t>(p.size()), p.data());
-      }, "Vector clock for output commit: each context's log position, including batches in flight.")
+      }, "Vector clock for output commit: each worker's log position, including batches in flight.")
+      .def("log_range", &st::SharedState::log_range, py::arg("thread"),
+           "(drained position, end position) of worker `thread`'s log.")
+      .def("read_log", [](const st::SharedState& s, std::uint16_t thread, std::optional<std::uint64_t> from) {
+        std::vector<fl::Determinant> recs;
+        std::uint64_t first = 0;
+        {
+          py::gil_scoped_release nogil;
+          first = s.read_log(thread, from ? *from : s.log_range(thread).first, recs);
+        }
+        return py::make_tuple(first, records_array(recs));
+      }, py::arg("thread"), py::arg("from_position") = py::none(),
+         "(first position, records) of worker `thread`'s log from `from_position` (default: the drained position)\n"
+         "to its end, without draining it; in shared memory readable from any process, also after the worker died.")
+      .def("log_chunk", [](const st::SharedState& s, std::uint16_t thread, std::optional<std::uint64_t> from) {
+        std::vector<fl::Determinant> recs;
+        std::vector<std::uint8_t> chunk;
+        {
+          py::gil_scoped_release nogil;
+          const auto first = s.read_log(thread, from ? *from : s.log_range(thread).first, recs);
+          chunk = fl::encode_chunk(thread, first, recs);
+        }
+        return to_bytes(chunk);
+      }, py::arg("thread"), py::arg("from_position") = py::none(),
+         "read_log() framed as one checksummed chunk (what drain_chunk() would produce), for a Replayer.")
       .def("snapshot", [](const st::SharedState& s) { return to_bytes(s.snapshot()); })
-      .def("restore", [](st::SharedState& s, const py::bytes& b) { restoring([&] { s.restore(bytes_view(b)); }); }, py::arg("image"));
+      .def("restore", [](st::SharedState& s, const py::bytes& b) { restoring([&] { s.restore(bytes_view(b)); }); }, py::arg("image"))
+      .def("__repr__", [](const st::SharedState& s) {
+        if (!s.arena().is_shm()) return "<vnfkit SharedState heap variables=" + std::to_string(s.size()) + ">";
+        return "<vnfkit SharedState shm='" + s.arena().shm_name() + "' variables=" + std::to_string(s.size()) +
+               " used=" + std::to_string(s.arena().used_bytes()) + "/" + std::to_string(s.arena().capacity_bytes()) + ">";
+      });
 
   py::class_<fl::OutputCommit>(m, "OutputCommit",
       "Holds emitted packets until the determinant-log positions they depend on are acknowledged.")

@@ -11,9 +11,10 @@ from vnfkit.runtime import Runner
 from vnfkit.vnf import Context
 
 
-def record_and_replay(vnf_cls, config, batches, queues=2):
+def record_and_replay(vnf_cls, config, batches, queues=2, shared=None):
     """Run `batches` through a `queues`-worker Runner recording each worker's inputs and decisions,
     then replay every worker's determinant log on a fresh SharedState, one worker after the other.
+    `shared`: the master's SharedState (default: a new heap one; e.g. a shared-memory one).
     Returns (recorded decisions, replayed decisions, master state image, replayed state image)."""
     inputs = {q: [] for q in range(queues)}
     decided = {q: [] for q in range(queues)}
@@ -24,7 +25,7 @@ def record_and_replay(vnf_cls, config, batches, queues=2):
             super().process(batch, ctx)
             decided[ctx.queue].append((batch.port.copy(), batch.drop.copy(), batch.to_list()))
 
-    shared = SharedState()
+    shared = SharedState() if shared is None else shared
     with Runner(Recording, queues=queues, config=config, shared=shared) as r:
         r.run(batches)
         classifier = r.classifier  # the backup's workers see the same classifier (e.g. NAT affinity)

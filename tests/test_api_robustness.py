@@ -82,6 +82,10 @@ def pids(n: int) -> np.ndarray:
 # Public callables of vnfkit._core that are plain accessors (no arguments beyond self) and cannot
 # receive hostile input; everything else must appear in CASES below.
 NO_ARGUMENTS = {
+    "Context.log_capacity", "Context.log_full_events", "Context.log_in_shared_memory", "SharedBuffer.id",
+    "SharedBuffer.name", "SharedBuffer.nbytes", "SharedBuffer.snapshot", "SharedState.__enter__",
+    "SharedState.__exit__", "SharedState.arena_bytes", "SharedState.arena_used", "SharedState.close",
+    "SharedState.closed", "SharedState.is_owner", "SharedState.max_workers", "SharedState.shm_name",
     "Context.drained_position", "Context.held", "Context.mode", "Context.position", "Context.replay_remaining",
     "Context.thread", "Context.drain_chunk", "Counters.full_events", "Counters.id", "Counters.items",
     "Counters.keyed", "Counters.name", "Counters.slots", "Counters.snapshot", "ExceptionTable.__len__",
@@ -406,6 +410,24 @@ def _ctr(slots: int = 4, keyed: bool = False) -> tuple[Any, Any]:
     return s.counters("a", slots, keyed=keyed), c
 
 
+@case("SharedState.create_shm", ValueError, "name: a shared-memory state name must start with 'vnfkit-'")
+def ss_create_bad_name(): SharedState.create_shm("../etc/x", 1 << 20)
+@case("SharedState.attach_shm", ValueError, "name: no shared-memory state called")
+def ss_attach_missing(): SharedState.attach_shm("vnfkit-no-such-segment-here")
+@case("SharedState.buffer", ValueError, r"nbytes: must be in \[1, 2\^36\]")
+def ss_buffer_zero(): state_ctx()[0].buffer("b", 0)
+@case("SharedState.read_log", ValueError, "from_position: 5 is beyond the end")
+def ss_read_log_beyond(): state_ctx()[0].read_log(0, 5)
+@case("SharedState.log_chunk", ValueError, "thread: worker 7 has no determinant log")
+def ss_log_chunk_none(): state_ctx()[0].log_chunk(7)
+@case("SharedState.log_range", ValueError, "thread: worker 9 has no determinant log")
+def ss_log_range_none(): state_ctx()[0].log_range(9)
+@case("SharedBuffer.restore", ValueError, "snapshot truncated")
+def sb_restore_bad():
+    b = state_ctx()[0].buffer("b", 8)
+    b.restore(b"nonsense")
+@case("SharedBuffer.__init__", TypeError, "No constructor defined")
+def sb_init(): _core.SharedBuffer()
 @case("SharedState.counters", ValueError, r"slots: must be in \[1, 2\^31\]")
 def ss_counters_zero(): state_ctx()[0].counters("a", 0)
 @case("SharedState.counters", ValueError, "name: a shared variable named 'a' already exists")

@@ -8,9 +8,25 @@ import threading
 import numpy as np
 import pytest
 
+from _shm import ShmStates
 from vnfkit import state as vs
 
 U64 = np.uint64
+_master = vs.SharedState  # what workload() records on; the fixture below also runs it in shared memory
+
+
+@pytest.fixture(autouse=True, params=["heap", "shm"])
+def master_state(request):
+    """Every test records its master run once on a heap state and once on a shared-memory one."""
+    global _master
+    states = ShmStates()
+    _master = vs.SharedState if request.param == "heap" else states
+    try:
+        yield request.param
+    finally:
+        _master = vs.SharedState
+        left = states.finish()
+    assert not left, f"shared-memory segments left behind: {left}"
 
 
 def declare(s):
@@ -19,7 +35,7 @@ def declare(s):
 
 def workload(seed=0, threads=2, batches=4, size=64):
     """Two racing workers; returns (snapshot before, inputs, outputs, chunks per thread, final image)."""
-    s = vs.SharedState()
+    s = _master()
     cnt, pool, reg = declare(s)
     snap = s.snapshot()
     rng = np.random.default_rng(seed)

@@ -93,5 +93,7 @@ TEST(Counters, KeyedTableFullIsReportedAndValidationRejects) {
   std::vector<std::uint64_t> big{4};
   EXPECT_THROW(direct->add(*ctx, big, std::vector<std::int64_t>{1}, std::vector<std::uint64_t>{0}, std::span<std::uint64_t>(out.data(), 1)),
                std::invalid_argument);
-  EXPECT_THROW(s->counters("d", 4, false), std::invalid_argument);
+  EXPECT_EQ(s->counters("d", 4, false), direct);  // the same declaration maps the same variable
+  EXPECT_THROW(s->counters("d", 8, false), std::invalid_argument);
+  EXPECT_THROW(s->registers("d", 4, 0), std::invalid_argument);
 }

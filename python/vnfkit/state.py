@@ -1,16 +1,19 @@
 """Shared aggregate state with determinant logging, output commit and forced replay.
 
-State shared by several worker threads (per-prefix counters, rate limiters, the NAT port pool,
-generic registers) lives in native, lock-free objects declared on a :class:`SharedState`. Every
-access goes through the calling thread's :class:`RecordingContext` (``shared.context(queue)``; the
-VNF author's context is :class:`vnfkit.Context`, whose ``ctx.state`` is one), which (in logged mode) appends one
-24-byte determinant per access to that thread's own log; :class:`OutputCommit` holds emitted
+State shared by several workers (per-prefix counters, rate limiters, the NAT port pool, generic
+registers, raw byte regions) lives in native, lock-free objects declared on a :class:`SharedState`:
+on the heap (threads of one process) or in a POSIX shared-memory segment that worker *processes*
+attach (``SharedState.create_shm`` / ``attach_shm``); declaring a variable creates it or maps the
+one another worker declared. Every access goes through the calling worker's :class:`RecordingContext` (``shared.context(queue)``;
+the VNF author's context is :class:`vnfkit.Context`, whose ``ctx.state`` is one),
+which (in logged mode) appends one 24-byte determinant per access to that worker's own log (in the
+segment, for a shared-memory state, so it outlives the worker); :class:`OutputCommit` holds emitted
 packets until the log positions they depend on are stable; :class:`Replayer` re-executes the
 logged inputs on a restored copy, forcing every logged outcome. See docs/shared_state.md.
 
 Batch calls release the GIL, so Python worker threads really run in parallel::
 
-    state = SharedState()
+    state = SharedState()                              # or SharedState.create_shm("vnfkit-nat", 64 << 20)
     per_src = state.counters("per_src24", slots=1 << 16, keyed=True)
     pool = state.port_pool("nat_ports", lo=50000, hi=65535)
     ctx = state.context(thread_index)                  # one per worker thread (not thread-safe: concurrent use raises RuntimeError)
@@ -31,10 +34,12 @@ from ._core import (
     Context as RecordingContext,
     Counters,
     DivergenceError,
+    LogFullError,
     OutputCommit,
     PortPool,
     Registers,
     Replayer,
+    SharedBuffer,
     SharedState,
     TokenBuckets,
     determinant_dtype,
@@ -106,10 +111,12 @@ __all__ = [
     "RecordingContext",
     "Counters",
     "DivergenceError",
+    "LogFullError",
     "OutputCommit",
     "PortPool",
     "Registers",
     "Replayer",
+    "SharedBuffer",
     "SharedState",
     "TokenBuckets",
     "cas_succeeded",

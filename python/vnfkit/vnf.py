@@ -14,7 +14,6 @@ all workers goes through ``ctx.shared`` so that it is lock-free and can be logge
 from __future__ import annotations
 
 import threading
-import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -83,28 +82,6 @@ class ControlState:
         return name in self._objs
 
 
-_DECLARED: weakref.WeakKeyDictionary[Any, dict[str, tuple[Any, tuple[Any, ...]]]] = weakref.WeakKeyDictionary()
-
-
-def declare_shared(shared: Any, name: str, make: Callable[[], Any], signature: tuple[Any, ...]) -> Any:
-    """The shared variable `name` of `shared`, created with `make()` by the first caller.
-
-    Every worker's ``setup`` asks for the same variables: the first declares them, the others get
-    the same objects. `signature` (kind and parameters) must match, otherwise two workers would
-    disagree about the variable (ValueError)."""
-    if shared is None:
-        raise ValueError("ctx.shared: this VNF needs a vnfkit.state.SharedState (the Runner provides one)")
-    table = _DECLARED.setdefault(shared, {})
-    if name in table:
-        obj, sig = table[name]
-        if sig != signature:
-            raise ValueError(f"shared variable {name!r} already declared with {sig}, not {signature}")
-        return obj
-    obj = make()
-    table[name] = (obj, signature)
-    return obj
-
-
 class Context:
     """What a VNF instance sees of its worker: its queue, the shared state, and helpers.
 
@@ -125,9 +102,11 @@ class Context:
         self.tables: dict[str, Any] = {}
 
     def _shared(self, kind: str, name: str, kwargs: dict[str, Any]) -> Any:
-        sh = self.shared
-        return declare_shared(sh, name, lambda: getattr(sh, kind)(name, **kwargs),
-                              (kind, tuple(sorted(kwargs.items()))))
+        # SharedState declarations create the variable or map the one another worker (thread or
+        # process) declared; other parameters raise ValueError naming the variable.
+        if self.shared is None:
+            raise ValueError("ctx.shared: this VNF needs a vnfkit.state.SharedState (the Runner provides one)")
+        return getattr(self.shared, kind)(name, **kwargs)
 
     def counters(self, name: str, **kwargs: Any) -> Any:
         """The shared Counters `name` (``SharedState.counters`` arguments), declared once for all workers."""
@@ -144,6 +123,12 @@ class Context:
     def registers(self, name: str, **kwargs: Any) -> Any:
         """The shared Registers `name`, declared once for all workers."""
         return self._shared("registers", name, kwargs)
+
+    def shared_buffer(self, name: str, nbytes: int) -> Any:
+        """The shared byte region `name` (a ``SharedBuffer``, zero-initialised, buffer protocol) of
+        `nbytes` bytes, declared once for all workers: for state that manages its own atomics (e.g.
+        the WAN optimizer's cache). Not logged."""
+        return self._shared("buffer", name, {"nbytes": nbytes})
 
     def flow_table(self, name: str, **kwargs: Any) -> Any:
         """This worker's FlowTable called `name` (created on first use with `kwargs`)."""

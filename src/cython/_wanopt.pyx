@@ -305,10 +305,54 @@ def rolling_hashes(const uint8_t[::1] data, int window):
     return out
 
 
+def _resolve(object size, bint encoder, object window, object anchor_bits, object min_match, object table_bits,
+             object min_store):
+    """Validated cache parameters (size, window, anchor_bits, min_match, table_bits, min_store).
+
+    Every number is checked as a Python int before it meets a C type, so a huge value is a
+    ValueError naming the key, never an OverflowError from the conversion."""
+    _int_arg(size, "cache_size", 4096, 1 << 30)
+    if (size & (size - 1)) != 0:
+        raise ValueError(f"cache_size: must be a power of two in [4096, 2**30], got {size}")
+    _int_arg(window, "window", 8, 64)
+    _int_arg(anchor_bits, "anchor_bits", 0, 16)
+    _int_arg(min_match, "min_match", 8, 65535)
+    if min_match < window:
+        raise ValueError(f"min_match: must be >= window ({window}), got {min_match}")
+    _int_arg(table_bits, "table_bits", 0, 28)
+    if table_bits == 0:
+        while (1 << table_bits) < (size >> anchor_bits) * 2:
+            table_bits += 1
+        table_bits = max(10, min(table_bits, 26))
+    if table_bits < 4:
+        raise ValueError(f"table_bits: must be 0 (auto) or in [4, 28], got {table_bits}")
+    _int_arg(min_store, "min_store", 0, 65535)
+    if min_store == 0:
+        min_store = window
+    return size, window, anchor_bits, min_match, table_bits, min_store
+
+
+cdef uint64_t _layout_bytes(uint64_t size, bint encoder, int table_bits):
+    cdef uint64_t at = 128 + (size >> BLOCK_SHIFT) * sizeof(uint64_t)
+    if encoder:
+        at += (1ULL << table_bits) * sizeof(uint64_t)
+    return ((at + 63) & ~(<uint64_t> 63)) + size
+
+
+def cache_bytes(object size, bint encoder, object window=32, object anchor_bits=4, object min_match=32,
+                object table_bits=0, object min_store=0):
+    """Bytes of shared memory a Cache with these parameters needs (for ``Cache(..., memory=...)``)."""
+    size, window, anchor_bits, min_match, table_bits, min_store = _resolve(
+        size, encoder, window, anchor_bits, min_match, table_bits, min_store)
+    return _layout_bytes(size, encoder, table_bits)
+
+
 cdef class Cache:
     """A payload cache: ring buffer of `size` bytes in 64-byte blocks, one generation stamp per block,
     and (encoder only) a fingerprint table and the shared write position. Safe to share between
-    worker threads (all shared words are accessed atomically; block contents use a seqlock)."""
+    worker threads (all shared words are accessed atomically; block contents use a seqlock), and
+    between worker processes when built over a shared byte region (``memory=``, a SharedBuffer of
+    ``cache_bytes(...)`` bytes, e.g. from ``ctx.shared_buffer``)."""
     cdef uint8_t* ring
     cdef uint64_t* stamps
     cdef uint64_t* fps
@@ -317,7 +361,10 @@ cdef class Cache:
     cdef uint64_t block_mask
     cdef uint64_t ring_mask
     cdef uint64_t fp_mask
-    cdef uint64_t next_block       # encoder: next free block (absolute), advanced by fetch-add
+    cdef uint64_t* next_block      # encoder: next free block (absolute), advanced by fetch-add
+    cdef uint64_t own_next         # where next_block points for a cache in private memory
+    cdef object memory             # the shared byte region the cache lives in (None: private)
+    cdef object memory_view        # keeps the buffer export of `memory` alive
     cdef readonly int window
     cdef readonly int anchor_bits
     cdef readonly int min_match
@@ -330,33 +377,17 @@ cdef class Cache:
         self.ring = NULL
         self.stamps = NULL
         self.fps = NULL
+        self.next_block = &self.own_next
+        self.memory = None
+        self.memory_view = None
 
     def __init__(self, object size, bint encoder, object window=32, object anchor_bits=4, object min_match=32,
-                 object table_bits=0, object min_store=0):
+                 object table_bits=0, object min_store=0, object memory=None):
         if self.ring != NULL:
             raise RuntimeError("Cache: already initialised")
         cdef int i
-        # Every number is checked as a Python int before it meets a C type, so a huge value is a
-        # ValueError naming the key, never an OverflowError from the conversion.
-        _int_arg(size, "cache_size", 4096, 1 << 30)
-        if (size & (size - 1)) != 0:
-            raise ValueError(f"cache_size: must be a power of two in [4096, 2**30], got {size}")
-        _int_arg(window, "window", 8, 64)
-        _int_arg(anchor_bits, "anchor_bits", 0, 16)
-        _int_arg(min_match, "min_match", 8, 65535)
-        if min_match < window:
-            raise ValueError(f"min_match: must be >= window ({window}), got {min_match}")
-        _int_arg(table_bits, "table_bits", 0, 28)
-        if table_bits == 0:
-            table_bits = 0
-            while (1 << table_bits) < (size >> anchor_bits) * 2:
-                table_bits += 1
-            table_bits = max(10, min(table_bits, 26))
-        if table_bits < 4:
-            raise ValueError(f"table_bits: must be 0 (auto) or in [4, 28], got {table_bits}")
-        _int_arg(min_store, "min_store", 0, 65535)
-        if min_store == 0:
-            min_store = window
+        size, window, anchor_bits, min_match, table_bits, min_store = _resolve(
+            size, encoder, window, anchor_bits, min_match, table_bits, min_store)
         self.ring_size = size
         self.nblocks = size >> BLOCK_SHIFT
         self.block_mask = self.nblocks - 1
@@ -367,13 +398,17 @@ cdef class Cache:
         self.table_bits = table_bits
         self.min_store = min_store
         self.encoder = encoder
-        self.next_block = 0
+        self.own_next = 0
         for i in range(256):
             self.buzw[i] = wo_rotl(BUZ[i], <unsigned> window)
+        if encoder:
+            self.fp_mask = (1ULL << table_bits) - 1
+        if memory is not None:
+            self._attach(memory)
+            return
         self.ring = <uint8_t*> calloc(size, 1)
         self.stamps = <uint64_t*> calloc(self.nblocks, sizeof(uint64_t))
         if encoder:
-            self.fp_mask = (1ULL << table_bits) - 1
             self.fps = <uint64_t*> calloc(1ULL << table_bits, sizeof(uint64_t))
         if self.ring == NULL or self.stamps == NULL or (encoder and self.fps == NULL):
             raise MemoryError("wanopt cache")
@@ -383,10 +418,67 @@ cdef class Cache:
         if encoder:
             memset(self.fps, 0, (1ULL << table_bits) * sizeof(uint64_t))
 
+    cdef _attach(self, object memory):
+        """Lay the cache out in a shared byte region (a SharedBuffer of cache_bytes(...) bytes):
+        control block | stamps | fingerprints | ring. The first user formats the control block with
+        this cache's parameters; later users (other workers, other processes) check them."""
+        cdef uint8_t[::1] mv
+        try:
+            mv = memory
+        except (TypeError, ValueError, BufferError) as exc:
+            raise TypeError(f"memory: expected a writable contiguous byte buffer, got {type(memory).__name__}") from exc
+        need = _layout_bytes(self.ring_size, self.encoder, self.table_bits)
+        if mv.shape[0] != need:
+            raise ValueError(f"memory: needs exactly {need} bytes for these parameters, got {mv.shape[0]}")
+        cdef uint8_t* base = &mv[0]
+        if (<size_t> base) & 63:
+            raise ValueError("memory: must be 64-byte aligned")
+        cdef uint64_t* ctl = <uint64_t*> base
+        cdef uint64_t want[7]
+        want[0] = self.ring_size
+        want[1] = self.encoder
+        want[2] = self.window
+        want[3] = self.anchor_bits
+        want[4] = self.min_match
+        want[5] = self.table_bits
+        want[6] = self.min_store
+        cdef uint64_t state = 0
+        cdef unsigned rounds = 0
+        cdef int k
+        # ctl[0]: 0 = blank, 1 = being formatted, 2 = ready; ctl[1..7] parameters; ctl[8] write position
+        if wo_cas(&ctl[0], &state, 1):
+            for k in range(7):
+                ctl[1 + k] = want[k]
+            wo_store_release(&ctl[0], 2)
+        else:
+            while wo_load_acquire(&ctl[0]) != 2:
+                rounds += 1
+                if rounds > 200000:
+                    raise RuntimeError("memory: the cache's shared region was never formatted")
+                wo_backoff(rounds)
+        have = []
+        wanted = []
+        for k in range(7):
+            have.append(ctl[1 + k])
+            wanted.append(want[k])
+        if have != wanted:
+            raise ValueError(f"memory: this shared cache region was formatted with (size, encoder, window, "
+                             f"anchor_bits, min_match, table_bits, min_store) = {tuple(have)}, not {tuple(wanted)}")
+        self.next_block = &ctl[8]
+        self.stamps = <uint64_t*> (base + 128)
+        cdef uint64_t at = 128 + self.nblocks * sizeof(uint64_t)
+        if self.encoder:
+            self.fps = <uint64_t*> (base + at)
+            at += (1ULL << self.table_bits) * sizeof(uint64_t)
+        self.ring = base + ((at + 63) & ~(<uint64_t> 63))
+        self.memory = memory
+        self.memory_view = mv
+
     def __dealloc__(self):
-        free(self.ring)
-        free(self.stamps)
-        free(self.fps)
+        if self.memory is None:
+            free(self.ring)
+            free(self.stamps)
+            free(self.fps)
 
     @property
     def size(self):
@@ -395,7 +487,7 @@ cdef class Cache:
     @property
     def write_position(self):
         """Encoder: absolute byte position of the next reservation (64-byte aligned)."""
-        return wo_load_relaxed(&self.next_block) << BLOCK_SHIFT
+        return wo_load_relaxed(self.next_block) << BLOCK_SHIFT
 
     def valid(self, uint64_t position, uint64_t length):
         """True if the cache holds the bytes [position, position + length) of the stream."""
@@ -711,9 +803,9 @@ cdef uint64_t encode_payload(Cache cache, const uint8_t* p, uint64_t L, uint8_t*
     # 2. reserve this payload's cache region (every worker thread shares the write position)
     if stored:
         nb = (L + BLOCK - 1) >> BLOCK_SHIFT
-        base_blk = wo_fetch_add(&cache.next_block, nb)
+        base_blk = wo_fetch_add(cache.next_block, nb)
     else:
-        base_blk = wo_load_relaxed(&cache.next_block)
+        base_blk = wo_load_relaxed(cache.next_block)
     base_abs = base_blk << BLOCK_SHIFT
 
     # 3. look every anchor up; verify and extend hits; emit literals and shims

@@ -28,37 +28,87 @@ const char* op_name(Op op) noexcept {
 }
 
 DeterminantLog::DeterminantLog(std::size_t initial_capacity)
-    : data_(new Determinant[std::max<std::size_t>(initial_capacity, 64)]),
-      capacity_(std::max<std::size_t>(initial_capacity, 64)) {}
+    : own_(std::make_unique<LogShared>()),
+      heap_data_(new Determinant[std::max<std::size_t>(initial_capacity, 64)]),
+      sh_(own_.get()),
+      data_(heap_data_.get()),
+      capacity_(std::max<std::size_t>(initial_capacity, 64)) {
+  sh_->capacity = capacity_;
+}
+
+DeterminantLog::DeterminantLog(LogShared* shared) noexcept
+    : sh_(shared), data_(shared->records()), capacity_(static_cast<std::size_t>(shared->capacity)) {
+  base_ = sh_->base.load(std::memory_order_acquire);
+  size_ = static_cast<std::size_t>(sh_->size.load(std::memory_order_acquire));
+  // A batch that was in flight when a previous owner died never committed: drop its promise.
+  sh_->reserved.store(base_ + size_, std::memory_order_release);
+}
 
 Determinant* DeterminantLog::reserve(std::size_t n) {
   if (size_ + n > capacity_) {
+    if (fixed()) {
+      sh_->full_events.fetch_add(1, std::memory_order_relaxed);
+      throw LogFullError("determinant log of worker " + std::to_string(sh_->thread) + " is full: " +
+                         std::to_string(size_) + " of " + std::to_string(capacity_) + " records held, " +
+                         std::to_string(n) + " more needed (nothing was applied); drain it (drain_chunk) more often "
+                         "or create the shared-memory state with a larger log_records");
+    }
     std::size_t cap = capacity_ * 2;
     while (cap < size_ + n) cap *= 2;
     std::unique_ptr<Determinant[]> bigger(new Determinant[cap]);
-    if (size_) std::memcpy(bigger.get(), data_.get(), size_ * sizeof(Determinant));
-    data_ = std::move(bigger);
+    if (size_) std::memcpy(bigger.get(), data_, size_ * sizeof(Determinant));
+    heap_data_ = std::move(bigger);
+    data_ = heap_data_.get();
     capacity_ = cap;
+    sh_->capacity = cap;
   }
   // Publish the promise, then a release fence: any shared-state write of this batch (even a relaxed
   // RMW) that another thread reads, followed by an acquire fence there (SharedState::positions()),
   // makes this store visible to it. So a vector clock taken after observing an effect covers it.
-  reserved_.store(base_ + size_ + n, std::memory_order_relaxed);
+  sh_->reserved.store(base_ + size_ + n, std::memory_order_relaxed);
   std::atomic_thread_fence(std::memory_order_release);
-  return data_.get() + size_;
+  return data_ + size_;
 }
 
 std::vector<std::uint8_t> DeterminantLog::drain_chunk(std::uint16_t thread) {
-  auto out = encode_chunk(thread, base_, {data_.get(), size_});
+  auto out = encode_chunk(thread, base_, {data_, size_});
+  // Readers (read_shared_log) load base, then size, copy, and re-check base: clearing size before
+  // moving base makes a reader that raced with this drain see a changed base and retry.
   base_ += size_;
   size_ = 0;
+  sh_->size.store(0, std::memory_order_release);
+  sh_->base.store(base_, std::memory_order_release);
   return out;
 }
 
 void DeterminantLog::reset(std::uint64_t position) noexcept {
   base_ = position;
   size_ = 0;
-  reserved_.store(position, std::memory_order_seq_cst);
+  sh_->size.store(0, std::memory_order_release);
+  sh_->base.store(position, std::memory_order_release);
+  sh_->reserved.store(position, std::memory_order_seq_cst);
+}
+
+std::uint64_t read_shared_log(const LogShared& log, const Determinant* records, std::uint64_t from,
+                              std::vector<Determinant>& out) {
+  for (;;) {
+    const std::uint64_t b1 = log.base.load(std::memory_order_acquire);
+    const std::uint64_t n = std::min<std::uint64_t>(log.size.load(std::memory_order_acquire), log.capacity);
+    if (from < b1) {
+      throw std::invalid_argument("from_position: records before " + std::to_string(b1) + " of worker " +
+                                  std::to_string(log.thread) + " were drained already (asked for " +
+                                  std::to_string(from) + ")");
+    }
+    if (from > b1 + n) {
+      throw std::invalid_argument("from_position: " + std::to_string(from) + " is beyond the end of worker " +
+                                  std::to_string(log.thread) + "'s log (" + std::to_string(b1 + n) + ")");
+    }
+    const std::size_t skip = static_cast<std::size_t>(from - b1);
+    out.resize(static_cast<std::size_t>(n) - skip);
+    if (!out.empty()) std::memcpy(out.data(), records + skip, out.size() * sizeof(Determinant));
+    std::atomic_thread_fence(std::memory_order_acquire);
+    if (log.base.load(std::memory_order_relaxed) == b1) return from;
+  }
 }
 
 namespace {

@@ -1,5 +1,7 @@
 #include "vnfkit/state/context.hpp"
 
+#include <unistd.h>
+
 #include <ctime>
 #include <string>
 
@@ -23,10 +25,21 @@ std::uint64_t wall_ns() noexcept {
 }
 }  // namespace
 
-Context::Context(std::uint16_t thread, Mode mode, std::uint64_t seed, NameFn names)
-    : thread_(thread), mode_(mode), log_(mode == Mode::kLogged ? (1u << 16) : 64), names_(std::move(names)) {
+Context::Context(std::uint16_t thread, Mode mode, std::uint64_t seed, NameFn names, ftlog::LogShared* shared_log,
+                 std::shared_ptr<void> keep)
+    : keep_(std::move(keep)),
+      thread_(thread),
+      mode_(mode),
+      log_(shared_log ? ftlog::DeterminantLog(shared_log) : ftlog::DeterminantLog(mode == Mode::kLogged ? (1u << 16) : 64)),
+      names_(std::move(names)) {
   std::uint64_t s = seed ^ (static_cast<std::uint64_t>(thread) << 48);
   for (auto& r : rng_) r = splitmix(s);
+}
+
+Context::~Context() {
+  if (!log_.fixed()) return;
+  std::int32_t me = static_cast<std::int32_t>(::getpid());
+  log_.shared().owner_pid.compare_exchange_strong(me, 0, std::memory_order_release);
 }
 
 std::uint64_t Context::next_random() noexcept {  // xoshiro256**

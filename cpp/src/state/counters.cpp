@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <bit>
+#include <new>
 #include <stdexcept>
 #include <string>
 
@@ -23,13 +24,37 @@ std::uint64_t mix(std::uint64_t x) noexcept {
 }
 }  // namespace
 
-Counters::Counters(std::string name, std::uint16_t id, std::size_t slots, bool keyed)
-    : SharedObject(std::move(name), id), keyed_(keyed) {
+Counters::Params Counters::Params::validated() const {
   if (slots == 0 || slots > (1ull << 31)) throw std::invalid_argument("slots: must be in [1, 2^31]");
-  n_ = keyed ? std::bit_ceil(slots) : slots;
-  mask_ = n_ - 1;
-  slots_.reset(new Slot[n_]);
+  return {keyed ? std::bit_ceil(slots) : slots, keyed};
 }
+
+std::string Counters::Params::describe() const {
+  return "counters(slots=" + std::to_string(slots) + ", keyed=" + (keyed ? "True" : "False") + ")";
+}
+
+std::size_t Counters::storage_bytes(const Params& p) { return sizeof(Header) + p.slots * sizeof(Slot); }
+
+void Counters::format(void* mem, const Params& p) {
+  auto* h = new (mem) Header{p.slots, p.keyed ? 1u : 0u, {}};
+  h->full.store(0, std::memory_order_relaxed);
+  auto* s = reinterpret_cast<Slot*>(h + 1);
+  for (std::size_t i = 0; i < p.slots; ++i) {
+    new (&s[i]) Slot{};
+    s[i].key.store(kEmptyKey, std::memory_order_relaxed);
+    s[i].value.store(0, std::memory_order_relaxed);
+  }
+}
+
+Counters::Counters(std::string name, std::uint16_t id, void* mem, std::shared_ptr<void> keep)
+    : SharedObject(std::move(name), id),
+      keep_(std::move(keep)),
+      hdr_(static_cast<Header*>(mem)),
+      n_(static_cast<std::size_t>(hdr_->slots)),
+      mask_(n_ - 1),
+      keyed_(hdr_->keyed != 0),
+      slots_(reinterpret_cast<Slot*>(hdr_ + 1)),
+      full_(hdr_->full) {}
 
 std::string Counters::slot_name(std::uint32_t slot) const {
   if (slot == kNoSlot) return "'" + name() + "'[table full]";

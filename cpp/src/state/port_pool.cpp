@@ -1,6 +1,7 @@
 #include "vnfkit/state/port_pool.hpp"
 
 #include <algorithm>
+#include <new>
 #include <stdexcept>
 #include <string>
 
@@ -11,23 +12,86 @@ namespace vnfkit::state {
 using ftlog::Determinant;
 using ftlog::Op;
 
-PortPool::PortPool(std::string name, std::uint16_t id, std::uint16_t lo, std::uint16_t hi,
-                   std::span<const std::uint16_t> subpool_of)
-    : SharedObject(std::move(name), id), lo_(lo), hi_(hi) {
+PortPool::Params PortPool::Params::validated() const {
   if (lo == 0) throw std::invalid_argument("lo: port 0 is reserved (it means 'exhausted')");
   if (hi < lo) throw std::invalid_argument("hi: must be >= lo");
   const std::size_t n = static_cast<std::size_t>(hi - lo) + 1;
   if (!subpool_of.empty() && subpool_of.size() != n) {
     throw std::invalid_argument("subpool_of: needs one entry per port (" + std::to_string(n) + ")");
   }
-  sub_of_.assign(n, 0);
-  if (!subpool_of.empty()) std::copy(subpool_of.begin(), subpool_of.end(), sub_of_.begin());
-  const std::size_t nsub = static_cast<std::size_t>(*std::max_element(sub_of_.begin(), sub_of_.end())) + 1;
-  for (std::size_t s = 0; s < nsub; ++s) subs_.push_back(std::make_unique<Sub>());
-  for (std::size_t i = 0; i < n; ++i) subs_[sub_of_[i]]->ports.push_back(static_cast<std::uint16_t>(lo + i));
-  gen_.reset(new std::atomic<std::uint32_t>[n]);
-  for (std::size_t i = 0; i < n; ++i) gen_[i].store(0, std::memory_order_relaxed);
-  recount();
+  Params p{lo, hi, subpool_of};
+  if (p.subpool_of.empty()) p.subpool_of.assign(n, 0);
+  return p;
+}
+
+std::string PortPool::Params::describe() const {
+  const std::size_t nsub =
+      subpool_of.empty() ? 1 : static_cast<std::size_t>(*std::max_element(subpool_of.begin(), subpool_of.end())) + 1;
+  return "port_pool(lo=" + std::to_string(lo) + ", hi=" + std::to_string(hi) + ", " + std::to_string(nsub) + " sub-pool(s))";
+}
+
+PortPool::Layout PortPool::layout(std::size_t n, std::size_t nsub) noexcept {
+  Layout l{};
+  l.subs = sizeof(Header);
+  l.gen = l.subs + nsub * sizeof(Sub);
+  l.sub_of = l.gen + n * sizeof(std::uint32_t);
+  l.ports = l.sub_of + n * sizeof(std::uint16_t);
+  l.bytes = l.ports + n * sizeof(std::uint16_t);
+  return l;
+}
+
+std::size_t PortPool::storage_bytes(const Params& p) {
+  const std::size_t nsub = static_cast<std::size_t>(*std::max_element(p.subpool_of.begin(), p.subpool_of.end())) + 1;
+  return layout(p.subpool_of.size(), nsub).bytes;
+}
+
+void PortPool::format(void* mem, const Params& p) {
+  const std::size_t n = p.subpool_of.size();
+  const std::size_t nsub = static_cast<std::size_t>(*std::max_element(p.subpool_of.begin(), p.subpool_of.end())) + 1;
+  const Layout l = layout(n, nsub);
+  auto* base = static_cast<std::uint8_t*>(mem);
+  auto* h = new (mem) Header{p.lo, p.hi, static_cast<std::uint32_t>(nsub), {}};
+  h->exhausted.store(0, std::memory_order_relaxed);
+  auto* subs = reinterpret_cast<Sub*>(base + l.subs);
+  auto* gen = reinterpret_cast<std::atomic<std::uint32_t>*>(base + l.gen);
+  auto* sub_of = reinterpret_cast<std::uint16_t*>(base + l.sub_of);
+  auto* ports = reinterpret_cast<std::uint16_t*>(base + l.ports);
+  std::vector<std::uint32_t> count(nsub, 0);
+  for (auto s : p.subpool_of) ++count[s];
+  std::uint32_t at = 0;
+  for (std::size_t s = 0; s < nsub; ++s) {
+    new (&subs[s]) Sub{{}, {}, at, count[s]};
+    subs[s].free.store(count[s], std::memory_order_relaxed);
+    subs[s].cursor.store(0, std::memory_order_relaxed);
+    at += count[s];
+  }
+  std::vector<std::uint32_t> fill(nsub, 0);
+  for (std::size_t i = 0; i < n; ++i) {
+    new (&gen[i]) std::atomic<std::uint32_t>(0);
+    const std::uint16_t s = p.subpool_of[i];
+    sub_of[i] = s;
+    ports[subs[s].first + fill[s]++] = static_cast<std::uint16_t>(p.lo + i);
+  }
+}
+
+PortPool::PortPool(std::string name, std::uint16_t id, void* mem, std::shared_ptr<void> keep)
+    : SharedObject(std::move(name), id),
+      keep_(std::move(keep)),
+      hdr_(static_cast<Header*>(mem)),
+      lo_(hdr_->lo),
+      hi_(hdr_->hi),
+      n_(static_cast<std::size_t>(hi_ - lo_) + 1),
+      exhausted_(hdr_->exhausted) {
+  const Layout l = layout(n_, hdr_->nsub);
+  auto* base = static_cast<std::uint8_t*>(mem);
+  subs_ = {reinterpret_cast<Sub*>(base + l.subs), hdr_->nsub};
+  gen_ = reinterpret_cast<std::atomic<std::uint32_t>*>(base + l.gen);
+  sub_of_ = {reinterpret_cast<const std::uint16_t*>(base + l.sub_of), n_};
+  ports_ = reinterpret_cast<const std::uint16_t*>(base + l.ports);
+}
+
+PortPool::Params PortPool::params() const {
+  return {lo_, hi_, std::vector<std::uint16_t>(sub_of_.begin(), sub_of_.end())};
 }
 
 std::string PortPool::slot_name(std::uint32_t slot) const {
@@ -40,7 +104,7 @@ void PortPool::recount() noexcept {
   for (std::size_t i = 0; i < sub_of_.size(); ++i) {
     if ((gen_[i].load(std::memory_order_relaxed) & 1u) == 0) ++free[sub_of_[i]];
   }
-  for (std::size_t s = 0; s < subs_.size(); ++s) subs_[s]->free.store(free[s]);
+  for (std::size_t s = 0; s < subs_.size(); ++s) subs_[s].free.store(free[s]);
 }
 
 void PortPool::allocate(Context& ctx, std::span<const std::uint64_t> packet_ids, std::span<const std::uint16_t> subpool,
@@ -67,7 +131,7 @@ void PortPool::allocate(Context& ctx, std::span<const std::uint64_t> packet_ids,
       if (sub_of_[idx] != want) ctx.diverge(r, "the execution asks for sub-pool " + std::to_string(want));
       if (r.value & 1u) ctx.diverge(r, "logged generation says the port was not free");
       gen_[idx].fetch_add(1, std::memory_order_relaxed);
-      subs_[want]->free.fetch_sub(1, std::memory_order_relaxed);
+      subs_[want].free.fetch_sub(1, std::memory_order_relaxed);
       ctx.observe(Observation{id(), Op::kPoolAlloc, 0, r.slot, r.value, 0, 0});
       out[i] = static_cast<std::uint16_t>(r.slot);
     }
@@ -76,7 +140,7 @@ void PortPool::allocate(Context& ctx, std::span<const std::uint64_t> packet_ids,
   const bool logged = ctx.mode() == Mode::kLogged;
   Determinant* rec = logged ? ctx.log().reserve(n) : nullptr;
   for (std::size_t i = 0; i < n; ++i) {
-    Sub& sp = *subs_[subpool.empty() ? 0 : subpool[i]];
+    Sub& sp = subs_[subpool.empty() ? 0 : subpool[i]];
     std::uint16_t port = kExhausted;
     std::uint32_t g = 0;
     if (sp.free.fetch_sub(1, std::memory_order_acq_rel) <= 0) {
@@ -84,10 +148,11 @@ void PortPool::allocate(Context& ctx, std::span<const std::uint64_t> packet_ids,
       exhausted_.fetch_add(1, std::memory_order_relaxed);
     } else {
       // The reservation guarantees a free port exists in this sub-pool; scan from the hint.
-      const std::size_t m = sp.ports.size();
+      const std::size_t m = sp.count;
+      const std::uint16_t* sports = ports_ + sp.first;
       std::size_t k = sp.cursor.load(std::memory_order_relaxed) % m;
       for (;;) {
-        const std::uint16_t p = sp.ports[k];
+        const std::uint16_t p = sports[k];
         auto& gw = gen_[index(p)];
         g = gw.load(std::memory_order_relaxed);
         if ((g & 1u) == 0 && gw.compare_exchange_strong(g, g + 1, std::memory_order_acq_rel)) {
@@ -124,7 +189,7 @@ void PortPool::release(Context& ctx, std::span<const std::uint16_t> ports, std::
       if (ok) {
         const std::size_t idx = index(ports[i]);
         gen_[idx].fetch_add(1, std::memory_order_relaxed);
-        subs_[sub_of_[idx]]->free.fetch_add(1, std::memory_order_relaxed);
+        subs_[sub_of_[idx]].free.fetch_add(1, std::memory_order_relaxed);
       }
       ctx.observe(Observation{id(), Op::kPoolRelease, static_cast<std::uint8_t>(ok), r.slot, r.value, 0, 0});
       out[i] = ok ? 1 : 0;
@@ -144,7 +209,7 @@ void PortPool::release(Context& ctx, std::span<const std::uint16_t> ports, std::
         break;
       }
     }
-    if (ok) subs_[sub_of_[idx]]->free.fetch_add(1, std::memory_order_release);
+    if (ok) subs_[sub_of_[idx]].free.fetch_add(1, std::memory_order_release);
     out[i] = ok ? 1 : 0;
     if (logged) rec[i] = Determinant{packet_ids[i], id(), Op::kPoolRelease, static_cast<std::uint8_t>(ok), ports[i], g};
   }
@@ -158,7 +223,7 @@ bool PortPool::is_allocated(std::uint16_t port) const {
 
 std::size_t PortPool::free_count(std::size_t subpool) const {
   if (subpool >= subs_.size()) throw std::invalid_argument("subpool: does not exist");
-  return static_cast<std::size_t>(std::max<std::int64_t>(0, subs_[subpool]->free.load(std::memory_order_relaxed)));
+  return static_cast<std::size_t>(std::max<std::int64_t>(0, subs_[subpool].free.load(std::memory_order_relaxed)));
 }
 
 std::size_t PortPool::allocated_count() const {
@@ -172,7 +237,7 @@ std::vector<std::uint8_t> PortPool::snapshot() const {
   w.put<std::uint16_t>(lo_);
   w.put<std::uint16_t>(hi_);
   w.put<std::uint64_t>(exhausted_.load());
-  w.put_array<std::uint16_t>(sub_of_);
+  w.put_array<std::uint16_t>({sub_of_.data(), sub_of_.size()});
   std::vector<std::uint32_t> g(sub_of_.size());
   for (std::size_t i = 0; i < g.size(); ++i) g[i] = gen_[i].load();
   w.put_array<std::uint32_t>(g);
@@ -187,7 +252,8 @@ void PortPool::restore(std::span<const std::uint8_t> image) {
   const auto sub_of = r.get_array<std::uint16_t>(sub_of_.size());
   const auto g = r.get_array<std::uint32_t>(sub_of_.size());
   r.expect_end();
-  if (lo != lo_ || hi != hi_ || sub_of != sub_of_ || g.size() != sub_of_.size()) {
+  if (lo != lo_ || hi != hi_ || !std::equal(sub_of.begin(), sub_of.end(), sub_of_.begin(), sub_of_.end()) ||
+      g.size() != sub_of_.size()) {
     throw snapshot::SnapshotError("port_pool '" + name() + "': snapshot has a different range or sub-pool layout");
   }
   exhausted_.store(exhausted);

@@ -1,6 +1,7 @@
 #include "vnfkit/state/register.hpp"
 
 #include <algorithm>
+#include <new>
 #include <stdexcept>
 #include <string>
 
@@ -45,12 +46,29 @@ bool effect(RegOp op, std::uint32_t old, std::uint32_t a, std::uint32_t b, std::
 }
 }  // namespace
 
-Registers::Registers(std::string name, std::uint16_t id, std::size_t slots, std::uint32_t initial)
-    : SharedObject(std::move(name), id), n_(slots) {
+Registers::Params Registers::Params::validated() const {
   if (slots == 0 || slots > (1ull << 31)) throw std::invalid_argument("slots: must be in [1, 2^31]");
-  word_.reset(new std::atomic<std::uint64_t>[n_]);
-  for (std::size_t i = 0; i < n_; ++i) word_[i].store(pack(0, initial), std::memory_order_relaxed);
+  return *this;
 }
+
+std::string Registers::Params::describe() const {
+  return "registers(slots=" + std::to_string(slots) + ", initial=" + std::to_string(initial) + ")";
+}
+
+std::size_t Registers::storage_bytes(const Params& p) { return sizeof(Header) + p.slots * sizeof(std::uint64_t); }
+
+void Registers::format(void* mem, const Params& p) {
+  auto* h = new (mem) Header{p.slots, p.initial};
+  auto* w = reinterpret_cast<std::atomic<std::uint64_t>*>(h + 1);
+  for (std::size_t i = 0; i < p.slots; ++i) new (&w[i]) std::atomic<std::uint64_t>(pack(0, p.initial));
+}
+
+Registers::Registers(std::string name, std::uint16_t id, void* mem, std::shared_ptr<void> keep)
+    : SharedObject(std::move(name), id),
+      keep_(std::move(keep)),
+      hdr_(static_cast<Header*>(mem)),
+      n_(static_cast<std::size_t>(hdr_->slots)),
+      word_(reinterpret_cast<std::atomic<std::uint64_t>*>(hdr_ + 1)) {}
 
 void Registers::access(Context& ctx, RegOp op, std::span<const std::uint64_t> slots, std::span<const std::uint32_t> a,
                        std::span<const std::uint32_t> b, std::span<const std::uint64_t> packet_ids,

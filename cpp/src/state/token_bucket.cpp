@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <new>
 #include <stdexcept>
 #include <string>
 
@@ -12,18 +13,37 @@ namespace vnfkit::state {
 using ftlog::Determinant;
 using ftlog::Op;
 
-TokenBuckets::TokenBuckets(std::string name, std::uint16_t id, std::size_t buckets, double rate_per_s, double burst)
-    : SharedObject(std::move(name), id), n_(buckets) {
+TokenBuckets::Params TokenBuckets::Params::validated() const {
   if (buckets == 0 || buckets > (1ull << 31)) throw std::invalid_argument("buckets: must be in [1, 2^31]");
   if (!(rate_per_s > 0.0) || rate_per_s > 1e9) throw std::invalid_argument("rate_per_s: must be in (0, 1e9]");
   if (!(burst >= 1.0) || burst > 4294967295.0) throw std::invalid_argument("burst: must be in [1, 2^32)");
-  const double interval = std::round(1e9 / rate_per_s);
-  if (interval > 1e15) throw std::invalid_argument("rate_per_s: too small (more than 1e6 s per token)");
-  interval_ = std::max<std::uint64_t>(1, static_cast<std::uint64_t>(interval));
-  tolerance_ = static_cast<std::uint64_t>(std::floor(burst)) * interval_;
-  tat_.reset(new std::atomic<std::uint64_t>[n_]);
-  for (std::size_t i = 0; i < n_; ++i) tat_[i].store(0, std::memory_order_relaxed);
+  if (std::round(1e9 / rate_per_s) > 1e15) throw std::invalid_argument("rate_per_s: too small (more than 1e6 s per token)");
+  return *this;
 }
+
+std::string TokenBuckets::Params::describe() const {
+  return "token_buckets(buckets=" + std::to_string(buckets) + ", rate_per_s=" + std::to_string(rate_per_s) +
+         ", burst=" + std::to_string(burst) + ")";
+}
+
+std::size_t TokenBuckets::storage_bytes(const Params& p) { return sizeof(Header) + p.buckets * sizeof(std::uint64_t); }
+
+void TokenBuckets::format(void* mem, const Params& p) {
+  const double interval = std::round(1e9 / p.rate_per_s);
+  const auto iv = std::max<std::uint64_t>(1, static_cast<std::uint64_t>(interval));
+  auto* h = new (mem) Header{p.buckets, iv, static_cast<std::uint64_t>(std::floor(p.burst)) * iv, p.rate_per_s, p.burst};
+  auto* t = reinterpret_cast<std::atomic<std::uint64_t>*>(h + 1);
+  for (std::size_t i = 0; i < p.buckets; ++i) new (&t[i]) std::atomic<std::uint64_t>(0);
+}
+
+TokenBuckets::TokenBuckets(std::string name, std::uint16_t id, void* mem, std::shared_ptr<void> keep)
+    : SharedObject(std::move(name), id),
+      keep_(std::move(keep)),
+      hdr_(static_cast<Header*>(mem)),
+      n_(static_cast<std::size_t>(hdr_->buckets)),
+      interval_(hdr_->interval),
+      tolerance_(hdr_->tolerance),
+      tat_(reinterpret_cast<std::atomic<std::uint64_t>*>(hdr_ + 1)) {}
 
 std::string TokenBuckets::slot_name(std::uint32_t slot) const {
   return "'" + name() + "'[bucket " + std::to_string(slot) + "]";

@@ -1,9 +1,8 @@
 """Small helpers shared by the batch-code middleboxes (SimpleNAT, Monitor, AdaptiveLB, QoS).
 
 Nothing here is middlebox logic: config validation that names the offending key, IPv4 address
-columns of a parsed batch, per-batch aggregation for shared counters, and declare-once access to a
-runner's :class:`~vnfkit.state.SharedState` (every worker's ``setup`` asks for the same variables;
-the first one declares them, the others get the same objects).
+columns of a parsed batch, per-batch aggregation for shared counters, and the worker's recording
+context. Shared variables are declared with ``ctx.counters(...)`` and its siblings (vnfkit.vnf).
 """
 
 from __future__ import annotations
@@ -16,15 +15,9 @@ import numpy as np
 import numpy.typing as npt
 
 from .. import _core
-from ..vnf import declare_shared
 
 #: Packet-flag bit set by the parser when the packet has a parsed TCP/UDP/ICMP header.
 FLAG_HAS_L4 = 1 << 2
-
-# Declare-once access to a runner's SharedState lives with the Context (vnfkit.vnf) so that user
-# VNFs and these middleboxes share one registry.
-declare = declare_shared
-
 
 def state_context(ctx: Any) -> Any:
     """The shared-state recording context of this worker.

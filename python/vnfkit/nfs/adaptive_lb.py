@@ -138,10 +138,9 @@ class AdaptiveLB(VNF):
         self.out_port = m.as_port(cfg["out_port"], "out_port")
         self.flows = ctx.flow_table("lb.flows", capacity=cap, value_dtype=_VALUE_DTYPE,
                                     idle_timeout_s=idle, tcp_close_timeout_s=close)
-        sh, nb = ctx.shared, self.n_backends
-        sig = ("counters", nb, False)
-        self.active = m.declare(sh, "lb.active", lambda: sh.counters("lb.active", slots=nb), sig)
-        self.assigned = m.declare(sh, "lb.assigned", lambda: sh.counters("lb.assigned", slots=nb), sig)
+        nb = self.n_backends
+        self.active = ctx.counters("lb.active", slots=nb)
+        self.assigned = ctx.counters("lb.assigned", slots=nb)
         self._all = m.u64(np.arange(nb))
         want = np.where(self.be_port != 0, self.be_port, self.vip_port or 0).astype(np.uint64)
         self._reply_pairs = np.unique((self.be_addr.astype(np.uint64) << np.uint64(16)) | want)

@@ -131,12 +131,8 @@ class Monitor(VNF):
         self.out_port = m.as_port(cfg["out_port"], "out_port")
         self.flows = ctx.flow_table("monitor.flows", capacity=cap, value_dtype=_VALUE_DTYPE,
                                     idle_timeout_s=idle, tcp_close_timeout_s=close)
-        sh = ctx.shared
-        sig = ("counters", slots, True)
-        self.prefix_packets = m.declare(sh, "monitor.prefix_packets",
-                                        lambda: sh.counters("monitor.prefix_packets", slots=slots, keyed=True), sig)
-        self.prefix_bytes = m.declare(sh, "monitor.prefix_bytes",
-                                      lambda: sh.counters("monitor.prefix_bytes", slots=slots, keyed=True), sig)
+        self.prefix_packets = ctx.counters("monitor.prefix_packets", slots=slots, keyed=True)
+        self.prefix_bytes = ctx.counters("monitor.prefix_bytes", slots=slots, keyed=True)
         self._exports: list[npt.NDArray[Any]] = []
         self._n_exports = 0
         self._stats = dict.fromkeys(("packets", "bytes", "flows_new", "flows_exported", "export_discarded",

@@ -57,7 +57,6 @@ bucket and in its determinant, a change to the state engine not made here.
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -212,18 +211,14 @@ class QoS(VNF):
         self.unmatched = m.as_choice(cfg["unmatched"], "unmatched", ("forward", "drop"))
         self.out_port = m.as_port(cfg["out_port"], "out_port")
         self._needs_dscp = any(c.dscp is not None for c in self.classes)
-        sh = ctx.shared
         self.buckets: list[Any] = []
         for c in self.classes:
             if c.unit is None:
                 self.buckets.append(None)
                 continue
-            name = f"qos.{c.name}"
-            self.buckets.append(m.declare(sh, name, functools.partial(
-                sh.token_buckets, name, buckets=1, rate_per_s=c.rate, burst=c.burst), ("token_buckets", 1, c.rate, c.burst)))
+            self.buckets.append(ctx.token_buckets(f"qos.{c.name}", buckets=1, rate_per_s=c.rate, burst=c.burst))
         nslots = 4 * (len(self.classes) + 1)
-        self.counters = m.declare(sh, "qos.stats", lambda: sh.counters("qos.stats", slots=nslots),
-                                  ("counters", nslots, False))
+        self.counters = ctx.counters("qos.stats", slots=nslots)
         self._local = np.zeros(nslots, dtype=np.int64)
 
     @property

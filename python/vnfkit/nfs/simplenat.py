@@ -85,9 +85,7 @@ class SimpleNAT(VNF):
         close = m.as_opt_seconds(cfg["tcp_close_timeout_s"], "tcp_close_timeout_s")
         self.flows = ctx.flow_table("simplenat.flows", capacity=cap, value_dtype=FLOW_DTYPE,
                                     idle_timeout_s=idle, tcp_close_timeout_s=close)
-        self.totals = m.declare(ctx.shared, "simplenat.totals",
-                                lambda: ctx.shared.counters("simplenat.totals", slots=len(TOTAL_SLOTS)),
-                                ("counters", len(TOTAL_SLOTS), False))
+        self.totals = ctx.counters("simplenat.totals", slots=len(TOTAL_SLOTS))
         self._stats = dict.fromkeys(
             ("translated_out", "translated_in", "passthrough", "dropped_unmatched", "untracked", "flows_expired"), 0)
 

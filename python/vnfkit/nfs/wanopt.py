@@ -33,7 +33,9 @@ Design
   (``fail_missing_ref``) and never produces wrong bytes.
 * **Shared state.** All worker queues of one encoder share one cache (aggregate state, seed §5.2):
   the ring, stamps, fingerprint table and write position are touched only with atomics, without
-  locks, and the Cython loop runs without the GIL, so workers encode in parallel. Decoders of one
+  locks, and the Cython loop runs without the GIL, so workers encode in parallel. The cache lives in
+  a shared byte region declared on the runner's shared state (``ctx.shared_buffer``), so worker
+  *processes* attached to a shared-memory state share it exactly like threads do. Decoders of one
   runner share one decoder cache the same way. A decoder worker can see a shim to a region that
   another queue's packet has not delivered yet; that packet is dropped with ``fail_missing_ref``
   (cross-queue references are the price of one shared cache; a single-queue link never sees this)
@@ -86,8 +88,6 @@ Both VNFs expect a parsed batch (``batch.parse()``: l3/l4 offsets, ``l4_len``, f
 
 from __future__ import annotations
 
-import threading
-import weakref
 from typing import Any
 
 from .. import _wanopt
@@ -121,10 +121,6 @@ DECODER_DEFAULTS: dict[str, Any] = {
     "wait_us": None,
 }
 
-_registry_lock = threading.Lock()
-_registry: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
-_registry_by_id: dict[int, tuple[Any, dict[str, Any]]] = {}
-
 
 def EncoderCache(
     cache_size: int = _DEFAULT_CACHE,
@@ -149,14 +145,20 @@ def encoded_overhead(payload_len: int) -> int:
     return int(_wanopt.HEADER_BYTES) + (payload_len + 127) // 128
 
 
-def _shared_slot(shared: Any) -> dict[str, Any]:
-    """A dict attached to the runner's shared-state object (one per object)."""
-    with _registry_lock:
-        try:
-            return _registry.setdefault(shared, {})
-        except TypeError:  # not weak-referenceable: keep it alive with its slot
-            entry = _registry_by_id.setdefault(id(shared), (shared, {}))
-            return entry[1]
+def _shared_cache(ctx: Context, name: str, encoder: bool, cache_size: int, **params: int) -> Any:
+    """The cache `name` shared by every worker of the runner: a :class:`_wanopt.Cache` laid out in
+    the shared byte region ``ctx.shared_buffer(name)`` (heap or shared memory, whichever the
+    runner's state is), so workers in other processes share it too. The region records the cache's
+    parameters; a worker asking for other ones gets a ValueError naming the cache."""
+    nbytes = _wanopt.cache_bytes(cache_size, encoder, **params)
+    try:
+        region = ctx.shared_buffer(name, nbytes)
+    except ValueError as exc:
+        raise ValueError(f"cache {name!r} already exists with other parameters ({exc})") from exc
+    try:
+        return _wanopt.Cache(cache_size, encoder, memory=region, **params)
+    except ValueError as exc:
+        raise ValueError(f"cache {name!r} already exists with other parameters ({exc})") from exc
 
 
 def _config(given: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
@@ -199,17 +201,12 @@ class WanOptimizer(VNF):
             raise ValueError(f"isolate_queues: queue {ctx.queue} out of range")
         self.owner = ctx.queue + 1 if isolate else 0
         if cache is None:
-            params = (cache_size, window, anchor_bits, min_match, table_bits)
-            slot = _shared_slot(ctx.shared) if ctx.shared is not None else {}
-            key = f"encoder:{cache_name}"
-            if key in slot:
-                cache, made_with = slot[key]
-                if made_with != params:
-                    raise ValueError(f"cache {cache_name!r} already exists with other parameters {made_with}")
-            else:
+            if ctx.shared is None:
                 cache = EncoderCache(cache_size, window=window, anchor_bits=anchor_bits,
                                      min_match=min_match, table_bits=table_bits)
-                slot[key] = (cache, params)
+            else:
+                cache = _shared_cache(ctx, f"wanopt.encoder.{cache_name}", True, cache_size, window=window,
+                                      anchor_bits=anchor_bits, min_match=min_match, table_bits=table_bits)
         elif not isinstance(cache, _wanopt.Cache) or not cache.encoder:
             raise TypeError("cache: expected an EncoderCache")
         self.cache = cache
@@ -246,15 +243,10 @@ class WanOptDecoder(VNF):
             raise ValueError(f"wait_us: must be a number in [0, 1e6], got {wait_us!r}")
         self.wait_ns = int(wait_us * 1000)
         if cache is None:
-            slot = _shared_slot(ctx.shared) if ctx.shared is not None else {}
-            key = f"decoder:{cache_name}"
-            if key in slot:
-                cache, made_with = slot[key]
-                if made_with != cache_size:
-                    raise ValueError(f"cache {cache_name!r} already exists with size {made_with}")
-            else:
+            if ctx.shared is None:
                 cache = DecoderCache(cache_size)
-                slot[key] = (cache, cache_size)
+            else:
+                cache = _shared_cache(ctx, f"wanopt.decoder.{cache_name}", False, cache_size)
         elif not isinstance(cache, _wanopt.Cache) or cache.encoder:
             raise TypeError("cache: expected a DecoderCache")
         self.cache = cache

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <span>
 #include <string>
 #include <vector>
@@ -32,7 +33,13 @@ class Context {
  public:
   using NameFn = std::function<std::string(std::uint16_t object, std::uint32_t slot)>;
 
-  Context(std::uint16_t thread, Mode mode, std::uint64_t seed, NameFn names);
+  // shared_log: the worker's log slot in a shared-memory arena (already claimed by this process:
+  // released again on destruction), or nullptr for a heap log; `keep` keeps that memory mapped.
+  Context(std::uint16_t thread, Mode mode, std::uint64_t seed, NameFn names, ftlog::LogShared* shared_log = nullptr,
+          std::shared_ptr<void> keep = {});
+  ~Context();
+  Context(const Context&) = delete;
+  Context& operator=(const Context&) = delete;
 
   [[nodiscard]] std::uint16_t thread() const noexcept { return thread_; }
   [[nodiscard]] Mode mode() const noexcept { return mode_; }
@@ -60,6 +67,7 @@ class Context {
  private:
   std::uint64_t next_random() noexcept;
 
+  std::shared_ptr<void> keep_;
   std::uint16_t thread_;
   Mode mode_;
   ftlog::DeterminantLog log_;

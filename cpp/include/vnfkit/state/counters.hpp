@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <string>
+#include <vector>
 
 #include "vnfkit/state/context.hpp"
 
@@ -19,7 +21,19 @@ class Counters final : public SharedObject {
 
   // keyed=false: keys are slot indices in [0, slots). keyed=true: any key except 2^64-1, at most
   // `slots` distinct keys (rounded up to a power of two).
-  Counters(std::string name, std::uint16_t id, std::size_t slots, bool keyed);
+  struct Params {
+    std::size_t slots;
+    bool keyed;
+    [[nodiscard]] Params validated() const;
+    [[nodiscard]] std::string describe() const;
+    bool operator==(const Params&) const = default;
+  };
+  // Bytes of arena storage for p; format() initialises such storage (zeroed before).
+  static std::size_t storage_bytes(const Params& p);
+  static void format(void* mem, const Params& p);
+  // A view of formatted storage `mem` (parameters are read from it). `keep` keeps the memory alive.
+  Counters(std::string name, std::uint16_t id, void* mem, std::shared_ptr<void> keep);
+  [[nodiscard]] Params params() const noexcept { return {n_, keyed_}; }
 
   [[nodiscard]] const char* kind() const noexcept override { return "counters"; }
   [[nodiscard]] std::string slot_name(std::uint32_t slot) const override;
@@ -45,19 +59,26 @@ class Counters final : public SharedObject {
 
  private:
   struct alignas(16) Slot {
-    std::atomic<std::uint64_t> key{kEmptyKey};
-    std::atomic<std::uint64_t> value{0};
+    std::atomic<std::uint64_t> key;
+    std::atomic<std::uint64_t> value;
+  };
+  struct alignas(64) Header {
+    std::uint64_t slots;
+    std::uint64_t keyed;
+    std::atomic<std::uint64_t> full;
   };
   void validate(std::span<const std::uint64_t> keys, std::size_t n_pids, std::size_t n_out) const;
   std::uint32_t find_or_claim(std::uint64_t key) noexcept;
   [[nodiscard]] std::uint32_t find(std::uint64_t key) const noexcept;
   std::uint32_t replay_slot(Context& ctx, const ftlog::Determinant& rec, std::uint64_t key);
 
+  std::shared_ptr<void> keep_;
+  Header* hdr_;
   std::size_t n_;
   std::size_t mask_;
   bool keyed_;
-  std::unique_ptr<Slot[]> slots_;
-  std::atomic<std::uint64_t> full_{0};
+  Slot* slots_;
+  std::atomic<std::uint64_t>& full_;
   std::vector<std::uint64_t> replay_start_;
 };
 

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "vnfkit/state/context.hpp"
@@ -22,8 +23,18 @@ class PortPool final : public SharedObject {
 
   // Ports [lo, hi] (lo >= 1). subpool_of: empty (one sub-pool) or one entry per port giving its
   // sub-pool index (< 65536).
-  PortPool(std::string name, std::uint16_t id, std::uint16_t lo, std::uint16_t hi,
-           std::span<const std::uint16_t> subpool_of = {});
+  struct Params {
+    std::uint16_t lo;
+    std::uint16_t hi;
+    std::vector<std::uint16_t> subpool_of;  // validated(): one entry per port
+    [[nodiscard]] Params validated() const;
+    [[nodiscard]] std::string describe() const;
+    bool operator==(const Params&) const = default;
+  };
+  static std::size_t storage_bytes(const Params& p);
+  static void format(void* mem, const Params& p);
+  PortPool(std::string name, std::uint16_t id, void* mem, std::shared_ptr<void> keep);
+  [[nodiscard]] Params params() const;
 
   [[nodiscard]] const char* kind() const noexcept override { return "port_pool"; }
   [[nodiscard]] std::string slot_name(std::uint32_t slot) const override;
@@ -49,19 +60,35 @@ class PortPool final : public SharedObject {
   void replay_finish(std::span<const Observation> obs) override;
 
  private:
-  struct alignas(64) Sub {
-    std::vector<std::uint16_t> ports;
-    std::atomic<std::int64_t> free{0};
-    std::atomic<std::uint32_t> cursor{0};
+  // Storage: Header | Sub[nsub] | gen[n] (u32) | sub_of[n] (u16) | ports[n] (u16, grouped by sub-pool).
+  struct alignas(64) Header {
+    std::uint16_t lo;
+    std::uint16_t hi;
+    std::uint32_t nsub;
+    std::atomic<std::uint64_t> exhausted;
   };
+  struct alignas(64) Sub {
+    std::atomic<std::int64_t> free;
+    std::atomic<std::uint32_t> cursor;
+    std::uint32_t first;  // index of its first port in ports_
+    std::uint32_t count;
+  };
+  struct Layout {
+    std::size_t subs, gen, sub_of, ports, bytes;
+  };
+  static Layout layout(std::size_t n, std::size_t nsub) noexcept;
   [[nodiscard]] std::size_t index(std::uint16_t port) const noexcept { return port - lo_; }
   void recount() noexcept;
 
+  std::shared_ptr<void> keep_;
+  Header* hdr_;
   std::uint16_t lo_, hi_;
-  std::vector<std::uint16_t> sub_of_;
-  std::unique_ptr<std::atomic<std::uint32_t>[]> gen_;
-  std::vector<std::unique_ptr<Sub>> subs_;
-  std::atomic<std::uint64_t> exhausted_{0};
+  std::size_t n_;
+  std::span<const std::uint16_t> sub_of_;
+  std::atomic<std::uint32_t>* gen_;
+  std::span<Sub> subs_;
+  const std::uint16_t* ports_;
+  std::atomic<std::uint64_t>& exhausted_;
   std::vector<std::uint32_t> replay_start_;
 };
 

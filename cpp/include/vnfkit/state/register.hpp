@@ -7,6 +7,8 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <string>
+#include <vector>
 
 #include "vnfkit/state/context.hpp"
 
@@ -16,7 +18,17 @@ enum class RegOp : std::uint8_t { kLoad, kStore, kExchange, kAdd, kCas };
 
 class Registers final : public SharedObject {
  public:
-  Registers(std::string name, std::uint16_t id, std::size_t slots, std::uint32_t initial = 0);
+  struct Params {
+    std::size_t slots;
+    std::uint32_t initial;
+    [[nodiscard]] Params validated() const;
+    [[nodiscard]] std::string describe() const;
+    bool operator==(const Params&) const = default;
+  };
+  static std::size_t storage_bytes(const Params& p);
+  static void format(void* mem, const Params& p);
+  Registers(std::string name, std::uint16_t id, void* mem, std::shared_ptr<void> keep);
+  [[nodiscard]] Params params() const noexcept { return {n_, hdr_->initial}; }
 
   [[nodiscard]] const char* kind() const noexcept override { return "registers"; }
   [[nodiscard]] std::size_t slots() const noexcept { return n_; }
@@ -37,8 +49,14 @@ class Registers final : public SharedObject {
   void replay_finish(std::span<const Observation> obs) override;
 
  private:
+  struct alignas(64) Header {
+    std::uint64_t slots;
+    std::uint32_t initial;
+  };
+  std::shared_ptr<void> keep_;
+  Header* hdr_;
   std::size_t n_;
-  std::unique_ptr<std::atomic<std::uint64_t>[]> word_;
+  std::atomic<std::uint64_t>* word_;
   std::vector<std::uint64_t> replay_start_;
 };
 

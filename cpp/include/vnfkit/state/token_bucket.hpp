@@ -7,6 +7,8 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <string>
+#include <vector>
 
 #include "vnfkit/state/context.hpp"
 
@@ -14,7 +16,18 @@ namespace vnfkit::state {
 
 class TokenBuckets final : public SharedObject {
  public:
-  TokenBuckets(std::string name, std::uint16_t id, std::size_t buckets, double rate_per_s, double burst);
+  struct Params {
+    std::size_t buckets;
+    double rate_per_s;
+    double burst;
+    [[nodiscard]] Params validated() const;
+    [[nodiscard]] std::string describe() const;
+    bool operator==(const Params&) const = default;
+  };
+  static std::size_t storage_bytes(const Params& p);
+  static void format(void* mem, const Params& p);
+  TokenBuckets(std::string name, std::uint16_t id, void* mem, std::shared_ptr<void> keep);
+  [[nodiscard]] Params params() const noexcept { return {n_, hdr_->rate, hdr_->burst}; }
 
   [[nodiscard]] const char* kind() const noexcept override { return "token_buckets"; }
   [[nodiscard]] std::string slot_name(std::uint32_t slot) const override;
@@ -38,10 +51,19 @@ class TokenBuckets final : public SharedObject {
   // Returns (allowed, new TAT) for an observed TAT.
   [[nodiscard]] bool decide(std::uint64_t tat, std::uint64_t now, std::uint32_t cost, std::uint64_t& next) const noexcept;
 
+  struct alignas(64) Header {
+    std::uint64_t buckets;
+    std::uint64_t interval;   // ns per token
+    std::uint64_t tolerance;  // burst * interval
+    double rate;
+    double burst;
+  };
+  std::shared_ptr<void> keep_;
+  Header* hdr_;
   std::size_t n_;
-  std::uint64_t interval_;   // ns per token
-  std::uint64_t tolerance_;  // burst * interval
-  std::unique_ptr<std::atomic<std::uint64_t>[]> tat_;
+  std::uint64_t interval_;
+  std::uint64_t tolerance_;
+  std::atomic<std::uint64_t>* tat_;
   std::vector<std::uint64_t> replay_start_;
 };
 
