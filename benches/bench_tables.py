@@ -12,7 +12,7 @@ lookups of stored keys (hits) and of absent keys (misses), the keys in one conti
 lookup order, FlowTable.lookup called from Python in batches of 4 096. The same figures as
 ``name value unit`` lines (median of 5 runs, like the peer harness):
 
-    PYTHONPATH=python taskset -c 0 python benches/bench_tables.py
+    PYTHONPATH=python taskset -c 0 python benches/bench_tables.py [cap1M_fill50 cap16k_fill50]
 
 Under --benchmark-disable (CI smoke) the 1 M case shrinks to 20 k entries so it runs in seconds.
 """
@@ -363,12 +363,12 @@ def test_exception_lookup_engine(benchmark):
     report(benchmark, N_QUERIES, bytes_per_entry=hw.stats()["memory_bytes"] / 2048)
 
 
-def _peer_main(reps: int = 5) -> None:
+def _peer_main(reps: int = 5, labels: list[str] | None = None) -> None:
     """Print the peer workload's figures as ``name value unit`` lines (median of reps runs)."""
     import time
 
     print(f"# vnfkit FlowTable.lookup from Python, batches of {BATCH}, median of {reps} runs")
-    for label in PEER_TABLES:
+    for label in labels or list(PEER_TABLES):
         w = peer_world(label)
         for what, stream in (("hit", w["hits"]), ("miss", w["misses"])):
             secs = []
@@ -386,4 +386,6 @@ def _peer_main(reps: int = 5) -> None:
 
 
 if __name__ == "__main__":
-    _peer_main(int(os.environ.get("PEER_REPS", "5")))
+    import sys
+
+    _peer_main(int(os.environ.get("PEER_REPS", "5")), sys.argv[1:])  # optional: table labels

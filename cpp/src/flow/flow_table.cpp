@@ -168,7 +168,7 @@ void FlowTable::check_classes(const std::uint8_t* classes, const std::uint32_t* 
 // candidate record is prefetched, and key i is resolved. Each miss to memory thus overlaps with
 // the work on ~D other keys.
 namespace {
-constexpr std::size_t kDist = 12;
+constexpr std::size_t kDist = 16;
 constexpr std::size_t kRing = 64;  // > 2 * kDist, power of two
 static_assert(kRing > 2 * kDist && (kRing & (kRing - 1)) == 0);
 }  // namespace
@@ -292,17 +292,14 @@ void FlowTable::set_class(const std::uint32_t* slots, std::size_t n, std::uint8_
 
 template <typename Row>
 void FlowTable::lookup_impl(const FlowKey* keys, Row row, std::size_t n, std::uint32_t* slots) noexcept {
+  // No prefetch of the value records: a pure lookup fetches only index and entry lines (a caller
+  // that wants the values reads them itself; lookup_or_insert, whose caller updates them, does).
   std::size_t hits = 0;
-  const std::size_t vs = cfg_.value_size;
   const auto key_at = [&](std::size_t i) -> const FlowKey& { return keys[row(i)]; };
   pipeline(key_at, n, [&](std::size_t i, std::uint64_t h) {
     const std::uint32_t s = find(key_at(i), h);
     slots[i] = s;
-    if (s != kNoSlot) {
-      ++hits;
-      // the caller reads the value record next: start its miss now, overlapped with later keys
-      __builtin_prefetch(values_ + std::size_t{s} * vs);
-    }
+    hits += s != kNoSlot;
   });
   stats_.lookups += n;
   stats_.hits += hits;
