@@ -1,20 +1,30 @@
-"""MazuNAT throughput from Python on in-memory 64-byte packets, and latency through the Runner.
+"""MazuNAT throughput from Python: realistic two-way traffic (the headline) and steady state.
 
-Workload: ``flows`` concurrent flows (60 % TCP, 40 % UDP) from 10/8 to 198.18/15, their mappings
-established beforehand; then steady state: every batch holds packets of random flows, half
-outbound (hits: source NAT) and half inbound replies (hits: reverse translation). One core,
-``MazuNAT.process`` called directly (no runner threads).
+**Realistic work** (``test_mazunat_two_way``, the headline figure). A heavy-tailed trace from
+:class:`vnfkit.traffic.TwoWayTraffic`: flows arrive all the time (Poisson), with lognormal
+durations and Pareto sizes (70 % TCP with SYN ... FIN, 30 % UDP), packet time advancing at 1 GbE
+line rate of 64-byte frames (1.49 Mpps), and a simulated remote host that answers every translated
+packet 200 µs later (its replies enter with the next round, merged by time). So every timed round
+holds new flows (ports allocated from the logged shared pool), replies (reverse translations) and
+expiry: the NAT's timeouts are scaled to the trace (TCP established 1 s, after FIN 50 ms, UDP
+200 ms, GC every 10 ms of packet time), so mappings expire and their ports are reused while the
+clock runs. Logging is on (every port allocation and release is a determinant; the log is drained
+between rounds, outside the timing). Before timing, the NAT runs the trace until the number of live
+mappings reaches its steady state; the figures report the measured live mappings, new mappings and
+expirations per round. ``parse`` says whether ``PacketBatch.parse`` is inside the timed loop.
+Median of the timed rounds (pytest-benchmark's stats; ``extra_info["mpps_median"]``).
 
-The NAT rewrites packets in place, so every round restores the batches first (a numpy copy of the
-packet bytes and the key/port/drop columns); ``benchmark.pedantic(setup=...)`` keeps that restore
-*outside* the timed number. ``test_restore_cost`` measures the restore alone.
+Two modes: endpoint-independent pools (``eim``, the default: one port per mapping from a shared
+pool of 1024-65535 per protocol, which cannot hold 100 k concurrent TCP mappings, so at 100 k flows
+the drop share is reported) and endpoint-dependent mode (``edm``: ports reused towards different
+remote endpoints; no exhaustion drop is allowed).
 
-Baselines in the same run: the bare parse of the same batches (``test_parse_same_batches``) and a
-pure-Python dict NAT (struct parsing, dict lookups, RFC 1624 checksum updates on bytearrays) on a
-small sample (``extra_info["python_dict_mpps"]``).
+**Steady state** (``test_mazunat_steady_state``, labelled so): mappings set up before timing, every
+round replays the same established flows at a constant packet time (no new flows, no expiry),
+parsed outside the timing. Baselines in the same run: the bare parse of the same batches and a
+pure-Python dict NAT on a sample (whose output bytes must equal MazuNAT's).
 
-Latency: ``test_runner_latency`` runs the same traffic through ``Runner(queues=1)`` in batches of
-64..8192 packets and reports the runner's HdrHistogram p50/p99 (arrival -> release, µs).
+Latency: ``test_runner_latency`` runs steady-state traffic through ``Runner(queues=1)``.
 """
 
 from __future__ import annotations
@@ -31,14 +41,167 @@ from vnfkit.classify import MultiQueueClassifier
 from vnfkit.nfs.mazunat import EXTERNAL, INTERNAL, MazuNAT
 from vnfkit.state import SharedState
 from vnfkit.tables import FLOW_KEY_DTYPE, make_keys
+from vnfkit.traffic import REPLY_ID_OFFSET, TwoWayTraffic
 from vnfkit.vnf import Context, Runner
 
 PUB = 0xC0000201  # 192.0.2.1
 TOTAL = 1 << 16   # packets per timed round (split into batches)
+RATE_PPS = 1_488_095.0
+#: NAT timeouts scaled to the trace's span, so expiry and port reuse run during the timed rounds
+SCALED_TIMEOUTS = {"tcp_timeout_s": 1.0, "tcp_done_timeout_s": 0.05, "udp_timeout_s": 0.2, "gc_interval_s": 0.01}
+#: concurrent flows -> (new flows per second, mean flow duration s): Little's law, C = rate * duration
+WORKLOADS = {10_000: (20_000.0, 0.5), 100_000: (150_000.0, 0.67)}
+ROUNDS, WARMUP_ROUNDS = 9, 1
 
 
 def _u32(col: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(col[:, :4]).view(">u4").reshape(-1).astype(np.uint32)
+
+
+# --------------------------------------------------------------------------- realistic two-way work
+
+
+class TwoWay:
+    """A MazuNAT fed by TwoWayTraffic round by round; the check data of the last round kept."""
+
+    def __init__(self, flows: int, batch: int, mode: str, seed: int = 7) -> None:
+        rate, dur = WORKLOADS[flows]
+        self.flows, self.batch, self.mode = flows, batch, mode
+        span_s = 1.5 * dur + (ROUNDS + WARMUP_ROUNDS + 4) * TOTAL / RATE_PPS
+        packets = int(span_s * RATE_PPS)
+        self.traffic = TwoWayTraffic(int(rate * span_s), packets, seed, chunk=TOTAL, rate_pps=RATE_PPS,
+                                     flow_rate=rate, mean_duration_s=dur, udp_fraction=0.3)
+        self.ctx = Context(0, 1, shared=SharedState(), classifier=MultiQueueClassifier(1))
+        self.nat = MazuNAT()
+        self.nat.setup(self.ctx, port_lo=1024, port_hi=65535, max_flows=1 << 18,
+                       endpoint_dependent=(mode == "edm"), **SCALED_TIMEOUTS)
+        self.batches: list[Any] = []
+        self.info: dict[str, Any] = {}
+        self.prev_info: dict[str, Any] | None = None
+        self.packets_timed = 0
+        self.stats_rounds: list[dict[str, int]] = []
+        self.log_bytes = 0
+
+    def prepare(self) -> None:
+        """The next round's batches (outside the timing): replies to the previous round merged
+        with the next trace window, parsed, cut into batches. Keeps each packet's tuple before
+        translation for the checks."""
+        if self.batches:
+            self.traffic.answer(self.batches)
+        self.log_bytes += len(self.ctx.state.drain_chunk())
+        b = self.traffic.next_input()
+        assert b is not None, "trace too short for the rounds"
+        b.parse()
+        n = len(b)
+        self.prev_info = self.info if self.batches else None
+        self.info = {"id": b.packet_id.copy(), "src": _u32(b.key["src"]), "sport": b.key["sport"].copy(),
+                     "dst": _u32(b.key["dst"]), "dport": b.key["dport"].copy()}
+        self.batches = [b.select(np.arange(s, min(s + self.batch, n), dtype=np.uint32)) for s in range(0, n, self.batch)]
+        self.pre_stats = self.nat.stats()
+
+    def run(self, parse: bool) -> None:
+        nat, ctx = self.nat, self.ctx
+        if parse:
+            for x in self.batches:
+                x.parse()
+                nat.process(x, ctx)
+        else:
+            for x in self.batches:
+                nat.process(x, ctx)
+
+    def warm_up(self, parse: bool) -> None:
+        """Run (untimed) 1.5 mean flow durations of trace, so the live mappings are near their
+        steady state when the timing starts (the figures report the measured number)."""
+        while self.traffic.outbound_packets < 1.5 * WORKLOADS[self.flows][1] * RATE_PPS:
+            self.prepare()
+            self.run(parse)
+
+    def record_round(self) -> None:
+        s, p = self.nat.stats(), self.pre_stats
+        self.stats_rounds.append({k: s[k] - p[k] for k in ("new_mappings", "expired_mappings", "translations",
+                                                            "reverse_translations", "drop_pool_exhausted",
+                                                            "drop_no_mapping")} | {"mappings": s["mappings"]})
+
+    def check_round(self) -> None:
+        """Every packet of the last round forwarded or dropped with a reason; outbound packets
+        translated to the public address; each reply translated back to the internal endpoint of
+        the packet it answers; checksums valid; the only drops are the stated ones."""
+        port = np.concatenate([x.port for x in self.batches])
+        drop = np.concatenate([x.drop for x in self.batches])
+        ids = np.concatenate([x.packet_id for x in self.batches])
+        assert np.array_equal(ids, self.info["id"])
+        src = np.concatenate([_u32(x.key["src"]) for x in self.batches])
+        dst = np.concatenate([_u32(x.key["dst"]) for x in self.batches])
+        sport = np.concatenate([x.key["sport"] for x in self.batches])
+        dport = np.concatenate([x.key["dport"] for x in self.batches])
+        assert np.all((port == EXTERNAL) | (port == INTERNAL) | ((port == 0) & (drop != 0)))
+        reasons = {int(r) for r in np.unique(drop[port == 0])}
+        allowed = {int(_core.DropReason.POOL_EXHAUSTED)} if (self.mode == "eim" and self.flows > 64_000) else set()
+        assert reasons <= allowed, f"unexpected drops {reasons}"
+        out = (self.info["src"] >> 24) == 10
+        fwd = port != 0
+        o = out & fwd
+        assert np.all(port[o] == EXTERNAL) and np.all(src[o] == PUB) and np.all(sport[o] >= 1024)
+        assert np.array_equal(dst[o], self.info["dst"][o]) and np.array_equal(dport[o], self.info["dport"][o])
+        rep = ~out
+        assert np.all(ids[rep] >= REPLY_ID_OFFSET) and np.all(fwd[rep])
+        assert self.prev_info is not None
+        order = np.argsort(self.prev_info["id"], kind="stable")
+        want = ids[rep] - np.uint64(REPLY_ID_OFFSET)
+        pos = order[np.minimum(np.searchsorted(self.prev_info["id"][order], want), len(order) - 1)]
+        assert np.array_equal(self.prev_info["id"][pos], want)  # every reply answers a packet of the previous round
+        assert np.all(port[rep] == INTERNAL)
+        assert np.array_equal(dst[rep], self.prev_info["src"][pos]) and np.array_equal(dport[rep], self.prev_info["sport"][pos])
+        for x in self.batches:
+            assert x.verify_checksums()[x.port != 0].all()
+        assert rep.sum() > 0 and o.sum() > 0
+
+
+@pytest.mark.benchmark(group="mazunat-two-way")
+@pytest.mark.parametrize(("flows", "size", "mode", "parse"), [
+    (10_000, 1024, "eim", False), (10_000, 1024, "eim", True), (10_000, 4096, "eim", False),
+    (10_000, 1024, "edm", False), (100_000, 1024, "eim", False), (100_000, 1024, "edm", False),
+    (100_000, 4096, "edm", False),
+], ids=lambda v: {False: "process", True: "parse+process"}.get(v, str(v)) if isinstance(v, bool) else str(v))
+def test_mazunat_two_way(benchmark, flows: int, size: int, mode: str, parse: bool) -> None:
+    """The headline: MazuNAT.process() on generated two-way traffic (see the module docstring)."""
+    w = TwoWay(flows, size, mode)
+    w.warm_up(parse)
+    timed: list[int] = []
+
+    def setup() -> None:
+        if timed:
+            w.record_round()
+        w.prepare()
+        timed.append(sum(len(x) for x in w.batches))
+
+    benchmark.pedantic(lambda: w.run(parse), setup=setup, rounds=ROUNDS, iterations=1, warmup_rounds=WARMUP_ROUNDS)
+    w.record_round()
+    w.check_round()
+    rounds = w.stats_rounds[-ROUNDS:]
+    pkts = float(np.median(timed[-ROUNDS:]))
+    st = w.nat.stats()
+    total = sum(r["translations"] + r["reverse_translations"] for r in rounds)
+    exhausted = sum(r["drop_pool_exhausted"] for r in rounds)
+    info: dict[str, Any] = {
+        "packets_per_round": int(pkts), "batch": size, "mode": mode, "parse_in_timing": parse, "logged": True,
+        "flows_target": flows, "live_mappings": st["mappings"],
+        "new_mappings_per_round": int(np.median([r["new_mappings"] for r in rounds])),
+        "expired_per_round": int(np.median([r["expired_mappings"] for r in rounds])),
+        "reply_share": round(float(np.median([r["reverse_translations"] for r in rounds])) / pkts, 3),
+        "drop_pool_exhausted_share": round(exhausted / max(1, total + exhausted), 4),
+        "log_bytes_per_packet": round(w.log_bytes / max(1, w.traffic.outbound_packets + w.traffic.reply_packets), 2),
+    }
+    stats = getattr(benchmark, "stats", None)
+    if stats is not None and getattr(stats, "stats", None) is not None:
+        info["mpps_median"] = round(pkts / stats.stats.median / 1e6, 2)
+    benchmark.extra_info.update(info)
+    assert rounds and all(r["new_mappings"] > 0 and r["expired_mappings"] > 0 for r in rounds)
+    if mode == "edm" or flows < 64_000:
+        assert exhausted == 0
+
+
+# ------------------------------------------------------------------------- steady state (labelled)
 
 
 class Setup:
@@ -205,10 +368,11 @@ def python_baseline(st: Setup, batches: list[Any]) -> tuple[float, list[bytearra
 # ------------------------------------------------------------------------------------- benches
 
 
-@pytest.mark.benchmark(group="mazunat")
+@pytest.mark.benchmark(group="mazunat-steady-state")
 @pytest.mark.parametrize("flows", [10_000, 100_000])
-@pytest.mark.parametrize("size", [1024, 2048, 4096, 8192])
-def test_mazunat_process(benchmark, flows: int, size: int) -> None:
+@pytest.mark.parametrize("size", [1024, 8192])
+def test_mazunat_steady_state(benchmark, flows: int, size: int) -> None:
+    """Steady state only (labelled so): established flows, constant packet time, parse outside."""
     st = setup_for(flows)
     batches, fl, inbound = st.batches(size)
     rb = Restorable(batches)
@@ -221,13 +385,13 @@ def test_mazunat_process(benchmark, flows: int, size: int) -> None:
 
     benchmark.pedantic(go, setup=rb.restore, rounds=5, iterations=1, warmup_rounds=1)
     check_translations(st, rb.b, fl, inbound)
-    mpps_nat = rb.packets / benchmark.stats.stats.min / 1e6 if benchmark.stats else 0.0
+    mpps_nat = rb.packets / benchmark.stats.stats.median / 1e6 if benchmark.stats else 0.0
     base_mpps, py_out, _ = python_baseline(st, pristine)
     # the baseline produced the same bytes as MazuNAT for its sample
     nat_bytes = batches[0].to_list()[: len(py_out)]
     assert [bytes(p) for p in py_out] == nat_bytes
     benchmark.extra_info.update({
-        "packets": rb.packets, "flows": flows, "batch": size, "mpps_best": round(mpps_nat, 2),
+        "packets": rb.packets, "flows": flows, "batch": size, "mpps_median": round(mpps_nat, 2), "steady_state": True,
         "python_dict_mpps": round(base_mpps, 3), "restore_outside_timing": True,
     })
 

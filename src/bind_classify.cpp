@@ -133,7 +133,7 @@ void bind_classify(py::module_& m) {
 
   py::class_<cl::Toeplitz>(m, "Toeplitz",
       "Table-driven Toeplitz (RSS) hash under one key (40..64 bytes; default Microsoft's).\n"
-      "Inputs are network-order src|dst[|sport|dport]; IPv4 8/12 bytes, IPv6 32/36 bytes.\n"
+      "Inputs are network-order ``src, dst[, sport, dport]``; IPv4 8/12 bytes, IPv6 32/36 bytes.\n"
       "symmetric=True orders the two endpoints canonically (smaller address first, ties by port)\n"
       "before hashing, so a->b and b->a hash equally under ANY key (unlike the NIC trick of a\n"
       "repeating 16-bit key); its values therefore differ from a NIC's symmetric mode.")

@@ -541,5 +541,11 @@ void bind_flow(py::module_& m) {
       .def_static("restore", [](const py::buffer& b) {
              py::buffer_info info;
              return FlowTable::restore(image_of(b, info));
+           }, py::arg("image"))
+      .def("restore_in_place", [](FlowTable& t, const py::buffer& b) {
+             py::buffer_info info;
+             auto image = image_of(b, info);
+             auto in_use = vnfkit::bridge::flow_table_use(&t);
+             t.restore_in_place(image);
            }, py::arg("image"));
 }

@@ -112,4 +112,73 @@ void bind_nfs(py::module_& m) {
      "touch_deadlines driven by a batch: touch j uses packet indices[j]'s ts_ns and tcp_flags. Returns\n"
      "(expired, count): expired[j] is True where the record's deadline before the touch was non-zero and\n"
      "<= the packet's time.");
+
+  m.def("nat_fast_path", [](PacketBatch& b, vnfkit::flow::FlowTable& out, vnfkit::flow::FlowTable& in,
+                            const py::array& oidx, const py::array& iidx, std::uint32_t public_addr,
+                            std::uint64_t close_timeout, const py::object& fwd_rev, const py::object& fwd_in,
+                            py::array& mark, py::array& out_idx, py::array& out_slot, py::array& out_new,
+                            py::array& in_idx) {
+    auto batch_use = vnfkit::bridge::batch_write(&b);
+    auto out_use = vnfkit::bridge::flow_table_use(&out);
+    auto in_use = vnfkit::bridge::flow_table_use(&in);
+    require_1d<std::uint32_t>(oidx, "oidx");
+    require_1d<std::uint32_t>(iidx, "iidx");
+    const auto n_out = static_cast<std::size_t>(oidx.shape(0));
+    const auto n_in = static_cast<std::size_t>(iidx.shape(0));
+    auto writable = [](py::array& a, const char* what, std::size_t need) {
+      if (!a.writeable()) throw py::value_error(std::string(what) + ": must be writable");
+      if (static_cast<std::size_t>(a.shape(0)) < need) {
+        throw py::value_error(std::string(what) + ": needs at least " + std::to_string(need) + " entries, has " +
+                              std::to_string(a.shape(0)));
+      }
+    };
+    require_1d<std::uint8_t>(mark, "mark");
+    require_1d<std::uint32_t>(out_idx, "out_idx");
+    require_1d<std::uint32_t>(out_slot, "out_slot");
+    require_1d<std::uint8_t>(out_new, "out_new");
+    require_1d<std::uint32_t>(in_idx, "in_idx");
+    writable(mark, "mark", out.capacity());
+    writable(out_idx, "out_idx", n_out);
+    writable(out_slot, "out_slot", n_out);
+    writable(out_new, "out_new", n_out);
+    writable(in_idx, "in_idx", n_in);
+    vnfkit::nfs::NatFastConfig cfg;
+    cfg.public_addr = public_addr;
+    cfg.close_timeout = close_timeout;
+    py::array fr, fi;
+    if (!fwd_rev.is_none()) {
+      fr = fwd_rev.cast<py::array>();
+      require_1d<std::uint8_t>(fr, "fwd_rev");
+      if (fr.shape(0) != 65536) throw py::value_error("fwd_rev: needs 65536 entries");
+      cfg.fwd_rev = static_cast<const std::uint8_t*>(fr.data());
+    }
+    if (!fwd_in.is_none()) {
+      fi = fwd_in.cast<py::array>();
+      require_1d<std::uint8_t>(fi, "fwd_in");
+      if (fi.shape(0) != 65536) throw py::value_error("fwd_in: needs 65536 entries");
+      cfg.fwd_in = static_cast<const std::uint8_t*>(fi.data());
+    }
+    const vnfkit::nfs::NatFastBuffers buf{static_cast<std::uint32_t*>(out_idx.mutable_data()),
+                                          static_cast<std::uint32_t*>(out_slot.mutable_data()),
+                                          static_cast<std::uint8_t*>(out_new.mutable_data()),
+                                          static_cast<std::uint32_t*>(in_idx.mutable_data()),
+                                          static_cast<std::uint8_t*>(mark.mutable_data())};
+    const auto* o = static_cast<const std::uint32_t*>(oidx.data());
+    const auto* i = static_cast<const std::uint32_t*>(iidx.data());
+    vnfkit::nfs::NatFastResult r;
+    {
+      py::gil_scoped_release nogil;
+      r = vnfkit::nfs::nat_fast_path(b, out, in, o, n_out, i, n_in, cfg, buf);
+    }
+    const int status = r.bailed ? 1 : r.out_expired ? 2 : r.in_expired ? 3 : 0;
+    return py::make_tuple(status, r.out_deferred, r.in_deferred, r.translated, r.reverse_translated);
+  }, py::arg("batch"), py::arg("out"), py::arg("inb"), py::arg("oidx").noconvert(), py::arg("iidx").noconvert(),
+     py::arg("public_addr"), py::arg("close_timeout"), py::arg("fwd_rev").noconvert(), py::arg("fwd_in").noconvert(),
+     py::arg("mark").noconvert(), py::arg("out_idx").noconvert(), py::arg("out_slot").noconvert(),
+     py::arg("out_new").noconvert(), py::arg("in_idx").noconvert(),
+     "NAT fast path over split_gateway's outbound / inbound lists (see nfs/gateway.hpp): refresh and\n"
+     "rewrite the packets of existing mappings, defer the rest into out_idx/out_slot/out_new and in_idx.\n"
+     "Returns (status, n_out_deferred, n_in_deferred, translated, reverse_translated); status 0 ok,\n"
+     "1 bailed (a packet from a forward's server port: nothing done), 2 an outbound mapping had expired\n"
+     "(everything deferred), 3 an inbound mapping had expired (every inbound packet deferred).");
 }

@@ -7,4 +7,5 @@ PYBIND11_MODULE(_core, m) {
   bind_flow(m);
   bind_state(m);
   bind_nfs(m);
+  bind_snapshot(m);
 }

@@ -47,3 +47,4 @@ void bind_classify(py::module_& m);
 void bind_flow(py::module_& m);
 void bind_state(py::module_& m);
 void bind_nfs(py::module_& m);
+void bind_snapshot(py::module_& m);

@@ -26,11 +26,12 @@ def record_and_replay(vnf_cls, config, batches, queues=2):
     shared = SharedState()
     with Runner(Recording, queues=queues, config=config, shared=shared) as r:
         r.run(batches)
+        classifier = r.classifier  # the backup's workers see the same classifier (e.g. NAT affinity)
     chunks = [shared.context(q).drain_chunk() for q in range(queues)]
     backup = SharedState()
     workers = []
     for q in range(queues):
-        ctx = Context(q, queues, shared=backup)
+        ctx = Context(q, queues, shared=backup, classifier=classifier)
         v = vnf_cls()
         v.setup(ctx, **config)  # declares the same variables in the same order
         workers.append((v, ctx))

@@ -346,6 +346,14 @@ def ft_restore_truncated(): FlowTable.restore(FlowTable(8).snapshot()[:-3])
 def ft_restore_other_kind(): FlowTable.restore(RangeTable([(0, 2**32 - 1, 1)]).snapshot())
 @case("FlowTable.restore", TypeError, "image: expected bytes, got NoneType")
 def ft_restore_none(): FlowTable.restore(None)
+@case("FlowTable.restore_in_place", SnapshotError, "capacity 16 / value size 8 differ")
+def ft_restore_in_place_other_shape(): FlowTable(8).restore_in_place(FlowTable(16).snapshot())
+@case("FlowTable.restore_in_place", SnapshotError, "snapshot truncated")
+def ft_restore_in_place_truncated(): FlowTable(8).restore_in_place(FlowTable(8).snapshot()[:-3])
+@case("FlowTable.restore_in_place", TypeError, "image: expected bytes, got NoneType")
+def ft_restore_in_place_none(): FlowTable(8).restore_in_place(None)
+@case("crc32c", TypeError, "crc32c: data must be a contiguous bytes-like")
+def crc32c_strided(): _core.crc32c(memoryview(bytes(8))[::2])
 @case("FlowTable.user_meta", TypeError, "incompatible function arguments")
 def ft_user_meta_str():
     _core.FlowTable(8, 8).user_meta = "x"
@@ -582,6 +590,28 @@ def split_not_a_batch(): _core.split_gateway(np.zeros(4, U8), 0x0A000000, 0xFF00
 def split_negative_net(): _core.split_gateway(parsed(), -1, 0xFF000000, 1)
 @case("split_gateway", TypeError, "incompatible function arguments")
 def split_port_too_big(): _core.split_gateway(parsed(), 0x0A000000, 0xFF000000, 1, out_port=65536)
+def nat_args(**over: Any) -> dict[str, Any]:
+    out, inb = _core.FlowTable(8, 32), _core.FlowTable(8, 4)
+    a: dict[str, Any] = dict(batch=parsed(), out=out, inb=inb, oidx=np.array([0], U32), iidx=np.zeros(0, U32),
+                             public_addr=1, close_timeout=1, fwd_rev=None, fwd_in=None, mark=np.zeros(8, U8),
+                             out_idx=np.zeros(4, U32), out_slot=np.zeros(4, U32), out_new=np.zeros(4, U8),
+                             in_idx=np.zeros(4, U32))
+    a.update(over)
+    return a
+@case("nat_fast_path", ValueError, "out: values must be 32-byte NAT records, got 8 bytes")
+def nat_fast_wrong_record(): _core.nat_fast_path(**nat_args(out=_core.FlowTable(8, 8)))
+@case("nat_fast_path", ValueError, "in: values must be uint32 slots")
+def nat_fast_wrong_reply_value(): _core.nat_fast_path(**nat_args(inb=_core.FlowTable(8, 8)))
+@case("nat_fast_path", ValueError, r"oidx: 99 is out of range")
+def nat_fast_row_out_of_range(): _core.nat_fast_path(**nat_args(oidx=np.array([99], U32)))
+@case("nat_fast_path", ValueError, "mark: needs at least 8 entries")
+def nat_fast_short_mark(): _core.nat_fast_path(**nat_args(mark=np.zeros(2, U8)))
+@case("nat_fast_path", ValueError, "out_idx: needs at least 1 entries")
+def nat_fast_short_buffer(): _core.nat_fast_path(**nat_args(out_idx=np.zeros(0, U32)))
+@case("nat_fast_path", TypeError, "oidx.*uint32.*int64")
+def nat_fast_oidx_int64(): _core.nat_fast_path(**nat_args(oidx=np.array([0])))
+@case("nat_fast_path", ValueError, "fwd_in: needs 65536 entries")
+def nat_fast_short_flags(): _core.nat_fast_path(**nat_args(fwd_in=np.zeros(10, U8)))
 @case("touch_deadlines", TypeError, "records: expected a writable C-contiguous 1-D array")
 def touch_records_strided(): _core.touch_deadlines(records(8)[::2], 0, 8, S0, T5)
 @case("touch_deadlines", TypeError, "records: expected a writable C-contiguous 1-D array")

@@ -108,6 +108,8 @@ def crc32c_ref(data: bytes) -> int:
 @pytest.fixture(scope="module")
 def built_stages(tmp_path_factory):
     if shutil.which(os.environ.get("CXX", "c++")) is None and shutil.which("g++") is None:
+        if os.environ.get("VNFKIT_TEST_NO_COMPILER") == "1":  # a wheel-only environment, on purpose
+            pytest.skip("no C++ compiler on PATH (VNFKIT_TEST_NO_COMPILER=1): Cython stages need one")
         pytest.fail("a C++ compiler is needed to build Cython stages")
     d = tmp_path_factory.mktemp("stages")
     shutil.copy(EXAMPLES / "ttl_guard.pyx", d)

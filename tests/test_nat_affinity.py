@@ -158,7 +158,8 @@ def test_port_allocations_are_logged_as_determinants() -> None:
     with Runner(MazuNAT, queues=2) as r:
         res = r.run(iter_batches(trace, 500))
         chunks = [c.state.drain_chunk() for c in r.contexts]
-        pools = r.control.get("mazunat.pools")
+        pools = r.vnfs[0].pools  # declared once: every worker holds the same shared pools
+        assert r.vnfs[1].pools.tcp is pools.tcp
     recs = log_records(chunks)
     alloc_op = next(k for k, v in OPS.items() if v == "port_pool.allocate")
     allocs = [rec for t in recs.values() for rec in t if rec["op"] == alloc_op]

@@ -40,7 +40,7 @@ from .state import (  # noqa: E402
 
 __all__ += ["DivergenceError", "OutputCommit", "Replayer", "SharedState"]
 
-# flow tables (issue 3)
+# flow tables: range, exception and per-flow tables (vnfkit/tables.py)
 from .tables import ExceptionTable, FlowTable, RangeTable, SnapshotError  # noqa: E402
 
 __all__ += ["ExceptionTable", "FlowTable", "RangeTable", "SnapshotError"]
@@ -50,7 +50,7 @@ PacketBatch = _core.PacketBatch
 PcapError = _core.PcapError
 __all__ += ["PacketBatch", "PcapError"]
 
-# VNF base class and multi-queue runner (issue 5, vnfkit/vnf.py)
+# VNF base class and multi-queue runner (vnfkit/vnf.py)
 from .vnf import VNF, Context, ControlState, Runner, RunResult, WorkerError  # noqa: E402
 
 __all__ += ["VNF", "Context", "ControlState", "Runner", "RunResult", "WorkerError"]

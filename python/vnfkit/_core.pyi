@@ -312,6 +312,7 @@ class FlowTable(metaclass=type):
     def snapshot(self) -> bytes: ...
     @staticmethod
     def restore(image: Any) -> FlowTable: ...
+    def restore_in_place(self, image: Any) -> None: ...
 
 # (end of flow section)
 #
@@ -521,5 +522,24 @@ def touch_deadlines_at(
     close_mask: int = 0,
     close_timeout: int = 0,
 ) -> tuple[npt.NDArray[np.bool_], int]: ...
+def nat_fast_path(
+    batch: PacketBatch,
+    out: FlowTable,
+    inb: FlowTable,
+    oidx: npt.NDArray[np.uint32],
+    iidx: npt.NDArray[np.uint32],
+    public_addr: int,
+    close_timeout: int,
+    fwd_rev: npt.NDArray[np.uint8] | None,
+    fwd_in: npt.NDArray[np.uint8] | None,
+    mark: npt.NDArray[np.uint8],
+    out_idx: npt.NDArray[np.uint32],
+    out_slot: npt.NDArray[np.uint32],
+    out_new: npt.NDArray[np.uint8],
+    in_idx: npt.NDArray[np.uint32],
+) -> tuple[int, int, int, int, int]: ...
 
 # (end of nfs section)
+
+# snapshot area helpers
+def crc32c(data: bytes | bytearray | memoryview, crc: int = 0) -> int: ...

@@ -362,6 +362,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(sub)
     _add_gen_trace(sub)
     _add_classify(sub)
+    from .experiments.cli import add_parser as _add_experiment  # `vnfkit experiment scale ...`
+
+    _add_experiment(sub)
     return p
 
 

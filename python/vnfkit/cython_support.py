@@ -4,7 +4,7 @@ An installed vnfkit ships ``vnfkit/include/vnfkit.pxd`` (the declarations to ``c
 headers (``vnfkit/include/vnfkit/**.hpp``) and the engine library (``vnfkit/lib/libvnfkit_core.a``,
 needed only for non-inline engine functions such as ``crc32c_bytes`` or ``drop_reason_name``).
 In a developer tree (``cmake --preset dev``) the same things are found in ``src/cython``,
-``cpp/include`` and ``build/dev/cpp``.
+``cpp/include`` and ``build/dev/cpp``. A ``setup.py`` for one stage::
 
     from setuptools import setup
     from Cython.Build import cythonize

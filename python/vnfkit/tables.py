@@ -772,7 +772,9 @@ class FlowTable:
 
     @classmethod
     def restore(cls, image: bytes | bytearray | memoryview) -> FlowTable:
-        """Rebuild a table from :meth:`snapshot` (same slots, values, timers, stats).
+        """Rebuild a *new* table from :meth:`snapshot` (same slots, values, timers, stats); views of
+        the table the image came from keep showing that table (use :meth:`restore_in_place` to
+        roll an existing table back).
         Raises :class:`SnapshotError` for a truncated, corrupted or wrong-kind image."""
         t = _core.FlowTable.restore(_image(image))
         meta = t.user_meta.decode()
@@ -794,6 +796,16 @@ class FlowTable:
         obj._t = t
         obj._bind(dt, names)
         return obj
+
+    def restore_in_place(self, image: bytes | bytearray | memoryview) -> None:
+        """Replace this table's contents with :meth:`snapshot` image `image`, in place.
+
+        The entry and value arrays do not move, so every view taken earlier (``values``, a cached
+        ``values["field"]``) stays valid and shows the restored records: nothing keeps pointing at
+        old state, which a recovering VNF relies on. The image must come from a table with the same
+        capacity and value dtype; otherwise, or for a truncated / corrupted image, it raises
+        :class:`SnapshotError` and the table is unchanged."""
+        self._t.restore_in_place(_image(image))
 
 
 __all__ = [

@@ -23,14 +23,20 @@ The model (all draws from ``numpy.random.default_rng(seed)``, so a seed reproduc
 
 ``generate`` returns one PacketBatch sorted by time; ``iter_trace`` yields the same packets in
 chunks (time windows of about ``chunk`` packets) so a large trace never has to fit in memory.
+
+The simulated remote hosts: :func:`replies_to` answers every packet a VNF sent to its external side
+(addresses and ports swapped, a little later), :func:`merge_by_time` interleaves such replies with
+the next part of a trace, and :func:`run_with_replies` drives a runner with both, as ``vnfkit demo``
+does.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -42,7 +48,11 @@ TCP_DPORTS = np.array([80, 443, 22, 8080, 25, 993], dtype=np.uint16)
 UDP_DPORTS = np.array([53, 123, 443, 4500, 5060], dtype=np.uint16)
 TCP_SYN, TCP_ACK, TCP_FIN_ACK = 0x02, 0x10, 0x11
 
-__all__ = ["DEFAULT_RATE_PPS", "FlowPlan", "generate", "iter_trace", "plan_flows", "write_trace"]
+__all__ = ["DEFAULT_RATE_PPS", "REPLY_ID_OFFSET", "FlowPlan", "TwoWayTraffic", "generate", "iter_trace", "merge_by_time", "plan_flows",
+           "replies_to", "run_with_replies", "write_trace"]
+
+#: Added to a packet's id to make its reply's id (so replies never collide with trace ids).
+REPLY_ID_OFFSET = 1 << 40
 
 
 @dataclass(frozen=True)
@@ -261,3 +271,117 @@ def write_trace(path: str | os.PathLike[str], flows: int, packets: int, seed: in
     stats["udp"] = int((proto == 17).sum())
     stats["tcp"] = int((proto == 6).sum())
     return stats
+
+
+# ------------------------------------------------------------------------------ remote hosts
+
+
+def replies_to(out: _core.PacketBatch, *, port: int = 1, delay_ns: int = 1000,
+               id_offset: int = REPLY_ID_OFFSET) -> _core.PacketBatch | None:
+    """A "remote host": for every IPv4 TCP/UDP packet of `out` sent to output `port` (a NAT's
+    external side), a reply with addresses and ports swapped (TCP: ACK, or FIN|ACK when the packet
+    carried a FIN; UDP: empty datagram), `delay_ns` later, with packet id = original id +
+    `id_offset`. 64-byte frames with valid checksums, unparsed. Returns None if nothing was sent."""
+    sel = np.flatnonzero(out.port == port).astype(np.uint32)
+    key = out.key
+    sel = sel[key["family"][sel] == 4]
+    pr = key["proto"][sel]
+    sel = sel[(pr == 6) | (pr == 17)]
+    if len(sel) == 0:
+        return None
+    k = key[sel]
+    r = np.zeros(len(sel), _core.flow_key_dtype())
+    r["src"], r["dst"] = k["dst"], k["src"]
+    r["sport"], r["dport"] = k["dport"], k["sport"]
+    r["proto"], r["family"] = k["proto"], k["family"]
+    flags = np.where(k["proto"] == 6, np.where(out.tcp_flags[sel] & 1, TCP_FIN_ACK, TCP_ACK), 0).astype(np.uint8)
+    b = _core.build_packets(r, np.full(len(sel), 64, np.uint16), out.ts_ns[sel] + np.uint64(delay_ns), flags,
+                            np.zeros(len(sel), np.uint32))
+    b.packet_id[:] = out.packet_id[sel] + np.uint64(id_offset)
+    return b
+
+
+def merge_by_time(parts: Iterable[_core.PacketBatch | None]) -> _core.PacketBatch | None:
+    """One unparsed batch holding every packet of `parts` (None entries skipped), ordered by
+    ``ts_ns`` (ties keep the order of `parts`), with their packet ids. None if all are empty."""
+    bs = [b for b in parts if b is not None and len(b)]
+    if not bs:
+        return None
+    if len(bs) == 1:
+        return bs[0]
+    data = np.concatenate([b.data for b in bs])
+    starts = np.cumsum([0] + [int(b.offsets[-1]) for b in bs[:-1]])
+    offsets = np.concatenate([b.offsets[:-1].astype(np.int64) + s for b, s in zip(bs, starts)]
+                             + [np.array([len(data)], np.int64)]).astype(np.uint32)
+    ts = np.concatenate([b.ts_ns for b in bs])
+    merged = _core.PacketBatch.from_arrays(data, offsets, ts)
+    merged.packet_id[:] = np.concatenate([b.packet_id for b in bs])
+    order = np.argsort(ts, kind="stable").astype(np.uint32)
+    return merged.select(order)
+
+
+def run_with_replies(runner: Any, batches: Iterable[_core.PacketBatch], *, port: int = 1,
+                     on_output: Any = None, progress: Any = None) -> Any:
+    """Run `batches` (outbound traffic, e.g. a generated trace) through a NAT `runner` while a
+    "remote host" (:func:`replies_to`) answers every translated TCP/UDP packet sent to `port`; the
+    replies enter the runner interleaved with the trace. Returns one combined ``RunResult``.
+    This is what ``vnfkit demo`` shows."""
+    from .vnf import RunResult
+
+    pending: list[_core.PacketBatch] = []
+
+    def out(q: int, b: _core.PacketBatch) -> None:
+        rep = replies_to(b, port=port)
+        if rep is not None:
+            pending.append(rep)
+        if on_output is not None:
+            on_output(q, b)
+
+    def feed() -> Iterator[_core.PacketBatch]:
+        for b in batches:
+            yield b
+            while pending:
+                yield pending.pop(0)
+
+    results = [runner.run(feed(), on_output=out, progress=progress)]
+    while pending:
+        todo, pending[:] = list(pending), []
+        results.append(runner.run(todo, on_output=out, progress=progress))
+    return RunResult.combine(results)
+
+
+class TwoWayTraffic:
+    """A trace and the remote hosts that answer it: each call of :meth:`next_input` returns the
+    next window of about `chunk` outbound packets of the trace merged by time with the replies
+    (:func:`replies_to`, `delay_ns` later) to everything the VNF sent to output `port` since the
+    previous call (handed over with :meth:`answer`). Unparsed batches; None when the trace is done
+    and no reply is pending. Keyword arguments are those of :func:`plan_flows`."""
+
+    def __init__(self, flows: int, packets: int, seed: int = 0, *, chunk: int = 65536, port: int = 1,
+                 delay_ns: int = 200_000, rate_pps: float = DEFAULT_RATE_PPS, **kwargs: Any) -> None:
+        if chunk < 1:
+            raise ValueError("chunk: must be >= 1")
+        if not isinstance(delay_ns, int) or isinstance(delay_ns, bool) or not 0 <= delay_ns < 1 << 40:
+            raise ValueError(f"delay_ns: must be an int in [0, 2**40), got {delay_ns!r}")
+        self.plan = plan_flows(flows, packets, seed, rate_pps=rate_pps, **kwargs)
+        self._windows = _iter_plan(self.plan, chunk, rate_pps)
+        self.port = port
+        self.delay_ns = delay_ns
+        self._replies: _core.PacketBatch | None = None
+        self.outbound_packets = 0
+        self.reply_packets = 0
+
+    def answer(self, outputs: Iterable[_core.PacketBatch]) -> None:
+        """Queue the remote hosts' replies to `outputs` (processed batches) for the next input."""
+        reps = [replies_to(b, port=self.port, delay_ns=self.delay_ns) for b in outputs]
+        self._replies = merge_by_time([self._replies, *reps])
+
+    def next_input(self) -> _core.PacketBatch | None:
+        window = next(self._windows, None)
+        merged = merge_by_time([self._replies, window])
+        if window is not None:
+            self.outbound_packets += len(window)
+        if self._replies is not None:
+            self.reply_packets += len(self._replies)
+        self._replies = None
+        return merged

@@ -161,6 +161,37 @@ class VNF:
         """VNF-specific counters (e.g. translations made); merged across queues by the runner."""
         return {}
 
+    # ---- checkpoints (rollback recovery)
+    def snapshot(self) -> dict[str, Any]:
+        """This instance's Python-side state for a checkpoint (default: none).
+
+        The checkpointer (:mod:`vnfkit.recovery.checkpoint`) calls it at a batch boundary, with no
+        batch in flight, together with an image of every table made with ``ctx.flow_table`` and of
+        the shared state. Override it in any VNF that keeps state outside those -- per-worker
+        counters, export lists, caches, clocks, Python-side per-flow arrays -- and return:
+
+        * everything :meth:`restore` needs so that the next ``process()`` behaves exactly as if the
+          instance had never stopped (a counter that is not in the snapshot goes backwards after a
+          recovery, which the recovery oracle reports);
+        * *copies*, never views of live arrays (the VNF keeps running after the snapshot), built
+          from plain data: ints, floats, str, bytes, numpy arrays, and lists/tuples/dicts of them
+          (it is pickled into stable storage);
+        * nothing about the FlowTables of ``ctx.tables`` or the SharedState: those are imaged by
+          the checkpointer itself (and restored in place, so views of them stay valid).
+
+        Every middlebox of :mod:`vnfkit.nfs` follows this contract; a new VNF with extra state
+        must too (a stateless default would silently lose it)."""
+        return {}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Roll this instance back to `state` (what :meth:`snapshot` returned on a twin instance:
+        the same class and configuration, after ``setup``). Restore *in place* -- assign into the
+        existing arrays or replace attributes that no other object caches -- so that nothing keeps
+        pointing at the state of before. The default accepts only the default's empty snapshot."""
+        if state:
+            raise ValueError(f"{type(self).__name__}.restore: this VNF keeps no Python-side state, "
+                             f"got keys {sorted(state)} (override snapshot()/restore())")
+
 
 @dataclass
 class QueueStats:

@@ -572,4 +572,27 @@ FlowTable FlowTable::restore(std::span<const std::uint8_t> image) {
   return std::move(t);
 }
 
+void FlowTable::restore_in_place(std::span<const std::uint8_t> image) {
+  FlowTable t = restore(image);  // validates the whole image first: *this is untouched on error
+  if (t.cfg_.capacity != cfg_.capacity || t.cfg_.value_size != cfg_.value_size) {
+    throw snapshot::SnapshotError("flow_table snapshot: capacity " + std::to_string(t.cfg_.capacity) +
+                                  " / value size " + std::to_string(t.cfg_.value_size) +
+                                  " differ from this table's " + std::to_string(cfg_.capacity) + " / " +
+                                  std::to_string(cfg_.value_size) + " (restore in place needs the same shape)");
+  }
+  if (t.user_meta_ != user_meta_) {
+    throw snapshot::SnapshotError("flow_table snapshot: user metadata (value dtype) '" + t.user_meta_ +
+                                  "' differs from this table's '" + user_meta_ + "'");
+  }
+  std::copy(t.entries_.begin(), t.entries_.end(), entries_.begin());
+  std::memcpy(values_, t.values_, std::size_t{cfg_.capacity} * cfg_.value_size);
+  cfg_ = t.cfg_;
+  free_ = std::move(t.free_);
+  index_ = std::move(t.index_);
+  wheel_ = std::move(t.wheel_);
+  size_ = t.size_;
+  now_ = t.now_;
+  stats_ = t.stats_;
+}
+
 }  // namespace vnfkit::flow

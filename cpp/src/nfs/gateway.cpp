@@ -4,6 +4,9 @@
 #include <cstring>
 #include <stdexcept>
 #include <string>
+#include <vector>
+
+#include "vnfkit/packet/rewrite.hpp"
 
 namespace vnfkit::nfs {
 
@@ -162,6 +165,204 @@ std::size_t touch_deadlines_at(std::uint8_t* records, std::size_t n_records, std
     std::memcpy(r + deadline_offset, &deadline, 8);
   }
   return count;
+}
+
+namespace {
+// Per-thread scratch of nat_fast_path: grown to the largest batch seen, then reused (no
+// allocation per call in steady state).
+struct FastScratch {
+  std::vector<std::uint32_t> slots, rows, rw_idx, rw_addr;
+  std::vector<std::uint16_t> rw_port;
+  std::vector<std::uint8_t> is_new;
+  struct Undo {
+    NatRecord* rec;
+    std::uint64_t deadline, timeout;
+  };
+  std::vector<Undo> undo;
+  void reserve(std::size_t n) {
+    if (slots.size() < n) {
+      slots.resize(n);
+      rows.resize(n);
+      rw_idx.resize(n);
+      rw_addr.resize(n);
+      rw_port.resize(n);
+      is_new.resize(n);
+      undo.resize(n);
+    }
+  }
+};
+
+FastScratch& fast_scratch() {
+  thread_local FastScratch s;
+  return s;
+}
+
+inline NatRecord* record_at(flow::FlowTable& t, std::uint32_t slot) noexcept {
+  return reinterpret_cast<NatRecord*>(t.values() + std::size_t{slot} * sizeof(NatRecord));
+}
+
+// Refresh `r` for a packet at `ts` with TCP flags `flags`; false if the mapping had expired. The
+// previous fields go to the undo log first.
+inline bool refresh(NatRecord* r, std::uint64_t ts, std::uint8_t flags, const NatFastConfig& cfg,
+                    FastScratch::Undo*& undo) noexcept {
+  *undo++ = {r, r->deadline, r->timeout};
+  std::uint64_t timeout = r->timeout;
+  if ((flags & cfg.close_mask) != 0 && cfg.close_timeout < timeout) {
+    timeout = cfg.close_timeout;
+    r->timeout = timeout;
+  }
+  const bool expired = r->deadline != 0 && ts >= r->deadline;
+  r->deadline = ts + timeout;
+  return !expired;
+}
+
+void roll_back(FastScratch::Undo* begin, FastScratch::Undo* end) noexcept {
+  while (end != begin) {
+    --end;
+    end->rec->deadline = end->deadline;
+    end->rec->timeout = end->timeout;
+  }
+}
+
+void check_list(const char* what, const std::uint32_t* idx, std::size_t n, std::size_t np) {
+  for (std::size_t j = 0; j < n; ++j) {
+    if (idx[j] >= np) {
+      throw std::invalid_argument(std::string(what) + ": " + std::to_string(idx[j]) + " is out of range (" +
+                                  std::to_string(np) + " packets)");
+    }
+  }
+}
+}  // namespace
+
+NatFastResult nat_fast_path(packet::PacketBatch& batch, flow::FlowTable& out, flow::FlowTable& in,
+                            const std::uint32_t* oidx, std::size_t n_out, const std::uint32_t* iidx, std::size_t n_in,
+                            const NatFastConfig& cfg, const NatFastBuffers& buf) {
+  const std::size_t np = batch.size();
+  if (batch.key.size() != np || batch.ts_ns.size() != np || batch.tcp_flags.size() != np ||
+      batch.flow_id.size() != np || batch.port.size() != np) {
+    throw std::invalid_argument("batch: columns do not match the number of packets");
+  }
+  if (out.config().value_size != sizeof(NatRecord)) {
+    throw std::invalid_argument("out: values must be 32-byte NAT records, got " +
+                                std::to_string(out.config().value_size) + " bytes");
+  }
+  if (in.config().value_size != sizeof(std::uint32_t)) {
+    throw std::invalid_argument("in: values must be uint32 slots, got " + std::to_string(in.config().value_size) +
+                                " bytes");
+  }
+  check_list("oidx", oidx, n_out, np);
+  check_list("iidx", iidx, n_in, np);
+  NatFastResult res;
+  if (cfg.fwd_rev != nullptr) {
+    for (std::size_t j = 0; j < n_out; ++j) {
+      if (cfg.fwd_rev[batch.key[oidx[j]].sport]) {
+        res.bailed = true;
+        return res;
+      }
+    }
+  }
+  FastScratch& sc = fast_scratch();
+  sc.reserve(std::max(n_out, n_in));
+  const std::uint64_t* ts = batch.ts_ns.data();
+  const std::uint8_t* tflags = batch.tcp_flags.data();
+  const std::uint32_t out_cap = static_cast<std::uint32_t>(out.capacity());
+
+  // ---- outbound
+  std::uint32_t* slots = sc.slots.data();
+  std::uint8_t* is_new = sc.is_new.data();
+  out.lookup_or_insert_rows(batch.key.data(), batch.flow_id.data(), ts, nullptr, np, oidx, n_out, slots, is_new);
+  FastScratch::Undo* undo = sc.undo.data();
+  std::size_t nrw = 0, ndef = 0;
+  for (std::size_t j = 0; j < n_out; ++j) {
+    const std::uint32_t s = slots[j];
+    const std::uint32_t r = oidx[j];
+    if (s >= out_cap || is_new[j] || buf.mark[s]) {
+      if (s < out_cap) buf.mark[s] = 1;
+      buf.out_idx[ndef] = r;
+      buf.out_slot[ndef] = s;
+      buf.out_new[ndef] = is_new[j];
+      ++ndef;
+      continue;
+    }
+    NatRecord* rec = record_at(out, s);
+    if (!refresh(rec, ts[r], tflags[r], cfg, undo)) {
+      res.out_expired = true;
+      break;
+    }
+    sc.rw_idx[nrw] = r;
+    sc.rw_port[nrw] = rec->nat_port;
+    ++nrw;
+  }
+  for (std::size_t j = 0; j < ndef; ++j) {
+    if (buf.out_slot[j] < out_cap) buf.mark[buf.out_slot[j]] = 0;
+  }
+  if (res.out_expired) {
+    roll_back(sc.undo.data(), undo);
+    for (std::size_t j = 0; j < n_out; ++j) {
+      buf.out_idx[j] = oidx[j];
+      buf.out_slot[j] = slots[j];
+      buf.out_new[j] = is_new[j];
+    }
+    std::copy(iidx, iidx + n_in, buf.in_idx);
+    res.out_deferred = n_out;
+    res.in_deferred = n_in;
+    return res;
+  }
+  res.out_deferred = ndef;
+  std::fill(sc.rw_addr.begin(), sc.rw_addr.begin() + static_cast<std::ptrdiff_t>(nrw), cfg.public_addr);
+  packet::rewrite_v4(batch, packet::Side::kSource, sc.rw_idx.data(), sc.rw_addr.data(), sc.rw_port.data(), nrw);
+  res.translated = nrw;
+
+  // ---- inbound
+  std::uint32_t* rows = sc.rows.data();
+  std::size_t nrows = 0, idef = 0;
+  for (std::size_t j = 0; j < n_in; ++j) {
+    const std::uint32_t r = iidx[j];
+    if (cfg.fwd_in != nullptr && cfg.fwd_in[batch.key[r].dport]) continue;  // deferred below
+    rows[nrows++] = r;
+  }
+  in.lookup_rows(batch.key.data(), np, rows, nrows, slots);
+  const auto* in_vals = reinterpret_cast<const std::uint32_t*>(in.values());
+  FastScratch::Undo* const undo0 = sc.undo.data();
+  undo = undo0;
+  nrw = 0;
+  std::size_t k = 0;  // position in rows
+  for (std::size_t j = 0; j < n_in; ++j) {
+    const std::uint32_t r = iidx[j];
+    if (k >= nrows || rows[k] != r) {  // flagged for a forward: deferred
+      buf.in_idx[idef++] = r;
+      continue;
+    }
+    const std::uint32_t is = slots[k++];
+    if (is == flow::kNoSlot) {
+      buf.in_idx[idef++] = r;
+      continue;
+    }
+    const std::uint32_t os = in_vals[is];
+    if (os >= out_cap) {  // not a reply entry of `out`: the caller's slow path reports it
+      buf.in_idx[idef++] = r;
+      continue;
+    }
+    NatRecord* rec = record_at(out, os);
+    if (!refresh(rec, ts[r], tflags[r], cfg, undo)) {
+      res.in_expired = true;
+      break;
+    }
+    sc.rw_idx[nrw] = r;
+    sc.rw_addr[nrw] = rec->int_addr;
+    sc.rw_port[nrw] = rec->int_port;
+    ++nrw;
+  }
+  if (res.in_expired) {
+    roll_back(undo0, undo);
+    std::copy(iidx, iidx + n_in, buf.in_idx);
+    res.in_deferred = n_in;
+    return res;
+  }
+  res.in_deferred = idef;
+  packet::rewrite_v4(batch, packet::Side::kDestination, sc.rw_idx.data(), sc.rw_addr.data(), sc.rw_port.data(), nrw);
+  res.reverse_translated = nrw;
+  return res;
 }
 
 }  // namespace vnfkit::nfs

@@ -3,17 +3,17 @@
 Each is a :class:`vnfkit.VNF` subclass in its own module, with a ``DEFAULTS`` dict of its
 configuration keys (what ``vnfkit run NAME --config FILE.json`` accepts):
 
-========================  =========================================  ==============================
-name (CLI)                class                                      what it is
-========================  =========================================  ==============================
-``mazunat``               :class:`vnfkit.nfs.mazunat.MazuNAT`        NAT/firewall gateway (Mazu Networks Click config)
-``simplenat``             :class:`vnfkit.nfs.simplenat.SimpleNAT`    static 1:1 prefix NAT
-``monitor``               :class:`vnfkit.nfs.monitor.Monitor`        per-flow + shared per-prefix counters
-``adaptive_lb``           :class:`vnfkit.nfs.adaptive_lb.AdaptiveLB` least-loaded backend for new flows
-``qos``                   :class:`vnfkit.nfs.qos.QoS`                shared token buckets per traffic class
-``wanopt``                :class:`vnfkit.nfs.wanopt.WanOptimizer`    redundancy elimination encoder (Cython stage)
-``wanopt-decoder``        :class:`vnfkit.nfs.wanopt.WanOptDecoder`   its decoder
-========================  =========================================  ==============================
+========================  ===========================================  ==================================================
+name (CLI)                class                                        what it is
+========================  ===========================================  ==================================================
+``mazunat``               :class:`vnfkit.nfs.mazunat.MazuNAT`          NAT/firewall gateway (Mazu Networks Click config)
+``simplenat``             :class:`vnfkit.nfs.simplenat.SimpleNAT`      static 1:1 prefix NAT
+``monitor``               :class:`vnfkit.nfs.monitor.Monitor`          per-flow + shared per-prefix counters
+``adaptive_lb``           :class:`vnfkit.nfs.adaptive_lb.AdaptiveLB`   least-loaded backend for new flows
+``qos``                   :class:`vnfkit.nfs.qos.QoS`                  shared token buckets per traffic class
+``wanopt``                :class:`vnfkit.nfs.wanopt.WanOptimizer`      redundancy elimination encoder (Cython stage)
+``wanopt-decoder``        :class:`vnfkit.nfs.wanopt.WanOptDecoder`     its decoder
+========================  ===========================================  ==================================================
 
 Modules are imported on first use, so ``import vnfkit`` stays cheap.
 """

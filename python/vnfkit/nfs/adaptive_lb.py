@@ -246,6 +246,19 @@ class AdaptiveLB(VNF):
             out[f"backend{b}.flows"] = int(self._per_backend[b])
         return out
 
+    def snapshot(self) -> dict[str, Any]:
+        """Python-side state for a checkpoint: per-backend flow counts and counters (see
+        :meth:`VNF.snapshot`; the shared loads are in the SharedState image)."""
+        return {"per_backend": self._per_backend.copy(), "stats": dict(self._stats)}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        m.check_keys(state, {"per_backend", "stats"}, "AdaptiveLB.restore")
+        pb = np.asarray(state["per_backend"], dtype=np.int64)
+        if pb.shape != self._per_backend.shape:
+            raise ValueError(f"AdaptiveLB.restore: per_backend has shape {pb.shape}, this LB has {self.n_backends} backends")
+        self._per_backend[:] = pb
+        self._stats.update({k: int(v) for k, v in state["stats"].items() if k in self._stats})
+
     def loads(self) -> npt.NDArray[np.uint64]:
         """Active flows per backend, over all workers (shared counters; control-plane read)."""
         return np.array([self.active.get(b) for b in range(self.n_backends)], dtype=np.uint64)

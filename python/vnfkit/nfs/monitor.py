@@ -220,6 +220,19 @@ class Monitor(VNF):
     def stats(self) -> dict[str, int]:
         return dict(self._stats)
 
+    def snapshot(self) -> dict[str, Any]:
+        """Python-side state for a checkpoint: the export list and counters (see :meth:`VNF.snapshot`)."""
+        return {"exports": self.exported().copy(), "stats": dict(self._stats)}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        m.check_keys(state, {"exports", "stats"}, "Monitor.restore")
+        ex = np.asarray(state["exports"])
+        if ex.dtype != FLOW_RECORD_DTYPE:
+            raise ValueError(f"Monitor.restore: exports must have FLOW_RECORD_DTYPE, got {ex.dtype}")
+        self._exports = [ex.copy()] if len(ex) else []
+        self._n_exports = len(ex)
+        self._stats.update({k: int(v) for k, v in state["stats"].items() if k in self._stats})
+
     def exported(self) -> npt.NDArray[Any]:
         """Flow records exported so far (expired flows), oldest first."""
         if not self._exports:

@@ -272,3 +272,14 @@ class QoS(VNF):
     def stats(self) -> dict[str, int]:
         """This worker's per-class counts, flattened as ``<class>.<passed|dropped>[_bytes]``."""
         return {f"{c}.{k}": v for c, d in self._table(self._local).items() for k, v in d.items()}
+
+    def snapshot(self) -> dict[str, Any]:
+        """Python-side state for a checkpoint: this worker's per-class counts (see :meth:`VNF.snapshot`)."""
+        return {"local": self._local.copy()}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        m.check_keys(state, {"local"}, "QoS.restore")
+        loc = np.asarray(state["local"], dtype=np.int64)
+        if loc.shape != self._local.shape:
+            raise ValueError(f"QoS.restore: local has shape {loc.shape}, expected {self._local.shape}")
+        self._local[:] = loc

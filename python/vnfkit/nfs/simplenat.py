@@ -202,6 +202,14 @@ class SimpleNAT(VNF):
     def stats(self) -> dict[str, int]:
         return dict(self._stats)
 
+    def snapshot(self) -> dict[str, Any]:
+        """Python-side state for a checkpoint: this worker's counters (see :meth:`VNF.snapshot`)."""
+        return {"stats": dict(self._stats)}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        m.check_keys(state, {"stats"}, "SimpleNAT.restore")
+        self._stats.update({k: int(v) for k, v in state["stats"].items() if k in self._stats})
+
     def flow_records(self) -> npt.NDArray[Any]:
         """This worker's live flows (FlowTable.to_numpy: key = internal-side 5-tuple, value = FLOW_DTYPE)."""
         out: npt.NDArray[Any] = self.flows.to_numpy()

@@ -174,6 +174,11 @@ class FlowTable {
 
   [[nodiscard]] std::vector<std::uint8_t> snapshot() const;
   static FlowTable restore(std::span<const std::uint8_t> image);
+  // Replaces this table's contents with `image` without moving its entry and value arrays, so
+  // pointers and views into them stay valid and see the restored records. The image must have
+  // this table's capacity, value size and user metadata (the Python layer's value dtype); on any
+  // error (SnapshotError) the table is unchanged.
+  void restore_in_place(std::span<const std::uint8_t> image);
 
   FlowTable(FlowTable&&) noexcept;
   FlowTable& operator=(FlowTable&&) noexcept;

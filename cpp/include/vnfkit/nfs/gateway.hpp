@@ -1,13 +1,15 @@
 // Generic batch primitives for gateway-style VNFs (NATs, firewalls), used from Python.
 //
-// They hold no VNF logic: split_gateway sorts packets by where they come from and go to (an inside
-// prefix and one outside address), touch_deadlines is an idle timer over caller-owned records.
+// split_gateway sorts packets by where they come from and go to (an inside prefix and one outside
+// address), touch_deadlines is an idle timer over caller-owned records. nat_fast_path is the NAT's
+// per-packet common case in one call: look up, refresh, rewrite; everything else is handed back.
 #pragma once
 
 #include <array>
 #include <cstddef>
 #include <cstdint>
 
+#include "vnfkit/flow/flow_table.hpp"
 #include "vnfkit/packet/batch.hpp"
 
 namespace vnfkit::nfs {
@@ -66,5 +68,71 @@ std::size_t touch_deadlines_at(std::uint8_t* records, std::size_t n_records, std
                                std::size_t deadline_offset, std::size_t timeout_offset, const std::uint32_t* slots,
                                const packet::PacketBatch& batch, const std::uint32_t* indices, std::size_t n,
                                std::uint8_t close_mask, std::uint64_t close_timeout, std::uint8_t* expired);
+
+// The per-mapping record a NAT keeps as the value of its outbound FlowTable (32 bytes; the Python
+// side declares the same layout as a numpy dtype). deadline 0 = just inserted, no port yet.
+struct NatRecord {
+  std::uint64_t deadline;  // packet time at which the mapping expires
+  std::uint64_t timeout;   // idle timeout (ns); lowered to the close timeout after FIN/RST
+  std::uint32_t int_addr;  // internal address and port, what replies are translated back to
+  std::uint32_t in_slot;   // slot of the reply entry in the reply table
+  std::uint16_t nat_port;  // public port (or ICMP id)
+  std::uint16_t int_port;
+  std::uint8_t proto;
+  std::uint8_t pad[3];
+};
+static_assert(sizeof(NatRecord) == 32);
+
+struct NatFastConfig {
+  std::uint32_t public_addr = 0;      // host order
+  std::uint8_t close_mask = 0x05;     // TCP flags that switch a mapping to close_timeout (FIN|RST)
+  std::uint64_t close_timeout = 0;
+  const std::uint8_t* fwd_rev = nullptr;  // 65536 flags by source port: outbound from a forward's
+                                          // server port (null: no forwards)
+  const std::uint8_t* fwd_in = nullptr;   // 65536 flags by destination port: inbound to a forward
+};
+
+// Caller-owned buffers: deferred lists (n_out / n_in entries) and one mark byte per outbound slot
+// (out.capacity() entries, all zero on entry; left all zero).
+struct NatFastBuffers {
+  std::uint32_t* out_idx;   // deferred outbound packets, in packet order
+  std::uint32_t* out_slot;  // ... their outbound slot (kNoSlot: table full)
+  std::uint8_t* out_new;    // ... 1 for the packet that inserted a new flow
+  std::uint32_t* in_idx;    // deferred inbound packets, in packet order
+  std::uint8_t* mark;
+};
+
+struct NatFastResult {
+  bool bailed = false;           // an outbound packet came from a forward's server port: nothing done
+  bool out_expired = false;      // an outbound mapping had expired: every packet deferred
+  bool in_expired = false;       // an inbound mapping had expired: every inbound packet deferred
+  std::size_t out_deferred = 0;
+  std::size_t in_deferred = 0;
+  std::size_t translated = 0;
+  std::size_t reverse_translated = 0;
+};
+
+// The NAT's common case for the outbound list `oidx` and the inbound list `iidx` of split_gateway,
+// with exactly the decisions of doing it step by step (outbound before inbound; a mapping is
+// refreshed by each packet in order: FIN/RST lowers its timeout to close_timeout, deadline = packet
+// time + timeout; it had expired for a packet at or past its deadline):
+//  1. If any outbound packet's source port is flagged in fwd_rev: bailed, nothing touched.
+//  2. Outbound: lookup_or_insert in `out` (the batch's keys, flow ids and times). Packets of a flow
+//     inserted by this call, and packets that found the table full, are deferred (row, slot and
+//     is_new appended to the buffers); the others refresh their record and get their source
+//     rewritten to (public_addr, nat_port). If a refresh finds an expired mapping, every refresh of
+//     this step is undone, every outbound packet is deferred (with its slot and is_new, the
+//     inserts stay) and so is every inbound packet: out_expired.
+//  3. Inbound (unless out_expired): packets to a port flagged in fwd_in and reply-table misses
+//     are deferred; hits refresh their outbound record and get their destination rewritten to
+//     (int_addr, int_port). If a refresh finds an expired mapping, every refresh and rewrite of this
+//     step is undone (rewrites happen only after every refresh succeeded) and every inbound packet
+//     is deferred: in_expired.
+// Deferred packets keep split_gateway's preset output port; the caller decides them, outbound first.
+// `out`'s values must be NatRecords and `in`'s uint32 outbound slots.
+// Throws std::invalid_argument (before touching anything) for bad value sizes or rows.
+NatFastResult nat_fast_path(packet::PacketBatch& batch, flow::FlowTable& out, flow::FlowTable& in,
+                            const std::uint32_t* oidx, std::size_t n_out, const std::uint32_t* iidx, std::size_t n_in,
+                            const NatFastConfig& cfg, const NatFastBuffers& buf);
 
 }  // namespace vnfkit::nfs

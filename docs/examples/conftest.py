@@ -1,0 +1,7 @@
+"""The examples use vnfkit's pytest plugin. An installed vnfkit registers it (``pytest11`` entry
+point); from a source tree (``PYTHONPATH=python``) it is loaded here instead."""
+
+from importlib.metadata import entry_points
+
+if not any(ep.value == "vnfkit.testing" for ep in entry_points(group="pytest11")):
+    pytest_plugins = ["vnfkit.testing"]

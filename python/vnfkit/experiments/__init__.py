@@ -1,0 +1,1 @@
+"""The study's experiments: figures and tables reproduced on vnfkit (``vnfkit experiment ...``)."""

@@ -1,0 +1,51 @@
+"""``vnfkit experiment ...``: the sub-commands of the experiments (hooked into vnfkit.cli)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def _duration(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 1.0 <= v <= 3600.0:
+        raise argparse.ArgumentTypeError(f"must be between 1 and 3600 s, got {v:g}")
+    return v
+
+
+def _seed(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
+    return v
+
+
+def _scale(args: Any) -> int:
+    from .scale import cli_main
+
+    return cli_main(args)
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("experiment", help="reproduce the study's experiments (figures, tables, JSON)")
+    esub = p.add_subparsers(dest="experiment", required=True)
+    s = esub.add_parser("scale", help="scale-out: migration avoidance vs never-migrate vs always-migrate "
+                                      "(figures A.1, A.2, a markdown table)")
+    s.add_argument("--mode", choices=("sim", "live"), default="sim",
+                   help="sim: virtual-time simulation of the study's workload; live: real packets between "
+                        "real Monitor instances in this process")
+    s.add_argument("--seed", type=_seed, default=0)
+    s.add_argument("--duration", type=_duration, default=30.0, help="simulated seconds per strategy (default 30)")
+    s.add_argument("--json", metavar="FILE", help="write the per-strategy results as JSON to FILE")
+    s.add_argument("--out", metavar="DIR", help="write the PNG figures and scale_table.md into DIR")
+    s.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    s.set_defaults(func=_scale)
+
+
+__all__ = ["add_parser"]

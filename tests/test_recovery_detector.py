@@ -1,0 +1,81 @@
+"""Failure detector: a SIGKILLed worker process is reported at once through its pidfd, a stalled
+one (SIGSTOP) when its shared-memory heartbeat is older than the timeout; detection time measured."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from vnfkit.recovery.detector import FailureDetector, HeartbeatBoard
+
+BEATER = r"""
+import sys, time
+from vnfkit.recovery.detector import HeartbeatBoard
+b = HeartbeatBoard(2, name=sys.argv[1])
+w = int(sys.argv[2])
+print("up", flush=True)
+while True:
+    b.beat(w)
+    time.sleep(0.0002)
+"""
+
+
+def start(board, w):
+    p = subprocess.Popen([sys.executable, "-c", BEATER, board.name, str(w)], stdout=subprocess.PIPE, text=True,
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert p.stdout.readline().strip() == "up"
+    return p
+
+
+def test_sigkill_is_seen_via_pidfd_and_sigstop_via_heartbeat():
+    board = HeartbeatBoard(2)
+    procs = [start(board, 0), start(board, 1)]
+    det = FailureDetector(board, timeout_s=0.02)
+    try:
+        for w, p in enumerate(procs):
+            det.watch_process(w, p.pid)
+        time.sleep(0.1)
+        assert not det.events  # live workers are not suspected
+        t0 = time.monotonic_ns()
+        procs[0].send_signal(signal.SIGKILL)
+        assert det.wait(2.0)
+        w, reason, t = det.events[0]
+        assert (w, reason) == (0, "exited")
+        kill_ms = (t - t0) / 1e6
+        t0 = time.monotonic_ns()
+        procs[1].send_signal(signal.SIGSTOP)
+        deadline = time.monotonic() + 2
+        while len(det.events) < 2 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        w, reason, t = det.events[1]
+        assert (w, reason) == (1, "heartbeat")
+        stall_ms = (t - t0) / 1e6
+        assert 20 <= stall_ms < 1000
+        print(f"detection: SIGKILL {kill_ms:.2f} ms (pidfd), SIGSTOP {stall_ms:.2f} ms (heartbeat timeout 20 ms)")
+        assert kill_ms < 20  # well before the heartbeat timeout could have fired
+    finally:
+        det.close()
+        for p in procs:
+            p.send_signal(signal.SIGCONT)
+            p.kill()
+            p.wait()
+            p.stdout.close()
+        name = board.name
+        board.close()
+        assert not os.path.exists(f"/dev/shm/{name.lstrip('/')}")
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="workers"):
+        HeartbeatBoard(0)
+    b = HeartbeatBoard(1)
+    try:
+        with pytest.raises(ValueError, match="timeout_s"):
+            FailureDetector(b, timeout_s=0)
+    finally:
+        b.close()
