@@ -587,6 +587,7 @@ void FlowTable::restore_in_place(std::span<const std::uint8_t> image) {
   std::copy(t.entries_.begin(), t.entries_.end(), entries_.begin());
   std::memcpy(values_, t.values_, std::size_t{cfg_.capacity} * cfg_.value_size);
   cfg_ = t.cfg_;
+  timeout_ = t.timeout_;
   free_ = std::move(t.free_);
   index_ = std::move(t.index_);
   wheel_ = std::move(t.wheel_);
