@@ -5,6 +5,15 @@ session. One core, driven from Python in batches of BATCH keys.
     PYTHONPATH=python python -m pytest -q benches/bench_tables.py --benchmark-only
     (rates: see extra_info "mops" = million operations per second; "bytes_per_entry")
 
+The ``peer_*`` benches do exactly the work of the DPDK ``rte_hash`` peer harness
+(../shared/peers/, README there), so the two can be run minutes apart and compared: capacity
+1 000 000 and 16 384, half full (500 000 / 8 192 random IPv4 5-tuples), 2 097 152 random-order
+lookups of stored keys (hits) and of absent keys (misses), the keys in one contiguous array in
+lookup order, FlowTable.lookup called from Python in batches of 4 096. The same figures as
+``name value unit`` lines (median of 5 runs, like the peer harness):
+
+    PYTHONPATH=python taskset -c 0 python benches/bench_tables.py [cap1M_fill50 cap16k_fill50]
+
 Under --benchmark-disable (CI smoke) the 1 M case shrinks to 20 k entries so it runs in seconds.
 """
 
@@ -155,6 +164,64 @@ def test_flow_lookup_or_insert_hits_engine(benchmark, label):
     report(benchmark, N_QUERIES, entries=len(t))
 
 
+# ------------------------------------------------- the rte_hash peer harness's workload, side by side
+
+PEER_TABLES = {"cap1M_fill50": (1_000_000, 500_000), "cap16k_fill50": (16_384, 8_192)}
+PEER_STREAM = 1 << 21  # lookups per run
+
+
+def random_keys(n: int, rng: np.random.Generator) -> np.ndarray:
+    """n random IPv4 5-tuples (random addresses and ports, TCP or UDP), like the peer's keys."""
+    a = rng.integers(0, 2**32, (n, 2), dtype=np.uint64)
+    b = rng.integers(0, 2**32, n, dtype=np.uint64)
+    return make_keys(a[:, 0], a[:, 1], b & 0xFFFF, (b >> 16) & 0xFFFF, np.where(rng.integers(0, 2, n), 6, 17))
+
+
+def peer_world(label: str, small: bool = False) -> dict:
+    """The peer workload: a table filled with random keys, a hit stream and a miss stream."""
+    ck = ("peer", label, small)
+    if ck not in _cache:
+        capacity, fill = PEER_TABLES[label]
+        stream = PEER_STREAM // 16 if small else PEER_STREAM
+        rng = np.random.default_rng(2)
+        stored = random_keys(fill, rng)
+        stored = stored[np.unique(stored.view("V40"), return_index=True)[1]]  # random keys may collide
+        t = FlowTable(capacity, np.uint64)
+        slots, new = t.lookup_or_insert(stored, np.arange(len(stored), dtype=np.uint32), 1)
+        assert new.all() and len(t) == len(stored)
+        qi = rng.integers(0, len(stored), stream)
+        hits = np.ascontiguousarray(stored[qi])
+        misses = random_keys(stream, rng)
+        absent = ~np.isin(misses.view("V40"), stored.view("V40"))
+        misses = np.ascontiguousarray(misses[absent])
+        _cache[ck] = dict(table=t, hits=hits, hit_slots=slots[qi], misses=misses, entries=len(stored))
+    return _cache[ck]
+
+
+def peer_lookups(t: FlowTable, stream: np.ndarray) -> list[np.ndarray]:
+    """The timed work: FlowTable.lookup over a contiguous key stream in batches of BATCH."""
+    lookup = t.lookup
+    return [lookup(stream[s:s + BATCH]) for s in range(0, len(stream), BATCH)]
+
+
+@pytest.mark.parametrize("label", list(PEER_TABLES))
+@pytest.mark.benchmark(group="peer_rte_hash_hit")
+def test_peer_lookup_hits(benchmark, label):
+    w = peer_world(label, small=benchmark.disabled)
+    out = benchmark(peer_lookups, w["table"], w["hits"])
+    np.testing.assert_array_equal(np.concatenate(out), w["hit_slots"])
+    report(benchmark, len(w["hits"]), entries=w["entries"])
+
+
+@pytest.mark.parametrize("label", list(PEER_TABLES))
+@pytest.mark.benchmark(group="peer_rte_hash_miss")
+def test_peer_lookup_misses(benchmark, label):
+    w = peer_world(label, small=benchmark.disabled)
+    out = benchmark(peer_lookups, w["table"], w["misses"])
+    assert (np.concatenate(out) == NO_SLOT).all()
+    report(benchmark, len(w["misses"]), entries=w["entries"])
+
+
 # ------------------------------------------------------------------------------- FlowTable inserts
 
 
@@ -294,3 +361,31 @@ def test_exception_lookup_engine(benchmark):
     out = np.concatenate(benchmark(run))
     assert ((out == 100) == (w["want"] == 100)).all() and set(np.unique(out)) <= {100, NO_TARGET}
     report(benchmark, N_QUERIES, bytes_per_entry=hw.stats()["memory_bytes"] / 2048)
+
+
+def _peer_main(reps: int = 5, labels: list[str] | None = None) -> None:
+    """Print the peer workload's figures as ``name value unit`` lines (median of reps runs)."""
+    import time
+
+    print(f"# vnfkit FlowTable.lookup from Python, batches of {BATCH}, median of {reps} runs")
+    for label in labels or list(PEER_TABLES):
+        w = peer_world(label)
+        for what, stream in (("hit", w["hits"]), ("miss", w["misses"])):
+            secs = []
+            for _ in range(reps):
+                t0 = time.perf_counter()
+                out = peer_lookups(w["table"], stream)
+                secs.append(time.perf_counter() - t0)
+                got = np.concatenate(out)
+                ok = (got == w["hit_slots"]).all() if what == "hit" else (got == NO_SLOT).all()
+                if not ok:
+                    raise SystemExit(f"{label} {what}: wrong lookup results")
+            print(f"vnfkit.flow_table.{label}.lookup_batch{BATCH}_{what} "
+                  f"{len(stream) / float(np.median(secs)) / 1e6:.2f} Mops/s")
+        del _cache[("peer", label, False)]
+
+
+if __name__ == "__main__":
+    import sys
+
+    _peer_main(int(os.environ.get("PEER_REPS", "5")), sys.argv[1:])  # optional: table labels

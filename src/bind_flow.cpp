@@ -9,6 +9,7 @@
 #include "use_guard.hpp"
 #include "vnfkit/flow/exception_table.hpp"
 #include "vnfkit/flow/flow_table.hpp"
+#include "vnfkit/flow/published.hpp"
 #include "vnfkit/flow/range_table.hpp"
 #include "vnfkit/snapshot/snapshot.hpp"
 
@@ -22,14 +23,9 @@ using vnfkit::flow::kNever;
 using vnfkit::flow::Range;
 using vnfkit::flow::RangeTable;
 using vnfkit::bridge::require_1d;
-using Mode = vnfkit::bridge::UseGuard::Mode;
 
-vnfkit::bridge::UseGuard exception_table_use(const void* t, Mode mode) {
-  return vnfkit::bridge::UseGuard(t, "ExceptionTable", vnfkit::bridge::kExceptionTableRule, mode);
-}
-vnfkit::bridge::UseGuard range_table_use(const void* t, Mode mode) {
-  return vnfkit::bridge::UseGuard(t, "RangeTable", vnfkit::bridge::kRangeTableRule, mode);
-}
+using SharedRanges = vnfkit::flow::Published<RangeTable>;
+using SharedExceptions = vnfkit::flow::Published<ExceptionTable>;
 
 // A C-contiguous 1-D array of FLOW_KEY_DTYPE.
 const FlowKey* keys_ptr(const py::array& a, const char* what) {
@@ -126,30 +122,34 @@ void bind_flow(py::module_& m) {
   m.attr("NO_SLOT") = py::int_(vnfkit::flow::kNoSlot);
 
   // ---------------------------------------------------------------- RangeTable
-  py::class_<RangeTable>(m, "RangeTable", "Native RangeTable (use vnfkit.RangeTable).")
+  // RangeTable and ExceptionTable are bound as Published<...>: every read takes the current
+  // immutable version once (then releases the GIL), every update builds and publishes a new one,
+  // so updates may run while other threads look up (they see the old or the new table).
+  py::class_<SharedRanges>(m, "RangeTable", "Native RangeTable (use vnfkit.RangeTable). Safe under concurrent readers.")
       .def(py::init([](const std::vector<std::tuple<std::uint32_t, std::uint32_t, std::uint32_t>>& r) {
-             return RangeTable(to_ranges(r));
+             return std::make_unique<SharedRanges>(RangeTable(to_ranges(r)));
            }),
            py::arg("ranges"))
-      .def("assign", [](RangeTable& t, const std::vector<std::tuple<std::uint32_t, std::uint32_t, std::uint32_t>>& r) {
-             auto in_use = range_table_use(&t, Mode::kExclusive);
-             t.assign(to_ranges(r));
+      .def("assign", [](SharedRanges& t, const std::vector<std::tuple<std::uint32_t, std::uint32_t, std::uint32_t>>& r) {
+             auto next = to_ranges(r);
+             py::gil_scoped_release rel;
+             t.update([&](RangeTable& x) { x.assign(next); });
            }, py::arg("ranges"))
-      .def("split", [](RangeTable& t, std::uint32_t mm, std::uint32_t new_target) {
-             auto in_use = range_table_use(&t, Mode::kExclusive);
-             return t.split(mm, new_target);
+      .def("split", [](SharedRanges& t, std::uint32_t mm, std::uint32_t new_target) {
+             py::gil_scoped_release rel;
+             return t.update([&](RangeTable& x) { return x.split(mm, new_target); });
            }, py::arg("m"), py::arg("new_target"))
-      .def("merge", [](RangeTable& t, std::uint32_t mm, std::optional<std::uint32_t> target) {
-             auto in_use = range_table_use(&t, Mode::kExclusive);
-             return t.merge(mm, target ? *target : vnfkit::flow::kNoTarget);
+      .def("merge", [](SharedRanges& t, std::uint32_t mm, std::optional<std::uint32_t> target) {
+             py::gil_scoped_release rel;
+             return t.update([&](RangeTable& x) { return x.merge(mm, target ? *target : vnfkit::flow::kNoTarget); });
            }, py::arg("m"), py::arg("target") = py::none())
-      .def("set_target", [](RangeTable& t, std::uint32_t flow_id, std::uint32_t target) {
-             auto in_use = range_table_use(&t, Mode::kExclusive);
-             return t.set_target(flow_id, target);
+      .def("set_target", [](SharedRanges& t, std::uint32_t flow_id, std::uint32_t target) {
+             py::gil_scoped_release rel;
+             t.update([&](RangeTable& x) { x.set_target(flow_id, target); });
            }, py::arg("flow_id"), py::arg("target"))
-      .def("find", &RangeTable::find, py::arg("flow_id"))
-      .def("lookup", [](const RangeTable& t, const py::array& ids) {
-             auto in_use = range_table_use(&t, Mode::kShared);
+      .def("find", [](const SharedRanges& t, std::uint32_t flow_id) { return t.load()->find(flow_id); },
+           py::arg("flow_id"))
+      .def("lookup", [](const SharedRanges& t, const py::array& ids) {
              require_1d<std::uint32_t>(ids, "flow_ids");
              const auto n = static_cast<std::size_t>(ids.size());
              auto out = new_array<std::uint32_t>(n);
@@ -157,103 +157,138 @@ void bind_flow(py::module_& m) {
              auto* o = out.mutable_data();
              {
                py::gil_scoped_release rel;
-               t.lookup(in, n, o);
+               t.load()->lookup(in, n, o);
              }
              return out;
            }, py::arg("flow_ids").noconvert())
-      .def("ranges", [](const RangeTable& t) { return from_ranges(t.ranges()); })
-      .def("__len__", &RangeTable::size)
-      .def("snapshot", [](const RangeTable& t) { return to_bytes(t.snapshot()); })
+      .def("ranges", [](const SharedRanges& t) { return from_ranges(t.load()->ranges()); })
+      .def("__len__", [](const SharedRanges& t) { return t.load()->size(); })
+      .def_property_readonly("version", &SharedRanges::version,
+                             "Number of updates published so far (each update publishes one new version).")
+      .def("snapshot", [](const SharedRanges& t) { return to_bytes(t.load()->snapshot()); })
       .def_static("restore", [](const py::buffer& b) {
              py::buffer_info info;
-             return RangeTable::restore(image_of(b, info));
+             return std::make_unique<SharedRanges>(RangeTable::restore(image_of(b, info)));
            }, py::arg("image"));
 
   // ---------------------------------------------------------------- ExceptionTable
-  py::class_<ExceptionTable>(m, "ExceptionTable", "Native ExceptionTable (use vnfkit.ExceptionTable).")
-      .def(py::init<std::size_t>(), py::arg("capacity") = 0)
-      .def_property_readonly("capacity", &ExceptionTable::capacity)
-      .def("__len__", &ExceptionTable::size)
-      .def("memory_bytes", &ExceptionTable::memory_bytes)
-      .def("insert", [](ExceptionTable& t, const py::array& keys, const py::array& targets) {
-             auto in_use = exception_table_use(&t, Mode::kExclusive);
+  py::class_<SharedExceptions>(m, "ExceptionTable",
+                               "Native ExceptionTable (use vnfkit.ExceptionTable). Safe under concurrent readers.")
+      .def(py::init([](std::size_t capacity) { return std::make_unique<SharedExceptions>(ExceptionTable(capacity)); }),
+           py::arg("capacity") = 0)
+      .def_property_readonly("capacity", [](const SharedExceptions& t) { return t.load()->capacity(); })
+      .def("__len__", [](const SharedExceptions& t) { return t.load()->size(); })
+      .def("memory_bytes", [](const SharedExceptions& t) { return t.load()->memory_bytes(); })
+      .def_property_readonly("version", &SharedExceptions::version,
+                             "Number of updates published so far (each update publishes one new version).")
+      .def("insert", [](SharedExceptions& t, const py::array& keys, const py::array& targets, bool strict) {
+             // strict: all or nothing, decided on the version being changed (so two writers cannot
+             // both pass the check); the refused keys are counted. Returns (ok, n_new, size_before):
+             // ok is None when a strict insert did not fit.
              const FlowKey* k = keys_ptr(keys, "keys");
              const auto n = static_cast<std::size_t>(keys.size());
              const auto* tg = col_ptr<std::uint32_t>(targets, "targets", n);
              auto ok = new_array<bool>(n);
-             t.insert(k, tg, n, reinterpret_cast<std::uint8_t*>(ok.mutable_data()));
-             return ok;
-           }, py::arg("keys").noconvert(), py::arg("targets").noconvert())
-      .def("count_new", [](const ExceptionTable& t, const py::array& keys) {
-             return t.count_new(keys_ptr(keys, "keys"), static_cast<std::size_t>(keys.size()));
-           }, py::arg("keys").noconvert())
-      .def("count_failed", &ExceptionTable::count_failed, py::arg("n"))
-      .def("remove", [](ExceptionTable& t, const py::array& keys) {
-             auto in_use = exception_table_use(&t, Mode::kExclusive);
+             auto* o = reinterpret_cast<std::uint8_t*>(ok.mutable_data());
+             std::size_t fresh = 0, before = 0;
+             bool fitted = true;
+             {
+               py::gil_scoped_release rel;
+               t.update([&](ExceptionTable& x) {
+                 before = x.size();
+                 if (strict && x.capacity() != 0) {
+                   fresh = x.count_new(k, n);
+                   if (before + fresh > x.capacity()) {
+                     x.count_failed(before + fresh - x.capacity());
+                     fitted = false;
+                     return;
+                   }
+                 }
+                 x.insert(k, tg, n, o);
+               });
+             }
+             return py::make_tuple(fitted ? py::object(ok) : py::object(py::none()), fresh, before);
+           }, py::arg("keys").noconvert(), py::arg("targets").noconvert(), py::arg("strict") = false)
+      .def("remove", [](SharedExceptions& t, const py::array& keys) {
              const FlowKey* k = keys_ptr(keys, "keys");
              const auto n = static_cast<std::size_t>(keys.size());
              auto out = new_array<bool>(n);
-             t.erase(k, n, reinterpret_cast<std::uint8_t*>(out.mutable_data()));
+             auto* o = reinterpret_cast<std::uint8_t*>(out.mutable_data());
+             {
+               py::gil_scoped_release rel;
+               t.update([&](ExceptionTable& x) { x.erase(k, n, o); });
+             }
              return out;
            }, py::arg("keys").noconvert())
-      .def("lookup", [](const ExceptionTable& t, const py::array& keys) {
-             auto in_use = exception_table_use(&t, Mode::kShared);
+      .def("lookup", [](const SharedExceptions& t, const py::array& keys) {
              const FlowKey* k = keys_ptr(keys, "keys");
              const auto n = static_cast<std::size_t>(keys.size());
              auto out = new_array<std::uint32_t>(n);
              auto* o = out.mutable_data();
              {
                py::gil_scoped_release rel;
-               t.lookup(k, n, o);
+               t.load()->lookup(k, n, o);
              }
              return out;
            }, py::arg("keys").noconvert())
-      .def("keys", [](const ExceptionTable& t) { return keys_copy(t.keys().data(), t.size()); })
-      .def("targets", [](const ExceptionTable& t) {
-             return vec_copy(std::vector<std::uint32_t>(t.targets().begin(), t.targets().end()));
+      .def("keys", [](const SharedExceptions& t) {
+             const auto v = t.load();
+             return keys_copy(v->keys().data(), v->size());
            })
-      .def("clear", [](ExceptionTable& t) {
-             auto in_use = exception_table_use(&t, Mode::kExclusive);
-             t.clear();
+      .def("targets", [](const SharedExceptions& t) {
+             const auto v = t.load();
+             return vec_copy(std::vector<std::uint32_t>(v->targets().begin(), v->targets().end()));
            })
-      .def("stats", [](const ExceptionTable& t) {
+      .def("contents", [](const SharedExceptions& t) {
+             const auto v = t.load();  // keys and targets of one version
+             return py::make_tuple(keys_copy(v->keys().data(), v->size()),
+                                   vec_copy(std::vector<std::uint32_t>(v->targets().begin(), v->targets().end())));
+           }, "(keys, targets): aligned copies taken from one version of the table.")
+      .def("clear", [](SharedExceptions& t) {
+             py::gil_scoped_release rel;
+             t.update([](ExceptionTable& x) { x.clear(); });
+           })
+      .def("stats", [](const SharedExceptions& t) {
+             const auto v = t.load();
              py::dict d;
-             d["size"] = t.size();
-             d["capacity"] = t.capacity();
-             d["inserts"] = t.stats().inserts;
-             d["updates"] = t.stats().updates;
-             d["failed_inserts"] = t.stats().failed_inserts;
-             d["removals"] = t.stats().removals;
-             d["memory_bytes"] = t.memory_bytes();
+             d["size"] = v->size();
+             d["capacity"] = v->capacity();
+             d["inserts"] = v->stats().inserts;
+             d["updates"] = v->stats().updates;
+             d["failed_inserts"] = v->stats().failed_inserts;
+             d["removals"] = v->stats().removals;
+             d["memory_bytes"] = v->memory_bytes();
              return d;
            })
-      .def("snapshot", [](const ExceptionTable& t) { return to_bytes(t.snapshot()); })
+      .def("snapshot", [](const SharedExceptions& t) { return to_bytes(t.load()->snapshot()); })
       .def_static("restore", [](const py::buffer& b) {
              py::buffer_info info;
-             return ExceptionTable::restore(image_of(b, info));
+             return std::make_unique<SharedExceptions>(ExceptionTable::restore(image_of(b, info)));
            }, py::arg("image"));
 
-  m.def("steer", [](const py::array& keys, const py::array& flow_ids, const RangeTable& ranges,
-                    const std::vector<const ExceptionTable*>& tables) {
+  m.def("steer", [](const py::array& keys, const py::array& flow_ids, const SharedRanges& ranges,
+                    const std::vector<const SharedExceptions*>& tables) {
           const FlowKey* k = keys_ptr(keys, "keys");
           const auto n = static_cast<std::size_t>(keys.size());
           const auto* ids = col_ptr<std::uint32_t>(flow_ids, "flow_ids", n);
           for (const auto* t : tables) {
             if (!t) throw py::type_error("exceptions: entries must be ExceptionTable objects");
           }
-          // Shared marks: steer may run on many threads at once, but not during a table update.
-          auto ranges_in_use = range_table_use(&ranges, Mode::kShared);
-          std::vector<std::unique_ptr<vnfkit::bridge::UseGuard>> tables_in_use;
-          tables_in_use.reserve(tables.size());
-          for (const auto* t : tables) {
-            tables_in_use.push_back(std::make_unique<vnfkit::bridge::UseGuard>(
-                t, "ExceptionTable", vnfkit::bridge::kExceptionTableRule, Mode::kShared));
-          }
           auto out = new_array<std::uint32_t>(n);
           auto* o = out.mutable_data();
           {
             py::gil_scoped_release rel;
-            vnfkit::flow::steer(tables, ranges, k, ids, n, o);
+            // One version of each table for the whole batch (held until the call returns).
+            const auto rv = ranges.load();
+            std::vector<SharedExceptions::Version> held;
+            std::vector<const ExceptionTable*> ex;
+            held.reserve(tables.size());
+            ex.reserve(tables.size());
+            for (const auto* t : tables) {
+              held.push_back(t->load());
+              ex.push_back(held.back().get());
+            }
+            vnfkit::flow::steer(ex, *rv, k, ids, n, o);
           }
           return out;
         }, py::arg("keys").noconvert(), py::arg("flow_ids").noconvert(), py::arg("ranges"),
@@ -262,22 +297,62 @@ void bind_flow(py::module_& m) {
   // ---------------------------------------------------------------- FlowTable
   py::class_<FlowTable>(m, "FlowTable", "Native FlowTable (use vnfkit.FlowTable). Not thread-safe: one per worker thread; concurrent use raises RuntimeError.")
       .def(py::init([](std::uint32_t capacity, std::uint32_t value_size, std::optional<std::uint64_t> idle,
-                       std::optional<std::uint64_t> close, std::uint64_t tick) {
+                       std::optional<std::uint64_t> close, std::uint64_t tick,
+                       std::optional<std::vector<std::optional<std::uint64_t>>> class_timeouts,
+                       std::optional<std::vector<std::uint8_t>> on_close,
+                       std::optional<std::vector<std::uint8_t>> class_of_proto) {
              FlowTableConfig c;
              c.capacity = capacity;
              c.value_size = value_size;
              c.idle_timeout_ns = timeout_or_never(idle);
              c.close_timeout_ns = timeout_or_never(close);
              c.tick_ns = tick;
+             if (class_timeouts) {
+               if (idle || close) {
+                 throw py::value_error("timeout_classes: give either classes or idle/close timeouts, not both");
+               }
+               const std::size_t n = class_timeouts->size();
+               if (n == 0) throw py::value_error("timeout_classes: must name at least one class");
+               if (on_close && on_close->size() != n) {
+                 throw py::value_error("on_close: one entry per timeout class expected");
+               }
+               for (std::size_t i = 0; i < n; ++i) {
+                 c.classes.push_back({timeout_or_never((*class_timeouts)[i]),
+                                      on_close ? (*on_close)[i] : vnfkit::flow::kSameClass});
+               }
+               if (class_of_proto) {
+                 if (class_of_proto->size() != 256) {
+                   throw py::value_error("class_of_proto: 256 entries (one per IP protocol) expected");
+                 }
+                 std::copy(class_of_proto->begin(), class_of_proto->end(), c.class_of_proto.begin());
+               }
+             } else if (on_close || class_of_proto) {
+               throw py::value_error("on_close / class_of_proto: need timeout_classes");
+             }
              return FlowTable(c);
            }),
            py::arg("capacity"), py::arg("value_size"), py::arg("idle_timeout_ns") = py::none(),
-           py::arg("close_timeout_ns") = py::none(), py::arg("tick_ns") = 0)
+           py::arg("close_timeout_ns") = py::none(), py::arg("tick_ns") = 0,
+           py::arg("timeout_classes") = py::none(), py::arg("on_close") = py::none(),
+           py::arg("class_of_proto") = py::none())
       .def_property_readonly("capacity", &FlowTable::capacity)
       .def_property_readonly("value_size", [](const FlowTable& t) { return t.config().value_size; })
       .def_property_readonly("idle_timeout_ns", [](const FlowTable& t) { return never_or_value(t.config().idle_timeout_ns); })
       .def_property_readonly("close_timeout_ns", [](const FlowTable& t) { return never_or_value(t.config().close_timeout_ns); })
       .def_property_readonly("tick_ns", [](const FlowTable& t) { return t.config().tick_ns; })
+      .def_property_readonly("timeout_classes", [](const FlowTable& t) {
+             py::list out;  // (timeout_ns or None, on_close class or None) per class
+             for (const auto& c : t.config().classes) {
+               out.append(py::make_tuple(never_or_value(c.timeout_ns),
+                                         c.on_close == vnfkit::flow::kSameClass ? py::object(py::none())
+                                                                                 : py::object(py::int_(c.on_close))));
+             }
+             return out;
+           })
+      .def_property_readonly("class_of_proto", [](const FlowTable& t) {
+             const auto& a = t.config().class_of_proto;
+             return std::vector<std::uint8_t>(a.begin(), a.end());
+           })
       .def_property_readonly("now_ns", &FlowTable::now_ns)
       .def("__len__", &FlowTable::size)
       .def("memory_bytes", &FlowTable::memory_bytes)
@@ -315,31 +390,76 @@ void bind_flow(py::module_& m) {
            "Slots of keys (kNoSlot for a miss); with indices (uint32), of keys[indices] without a gather.")
       .def("lookup_or_insert", [](FlowTable& t, const py::array& keys, const py::array& flow_ids,
                                   const py::array& ts_ns, std::optional<py::array> tcp_flags,
-                                  std::optional<py::array> indices) {
+                                  std::optional<py::array> indices, std::optional<py::array> classes,
+                                  bool report_stale) {
              auto in_use = vnfkit::bridge::flow_table_use(&t);
              const FlowKey* k = keys_ptr(keys, "keys");
              const auto n_rows = static_cast<std::size_t>(keys.size());
              const auto* ids = col_ptr<std::uint32_t>(flow_ids, "flow_ids", n_rows);
              const auto* ts = col_ptr<std::uint64_t>(ts_ns, "ts_ns", n_rows);
              const std::uint8_t* fl = tcp_flags ? col_ptr<std::uint8_t>(*tcp_flags, "tcp_flags", n_rows) : nullptr;
+             const std::uint8_t* cl = classes ? col_ptr<std::uint8_t>(*classes, "timeout_class", n_rows) : nullptr;
              const auto [rows, n] = row_selection(indices, n_rows);
              auto slots = new_array<std::uint32_t>(n);
              auto is_new = new_array<bool>(n);
+             auto stale = new_array<bool>(report_stale ? n : 0);
              auto* so = slots.mutable_data();
              auto* no = reinterpret_cast<std::uint8_t*>(is_new.mutable_data());
+             auto* st = report_stale ? reinterpret_cast<std::uint8_t*>(stale.mutable_data()) : nullptr;
              {
                py::gil_scoped_release rel;
                if (rows) {
-                 t.lookup_or_insert_rows(k, ids, ts, fl, n_rows, rows, n, so, no);
+                 t.lookup_or_insert_rows(k, ids, ts, fl, n_rows, rows, n, so, no, cl, st);
                } else {
-                 t.lookup_or_insert(k, ids, ts, fl, n, so, no);
+                 t.lookup_or_insert(k, ids, ts, fl, n, so, no, cl, st);
                }
              }
-             return py::make_tuple(slots, is_new);
+             if (report_stale) return py::tuple(py::make_tuple(slots, is_new, stale));
+             return py::tuple(py::make_tuple(slots, is_new));
            }, py::arg("keys").noconvert(), py::arg("flow_ids").noconvert(), py::arg("ts_ns").noconvert(),
            py::arg("tcp_flags").noconvert() = py::none(), py::arg("indices").noconvert() = py::none(),
+           py::arg("classes").noconvert() = py::none(), py::arg("report_stale") = false,
            "Lookup inserting missing flows; with indices (uint32), over rows indices of the (equally long)\n"
-           "keys / flow_ids / ts_ns / tcp_flags columns, without a gather. Returns (slots, is_new).")
+           "keys / flow_ids / ts_ns / tcp_flags / classes columns, without a gather. classes (uint8): the\n"
+           "timeout class of a flow each row creates (default: by protocol). Returns (slots, is_new), or\n"
+           "(slots, is_new, stale) with report_stale.")
+      .def("touch", [](FlowTable& t, const py::array& slots, const py::array& ts_ns,
+                       std::optional<py::array> tcp_flags, std::optional<py::array> indices) {
+             auto in_use = vnfkit::bridge::flow_table_use(&t);
+             require_1d<std::uint32_t>(slots, "slots");
+             require_1d<std::uint64_t>(ts_ns, "ts_ns");
+             const auto n_rows = static_cast<std::size_t>(ts_ns.size());
+             const std::uint8_t* fl = tcp_flags ? col_ptr<std::uint8_t>(*tcp_flags, "tcp_flags", n_rows) : nullptr;
+             const std::uint32_t* rows = nullptr;
+             const auto n = static_cast<std::size_t>(slots.size());
+             if (indices) {
+               rows = row_selection(indices, n_rows).first;
+               if (static_cast<std::size_t>(indices->size()) != n) {
+                 throw py::value_error("indices: one row per slot expected");
+               }
+             } else if (n_rows != n) {
+               throw py::value_error("ts_ns: length " + std::to_string(n_rows) + " differs from the number of slots " +
+                                     std::to_string(n));
+             }
+             auto stale = new_array<bool>(n);
+             auto* st = reinterpret_cast<std::uint8_t*>(stale.mutable_data());
+             const auto* sp = static_cast<const std::uint32_t*>(slots.data());
+             const auto* tp = static_cast<const std::uint64_t*>(ts_ns.data());
+             std::size_t count = 0;
+             {
+               py::gil_scoped_release rel;
+               count = t.touch(sp, n, tp, fl, rows, n_rows, st);
+             }
+             return py::make_tuple(stale, count);
+           }, py::arg("slots").noconvert(), py::arg("ts_ns").noconvert(), py::arg("tcp_flags").noconvert() = py::none(),
+           py::arg("indices").noconvert() = py::none(),
+           "Refresh live flows by slot at the times (and TCP flags) of rows indices (default: row j for\n"
+           "slot j); returns (stale mask, number stale).")
+      .def("set_class", [](FlowTable& t, const py::array& slots, std::uint8_t cls) {
+             auto in_use = vnfkit::bridge::flow_table_use(&t);
+             require_1d<std::uint32_t>(slots, "slots");
+             t.set_class(static_cast<const std::uint32_t*>(slots.data()), static_cast<std::size_t>(slots.size()), cls);
+           }, py::arg("slots").noconvert(), py::arg("timeout_class"))
       .def("remove", [](FlowTable& t, const py::array& keys) {
              auto in_use = vnfkit::bridge::flow_table_use(&t);
              const FlowKey* k = keys_ptr(keys, "keys");
@@ -367,13 +487,15 @@ void bind_flow(py::module_& m) {
              std::vector<FlowKey> keys(n);
              std::vector<std::uint32_t> ids(n);
              std::vector<std::uint64_t> last(n);
+             std::vector<std::uint8_t> cls(n);
              for (std::size_t i = 0; i < n; ++i) {
                keys[i] = e.entries[i].key;
                ids[i] = e.entries[i].flow_id;
                last[i] = e.entries[i].last_ts;
+               cls[i] = e.entries[i].tclass;
              }
              return py::make_tuple(vec_copy(e.slots), keys_copy(keys.data(), n), vec_copy(ids), vec_copy(last),
-                                   vec_copy(e.deadlines), vec_copy(e.reasons), vec_copy(e.values));
+                                   vec_copy(e.deadlines), vec_copy(e.reasons), vec_copy(e.values), vec_copy(cls));
            }, py::arg("now_ns"))
       .def("active_in_range", [](const FlowTable& t, std::uint32_t lo, std::uint32_t hi, std::uint64_t since) {
              auto in_use = vnfkit::bridge::flow_table_use(&t);

@@ -1,5 +1,6 @@
 // Misuse guard for bridge objects that are "one per worker thread" (FlowTable, Context) or must not
-// be mutated while another thread reads them (PacketBatch, ExceptionTable, RangeTable).
+// be mutated while another thread reads them (PacketBatch). RangeTable and ExceptionTable need no
+// guard: they are published as immutable versions (vnfkit/flow/published.hpp).
 //
 // The bridge releases the GIL around engine loops, so two Python threads calling into the SAME
 // object really run concurrently, and the engine objects are not thread-safe: that corrupts the
@@ -7,7 +8,7 @@
 // GIL held, before the engine call, released after the GIL is re-acquired) and raises
 // RuntimeError("<Type>: used from two threads at once; <rule>") instead of proceeding when a
 // conflicting call is already in flight. Exclusive uses conflict with everything; shared uses
-// (read-only engine calls such as ExceptionTable.lookup or steer) only with exclusive ones.
+// (read-only engine calls such as PacketBatch.verify_checksums) only with exclusive ones.
 //
 // The engine classes are bound directly (no wrapper object to hold a flag), so the "in use" marks
 // live in a small process-wide table of busy object addresses, sharded by address: taking and
@@ -112,10 +113,6 @@ inline constexpr const char* kContextRule = "use one context per worker thread (
 inline constexpr const char* kBatchRule =
     "a batch must not be modified (parse, fix_checksums, rewrite_*, classify, split_gateway) while another "
     "thread uses it; use one batch per worker thread";
-inline constexpr const char* kExceptionTableRule =
-    "lookups and steer may run in parallel, but insert / remove / clear need the table to themselves";
-inline constexpr const char* kRangeTableRule =
-    "lookups and steer may run in parallel, but assign / split / merge / set_target need the table to themselves";
 
 inline UseGuard flow_table_use(const void* t) { return UseGuard(t, "FlowTable", kFlowTableRule); }
 inline UseGuard context_use(const void* c) { return UseGuard(c, "Context", kContextRule); }

@@ -89,11 +89,11 @@ NO_ARGUMENTS = {
     "Context.drained_position", "Context.held", "Context.mode", "Context.position", "Context.replay_remaining",
     "Context.thread", "Context.drain_chunk", "Counters.full_events", "Counters.id", "Counters.items",
     "Counters.keyed", "Counters.name", "Counters.slots", "Counters.snapshot", "ExceptionTable.__len__",
-    "ExceptionTable.capacity", "ExceptionTable.clear", "ExceptionTable.keys", "ExceptionTable.memory_bytes",
-    "ExceptionTable.snapshot", "ExceptionTable.stats", "ExceptionTable.targets", "FlowTable.__len__",
+    "ExceptionTable.capacity", "ExceptionTable.clear", "ExceptionTable.contents", "ExceptionTable.keys", "ExceptionTable.memory_bytes",
+    "ExceptionTable.snapshot", "ExceptionTable.stats", "ExceptionTable.targets", "ExceptionTable.version", "FlowTable.__len__",
     "FlowTable.capacity", "FlowTable.clear", "FlowTable.close_timeout_ns", "FlowTable.idle_timeout_ns",
     "FlowTable.live_slots", "FlowTable.memory_bytes", "FlowTable.now_ns", "FlowTable.snapshot",
-    "FlowTable.stats", "FlowTable.tick_ns", "FlowTable.value_size", "FlowTable.values_raw",
+    "FlowTable.stats", "FlowTable.tick_ns", "FlowTable.timeout_classes", "FlowTable.class_of_proto", "FlowTable.value_size", "FlowTable.values_raw",
     "MultiQueueClassifier.key", "MultiQueueClassifier.num_queues", "MultiQueueClassifier.reta",
     "MultiQueueClassifier.symmetric", "MultiQueueClassifier.use_ports", "OutputCommit.queues",
     "OutputCommit.threads", "PacketBatch.__len__", "PacketBatch.data", "PacketBatch.drop_counts",
@@ -106,7 +106,7 @@ NO_ARGUMENTS = {
     "PcapReader.truncated_bytes", "PcapReader.truncated_offset", "PcapWriter.linktype", "PcapWriter.__enter__", "PcapWriter.__exit__",
     "PcapWriter.close", "PcapWriter.packets_written", "PortPool.allocated_count", "PortPool.exhausted_events",
     "PortPool.hi", "PortPool.id", "PortPool.lo", "PortPool.name", "PortPool.snapshot", "PortPool.subpools",
-    "RangeTable.__len__", "RangeTable.ranges", "RangeTable.snapshot", "Registers.id", "Registers.name",
+    "RangeTable.__len__", "RangeTable.ranges", "RangeTable.snapshot", "RangeTable.version", "Registers.id", "Registers.name",
     "Registers.slots", "Registers.snapshot", "Replayer.finished", "Replayer.threads", "Reta.__len__",
     "Reta.fill_round_robin", "Reta.num_queues", "Reta.size", "Reta.table", "SharedState.__init__",
     "SharedState.__len__", "SharedState.positions", "SharedState.snapshot", "Toeplitz.key", "Toeplitz.simd",
@@ -329,6 +329,22 @@ def ft_loi_rows_short_column(): _core.FlowTable(8, 8).lookup_or_insert(keys(4), 
 def ft_remove_none(): FlowTable(8).remove(None)
 @case("FlowTable.remove_slots", TypeError, "slots.*uint32.*int64")
 def ft_remove_slots_int64(): FlowTable(8).remove_slots(np.array([0]))
+@case("FlowTable.touch", ValueError, "slots: 5 is not a live slot")
+def ft_touch_dead(): FlowTable(8).touch(np.array([5], U32), np.zeros(1, U64))
+@case("FlowTable.touch", TypeError, "slots.*uint32")
+def ft_touch_int64(): FlowTable(8).touch(np.array([0]), np.zeros(1, U64))
+@case("FlowTable.touch", ValueError, "indices: 3 is out of range \\(1 rows\\)")
+def ft_touch_rows(): _core.FlowTable(8, 8).touch(np.array([0], U32), np.zeros(1, U64), None, np.array([3], U32))
+@case("FlowTable.set_class", ValueError, "timeout_class: 2 is not a class \\(2 classes\\)")
+def ft_set_class_bad(): _core.FlowTable(8, 8).set_class(np.zeros(0, U32), 2)
+@case("FlowTable.set_class", ValueError, "timeout_class: no class named 'x'")
+def ft_set_class_name(): FlowTable(8).set_timeout_class(np.zeros(0, U32), "x")
+@case("FlowTable.__init__", ValueError, "class_of_proto: 256 entries")
+def ft_core_class_of_proto(): _core.FlowTable(8, 8, None, None, 0, [None], [255], [0])
+@case("FlowTable.__init__", ValueError, "on_close: one entry per timeout class")
+def ft_core_on_close(): _core.FlowTable(8, 8, None, None, 0, [None], [255, 0])
+@case("FlowTable.__init__", ValueError, "timeout_classes: class 0 closes into class 3")
+def ft_core_close_target(): _core.FlowTable(8, 8, None, None, 0, [None], [3])
 @case("FlowTable.deadline", ValueError, "deadline: slot is not live")
 def ft_deadline_out_of_range(): FlowTable(8).deadline(100)
 @case("FlowTable.expire", ValueError, "now_ns: -1 is out of range")
@@ -383,10 +399,6 @@ def et_full(): ExceptionTable(2).insert(keys(4), np.arange(4, dtype=U32))
 def et_reserved_target(): ExceptionTable(4).insert(keys(1), np.array([0xFFFFFFFF], U32))
 @case("ExceptionTable.insert", ValueError, "targets: length 1 differs")
 def et_targets_mismatch(): ExceptionTable(4).insert(keys(2), np.array([1], U32))
-@case("ExceptionTable.count_new", TypeError, "keys: expected a numpy array of vnfkit.FLOW_KEY_DTYPE")
-def et_count_new_wrong(): _core.ExceptionTable(4).count_new(np.zeros(2, U64))
-@case("ExceptionTable.count_failed", TypeError, "incompatible function arguments")
-def et_count_failed_negative(): _core.ExceptionTable(4).count_failed(-1)
 @case("ExceptionTable.remove", TypeError, "keys: array must be C-contiguous")
 def et_remove_strided(): ExceptionTable(4).remove(keys(4)[::2])
 @case("ExceptionTable.lookup", TypeError, "keys: expected a 1-D")

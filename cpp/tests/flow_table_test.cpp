@@ -214,3 +214,157 @@ TEST(FlowTable, RowsCallsRejectOutOfRangeRows) {
   EXPECT_EQ(t.lookup_or_insert_rows(keys, ids, ts, nullptr, 2, rows, 1, slots, fresh), 1u);
   EXPECT_EQ(t.lookup_or_insert_rows(keys, ids, ts, nullptr, 2, nullptr, 0, slots, fresh), 0u);
 }
+
+namespace {
+// tcp 1000 (closes into tcp_closing 10), udp 100, icmp 50; protocols 6/17/1 pick their class.
+FlowTableConfig classes_cfg(std::uint32_t cap) {
+  FlowTableConfig c = cfg(cap);
+  c.classes = {TimeoutClass{1000, 1}, TimeoutClass{10, kSameClass}, TimeoutClass{100, kSameClass},
+               TimeoutClass{50, kSameClass}};
+  c.class_of_proto[6] = 0;
+  c.class_of_proto[17] = 2;
+  c.class_of_proto[1] = 3;
+  return c;
+}
+}  // namespace
+
+TEST(FlowTable, TimeoutClassesByProtocolFinMovesAndExplicitClass) {
+  FlowTable t(classes_cfg(16));
+  Batch b;
+  b.keys = {key(1), key(2, 17), key(3, 1), key(4), key(5, 17)};
+  b.ts = {0, 0, 0, 0, 0};
+  b.run(t);
+  EXPECT_EQ(t.deadline(b.slots[0]), 1000u);
+  EXPECT_EQ(t.deadline(b.slots[1]), 100u);
+  EXPECT_EQ(t.deadline(b.slots[2]), 50u);
+  // a FIN on flow 4 at t=5 moves it to tcp_closing: deadline 15, re-armed earlier
+  Batch f;
+  f.keys = {key(4)};
+  f.ts = {5};
+  f.flags = {kTcpFin};
+  f.run(t);
+  EXPECT_EQ(t.entries()[f.slots[0]].tclass, 1u);
+  EXPECT_EQ(t.deadline(f.slots[0]), 15u);
+  // explicit class at insert: a UDP flow in the icmp class
+  std::vector<FlowKey> k = {key(9, 17)};
+  std::vector<std::uint32_t> ids = {0}, slots(1);
+  std::vector<std::uint64_t> ts = {0};
+  std::vector<std::uint8_t> cls = {3}, fresh(1), stale(1);
+  t.lookup_or_insert(k.data(), ids.data(), ts.data(), nullptr, 1, slots.data(), fresh.data(), cls.data(), stale.data());
+  EXPECT_EQ(t.deadline(slots[0]), 50u);
+  cls[0] = 4;  // no such class: rejected before anything changes
+  EXPECT_THROW(t.lookup_or_insert(k.data(), ids.data(), ts.data(), nullptr, 1, slots.data(), fresh.data(), cls.data(),
+                                  nullptr),
+               std::invalid_argument);
+  // set_class moves flow 5 (udp) to tcp: deadline 1000
+  const std::uint32_t s5 = b.slots[4];
+  t.set_class(&s5, 1, 0);
+  EXPECT_EQ(t.deadline(s5), 1000u);
+  Expired e;
+  EXPECT_EQ(t.expire(60, e), 3u);  // icmp (50), closing tcp (15), explicit-icmp udp (50)
+  EXPECT_EQ(e.deadlines, (std::vector<std::uint64_t>{15, 50, 50}));
+  EXPECT_EQ(e.reasons[0], static_cast<std::uint8_t>(ExpireReason::kClosed));
+  EXPECT_EQ(t.expire(100, e), 1u);  // udp flow 2
+  EXPECT_EQ(t.expire(999, e), 0u);
+  EXPECT_EQ(t.expire(1000, e), 2u);  // tcp flow 1 and the moved flow 5
+}
+
+TEST(FlowTable, StaleTouchesAndTouchBySlot) {
+  FlowTable t(classes_cfg(16));
+  Batch b;
+  b.keys = {key(1, 17), key(2, 17)};
+  b.ts = {0, 0};
+  b.run(t);
+  // flow 1's second touch at t=100 (= its deadline) is stale, the third (same call) is not
+  std::vector<std::uint32_t> slots = {b.slots[0], b.slots[0], b.slots[1]};
+  std::vector<std::uint64_t> ts = {100, 101, 99};
+  std::vector<std::uint8_t> stale(3);
+  EXPECT_EQ(t.touch(slots.data(), 3, ts.data(), nullptr, nullptr, 3, stale.data()), 1u);
+  EXPECT_EQ(stale, (std::vector<std::uint8_t>{1, 0, 0}));
+  EXPECT_EQ(t.deadline(b.slots[0]), 201u);
+  EXPECT_EQ(t.deadline(b.slots[1]), 199u);
+  // lookup_or_insert reports stale the same way
+  Batch c;
+  c.keys = {key(2, 17)};
+  c.ts = {199};
+  std::vector<std::uint8_t> st(1);
+  c.slots.resize(1);
+  c.fresh.resize(1);
+  c.ids.resize(1);
+  c.flags.resize(1);
+  t.lookup_or_insert(c.keys.data(), c.ids.data(), c.ts.data(), c.flags.data(), 1, c.slots.data(), c.fresh.data(),
+                     nullptr, st.data());
+  EXPECT_EQ(st[0], 1u);
+  const std::uint32_t dead = 7;
+  EXPECT_THROW(t.touch(&dead, 1, ts.data(), nullptr, nullptr, 3, nullptr), std::invalid_argument);
+}
+
+TEST(FlowTable, TimeoutClassesSurviveSnapshotAndLegacyImagesMigrate) {
+  FlowTable t(classes_cfg(16));
+  Batch b;
+  b.keys = {key(1), key(2, 17), key(3)};
+  b.ts = {0, 0, 0};
+  b.flags = {0, 0, kTcpRst};
+  b.run(t);
+  FlowTable r = FlowTable::restore(t.snapshot());
+  ASSERT_EQ(r.class_count(), 4u);
+  for (auto s : b.slots) EXPECT_EQ(r.deadline(s), t.deadline(s));
+  EXPECT_EQ(r.config().class_of_proto[17], 2u);
+  // a table without explicit classes has the two legacy classes; closing flows are in class 1
+  FlowTable l(cfg(8, 1000, 10));
+  b.run(l);
+  EXPECT_EQ(l.class_count(), 2u);
+  EXPECT_EQ(l.entries()[b.slots[2]].tclass, 1u);
+  EXPECT_EQ(l.deadline(b.slots[2]), 10u);
+  EXPECT_EQ(l.deadline(b.slots[0]), 1000u);
+}
+
+TEST(FlowTable, RejectsBadTimeoutClasses) {
+  auto c = classes_cfg(4);
+  c.classes[0].on_close = 9;
+  EXPECT_THROW(FlowTable{c}, std::invalid_argument);
+  c = classes_cfg(4);
+  c.class_of_proto[200] = 4;
+  EXPECT_THROW(FlowTable{c}, std::invalid_argument);
+  c = classes_cfg(4);
+  c.classes[2].timeout_ns = 0;
+  EXPECT_THROW(FlowTable{c}, std::invalid_argument);
+  c = classes_cfg(4);
+  c.classes.resize(kMaxTimeoutClasses + 1);
+  EXPECT_THROW(FlowTable{c}, std::invalid_argument);
+}
+
+TEST(FlowTable, RestoresAnImageWrittenBeforeTimeoutClasses) {
+  // the payload layout before classes: no trailing class section, closing flows only flagged
+  vnfkit::snapshot::Writer w("flow_table");
+  w.put<std::uint32_t>(4);      // capacity
+  w.put<std::uint32_t>(16);     // value_size
+  w.put<std::uint64_t>(1000);   // idle
+  w.put<std::uint64_t>(10);     // close
+  w.put<std::uint64_t>(4);      // tick
+  w.put<std::uint64_t>(0);      // cursor tick
+  w.put<std::uint64_t>(0);      // now
+  w.put(FlowTableStats{});
+  w.put_array<char>(std::span<const char>());
+  const std::vector<std::uint32_t> free_list = {3, 2};
+  w.put_array<std::uint32_t>(free_list);
+  const std::vector<std::uint32_t> slots = {0, 1};
+  w.put_array<std::uint32_t>(slots);
+  std::vector<FlowEntry> es(2);
+  es[0].key = key(1);
+  es[0].state = FlowEntry::kLive;
+  es[1].key = key(2);
+  es[1].last_ts = 5;
+  es[1].state = FlowEntry::kLive | FlowEntry::kClosing;
+  w.put_array<FlowEntry>(es);
+  const std::vector<std::uint8_t> vals(32, 7);
+  w.put_array<std::uint8_t>(vals);
+  FlowTable t = FlowTable::restore(w.finish());
+  EXPECT_EQ(t.class_count(), 2u);
+  EXPECT_EQ(t.entries()[1].tclass, 1u);
+  EXPECT_EQ(t.deadline(0), 1000u);
+  EXPECT_EQ(t.deadline(1), 15u);
+  Expired e;
+  EXPECT_EQ(t.expire(15, e), 1u);
+  EXPECT_EQ(e.reasons[0], static_cast<std::uint8_t>(ExpireReason::kClosed));
+}

@@ -10,11 +10,22 @@ Three tables, all backed by the C++ engine, all batch-oriented (one call handles
 * :class:`FlowTable` -- per-flow state records of a numpy structured dtype chosen by the VNF,
   with idle and TCP-close expiry on packet time.
 
-Tables are not thread-safe: give each worker thread its own FlowTable (the engine releases the GIL
-during batch calls); concurrent use of one FlowTable from two threads raises RuntimeError instead of
-proceeding. RangeTable / ExceptionTable lookups and :func:`steer` may run on many threads at once,
-but an update (insert / remove / clear / assign / split / merge / set_target) while another thread
-is looking up raises RuntimeError too.
+Threads:
+
+* **RangeTable and ExceptionTable are safe under concurrent readers and writers.** Lookups,
+  :func:`steer`, ``find``, ``ranges``, ``keys``/``targets``/``items``/``to_numpy``, ``stats``,
+  ``len`` and ``snapshot`` may run on any number of threads while another thread updates the table
+  (``insert`` / ``remove`` / ``clear`` / ``assign`` / ``split`` / ``merge`` / ``set_target``), as a
+  controller does when it pushes rules under traffic. Each update is published as a new immutable
+  version (copy, change, one atomic pointer swap); a read call takes the current version once, so
+  one lookup batch (or one :func:`steer` call, per table) sees the old table or the new one, never
+  a mix, and never raises. Old versions are freed when their last reader returns. Concurrent
+  updates are serialised. An update costs a copy of the table (O(size)): batch the changes. A
+  ``steer`` call sees one version of *each* table; two tables updated one after the other may be
+  seen as (new, old) by a call in between. ``version`` counts the published updates.
+* **FlowTable is not thread-safe:** give each worker thread its own (the engine releases the GIL
+  during batch calls); concurrent use of one FlowTable from two threads raises RuntimeError
+  instead of proceeding.
 
 Keys are numpy arrays of :data:`vnfkit.FLOW_KEY_DTYPE` (40 bytes: 5-tuple, see flow_key.hpp);
 :func:`make_keys` builds IPv4 keys for tests and controllers. Snapshots are ``bytes`` images with a
@@ -25,7 +36,7 @@ from __future__ import annotations
 
 import ast
 import math
-from typing import Any, Iterable, Iterator, Sequence, Union
+from typing import Any, Iterable, Iterator, Literal, Mapping, Sequence, Union, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -47,7 +58,8 @@ EXPIRED_CLOSED = 2
 
 #: Layout of the engine's per-flow entry (64 bytes), as seen by :meth:`FlowTable.to_numpy`.
 _ENTRY_DTYPE = np.dtype(
-    [("key", FLOW_KEY_DTYPE), ("last_ts", "<u8"), ("flow_id", "<u4"), ("state", "u1"), ("_pad", "V11")]
+    [("key", FLOW_KEY_DTYPE), ("last_ts", "<u8"), ("flow_id", "<u4"), ("state", "u1"), ("tclass", "u1"),
+     ("_pad", "V10")]
 )
 assert _ENTRY_DTYPE.itemsize == 64
 
@@ -141,6 +153,9 @@ class RangeTable:
     Ranges must be given sorted by ``lo``, non-empty (``lo <= hi``) and non-overlapping; gaps are
     allowed and look up as :data:`NO_TARGET`. Invalid input raises ``ValueError`` and leaves the
     table unchanged. Targets are uint32 other than :data:`NO_TARGET`.
+
+    Safe under concurrent readers: updates may run while other threads call :meth:`lookup` or
+    :func:`steer`; each call sees the table before or after an update, never a mix (module doc).
     """
 
     __slots__ = ("_t",)
@@ -175,6 +190,11 @@ class RangeTable:
         if isinstance(flow_ids, _core.PacketBatch):
             flow_ids = flow_ids.flow_id
         return self._t.lookup(flow_ids)
+
+    @property
+    def version(self) -> int:
+        """How many updates have been published (each update call publishes one new version)."""
+        return int(self._t.version)
 
     def ranges(self) -> list[tuple[int, int, int]]:
         """The ranges, sorted, as ``(lo, hi, target)`` tuples."""
@@ -216,6 +236,10 @@ class ExceptionTable:
     :class:`TableFullError` (``strict=True``, the default, all-or-nothing) or returns a mask of what
     fitted (``strict=False``); either way the refused keys are counted in ``stats()["failed_inserts"]``.
     Re-inserting an existing key re-targets it and always succeeds.
+
+    Safe under concurrent readers: updates may run while other threads call :meth:`lookup` or
+    :func:`steer`; each call sees the table before or after an update (one whole ``insert`` /
+    ``remove`` batch), never a mix (module doc).
     """
 
     __slots__ = ("_t",)
@@ -248,18 +272,14 @@ class ExceptionTable:
             if not 0 <= t < NO_TARGET:
                 raise ValueError(f"targets: {t} is not a uint32 target (0xFFFFFFFF is reserved)")
             targets = np.full(len(k), t, dtype=np.uint32)
-        if strict:
-            cap = self.capacity
-            if cap is not None:
-                new = int(self._t.count_new(k))
-                if len(self._t) + new > cap:
-                    failed = len(self._t) + new - cap
-                    self._t.count_failed(failed)
-                    raise TableFullError(
-                        f"ExceptionTable full: {len(self._t)}/{cap} entries, {new} new keys, "
-                        f"{failed} would not fit (nothing inserted)"
-                    )
-        return self._t.insert(k, targets)
+        ok, new, before = self._t.insert(k, targets, strict)
+        if ok is None:
+            cap = int(self._t.capacity)  # only a bounded table refuses a strict insert
+            raise TableFullError(
+                f"ExceptionTable full: {before}/{cap} entries, {new} new keys, "
+                f"{before + new - cap} would not fit (nothing inserted)"
+            )
+        return ok
 
     def remove(self, keys: KeysLike) -> npt.NDArray[np.bool_]:
         """Remove keys; returns a mask of the keys that were present."""
@@ -269,17 +289,24 @@ class ExceptionTable:
         """Targets of a batch of keys (:data:`NO_TARGET` where absent)."""
         return self._t.lookup(_keys_of(keys))
 
+    @property
+    def version(self) -> int:
+        """How many updates have been published (each update call publishes one new version)."""
+        return int(self._t.version)
+
     def keys(self) -> npt.NDArray[Any]:
         """A copy of the keys (FLOW_KEY_DTYPE), in table order."""
         return self._t.keys()
 
     def targets(self) -> npt.NDArray[np.uint32]:
-        """A copy of the targets, aligned with :meth:`keys`."""
+        """A copy of the targets, aligned with :meth:`keys` when no update ran in between
+        (:meth:`items` and :meth:`to_numpy` read both from one version)."""
         return self._t.targets()
 
     def items(self) -> Iterator[tuple[bytes, int]]:
-        """Iterate ``(key bytes, target)`` pairs."""
-        for k, t in zip(self.keys(), self.targets()):
+        """Iterate ``(key bytes, target)`` pairs (of one version of the table)."""
+        keys, targets = self._t.contents()
+        for k, t in zip(keys, targets):
             yield k.tobytes(), int(t)
 
     def __iter__(self) -> Iterator[bytes]:
@@ -287,9 +314,10 @@ class ExceptionTable:
 
     def to_numpy(self) -> npt.NDArray[Any]:
         """Contents as a structured array with fields ``key`` (FLOW_KEY_DTYPE) and ``target``."""
-        out = np.zeros(len(self), dtype=[("key", FLOW_KEY_DTYPE), ("target", "<u4")])
-        out["key"] = self.keys()
-        out["target"] = self.targets()
+        keys, targets = self._t.contents()
+        out = np.zeros(len(keys), dtype=[("key", FLOW_KEY_DTYPE), ("target", "<u4")])
+        out["key"] = keys
+        out["target"] = targets
         return out
 
     def clear(self) -> None:
@@ -360,6 +388,52 @@ def _ns(seconds: float | None, what: str) -> int | None:
     return max(1, int(round(seconds * 1e9)))
 
 
+_PROTO_DEFAULTS = ((6, "tcp"), (17, "udp"), (1, "icmp"), (58, "icmp"))
+
+
+def _timeout_classes(
+    classes: Mapping[str, float | None] | Sequence[tuple[str, float | None]],
+    on_close: Mapping[str, str] | None,
+    protocol_classes: Mapping[int, str] | None,
+) -> tuple[list[str], list[int | None], list[int], list[int]]:
+    """Names, timeouts (ns), on-close class ids (255 = stay) and the class of each IP protocol."""
+    if isinstance(classes, (str, bytes)):
+        raise TypeError("timeout_classes: expected a dict or a list of (name, seconds) pairs")
+    pairs = list(classes.items()) if isinstance(classes, Mapping) else list(classes)
+    if not pairs:
+        raise ValueError("timeout_classes: must name at least one class")
+    if len(pairs) > 64:
+        raise ValueError(f"timeout_classes: at most 64 classes, got {len(pairs)}")
+    names: list[str] = []
+    timeouts: list[int | None] = []
+    for p in pairs:
+        if not isinstance(p, (tuple, list)) or len(p) != 2 or not isinstance(p[0], str):
+            raise TypeError(f"timeout_classes: expected (name, seconds) pairs, got {p!r}")
+        if p[0] in names:
+            raise ValueError(f"timeout_classes: class {p[0]!r} is named twice")
+        names.append(p[0])
+        timeouts.append(_ns(p[1], f"timeout_classes[{p[0]!r}]"))
+
+    def cid(name: Any, what: str) -> int:
+        if not isinstance(name, str) or name not in names:
+            raise ValueError(f"{what}: {name!r} is not a timeout class (classes: {names})")
+        return names.index(name)
+
+    closes = [255] * len(names)
+    for i, n in enumerate(names):
+        if n + "_closing" in names:
+            closes[i] = names.index(n + "_closing")
+    for src, dst in (on_close or {}).items():
+        closes[cid(src, "on_close")] = cid(dst, "on_close")
+    by_proto = [0] * 256
+    for proto, n in _PROTO_DEFAULTS:
+        if n in names:
+            by_proto[proto] = names.index(n)
+    for proto, n in (protocol_classes or {}).items():
+        by_proto[_int_arg(proto, "protocol_classes", 0, 255)] = cid(n, "protocol_classes")
+    return names, timeouts, closes, by_proto
+
+
 def _int_arg(value: Any, what: str, lo: int, hi: int) -> int:
     """An integer argument in [lo, hi]: TypeError for a non-integer (bool, float, str), ValueError
     naming the argument when out of range."""
@@ -392,9 +466,23 @@ class FlowTable:
       ``last_ts + min(idle, tcp_close_timeout)`` once a TCP packet with FIN or RST was seen.
       :meth:`expire` (``now_ns`` = packet time) removes every flow whose deadline is ``<= now_ns``
       and returns them ordered by (deadline, key bytes). ``None`` disables a timeout.
+    * **Timeout classes** (per-protocol idle timeouts, as a NAT or firewall needs) replace the two
+      timeouts above: ``timeout_classes={"tcp": 86400, "tcp_closing": 240, "udp": 300, "icmp": 60}``
+      (seconds, ``None`` = never; a dict or a list of ``(name, seconds)``, at most 64 classes, in
+      order: class ids 0, 1, ...). A flow's deadline is ``last_ts`` + its class's timeout. A new
+      flow's class is the ``timeout_class`` given to :meth:`lookup_or_insert` (one name / id for
+      all, or a uint8 array per row), else chosen by IP protocol: ``protocol_classes`` (``{6:
+      "tcp"}``...; default: the classes named ``tcp`` (6), ``udp`` (17), ``icmp`` (1 and 58) if they
+      exist, every other protocol the first class). A TCP packet with FIN or RST moves its flow to
+      ``on_close[class]`` (default: ``X`` closes into ``X_closing`` when that class exists) and marks
+      it closing (expiry reason :data:`EXPIRED_CLOSED`). :meth:`set_timeout_class` moves flows
+      explicitly; :meth:`touch` refreshes flows found some other way (e.g. the reply direction via a
+      second table). A packet that finds its flow past its deadline before :meth:`expire` removed it
+      sees a *stale* flow: ``report_stale=True`` / :meth:`touch` report that per packet (the flow is
+      refreshed all the same; the caller decides, e.g. re-creates the mapping).
     """
 
-    __slots__ = ("_t", "value_dtype", "_values", "_entries")
+    __slots__ = ("_t", "value_dtype", "_values", "_entries", "_class_names")
 
     def __init__(
         self,
@@ -404,6 +492,9 @@ class FlowTable:
         idle_timeout_s: float | None = None,
         tcp_close_timeout_s: float | None = None,
         tick_s: float | None = None,
+        timeout_classes: Mapping[str, float | None] | Sequence[tuple[str, float | None]] | None = None,
+        on_close: Mapping[str, str] | None = None,
+        protocol_classes: Mapping[int, str] | None = None,
     ) -> None:
         dt: np.dtype[Any]
         if isinstance(value_dtype, (int, np.integer)) and not isinstance(value_dtype, bool):
@@ -424,17 +515,23 @@ class FlowTable:
         if not 1 <= capacity <= 1 << 30:
             raise ValueError("capacity: must be between 1 and 2**30")
         tick = 0 if tick_s is None else (_ns(tick_s, "tick_s") or 0)
-        self._t = _core.FlowTable(
-            capacity,
-            dt.itemsize,
-            _ns(idle_timeout_s, "idle_timeout_s"),
-            _ns(tcp_close_timeout_s, "tcp_close_timeout_s"),
-            tick,
-        )
-        self._t.user_meta = repr(np.lib.format.dtype_to_descr(dt)).encode()
-        self._bind(dt)
+        if timeout_classes is None:
+            if on_close is not None or protocol_classes is not None:
+                raise ValueError("on_close / protocol_classes: need timeout_classes")
+            names = ["idle", "closing"]
+            self._t = _core.FlowTable(capacity, dt.itemsize, _ns(idle_timeout_s, "idle_timeout_s"),
+                                      _ns(tcp_close_timeout_s, "tcp_close_timeout_s"), tick)
+        else:
+            if idle_timeout_s is not None or tcp_close_timeout_s is not None:
+                raise ValueError("timeout_classes: give either timeout_classes or idle_timeout_s / "
+                                 "tcp_close_timeout_s, not both")
+            names, timeouts, closes, by_proto = _timeout_classes(timeout_classes, on_close, protocol_classes)
+            self._t = _core.FlowTable(capacity, dt.itemsize, None, None, tick, timeouts, closes, by_proto)
+        self._t.user_meta = repr({"dtype": np.lib.format.dtype_to_descr(dt), "classes": names}).encode()
+        self._bind(dt, names)
 
-    def _bind(self, dt: np.dtype[Any]) -> None:
+    def _bind(self, dt: np.dtype[Any], names: list[str]) -> None:
+        self._class_names = names
         self.value_dtype = dt
         self._values = self._t.values_raw().view(dt)
         self._entries = self._t.entries_raw().view(_ENTRY_DTYPE)
@@ -448,6 +545,21 @@ class FlowTable:
     def values(self) -> npt.NDArray[Any]:
         """Writable structured view of every slot's value record (``capacity`` rows)."""
         return self._values
+
+    @property
+    def timeout_classes(self) -> dict[str, int | None]:
+        """Timeout (ns, None = never) of each class, by name, in class-id order. Without explicit
+        classes: ``idle`` (the idle timeout) and ``closing`` (after FIN/RST)."""
+        return {n: t for n, (t, _) in zip(self._class_names, self._t.timeout_classes)}
+
+    def timeout_class_id(self, name: str | int) -> int:
+        """The id of a class given by name (or an id, checked)."""
+        if isinstance(name, str):
+            try:
+                return self._class_names.index(name)
+            except ValueError:
+                raise ValueError(f"timeout_class: no class named {name!r} (classes: {self._class_names})") from None
+        return _int_arg(name, "timeout_class", 0, len(self._class_names) - 1)
 
     @property
     def idle_timeout_ns(self) -> int | None:
@@ -469,6 +581,20 @@ class FlowTable:
         With ``indices`` (uint32): the slots of ``keys[indices]``, without gathering those keys."""
         return self._t.lookup(_keys_of(keys), indices)
 
+    @overload
+    def lookup_or_insert(
+        self, keys: KeysLike, flow_ids: npt.NDArray[np.uint32] | None = ..., ts_ns: npt.NDArray[np.uint64] | int | None = ...,
+        tcp_flags: npt.NDArray[np.uint8] | None = ..., indices: npt.NDArray[np.uint32] | None = ..., *,
+        timeout_class: str | int | npt.NDArray[np.uint8] | None = ..., report_stale: Literal[False] = ...,
+    ) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.bool_]]: ...
+
+    @overload
+    def lookup_or_insert(
+        self, keys: KeysLike, flow_ids: npt.NDArray[np.uint32] | None = ..., ts_ns: npt.NDArray[np.uint64] | int | None = ...,
+        tcp_flags: npt.NDArray[np.uint8] | None = ..., indices: npt.NDArray[np.uint32] | None = ..., *,
+        timeout_class: str | int | npt.NDArray[np.uint8] | None = ..., report_stale: Literal[True],
+    ) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.bool_], npt.NDArray[np.bool_]]: ...
+
     def lookup_or_insert(
         self,
         keys: KeysLike,
@@ -476,7 +602,10 @@ class FlowTable:
         ts_ns: npt.NDArray[np.uint64] | int | None = None,
         tcp_flags: npt.NDArray[np.uint8] | None = None,
         indices: npt.NDArray[np.uint32] | None = None,
-    ) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.bool_]]:
+        *,
+        timeout_class: str | int | npt.NDArray[np.uint8] | None = None,
+        report_stale: bool = False,
+    ) -> tuple[npt.NDArray[Any], ...]:
         """Find every packet's flow, inserting new ones; returns ``(slots, is_new)``.
 
         With a PacketBatch, its ``key``, ``flow_id``, ``ts_ns`` and ``tcp_flags`` columns are used.
@@ -485,25 +614,65 @@ class FlowTable:
         expiry. A flow seen twice in one batch is inserted once. Full table: see the class doc.
         With ``indices`` (uint32): only the rows ``indices`` of the keys (and of flow_ids, ts_ns,
         tcp_flags, which then have as many entries as the keys) are used, in that order, without a
-        gather; the results have one entry per index."""
+        gather; the results have one entry per index.
+
+        ``timeout_class``: the class of the flows this call creates (a name or id for all, or a
+        uint8 array of class ids with one entry per key row); default: by protocol (class doc).
+        ``report_stale=True`` returns ``(slots, is_new, stale)``: ``stale`` marks packets that found
+        their flow already past its deadline (not yet expired by :meth:`expire`)."""
         if isinstance(keys, _core.PacketBatch):
             b = keys
             if isinstance(ts_ns, (int, np.integer)):
                 ts_ns = np.full(len(b), _int_arg(ts_ns, "ts_ns", 0, (1 << 64) - 1), dtype=np.uint64)
-            return self._t.lookup_or_insert(
-                b.key,
-                b.flow_id if flow_ids is None else flow_ids,
-                b.ts_ns if ts_ns is None else ts_ns,
-                b.tcp_flags if tcp_flags is None else tcp_flags,
-                indices,
-            )
-        k = _keys_of(keys)
-        n = len(k)
-        if flow_ids is None:
-            flow_ids = np.zeros(n, dtype=np.uint32)
-        if ts_ns is None or isinstance(ts_ns, (int, np.integer)):
-            ts_ns = np.full(n, 0 if ts_ns is None else _int_arg(ts_ns, "ts_ns", 0, (1 << 64) - 1), dtype=np.uint64)
-        return self._t.lookup_or_insert(k, flow_ids, ts_ns, tcp_flags, indices)
+            k = b.key
+            flow_ids = b.flow_id if flow_ids is None else flow_ids
+            ts_ns = b.ts_ns if ts_ns is None else ts_ns
+            tcp_flags = b.tcp_flags if tcp_flags is None else tcp_flags
+        else:
+            k = _keys_of(keys)
+            n = len(k)
+            if flow_ids is None:
+                flow_ids = np.zeros(n, dtype=np.uint32)
+            if ts_ns is None or isinstance(ts_ns, (int, np.integer)):
+                ts_ns = np.full(n, 0 if ts_ns is None else _int_arg(ts_ns, "ts_ns", 0, (1 << 64) - 1),
+                                dtype=np.uint64)
+        classes = None
+        if timeout_class is not None:
+            if isinstance(timeout_class, np.ndarray):
+                classes = timeout_class
+            else:
+                classes = np.full(len(k), self.timeout_class_id(timeout_class), dtype=np.uint8)
+        return self._t.lookup_or_insert(k, flow_ids, ts_ns, tcp_flags, indices, classes,  # type: ignore[no-any-return]
+                                        bool(report_stale))
+
+    def touch(
+        self,
+        slots: npt.NDArray[np.uint32],
+        ts_ns: KeysLike | npt.NDArray[np.uint64],
+        tcp_flags: npt.NDArray[np.uint8] | None = None,
+        indices: npt.NDArray[np.uint32] | None = None,
+    ) -> tuple[npt.NDArray[np.bool_], int]:
+        """Refresh live flows by slot as their packets would (last packet time, FIN/RST class move),
+        e.g. for the reply direction found through another table. ``ts_ns`` (and ``tcp_flags``)
+        are per-touch columns, or, with ``indices``, columns indexed by ``indices[j]`` for slot
+        ``j``; ``ts_ns`` may be a PacketBatch (its ``ts_ns`` and ``tcp_flags`` columns). In order,
+        so a flow touched twice is stale at most at its first touch. Returns ``(stale, n_stale)``:
+        the touches that found their flow past its deadline. A non-live slot raises ValueError."""
+        if isinstance(ts_ns, _core.PacketBatch):
+            b = ts_ns
+            ts_ns = b.ts_ns
+            if tcp_flags is None:
+                tcp_flags = b.tcp_flags
+        stale, n = self._t.touch(slots, ts_ns, tcp_flags, indices)
+        return stale, int(n)
+
+    def set_timeout_class(self, slots: npt.NDArray[np.uint32], timeout_class: str | int) -> None:
+        """Move live flows to another timeout class (their deadlines follow at once)."""
+        self._t.set_class(slots, self.timeout_class_id(timeout_class))
+
+    def timeout_class_of(self, slots: npt.NDArray[np.uint32]) -> npt.NDArray[np.uint8]:
+        """Class ids of the flows in ``slots`` (see :attr:`timeout_classes` for the names)."""
+        return self._entries["tclass"][slots]
 
     def insert_missing(self, keys: KeysLike, **kwargs: Any) -> npt.NDArray[np.bool_]:
         """:meth:`lookup_or_insert` returning only the ``is_new`` mask (first packet of a flow)."""
@@ -521,10 +690,10 @@ class FlowTable:
         """Advance the timer wheel to packet time ``now_ns`` and remove every flow whose deadline is
         ``<= now_ns``. Returns them (so a NAT can free their ports) as a structured array with
         fields ``slot``, ``key``, ``flow_id``, ``last_ts``, ``deadline_ns``, ``reason``
-        (:data:`EXPIRED_IDLE` or :data:`EXPIRED_CLOSED`) and ``value`` (``value_dtype``), ordered by
+        (:data:`EXPIRED_IDLE` or :data:`EXPIRED_CLOSED`), ``timeout_class`` (id) and ``value`` (``value_dtype``), ordered by
         (deadline, key bytes). Deterministic: the same packets give the same result."""
         now = _int_arg(now_ns, "now_ns", 0, (1 << 64) - 1)
-        slots, keys, ids, last, dl, reasons, vals = self._t.expire(now)
+        slots, keys, ids, last, dl, reasons, vals, classes = self._t.expire(now)
         out = np.zeros(len(slots), dtype=self._expired_dtype())
         out["slot"] = slots
         out["key"] = keys
@@ -532,6 +701,7 @@ class FlowTable:
         out["last_ts"] = last
         out["deadline_ns"] = dl
         out["reason"] = reasons
+        out["timeout_class"] = classes
         out["value"] = vals.view(self.value_dtype)
         return out
 
@@ -544,6 +714,7 @@ class FlowTable:
                 ("last_ts", "<u8"),
                 ("deadline_ns", "<u8"),
                 ("reason", "u1"),
+                ("timeout_class", "u1"),
                 ("value", self.value_dtype),
             ]
         )
@@ -576,19 +747,20 @@ class FlowTable:
 
     def to_numpy(self) -> npt.NDArray[Any]:
         """Every live flow as a structured array (a copy) with fields ``slot``, ``key``, ``flow_id``,
-        ``last_ts``, ``closing`` (FIN/RST seen) and ``value``, ordered by slot."""
+        ``last_ts``, ``closing`` (FIN/RST seen), ``timeout_class`` (id) and ``value``, ordered by slot."""
         slots = self._t.live_slots()
         e = self._entries[slots]
         out = np.zeros(
             len(slots),
             dtype=[("slot", "<u4"), ("key", FLOW_KEY_DTYPE), ("flow_id", "<u4"), ("last_ts", "<u8"),
-                   ("closing", "?"), ("value", self.value_dtype)],
+                   ("closing", "?"), ("timeout_class", "u1"), ("value", self.value_dtype)],
         )
         out["slot"] = slots
         out["key"] = e["key"]
         out["flow_id"] = e["flow_id"]
         out["last_ts"] = e["last_ts"]
         out["closing"] = (e["state"] & 2) != 0
+        out["timeout_class"] = e["tclass"]
         out["value"] = self._values[slots]
         return out
 
@@ -606,15 +778,23 @@ class FlowTable:
         Raises :class:`SnapshotError` for a truncated, corrupted or wrong-kind image."""
         t = _core.FlowTable.restore(_image(image))
         meta = t.user_meta.decode()
+        n_classes = len(t.timeout_classes)
         try:
-            dt = np.lib.format.descr_to_dtype(ast.literal_eval(meta))
-        except (ValueError, SyntaxError, TypeError) as exc:
+            m = ast.literal_eval(meta)
+            if isinstance(m, dict):  # {"dtype": descr, "classes": names}
+                descr, names = m["dtype"], [str(x) for x in m["classes"]]
+            else:  # images from before timeout classes: the descr alone
+                descr, names = m, ["idle", "closing"]
+            dt = np.lib.format.descr_to_dtype(descr)
+        except (ValueError, SyntaxError, TypeError, KeyError) as exc:
             raise SnapshotError(f"flow_table snapshot: unreadable value dtype {meta!r}") from exc
+        if len(names) != n_classes:
+            raise SnapshotError("flow_table snapshot: class names do not match the timeout classes")
         if dt.itemsize != t.value_size:
             raise SnapshotError("flow_table snapshot: value dtype does not match the record size")
         obj = cls.__new__(cls)
         obj._t = t
-        obj._bind(dt)
+        obj._bind(dt, names)
         return obj
 
     def restore_in_place(self, image: bytes | bytearray | memoryview) -> None:

@@ -28,6 +28,19 @@ ExceptionTable::ExceptionTable(std::size_t capacity) : capacity_(capacity) {
   targets_.reserve(initial_entries(capacity));
 }
 
+ExceptionTable::ExceptionTable(const ExceptionTable& o)
+    : capacity_(o.capacity_), index_(o.index_), stats_(o.stats_) {
+  keys_.reserve(o.keys_.capacity());
+  targets_.reserve(o.targets_.capacity());
+  keys_.assign(o.keys_.begin(), o.keys_.end());
+  targets_.assign(o.targets_.begin(), o.targets_.end());
+}
+
+ExceptionTable& ExceptionTable::operator=(const ExceptionTable& o) {
+  if (this != &o) *this = ExceptionTable(o);
+  return *this;
+}
+
 std::size_t ExceptionTable::memory_bytes() const noexcept {
   return index_.memory_bytes() + keys_.capacity() * sizeof(FlowKey) + targets_.capacity() * 4;
 }

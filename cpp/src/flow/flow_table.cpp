@@ -4,6 +4,7 @@
 #include <bit>
 #include <cstdlib>
 #include <new>
+#include <optional>
 #include <stdexcept>
 #include <string>
 
@@ -14,19 +15,17 @@ namespace {
 
 constexpr std::uint32_t kMaxCapacity = 1u << 30;
 
-std::uint64_t sat_add(std::uint64_t a, std::uint64_t b) noexcept {
-  return (b == kNever || a > kNever - b) ? kNever : a + b;
-}
-
 std::uint64_t auto_tick(const FlowTableConfig& c) {
   if (c.tick_ns) return c.tick_ns;
-  std::uint64_t t = std::min(c.idle_timeout_ns, c.close_timeout_ns);
+  std::uint64_t t = kNever;
+  for (const auto& k : c.classes) t = std::min(t, k.timeout_ns);
   if (t == kNever) return 1'000'000'000ull;
   t /= 256;  // a timeout spans ~256 ticks: few re-links, few empty visits
   return std::max<std::uint64_t>(t, 1000);
 }
 
-const FlowTableConfig& validated(const FlowTableConfig& c) {
+// The configuration with its classes filled in (the two legacy classes when none are given).
+FlowTableConfig validated(FlowTableConfig c) {
   if (c.capacity == 0 || c.capacity > kMaxCapacity) {
     throw std::invalid_argument("capacity: must be between 1 and 2**30");
   }
@@ -35,6 +34,30 @@ const FlowTableConfig& validated(const FlowTableConfig& c) {
   }
   if (c.idle_timeout_ns == 0) throw std::invalid_argument("idle_timeout: must be > 0 (or never)");
   if (c.close_timeout_ns == 0) throw std::invalid_argument("close_timeout: must be > 0 (or never)");
+  if (c.classes.empty()) {
+    c.classes = {TimeoutClass{c.idle_timeout_ns, 1}, TimeoutClass{std::min(c.idle_timeout_ns, c.close_timeout_ns), 1}};
+    c.class_of_proto.fill(0);
+  }
+  const std::size_t n = c.classes.size();
+  if (n > kMaxTimeoutClasses) {
+    throw std::invalid_argument("timeout_classes: at most " + std::to_string(kMaxTimeoutClasses) + " classes");
+  }
+  for (std::size_t i = 0; i < n; ++i) {
+    if (c.classes[i].timeout_ns == 0) {
+      throw std::invalid_argument("timeout_classes: class " + std::to_string(i) + " has a timeout of 0 (must be > 0)");
+    }
+    const std::uint8_t o = c.classes[i].on_close;
+    if (o != kSameClass && o >= n) {
+      throw std::invalid_argument("timeout_classes: class " + std::to_string(i) + " closes into class " +
+                                  std::to_string(o) + ", which does not exist");
+    }
+  }
+  for (std::size_t p = 0; p < c.class_of_proto.size(); ++p) {
+    if (c.class_of_proto[p] >= n) {
+      throw std::invalid_argument("protocol_classes: protocol " + std::to_string(p) + " maps to class " +
+                                  std::to_string(c.class_of_proto[p]) + ", which does not exist");
+    }
+  }
   return c;
 }
 
@@ -69,15 +92,16 @@ FlowTable::FlowTable(const FlowTableConfig& cfg)
       values_(alloc_values(values_bytes(cfg))),
       free_(cfg.capacity),
       index_(cfg.capacity),
-      wheel_(cfg.capacity, auto_tick(cfg), wheel_buckets(cfg.capacity)) {
+      wheel_(cfg.capacity, auto_tick(cfg_), wheel_buckets(cfg.capacity)) {
   cfg_.tick_ns = wheel_.tick_ns();
+  for (std::size_t c = 0; c < cfg_.classes.size(); ++c) timeout_[c] = cfg_.classes[c].timeout_ns;
   for (std::uint32_t i = 0; i < cfg_.capacity; ++i) free_[i] = cfg_.capacity - 1 - i;
 }
 
 FlowTable::~FlowTable() { free_values(values_, values_bytes(cfg_)); }
 
 FlowTable::FlowTable(FlowTable&& o) noexcept
-    : cfg_(o.cfg_), entries_(std::move(o.entries_)), values_(o.values_), free_(std::move(o.free_)),
+    : cfg_(o.cfg_), timeout_(o.timeout_), entries_(std::move(o.entries_)), values_(o.values_), free_(std::move(o.free_)),
       index_(std::move(o.index_)), wheel_(std::move(o.wheel_)), size_(o.size_), now_(o.now_),
       stats_(o.stats_), user_meta_(std::move(o.user_meta_)), due_(std::move(o.due_)) {
   o.values_ = nullptr;
@@ -88,6 +112,7 @@ FlowTable& FlowTable::operator=(FlowTable&& o) noexcept {
   if (this != &o) {
     free_values(values_, values_bytes(cfg_));
     cfg_ = o.cfg_;
+    timeout_ = o.timeout_;
     entries_ = std::move(o.entries_);
     values_ = o.values_;
     o.values_ = nullptr;
@@ -112,17 +137,38 @@ std::size_t FlowTable::memory_bytes() const noexcept {
 std::uint64_t FlowTable::deadline(std::uint32_t slot) const noexcept {
   const FlowEntry& e = entries_[slot];
   if (!(e.state & FlowEntry::kLive)) return kNever;
-  const std::uint64_t d = (e.state & FlowEntry::kClosing)
-                              ? std::min(cfg_.idle_timeout_ns, cfg_.close_timeout_ns)
-                              : cfg_.idle_timeout_ns;
-  return sat_add(e.last_ts, d);
+  return deadline_of(e);
+}
+
+void FlowTable::close(std::uint32_t s) noexcept {
+  FlowEntry& e = entries_[s];
+  const std::uint8_t next = cfg_.classes[e.tclass].on_close;
+  const bool moved = next != kSameClass && next != e.tclass;
+  if ((e.state & FlowEntry::kClosing) && !moved) return;
+  e.state |= FlowEntry::kClosing;
+  if (moved) {
+    e.tclass = next;
+    wheel_.arm(s, deadline_of(e));  // the deadline may move earlier: re-link now
+  }
+}
+
+void FlowTable::check_classes(const std::uint8_t* classes, const std::uint32_t* rows, std::size_t n) const {
+  if (!classes) return;
+  const std::size_t nc = cfg_.classes.size();
+  for (std::size_t j = 0; j < n; ++j) {
+    const std::uint8_t c = classes[rows ? rows[j] : j];
+    if (c >= nc) {
+      throw std::invalid_argument("timeout_class: " + std::to_string(c) + " is not a class (" + std::to_string(nc) +
+                                  " classes)");
+    }
+  }
 }
 
 // Software pipeline over the batch: key i+2D is hashed and its home bucket prefetched, key i+D's
 // candidate record is prefetched, and key i is resolved. Each miss to memory thus overlaps with
 // the work on ~D other keys.
 namespace {
-constexpr std::size_t kDist = 12;
+constexpr std::size_t kDist = 16;
 constexpr std::size_t kRing = 64;  // > 2 * kDist, power of two
 static_assert(kRing > 2 * kDist && (kRing & (kRing - 1)) == 0);
 }  // namespace
@@ -183,31 +229,77 @@ void FlowTable::lookup_rows(const FlowKey* keys, std::size_t n_rows, const std::
 
 std::size_t FlowTable::lookup_or_insert(const FlowKey* keys, const std::uint32_t* flow_ids,
                                         const std::uint64_t* ts_ns, const std::uint8_t* tcp_flags,
-                                        std::size_t n, std::uint32_t* slots, std::uint8_t* is_new) noexcept {
-  return lookup_or_insert_impl(keys, flow_ids, ts_ns, tcp_flags, Identity{}, n, slots, is_new);
+                                        std::size_t n, std::uint32_t* slots, std::uint8_t* is_new,
+                                        const std::uint8_t* classes, std::uint8_t* stale) {
+  check_classes(classes, nullptr, n);
+  return lookup_or_insert_impl(keys, flow_ids, ts_ns, tcp_flags, classes, Identity{}, n, slots, is_new, stale);
 }
 
 std::size_t FlowTable::lookup_or_insert_rows(const FlowKey* keys, const std::uint32_t* flow_ids,
                                              const std::uint64_t* ts_ns, const std::uint8_t* tcp_flags,
                                              std::size_t n_rows, const std::uint32_t* rows, std::size_t n,
-                                             std::uint32_t* slots, std::uint8_t* is_new) {
+                                             std::uint32_t* slots, std::uint8_t* is_new,
+                                             const std::uint8_t* classes, std::uint8_t* stale) {
   check_rows(rows, n, n_rows);
-  return lookup_or_insert_impl(keys, flow_ids, ts_ns, tcp_flags, Rows{rows}, n, slots, is_new);
+  check_classes(classes, rows, n);
+  return lookup_or_insert_impl(keys, flow_ids, ts_ns, tcp_flags, classes, Rows{rows}, n, slots, is_new, stale);
+}
+
+std::size_t FlowTable::touch(const std::uint32_t* slots, std::size_t n, const std::uint64_t* ts_ns,
+                             const std::uint8_t* tcp_flags, const std::uint32_t* rows, std::size_t n_rows,
+                             std::uint8_t* stale) {
+  if (rows) {
+    check_rows(rows, n, n_rows);
+  } else if (n > n_rows) {
+    throw std::invalid_argument("ts_ns: " + std::to_string(n_rows) + " rows for " + std::to_string(n) + " slots");
+  }
+  for (std::size_t j = 0; j < n; ++j) {
+    if (!live(slots[j])) throw std::invalid_argument("slots: " + std::to_string(slots[j]) + " is not a live slot");
+  }
+  constexpr std::size_t kAhead = 12;
+  for (std::size_t j = 0; j < std::min(n, kAhead); ++j) __builtin_prefetch(&entries_[slots[j]], 1);
+  std::size_t count = 0;
+  for (std::size_t j = 0; j < n; ++j) {
+    if (j + kAhead < n) __builtin_prefetch(&entries_[slots[j + kAhead]], 1);
+    const std::uint32_t s = slots[j];
+    const std::size_t r = rows ? rows[j] : j;
+    FlowEntry& e = entries_[s];
+    const std::uint64_t ts = ts_ns[r];
+    const bool was_stale = deadline_of(e) <= ts;
+    if (stale) stale[j] = was_stale ? 1 : 0;
+    count += was_stale ? 1 : 0;
+    if (ts > e.last_ts) e.last_ts = ts;
+    if (tcp_flags && e.key.proto == 6 && (tcp_flags[r] & (kTcpFin | kTcpRst))) close(s);
+  }
+  return count;
+}
+
+void FlowTable::set_class(const std::uint32_t* slots, std::size_t n, std::uint8_t cls) {
+  if (cls >= cfg_.classes.size()) {
+    throw std::invalid_argument("timeout_class: " + std::to_string(cls) + " is not a class (" +
+                                std::to_string(cfg_.classes.size()) + " classes)");
+  }
+  for (std::size_t j = 0; j < n; ++j) {
+    if (!live(slots[j])) throw std::invalid_argument("slots: " + std::to_string(slots[j]) + " is not a live slot");
+  }
+  for (std::size_t j = 0; j < n; ++j) {
+    FlowEntry& e = entries_[slots[j]];
+    if (e.tclass == cls) continue;
+    e.tclass = cls;
+    wheel_.arm(slots[j], deadline_of(e));
+  }
 }
 
 template <typename Row>
 void FlowTable::lookup_impl(const FlowKey* keys, Row row, std::size_t n, std::uint32_t* slots) noexcept {
+  // No prefetch of the value records: a pure lookup fetches only index and entry lines (a caller
+  // that wants the values reads them itself; lookup_or_insert, whose caller updates them, does).
   std::size_t hits = 0;
-  const std::size_t vs = cfg_.value_size;
   const auto key_at = [&](std::size_t i) -> const FlowKey& { return keys[row(i)]; };
   pipeline(key_at, n, [&](std::size_t i, std::uint64_t h) {
     const std::uint32_t s = find(key_at(i), h);
     slots[i] = s;
-    if (s != kNoSlot) {
-      ++hits;
-      // the caller reads the value record next: start its miss now, overlapped with later keys
-      __builtin_prefetch(values_ + std::size_t{s} * vs);
-    }
+    hits += s != kNoSlot;
   });
   stats_.lookups += n;
   stats_.hits += hits;
@@ -216,8 +308,10 @@ void FlowTable::lookup_impl(const FlowKey* keys, Row row, std::size_t n, std::ui
 
 template <typename Row>
 std::size_t FlowTable::lookup_or_insert_impl(const FlowKey* keys, const std::uint32_t* flow_ids,
-                                             const std::uint64_t* ts_ns, const std::uint8_t* tcp_flags, Row row,
-                                             std::size_t n, std::uint32_t* slots, std::uint8_t* is_new) noexcept {
+                                             const std::uint64_t* ts_ns, const std::uint8_t* tcp_flags,
+                                             const std::uint8_t* classes, Row row, std::size_t n,
+                                             std::uint32_t* slots, std::uint8_t* is_new,
+                                             std::uint8_t* stale) noexcept {
   std::size_t hits = 0, inserted = 0, failed = 0;
   const std::size_t vs = cfg_.value_size;
   const auto key_at = [&](std::size_t i) -> const FlowKey& { return keys[row(i)]; };
@@ -231,11 +325,9 @@ std::size_t FlowTable::lookup_or_insert_impl(const FlowKey* keys, const std::uin
       ++hits;
       __builtin_prefetch(values_ + std::size_t{s} * vs, 1);  // the caller updates the record next
       FlowEntry& e = entries_[s];
+      if (stale) stale[i] = deadline_of(e) <= ts ? 1 : 0;
       if (ts > e.last_ts) e.last_ts = ts;
-      if (closes && !(e.state & FlowEntry::kClosing)) {
-        e.state |= FlowEntry::kClosing;
-        wheel_.arm(s, deadline(s));  // the deadline may move earlier: re-link now
-      }
+      if (closes) close(s);
       if (is_new) is_new[i] = 0;
     } else if (!free_.empty()) {
       s = free_.back();
@@ -244,16 +336,24 @@ std::size_t FlowTable::lookup_or_insert_impl(const FlowKey* keys, const std::uin
       e.key = k;
       e.last_ts = ts;
       e.flow_id = flow_ids ? flow_ids[r] : 0;
-      e.state = static_cast<std::uint8_t>(FlowEntry::kLive | (closes ? FlowEntry::kClosing : 0));
+      e.state = FlowEntry::kLive;
+      e.tclass = classes ? classes[r] : cfg_.class_of_proto[k.proto];
+      if (closes) {
+        e.state |= FlowEntry::kClosing;
+        const std::uint8_t next = cfg_.classes[e.tclass].on_close;
+        if (next != kSameClass) e.tclass = next;
+      }
       std::memset(values_ + std::size_t{s} * vs, 0, vs);
       index_.insert(h, s);
-      wheel_.arm(s, deadline(s));
+      wheel_.arm(s, deadline_of(e));
       ++size_;
       ++inserted;
       if (is_new) is_new[i] = 1;
+      if (stale) stale[i] = 0;
     } else {
       ++failed;
       if (is_new) is_new[i] = 0;
+      if (stale) stale[i] = 0;
     }
     slots[i] = s;
   });
@@ -386,6 +486,16 @@ std::vector<std::uint8_t> FlowTable::snapshot() const {
   }
   w.put_array<FlowEntry>(es);
   w.put_array<std::uint8_t>(vals);
+  // Timeout classes (absent in images written before classes existed: restore migrates those).
+  std::vector<std::uint64_t> timeouts;
+  std::vector<std::uint8_t> on_close;
+  for (const auto& c : cfg_.classes) {
+    timeouts.push_back(c.timeout_ns);
+    on_close.push_back(c.on_close);
+  }
+  w.put_array<std::uint64_t>(timeouts);
+  w.put_array<std::uint8_t>(on_close);
+  w.put_array<std::uint8_t>(cfg_.class_of_proto);
   return w.finish();
 }
 
@@ -409,12 +519,32 @@ FlowTable FlowTable::restore(std::span<const std::uint8_t> image) {
   auto slots = rd.get_array<std::uint32_t>(c.capacity);
   auto es = rd.get_array<FlowEntry>(c.capacity);
   auto vals = rd.get_array<std::uint8_t>();
+  const bool has_classes = rd.remaining() > 0;
+  if (has_classes) {
+    const auto timeouts = rd.get_array<std::uint64_t>(kMaxTimeoutClasses);
+    const auto on_close = rd.get_array<std::uint8_t>(kMaxTimeoutClasses);
+    const auto by_proto = rd.get_array<std::uint8_t>(256);
+    if (timeouts.empty() || on_close.size() != timeouts.size() || by_proto.size() != 256) {
+      throw snapshot::SnapshotError("flow_table snapshot: bad timeout classes");
+    }
+    for (std::size_t i = 0; i < timeouts.size(); ++i) c.classes.push_back(TimeoutClass{timeouts[i], on_close[i]});
+    std::copy(by_proto.begin(), by_proto.end(), c.class_of_proto.begin());
+  } else {
+    // an image from before timeout classes: two classes, closing flows in class 1
+    for (auto& e : es) e.tclass = (e.state & FlowEntry::kClosing) ? 1 : 0;
+  }
   rd.expect_end();
   if (es.size() != slots.size() || vals.size() != slots.size() * c.value_size ||
       free_list.size() + slots.size() != c.capacity) {
     throw snapshot::SnapshotError("flow_table snapshot: inconsistent entry counts");
   }
-  FlowTable t(c);
+  std::optional<FlowTable> made;
+  try {
+    made.emplace(c);
+  } catch (const std::invalid_argument& e) {
+    throw snapshot::SnapshotError(std::string("flow_table snapshot: invalid configuration: ") + e.what());
+  }
+  FlowTable& t = *made;
   std::vector<std::uint8_t> seen(c.capacity, 0);
   for (auto s : free_list) {
     if (s >= c.capacity || seen[s]) throw snapshot::SnapshotError("flow_table snapshot: bad free list");
@@ -424,7 +554,7 @@ FlowTable FlowTable::restore(std::span<const std::uint8_t> image) {
   t.wheel_.set_cursor_tick(cursor);
   for (std::size_t i = 0; i < slots.size(); ++i) {
     const std::uint32_t s = slots[i];
-    if (s >= c.capacity || seen[s] || !(es[i].state & FlowEntry::kLive)) {
+    if (s >= c.capacity || seen[s] || !(es[i].state & FlowEntry::kLive) || es[i].tclass >= t.class_count()) {
       throw snapshot::SnapshotError("flow_table snapshot: bad slot list");
     }
     seen[s] = 1;
@@ -439,7 +569,7 @@ FlowTable FlowTable::restore(std::span<const std::uint8_t> image) {
   t.now_ = now;
   t.stats_ = st;
   t.user_meta_.assign(meta.begin(), meta.end());
-  return t;
+  return std::move(t);
 }
 
 void FlowTable::restore_in_place(std::span<const std::uint8_t> image) {
@@ -457,6 +587,7 @@ void FlowTable::restore_in_place(std::span<const std::uint8_t> image) {
   std::copy(t.entries_.begin(), t.entries_.end(), entries_.begin());
   std::memcpy(values_, t.values_, std::size_t{cfg_.capacity} * cfg_.value_size);
   cfg_ = t.cfg_;
+  timeout_ = t.timeout_;
   free_ = std::move(t.free_);
   index_ = std::move(t.index_);
   wheel_ = std::move(t.wheel_);

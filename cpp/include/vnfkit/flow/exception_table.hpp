@@ -28,6 +28,13 @@ struct ExceptionStats {
 class ExceptionTable {
  public:
   explicit ExceptionTable(std::size_t capacity = 0);
+  // A copy keeps the original's reserved room, so a copy (a published version) reports the same
+  // memory_bytes() and grows at the same points.
+  ExceptionTable(const ExceptionTable& o);
+  ExceptionTable& operator=(const ExceptionTable& o);
+  ExceptionTable(ExceptionTable&&) noexcept = default;
+  ExceptionTable& operator=(ExceptionTable&&) noexcept = default;
+  ~ExceptionTable() = default;
 
   [[nodiscard]] std::size_t capacity() const noexcept { return capacity_; }  // 0 = unbounded
   [[nodiscard]] std::size_t size() const noexcept { return keys_.size(); }

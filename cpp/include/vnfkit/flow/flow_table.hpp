@@ -9,15 +9,23 @@
 // buckets, then prefetch the candidate records, then probe/insert in packet order (so a flow that
 // appears twice in one batch is inserted once).
 //
-// Expiry: a flow's deadline is last_ts + idle_timeout, or last_ts + close_timeout once a TCP FIN or
-// RST has been seen on it (kNever timeouts disable that kind of expiry). expire(now) removes every
-// flow whose deadline <= now, driven by a TimerWheel on packet timestamps, and reports them ordered
-// by (deadline, key bytes): deterministic, and what a reference model can predict.
+// Expiry: every flow belongs to a *timeout class* (up to kMaxTimeoutClasses, e.g. "tcp" 24 h,
+// "tcp_closing" 240 s, "udp" 300 s, "icmp" 60 s) and its deadline is last_ts + that class's
+// timeout (kNever: the class never expires). A new flow's class is the caller's choice per packet,
+// or by IP protocol (class_of_proto); a TCP packet with FIN or RST moves its flow to the class's
+// on_close class (and marks it closing); set_class() moves flows explicitly. Without explicit
+// classes the table has two, from idle_timeout_ns / close_timeout_ns: 0 = idle_timeout (closes into
+// 1), 1 = min(idle, close). expire(now) removes every flow whose deadline <= now, driven by a
+// TimerWheel on packet timestamps, and reports them ordered by (deadline, key bytes):
+// deterministic, and what a reference model can predict. A flow touched after its deadline but
+// before expire() ran is *stale*: lookup_or_insert and touch can report that per packet (the
+// flow's first packet of the call decides; it refreshes the flow as usual).
 //
 // When full (no free slot): the insert fails, the packet's slot is kNoSlot, is_new is 0 and
 // stats().failed_inserts counts it. Nothing is evicted.
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -38,18 +46,31 @@ struct alignas(64) FlowEntry {
   std::uint64_t last_ts = 0;   // newest packet timestamp seen (ns)
   std::uint32_t flow_id = 0;
   std::uint8_t state = 0;      // kLive | kClosing
-  std::uint8_t pad[11] = {};
+  std::uint8_t tclass = 0;     // timeout class
+  std::uint8_t pad[10] = {};
   static constexpr std::uint8_t kLive = 1;
   static constexpr std::uint8_t kClosing = 2;
 };
 static_assert(sizeof(FlowEntry) == 64);
 
+inline constexpr std::size_t kMaxTimeoutClasses = 64;
+inline constexpr std::uint8_t kSameClass = 0xFF;  // on_close: a FIN/RST leaves the class as it is
+
+struct TimeoutClass {
+  std::uint64_t timeout_ns = kNever;   // idle timeout of a flow in this class (kNever: never expires)
+  std::uint8_t on_close = kSameClass;  // class entered when a TCP FIN or RST is seen
+};
+
 struct FlowTableConfig {
   std::uint32_t capacity = 1024;
   std::uint32_t value_size = 8;
-  std::uint64_t idle_timeout_ns = kNever;
-  std::uint64_t close_timeout_ns = kNever;
+  std::uint64_t idle_timeout_ns = kNever;   // used only when `classes` is empty
+  std::uint64_t close_timeout_ns = kNever;  // used only when `classes` is empty
   std::uint64_t tick_ns = 0;  // 0 = automatic
+  // Timeout classes (at most kMaxTimeoutClasses); empty = the two classes from the timeouts above.
+  std::vector<TimeoutClass> classes;
+  // Class of a new flow whose caller names none, by IP protocol number.
+  std::array<std::uint8_t, 256> class_of_proto{};
 };
 
 struct FlowTableStats {
@@ -72,6 +93,7 @@ struct Expired {
   std::vector<std::uint64_t> deadlines;
   std::vector<std::uint8_t> reasons;
   std::vector<std::uint8_t> values;  // slots.size() * value_size bytes
+  // (each entry's timeout class is entries[i].tclass)
   void clear() {
     slots.clear();
     entries.clear();
@@ -99,23 +121,41 @@ class FlowTable {
     return slot < cfg_.capacity && (entries_[slot].state & FlowEntry::kLive);
   }
   [[nodiscard]] std::uint64_t deadline(std::uint32_t slot) const noexcept;
+  [[nodiscard]] std::size_t class_count() const noexcept { return cfg_.classes.size(); }
 
   // Pure lookup: slots[i] = slot of keys[i] or kNoSlot. Touches nothing but the counters.
   void lookup(const FlowKey* keys, std::size_t n, std::uint32_t* slots) noexcept;
   // Lookup, inserting missing flows; refreshes last_ts, notes FIN/RST (tcp_flags may be null),
-  // (re)arms expiry. is_new may be null. Returns the number of new flows.
+  // (re)arms expiry. is_new may be null. classes (may be null: by protocol) gives each packet's
+  // class for a flow it creates. stale (may be null): 1 where the packet found its flow past its
+  // deadline (not yet expired). Returns the number of new flows. Throws std::invalid_argument
+  // (before touching anything) for a class >= class_count().
   std::size_t lookup_or_insert(const FlowKey* keys, const std::uint32_t* flow_ids,
                                const std::uint64_t* ts_ns, const std::uint8_t* tcp_flags, std::size_t n,
-                               std::uint32_t* slots, std::uint8_t* is_new) noexcept;
+                               std::uint32_t* slots, std::uint8_t* is_new, const std::uint8_t* classes = nullptr,
+                               std::uint8_t* stale = nullptr);
   // The same two calls over selected rows of per-packet columns (n_rows rows each: keys, and for
-  // lookup_or_insert flow_ids, ts_ns, tcp_flags): call j uses row rows[j], outputs have n entries
-  // (slots[j], is_new[j]). Saves the caller a gather of the keys. Throws std::invalid_argument
-  // (before touching anything) if a row is >= n_rows.
+  // lookup_or_insert flow_ids, ts_ns, tcp_flags, classes): call j uses row rows[j], outputs have n
+  // entries (slots[j], is_new[j], stale[j]). Saves the caller a gather of the keys. Throws
+  // std::invalid_argument (before touching anything) if a row is >= n_rows.
   void lookup_rows(const FlowKey* keys, std::size_t n_rows, const std::uint32_t* rows, std::size_t n,
                    std::uint32_t* slots);
   std::size_t lookup_or_insert_rows(const FlowKey* keys, const std::uint32_t* flow_ids, const std::uint64_t* ts_ns,
                                     const std::uint8_t* tcp_flags, std::size_t n_rows, const std::uint32_t* rows,
-                                    std::size_t n, std::uint32_t* slots, std::uint8_t* is_new);
+                                    std::size_t n, std::uint32_t* slots, std::uint8_t* is_new,
+                                    const std::uint8_t* classes = nullptr, std::uint8_t* stale = nullptr);
+  // Refreshes live flows by slot, as a packet of theirs would (e.g. a reply found through another
+  // table): touch j uses slot slots[j] and the time / TCP flags of row rows[j] (rows may be null:
+  // row j) of ts_ns / tcp_flags (n_rows rows; tcp_flags may be null). stale[j] (may be null) = 1
+  // where the flow was past its deadline at that packet. Returns the number of stale touches.
+  // Throws std::invalid_argument (before touching anything) for a slot that is not live or a row
+  // >= n_rows.
+  std::size_t touch(const std::uint32_t* slots, std::size_t n, const std::uint64_t* ts_ns,
+                    const std::uint8_t* tcp_flags, const std::uint32_t* rows, std::size_t n_rows,
+                    std::uint8_t* stale);
+  // Moves live flows to class cls (re-arming their timers). Throws std::invalid_argument (before
+  // changing anything) for a slot that is not live or a class >= class_count().
+  void set_class(const std::uint32_t* slots, std::size_t n, std::uint8_t cls);
   // Removes keys; removed[i] (may be null) = 1 if key i was live. Returns the count.
   std::size_t remove(const FlowKey* keys, std::size_t n, std::uint8_t* removed) noexcept;
   bool remove_slot(std::uint32_t slot) noexcept;
@@ -157,10 +197,18 @@ class FlowTable {
   void lookup_impl(const FlowKey* keys, Row row, std::size_t n, std::uint32_t* slots) noexcept;
   template <typename Row>
   std::size_t lookup_or_insert_impl(const FlowKey* keys, const std::uint32_t* flow_ids, const std::uint64_t* ts_ns,
-                                    const std::uint8_t* tcp_flags, Row row, std::size_t n, std::uint32_t* slots,
-                                    std::uint8_t* is_new) noexcept;
+                                    const std::uint8_t* tcp_flags, const std::uint8_t* classes, Row row,
+                                    std::size_t n, std::uint32_t* slots, std::uint8_t* is_new,
+                                    std::uint8_t* stale) noexcept;
+  void check_classes(const std::uint8_t* classes, const std::uint32_t* rows, std::size_t n) const;
+  // FIN/RST on live slot s: mark closing, move to the on_close class, re-arm if the class changed.
+  void close(std::uint32_t s) noexcept;
+  [[nodiscard]] std::uint64_t deadline_of(const FlowEntry& e) const noexcept {
+    return e.last_ts > kNever - timeout_[e.tclass] ? kNever : e.last_ts + timeout_[e.tclass];
+  }
 
   FlowTableConfig cfg_;
+  std::array<std::uint64_t, kMaxTimeoutClasses> timeout_{};  // cfg_.classes[c].timeout_ns
   std::vector<FlowEntry, TableAllocator<FlowEntry>> entries_;
   std::uint8_t* values_ = nullptr;  // 64-byte aligned, capacity * value_size bytes
   std::vector<std::uint32_t> free_;  // stack of free slots (back = next to use)
