@@ -218,7 +218,7 @@ void bind_packet(py::module_& m) {
         auto in_use = vnfkit::bridge::batch_write(&b);
         if (v < 0 || v > 0xFFFF) throw py::value_error("linktype: must be a pcap LINKTYPE_ value in 0..65535, got " + std::to_string(v));
         b.linktype = static_cast<std::uint32_t>(v);
-      }, "Link-layer framing of every packet (pcap LINKTYPE_: 1 Ethernet, 101 raw IP, 113 / 276 Linux cooked, ...).")
+      }, "Link-layer framing of every packet (a pcap ``LINKTYPE_*`` value: 1 Ethernet, 101 raw IP, 113 / 276 Linux cooked, ...).")
       .def("select", [](const PacketBatch& b, const py::array& indices) {
         auto in_use = vnfkit::bridge::batch_read(&b);
         vnfkit::bridge::require_1d<std::uint32_t>(indices, "indices");

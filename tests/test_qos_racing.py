@@ -26,7 +26,8 @@ from vnfkit import _core
 from vnfkit.classify import MultiQueueClassifier
 from vnfkit.nfs.qos import QoS
 from vnfkit.state import SharedState, log_records
-from vnfkit.vnf import Context, Runner, iter_batches
+from vnfkit.runtime import Runner, iter_batches
+from vnfkit.vnf import Context
 
 EF_NS = 50_000  # ns per token of the ef class (20 000 pps)
 EF_BURST = 25

@@ -16,7 +16,8 @@ from _replay import _same, record_and_replay
 from _shm import leftovers, shm_states  # noqa: F401 (fixture)
 from vnfkit import state as vs
 from vnfkit import traffic
-from vnfkit.vnf import Context, iter_batches
+from vnfkit.runtime import iter_batches
+from vnfkit.vnf import Context
 
 U64 = np.uint64
 LO, HI = 30000, 30999  # 1 000 ports, two sub-pools (even / odd index)

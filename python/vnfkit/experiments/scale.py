@@ -160,6 +160,7 @@ def _fmt(v: Any, spec: str) -> str:
 
 
 def markdown_table(out: dict[str, Any]) -> str:
+    """The comparison of the strategies in `out` (the experiment's JSON) as a markdown table."""
     rows = [
         ("imbalance after convergence", "imbalance", lambda v: _fmt(v * 100 if v is not None else None, ".1f") + " %"),
         ("convergence (s)", "convergence_s", lambda v: _fmt(v, ".2f")),

@@ -49,6 +49,7 @@ def encode_det(seq: int, chunks: list[bytes]) -> bytes:
 
 
 def decode_det(blob: bytes) -> tuple[int, list[bytes]]:
+    """Decode one determinant record of the input log: (batch sequence number, the workers' log chunks)."""
     magic, seq, n = _DET_HEAD.unpack_from(blob, 0)
     if magic != b"VKDR":
         raise ValueError("determinant record: bad magic")
@@ -73,6 +74,7 @@ def det_ranges(chunks: list[bytes]) -> list[tuple[int, int, int]]:
 
 
 def latest_checkpoint(storage: StableStorage) -> Checkpoint | None:
+    """The newest checkpoint in `storage`'s checkpoint stream, or None if there is none yet."""
     recs = storage.read(CKPT_STREAM)
     return Checkpoint.from_bytes(recs[-1][1]) if recs else None
 

@@ -29,6 +29,7 @@ STRATEGIES = ("none", "checkpoint", "buffer", "replay")
 
 
 def check_strategy(strategy: object) -> str:
+    """`strategy` if it names one of :data:`STRATEGIES`, else ValueError naming the field."""
     if not isinstance(strategy, str) or strategy not in STRATEGIES:
         raise ValueError(f"strategy: expected one of {list(STRATEGIES)}, got {strategy!r}")
     return strategy

@@ -25,6 +25,8 @@ def run_trials(nf: str, strategy: str, trials: int, seed: int = 0, *, packets: i
                queues: int = 2, checkpoint_interval_s: float = 0.050,
                storage: Callable[[], StableStorage] = MemoryStorage,
                on_trial: Callable[[int, TrialResult], None] | None = None) -> list[TrialResult]:
+    """`trials` crash-and-recover trials of middlebox `nf` under `strategy`, each at a random crash point
+    (packet, worker, phase) drawn from `seed`; `on_trial(i, result)` is called after each."""
     if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
         raise ValueError(f"trials: expected a positive int, got {trials!r}")
     rng = np.random.default_rng(seed)
@@ -49,6 +51,8 @@ def _pct(xs: list[float]) -> dict[str, float]:
 
 
 def summarize(results: list[TrialResult]) -> dict[str, Any]:
+    """Totals of several trials: counts of correct / incorrect, recovery-time percentiles (ms) with the
+    detect / restore / replay split, and the packets released."""
     ok = sum(r.verdict.correct for r in results)
     return {
         "trials": len(results), "correct": ok, "incorrect": len(results) - ok,

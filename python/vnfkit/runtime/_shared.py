@@ -1,37 +1,65 @@
 """The one seam through which the process backend creates and attaches shared aggregate state.
 
-``make_shared(num_workers)`` runs in the parent and returns a picklable spec; ``attach_shared(spec,
-queue)`` runs in each worker and returns the :class:`vnfkit.state.SharedState` its ``ctx.shared``
-is. Today each worker gets a **process-local** SharedState: counters, token buckets, port pools and
-registers are per worker process, not shared across workers (VNFs whose shared state is
-partitioned by queue, like MazuNAT's per-queue port sub-pools, decide exactly as on the thread
-backend; ones that aggregate across queues, like QoS's shared buckets, see per-worker totals).
-A shared-memory SharedState slots in here without touching the rest of the runtime.
+``make_shared(num_workers)`` runs in the parent: it creates one :class:`vnfkit.state.SharedState`
+in a POSIX shared-memory segment (``/dev/shm/vnfkit-<pid>-state-...``) and returns a picklable
+spec; ``attach_shared(spec, queue)`` runs in each worker and maps the same segment, so counters,
+token buckets, port pools, registers and shared byte regions are one set of lock-free variables
+for every worker process (a variable declared by any worker is mapped by the others), and each
+worker's determinant log lives in the segment too. ``workers_attached(spec)`` removes the segment's
+name once every worker has mapped it; ``release_shared(spec)`` closes the parent's mapping.
 """
 
 from __future__ import annotations
 
+import itertools
+import os
 from typing import Any
 
-__all__ = ["SHARED_ACROSS_PROCESSES", "attach_shared", "make_shared"]
+__all__ = ["SHARED_ACROSS_PROCESSES", "attach_shared", "make_shared", "release_shared", "workers_attached"]
 
-#: whether workers of one process runner see one shared state (False: one per worker, see above)
-SHARED_ACROSS_PROCESSES = False
+#: whether workers of one process runner see one shared state
+SHARED_ACROSS_PROCESSES = True
+
+#: bytes of the shared-state segment (committed only as variables are declared)
+STATE_BYTES = 256 << 20
+#: determinant records each worker's log holds between two drains
+LOG_RECORDS = 1 << 20
+
+_counter = itertools.count()
+_owned: dict[str, Any] = {}  # segment name -> the parent's SharedState (owner: unlinks on close)
 
 
 def make_shared(num_workers: int) -> Any:
     """Create the runner's shared state (parent side); returns the spec handed to every worker."""
-    return {"kind": "process-local", "workers": num_workers}
+    from ..state import SharedState
+
+    name = f"vnfkit-{os.getpid()}-state-{next(_counter)}"
+    _owned[name] = SharedState.create_shm(name, STATE_BYTES, max_workers=max(1, num_workers),
+                                          log_records=LOG_RECORDS)
+    return {"kind": "shm", "name": name, "workers": num_workers}
 
 
 def attach_shared(spec: Any, queue: int) -> Any:
-    """The SharedState of worker `queue` for `spec` (worker side)."""
+    """The SharedState of worker `queue` for `spec` (worker side): the parent's segment, mapped."""
     from ..state import SharedState
 
-    if spec.get("kind") != "process-local":
-        raise ValueError(f"shared state spec: unknown kind {spec.get('kind')!r}")
-    return SharedState()
+    if not isinstance(spec, dict) or spec.get("kind") != "shm":
+        raise ValueError(f"shared state spec: unknown kind {spec!r}")
+    return SharedState.attach_shm(spec["name"])
+
+
+def workers_attached(spec: Any) -> None:
+    """Every worker has mapped the segment: remove its name, so nothing is left in /dev/shm even if
+    the parent is killed (the mappings stay valid until each process unmaps them)."""
+    if isinstance(spec, dict) and spec.get("kind") == "shm":
+        try:
+            os.unlink(os.path.join("/dev/shm", spec["name"]))
+        except FileNotFoundError:
+            pass
 
 
 def release_shared(spec: Any) -> None:
-    """Free what make_shared created (parent side, at close); nothing for process-local state."""
+    """Close the parent's mapping and unlink the segment (parent side, at close; idempotent)."""
+    state = _owned.pop(spec.get("name", ""), None) if isinstance(spec, dict) else None
+    if state is not None:
+        state.close()

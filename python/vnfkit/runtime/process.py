@@ -107,8 +107,8 @@ class ProcessRunner(Runner):
         assign_ids: give every packet a runner-wide, monotonic ``packet_id`` at arrival (continuing
             across runs); False keeps the ids the input carries.
 
-    ``ctx.shared`` is created through ``runtime._shared`` (today one SharedState per worker process;
-    see there). ``vnfs`` / ``contexts`` do not exist here: each VNF lives in its worker.
+    ``ctx.shared`` is one SharedState in a shared-memory segment that every worker maps (made and
+    unlinked through ``runtime._shared``), so shared variables are shared across the processes. ``vnfs`` / ``contexts`` do not exist here: each VNF lives in its worker.
     """
 
     backend = "process"
@@ -141,6 +141,7 @@ class ProcessRunner(Runner):
         self.num_queues = queues
         self.parse = parse
         self.assign_ids = assign_ids
+        self._linktype = 1  # of the current input (pcap LINKTYPE_ETHERNET until a batch says otherwise)
         self.batch_size = batch_size
         self.flush_ns = int(flush_us * 1000)
         self.control = control if control is not None else ControlState()
@@ -197,6 +198,7 @@ class ProcessRunner(Runner):
             self._cpu_seen[q] = msg[2]
         for seg in st["segments"]:
             seg.unlink()  # every worker has it mapped: nothing left in /dev/shm from here on
+        _shared.workers_attached(st["shared"])
 
     def _recv(self, q: int, deadline: float) -> Any:
         """The next message of worker q; raises WorkerError if it died or sent an error."""
@@ -312,6 +314,7 @@ class ProcessRunner(Runner):
                 st.latency.record(now - arrival.astype(np.int64))
             del port
             if on_output is not None:
+                out.linktype = self._linktype  # slabs carry no link type: the input's (one per run)
                 on_output(q, out)
             del out
             ring.release()
@@ -380,6 +383,7 @@ class ProcessRunner(Runner):
             for batch in batches:
                 t_in = _core.now_ns()
                 n = len(batch)
+                self._linktype = batch.linktype
                 if self.assign_ids:
                     batch.packet_id[:] = np.arange(self._next_id, self._next_id + n, dtype=np.uint64)
                     self._next_id += n
@@ -420,6 +424,7 @@ class ProcessRunner(Runner):
             self._next_id += n
         if self.parse:
             trace.parse()
+        self._linktype = trace.linktype
         parts = self.classifier.classify(trace)
         chunk = chunk or self.batch_size
         period_ns = 1e9 / rate_pps

@@ -63,6 +63,8 @@ def plan(ctrl: "Controller", t: "Transfer", src: Any, dst_server: int) -> dict[s
 
 
 def commit(ctrl: "Controller", t: "Transfer", src: Any, dst_server: int, p: dict[str, Any], now_s: float) -> None:
+    """Always-migrate's commit step: move the planned flows' per-flow state from `src` to the new instance
+    on `dst_server` and point the switches at it (the pause and the bytes moved are recorded on `t`)."""
     keys = p["keys"]
     t.fold = len(keys)
     sw_src = ctrl.switches[src.server]

@@ -38,6 +38,9 @@ class DetectorConfig:
 
 
 class OverloadDetector:
+    """Flags an instance as overloaded from its recent load: offered packets over a sliding window
+    against its capacity, or its queue occupancy (see :class:`DetectorConfig`)."""
+
     def __init__(self, config: DetectorConfig | None = None) -> None:
         self.config = (config or DetectorConfig()).validated()
         self._hist: dict[int, deque[tuple[float, float, int, float]]] = {}

@@ -21,6 +21,9 @@ SIM_STATE_DTYPE = np.dtype([("flow", "<u4"), ("packets", "<u4")])
 
 
 class SimInstance:
+    """A VNF instance of the simulation: a place (server, core), a capacity in packets per second, a
+    bounded queue (a fluid model of its backlog), and its own FlowTable holding its flows' state."""
+
     def __init__(self, instance_id: int, server: int, core: int, *, capacity_pps: float = 1.0e6,
                  queue_limit: int = 4096, flow_capacity: int = 1 << 16) -> None:
         if not capacity_pps > 0:

@@ -13,6 +13,8 @@ from .errors import NoFreeCoreError, ScaleoutError
 
 
 class Placement:
+    """The free cores of a set of servers: where a new instance may start (one instance per core)."""
+
     def __init__(self, servers: int = 4, cores_per_server: int = 2) -> None:
         for v, name in ((servers, "servers"), (cores_per_server, "cores_per_server")):
             if isinstance(v, bool) or not isinstance(v, int):

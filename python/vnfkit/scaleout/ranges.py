@@ -11,6 +11,7 @@ FULL_HI = 0xFFFFFFFF
 
 
 def check_bounds(lo: Any, hi: Any, what: str = "range") -> tuple[int, int]:
+    """(lo, hi) as ints after checking they are 32-bit flow IDs with lo <= hi (errors name `what`)."""
     for v, name in ((lo, "lo"), (hi, "hi")):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
             raise TypeError(f"{what}: {name} must be an int, got {type(v).__name__}")
@@ -22,6 +23,7 @@ def check_bounds(lo: Any, hi: Any, what: str = "range") -> tuple[int, int]:
 
 
 def check_range(r: Any, what: str) -> Range:
+    """A checked (lo, hi, target) rule (TypeError / ValueError naming `what`)."""
     if not isinstance(r, (tuple, list)) or len(r) != 3:
         raise TypeError(f"{what}: expected (lo, hi, target), got {r!r}")
     lo, hi = check_bounds(r[0], r[1], what)
@@ -58,6 +60,7 @@ def carve(ranges: list[Range], lo: int, hi: int, target: int | None) -> list[Ran
 
 
 def owned_by(ranges: list[Range], target: int) -> list[tuple[int, int]]:
+    """The (lo, hi) intervals of `ranges` that map to `target`."""
     return [(a, b) for a, b, t in ranges if t == target]
 
 

@@ -117,6 +117,9 @@ class SimResult:
 
 
 class Simulation:
+    """The migration-avoidance experiment in virtual time: the workload's flows, time-slotted batches
+    through the real switches, controller and instance tables, with a per-packet affinity check."""
+
     def __init__(self, workload: Workload | None = None, config: SimConfig | None = None,
                  controller: ControllerConfig | None = None, detector: DetectorConfig | None = None,
                  seed: int = 0) -> None:
