@@ -40,7 +40,7 @@ def record_and_replay(vnf_cls, config, batches, queues=2, shared=None):
     rp = Replayer(backup, chunks)
     replayed = {q: [] for q in range(queues)}
     for q, (v, ctx) in enumerate(workers):
-        ctx.state_context = rp.context(q)
+        ctx.state = rp.context(q)  # the replay context takes the place of the recording one
         for b in inputs[q]:
             v.process(b, ctx)
             replayed[q].append((b.port.copy(), b.drop.copy(), b.to_list()))

@@ -20,15 +20,10 @@ from .. import _core
 FLAG_HAS_L4 = 1 << 2
 
 def state_context(ctx: Any) -> Any:
-    """The shared-state recording context of this worker.
-
-    A replay harness may put one on the worker context as ``ctx.state_context``; otherwise it is the
-    one the runner made (``ctx.state``), or the logged ``ctx.shared.context(ctx.queue)``."""
-    for attr in ("state_context", "state"):
-        sc = getattr(ctx, attr, None)
-        if sc is not None:
-            return sc
-    return ctx.shared.context(ctx.queue)
+    """The shared-state recording context of this worker: ``ctx.state`` (the runner's, or the
+    replay context a backup puts in its place), else the logged ``ctx.shared.context(ctx.queue)``."""
+    sc = getattr(ctx, "state", None)
+    return sc if sc is not None else ctx.shared.context(ctx.queue)
 
 
 # ------------------------------------------------------------------------------------------ config

@@ -115,6 +115,7 @@ class Backup:
             v.setup(ctx, **(config or {}))
             self.vnfs.append(v)
         self.on_replayed = on_replayed
+        self._live_states = [ctx.state for ctx in self.contexts]  # put back when a replay ends
         self.live = False
 
     def _process(self, batch: Any) -> list[tuple[int, Any]]:
@@ -149,7 +150,9 @@ class Backup:
                 if replaying and seq in dets:
                     assert rp is not None
                     for q, ctx in enumerate(self.contexts):
-                        ctx.state_context = rp.context(q)  # every worker: start_positions names them all
+                        # the replay context takes the place of ctx.state, which is what every VNF uses
+                        # (start_positions names every worker)
+                        ctx.state = rp.context(q)
                     for q, sub in self._process(batch):
                         if self.on_replayed is not None:
                             self.on_replayed(q, sub)
@@ -171,8 +174,8 @@ class Backup:
     def _end_replay(self, rp: Any) -> None:
         if rp is not None:
             rp.finish()
-        for ctx in self.contexts:
-            ctx.state_context = None
+        for ctx, live in zip(self.contexts, self._live_states):
+            ctx.state = live
 
     def process(self, batch: Any) -> list[tuple[int, Any]]:
         """Go-live path: process one (numbered) input batch; returns its (queue, sub-batch) outputs."""

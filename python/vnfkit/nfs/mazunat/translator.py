@@ -14,7 +14,7 @@ at most every ``gc_interval_s`` of packet time (a vectorised scan of the deadlin
 entries are removed and their pool ports released.
 
 Every access to shared state (the pools, the ICMP echo map) goes through the worker's recording
-context (``ctx.state_context`` when a replay harness sets one, else ``ctx.state``), so a run can be
+context (``ctx.state``, for which a replay harness substitutes its replay context), so a run can be
 replayed with every allocation forced.
 """
 
