@@ -10,6 +10,8 @@ HEADER_BYTES: int
 SHIM_BYTES: int
 BLOCK_BYTES: int
 MAX_OWNER: int
+MAX_WAIT_NS: int
+STATS_RULE: str
 ENCODER_STATS: tuple[str, ...]
 DECODER_STATS: tuple[str, ...]
 

@@ -143,8 +143,9 @@ class Buffer {
     if (size_ + k > cap_) regrow(std::max(size_ + k, cap_ * 2));
     const std::size_t old = size_;
     set_size(old + k);
-    std::memmove(ptr_ + at + k, ptr_ + at, (old - at) * sizeof(T));
-    if (k) std::memcpy(ptr_ + at, tmp.data(), k * sizeof(T));
+    if (k == 0) return ptr_ + at;  // nothing to move (and ptr_ may be null: memmove's args must not be)
+    if (old > at) std::memmove(ptr_ + at + k, ptr_ + at, (old - at) * sizeof(T));
+    std::memcpy(ptr_ + at, tmp.data(), k * sizeof(T));
     return ptr_ + at;
   }
   // Exchange contents with a vector (the engine builds a new buffer aside, then swaps it in). The
