@@ -55,7 +55,8 @@ def test_sigkill_is_seen_via_pidfd_and_sigstop_via_heartbeat():
         w, reason, t = det.events[1]
         assert (w, reason) == (1, "heartbeat")
         stall_ms = (t - t0) / 1e6
-        assert 250 <= stall_ms < 3000
+        # the timeout counts from the worker's last beat, which came a little before SIGSTOP was sent
+        assert 200 <= stall_ms < 3000
         print(f"detection: SIGKILL {kill_ms:.2f} ms (pidfd), SIGSTOP {stall_ms:.2f} ms (heartbeat timeout 250 ms)")
         assert kill_ms < 250  # well before the heartbeat timeout could have fired
     finally:
