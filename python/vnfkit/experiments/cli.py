@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ..cli._common import int_arg
+
 
 def _duration(text: str) -> float:
     try:
@@ -16,14 +18,8 @@ def _duration(text: str) -> float:
     return v
 
 
-def _seed(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
-    return v
+#: --seed: a decimal integer in 0..2**32-1 (the CLI's one integer-argument checker)
+_seed = int_arg(0, (1 << 32) - 1)
 
 
 def _scale(args: Any) -> int:
