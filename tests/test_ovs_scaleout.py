@@ -70,3 +70,34 @@ def test_small_table_never_migrate_stays_within_capacity(topo):
     assert 0 < r["peak_hw_rules"] <= 100  # ... and the table was never overfilled (read from OVS)
     assert r["split_fraction"] > 0.5  # the split point moved up: uneven
 
+
+
+def test_the_checks_can_fail_software_switch_without_exceptions(topo, monkeypatch):
+    """Without Fold's exceptions A's old flows are sent to A' while A holds their state: the
+    per-packet check must see it."""
+    from vnfkit.scaleout import SoftwareSwitch
+    from vnfkit.scaleout.ovs_live import run_live_ovs
+
+    monkeypatch.setattr(SoftwareSwitch, "add_exceptions", lambda self, keys, target: None)
+    r = run_live_ovs(0, strategy="avoid", topology=topo, quiet=True, packets=20_000)
+    assert r["transfers"] >= 1 and r["affinity_violations"] > 0
+
+
+def test_cli_experiment_scale_live_through_ovs(tmp_path, capsys):
+    import json
+
+    from vnfkit.cli import main
+
+    js = tmp_path / "ovs.json"
+    assert main(["experiment", "scale", "--mode", "live", "--switch", "ovs", "--duration", "1", "--quiet",
+                 "--json", str(js)]) == 0
+    data = json.loads(js.read_text())
+    assert data["switch"] == "ovs" and set(data["strategies"]) == {"migration-avoidance", "never-migrate",
+                                                                  "always-migrate"}
+    keys = {"imbalance", "convergence_s", "peak_hw_rules", "peak_sw_rules", "affinity_violations",
+            "state_bytes_moved"}
+    for name, row in data["strategies"].items():
+        assert keys <= set(row), name
+        assert row["affinity_violations"] == 0 and 0 < row["peak_hw_rules"] <= 2048, name
+    assert data["strategies"]["always-migrate"]["state_bytes_moved"] > 0
+    assert "| packets that reached the wrong instance | 0 | 0 | 0 |" in capsys.readouterr().out

@@ -174,3 +174,14 @@ def test_capacity_counts_prefixes_and_a_refused_update_changes_nothing(topo):
     hw.apply_due(0.0)
     assert hw.ovs_rules() == 3 == hw.rules and hw.peak_ovs_rules == 3
     assert "priority=3000,dl_dst=02:00:00:00:00:99 actions=output:2" in _flows(topo)
+
+
+@needs_ovs
+def test_the_rule_count_is_read_back_not_assumed(topo):
+    from vnfkit.testbed.ovs import OvsError
+
+    hw = OvsHardwareSwitch(topo.ovs, topo.bridge, topo.server_ports, ranges=[(0, FULL, 0)])
+    topo.ovs.ofctl("add-flow", topo.bridge, "priority=5,arp,actions=drop")  # behind the switch's back
+    hw.schedule(0.0, ranges=[(0, 2**31 - 1, 0), (2**31, FULL, 1)])
+    with pytest.raises(OvsError, match="holds 3 flows, the model 2"):
+        hw.apply_due(0.0)

@@ -40,8 +40,8 @@ TOOLS = ("ovsdb-tool", "ovsdb-server", "ovs-vswitchd", "ovs-vsctl", "ovs-ofctl",
 SCHEMA_PATHS = ("/usr/share/openvswitch/vswitch.ovsschema", "/usr/local/share/openvswitch/vswitch.ovsschema")
 
 
-class OvsError(RuntimeError):
-    """An Open vSwitch daemon or tool failed (the message has its stderr or log tail)."""
+class OvsError(OSError):
+    """An Open vSwitch daemon or tool failed or is unavailable (the message has its stderr or log tail)."""
 
 
 def find_schema() -> str | None:
