@@ -89,11 +89,12 @@ class _Server:
 def run_live_ovs(seed: int = 0, *, strategy: str = "avoid", flows: int = 2000, packets: int = 40_000,
                  rate_pps: float = 20_000.0, batch: int = 200, burst: int = 32, capacity_pps: float = 14_000.0,
                  control_s: float = 0.02, threshold: int = 50, mean_duration_s: float = 0.4,
-                 wait_s: float = 0.5, hw_capacity: int = 2048, quiet: bool = False,
+                 wait_s: float = 0.5, hw_capacity: int = 2048, datapath_sync: str = "purge", quiet: bool = False,
                  topology: OvsTopology | None = None) -> dict[str, Any]:
     """Play the trace through OVS with the controller's ``strategy``; returns the measurements.
     ``rate_pps`` is the trace's (virtual) rate; the wall-clock rate is whatever pacing allows.
     ``hw_capacity``: the OpenFlow entries the controller may use in the bridge (the study's 2 048).
+    ``datapath_sync``: see :class:`OvsHardwareSwitch` (``"none"`` lets stale cached flows race).
     ``topology``: an open :class:`OvsTopology` with two servers to reuse (default: one of its own)."""
     for name, v, lo in (("flows", flows, 1), ("packets", packets, 1), ("batch", batch, 1), ("burst", burst, 1),
                         ("hw_capacity", hw_capacity, 1), ("threshold", threshold, 0)):
@@ -108,14 +109,14 @@ def run_live_ovs(seed: int = 0, *, strategy: str = "avoid", flows: int = 2000, p
             return run_live_ovs(seed, strategy=strategy, flows=flows, packets=packets, rate_pps=rate_pps,
                                 batch=batch, burst=burst, capacity_pps=capacity_pps, control_s=control_s,
                                 threshold=threshold, mean_duration_s=mean_duration_s, wait_s=wait_s,
-                                hw_capacity=hw_capacity, quiet=quiet, topology=topo)
+                                hw_capacity=hw_capacity, datapath_sync=datapath_sync, quiet=quiet, topology=topo)
     return _run(topology, seed, strategy, flows, packets, rate_pps, batch, burst, capacity_pps, control_s,
-                threshold, mean_duration_s, wait_s, hw_capacity, quiet)
+                threshold, mean_duration_s, wait_s, hw_capacity, datapath_sync, quiet)
 
 
 def _run(topo: OvsTopology, seed: int, strategy: str, flows: int, packets: int, rate_pps: float, batch: int,
          burst: int, capacity_pps: float, control_s: float, threshold: int, mean_duration_s: float,
-         wait_s: float, hw_capacity: int, quiet: bool) -> dict[str, Any]:
+         wait_s: float, hw_capacity: int, datapath_sync: str, quiet: bool) -> dict[str, Any]:
     t_wall = time.perf_counter()
     trace = generate(flows, packets, seed, rate_pps=rate_pps, mean_duration_s=mean_duration_s,
                      duration_sigma=0.8, udp_fraction=0.5)
@@ -132,7 +133,7 @@ def _run(topo: OvsTopology, seed: int, strategy: str, flows: int, packets: int, 
     fixed = [f"priority={DETOUR_PRIORITY},dl_dst={':'.join(f'{b:02x}' for b in topo.host_mac[s])},"
              f"actions=output:{topo.server_ports[s]}" for s in topo.server_ports]
     hw = OvsHardwareSwitch(topo.ovs, topo.bridge, topo.server_ports, fixed_flows=fixed,  # type: ignore[arg-type]
-                           capacity=hw_capacity)
+                           capacity=hw_capacity, datapath_sync=datapath_sync)
     sws = {s: SoftwareSwitch(s) for s in topo.server_ports}
     ctrl = Controller(hw, sws, Placement(len(sws), 1), lambda i, s, c: LiveInstance(i, s, c, capacity_pps),
                       ControllerConfig(strategy=strategy, threshold=threshold, cooldown_s=0.2),
@@ -302,7 +303,8 @@ def _summary(trace: PacketBatch, fids: npt.NDArray[np.uint32], flow_of: npt.NDAr
              sws: dict[int, SoftwareSwitch], load_log: list[tuple[float, dict[int, int]]], c: dict[str, int],
              wall: float, strategy: str, seed: int) -> dict[str, Any]:
     first = ctrl.transfers[0] if ctrl.transfers else None
-    out: dict[str, Any] = {"mode": "live", "switch": "ovs", "strategy": strategy, "seed": seed}
+    out: dict[str, Any] = {"mode": "live", "switch": "ovs", "strategy": strategy, "seed": seed,
+                           "datapath_sync": hw.datapath_sync}
     # load of A and A' over the last third of the run (packets processed per second of trace time)
     imbalance = None
     a = b = 0.0

@@ -27,6 +27,15 @@ instead of one, and every such rule counts against the 2 048-entry table
 of one client address share a flow ID, so one client's flows can never be split between
 instances except by exception rules.
 
+**The datapath's cache.** ``ovs-ofctl --bundle`` returns once the OpenFlow tables hold the new
+rules, but the datapath keeps the flows it cached from the old ones until OVS's revalidators
+catch up (asynchronously, a few ms). Packets sent meanwhile still follow the old rules. With
+``datapath_sync="purge"`` (the default) every push is followed by ``ovs-appctl
+revalidator/purge``, which deletes the cached datapath flows before it returns, so the next packet
+is classified by the new rules and the bridge agrees with the model packet by packet;
+``"none"`` leaves the race in (migration avoidance tolerates it: A's software switch still sends
+the moved range's new flows to A'; never-migrate does not: see the README).
+
 **Exceptions** are exact 5-tuple matches (``tcp``/``udp``/``ip`` + ``nw_proto``, IPv4 or IPv6) at a
 higher priority than every range rule. **Fixed flows** (e.g. the detour forwarding between servers)
 are the caller's, installed first and counted against the capacity too.
@@ -118,12 +127,14 @@ class OvsHardwareSwitch(HardwareSwitch):
 
     ``server_ports``: server id -> the bridge's OpenFlow port towards that server (range and
     exception targets are server ids). ``fixed_flows``: flows (``priority=...,match,actions=...``)
-    installed first and kept; they count against ``capacity``. The bridge's existing flows are
-    replaced."""
+    installed first and kept; they count against ``capacity``. ``datapath_sync``: ``"purge"`` or
+    ``"none"`` (see the module docstring). The bridge's existing flows are replaced."""
 
     def __init__(self, ovs: OpenVSwitch, bridge: str, server_ports: dict[int, int], *,
                  ranges: Sequence[Range] = (), capacity: int = 2048, update_delay_s: float = 0.0,
-                 fixed_flows: Sequence[str] = ()) -> None:
+                 fixed_flows: Sequence[str] = (), datapath_sync: str = "purge") -> None:
+        if datapath_sync not in ("purge", "none"):
+            raise ValueError(f"datapath_sync: expected 'purge' or 'none', got {datapath_sync!r}")
         if not isinstance(server_ports, dict) or not server_ports:
             raise ValueError("server_ports: expected a non-empty {server id: OpenFlow port} dict")
         for s, p in server_ports.items():
@@ -137,6 +148,7 @@ class OvsHardwareSwitch(HardwareSwitch):
         self.ovs, self.bridge = ovs, bridge
         self.server_ports = dict(server_ports)
         self.fixed_flows = fixed
+        self.datapath_sync = datapath_sync
         self._installed: dict[str, str] = {}  # "priority=N,match" -> actions
         self.peak_ovs_rules = 0
         self.pushes = 0
@@ -199,6 +211,8 @@ class OvsHardwareSwitch(HardwareSwitch):
         if lines:
             t0 = time.perf_counter()
             self.ovs.ofctl("add-flows", self.bridge, "-", input_text="\n".join(lines) + "\n", options=("--bundle",))
+            if self.datapath_sync == "purge":
+                self.ovs.appctl("revalidator/purge")
             self.push_s.append(time.perf_counter() - t0)
             self.pushes += 1
         self._installed = want
