@@ -100,10 +100,16 @@ def run_live_ovs(seed: int = 0, *, strategy: str = "avoid", flows: int = 2000, p
                         ("hw_capacity", hw_capacity, 1), ("threshold", threshold, 0)):
         if isinstance(v, bool) or not isinstance(v, int) or v < lo:
             raise ValueError(f"{name}: expected an int >= {lo}, got {v!r}")
-    for name, v in (("rate_pps", rate_pps), ("capacity_pps", capacity_pps), ("control_s", control_s),
-                    ("wait_s", wait_s)):
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
-            raise ValueError(f"{name}: expected a positive number, got {v!r}")
+    reals: tuple[tuple[str, float], ...] = (("rate_pps", rate_pps), ("capacity_pps", capacity_pps),
+                                            ("control_s", control_s), ("wait_s", wait_s))
+    for rname, rv in reals:
+        if isinstance(rv, bool) or not isinstance(rv, (int, float)) or not rv > 0:
+            raise ValueError(f"{rname}: expected a positive number, got {rv!r}")
+    ControllerConfig(strategy=strategy, threshold=threshold).validated()  # names the bad field
+    if packets < flows:
+        raise ValueError(f"packets: must be >= flows ({flows}), got {packets}")
+    if threshold > hw_capacity:
+        raise ValueError(f"threshold: T={threshold} exceeds hw_capacity={hw_capacity}")
     if topology is None:
         with OvsTopology(2) as topo:
             return run_live_ovs(seed, strategy=strategy, flows=flows, packets=packets, rate_pps=rate_pps,
@@ -142,7 +148,7 @@ def _run(topo: OvsTopology, seed: int, strategy: str, flows: int, packets: int, 
     client = topo.socket("client")
     servers = {s: _Server(s, topo.socket(s), sws[s], topo.host_mac[s]) for s in sws}
     mac_to_server = {sv.mac: s for s, sv in servers.items()}
-    c = {"violations": 0, "missing": 0, "processed": 0, "detoured": 0, "lost": 0, "duplicates": 0,
+    c: dict[str, Any] = {"violations": 0, "missing": 0, "processed": 0, "detoured": 0, "lost": 0, "duplicates": 0,
          "foreign": 0, "model_mismatch": 0, "unrouted": 0, "burst": burst, "wait_s": wait_s}
     where = np.full(len(trace), -1, dtype=np.int64)  # instance that processed each packet
     seen = np.zeros(len(trace), dtype=bool)
@@ -182,7 +188,7 @@ def _run(topo: OvsTopology, seed: int, strategy: str, flows: int, packets: int, 
 
 
 def _send_batch(client: Any, frames: list[bytes], start: int, stop: int, burst: int, servers: dict[int, _Server],
-                seen: npt.NDArray[np.bool_], c: dict[str, int], wait_s: float) -> dict[int, list[int]]:
+                seen: npt.NDArray[np.bool_], c: dict[str, Any], wait_s: float) -> dict[int, list[int]]:
     """Send frames[start:stop] in bursts, collect what arrives at each server: {server: [index]}."""
     arrived: dict[int, list[int]] = {s: [] for s in servers}
     got = 0
@@ -200,7 +206,7 @@ def _send_batch(client: Any, frames: list[bytes], start: int, stop: int, burst: 
 
 
 def _collect(servers: dict[int, _Server], arrived: dict[int, list[int]], seen: npt.NDArray[np.bool_],
-             c: dict[str, int], start: int, stop: int) -> int:
+             c: dict[str, Any], start: int, stop: int) -> int:
     n = 0
     for s, sv in servers.items():
         for d in sv.receive():
@@ -225,7 +231,7 @@ def _index(d: bytes) -> int | None:
 
 def _deliver(arrived: dict[int, list[int]], trace: PacketBatch, fids: npt.NDArray[np.uint32],
              ts: npt.NDArray[np.uint64], servers: dict[int, _Server], mac_to_server: dict[bytes, int],
-             ctrl: Controller, hw: OvsHardwareSwitch, where: npt.NDArray[np.int64], c: dict[str, int]) -> None:
+             ctrl: Controller, hw: OvsHardwareSwitch, where: npt.NDArray[np.int64], c: dict[str, Any]) -> None:
     """Software switches and instances for the packets OVS delivered; detours go back through OVS."""
     for s, idx_list in arrived.items():
         if not idx_list:
@@ -239,7 +245,7 @@ def _deliver(arrived: dict[int, list[int]], trace: PacketBatch, fids: npt.NDArra
 
 def _at_server(sv: _Server, idx: npt.NDArray[np.uint32], trace: PacketBatch, fids: npt.NDArray[np.uint32],
                ts: npt.NDArray[np.uint64], servers: dict[int, _Server], ctrl: Controller, hw: OvsHardwareSwitch,
-               where: npt.NDArray[np.int64], c: dict[str, int], kind: str, hops: int = 0) -> None:
+               where: npt.NDArray[np.int64], c: dict[str, Any], kind: str, hops: int = 0) -> None:
     keys = trace.key[idx]
     target = sv.sw.forward(keys, fids[idx], kind=kind)
     c["unrouted"] += int((target == NO_TARGET).sum())
@@ -267,7 +273,7 @@ def _at_server(sv: _Server, idx: npt.NDArray[np.uint32], trace: PacketBatch, fid
 
 def _detour(src: _Server, dst: _Server, m: npt.NDArray[np.uint32], trace: PacketBatch, fids: npt.NDArray[np.uint32],
             ts: npt.NDArray[np.uint64], servers: dict[int, _Server], ctrl: Controller, hw: OvsHardwareSwitch,
-            where: npt.NDArray[np.int64], c: dict[str, int], hops: int) -> None:
+            where: npt.NDArray[np.int64], c: dict[str, Any], hops: int) -> None:
     """Send packets ``m`` from ``src`` back into OVS addressed to ``dst``'s MAC, receive them there."""
     if hops >= 2:  # a packet bounced twice: the software switches disagree -- it reached no instance
         c["violations"] += len(m)
@@ -300,7 +306,7 @@ def _detour(src: _Server, dst: _Server, m: npt.NDArray[np.uint32], trace: Packet
 
 def _summary(trace: PacketBatch, fids: npt.NDArray[np.uint32], flow_of: npt.NDArray[np.int64],
              ts: npt.NDArray[np.uint64], where: npt.NDArray[np.int64], ctrl: Controller, hw: OvsHardwareSwitch,
-             sws: dict[int, SoftwareSwitch], load_log: list[tuple[float, dict[int, int]]], c: dict[str, int],
+             sws: dict[int, SoftwareSwitch], load_log: list[tuple[float, dict[int, int]]], c: dict[str, Any],
              wall: float, strategy: str, seed: int) -> dict[str, Any]:
     first = ctrl.transfers[0] if ctrl.transfers else None
     out: dict[str, Any] = {"mode": "live", "switch": "ovs", "strategy": strategy, "seed": seed,
@@ -325,9 +331,10 @@ def _summary(trace: PacketBatch, fids: npt.NDArray[np.uint32], flow_of: npt.NDAr
         np.minimum.at(first_pkt, flow_of, np.arange(len(trace), dtype=np.int64))
         flow_in = (fids >= first.lo) & (fids <= first.hi)
         flow_new = first_pkt[flow_of] >= k
-        fold = c["fold_keys"]
-        in_fold = np.array([trace.key[i].tobytes() in fold for i in range(len(trace))], dtype=bool) \
-            if fold else np.zeros(len(trace), dtype=bool)
+        fold: set[bytes] = c["fold_keys"]
+        in_fold = np.zeros(len(trace), dtype=bool)
+        if fold:
+            in_fold[:] = [trace.key[i].tobytes() in fold for i in range(len(trace))]
         after = (np.arange(len(trace)) >= k) & (where >= 0) & flow_in
         new_at_dst = int((after & flow_new & (where == first.dst)).sum())
         new_elsewhere = int((after & flow_new & (where != first.dst)).sum())

@@ -106,6 +106,8 @@ def prefix_match(value: int, length: int) -> str:
 def exception_match(key: npt.NDArray[Any]) -> str:
     """The exact OpenFlow match of one flow key (a FLOW_KEY_DTYPE scalar)."""
     fam, proto = int(key["family"]), int(key["proto"])
+    src: ipaddress.IPv4Address | ipaddress.IPv6Address
+    dst: ipaddress.IPv4Address | ipaddress.IPv6Address
     if fam == 4:
         src, dst = ipaddress.IPv4Address(bytes(key["src"][:4])), ipaddress.IPv4Address(bytes(key["dst"][:4]))
         names, fields = {6: "tcp", 17: "udp"}, ("nw_src", "nw_dst")

@@ -178,7 +178,8 @@ class OpenVSwitch:
         deadline = time.monotonic() + self.config.ready_timeout_s
         while not cond():
             if proc.poll() is not None:
-                raise OvsError(f"{proc.args[0]} exited with status {proc.returncode} before {what} was ready; "
+                prog = proc.args[0] if isinstance(proc.args, list) else proc.args
+                raise OvsError(f"{prog!s} exited with status {proc.returncode} before {what} was ready; "
                                f"log: {self._log_tail(log)}")
             if time.monotonic() > deadline:
                 raise OvsError(f"{what} not ready after {self.config.ready_timeout_s:g} s; log: {self._log_tail(log)}")
