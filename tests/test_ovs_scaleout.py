@@ -37,7 +37,7 @@ def _print(capsys, name, r):
 def _say(name, r):
     print(f"\n{name}: {r['processed']}/{r['packets']} packets through OVS, split at "
           f"{r['split_fraction']:.3f} of the space after {r['split_at_s']:.2f} s, {r['old_flows']} old flows, "
-          f"converged {r['convergence_s']} s; affinity violations {r['affinity_violations']}, OVS/model "
+          f"converged {r['convergence_s'] or float('nan'):.3f} s; affinity violations {r['affinity_violations']}, OVS/model "
           f"mismatches {r['ovs_model_mismatches']}; new-flow packets at A' {r['new_flow_packets_at_a2']} "
           f"(elsewhere {r['new_flow_packets_elsewhere']}), old-flow packets at A {r['old_flow_packets_at_a']}; "
           f"detoured {r['detoured_packets']}; OVS flows peak {r['peak_hw_rules']} (read from OVS; capacity "
