@@ -57,6 +57,9 @@ class TrialResult:
     checkpoint_pauses_s: list[float] = field(default_factory=list)
     storage_events: list[str] = field(default_factory=list)
     false_suspicions: int = 0
+    #: id of the first packet of the crash batch, and that batch's packet time since the trace began (ms)
+    crash_packet: int = -1
+    crash_time_ms: float = 0.0
 
     @property
     def recovery_s(self) -> float:
@@ -73,6 +76,7 @@ class TrialResult:
             "reexecuted_batches": self.recovery.reexecuted_batches,
             "released_packets": self.released_master + self.released_backup,
             "held_at_crash": self.held_at_crash, "lost_batches": self.lost_batches,
+            "crash_packet": self.crash_packet, "crash_time_ms": self.crash_time_ms,
         }
 
 
@@ -201,6 +205,7 @@ class Harness:
 
         crashed_at_seq: int | None = None
         last_ckpt_ts = [int(batches[0].ts_ns.min()) if len(batches) and len(batches[0]) else 0]
+        trace_t0 = last_ckpt_ts[0]  # the trace's first packet time
         try:
             if self.strategy != "none":
                 checkpoint(0)
@@ -257,6 +262,10 @@ class Harness:
 
             # ---- crash: the master and all its state are gone; only storage survives
             t_crash = time.monotonic_ns()
+            cb = batches[crash_at]
+            if len(cb):
+                res.crash_packet = int(cb.packet_id[0])
+                res.crash_time_ms = (int(cb.ts_ns.min()) - trace_t0) / 1e6
             # Reports from before the crash were false suspicions (a slow batch on a busy box).
             res.false_suspicions += sum(1 for e in detector.events if e[2] < t_crash)
             detector.rearm()
