@@ -1,6 +1,7 @@
 """`vnfkit recovery-test`: many crash-and-recover trials of one middlebox, each judged by the oracle.
 
-Each trial runs the middlebox on a master of ``--queues`` workers over fresh generated traffic
+Each trial runs the middlebox on a master of ``--queues`` workers (threads, or with ``--runtime
+process`` worker processes of which one is SIGKILLed) over fresh generated traffic
 (shared state under contention), crashes it at a random point -- input batch, phase of that batch
 (before processing, after processing, after the storage sync) and so packet and time -- fails over
 to the passive backup, lets the backup take the rest of the traffic and has the correctness oracle
@@ -40,6 +41,9 @@ def add(sub: SubParsers) -> None:
     p.add_argument("--trials", type=int_arg(1, 1_000_000), required=True, help="number of crash points")
     p.add_argument("--seed", type=int_arg(0, 2**63 - 1), default=0, help="random seed of crash points and traffic")
     p.add_argument("--queues", type=int_arg(1, MAX_QUEUES), default=2, help="workers of the master")
+    p.add_argument("--runtime", choices=("thread", "process"), default="thread",
+                   help="the master: the thread runner crashed as a whole at a batch and phase, or worker "
+                        "processes of which one is SIGKILLed between two batches or 0-2 ms into one")
     p.add_argument("--storage", choices=("memory", "file", "redis"), default="memory",
                    help="stable storage: in-process, files with fsync, or a private Redis primary + replica")
     p.add_argument("--packets", type=int_arg(1000, 1 << 24), default=20_000, help="packets per trial")
@@ -114,8 +118,9 @@ def run(args: argparse.Namespace) -> int:
     interval = args.checkpoint_interval_ms / 1e3
     console = stdout_console()
     t0 = time.monotonic()
+    master = "worker processes, one SIGKILLed" if args.runtime == "process" else "threads, crashed as a whole"
     header = (f"vnfkit recovery-test: {args.nf}, {args.strategy}, {args.trials} trials, seed {args.seed}, "
-              f"{args.queues} workers, {args.storage} storage, {args.packets} packets in batches of {args.batch}, "
+              f"{args.queues} workers ({master}), {args.storage} storage, {args.packets} packets in batches of {args.batch}, "
               f"checkpoint every {args.checkpoint_interval_ms:g} ms of packet time")
     print(header, flush=True)
 
@@ -129,8 +134,16 @@ def run(args: argparse.Namespace) -> int:
                   end="", file=sys.stderr, flush=True)
 
     with _storage_factory(args.storage) as factory:
-        results = run_trials(args.nf, args.strategy, args.trials, args.seed, packets=args.packets, batch=args.batch,
-                             queues=args.queues, checkpoint_interval_s=interval, storage=factory, on_trial=on_trial)
+        if args.runtime == "process":
+            from ..recovery.process_master import random_process_trials
+
+            results = random_process_trials(args.nf, args.strategy, args.trials, args.seed, packets=args.packets,
+                                            batch=args.batch, queues=args.queues, checkpoint_interval_s=interval,
+                                            storage=factory, on_trial=on_trial)
+        else:
+            results = run_trials(args.nf, args.strategy, args.trials, args.seed, packets=args.packets,
+                                 batch=args.batch, queues=args.queues, checkpoint_interval_s=interval,
+                                 storage=factory, on_trial=on_trial)
     if not sys.stdout.isatty() and sys.stderr.isatty() and not args.quiet:
         print(file=sys.stderr)
     wall = time.monotonic() - t0
@@ -152,6 +165,7 @@ def run(args: argparse.Namespace) -> int:
         console.print("incorrect trials by violation: " + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items())))
     if args.json is not None:
         doc = {"nf": args.nf, "strategy": args.strategy, "seed": args.seed, "queues": args.queues,
+               "runtime": args.runtime,
                "storage": args.storage, "packets_per_trial": args.packets, "batch": args.batch,
                "checkpoint_interval_ms": args.checkpoint_interval_ms, "wall_s": wall, **s,
                "results": [{**r.summary(), "violations": r.verdict.violations} for r in results]}
