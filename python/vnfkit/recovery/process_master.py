@@ -12,12 +12,12 @@ also the input handler and the output handler):
    determinant record; holds the outputs, tagged with the log positions (output commit);
 4. syncs storage, releases what may leave, and reads the workers' visible state (for the oracle);
 5. every ``checkpoint_every`` batches takes a checkpoint: each worker images its own tables and VNF
-   state at the boundary the parent requests (:meth:`ProcessRunner.call_workers`), ships it back,
+   state at the boundary the parent requests (:meth:`vnfkit.runtime.process.ProcessRunner.call_workers`), ships it back,
    and drains its log; the parent images the shared state from its own mapping.
 
 A crash is a ``SIGKILL`` of one worker process, either between two batches or in the middle of one
 (from a timer, ``0..max_delay`` after the dispatch started). The pidfd failure detector reports the
-death; the runtime itself raises :class:`~vnfkit.runtime.WorkerError` at its next look. The master is
+death; the runtime itself raises ``WorkerError`` at its next look. The master is
 then gone as a whole (the runtime stops the other workers) and the passive in-process
 :class:`~.backup.Backup` restores the last checkpoint, replays the logged inputs with their
 determinants forced, re-executes the stable inputs without a stable determinant record, and goes

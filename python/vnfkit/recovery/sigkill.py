@@ -118,7 +118,7 @@ def sigkill_trial(w: Workload, open_storage: Callable[[], StableStorage], kill_a
     `kill_at_released` packets (whichever is given; both: whichever comes first). `respond` is the
     remote hosts (see :meth:`.harness.Harness.run`): the backup's outputs are answered too.
     `open_storage()` must open the same persistent storage in both processes (file or Redis).
-    With `timeline`, ``result.timeline`` is a :class:`Timeline`."""
+    With `timeline`, ``result.timeline`` is a :class:`~.sigkill.Timeline`."""
     if kill_after_s is None and kill_at_released is None:
         raise ValueError("kill_after_s / kill_at_released: give at least one")
     r_fd, w_fd = os.pipe()

@@ -223,6 +223,14 @@ class ProcessRunner(Runner):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"worker {q}: no answer within {START_TIMEOUT_S} s")
 
+    def _send(self, q: int, msg: Any) -> None:
+        """Send worker q a message; raises WorkerError if it is dead (its end of the pipe is gone)."""
+        try:
+            self._state["conns"][q].send(msg)
+        except (BrokenPipeError, ConnectionResetError):
+            self._state["procs"][q].join(timeout=1.0)
+            self._raise_dead(q)
+
     def _raise_error(self, q: int, msg: Any) -> None:
         _, where, exc, text, tb = msg
         if where == "setup" and isinstance(exc, (ValueError, TypeError)):
@@ -265,8 +273,8 @@ class ProcessRunner(Runner):
         runs, when no batch is in flight); their results by queue. `fn` must be picklable (a
         module-level function). A worker that dies or raises meanwhile is a WorkerError."""
         _check_portable("fn", fn)
-        for q, conn in enumerate(self._state["conns"]):
-            conn.send(("call", fn, args))
+        for q in range(self.num_queues):
+            self._send(q, ("call", fn, args))
             ring = self._state["rings"][q]
             ring.user_word = ring.user_word + 1
             ring.notify_worker()
@@ -303,8 +311,8 @@ class ProcessRunner(Runner):
 
     def _collect(self, stats: list[QueueStats]) -> dict[str, int]:
         vnf_stats: dict[str, int] = {}
-        for q, conn in enumerate(self._state["conns"]):
-            conn.send(("stats",))
+        for q in range(self.num_queues):
+            self._send(q, ("stats",))
             ring = self._state["rings"][q]
             ring.user_word = ring.user_word + 1
             ring.notify_worker()
