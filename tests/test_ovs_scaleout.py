@@ -40,7 +40,7 @@ def _say(name, r):
           f"converged {r['convergence_s'] or float('nan'):.3f} s; affinity violations {r['affinity_violations']}, OVS/model "
           f"mismatches {r['ovs_model_mismatches']}; new-flow packets at A' {r['new_flow_packets_at_a2']} "
           f"(elsewhere {r['new_flow_packets_elsewhere']}), old-flow packets at A {r['old_flow_packets_at_a']}; "
-          f"detoured {r['detoured_packets']}; OVS flows peak {r['peak_hw_rules']} (read from OVS; capacity "
+          f"detoured {r['detoured_packets']}; OVS ports rx {r['ovs_rx_packets']} tx {r['ovs_tx_packets']}; OVS flows peak {r['peak_hw_rules']} (read from OVS; capacity "
           f"{r['hw_capacity']}), {r['ovs_updates']} bundles, mean {r['ovs_update_ms_mean']:.1f} ms; lost "
           f"{r['lost_packets']}; {r['wall_pps']:.0f} packets/s wall")
 
@@ -61,6 +61,13 @@ def test_split_through_ovs_new_flows_to_a2_old_flows_stay(topo, capsys):
     assert r["duplicate_packets"] == 0
     assert r["lost_packets"] <= r["packets"] // 200  # paced: nothing (or next to nothing) lost
     assert r["processed"] + r["lost_packets"] == r["packets"]
+    # OVS's own port counters: it received every client packet and every detour, and sent them on
+    # (exact when nothing was lost; a lost packet may have been lost before or after OVS)
+    sent = r["packets"] + r["detoured_packets"]
+    assert r["hw_packets_model"] == sent
+    assert sent - r["lost_packets"] <= r["ovs_tx_packets"] <= r["ovs_rx_packets"] <= sent
+    if r["lost_packets"] == 0:
+        assert r["ovs_rx_packets"] == r["ovs_tx_packets"] == sent
 
 
 def test_small_table_never_migrate_stays_within_capacity(topo, capsys):
