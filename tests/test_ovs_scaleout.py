@@ -64,10 +64,10 @@ def test_split_through_ovs_new_flows_to_a2_old_flows_stay(topo, capsys):
     # OVS's own port counters: it received every client packet and every detour, and sent them on
     # (exact when nothing was lost; a lost packet may have been lost before or after OVS)
     sent = r["packets"] + r["detoured_packets"]
-    assert r["hw_packets_model"] == sent
     assert sent - r["lost_packets"] <= r["ovs_tx_packets"] <= r["ovs_rx_packets"] <= sent
+    assert sent - r["lost_packets"] <= r["hw_packets_model"] <= sent
     if r["lost_packets"] == 0:
-        assert r["ovs_rx_packets"] == r["ovs_tx_packets"] == sent
+        assert r["ovs_rx_packets"] == r["ovs_tx_packets"] == r["hw_packets_model"] == sent
 
 
 def test_small_table_never_migrate_stays_within_capacity(topo, capsys):
