@@ -105,3 +105,29 @@ def test_bad_arguments_are_one_line_errors(tmp_path):
         assert r.returncode != 0, args
         assert len(r.stderr.strip().splitlines()) == 1 and needle in r.stderr, (args, r.stderr)
     assert existing.read_text() == "{}"  # never overwritten unasked
+
+
+@pytest.mark.skipif(__import__("shutil").which("redis-server") is None, reason="redis-server not installed")
+def test_redis_storage_starts_and_stops_its_own_pair(capsys):
+    import os
+
+    def redis_children() -> set[int]:
+        kids = set()
+        for pid in os.listdir("/proc"):
+            if pid.isdigit():
+                try:
+                    with open(f"/proc/{pid}/stat") as f:
+                        fields = f.read().rsplit(")", 1)[1].split()
+                    with open(f"/proc/{pid}/comm") as f:
+                        comm = f.read().strip()
+                except OSError:
+                    continue
+                if int(fields[1]) == os.getpid() and comm.startswith("redis"):
+                    kids.add(int(pid))
+        return kids
+
+    rc = main(["recovery-test", "--nf", "simplenat", "--strategy", "replay", "--trials", "2", "--seed", "1",
+               "--storage", "redis", *SMALL])
+    out = capsys.readouterr().out
+    assert rc == 0 and "2 correct, 0 incorrect" in out and "redis storage" in out, out
+    assert not redis_children()  # the private primary + replica are gone

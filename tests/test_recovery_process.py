@@ -40,7 +40,7 @@ def test_sigkill_of_one_worker_process_recovers_correctly_with_replay(phase, cra
     assert r.verdict.correct, str(r.verdict)
     assert r.released_master > 0 and r.released_backup > 0
     assert r.released_master + r.released_backup == 8000  # inputs are stable before processing: none lost
-    assert any(f"killed by SIGKILL" in e and f"queue {worker}" in e for e in r.storage_events)
+    assert any("killed by SIGKILL" in e and f"queue {worker}" in e for e in r.storage_events)
     assert 0 < r.detect_s < 1.0 and r.verdict.checked["pidfd_detect_us"] > 0
     assert r.recovery.checkpoint_epoch == crash_at // 8  # the last checkpoint before the crash
     assert r.recovery.replayed_batches + r.recovery.reexecuted_batches == crash_at - 8 * (crash_at // 8) + 1

@@ -111,7 +111,7 @@ def _recovery(args: argparse.Namespace, out_dir: str) -> None:
     d = recovery_demo(packets=n, flows=max(10, min(args.flows, n // 20)), queues=args.queues,
                       seed=args.seed, checkpoint_interval_s=args.checkpoint_ms / 1e3)
     r, b, f = d.trial, d.baseline, d.recovered
-    rows = [
+    rows: list[list[object]] = [
         ["packets released", b.packets, f.packets],
         ["throughput (kpps, wall clock)", f"{b.kpps:.0f}", f"{f.kpps:.0f} (recovery included)"],
         ["latency p50 (us)", f"{b.p50_us:.0f}", f"{f.p50_us:.0f}"],

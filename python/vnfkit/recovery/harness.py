@@ -169,7 +169,7 @@ class Harness:
                 return batch
             merged = merge_by_time([batch, *replies])
             replies.clear()
-            return merged
+            return merged if merged is not None else batch
 
         def on_release(q: int, b: Any) -> None:
             _record(released, in_keys, b, side[0])

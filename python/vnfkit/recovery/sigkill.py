@@ -145,8 +145,8 @@ def sigkill_trial(w: Workload, open_storage: Callable[[], StableStorage], kill_a
     reader = _PipeReader(r_fd)
     # death via the pidfd, not the heartbeat; a blocking 1 ms poll wakes at once on it and leaves the GIL free
     det = FailureDetector(board, timeout_s=10.0, poll_s=0.001)
-    how = (f"sigkill after {kill_after_s * 1e3:.0f} ms" if kill_at_released is None
-           else f"sigkill after {kill_at_released} released packets")
+    how = (f"sigkill after {kill_at_released} released packets" if kill_at_released is not None
+           else f"sigkill after {(kill_after_s or 0.0) * 1e3:.0f} ms")
     res = TrialResult("replay", None, how, judge(Released(), {}, {}, []))
     try:
         det.watch_process(0, pid)
@@ -215,7 +215,7 @@ def sigkill_trial(w: Workload, open_storage: Callable[[], StableStorage], kill_a
     next_id = max([f + n for f, (n, _) in admitted.items()] + [max(in_keys, default=-1) + 1])
     for b in w.batches[nxt:]:
         if replies:
-            b = merge_by_time([b, *replies])
+            b = merge_by_time([b, *replies]) or b
             replies.clear()
         b.parse()
         b.packet_id[:] = np.arange(next_id, next_id + len(b), dtype=np.uint64)
