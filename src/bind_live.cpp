@@ -33,6 +33,10 @@ const std::uint32_t* indices_arg(const py::array& indices, std::size_t& n) {
 
 // A socket error as the matching OSError subclass; EPERM / EACCES as PermissionError saying what
 // is missing (the usual case: not root, no CAP_NET_RAW).
+void require_open(const AfPacketSocket& s) {
+  if (s.closed()) throw py::value_error("AF_PACKET socket on '" + s.config().interface + "' is closed");
+}
+
 [[noreturn]] void raise_os_error(const std::system_error& e, const std::string& iface) {
   const int err = e.code().value();
   if (err == EPERM || err == EACCES) {
@@ -70,6 +74,7 @@ void bind_live(py::module_& m) {
            py::arg("promiscuous") = true, py::arg("buffer_bytes") = 4u << 20)
       .def("recv", [](AfPacketSocket& s, int timeout_ms) {
              auto in_use = vnfkit::bridge::UseGuard(&s, "AfPacketSocket", "use one socket per thread");
+             require_open(s);
              if (timeout_ms < -1) throw py::value_error("timeout_ms: must be -1 (wait forever) or >= 0");
              PacketBatch b;
              try {
@@ -85,6 +90,7 @@ void bind_live(py::module_& m) {
       .def("send", [](AfPacketSocket& s, const PacketBatch& b, const py::object& indices) {
              auto in_use = vnfkit::bridge::UseGuard(&s, "AfPacketSocket", "use one socket per thread");
              auto batch_in_use = vnfkit::bridge::batch_read(&b);
+             require_open(s);
              try {
                if (indices.is_none()) {
                  py::gil_scoped_release nogil;
@@ -101,7 +107,7 @@ void bind_live(py::module_& m) {
            "Send the packets at `indices` (uint32, default all) of `batch`; returns how many the kernel took.")
       .def("close", &AfPacketSocket::close)
       .def("fileno", [](const AfPacketSocket& s) {
-             if (s.closed()) throw py::value_error("AF_PACKET socket on '" + s.config().interface + "' is closed");
+             require_open(s);
              return s.fd();
            })
       .def("stats", [](AfPacketSocket& s) {

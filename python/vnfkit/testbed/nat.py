@@ -1,10 +1,9 @@
-"""The NAT testbed: client -- NAT host (the VNF) -- server, as three namespaces and two veth pairs.
+"""The NAT testbed: client -- NAT host (the VNF) -- server, as three namespaces and two veth pairs::
 
-```
-client 10.0.0.10/24                NAT host (no IP addresses)               server 192.0.2.100/24
-  <p>c  ----------------------  <p>ni (inside)   <p>no (outside) ----------------------  <p>s
-  default via 10.0.0.1                                                     192.0.2.1 on-link
-```
+  client 10.0.0.10/24                NAT host (no IP addresses)               server 192.0.2.100/24
+    <p>c  ----------------------  <p>ni (inside)   <p>no (outside) ----------------------  <p>s
+    default via 10.0.0.1                                                     192.0.2.1 on-link
+
 The NAT host's interfaces carry no IP address, so its kernel neither answers for the NAT's
 addresses nor forwards: only the userspace NAT on AF_PACKET moves packets. The NAT does not answer
 ARP; instead the testbed installs **static neighbour entries**: on the client, the gateway 10.0.0.1
