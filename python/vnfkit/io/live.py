@@ -41,6 +41,7 @@ def parse_mac(text: str, what: str = "mac") -> bytes:
 
 
 def format_mac(mac: bytes) -> str:
+    """6 bytes -> ``"02:00:00:00:00:01"`` (the inverse of :func:`parse_mac`)."""
     return ":".join(f"{b:02x}" for b in mac)
 
 
