@@ -56,7 +56,7 @@ void bind_live(py::module_& m) {
                              "AF_PACKET socket on one interface: batched receive (recvmmsg) into PacketBatch "
                              "and batched send (sendmmsg) of chosen packets.")
       .def(py::init([](const std::string& interface, std::uint32_t batch, std::uint32_t snaplen, int fanout_group,
-                       bool promiscuous, std::uint32_t buffer_bytes) {
+                       bool promiscuous, std::uint32_t buffer_bytes, std::uint32_t ring_blocks) {
              AfPacketConfig c;
              c.interface = interface;
              c.batch = batch;
@@ -64,6 +64,7 @@ void bind_live(py::module_& m) {
              c.fanout_group = fanout_group;
              c.promiscuous = promiscuous;
              c.buffer_bytes = buffer_bytes;
+             c.ring_blocks = ring_blocks;
              try {
                return std::make_unique<AfPacketSocket>(c);
              } catch (const std::system_error& e) {
@@ -71,7 +72,8 @@ void bind_live(py::module_& m) {
              }
            }),
            py::arg("interface"), py::arg("batch") = 256, py::arg("snaplen") = 2048, py::arg("fanout_group") = -1,
-           py::arg("promiscuous") = true, py::arg("buffer_bytes") = 4u << 20)
+           py::arg("promiscuous") = true, py::arg("buffer_bytes") = 4u << 20,
+           py::arg("ring_blocks") = 0)
       .def("recv", [](AfPacketSocket& s, int timeout_ms) {
              auto in_use = vnfkit::bridge::UseGuard(&s, "AfPacketSocket", "use one socket per thread");
              require_open(s);
@@ -126,6 +128,7 @@ void bind_live(py::module_& m) {
       .def_property_readonly("batch", [](const AfPacketSocket& s) { return s.config().batch; })
       .def_property_readonly("snaplen", [](const AfPacketSocket& s) { return s.config().snaplen; })
       .def_property_readonly("fanout_group", [](const AfPacketSocket& s) { return s.config().fanout_group; })
+      .def_property_readonly("ring_blocks", [](const AfPacketSocket& s) { return s.config().ring_blocks; })
       .def_property_readonly("ifindex", &AfPacketSocket::ifindex)
       .def_property_readonly("mtu", &AfPacketSocket::mtu)
       .def_property_readonly("closed", &AfPacketSocket::closed)

@@ -119,7 +119,7 @@ NO_ARGUMENTS = {
     "SlabRing.stopped", "SlabRing.user_word", "now_ns",
     "AfPacketSocket.__enter__", "AfPacketSocket.__exit__", "AfPacketSocket.batch", "AfPacketSocket.close",
     "AfPacketSocket.closed", "AfPacketSocket.fanout_group", "AfPacketSocket.ifindex", "AfPacketSocket.interface",
-    "AfPacketSocket.mac", "AfPacketSocket.mtu", "AfPacketSocket.snaplen", "AfPacketSocket.stats",
+    "AfPacketSocket.mac", "AfPacketSocket.mtu", "AfPacketSocket.ring_blocks", "AfPacketSocket.snaplen", "AfPacketSocket.stats",
 }
 
 
@@ -164,6 +164,8 @@ def _lo_socket() -> Any:
 def af_packet_unknown_interface(): _core.AfPacketSocket("vknosuch0")
 @case("AfPacketSocket.__init__", ValueError, "snaplen: must be in 64..65535")
 def af_packet_snaplen(): _core.AfPacketSocket("lo", snaplen=1)
+@case("AfPacketSocket.__init__", ValueError, "ring_blocks: must be 0")
+def af_packet_ring_blocks(): _core.AfPacketSocket("lo", ring_blocks=5000)
 @case("AfPacketSocket.recv", ValueError, "timeout_ms")
 def af_packet_recv_timeout(): _lo_socket().recv(-5)
 @case("AfPacketSocket.recv", ValueError, "is closed")

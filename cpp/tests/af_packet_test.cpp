@@ -88,7 +88,9 @@ TEST(AfPacket, SetEthernetAddresses) {
 
 // Runs the body in a child process inside a fresh network namespace with a veth pair, so nothing
 // outside the test is touched and everything vanishes with the child.
-TEST(AfPacket, VethRoundTrip) {
+class AfPacketVeth : public ::testing::TestWithParam<std::uint32_t> {};  // ring_blocks
+
+TEST_P(AfPacketVeth, RoundTrip) {
   if (geteuid() != 0) GTEST_SKIP() << "needs root (a network namespace and a veth pair)";
   if (std::system("command -v ip >/dev/null 2>&1") != 0) GTEST_SKIP() << "needs iproute2's ip";
   const pid_t pid = fork();
@@ -102,6 +104,8 @@ TEST(AfPacket, VethRoundTrip) {
     try {
       AfPacketConfig ca = cfg("vka"), cb = cfg("vkb");
       cb.snaplen = 100;
+      cb.ring_blocks = GetParam();
+      cb.batch = 4;  // several recv() calls per ring block
       AfPacketSocket a(ca), b(cb);
       if (a.mtu() != 1500 || a.ifindex() <= 0) rc = 10;
       PacketBatch out = frames(5, 60);
@@ -153,3 +157,5 @@ TEST(AfPacket, VethRoundTrip) {
   if (WEXITSTATUS(status) == 77 || WEXITSTATUS(status) == 78) GTEST_SKIP() << "cannot create a netns / veth here";
   EXPECT_EQ(WEXITSTATUS(status), 0) << "child check failed (code " << WEXITSTATUS(status) << ")";
 }
+
+INSTANTIATE_TEST_SUITE_P(RecvmmsgAndRing, AfPacketVeth, ::testing::Values(0u, 2u));

@@ -6,6 +6,7 @@
 #include <net/if.h>
 #include <poll.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -56,6 +57,10 @@ AfPacketConfig AfPacketConfig::validated() const {
   if (buffer_bytes < 65536 || buffer_bytes > (1u << 30)) {
     throw std::invalid_argument("buffer_bytes: must be in 65536..2**30, got " + std::to_string(buffer_bytes));
   }
+  if (ring_blocks > kMaxRingBlocks) {
+    throw std::invalid_argument("ring_blocks: must be 0 (recvmmsg) or in 1.." + std::to_string(kMaxRingBlocks) +
+                                ", got " + std::to_string(ring_blocks));
+  }
   if (if_nametoindex(interface.c_str()) == 0) {
     throw std::invalid_argument("interface: no interface named '" + interface + "' in this network namespace");
   }
@@ -88,6 +93,8 @@ AfPacketSocket::AfPacketSocket(const AfPacketConfig& config) : cfg_(config.valid
     // Best effort: the kernel caps these at net.core.{r,w}mem_max.
     (void)::setsockopt(fd_, SOL_SOCKET, SO_RCVBUF, &bytes, sizeof bytes);
     (void)::setsockopt(fd_, SOL_SOCKET, SO_SNDBUF, &bytes, sizeof bytes);
+
+    if (cfg_.ring_blocks > 0) setup_ring();  // before bind, so no frame lands outside the ring
 
     sockaddr_ll sll{};
     sll.sll_family = AF_PACKET;
@@ -134,7 +141,33 @@ AfPacketSocket::AfPacketSocket(const AfPacketConfig& config) : cfg_(config.valid
 
 AfPacketSocket::~AfPacketSocket() { close(); }
 
+void AfPacketSocket::setup_ring() {
+  const std::string on = "AF_PACKET socket on '" + cfg_.interface + "'";
+  int version = TPACKET_V3;
+  if (::setsockopt(fd_, SOL_PACKET, PACKET_VERSION, &version, sizeof version) < 0) {
+    throw_errno(errno, on + ": PACKET_VERSION TPACKET_V3");
+  }
+  tpacket_req3 req{};
+  req.tp_block_size = kRingBlockBytes;
+  req.tp_block_nr = cfg_.ring_blocks;
+  req.tp_frame_size = 2048;  // only sets tp_frame_nr: V3 frames are variable-sized inside a block
+  req.tp_frame_nr = (kRingBlockBytes / req.tp_frame_size) * cfg_.ring_blocks;
+  req.tp_retire_blk_tov = kRingBlockTimeoutMs;
+  if (::setsockopt(fd_, SOL_PACKET, PACKET_RX_RING, &req, sizeof req) < 0) {
+    throw_errno(errno, on + ": PACKET_RX_RING");
+  }
+  ring_bytes_ = static_cast<std::size_t>(kRingBlockBytes) * cfg_.ring_blocks;
+  void* m = ::mmap(nullptr, ring_bytes_, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_LOCKED, fd_, 0);
+  if (m == MAP_FAILED) m = ::mmap(nullptr, ring_bytes_, PROT_READ | PROT_WRITE, MAP_SHARED, fd_, 0);
+  if (m == MAP_FAILED) throw_errno(errno, on + ": mmap of the receive ring");
+  ring_ = static_cast<std::uint8_t*>(m);
+}
+
 void AfPacketSocket::close() noexcept {
+  if (ring_ != nullptr) {
+    ::munmap(ring_, ring_bytes_);
+    ring_ = nullptr;
+  }
   if (fd_ < 0) return;
   ::close(fd_);  // also drops the promiscuous membership and leaves the fanout group
   fd_ = -1;
@@ -163,6 +196,7 @@ std::size_t AfPacketSocket::recv(packet::PacketBatch& out, int timeout_ms) {
   out.offsets.assign(1, 0);
   out.resize_columns(0);
   out.linktype = packet::kLinkEthernet;
+  if (ring_ != nullptr) return recv_ring(out, timeout_ms);
   if (timeout_ms != 0 && !wait(POLLIN, timeout_ms)) return 0;
 
   const std::size_t b = cfg_.batch;
@@ -209,6 +243,79 @@ std::size_t AfPacketSocket::recv(packet::PacketBatch& out, int timeout_ms) {
   }
   stats_.received += kept;
   return kept;
+}
+
+std::size_t AfPacketSocket::recv_ring(packet::PacketBatch& out, int timeout_ms) {
+  auto block = [this](std::uint32_t i) {
+    return reinterpret_cast<tpacket_block_desc*>(ring_ + static_cast<std::size_t>(i) * kRingBlockBytes);
+  };
+  auto user_owned = [&](std::uint32_t i) {
+    return (__atomic_load_n(&block(i)->hdr.bh1.block_status, __ATOMIC_ACQUIRE) & TP_STATUS_USER) != 0;
+  };
+  if (ring_left_ == 0 && !user_owned(ring_block_)) {
+    if (timeout_ms == 0 || !wait(POLLIN, timeout_ms) || !user_owned(ring_block_)) return 0;
+  }
+  // Pass 1: count frames and bytes from the read position on, over the ready blocks, without
+  // consuming anything. Pass 2 copies the same frames and hands emptied blocks back.
+  const std::size_t limit = cfg_.batch;
+  std::size_t count = 0, total = 0;
+  {
+    std::uint32_t blk = ring_block_, left = ring_left_;
+    const std::uint8_t* next = ring_next_;
+    while (count < limit) {
+      if (left == 0) {
+        if (!user_owned(blk)) break;
+        tpacket_block_desc* d = block(blk);
+        left = d->hdr.bh1.num_pkts;
+        next = reinterpret_cast<const std::uint8_t*>(d) + d->hdr.bh1.offset_to_first_pkt;
+        if (left == 0) {  // an empty retired block: skip it
+          blk = (blk + 1) % cfg_.ring_blocks;
+          if (blk == ring_block_) break;
+          continue;
+        }
+      }
+      const auto* h = reinterpret_cast<const tpacket3_hdr*>(next);
+      total += std::min<std::size_t>(h->tp_snaplen, cfg_.snaplen);
+      ++count;
+      next += h->tp_next_offset;
+      if (--left == 0) {
+        blk = (blk + 1) % cfg_.ring_blocks;
+        if (blk == ring_block_) break;  // went all the way round
+      }
+    }
+  }
+  out.data.resize(total);
+  out.offsets.resize(count + 1);
+  out.resize_columns(count);
+  std::size_t pos = 0;
+  for (std::size_t k = 0; k < count;) {
+    if (ring_left_ == 0) {
+      tpacket_block_desc* d = block(ring_block_);
+      ring_left_ = d->hdr.bh1.num_pkts;
+      ring_next_ = reinterpret_cast<const std::uint8_t*>(d) + d->hdr.bh1.offset_to_first_pkt;
+      if (ring_left_ == 0) {
+        __atomic_store_n(&d->hdr.bh1.block_status, TP_STATUS_KERNEL, __ATOMIC_RELEASE);
+        ring_block_ = (ring_block_ + 1) % cfg_.ring_blocks;
+        continue;
+      }
+    }
+    const auto* h = reinterpret_cast<const tpacket3_hdr*>(ring_next_);
+    const std::size_t len = std::min<std::size_t>(h->tp_snaplen, cfg_.snaplen);
+    if (h->tp_len > len) ++stats_.truncated;
+    std::memcpy(out.data.data() + pos, ring_next_ + h->tp_mac, len);
+    pos += len;
+    out.offsets[k + 1] = static_cast<std::uint32_t>(pos);
+    out.ts_ns[k] = static_cast<std::uint64_t>(h->tp_sec) * 1'000'000'000ull + h->tp_nsec;
+    out.packet_id[k] = next_id_++;
+    ++k;
+    ring_next_ += h->tp_next_offset;
+    if (--ring_left_ == 0) {  // every frame of the block copied out: give it back to the kernel
+      __atomic_store_n(&block(ring_block_)->hdr.bh1.block_status, TP_STATUS_KERNEL, __ATOMIC_RELEASE);
+      ring_block_ = (ring_block_ + 1) % cfg_.ring_blocks;
+    }
+  }
+  stats_.received += count;
+  return count;
 }
 
 std::size_t AfPacketSocket::send_chunk(const packet::PacketBatch& batch, const std::uint32_t* idx, std::size_t n) {
@@ -285,6 +392,12 @@ AfPacketStats AfPacketSocket::stats() {
   if (fd_ >= 0) {
     tpacket_stats st{};
     socklen_t len = sizeof st;
+    if (ring_ != nullptr) {
+      tpacket_stats_v3 st3{};
+      socklen_t len3 = sizeof st3;
+      if (::getsockopt(fd_, SOL_PACKET, PACKET_STATISTICS, &st3, &len3) == 0) stats_.kernel_drops += st3.tp_drops;
+      return stats_;
+    }
     if (::getsockopt(fd_, SOL_PACKET, PACKET_STATISTICS, &st, &len) == 0) stats_.kernel_drops += st.tp_drops;
   }
   return stats_;

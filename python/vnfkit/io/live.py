@@ -54,14 +54,20 @@ def _int(name: str, v: object, lo: int, hi: int) -> int:
 
 
 def open_socket(interface: str, *, batch: int = 256, snaplen: int = 2048, fanout_group: int | None = None,
-                promiscuous: bool = True) -> _core.AfPacketSocket:
-    """An AF_PACKET socket on ``interface`` (see the module docstring for the errors)."""
+                promiscuous: bool = True, ring_blocks: int = 0) -> _core.AfPacketSocket:
+    """An AF_PACKET socket on ``interface`` (see the module docstring for the errors).
+
+    ``ring_blocks`` > 0 receives through a TPACKET_V3 ring of that many 256 KiB blocks (no system
+    call per batch under load, kernel receive timestamps; up to 1 ms added latency when traffic is
+    light); 0 (default) receives with ``recvmmsg``."""
     if not isinstance(interface, str):
         raise TypeError(f"interface: expected a str, got {type(interface).__name__}")
     b = _int("batch", batch, 1, 4096)
     s = _int("snaplen", snaplen, 64, 65535)
     g = -1 if fanout_group is None else _int("fanout_group", fanout_group, 0, 0xFFFF)
-    return _core.AfPacketSocket(interface, batch=b, snaplen=s, fanout_group=g, promiscuous=bool(promiscuous))
+    r = _int("ring_blocks", ring_blocks, 0, 1024)
+    return _core.AfPacketSocket(interface, batch=b, snaplen=s, fanout_group=g, promiscuous=bool(promiscuous),
+                                ring_blocks=r)
 
 
 class LiveSource:
@@ -73,14 +79,14 @@ class LiveSource:
     """
 
     def __init__(self, interface: str | _core.AfPacketSocket, *, batch: int = 256, snaplen: int = 2048,
-                 fanout_group: int | None = None, promiscuous: bool = True, idle_ms: int = 10,
+                 fanout_group: int | None = None, promiscuous: bool = True, ring_blocks: int = 0, idle_ms: int = 10,
                  yield_idle: bool = True, stop: Callable[[], bool] | None = None,
                  duration_s: float | None = None) -> None:
         if isinstance(interface, _core.AfPacketSocket):
             self.socket = interface
         else:
             self.socket = open_socket(interface, batch=batch, snaplen=snaplen, fanout_group=fanout_group,
-                                      promiscuous=promiscuous)
+                                      promiscuous=promiscuous, ring_blocks=ring_blocks)
         self.idle_ms = _int("idle_ms", idle_ms, 1, 60_000)
         self.yield_idle = bool(yield_idle)
         self.stop = stop

@@ -12,6 +12,12 @@
 // batch to the kernel with sendmmsg(2) (iovecs point into the batch: no copy), `batch` at a time,
 // waiting (poll) while the socket's send buffer is full; a packet the kernel refuses (longer than
 // the MTU: EMSGSIZE) is counted in send_errors() and skipped.
+// With ring_blocks > 0 the socket receives through a TPACKET_V3 ring mapped into the process
+// (ring_blocks blocks of kRingBlockBytes, each retired by the kernel when full or after
+// kRingBlockTimeoutMs): no system call per batch while blocks are ready, ts_ns = the kernel's
+// receive time of each frame, at the cost of up to kRingBlockTimeoutMs of latency when traffic is
+// light. recv() still hands out at most `batch` frames per call and returns a block to the kernel
+// once all its frames have been copied out.
 // With fanout_group >= 0 the socket joins that PACKET_FANOUT group (hash mode, flow-consistent with
 // defragmentation), so several sockets -- one per worker process -- share the interface's traffic,
 // every packet of a flow reaching the same one.
@@ -38,6 +44,9 @@ inline constexpr std::size_t kMaxRecvBatch = 4096;
 inline constexpr std::uint32_t kMinSnaplen = 64;
 inline constexpr std::uint32_t kMaxSnaplen = 65535;
 inline constexpr int kMaxFanoutGroup = 0xFFFF;
+inline constexpr std::uint32_t kRingBlockBytes = 1u << 18;  // 256 KiB per TPACKET_V3 block
+inline constexpr std::uint32_t kRingBlockTimeoutMs = 1;
+inline constexpr std::uint32_t kMaxRingBlocks = 1024;
 
 struct AfPacketConfig {
   std::string interface;          // name of an existing interface (as `ip link` shows it)
@@ -46,6 +55,7 @@ struct AfPacketConfig {
   int fanout_group = -1;          // -1: no fanout; 0..65535: join that PACKET_FANOUT group (hash)
   bool promiscuous = true;        // receive frames for any destination MAC
   std::uint32_t buffer_bytes = 4u << 20;  // SO_RCVBUF and SO_SNDBUF request (the kernel may cap it)
+  std::uint32_t ring_blocks = 0;  // 0: recvmmsg; 1..kMaxRingBlocks: a TPACKET_V3 receive ring
 
   // Throws std::invalid_argument naming the field (an unknown interface names `interface`).
   [[nodiscard]] AfPacketConfig validated() const;
@@ -90,6 +100,8 @@ class AfPacketSocket {
  private:
   bool wait(short events, int timeout_ms);  // poll; false on timeout or EINTR
   std::size_t send_chunk(const packet::PacketBatch& batch, const std::uint32_t* idx, std::size_t n);
+  void setup_ring();
+  std::size_t recv_ring(packet::PacketBatch& out, int timeout_ms);
 
   AfPacketConfig cfg_;
   int fd_ = -1;
@@ -105,6 +117,12 @@ class AfPacketSocket {
   std::vector<iovec> siov_;
   std::uint64_t next_id_ = 0;
   AfPacketStats stats_;
+  // TPACKET_V3 ring: the mapping, the block being read, and the read position inside it
+  std::uint8_t* ring_ = nullptr;
+  std::size_t ring_bytes_ = 0;
+  std::uint32_t ring_block_ = 0;
+  std::uint32_t ring_left_ = 0;              // frames of the current block not yet copied out
+  const std::uint8_t* ring_next_ = nullptr;  // next frame header in the current block
 };
 
 using MacAddress = std::array<std::uint8_t, 6>;
