@@ -89,8 +89,8 @@ def test_run_errors_are_one_line(trace, tmp_path):
         assert len(r.stderr.strip().splitlines()) == 1 and needle in r.stderr, (args, r.stderr)
 
 
-def test_demo_runs_mazunat_on_two_queues_and_prints_the_table():
-    r = _run("demo", "--flows", "300", "--packets", "20000")
+def test_demo_runs_mazunat_on_two_queues_and_prints_the_table(tmp_path):
+    r = _run("demo", "--flows", "300", "--packets", "20000", "--recovery-packets", "0")
     assert r.returncode == 0, r.stderr
     rows = _table(r.stdout)
     assert set(rows) == {"0", "1", "total"}

@@ -3,6 +3,7 @@ pool exhaustion, control-state updates while traffic flows, bad configuration.""
 
 from __future__ import annotations
 
+import pickle
 import threading
 import time
 
@@ -14,12 +15,12 @@ from scapy.layers.inet import GRE, ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
 
-from vnfkit import _core
+from vnfkit import _core, traffic
 from vnfkit.classify import MultiQueueClassifier
 from vnfkit.nfs.mazunat import DEFAULTS, EXTERNAL, INTERNAL, RULES, MazuNAT, NatRules, publish_rules
 from vnfkit.packets import from_scapy, to_scapy
 from vnfkit.state import SharedState
-from vnfkit.runtime import Runner
+from vnfkit.runtime import Runner, iter_batches
 from vnfkit.vnf import Context
 
 PUB = "192.0.2.1"
@@ -296,6 +297,48 @@ def test_rules_update_while_traffic_flows_is_atomic_per_batch() -> None:
         assert r.control.version(RULES) > 10
     assert not mixed
     assert seen == {"a", "b"}
+
+
+def test_rules_pickle_as_equal_frozen_rules() -> None:
+    rules = NatRules([{"proto": "udp", "port": 53, "to": "10.0.0.5", "to_port": 5353}],
+                     [{"dst": "198.51.100.0/24", "proto": "tcp", "ports": [80, 90]}], version=4)
+    back = pickle.loads(pickle.dumps(rules))
+    assert type(back) is NatRules and back.version == 4
+    assert back.forward_specs() == rules.forward_specs() and back.deny_specs() == rules.deny_specs()
+    assert np.array_equal(back._fwd_rev, rules._fwd_rev) and np.array_equal(back._deny_arr, rules._deny_arr)
+    with pytest.raises(AttributeError):
+        back.version = 5  # type: ignore[misc]
+    assert not back._fwd_in.flags.writeable
+
+
+def test_rules_published_mid_run_reach_every_worker_process() -> None:
+    """publish_rules on a process runner while it forwards: both worker processes adopt the new
+    deny list between two batches (every batch shows one rule set: all forwarded or all denied)."""
+    trace = traffic.generate(flows=400, packets=40_000, seed=5)  # IPv4 TCP/UDP to 198.18.0.0/15
+    denied: dict[int, int] = {0: 0, 1: 0}
+    mixed: list[int] = []
+    published: list[NatRules] = []
+
+    def on_output(q: int, out: _core.PacketBatch) -> None:
+        port, drop = out.port, out.drop
+        if np.all(port == EXTERNAL):
+            pass
+        elif np.all((port == 0) & (drop == int(DR.POLICY))):
+            denied[q] += len(out)
+        else:
+            mixed.append(q)
+        if not published and len(out):
+            published.append(publish_rules(r, deny=[{"dst": "198.18.0.0/15"}]))
+
+    with Runner(MazuNAT, backend="process", queues=2, batch_size=64, flush_us=20, logged=False) as r:
+        assert r.control.get(RULES).version == 0  # published by the workers' setup, seen here
+        for _ in range(50):
+            r.run(iter_batches(trace.select(np.arange(len(trace), dtype=np.uint32)), 512), on_output=on_output)
+            if denied[0] and denied[1]:
+                break
+        assert r.control.get(RULES).version == 1 and r.control.get(RULES).deny_specs()[0]["dst"] == "198.18.0.0/15"
+    assert published and not mixed
+    assert denied[0] > 0 and denied[1] > 0  # the new rules applied in both worker processes
 
 
 def test_rules_objects_are_immutable_and_validated() -> None:

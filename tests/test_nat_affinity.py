@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from vnfkit import _core, traffic
-from vnfkit.nfs.mazunat import EXTERNAL, INTERNAL, MazuNAT
+from vnfkit.nfs.mazunat import DEFAULTS, EXTERNAL, INTERNAL, MazuNAT
 from vnfkit.tables import FLOW_KEY_DTYPE
 from vnfkit.runtime import Runner, iter_batches
 
@@ -167,3 +167,38 @@ def test_port_allocations_are_logged_as_determinants() -> None:
     ids = {int(a["packet_id"]) for a in allocs}
     assert len(ids) == 300 and ids <= set(trace.packet_id.tolist())
     assert pools.tcp.allocated_count + pools.udp.allocated_count == 300
+
+
+@pytest.mark.parametrize("affinity", [True, False])
+def test_each_worker_allocates_only_from_its_own_share(affinity: bool) -> None:
+    """With several queues every pool port belongs to one queue (queue_split): a worker's public
+    ports all come from its share, so the ports chosen never depend on how workers interleave --
+    two runs of the (GIL-scheduled) thread backend give the same port to every packet."""
+    from vnfkit.nfs.mazunat.pools import queue_split, subpool_map
+
+    runs = []
+    for _ in range(2):
+        trace, worker, port, stats = run_bidirectional(2, affinity=affinity, flows=800, packets=6000)
+        runs.append(dict(port))
+    assert runs[0] == runs[1]
+    with Runner(MazuNAT, queues=2, config={"affinity": affinity}) as r:
+        got: list[tuple[int, np.ndarray]] = []
+        r.run(iter_batches(traffic.generate(800, 6000, seed=3, udp_fraction=0.3), 512),
+              on_output=lambda q, b: got.append((q, b.key["sport"][b.port == EXTERNAL].copy())))
+        lo, hi = DEFAULTS["port_lo"], DEFAULTS["port_hi"]
+        groups = subpool_map(r.classifier, lo, hi) if affinity else None
+        share = queue_split(groups, hi - lo + 1, 2)
+    owner = share.astype(np.int64) % 2
+    for q, sports in got:
+        assert len(sports) and np.all(owner[sports.astype(np.int64) - lo] == q)
+    assert {q for q, _ in got} == {0, 1}
+
+
+def test_queue_split_deals_every_subpool_round_robin() -> None:
+    from vnfkit.nfs.mazunat.pools import queue_split
+
+    groups = np.array([0, 1, 0, 1, 0, 0, 1], np.uint16)
+    assert queue_split(groups, 7, 2).tolist() == [0, 2, 1, 3, 0, 1, 2]
+    assert queue_split(None, 5, 3).tolist() == [0, 1, 2, 0, 1]
+    with pytest.raises(ValueError, match="num_queues"):
+        queue_split(np.full(4, 1000, np.uint16), 4, 100)

@@ -148,8 +148,9 @@ def test_master_process_sigkilled_fails_over_correctly(tmp_path):
     from vnfkit.recovery.sigkill import sigkill_trial
 
     w = workload("qos", packets=6000, batch=128, seed=4)
-    r = sigkill_trial(w, lambda: FileStorage(tmp_path / "fs"), 1.5)
+    r = sigkill_trial(w, lambda: FileStorage(tmp_path / "fs"), kill_at_released=2500)
     assert r.verdict.correct, str(r.verdict)
+    assert 2500 <= r.released_master < 6000 and r.released_backup > 0  # killed mid-run
     assert r.released_master + r.released_backup >= 6000 - 128 * 2  # at most the in-flight batches lost
     assert 0 < r.detect_s < 1.0  # the pidfd, not the 10 s heartbeat timeout
     print(f"SIGKILL trial: master released {r.released_master}, backup {r.released_backup}; detect "

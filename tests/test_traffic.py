@@ -135,3 +135,50 @@ def test_write_trace_streams_to_pcap(tmp_path):
     whole = traffic.generate(100, 10_000, seed=2)
     assert b.to_list() == whole.to_list()
     assert np.array_equal(b.ts_ns, whole.ts_ns // 1000 * 1000)
+
+
+def _two_way_nat(chunk: int) -> tuple[traffic.TwoWayTraffic, dict[str, int], list[int]]:
+    """MazuNAT (timeouts scaled to the trace: TCP after FIN 50 ms) driven by TwoWayTraffic, closed
+    loop; returns the traffic, the NAT's counters and every input's (min time, max time) check."""
+    from vnfkit.classify import MultiQueueClassifier
+    from vnfkit.nfs.mazunat import MazuNAT
+    from vnfkit.state import SharedState
+    from vnfkit.vnf import Context
+
+    t = traffic.TwoWayTraffic(6000, 260_000, 7, chunk=chunk, flow_rate=20_000.0, mean_duration_s=0.05,
+                              udp_fraction=0.3)
+    ctx = Context(0, 1, shared=SharedState(), classifier=MultiQueueClassifier(1), logged=False)
+    nat = MazuNAT()
+    nat.setup(ctx, port_lo=1024, tcp_timeout_s=1.0, tcp_done_timeout_s=0.05, udp_timeout_s=0.2,
+              gc_interval_s=0.01)
+    backwards = []
+    clock = 0
+    while (b := t.next_input()) is not None:
+        b.parse()
+        outs = [b.select(np.arange(s, min(s + 1024, len(b)), dtype=np.uint32)) for s in range(0, len(b), 1024)]
+        for x in outs:
+            nat.process(x, ctx)
+        backwards.append(int(int(b.ts_ns.min()) < clock))
+        clock = max(clock, int(b.ts_ns.max()))
+        t.answer(outs)
+    return t, nat.stats(), backwards
+
+
+def test_two_way_replies_never_miss_a_live_mapping():
+    """The remote hosts answer a window at most one window late; replies are timed when they
+    arrive (the NAT's clock never runs backwards), and with a window (44 ms) below the shortest
+    timeout (50 ms) every reply finds its mapping: no no-mapping drop at all."""
+    t, st, backwards = _two_way_nat(65536)
+    assert t.window_ns < 50_000_000 and t.reply_packets > 100_000
+    assert st["expired_mappings"] > 0 and st["reverse_translations"] == t.reply_packets
+    assert st["drop_no_mapping"] == 0
+    assert not any(backwards)  # every input starts at or after the latest time handed out before
+    assert t.late_replies > 0 and t.max_reply_lag_ns <= t.window_ns + t.delay_ns
+
+
+def test_two_way_late_replies_expire_honestly():
+    """With windows wider than the 50 ms done timeout, replies to FINs can arrive after their
+    mapping expired: those (and only such late ones) are no-mapping drops, never replies in time."""
+    t, st, backwards = _two_way_nat(4 * 65536)
+    assert t.window_ns > 50_000_000 and not any(backwards)
+    assert st["drop_no_mapping"] <= t.late_replies

@@ -277,11 +277,17 @@ def write_trace(path: str | os.PathLike[str], flows: int, packets: int, seed: in
 
 
 def replies_to(out: _core.PacketBatch, *, port: int = 1, delay_ns: int = 1000,
-               id_offset: int = REPLY_ID_OFFSET) -> _core.PacketBatch | None:
+               id_offset: int = REPLY_ID_OFFSET, not_before_ns: int = 0) -> _core.PacketBatch | None:
     """A "remote host": for every IPv4 TCP/UDP packet of `out` sent to output `port` (a NAT's
     external side), a reply with addresses and ports swapped (TCP: ACK, or FIN|ACK when the packet
     carried a FIN; UDP: empty datagram), `delay_ns` later, with packet id = original id +
-    `id_offset`. 64-byte frames with valid checksums, unparsed. Returns None if nothing was sent."""
+    `id_offset`. 64-byte frames with valid checksums, unparsed. Returns None if nothing was sent.
+
+    `not_before_ns`: no reply is timed before it (a reply's time is ``max(sent + delay_ns,
+    not_before_ns)``). A closed-loop driver passes the latest packet time it has already handed
+    to the VNF, so the VNF's clock never runs backwards: a reply that reaches the VNF later than
+    `delay_ns` after its packet (because the driver answers a whole batch or window at once) is
+    timed when it arrives, and a mapping that has expired by then is honestly expired."""
     sel = np.flatnonzero(out.port == port).astype(np.uint32)
     key = out.key
     sel = sel[key["family"][sel] == 4]
@@ -295,8 +301,8 @@ def replies_to(out: _core.PacketBatch, *, port: int = 1, delay_ns: int = 1000,
     r["sport"], r["dport"] = k["dport"], k["sport"]
     r["proto"], r["family"] = k["proto"], k["family"]
     flags = np.where(k["proto"] == 6, np.where(out.tcp_flags[sel] & 1, TCP_FIN_ACK, TCP_ACK), 0).astype(np.uint8)
-    b = _core.build_packets(r, np.full(len(sel), 64, np.uint16), out.ts_ns[sel] + np.uint64(delay_ns), flags,
-                            np.zeros(len(sel), np.uint32))
+    ts = np.maximum(out.ts_ns[sel] + np.uint64(delay_ns), np.uint64(max(0, int(not_before_ns))))
+    b = _core.build_packets(r, np.full(len(sel), 64, np.uint16), ts, flags, np.zeros(len(sel), np.uint32))
     b.packet_id[:] = out.packet_id[sel] + np.uint64(id_offset)
     return b
 
@@ -324,64 +330,115 @@ def run_with_replies(runner: Any, batches: Iterable[_core.PacketBatch], *, port:
                      on_output: Any = None, progress: Any = None) -> Any:
     """Run `batches` (outbound traffic, e.g. a generated trace) through a NAT `runner` while a
     "remote host" (:func:`replies_to`) answers every translated TCP/UDP packet sent to `port`; the
-    replies enter the runner interleaved with the trace. Returns one combined ``RunResult``.
-    This is what ``vnfkit demo`` shows."""
+    replies enter the runner interleaved with the trace, each timed no earlier than the latest
+    packet already handed to the runner (so the VNF's packet clock never runs backwards). Returns
+    one combined ``RunResult``. This is what ``vnfkit demo`` shows."""
     from .runtime import RunResult
 
     pending: list[_core.PacketBatch] = []
+    clock = [0]  # the latest packet time handed to the runner: no reply is timed before it
 
     def out(q: int, b: _core.PacketBatch) -> None:
-        rep = replies_to(b, port=port)
+        rep = replies_to(b, port=port, not_before_ns=clock[0])
         if rep is not None:
             pending.append(rep)
         if on_output is not None:
             on_output(q, b)
 
+    def handed(b: _core.PacketBatch) -> _core.PacketBatch:
+        if len(b):
+            clock[0] = max(clock[0], int(b.ts_ns.max()))
+        return b
+
     def feed() -> Iterator[_core.PacketBatch]:
         for b in batches:
-            yield b
+            yield handed(b)
             while pending:
-                yield pending.pop(0)
+                yield handed(pending.pop(0))
 
     results = [runner.run(feed(), on_output=out, progress=progress)]
     while pending:
         todo, pending[:] = list(pending), []
-        results.append(runner.run(todo, on_output=out, progress=progress))
+        results.append(runner.run([handed(b) for b in todo], on_output=out, progress=progress))
     return RunResult.combine(results)
 
 
 class TwoWayTraffic:
-    """A trace and the remote hosts that answer it: each call of :meth:`next_input` returns the
-    next window of about `chunk` outbound packets of the trace merged by time with the replies
-    (:func:`replies_to`, `delay_ns` later) to everything the VNF sent to output `port` since the
-    previous call (handed over with :meth:`answer`). Unparsed batches; None when the trace is done
-    and no reply is pending. Keyword arguments are those of :func:`plan_flows`."""
+    """A trace and the remote hosts that answer it, round by round (closed loop).
+
+    Each call of :meth:`next_input` returns the next time window of the trace (``window_ns`` =
+    `chunk` / `rate_pps` wide, so about `chunk` outbound packets at the nominal rate) merged by
+    time with the replies (:func:`replies_to`, `delay_ns` later) to everything the VNF sent to
+    output `port` since the previous call (handed over with :meth:`answer`). Unparsed batches; None
+    when the trace is done and no reply is pending. Keyword arguments are those of
+    :func:`plan_flows`.
+
+    The replies to a window can only enter with the next one, so a reply may reach the VNF up to
+    about one window later than `delay_ns` after its packet. It is then timed when it arrives
+    (``not_before_ns`` of :func:`replies_to`: never before the latest packet already handed out),
+    so the VNF's clock never runs backwards, and the lateness is counted: ``late_replies``
+    (replies timed after their due time) and ``max_reply_lag_ns`` (largest arrival minus the
+    answered packet's time). A VNF whose shortest idle timeout is below ``window_ns`` can
+    legitimately find such a reply's mapping expired; choose `chunk` so that ``window_ns`` stays
+    below it (the benchmarks do)."""
 
     def __init__(self, flows: int, packets: int, seed: int = 0, *, chunk: int = 65536, port: int = 1,
                  delay_ns: int = 200_000, rate_pps: float = DEFAULT_RATE_PPS, **kwargs: Any) -> None:
-        if chunk < 1:
-            raise ValueError("chunk: must be >= 1")
+        if not isinstance(chunk, int) or isinstance(chunk, bool) or chunk < 1:
+            raise ValueError(f"chunk: must be an int >= 1, got {chunk!r}")
         if not isinstance(delay_ns, int) or isinstance(delay_ns, bool) or not 0 <= delay_ns < 1 << 40:
             raise ValueError(f"delay_ns: must be an int in [0, 2**40), got {delay_ns!r}")
         self.plan = plan_flows(flows, packets, seed, rate_pps=rate_pps, **kwargs)
-        self._windows = _iter_plan(self.plan, chunk, rate_pps)
+        #: width of one window of the trace (ns): the bound on how late a reply can arrive
+        self.window_ns = max(1, int(chunk / rate_pps * 1e9))
+        self._t0 = 0
+        self._emitted = 0
+        self._total = int(self.plan.packets.sum())
         self.port = port
         self.delay_ns = delay_ns
         self._replies: _core.PacketBatch | None = None
+        self._clock = 0  # the latest packet time handed out so far
         self.outbound_packets = 0
         self.reply_packets = 0
+        self.late_replies = 0
+        self.max_reply_lag_ns = 0
+
+    def _next_window(self) -> _core.PacketBatch | None:
+        stop = self.plan.end_ns + 1
+        while self._emitted < self._total and self._t0 < stop:
+            t1 = min(self._t0 + self.window_ns, stop)
+            b = _window(self.plan, float(self._t0), float(t1), self._emitted)
+            self._t0 = t1
+            if b is not None:
+                self._emitted += len(b)
+                return b
+        return None
 
     def answer(self, outputs: Iterable[_core.PacketBatch]) -> None:
         """Queue the remote hosts' replies to `outputs` (processed batches) for the next input."""
-        reps = [replies_to(b, port=self.port, delay_ns=self.delay_ns) for b in outputs]
+        reps = []
+        clock = np.uint64(self._clock)
+        for b in outputs:
+            rep = replies_to(b, port=self.port, delay_ns=self.delay_ns)
+            if rep is None:
+                continue
+            due = rep.ts_ns.copy()  # its packet's time + delay_ns
+            late = due < clock
+            if late.any():  # timed when it arrives (as replies_to(not_before_ns=) does)
+                rep.ts_ns[late] = clock
+                self.late_replies += int(np.count_nonzero(late))
+                self.max_reply_lag_ns = max(self.max_reply_lag_ns, int(clock - due[late].min()) + self.delay_ns)
+            reps.append(rep)
         self._replies = merge_by_time([self._replies, *reps])
 
     def next_input(self) -> _core.PacketBatch | None:
-        window = next(self._windows, None)
+        window = self._next_window()
         merged = merge_by_time([self._replies, window])
         if window is not None:
             self.outbound_packets += len(window)
         if self._replies is not None:
             self.reply_packets += len(self._replies)
         self._replies = None
+        if merged is not None and len(merged):
+            self._clock = max(self._clock, int(merged.ts_ns.max()))
         return merged

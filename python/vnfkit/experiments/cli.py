@@ -36,8 +36,13 @@ def add_parser(sub: Any) -> None:
     s.add_argument("--mode", choices=("sim", "live"), default="sim",
                    help="sim: virtual-time simulation of the study's workload; live: real packets between "
                         "real Monitor instances in this process")
+    s.add_argument("--switch", choices=("model", "ovs"), default="model",
+                   help="with --mode live: model (the hardware-switch model, in process) or ovs (a real Open "
+                        "vSwitch bridge, packets over veth pairs in namespaces of its own; root)")
     s.add_argument("--seed", type=_seed, default=0)
-    s.add_argument("--duration", type=_duration, default=30.0, help="simulated seconds per strategy (default 30)")
+    s.add_argument("--duration", type=_duration, default=None,
+                   help="simulated seconds per strategy (default 30; with --switch ovs: seconds of trace at "
+                        "20 000 packets/s, default 2)")
     s.add_argument("--json", metavar="FILE", help="write the per-strategy results as JSON to FILE")
     s.add_argument("--out", metavar="DIR", help="write the PNG figures and scale_table.md into DIR")
     s.add_argument("--quiet", action="store_true", help="no progress on stderr")

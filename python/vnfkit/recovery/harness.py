@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from ..runtime import Runner
+from ..traffic import merge_by_time
 from .backup import CKPT_STREAM, DET_STREAM, Backup, RecoveryReport, det_ranges, encode_det
 from .checkpoint import take_checkpoint
 from .detector import FailureDetector, HeartbeatBoard
@@ -57,6 +58,11 @@ class TrialResult:
     checkpoint_pauses_s: list[float] = field(default_factory=list)
     storage_events: list[str] = field(default_factory=list)
     false_suspicions: int = 0
+    #: id of the first packet of the crash batch, and that batch's packet time since the trace began (ms)
+    crash_packet: int = -1
+    crash_time_ms: float = 0.0
+    #: admit / release times of every released packet, when the trial records them (:class:`.sigkill.Timeline`)
+    timeline: Any = None
 
     @property
     def recovery_s(self) -> float:
@@ -73,6 +79,7 @@ class TrialResult:
             "reexecuted_batches": self.recovery.reexecuted_batches,
             "released_packets": self.released_master + self.released_backup,
             "held_at_crash": self.held_at_crash, "lost_batches": self.lost_batches,
+            "crash_packet": self.crash_packet, "crash_time_ms": self.crash_time_ms,
         }
 
 
@@ -124,11 +131,16 @@ class Harness:
     # ------------------------------------------------------------------------------------------ run
     def run(self, batches: Sequence[Any], crash_at: int | None, phase: str = "after-process", *,
             before_batch: Callable[[int], None] | None = None, released: Released | None = None,
-            on_visible: Callable[[dict[str, dict[Any, int]]], None] | None = None) -> TrialResult:
+            on_visible: Callable[[dict[str, dict[Any, int]]], None] | None = None,
+            respond: Callable[[Any], Any] | None = None,
+            on_admit: Callable[[int, Any, int], None] | None = None) -> TrialResult:
         """Run `batches` (unnumbered PacketBatches) with a crash at input batch `crash_at` (None: no
         crash). `before_batch(i)` is called before the master takes input batch i (fault injection
         into storage, for example); `released` collects what leaves (e.g. a subclass that ships it
-        to another process) and `on_visible` receives the master's visible state at each release."""
+        to another process) and `on_visible` receives the master's visible state at each release.
+        `respond(released_batch)` is the remote hosts: the batch of replies it returns (or None) is
+        merged by time into the next input batch (replies pending at a crash are lost, like any
+        packet in flight). `on_admit(seq, batch, t_ns)` is told of each numbered input batch."""
         if phase not in PHASES:
             raise ValueError(f"phase: expected one of {list(PHASES)}, got {phase!r}")
         if crash_at is not None and not 0 <= crash_at < len(batches):
@@ -146,9 +158,23 @@ class Harness:
                         on_replayed=self._rerelease(released, in_keys) if self.release_replayed else None)
         inp = InputHandler(st if logged else None)
 
+        replies: list[Any] = []
+
+        def answer(b: Any) -> None:
+            if respond is not None and (r := respond(b)) is not None:
+                replies.append(r)
+
+        def with_replies(batch: Any) -> Any:
+            if not replies:
+                return batch
+            merged = merge_by_time([batch, *replies])
+            replies.clear()
+            return merged
+
         def on_release(q: int, b: Any) -> None:
             _record(released, in_keys, b, side[0])
             self.released_count = len(released)
+            answer(b)
 
         out = OutputHandler(self.strategy, self.queues, self.queues, on_release)
         pending_det: dict[int, list[tuple[int, int, int]]] = {}
@@ -172,7 +198,8 @@ class Harness:
             out.input_acked(st.acked(INPUT_STREAM))
 
         def release() -> None:
-            if out.poll() or self.strategy in ("none", "checkpoint"):
+            # (none / checkpoint release at once: the visible state was taken right after processing)
+            if out.poll():
                 visible.update(visible_state(runner.vnfs))
                 if on_visible is not None:
                     on_visible(visible)
@@ -201,6 +228,7 @@ class Harness:
 
         crashed_at_seq: int | None = None
         last_ckpt_ts = [int(batches[0].ts_ns.min()) if len(batches) and len(batches[0]) else 0]
+        trace_t0 = last_ckpt_ts[0]  # the trace's first packet time
         try:
             if self.strategy != "none":
                 checkpoint(0)
@@ -211,8 +239,11 @@ class Harness:
                 if detector.events:  # a false suspicion while the master was fine (a slow batch)
                     res.false_suspicions += len(detector.events)
                     detector.rearm()
+                batch = with_replies(batch)
                 batch.parse()
                 seq = inp.admit(batch)
+                if on_admit is not None:
+                    on_admit(seq, batch, time.monotonic_ns())
                 in_keys.update(zip(batch.packet_id.tolist(), _key_rows(batch)))
                 if logged:
                     sync()  # the input handler makes the input stable as it arrives, before processing
@@ -257,6 +288,10 @@ class Harness:
 
             # ---- crash: the master and all its state are gone; only storage survives
             t_crash = time.monotonic_ns()
+            cb = batch  # the crash batch as admitted (with any replies merged in)
+            if len(cb):
+                res.crash_packet = int(cb.packet_id[0])
+                res.crash_time_ms = (int(cb.ts_ns.min()) - trace_t0) / 1e6
             # Reports from before the crash were false suspicions (a slow batch on a busy box).
             res.false_suspicions += sum(1 for e in detector.events if e[2] < t_crash)
             detector.rearm()
@@ -268,21 +303,25 @@ class Harness:
                 raise RuntimeError("failure detector did not report the crash within 5 s")
             res.detect_s = (detector.events[-1][2] - t_crash) / 1e9
             side[0] = 1
+            replies.clear()  # in flight when the master died
             rep = backup.recover(st if self.strategy != "none" else None, self.strategy)
             res.recovery = rep
             for q, b in rep.outputs:
                 _record(released, in_keys, b, 1)
+                answer(b)
             assert crashed_at_seq is not None
             res.lost_batches = crashed_at_seq + 1 - rep.next_seq
             # Inputs the input handler admitted but that never became stable are lost (the
             # senders retransmit); the backup takes the traffic from the next batch on.
             backup_state = visible_state(backup.vnfs)
             for batch in batches[crash_at + 1:]:
+                batch = with_replies(batch)
                 batch.parse()
                 inp.admit(batch)
                 in_keys.update(zip(batch.packet_id.tolist(), _key_rows(batch)))
                 for q, b in backup.process(batch):
                     _record(released, in_keys, b, 1)
+                    answer(b)
             res.released_backup = len(released) - res.released_master
             res.verdict = judge(released, visible, backup_state, backup.vnfs,
                                 per_flow_decisions=self.per_flow_decisions, non_monotone=self.non_monotone)

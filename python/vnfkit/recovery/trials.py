@@ -33,12 +33,16 @@ def run_trials(nf: str, strategy: str, trials: int, seed: int = 0, *, packets: i
     out = []
     for t in range(trials):
         w = workload(nf, packets=packets, flows=max(10, packets // 20), batch=batch, seed=int(rng.integers(1 << 31)))
-        h = Harness(w.vnf, w.config, queues=queues, strategy=strategy, storage=storage(),
+        st = storage()
+        h = Harness(w.vnf, w.config, queues=queues, strategy=strategy, storage=st,
                     checkpoint_interval_s=checkpoint_interval_s, per_flow_decisions=w.per_flow_decisions,
                     non_monotone=w.non_monotone)
         crash = int(rng.integers(1, len(w.batches) - 1))
         phase = PHASES[int(rng.integers(len(PHASES)))]
-        r = h.run(w.batches, crash, phase)
+        try:
+            r = h.run(w.batches, crash, phase)
+        finally:
+            st.close()
         out.append(r)
         if on_trial is not None:
             on_trial(t, r)

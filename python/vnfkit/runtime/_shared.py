@@ -58,6 +58,11 @@ def workers_attached(spec: Any) -> None:
             pass
 
 
+def owned_state(spec: Any) -> Any:
+    """The parent's own mapping of the runner's SharedState (parent side; None once released)."""
+    return _owned.get(spec.get("name", "")) if isinstance(spec, dict) else None
+
+
 def release_shared(spec: Any) -> None:
     """Close the parent's mapping and unlink the segment (parent side, at close; idempotent)."""
     state = _owned.pop(spec.get("name", ""), None) if isinstance(spec, dict) else None

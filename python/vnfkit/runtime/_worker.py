@@ -4,7 +4,9 @@ A worker maps its queue's ring, builds its own VNF instance (own interpreter, ow
 tables), reports ready, then loops: wait for a slab (spin briefly, then sleep on the ring's futex),
 wrap it as a PacketBatch over the shared memory (no copy), ``process()`` it in place, hand it back.
 Between batches -- never inside one -- it applies control-state publications and answers stats
-requests that the parent announces by bumping the ring's user word. It ignores SIGINT (the parent
+requests and calls (``("call", fn, args)``: ``fn(vnf, ctx, *args)`` run in the worker, its result
+sent back; how the recovery harness takes a worker's snapshot) that the parent announces by bumping
+the ring's user word. It ignores SIGINT (the parent
 stops it), and dies with its parent (PR_SET_PDEATHSIG).
 """
 
@@ -35,6 +37,7 @@ class WorkerSpec:
     control: dict[str, Any]  # control objects published before start
     logged: bool
     parent_pid: int
+    keep_log: bool = False  # leave the determinant log in the shared segment for the parent to read
 
 
 def _die_with_parent() -> None:
@@ -87,6 +90,8 @@ def main(spec: WorkerSpec, conn: Any) -> None:
         vnf.setup(ctx, **spec.config)
         # control objects the VNF published in setup, for the parent's copy (only picklable ones)
         published = {n: control.get(n) for n in control.names() if _picklable(control.get(n))}
+        # read before "ready": the parent may announce a request as soon as it hears it
+        seen = ring.user_word
         # CPU time in ns (clock_gettime: os.times() only counts 10 ms ticks, too coarse for short runs)
         conn.send(("ready", published, time.process_time_ns()))
     except BaseException as exc:
@@ -95,10 +100,9 @@ def main(spec: WorkerSpec, conn: Any) -> None:
 
     # The worker's determinant log (in the shared segment) is emptied after every batch; the recovery
     # harness, not the plain runner, is what keeps logs.
-    log = ctx.state if spec.logged and ctx.state is not None else None
+    log = ctx.state if spec.logged and ctx.state is not None and not spec.keep_log else None
     busy_ns = 0
     batches = 0
-    seen = ring.user_word
     while True:
         if ring.input_ready or ring.wait_input(WAIT_S):
             batch = ring.input()
@@ -129,5 +133,12 @@ def main(spec: WorkerSpec, conn: Any) -> None:
                     conn.send(("stats", dict(vnf.stats()), busy_ns, batches, time.process_time_ns()))
                     busy_ns = 0
                     batches = 0
+                elif msg[0] == "call":
+                    try:
+                        result = msg[1](vnf, ctx, *msg[2])
+                    except BaseException as exc:
+                        _send_error(conn, "call", exc)
+                        os._exit(1)
+                    conn.send(("reply", result))
     conn.close()
     os._exit(0)

@@ -106,6 +106,9 @@ class ProcessRunner(Runner):
         start_method: multiprocessing start method ("spawn" or "forkserver").
         assign_ids: give every packet a runner-wide, monotonic ``packet_id`` at arrival (continuing
             across runs); False keeps the ids the input carries.
+        keep_log: with ``logged``, workers leave their determinant logs in the shared segment (the
+            parent reads them through :attr:`shared_state`; a call draining them is the caller's job)
+            instead of discarding each batch's records.
 
     ``ctx.shared`` is one SharedState in a shared-memory segment that every worker maps (made and
     unlinked through ``runtime._shared``), so shared variables are shared across the processes. ``vnfs`` / ``contexts`` do not exist here: each VNF lives in its worker.
@@ -117,7 +120,7 @@ class ProcessRunner(Runner):
                  config: dict[str, Any] | None = None, classifier: Any = None, shared: Any = None,
                  control: ControlState | None = None, depth: int = 8, parse: bool = True, logged: bool = True,
                  batch_size: int = 256, flush_us: float = 50.0, slab_bytes: int | None = None,
-                 start_method: str = "spawn", assign_ids: bool = True) -> None:
+                 start_method: str = "spawn", assign_ids: bool = True, keep_log: bool = False) -> None:
         for name, v in (("queues", queues), ("depth", depth), ("batch_size", batch_size)):
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
@@ -141,6 +144,7 @@ class ProcessRunner(Runner):
         self.num_queues = queues
         self.parse = parse
         self.assign_ids = assign_ids
+        self.keep_log = bool(keep_log)
         self._linktype = 1  # of the current input (pcap LINKTYPE_ETHERNET until a batch says otherwise)
         self.batch_size = batch_size
         self.flush_ns = int(flush_us * 1000)
@@ -181,7 +185,7 @@ class ProcessRunner(Runner):
         for q in range(self.num_queues):
             parent_end, child_end = ctx.Pipe()
             spec = WorkerSpec(q, self.num_queues, st["segments"][q].path, self.batch_size, vnf, config, cspec,
-                              st["shared"], published, logged, os.getpid())
+                              st["shared"], published, logged, os.getpid(), self.keep_log)
             p = ctx.Process(target=main, args=(spec, child_end), name=f"vnfkit-worker-{q}",  # type: ignore[attr-defined]
                             daemon=True)
             p.start()
@@ -208,7 +212,7 @@ class ProcessRunner(Runner):
             if conn.poll(CHECK_S):
                 try:
                     msg = conn.recv()
-                except EOFError:
+                except (EOFError, ConnectionResetError):  # a killed worker's end: EOF or a reset
                     proc.join(timeout=1.0)
                     self._raise_dead(q)
                 if msg[0] == "error":
@@ -218,6 +222,14 @@ class ProcessRunner(Runner):
                 self._raise_dead(q)
             if time.monotonic() > deadline:
                 raise TimeoutError(f"worker {q}: no answer within {START_TIMEOUT_S} s")
+
+    def _send(self, q: int, msg: Any) -> None:
+        """Send worker q a message; raises WorkerError if it is dead (its end of the pipe is gone)."""
+        try:
+            self._state["conns"][q].send(msg)
+        except (BrokenPipeError, ConnectionResetError):
+            self._state["procs"][q].join(timeout=1.0)
+            self._raise_dead(q)
 
     def _raise_error(self, q: int, msg: Any) -> None:
         _, where, exc, text, tb = msg
@@ -252,6 +264,30 @@ class ProcessRunner(Runner):
                 self._raise_dead(q)
 
     @property
+    def shared_state(self) -> Any:
+        """This process's mapping of the workers' SharedState (their shared variables and logs)."""
+        return _shared.owned_state(self._state["shared"])
+
+    def call_workers(self, fn: Callable[..., Any], *args: Any, timeout_s: float = 30.0) -> list[Any]:
+        """Run ``fn(vnf, ctx, *args)`` in every worker at its next batch boundary (call between
+        runs, when no batch is in flight); their results by queue. `fn` must be picklable (a
+        module-level function). A worker that dies or raises meanwhile is a WorkerError."""
+        _check_portable("fn", fn)
+        for q in range(self.num_queues):
+            self._send(q, ("call", fn, args))
+            ring = self._state["rings"][q]
+            ring.user_word = ring.user_word + 1
+            ring.notify_worker()
+        deadline = time.monotonic() + timeout_s
+        out = []
+        for q in range(self.num_queues):
+            msg = self._recv(q, deadline)
+            while msg[0] != "reply":
+                msg = self._recv(q, deadline)
+            out.append(msg[1])
+        return out
+
+    @property
     def pids(self) -> list[int]:
         """The worker processes' pids, by queue."""
         return [p.pid for p in self._state["procs"]]
@@ -275,8 +311,8 @@ class ProcessRunner(Runner):
 
     def _collect(self, stats: list[QueueStats]) -> dict[str, int]:
         vnf_stats: dict[str, int] = {}
-        for q, conn in enumerate(self._state["conns"]):
-            conn.send(("stats",))
+        for q in range(self.num_queues):
+            self._send(q, ("stats",))
             ring = self._state["rings"][q]
             ring.user_word = ring.user_word + 1
             ring.notify_worker()

@@ -37,8 +37,9 @@ def plan(ctrl: "Controller", t: "Transfer", src: Any, dst_server: int) -> dict[s
     out: dict[str, Any] = {"keys": keys, "hw_ranges": None}
     if t.strategy == "never":
         ranges = ctrl.hw_ranges_with(t.lo, t.hi, dst_server)
-        room = ctrl.hw.capacity - len(ranges) - ctrl.hw.projected_exceptions()
-        t.rules_needed = len(ranges) + ctrl.hw.projected_exceptions() + len(keys)
+        used = ctrl.hw.table_entries(ranges, ctrl.hw.projected_exceptions())
+        room = ctrl.hw.capacity - used
+        t.rules_needed = used + len(keys)
         if len(keys) > room:
             if t.kind != "split" or room <= 0:
                 raise HardwareTableFullError(

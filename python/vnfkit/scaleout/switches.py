@@ -88,8 +88,9 @@ class HardwareSwitch:
         if not 0 <= update_delay_s < float("inf"):
             raise ValueError(f"update_delay_s: must be finite and >= 0, got {update_delay_s}")
         ranges = list(ranges)
-        if len(ranges) > capacity:
-            raise HardwareTableFullError(f"capacity: {len(ranges)} ranges do not fit in {capacity} rules")
+        if self.table_entries(ranges, 0) > capacity:
+            raise HardwareTableFullError(f"capacity: {len(ranges)} ranges need {self.table_entries(ranges, 0)} "
+                                         f"rules, more than {capacity}")
         self.capacity = int(capacity)
         self.update_delay_s = float(update_delay_s)
         self.ranges = RangeTable(ranges)
@@ -99,10 +100,15 @@ class HardwareSwitch:
         self.updates_applied = 0
         self._pending: list[_Update] = []
 
+    def table_entries(self, ranges: list[Range], exceptions: int) -> int:
+        """Table entries ``ranges`` plus ``exceptions`` exception rules take: one per rule here (a
+        switch that matches prefixes needs more per range: :class:`vnfkit.scaleout.ovs_switch.OvsHardwareSwitch`)."""
+        return len(ranges) + exceptions
+
     @property
     def rules(self) -> int:
-        """Installed rules: ranges plus exceptions."""
-        return len(self.ranges) + len(self.exceptions)
+        """Installed rules: ranges plus exceptions (in table entries, see :meth:`table_entries`)."""
+        return self.table_entries(self.ranges.ranges(), len(self.exceptions))
 
     @property
     def pending(self) -> int:
@@ -128,18 +134,18 @@ class HardwareSwitch:
         self.counters.bytes += n * WIRE_BYTES_64B if total_bytes is None else int(total_bytes)
         self.counters.passes[kind] = self.counters.passes.get(kind, 0) + n
 
-    def _projected(self, extra: _Update | None) -> tuple[int, int]:
+    def _projected(self, extra: _Update | None) -> tuple[list[Range], int]:
         """(ranges, exceptions) after every pending update and ``extra`` are applied."""
-        nranges = len(self.ranges)
+        ranges = self.ranges.ranges()
         keys = {k.tobytes() for k in self.exceptions.keys()}
         for u in self._pending + ([extra] if extra is not None else []):
             if u.ranges is not None:
-                nranges = len(u.ranges)
+                ranges = u.ranges
             if u.remove_keys is not None:
                 keys.difference_update(k.tobytes() for k in u.remove_keys)
             if u.add_keys is not None:
                 keys.update(k.tobytes() for k in u.add_keys)
-        return nranges, len(keys)
+        return ranges, len(keys)
 
     def projected_exceptions(self) -> int:
         """Exceptions the switch will hold once every pending update is applied."""
@@ -160,11 +166,12 @@ class HardwareSwitch:
                 raise ValueError("add_targets: targets must be uint32 other than 0xFFFFFFFF")
             targets = targets.astype(np.uint32)
         upd = _Update(float(now_s) + self.update_delay_s, ranges, add_keys, targets, remove_keys, tag)
-        nranges, nexc = self._projected(upd)
-        if nranges + nexc > self.capacity:
+        pranges, nexc = self._projected(upd)
+        need = self.table_entries(pranges, nexc)
+        if need > self.capacity:
             raise HardwareTableFullError(
-                f"hardware switch: update '{tag or 'rules'}' needs {nranges} ranges + {nexc} exceptions = "
-                f"{nranges + nexc} rules, capacity is {self.capacity} (nothing changed)")
+                f"hardware switch: update '{tag or 'rules'}' needs {len(pranges)} ranges + {nexc} exceptions = "
+                f"{need} rules, capacity is {self.capacity} (nothing changed)")
         return upd
 
     def schedule(self, now_s: float, *, ranges: list[Range] | None = None,

@@ -1,11 +1,13 @@
-"""A testbed of real kernels: hosts as network namespaces joined by veth pairs (root only).
+"""A testbed of real kernels and real components (root only).
 
-- :class:`~vnfkit.testbed.netns.Testbed`: namespaces, veth pairs with the offloads a userspace
-  forwarder cannot live with turned off, processes started inside hosts; all of it torn down on
-  exit, even when the body raised, under one unique per-run name prefix.
+- :class:`~vnfkit.testbed.netns.Testbed`: hosts as network namespaces joined by veth pairs with the
+  offloads a userspace forwarder cannot live with turned off, processes started inside hosts; all
+  of it torn down on exit, even when the body raised, under one unique per-run name prefix.
 - :func:`~vnfkit.testbed.nat.nat_testbed`: the client -- NAT host -- server topology of the live
   NAT tests, with static neighbour entries towards the NAT (which does not answer ARP).
 - :func:`~vnfkit.testbed.netns.leftovers`: what is left with a prefix (nothing, after a close).
+- :mod:`.ovs` -- Open vSwitch's userspace datapath (``ovsdb-server`` + ``ovs-vswitchd``) on a
+  private run directory.
 """
 
 from __future__ import annotations

@@ -46,7 +46,11 @@ the outbound packets: Toeplitz is linear, so ``h(reply with port p) = h(reply wi
 and the queue is ``RETA[h & mask]``; the pool is split statically into ``reta_size`` sub-pools by
 ``C(p) & mask``, and a new flow on queue ``q`` with ``h0 = h(reply, port 0)`` asks for a sub-pool
 ``g`` with ``RETA[(h0 ^ g) & mask] == q``. The pool is lock-free shared state and the sub-pool
-choice is computed per batch with numpy, so the packet path takes no lock. ICMP echo replies are
+choice is computed per batch with numpy, so the packet path takes no lock. With several queues,
+each queue owns a round-robin share of every sub-pool (and of the ICMP ids) and allocates only from
+its own shares, so workers never compete for a port: the ports chosen depend on each worker's own
+packets only, not on how the workers interleave, and the thread and process backends agree packet
+by packet. ICMP echo replies are
 hashed on addresses only (no ports), so no identifier can steer them: ICMP echo mappings are kept in
 shared counters (``mazunat.icmp_map``/``mazunat.icmp_peer``, logged reads) so that the worker
 that receives the reply can translate it; only echo requests refresh an ICMP mapping.

@@ -8,6 +8,13 @@ as a determinant, forced on replay):
   protocol (Click keeps separate TCP and UDP rewriters). With RSS affinity the pool is split into
   ``reta_size`` sub-pools by each port's Toeplitz contribution (see :func:`subpool_map`).
 * ``mazunat.icmp_ids``: the ICMP echo identifier pool.
+* **Per-queue shares.** With several queues, every port (and ICMP id) is owned by one queue: the
+  ports of each (affinity) sub-pool are dealt round-robin to the queues (:func:`queue_split`), and a
+  worker allocates only from its own shares, as VPP's NAT workers own port ranges. So no two
+  workers ever compete for a port: the ports a worker hands out depend only on its own packets, in
+  order, never on how the workers' batches interleave in time, and the thread and process backends
+  choose the same ports. (A queue's share can run out while another's has ports left: that is
+  counted as pool exhaustion on that queue.)
 * ``mazunat.icmp_map`` / ``mazunat.icmp_peer``: shared counters per ICMP id holding the mapping
   (internal address and id, remote peer), so the worker that receives an echo reply, which RSS
   hashes on addresses only, can translate it.
@@ -26,7 +33,7 @@ import numpy.typing as npt
 
 from .rules import ICMP, TCP, UDP
 
-__all__ = ["Affinity", "NatPools", "subpool_map"]
+__all__ = ["Affinity", "NatPools", "queue_split", "subpool_map"]
 
 
 def _toeplitz(cl: Any) -> Any:
@@ -53,6 +60,28 @@ def subpool_map(cl: Any, lo: int, hi: int) -> npt.NDArray[np.uint16]:
     h(reply with port 0) XOR C(p)). Cached, so every worker of a runner passes the *same* read-only
     array when it declares the pool."""
     return _subpool_map(bytes(cl.key), int(cl.reta.size), lo, hi)
+
+
+@lru_cache(maxsize=32)
+def _queue_split(groups: bytes | None, n: int, num_queues: int) -> npt.NDArray[np.uint16]:
+    g = np.zeros(n, np.int64) if groups is None else np.frombuffer(groups, np.uint16).astype(np.int64)
+    order = np.argsort(g, kind="stable")  # ports grouped by sub-pool, ascending within each
+    starts = np.searchsorted(g[order], g[order], side="left")
+    rank = np.empty(n, np.int64)
+    rank[order] = np.arange(n) - starts  # position of each port within its sub-pool
+    out = (g * num_queues + rank % num_queues).astype(np.uint16)
+    out.flags.writeable = False
+    return out
+
+
+def queue_split(subpool_of: npt.NDArray[np.uint16] | None, n: int, num_queues: int) -> npt.NDArray[np.uint16]:
+    """Sub-pool of each of `n` ports when each queue owns a share: port ``i`` of sub-pool ``g``
+    (``subpool_of``, or one sub-pool if None), counted in port order, goes to queue ``i %
+    num_queues``, as sub-pool ``g * num_queues + queue``. Cached, so every worker declares the pool
+    with the same read-only array."""
+    if num_queues * (1 if subpool_of is None else int(subpool_of.max()) + 1) > 65536:
+        raise ValueError(f"num_queues: {num_queues} queues need more than 65536 port sub-pools")
+    return _queue_split(None if subpool_of is None else subpool_of.tobytes(), n, num_queues)
 
 
 class Affinity:
@@ -84,9 +113,15 @@ class NatPools:
 
     def __init__(self, ctx: Any, lo: int, hi: int, icmp_lo: int, icmp_hi: int,
                  subpool_of: npt.NDArray[np.uint16] | None) -> None:
-        self.tcp = ctx.port_pool("mazunat.tcp_ports", lo=lo, hi=hi, subpool_of=subpool_of)
-        self.udp = ctx.port_pool("mazunat.udp_ports", lo=lo, hi=hi, subpool_of=subpool_of)
-        self.icmp = ctx.port_pool("mazunat.icmp_ids", lo=icmp_lo, hi=icmp_hi)
+        nq = max(1, int(ctx.num_queues))
+        #: this worker's share of every sub-pool: sub-pool g of the caller is g * nq + queue
+        self.nq, self.queue = nq, int(ctx.queue)
+        ports_of = subpool_of if nq == 1 else queue_split(subpool_of, hi - lo + 1, nq)
+        ids_of = None if nq == 1 else queue_split(None, icmp_hi - icmp_lo + 1, nq)
+        self.tcp = ctx.port_pool("mazunat.tcp_ports", lo=lo, hi=hi, subpool_of=ports_of)
+        self.udp = ctx.port_pool("mazunat.udp_ports", lo=lo, hi=hi, subpool_of=ports_of)
+        self.icmp = ctx.port_pool("mazunat.icmp_ids", lo=icmp_lo, hi=icmp_hi, subpool_of=ids_of)
+        self._own = None if nq == 1 else np.full(1 << 16, self.queue, np.uint16)  # sliced, never written
         n = icmp_hi - icmp_lo + 1
         self.icmp_map = ctx.counters("mazunat.icmp_map", slots=n)
         self.icmp_peer = ctx.counters("mazunat.icmp_peer", slots=n)
@@ -101,7 +136,11 @@ class NatPools:
         candidate sub-pool only where the preferred one is exhausted."""
         pool = self.by_proto[proto]
         if proto == ICMP or aff is None:
-            return pool.allocate(sctx, ids)  # type: ignore[no-any-return]
+            if self._own is None:
+                return pool.allocate(sctx, ids)  # type: ignore[no-any-return]
+            n = len(ids)
+            own = self._own[:n] if n <= len(self._own) else np.full(n, self.queue, np.uint16)
+            return pool.allocate(sctx, ids, own)  # type: ignore[no-any-return]
         base = aff.base(remote, rport)
         nc = len(aff.cand)
         start = (hashes >> np.uint32(8)) % np.uint32(nc)
@@ -109,6 +148,8 @@ class NatPools:
         todo = np.arange(len(ids))
         for r in range(nc):
             g = aff.subpool(base[todo], start[todo], r)
+            if self.nq > 1:
+                g = (g.astype(np.uint32) * np.uint32(self.nq) + np.uint32(self.queue)).astype(np.uint16)
             got = pool.allocate(sctx, np.ascontiguousarray(ids[todo]), g)
             ports[todo] = got
             todo = todo[got == 0]

@@ -6,6 +6,8 @@ Rules are an immutable :class:`NatRules` object published in the runner's
 every batch and uses only that object for the whole batch. Replacing a dict value is one reference
 store (atomic under the GIL), and a NatRules object (with read-only numpy arrays) is never changed
 after it is built, so every batch sees the whole old rule set or the whole new one, never a mix.
+On the process backend, the runner forwards each publication to every worker process (a NatRules
+pickles as its rule specs and is rebuilt there), which adopts it between two batches.
 """
 
 from __future__ import annotations
@@ -166,6 +168,33 @@ class NatRules:
     def __repr__(self) -> str:
         return f"NatRules(version={self.version}, forwards={len(self.forwards)}, deny={len(self.deny)})"
 
+    @property
+    def internal_net(self) -> str:
+        """The internal network the forwards' targets lie in, as a prefix string."""
+        inet, imask = self._internal
+        return str(ipaddress.IPv4Network((inet, bin(imask).count("1"))))
+
+    def forward_specs(self) -> list[dict[str, Any]]:
+        """The forwards as the dicts the constructor takes (building from them gives equal rules)."""
+        return [{"proto": "tcp" if f.proto == TCP else "udp", "port": f.port,
+                 "to": str(ipaddress.IPv4Address(f.to_addr)), "to_port": f.to_port} for f in self.forwards]
+
+    def deny_specs(self) -> list[dict[str, Any]]:
+        """The deny list as the dicts the constructor takes."""
+        return [{"dst": str(ipaddress.IPv4Network((d.net, bin(d.mask).count("1")))),
+                 "proto": {0: None, TCP: "tcp", UDP: "udp", ICMP: "icmp"}[d.proto],
+                 "ports": [d.port_lo, d.port_hi]} for d in self.deny]
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled as the rule specs and rebuilt (validated, compiled, frozen) on unpickling, so a
+        # published rule set can cross to the worker processes of the process backend.
+        return (_rebuild, (self.forward_specs(), self.deny_specs(), self.internal_net, self.version))
+
+
+def _rebuild(forwards: list[dict[str, Any]], deny: list[dict[str, Any]], internal_net: str,
+             version: int) -> NatRules:
+    return NatRules(forwards, deny, internal_net=internal_net, version=version)
+
 
 def publish_rules(control: ControlState | Any, *, forwards: Iterable[Mapping[str, Any]] | None = None,
                   deny: Iterable[Mapping[str, Any]] | None = None) -> NatRules:
@@ -176,14 +205,8 @@ def publish_rules(control: ControlState | Any, *, forwards: Iterable[Mapping[str
     if not isinstance(control, ControlState):
         control = control.control
     cur: NatRules = control.get(RULES)
-    inet, imask = cur._internal
-    net = str(ipaddress.IPv4Network((inet, bin(imask).count("1"))))
-    old_fw = [{"proto": "tcp" if f.proto == TCP else "udp", "port": f.port,
-               "to": str(ipaddress.IPv4Address(f.to_addr)), "to_port": f.to_port} for f in cur.forwards]
-    old_dn = [{"dst": str(ipaddress.IPv4Network((d.net, bin(d.mask).count("1")))),
-               "proto": {0: None, TCP: "tcp", UDP: "udp", ICMP: "icmp"}[d.proto],
-               "ports": [d.port_lo, d.port_hi]} for d in cur.deny]
-    new = NatRules(old_fw if forwards is None else forwards, old_dn if deny is None else deny,
-                   internal_net=net, version=cur.version + 1)
+    new = NatRules(cur.forward_specs() if forwards is None else forwards,
+                   cur.deny_specs() if deny is None else deny,
+                   internal_net=cur.internal_net, version=cur.version + 1)
     control.publish(RULES, new)
     return new

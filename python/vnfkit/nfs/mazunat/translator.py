@@ -85,8 +85,10 @@ class MazuNAT(RuleSteps, EndpointClaims, VNF):
         self.aff = Affinity(cl, ctx.queue, self.public) if self.affinity else None
         self.edm = EndpointPorts(cfg.port_lo, cfg.port_hi, subpool_of) if cfg.endpoint_dependent else None
         # new TCP/UDP mappings are made inside the native fast path when ports come from plain
-        # (single sub-pool) shared pools; with affinity sub-pools or endpoint-dependent ports, in Python
-        self._native_pools = (self.pools.tcp, self.pools.udp) if self.edm is None and not self.affinity else None
+        # (single sub-pool) shared pools, i.e. with one queue; with affinity sub-pools, per-queue
+        # shares or endpoint-dependent ports, in Python
+        single = self.edm is None and not self.affinity and ctx.num_queues == 1
+        self._native_pools = (self.pools.tcp, self.pools.udp) if single else None
         self.icmp_lo = cfg.icmp_lo
         self.timeout_ns = dict(cfg.timeout_ns)
         self.done_ns = cfg.done_ns

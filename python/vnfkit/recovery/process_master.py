@@ -1,0 +1,300 @@
+"""Recovery through the process runtime: a master of worker processes, one of them SIGKILLed.
+
+The master is a :class:`vnfkit.runtime.process.ProcessRunner` (one worker process per queue, shared
+state in a shared-memory segment) started with ``keep_log=True``: each worker leaves its
+determinant log in the shared segment. Per input batch, this process (the dispatcher, which is
+also the input handler and the output handler):
+
+1. numbers the batch and makes its input record stable (:class:`~.input_log.InputHandler`);
+2. dispatches it (``runner.run([batch])`` returns when every worker is done with it: a batch
+   boundary of every worker);
+3. reads every worker's new log records *out of the shared segment* and appends them as the batch's
+   determinant record; holds the outputs, tagged with the log positions (output commit);
+4. syncs storage, releases what may leave, and reads the workers' visible state (for the oracle);
+5. every ``checkpoint_every`` batches takes a checkpoint: each worker images its own tables and VNF
+   state at the boundary the parent requests (:meth:`vnfkit.runtime.process.ProcessRunner.call_workers`), ships it back,
+   and drains its log; the parent images the shared state from its own mapping.
+
+A crash is a ``SIGKILL`` of one worker process, either between two batches or in the middle of one
+(from a timer, ``0..max_delay`` after the dispatch started). The pidfd failure detector reports the
+death; the runtime itself raises ``WorkerError`` at its next look. The master is
+then gone as a whole (the runtime stops the other workers) and the passive in-process
+:class:`~.backup.Backup` restores the last checkpoint, replays the logged inputs with their
+determinants forced, re-executes the stable inputs without a stable determinant record, and goes
+live on the rest of the traffic. The oracle judges every released packet.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from ..runtime import WorkerError
+from .backup import CKPT_STREAM, DET_STREAM, Backup, det_ranges, encode_det
+from .checkpoint import Checkpoint
+from .detector import FailureDetector, HeartbeatBoard
+from .harness import TrialResult, _key_rows, _record
+from .input_log import INPUT_STREAM, InputHandler
+from .oracle import Released, Verdict, judge, visible_state
+from .output import OutputHandler, check_strategy
+from .storage.base import StableStorage
+from .storage.memory import MemoryStorage
+from .workloads import Workload
+
+__all__ = ["PROCESS_PHASES", "process_trial", "random_process_trials", "worker_snapshot", "worker_visible"]
+
+PROCESS_PHASES = ("between-batches", "mid-batch")
+
+
+# ---- run inside a worker process (through ProcessRunner.call_workers)
+def worker_snapshot(vnf: Any, ctx: Any) -> tuple[dict[str, bytes], dict[str, Any], int]:
+    """This worker's tables and VNF state and its log position; then drain its log (the parent has
+    read every record up to here out of the shared segment)."""
+    tables = {name: t.snapshot() for name, t in ctx.tables.items()}
+    state = vnf.snapshot()
+    pos = int(ctx.state.position) if ctx.state is not None else 0
+    if ctx.state is not None:
+        ctx.state.drain_chunk()
+    return tables, state, pos
+
+
+def worker_visible(vnf: Any, ctx: Any) -> dict[str, dict[Any, int]]:
+    """What the outside could see of this worker: the shared counters and its own stats()."""
+    return visible_state([vnf])
+
+
+def _noop(vnf: Any, ctx: Any) -> None:
+    return None
+
+
+def _merge_visible(parts: Sequence[dict[str, dict[Any, int]]]) -> dict[str, dict[Any, int]]:
+    out: dict[str, dict[Any, int]] = {}
+    for p in parts:
+        for name, vals in p.items():
+            if name == "vnf.stats":
+                acc = out.setdefault(name, {})
+                for k, x in vals.items():
+                    acc[k] = acc.get(k, 0) + x
+            else:
+                out[name] = vals  # a shared variable: every worker sees the same one
+    return out
+
+
+def process_trial(w: Workload, crash_at: int | None, phase: str = "mid-batch", *, kill_worker: int = 0,
+                  delay_s: float = 0.0, strategy: str = "replay", queues: int = 2,
+                  storage: StableStorage | None = None, checkpoint_every: int = 8,
+                  checkpoint_interval_s: float | None = None, sync_timeout_s: float = 1.0) -> TrialResult:
+    """Run `w` on a process master; SIGKILL worker `kill_worker` at input batch `crash_at` (see the
+    module docstring; ``mid-batch``: `delay_s` after that batch's dispatch began); fail over; judge.
+    Checkpoints every `checkpoint_every` batches, or with `checkpoint_interval_s` whenever that much
+    packet time has passed since the last one."""
+    import os
+    import signal
+
+    from ..runtime.process import ProcessRunner
+
+    strategy = check_strategy(strategy)
+    if phase not in PROCESS_PHASES:
+        raise ValueError(f"phase: expected one of {list(PROCESS_PHASES)}, got {phase!r}")
+    if crash_at is not None and not 0 <= crash_at < len(w.batches):
+        raise ValueError(f"crash_at: must be in [0, {len(w.batches)}), got {crash_at}")
+    if not 0 <= kill_worker < queues:
+        raise ValueError(f"kill_worker: must be in [0, {queues}), got {kill_worker}")
+    st = storage if storage is not None else MemoryStorage()
+    logged = strategy == "replay"
+    res = TrialResult(strategy, crash_at, f"{phase}, worker {kill_worker}", Verdict())
+    released = Released()
+    in_keys: dict[int, bytes] = {}
+    visible: dict[str, dict[Any, int]] = {}
+    side = [0]
+
+    def on_release(q: int, b: Any) -> None:
+        _record(released, in_keys, b, side[0])
+
+    out = OutputHandler(strategy, queues, queues, on_release)
+    backup = Backup(w.vnf, w.config, queues)  # passive, ready before the crash
+    inp = InputHandler(st if logged else None)
+    runner = ProcessRunner(w.vnf, queues=queues, config=w.config, parse=False, logged=logged, keep_log=logged,
+                           assign_ids=False)
+    shared = runner.shared_state
+    board = HeartbeatBoard(1)
+    det = FailureDetector(board, timeout_s=3600.0, poll_s=0.001)  # death through the pidfds
+    for pid in runner.pids:
+        det.watch_process(0, pid)
+    pending_det: dict[int, list[tuple[int, int, int]]] = {}
+    read_pos = [0] * queues
+    epoch = [0]
+    kill = {"t": 0, "worker_error_t": 0}
+    victim = runner.pids[kill_worker]
+
+    def do_kill() -> None:
+        if not kill["t"]:
+            kill["t"] = time.monotonic_ns()
+            os.kill(victim, signal.SIGKILL)
+
+    def acks() -> None:
+        if strategy == "none":
+            return
+        r = st.sync(sync_timeout_s)
+        if not r.ok:
+            res.storage_events.append(f"{r.status}: {r.detail}")
+            return
+        for seq in [s for s in pending_det if s < st.acked(DET_STREAM)]:
+            for thread, first, count in pending_det.pop(seq):
+                out.ack_determinants(thread, first, count)
+        out.input_acked(st.acked(INPUT_STREAM))
+
+    def checkpoint(next_input: int) -> None:
+        t0 = time.perf_counter()
+        snaps = runner.call_workers(worker_snapshot)
+        ck = Checkpoint(epoch[0], next_input, inp.next_id - 1, [s[2] for s in snaps], shared.snapshot(),
+                        [s[0] for s in snaps], [s[1] for s in snaps])
+        ck.pause_s = time.perf_counter() - t0
+        res.checkpoint_pauses_s.append(ck.pause_s)
+        epoch[0] += 1
+        if logged:
+            read_pos[:] = [s[2] for s in snaps]  # the workers drained up to here
+        off = st.append(CKPT_STREAM, ck.to_bytes())
+        r = st.sync(sync_timeout_s)
+        if not r.ok:
+            res.storage_events.append(f"checkpoint {ck.epoch}: {r.status}: {r.detail}")
+            return
+        acks()
+        out.checkpoint_committed(next_input)
+        st.truncate(CKPT_STREAM, off)
+        if logged:
+            st.truncate(INPUT_STREAM, next_input)
+            st.truncate(DET_STREAM, next_input)
+
+    def due(i: int, batch: Any) -> bool:
+        if checkpoint_interval_s is None:
+            return (i + 1) % checkpoint_every == 0
+        if len(batch) and int(batch.ts_ns.max()) - last_ckpt_ts[0] >= checkpoint_interval_s * 1e9:
+            last_ckpt_ts[0] = int(batch.ts_ns.max())
+            return True
+        return False
+
+    trace_t0 = int(w.batches[0].ts_ns.min()) if len(w.batches) and len(w.batches[0]) else 0
+    last_ckpt_ts = [trace_t0]
+    crashed = False
+    timer: threading.Timer | None = None
+    try:
+        try:
+            if strategy != "none":
+                checkpoint(0)
+            for i, batch in enumerate(w.batches):
+                if crash_at == i and phase == "between-batches":
+                    do_kill()
+                batch.parse()
+                seq = inp.admit(batch)
+                in_keys.update(zip(batch.packet_id.tolist(), _key_rows(batch)))
+                if logged:
+                    acks()  # the input is stable before it is processed
+                if crash_at == i and phase == "mid-batch":
+                    timer = threading.Timer(delay_s, do_kill)
+                    timer.start()
+                outs: list[tuple[int, Any]] = []
+                runner.run([batch], on_output=lambda q, b: outs.append((q, b)))
+                if logged:
+                    chunks = []
+                    for q in range(queues):
+                        first, end = shared.log_range(q)
+                        chunks.append(shared.log_chunk(q, read_pos[q]) if end > read_pos[q] else b"")
+                        read_pos[q] = end
+                    if st.append(DET_STREAM, encode_det(seq, chunks)) != seq:
+                        raise RuntimeError(f"determinant record offset != input {seq}")
+                    pending_det[seq] = det_ranges(chunks)
+                positions = shared.positions() if logged else None
+                for q, b in outs:
+                    out.emit(seq, q, b, positions)
+                acks()
+                if out.poll() or strategy in ("none", "checkpoint"):
+                    visible.update(_merge_visible(runner.call_workers(worker_visible)))
+                if strategy != "none" and due(i, batch):
+                    checkpoint(seq + 1)
+                    if out.poll():
+                        visible.update(_merge_visible(runner.call_workers(worker_visible)))
+            if kill["t"]:  # killed after the last look: the runtime notices at the next call
+                runner.call_workers(_noop)
+        except WorkerError as exc:
+            kill["worker_error_t"] = time.monotonic_ns()
+            res.storage_events.append(f"runtime: {exc}")
+            crashed = True
+        if crash_at is not None and not crashed:
+            raise RuntimeError("the killed worker was not reported by the runtime")
+        if not crashed:
+            res.released_master = len(released)
+            res.held_at_crash = out.held()
+            runner.close()
+            return res
+        # ---- the master is gone (the runtime stopped its other workers); storage survives
+        if timer is not None:
+            timer.join()
+        res.held_at_crash = out.held()
+        res.released_master = len(released)
+        runner.close()
+        if not det.wait(5.0):
+            raise RuntimeError("the pidfd detector did not report the killed worker within 5 s")
+        res.detect_s = (min(det.events[0][2], kill["worker_error_t"]) - kill["t"]) / 1e9
+        side[0] = 1
+        rep = backup.recover(st if strategy != "none" else None, strategy)
+        res.recovery = rep
+        for q, b in rep.outputs:
+            _record(released, in_keys, b, 1)
+        if crash_at is not None and len(w.batches[crash_at]):
+            res.crash_packet = int(w.batches[crash_at].packet_id[0])
+            res.crash_time_ms = (int(w.batches[crash_at].ts_ns.min()) - trace_t0) / 1e6
+        res.lost_batches = inp.next_seq - rep.next_seq
+        backup_state = visible_state(backup.vnfs)
+        for batch in w.batches[inp.next_seq:]:
+            batch.parse()
+            inp.admit(batch)
+            in_keys.update(zip(batch.packet_id.tolist(), _key_rows(batch)))
+            for q, b in backup.process(batch):
+                _record(released, in_keys, b, 1)
+        res.released_backup = len(released) - res.released_master
+        res.verdict = judge(released, visible, backup_state, backup.vnfs, per_flow_decisions=w.per_flow_decisions,
+                            non_monotone=w.non_monotone)
+        res.verdict.checked["pidfd_detect_us"] = int((det.events[0][2] - kill["t"]) / 1e3)
+        res.verdict.checked["runtime_detect_us"] = int((kill["worker_error_t"] - kill["t"]) / 1e3)
+        return res
+    finally:
+        if timer is not None:
+            timer.cancel()
+        runner.close()
+        det.close()
+        board.close()
+
+
+def random_process_trials(nf: str, strategy: str, trials: int, seed: int = 0, *, packets: int = 8000,
+                          batch: int = 256, queues: int = 2, checkpoint_every: int = 8,
+                          checkpoint_interval_s: float | None = None,
+                          storage: Callable[[], StableStorage] = MemoryStorage,
+                          on_trial: Callable[[int, TrialResult], None] | None = None) -> list[TrialResult]:
+    """`trials` process-master trials, each with a random batch, phase, worker and kill delay
+    (0-2 ms into the batch's dispatch); `storage()` makes each trial's fresh storage."""
+    from .workloads import workload
+
+    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
+        raise ValueError(f"trials: expected a positive int, got {trials!r}")
+    rng = np.random.default_rng(seed)
+    outs = []
+    for t in range(trials):
+        w = workload(nf, packets=packets, flows=max(10, packets // 20), batch=batch, seed=int(rng.integers(1 << 31)))
+        crash = int(rng.integers(1, len(w.batches) - 2))
+        phase = PROCESS_PHASES[int(rng.integers(len(PROCESS_PHASES)))]
+        st = storage()
+        try:
+            r = process_trial(w, crash, phase, kill_worker=int(rng.integers(queues)),
+                              delay_s=float(rng.uniform(0, 0.002)), strategy=strategy, queues=queues, storage=st,
+                              checkpoint_every=checkpoint_every, checkpoint_interval_s=checkpoint_interval_s)
+        finally:
+            st.close()
+        outs.append(r)
+        if on_trial is not None:
+            on_trial(t, r)
+    return outs
