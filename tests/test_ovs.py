@@ -38,6 +38,22 @@ def test_config_errors_name_the_field():
         OpenVSwitch().vsctl("show")
 
 
+def test_unavailable_reason_names_what_is_missing(monkeypatch):
+    import shutil
+
+    from vnfkit.testbed import ovs as ovs_mod
+
+    monkeypatch.setattr(ovs_mod.os, "geteuid", lambda: 1000)
+    assert "root" in ovs_mod.unavailable_reason()
+    monkeypatch.setattr(ovs_mod.os, "geteuid", lambda: 0)
+    real = shutil.which
+    monkeypatch.setattr(ovs_mod.shutil, "which", lambda t: None if t == "ovs-vswitchd" else real(t))
+    reason = ovs_mod.unavailable_reason()
+    assert "ovs-vswitchd" in reason and "openvswitch-switch" in reason
+    with pytest.raises(OvsError, match="ovs-vswitchd"):
+        OpenVSwitch().start()  # refuses before creating anything
+
+
 @needs_ovs
 def test_daemons_on_a_private_directory_in_a_namespace_stopped_by_pid(netns):
     with OpenVSwitch(OvsConfig(netns=netns)) as ovs:

@@ -57,9 +57,3 @@ def test_live_checker_catches_missing_exceptions(monkeypatch):
     r = run_live(1, flows=600, packets=40_000, rate_pps=20_000.0, capacity_pps=14_000.0, quiet=True)
     assert r["affinity_violations"] > 0
 
-
-def test_cli_switch_ovs_needs_live_mode(capsys):
-    rc = main(["experiment", "scale", "--switch", "ovs", "--quiet"])
-    assert rc == 1
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "--mode live" in err[0]

@@ -145,6 +145,7 @@ def _run(topo: OvsTopology, seed: int, strategy: str, flows: int, packets: int, 
                       ControllerConfig(strategy=strategy, threshold=threshold, cooldown_s=0.2),
                       OverloadDetector(DetectorConfig(window_s=0.1)))
     ctrl.bootstrap(0.0)
+    ports_before = hw.port_packets()
     client = topo.socket("client")
     servers = {s: _Server(s, topo.socket(s), sws[s], topo.host_mac[s]) for s in sws}
     mac_to_server = {sv.mac: s for s, sv in servers.items()}
@@ -174,6 +175,9 @@ def _run(topo: OvsTopology, seed: int, strategy: str, flows: int, packets: int, 
             arrived = _send_batch(client, frames, start, stop, burst, servers, seen, c, wait_s)
             _deliver(arrived, trace, fids, ts, servers, mac_to_server, ctrl, hw, where, c)
         c["lost"] = int((~seen).sum())
+        ports_after = hw.port_packets()
+        c["ovs_rx"] = sum(rx - ports_before.get(p, (0, 0))[0] for p, (rx, _) in ports_after.items())
+        c["ovs_tx"] = sum(tx - ports_before.get(p, (0, 0))[1] for p, (_, tx) in ports_after.items())
     finally:
         client.close()
         for sv in servers.values():
@@ -363,6 +367,10 @@ def _summary(trace: PacketBatch, fids: npt.NDArray[np.uint32], flow_of: npt.NDAr
         "added_latency_us": None,  # not measured on this testbed (the client waits for each burst)
         "detoured_packets": c["detoured"],
         "detour_gbps_peak": None,
+        # what OVS itself counted on its ports: every packet from the client plus every detour
+        "ovs_rx_packets": c["ovs_rx"],
+        "ovs_tx_packets": c["ovs_tx"],
+        "hw_packets_model": hw.counters.packets,
         "packets": len(trace),
         "processed": c["processed"],
         "lost_packets": c["lost"] + c.get("lost_detour", 0),

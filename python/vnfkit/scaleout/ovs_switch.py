@@ -231,6 +231,23 @@ class OvsHardwareSwitch(HardwareSwitch):
         """Packets the bridge's flows have matched, as OVS reports it."""
         return int(self._aggregate()["packet_count"])
 
+    def port_packets(self) -> dict[int, tuple[int, int]]:
+        """``{OpenFlow port: (rx packets, tx packets)}`` as OVS counts them (``dump-ports``; the
+        bridge's LOCAL port left out): the switch's own measure of the traffic it carried."""
+        out: dict[int, tuple[int, int]] = {}
+        port: int | None = None
+        rx = 0
+        for line in self.ovs.ofctl("dump-ports", self.bridge).splitlines():
+            head, _, rest = line.strip().partition(":")
+            if head.startswith("port"):
+                name = head[4:].strip()
+                port = int(name) if name.isdigit() else None
+                rx = _stat(rest, "pkts")
+            elif line.strip().startswith("tx "):
+                if port is not None:
+                    out[port] = (rx, _stat(line.strip()[3:], "pkts"))
+        return out
+
     def _aggregate(self) -> dict[str, int]:
         text = self.ovs.ofctl("dump-aggregate", self.bridge)
         out = {}
@@ -241,6 +258,15 @@ class OvsHardwareSwitch(HardwareSwitch):
         if "flow_count" not in out:
             raise OvsError(f"ovs switch: unexpected dump-aggregate reply {text.strip()!r}")
         return out
+
+
+def _stat(text: str, name: str) -> int:
+    """The ``name=N`` counter of a ``dump-ports`` line (0 when OVS prints ``?``)."""
+    for tok in text.replace(",", " ").split():
+        k, eq, v = tok.partition("=")
+        if eq and k == name:
+            return int(v) if v.isdigit() else 0
+    raise OvsError(f"ovs switch: no {name}= in dump-ports line {text.strip()!r}")
 
 
 __all__ = ["EXCEPTION_PRIORITY", "OvsHardwareSwitch", "RANGE_PRIORITY", "bitrev32", "exception_match",
