@@ -49,3 +49,4 @@ void bind_state(py::module_& m);
 void bind_nfs(py::module_& m);
 void bind_runtime(py::module_& m);
 void bind_snapshot(py::module_& m);
+void bind_live(py::module_& m);

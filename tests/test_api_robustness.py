@@ -117,6 +117,9 @@ NO_ARGUMENTS = {
     "SlabRing.max_packets", "SlabRing.notify_worker", "SlabRing.open_packets", "SlabRing.open_since_ns",
     "SlabRing.outputs_ready", "SlabRing.request_stop", "SlabRing.slab_bytes", "SlabRing.slots",
     "SlabRing.stopped", "SlabRing.user_word", "now_ns",
+    "AfPacketSocket.__enter__", "AfPacketSocket.__exit__", "AfPacketSocket.batch", "AfPacketSocket.close",
+    "AfPacketSocket.closed", "AfPacketSocket.fanout_group", "AfPacketSocket.ifindex", "AfPacketSocket.interface",
+    "AfPacketSocket.mac", "AfPacketSocket.mtu", "AfPacketSocket.ring_blocks", "AfPacketSocket.snaplen", "AfPacketSocket.stats",
 }
 
 
@@ -149,6 +152,41 @@ def case(covers: str, exc: type[BaseException], match: str) -> Callable[[Callabl
         CASES.append((f.__name__, covers, f, exc, match))
         return f
     return deco
+
+
+# ---- live (AF_PACKET on the loopback interface: needs root or CAP_NET_RAW)
+def _lo_socket() -> Any:
+    try:
+        return _core.AfPacketSocket("lo")
+    except PermissionError:
+        pytest.skip("AF_PACKET needs root / CAP_NET_RAW")
+@case("AfPacketSocket.__init__", ValueError, "interface: no interface named 'vknosuch0'")
+def af_packet_unknown_interface(): _core.AfPacketSocket("vknosuch0")
+@case("AfPacketSocket.__init__", ValueError, "snaplen: must be in 64..65535")
+def af_packet_snaplen(): _core.AfPacketSocket("lo", snaplen=1)
+@case("AfPacketSocket.__init__", ValueError, "ring_blocks: must be 0")
+def af_packet_ring_blocks(): _core.AfPacketSocket("lo", ring_blocks=5000)
+@case("AfPacketSocket.recv", ValueError, "timeout_ms")
+def af_packet_recv_timeout(): _lo_socket().recv(-5)
+@case("AfPacketSocket.recv", ValueError, "is closed")
+def af_packet_recv_closed():
+    s = _lo_socket()
+    s.close()
+    s.recv(0)
+@case("AfPacketSocket.send", TypeError, "indices.*uint32")
+def af_packet_send_int64(): _lo_socket().send(_core.PacketBatch(FRAMES), np.array([0]))
+@case("AfPacketSocket.send", IndexError, "indices: index 9 is out of range")
+def af_packet_send_out_of_range(): _lo_socket().send(_core.PacketBatch(FRAMES), np.array([9], U32))
+@case("AfPacketSocket.fileno", ValueError, "is closed")
+def af_packet_fileno_closed():
+    s = _lo_socket()
+    s.close()
+    s.fileno()
+@case("set_ethernet_addresses", ValueError, "dst: must be 6 bytes")
+def set_macs_short(): _core.set_ethernet_addresses(_core.PacketBatch(FRAMES), np.array([0], U32), b"ab", b"abcdef")
+@case("set_ethernet_addresses", IndexError, "indices: index 4 is out of range")
+def set_macs_out_of_range():
+    _core.set_ethernet_addresses(_core.PacketBatch(FRAMES), np.array([4], U32), b"abcdef", b"abcdef")
 
 
 # ---- packet

@@ -1,7 +1,7 @@
 """The `vnfkit` command.
 
 One module per subcommand (``_demo``, ``_run``, ``_gen_trace``, ``_classify``,
-``_recovery``), each with ``add(sub)``
+``_recovery``, ``_live``), each with ``add(sub)``
 registering its parser and ``run(args)`` doing the work; ``_common`` holds what they share (one-line
 errors, checked numbers, progress on stderr and tables on stdout via rich). A new subcommand is a
 new module and one line in ``SUBCOMMANDS``.
@@ -12,9 +12,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import _classify, _demo, _gen_trace, _recovery, _run
+from . import _classify, _demo, _gen_trace, _live, _recovery, _run
 
-SUBCOMMANDS = [_demo, _run, _gen_trace, _classify, _recovery]
+SUBCOMMANDS = [_demo, _run, _gen_trace, _classify, _recovery, _live]
 
 
 def build_parser() -> argparse.ArgumentParser:
