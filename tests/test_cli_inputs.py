@@ -122,11 +122,16 @@ def test_gen_trace_refuses_a_trace_bigger_than_the_free_disk(tmp_path):
     import shutil
 
     free = shutil.disk_usage(tmp_path).free
-    packets = free // 80 + 1000
+    # Twice the free disk, so another job freeing space meanwhile cannot make the trace fit (it would
+    # then be written): enough packets of a frame size that makes them need 2 * free bytes.
+    packets = max(1_000_000, 2 * free // 60_000)
+    frame = 2 * free // packets
     if packets > _gen_trace.MAX_PACKETS:
-        pytest.skip("the disk is larger than the packet cap: the cap test above covers it")
+        pytest.skip("the disk is larger than the packet cap allows: the cap test above covers it")
+    assert _gen_trace.expected_bytes(packets, frame, 0.0) > 1.9 * free
     out = tmp_path / "t.pcap"
-    _one_error_line(_run("gen-trace", "--out", str(out), "--flows", "2", "--packets", str(packets)), "free")
+    _one_error_line(_run("gen-trace", "--out", str(out), "--flows", "2", "--packets", str(packets),
+                         "--frame-size", str(frame)), "free")
     assert not out.exists()
 
 
