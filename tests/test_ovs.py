@@ -7,16 +7,11 @@ import pytest
 
 from vnfkit.testbed.ovs import OpenVSwitch, OvsConfig, OvsError, unavailable_reason
 
+from _procs import alive
+
 REASON = unavailable_reason()
 needs_ovs = pytest.mark.skipif(REASON is not None, reason=REASON or "")
 
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split()[2] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 @pytest.fixture
@@ -59,7 +54,7 @@ def test_daemons_on_a_private_directory_in_a_namespace_stopped_by_pid(netns):
     with OpenVSwitch(OvsConfig(netns=netns)) as ovs:
         pids = ovs.pids
         run_dir = ovs.run_dir
-        assert set(pids) == {"ovsdb-server", "ovs-vswitchd"} and all(_alive(p) for p in pids.values())
+        assert set(pids) == {"ovsdb-server", "ovs-vswitchd"} and all(alive(p) for p in pids.values())
         assert ovs.db_socket.startswith(str(run_dir)) and not str(run_dir).startswith("/var/run")
         # ovs-vswitchd really is in the namespace, and the bridge's tap device appears there only
         assert os.stat(f"/proc/{pids['ovs-vswitchd']}/ns/net").st_ino == os.stat(f"/run/netns/{netns}").st_ino
@@ -72,7 +67,7 @@ def test_daemons_on_a_private_directory_in_a_namespace_stopped_by_pid(netns):
         assert "actions=" not in ovs.ofctl("dump-flows", "br-t")
         with pytest.raises(ValueError, match="bridge"):
             ovs.ofctl("dump-flows", "br-other")
-    assert not any(_alive(p) for p in pids.values())
+    assert not any(alive(p) for p in pids.values())
     assert not os.path.exists(run_dir)
     links = subprocess.run(["ip", "-n", netns, "-o", "link"], capture_output=True, text=True).stdout
     assert " br-t:" not in links  # the bridge was deleted before the daemons stopped
@@ -84,7 +79,7 @@ def test_stopped_when_the_body_raises():
         with OpenVSwitch() as ovs:
             pids, run_dir = ovs.pids, ovs.run_dir
             raise RuntimeError("boom")
-    assert not any(_alive(p) for p in pids.values())
+    assert not any(alive(p) for p in pids.values())
     assert not os.path.exists(run_dir)
 
 
@@ -99,6 +94,6 @@ def test_failed_start_leaves_nothing_behind(tmp_path):
     for pid in (p for p in os.listdir("/proc") if p.isdigit()):
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
-                assert str(tmp_path).encode() not in f.read() or not _alive(int(pid))
+                assert str(tmp_path).encode() not in f.read() or not alive(int(pid))
         except (FileNotFoundError, ProcessLookupError):
             pass

@@ -5,16 +5,11 @@ import pytest
 
 from vnfkit.testbed.ovs import unavailable_reason
 
+from _procs import alive
+
 REASON = unavailable_reason()
 pytestmark = pytest.mark.skipif(REASON is not None, reason=REASON or "")
 
-
-def _alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split()[2] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +20,7 @@ def topo():
         pids = t.ovs.pids
         yield t
     assert t.leftovers() == []  # every namespace (and so every veth) is gone
-    assert not any(_alive(p) for p in pids.values())  # both OVS daemons stopped
+    assert not any(alive(p) for p in pids.values())  # both OVS daemons stopped
 
 
 def _print(capsys, name, r):

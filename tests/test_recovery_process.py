@@ -18,17 +18,12 @@ from vnfkit.recovery.workloads import workload
 from vnfkit.runtime import iter_batches
 from vnfkit.runtime.process import ProcessRunner
 
+from _procs import alive
+
 
 def _shm() -> set[str]:
     return {n for n in os.listdir("/dev/shm") if n.startswith(f"vnfkit-{os.getpid()}-")}  # this process's
 
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split()[2] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 @pytest.mark.parametrize("phase,crash_at,worker", [("mid-batch", 13, 1), ("between-batches", 20, 0),
@@ -85,7 +80,7 @@ def test_workers_keep_their_logs_for_the_parent_and_snapshot_on_request():
         assert all(s[0] and isinstance(s[1], dict) for s in snaps)
         assert [sh.log_range(q) for q in range(2)] == [(end, end) for _, end in ranges]  # drained by the call
         pids = runner.pids
-    assert not any(_alive(p) for p in pids)
+    assert not any(alive(p) for p in pids)
 
 
 def test_recovery_test_cli_on_the_process_runtime(capsys):
