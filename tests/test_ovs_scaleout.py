@@ -11,7 +11,6 @@ REASON = unavailable_reason()
 pytestmark = pytest.mark.skipif(REASON is not None, reason=REASON or "")
 
 
-
 @pytest.fixture(scope="module")
 def topo():
     from vnfkit.scaleout.ovs_testbed import OvsTopology
