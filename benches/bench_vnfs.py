@@ -70,7 +70,10 @@ class TwoWay:
     def __init__(self, flows: int, batch: int, mode: str, seed: int = 7) -> None:
         rate, dur = WORKLOADS[flows]
         self.flows, self.batch, self.mode = flows, batch, mode
-        span_s = 1.5 * dur + (ROUNDS + WARMUP_ROUNDS + 4) * TOTAL / RATE_PPS
+        # 1.5x the span the rounds need: the generated trace's busy periods run above RATE_PPS, so
+        # its fixed-width windows hold more than TOTAL packets and it ends sooner than packets/rate
+        # (flows scaled alike, so the new-flow rate stays `rate`)
+        span_s = 1.5 * (1.5 * dur + (ROUNDS + WARMUP_ROUNDS + 4) * TOTAL / RATE_PPS)
         packets = int(span_s * RATE_PPS)
         self.traffic = TwoWayTraffic(int(rate * span_s), packets, seed, chunk=TOTAL, rate_pps=RATE_PPS,
                                      flow_rate=rate, mean_duration_s=dur, udp_fraction=0.3)
