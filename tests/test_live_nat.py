@@ -86,13 +86,22 @@ def _start_capture(tb: Testbed, host: str, ifname: str, path: Path) -> subproces
 
 def _checksum_report(cap: Path) -> dict[str, int]:
     """Frames, IP/TCP checksums verified good and bad (Wireshark's checksum status: 0 Bad, 1 Good,
-    2 Unverified), and frames with a private (10/8) address, from one tshark pass."""
+    2 Unverified), and frames with a private (10/8) address, from one tshark pass.
+
+    A TCP checksum field of 0xffff where the computed one is 0x0000 is good: both are zero in one's
+    complement (RFC 1624, section 3), and Linux writes 0xffff for a zero result when it computes
+    the checksum in software (skb_checksum_help, as here with offloads off); Wireshark compares the
+    field with the value it computed and calls it bad. Such frames are counted in ``negative_zero``."""
     r = subprocess.run(["tshark", "-n", "-r", str(cap), "-o", "ip.check_checksum:TRUE", "-o", "tcp.check_checksum:TRUE",
                         "-T", "fields", "-E", "separator=/t", "-e", "ip.checksum.status", "-e", "tcp.checksum.status",
-                        "-e", "ip.src", "-e", "ip.dst"], capture_output=True, text=True, timeout=120, check=True)
-    rep = {"frames": 0, "ip_good": 0, "tcp_good": 0, "bad": 0, "private_addr": 0}
+                        "-e", "ip.src", "-e", "ip.dst", "-e", "tcp.checksum", "-e", "tcp.checksum_calculated"],
+                       capture_output=True, text=True, timeout=120, check=True)
+    rep = {"frames": 0, "ip_good": 0, "tcp_good": 0, "bad": 0, "private_addr": 0, "negative_zero": 0}
     for line in r.stdout.splitlines():
-        ip_st, tcp_st, src, dst = (line.split("\t") + ["", "", "", ""])[:4]
+        ip_st, tcp_st, src, dst, field, calc = (line.split("\t") + [""] * 6)[:6]
+        if tcp_st == "0" and int(field or "0", 16) == 0xFFFF and int(calc or "1", 16) == 0:
+            tcp_st = "1"
+            rep["negative_zero"] += 1
         rep["frames"] += 1
         rep["ip_good"] += ip_st == "1"
         rep["tcp_good"] += tcp_st == "1"
