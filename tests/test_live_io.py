@@ -18,6 +18,17 @@ ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not ROOT, reason="AF_PACKET and network namespaces need root")
 needs_tools = pytest.mark.skipif(bool(missing_tools()), reason=f"needs {', '.join(missing_tools())} on PATH")
 
+
+def _veth_pair_in_one_host(tb: Testbed) -> tuple[str, str]:
+    """Both ends of one veth pair (MACs ...:01 and ...:02) in host "h" (made via a second host "g",
+    whose end is then moved next to the first); returns the two interface names."""
+    tb.add_host("h")
+    tb.add_host("g")
+    a, b = tb.link("h", "g", "a", "b", "02:00:00:00:00:01", "02:00:00:00:00:02")
+    tb.ip("g", "link", "set", b, "netns", tb.hosts["h"].netns)
+    tb.ip("h", "link", "set", b, "up")
+    return a, b
+
 # Runs inside a namespace: sends frames with our own ethertype from A, receives them on B.
 _ROUND_TRIP = r"""
 import sys, numpy as np
@@ -58,13 +69,8 @@ with LiveSource(b, batch=64, yield_idle=True, idle_ms=20, ring_blocks=ring) as s
 @pytest.mark.parametrize("ring_blocks", [0, 4], ids=["recvmmsg", "tpacket_v3"])
 def test_round_trip_over_veth_with_mac_rewrite_and_port_selection(ring_blocks: int) -> None:
     with Testbed() as tb:
-        tb.add_host("h")
-        tb.add_host("g")
-        a, _ = tb.link("h", "g", "a", "b", "02:00:00:00:00:01", "02:00:00:00:00:02")
-        # both ends in one namespace: move b next to a
-        tb.ip("g", "link", "set", tb.prefix + "b", "netns", tb.hosts["h"].netns)
-        tb.ip("h", "link", "set", tb.prefix + "b", "up")
-        r = tb.run("h", [sys.executable, "-c", _ROUND_TRIP, a, tb.prefix + "b", str(ring_blocks)], timeout=60)
+        a, b = _veth_pair_in_one_host(tb)
+        r = tb.run("h", [sys.executable, "-c", _ROUND_TRIP, a, b, str(ring_blocks)], timeout=60)
         assert r.returncode == 0, r.stderr
         print("round trip:", r.stdout.strip())
         assert r.stdout.split() == ["200", "200", "True", "True", "True", "True", "200"]
@@ -135,12 +141,8 @@ print(sum(seen[0].values()) + sum(seen[1].values()), len(seen[0]) > 0 and len(se
       all(v == 4 for s in seen for v in s.values()))
 """
     with Testbed() as tb:
-        tb.add_host("h")
-        tb.add_host("g")
-        a, _ = tb.link("h", "g", "a", "b", "02:00:00:00:00:01", "02:00:00:00:00:02")
-        tb.ip("g", "link", "set", tb.prefix + "b", "netns", tb.hosts["h"].netns)
-        tb.ip("h", "link", "set", tb.prefix + "b", "up")
-        r = tb.run("h", [sys.executable, "-c", code, a, tb.prefix + "b"], timeout=60)
+        a, b = _veth_pair_in_one_host(tb)
+        r = tb.run("h", [sys.executable, "-c", code, a, b], timeout=60)
         assert r.returncode == 0, r.stderr
         print("fanout:", r.stdout.strip())
         # all 256 frames arrive once; both sockets get some flows; no flow is split between them
@@ -197,12 +199,8 @@ print(len(got), ok, len({p for _, _, p in got}), res.forwarded)
 @pytest.mark.parametrize("backend", ["thread", "process"])
 def test_live_source_and_sink_drive_a_runner(backend: str) -> None:
     with Testbed() as tb:
-        tb.add_host("h")
-        tb.add_host("g")
-        a, _ = tb.link("h", "g", "a", "b", "02:00:00:00:00:01", "02:00:00:00:00:02")
-        tb.ip("g", "link", "set", tb.prefix + "b", "netns", tb.hosts["h"].netns)
-        tb.ip("h", "link", "set", tb.prefix + "b", "up")
-        r = tb.run("h", [sys.executable, "-c", _RUNNER, a, tb.prefix + "b", backend], timeout=120)
+        a, b = _veth_pair_in_one_host(tb)
+        r = tb.run("h", [sys.executable, "-c", _RUNNER, a, b, backend], timeout=120)
         assert r.returncode == 0, r.stderr
         print(f"runner ({backend}) on a live interface:", r.stdout.strip())
         # 20 UDP flows from 10.0.0.10 went through MazuNAT in the runner and came back translated
