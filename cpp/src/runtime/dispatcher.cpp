@@ -75,8 +75,7 @@ bool Dispatcher::dispatch(packet::PacketBatch& b, std::uint64_t arrival_ns, std:
 }
 
 bool Dispatcher::resume(std::uint64_t deadline_ns) {
-  if (cur_ == nullptr) return true;
-  const bool all = push(~0ull, deadline_ns);
+  const bool all = cur_ == nullptr || push(~0ull, deadline_ns);
   release_ready();
   flush_due(steady_now_ns(), false);
   if (all) cur_ = nullptr;

@@ -76,8 +76,8 @@ class Dispatcher {
   // Throws std::invalid_argument (touching nothing) if the link type is not parseable (with
   // parse), a packet is larger than a slab's data capacity, or a batch is still in progress.
   bool dispatch(packet::PacketBatch& b, std::uint64_t arrival_ns, std::uint64_t deadline_ns);
-  // Append what is left of the current batch; then release ready outputs and flush due slabs.
-  // True when the whole batch is in slabs (the dispatcher then forgets it).
+  // Append what is left of the current batch (if any); then release ready outputs and flush due
+  // slabs. True when the whole batch is in slabs (the dispatcher then forgets it).
   bool resume(std::uint64_t deadline_ns);
 
   // ---- open loop: packet i of `trace` arrives at t0 + i * period_ns, where t0 is start_in_ns after
