@@ -77,7 +77,7 @@ class PyDispatcher {
   Dispatcher& d() { return d_; }
 
   bool dispatch(const py::object& batch, std::uint64_t arrival_ns, double timeout_s) {
-    auto& b = batch.cast<PacketBatch&>();
+    auto& b = as_batch(batch, "batch");
     const auto deadline = deadline_in(timeout_s);
     check_idle();
     bool done;
@@ -90,7 +90,7 @@ class PyDispatcher {
     return done;
   }
   void begin_paced(const py::object& trace, std::uint64_t start_in_ns, double period_ns, std::size_t chunk) {
-    auto& b = trace.cast<PacketBatch&>();
+    auto& b = as_batch(trace, "trace");
     check_idle();
     {
       auto in_use = vnfkit::bridge::batch_write(&b);
@@ -127,6 +127,10 @@ class PyDispatcher {
   }
 
  private:
+  static PacketBatch& as_batch(const py::object& o, const char* what) {
+    if (!py::isinstance<PacketBatch>(o)) throw py::type_error(std::string(what) + ": must be a PacketBatch");
+    return o.cast<PacketBatch&>();
+  }
   static std::vector<vnfkit::runtime::Lane> lanes(const py::list& rings) {
     std::vector<vnfkit::runtime::Lane> out;
     for (const auto& r : rings) {
