@@ -96,7 +96,7 @@ def process_trial(w: Workload, crash_at: int | None, phase: str = "mid-batch", *
                   delay_s: float = 0.0, strategy: str = "replay", queues: int = 2,
                   storage: StableStorage | None = None, checkpoint_every: int = 8,
                   checkpoint_interval_s: float | None = None, sync_timeout_s: float = 1.0,
-                  backup_mode: str = "cold", checkpoint_mode: str = "sync") -> TrialResult:
+                  backup_mode: str = "cold", checkpoint_mode: str = "sync", oracle: bool = True) -> TrialResult:
     """Run `w` on a process master; SIGKILL worker `kill_worker` at input batch `crash_at` (see the
     module docstring; ``mid-batch``: `delay_s` after that batch's dispatch began); fail over; judge.
     Checkpoints every `checkpoint_every` batches, or with `checkpoint_interval_s` whenever that much
@@ -107,7 +107,9 @@ def process_trial(w: Workload, crash_at: int | None, phase: str = "mid-batch", *
     ``result.backup_stage_s``. `checkpoint_mode` (:data:`CHECKPOINT_MODES`): ``sync`` ships each
     worker's image back while the master waits; ``fork`` pauses the master only for a ``fork()`` of
     each worker, whose child writes the image (copy-on-write, as Redis's BGSAVE) -- the checkpoint
-    commits when every image is in. Pauses are in ``result.checkpoint_pauses_s``."""
+    commits when every image is in. Pauses are in ``result.checkpoint_pauses_s``. Without `oracle`
+    (only with no crash) nothing is recorded for the oracle, so that ``result.master_s``, the wall
+    time of the master's loop over every batch, is what fault tolerance costs (:mod:`benches.bench_recovery`)."""
     import os
     import signal
     import tempfile
@@ -119,6 +121,8 @@ def process_trial(w: Workload, crash_at: int | None, phase: str = "mid-batch", *
         raise ValueError(f"phase: expected one of {list(PROCESS_PHASES)}, got {phase!r}")
     if crash_at is not None and not 0 <= crash_at < len(w.batches):
         raise ValueError(f"crash_at: must be in [0, {len(w.batches)}), got {crash_at}")
+    if not oracle and crash_at is not None:
+        raise ValueError("oracle: a crash needs the oracle (oracle=False is for cost runs with crash_at=None)")
     if backup_mode not in BACKUP_MODES:
         raise ValueError(f"backup_mode: expected one of {list(BACKUP_MODES)}, got {backup_mode!r}")
     if checkpoint_mode not in CHECKPOINT_MODES:
@@ -134,7 +138,10 @@ def process_trial(w: Workload, crash_at: int | None, phase: str = "mid-batch", *
     side = [0]
 
     def on_release(q: int, b: Any) -> None:
-        _record(released, in_keys, b, side[0])
+        if oracle:
+            _record(released, in_keys, b, side[0])
+        else:
+            res.released_master += len(b)
 
     out = OutputHandler(strategy, queues, queues, on_release)
     backup = Backup(w.vnf, w.config, queues)  # passive, ready before the crash
@@ -254,12 +261,14 @@ def process_trial(w: Workload, crash_at: int | None, phase: str = "mid-batch", *
             if strategy != "none":
                 checkpoint(0)
                 collect(wait=True)  # the first cut is stable before any input
+            t_loop = time.perf_counter()
             for i, batch in enumerate(w.batches):
                 if crash_at == i and phase == "between-batches":
                     do_kill()
                 batch.parse()
                 seq = inp.admit(batch)
-                in_keys.update(zip(batch.packet_id.tolist(), _key_rows(batch)))
+                if oracle:
+                    in_keys.update(zip(batch.packet_id.tolist(), _key_rows(batch)))
                 if logged:
                     acks()  # the input is stable before it is processed
                 if crash_at == i and phase == "mid-batch":
@@ -283,14 +292,15 @@ def process_trial(w: Workload, crash_at: int | None, phase: str = "mid-batch", *
                 collect(wait=False)
                 if backup_mode == "hot" and strategy != "none":  # before a checkpoint truncates what it follows
                     res.backup_stage_s.append(backup.stage(st, follow=logged))
-                if out.poll() or strategy in ("none", "checkpoint"):
+                if out.poll() and oracle or oracle and strategy in ("none", "checkpoint"):
                     visible.update(_merge_visible(runner.call_workers(worker_visible)))
                 if strategy != "none" and due(i, batch):
                     checkpoint(seq + 1)
-                    if out.poll():
+                    if out.poll() and oracle:
                         visible.update(_merge_visible(runner.call_workers(worker_visible)))
                 if backup_mode == "warm" and strategy != "none":
                     res.backup_stage_s.append(backup.stage(st))  # restores a checkpoint newly committed
+            res.master_s = time.perf_counter() - t_loop
             if kill["t"]:  # killed after the last look: the runtime notices at the next call
                 runner.call_workers(_noop)
         except WorkerError as exc:
@@ -301,7 +311,8 @@ def process_trial(w: Workload, crash_at: int | None, phase: str = "mid-batch", *
             raise RuntimeError("the killed worker was not reported by the runtime")
         if not crashed:
             collect(wait=True)
-            res.released_master = len(released)
+            if oracle:
+                res.released_master = len(released)
             res.held_at_crash = out.held()
             if checkpoint_mode == "fork":
                 deadline = time.monotonic() + 10.0
