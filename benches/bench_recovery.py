@@ -1,14 +1,12 @@
-"""What fault tolerance costs and what a failover takes, on the process master, beside no FT in one run.
+"""Checkpoint pauses and failover on the process master (2 worker processes).
 
-- ``test_ft_throughput``: per middlebox, the process master (2 worker processes) over the same
-  batches with no fault tolerance and with checkpoint + replay (input log, determinant records read
-  out of the shared segment, output commit, one group commit per batch, checkpoints every 50 ms of
-  packet time, in-process storage); the oracle's bookkeeping is off, so the loop's wall time is what
-  the master does. Reports both rates and the loss; asserts every packet was released in both runs
-  and that replay checkpointed.
+(Throughput and latency cost of replay beside no FT are not here: the recovery master dispatches
+one batch per ``ProcessRunner.run`` call, a round trip per batch, so its rate says more about that
+than about fault tolerance; measuring the cost needs a master that streams.)
+
 - ``test_checkpoint_pause``: pauses of shipped (``sync``) and copy-on-write (``fork``) checkpoints
-  with ``VNFKIT_BENCH_CKPT_FLOWS`` flows per worker (default 100 000); asserts the forked images
-  were committed.
+  with ``VNFKIT_BENCH_CKPT_FLOWS`` flows per worker (default 100 000); asserts every checkpoint
+  was taken (and, in fork mode, every image collected) and every packet released.
 - ``test_failover``: SIGKILL of one worker at random points with a hot backup; asserts every trial
   recovered correctly and reports detect / restore / replay.
 
@@ -25,9 +23,8 @@ import pytest
 
 from vnfkit.recovery.process_master import process_trial, random_process_trials
 from vnfkit.recovery.trials import summarize
-from vnfkit.recovery.workloads import NFS, workload
+from vnfkit.recovery.workloads import workload
 
-PACKETS = int(os.environ.get("VNFKIT_BENCH_PACKETS", "100000"))
 CKPT_FLOWS = int(os.environ.get("VNFKIT_BENCH_CKPT_FLOWS", "100000"))
 TRIALS = int(os.environ.get("VNFKIT_BENCH_TRIALS", "20"))
 
@@ -36,24 +33,6 @@ def _pct(xs: list[float]) -> dict[str, float]:
     a = np.asarray(xs) * 1e3
     return {k: round(float(np.percentile(a, q)), 3) for k, q in (("p50", 50), ("p99", 99), ("p99.9", 99.9))} | {
         "max": round(float(a.max()), 3), "n": len(xs)}
-
-
-@pytest.mark.parametrize("nf", NFS)
-def test_ft_throughput(benchmark, nf):
-    rates = {}
-
-    def run() -> None:
-        for strategy in ("none", "replay"):
-            w = workload(nf, packets=PACKETS, flows=max(10, PACKETS // 20), batch=256, seed=11)
-            r = process_trial(w, None, strategy=strategy, checkpoint_interval_s=0.050, oracle=False)
-            assert r.released_master == PACKETS, (strategy, r.released_master)
-            assert strategy == "none" or len(r.checkpoint_pauses_s) >= 1
-            rates[strategy] = PACKETS / r.master_s
-
-    benchmark.pedantic(run, rounds=1, iterations=1)
-    benchmark.extra_info["no_ft_mpps"] = round(rates["none"] / 1e6, 3)
-    benchmark.extra_info["replay_mpps"] = round(rates["replay"] / 1e6, 3)
-    benchmark.extra_info["loss_pct"] = round(100 * (1 - rates["replay"] / rates["none"]), 1)
 
 
 @pytest.mark.parametrize("mode", ["sync", "fork"])
