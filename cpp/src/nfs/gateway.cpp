@@ -395,6 +395,9 @@ NatFastResult nat_fast_path(packet::PacketBatch& batch, flow::FlowTable& out, fl
   auto prefetch_out = [&](std::size_t j) {
     if (slots[j] < out_cap) __builtin_prefetch(record_at(out, slots[j]), 1);
   };
+  for (std::size_t j = 0; j < n_out; ++j) {  // start every record's fetch now, into L2
+    if (slots[j] < out_cap) __builtin_prefetch(record_at(out, slots[j]), 1, 2);
+  }
   for (std::size_t j = 0; j < std::min(n_out, kAhead); ++j) prefetch_out(j);
   for (std::size_t j = 0; j < n_out; ++j) {
     if (j + kAhead < n_out) prefetch_out(j + kAhead);
@@ -468,6 +471,8 @@ NatFastResult nat_fast_path(packet::PacketBatch& batch, flow::FlowTable& out, fl
   for (std::size_t q = 0; q < nrows; ++q) {
     if (q + kValAhead < nrows && slots[q + kValAhead] < in_cap) __builtin_prefetch(in_vals + slots[q + kValAhead], 0);
     oslot[q] = slots[q] < in_cap ? in_vals[slots[q]] : flow::kNoSlot;
+    // and start every record's fetch now, into L2 (a batch's records fit there many times over)
+    if (oslot[q] < out_cap) __builtin_prefetch(record_at(out, oslot[q]), 1, 2);
   }
   auto prefetch_in_rec = [&](std::size_t q) {
     if (oslot[q] < out_cap) __builtin_prefetch(record_at(out, oslot[q]), 1);
