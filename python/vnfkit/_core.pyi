@@ -2,7 +2,7 @@
 # pybind11 classes are declared `metaclass=type` so stubtest accepts their pybind11 metaclass.
 # One section per bridge file (src/bind_<area>.cpp); keep each section next to its own heading.
 import enum
-from typing import Any, ClassVar, overload
+from typing import Any, ClassVar, Literal, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -542,6 +542,29 @@ class Replayer(metaclass=type):
 #
 # ---------------------------------------------------------------- nfs (src/bind_nfs.cpp)
 
+_Split8 = tuple[
+    npt.NDArray[np.uint32],
+    npt.NDArray[np.uint32],
+    npt.NDArray[np.uint32],
+    npt.NDArray[np.uint32],
+    npt.NDArray[np.uint32],
+    npt.NDArray[np.uint32],
+    npt.NDArray[np.uint32],
+    npt.NDArray[np.uint32],
+]
+_Split9 = tuple[
+    npt.NDArray[np.uint32],
+    npt.NDArray[np.uint32],
+    npt.NDArray[np.uint32],
+    npt.NDArray[np.uint32],
+    npt.NDArray[np.uint32],
+    npt.NDArray[np.uint32],
+    npt.NDArray[np.uint32],
+    npt.NDArray[np.uint32],
+    int,
+]
+
+@overload
 def split_gateway(
     batch: PacketBatch,
     inside_net: int,
@@ -550,16 +573,21 @@ def split_gateway(
     out_port: int = 0,
     in_port: int = 0,
     ports_only: bool = False,
-) -> tuple[
-    npt.NDArray[np.uint32],
-    npt.NDArray[np.uint32],
-    npt.NDArray[np.uint32],
-    npt.NDArray[np.uint32],
-    npt.NDArray[np.uint32],
-    npt.NDArray[np.uint32],
-    npt.NDArray[np.uint32],
-    npt.NDArray[np.uint32],
-]: ...
+    *,
+    min_ts: Literal[False] = False,
+) -> _Split8: ...
+@overload
+def split_gateway(
+    batch: PacketBatch,
+    inside_net: int,
+    inside_mask: int,
+    addr: int,
+    out_port: int = 0,
+    in_port: int = 0,
+    ports_only: bool = False,
+    *,
+    min_ts: Literal[True],
+) -> _Split9: ...
 def touch_deadlines(
     records: npt.NDArray[Any],
     deadline_offset: int,
@@ -600,9 +628,10 @@ def nat_fast_path(
     state_ctx: Context | None = None,
     tcp_timeout: int = 0,
     udp_timeout: int = 0,
+    armed: npt.NDArray[np.uint8] | None = None,
 ) -> tuple[int, int, int, int, int, int, int, int, int]: ...
 
-def nat_expired(out: FlowTable, now: int) -> npt.NDArray[np.uint32]: ...
+def nat_expired(out: FlowTable, now: int, armed: npt.NDArray[np.uint8] | None = None) -> npt.NDArray[np.uint32]: ...
 
 # (end of nfs section)
 
