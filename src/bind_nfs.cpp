@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "vnfkit/classify/toeplitz.hpp"
 #include "vnfkit/nfs/gateway.hpp"
 #include "vnfkit/state/context.hpp"
 #include "vnfkit/state/port_pool.hpp"
@@ -146,7 +147,8 @@ void bind_nfs(py::module_& m) {
                             py::array& mark, py::array& out_idx, py::array& out_slot, py::array& out_new,
                             py::array& in_idx, const py::object& tcp_pool, const py::object& udp_pool,
                             const py::object& state_ctx, std::uint64_t tcp_timeout, std::uint64_t udp_timeout,
-                            const py::object& armed) {
+                            const py::object& armed, std::uint16_t num_queues, std::uint16_t queue,
+                            const py::object& toeplitz, const py::object& cand, std::uint32_t reta_mask) {
     auto batch_use = vnfkit::bridge::batch_write(&b);
     auto out_use = vnfkit::bridge::flow_table_use(&out);
     auto in_use = vnfkit::bridge::flow_table_use(&in);
@@ -189,6 +191,7 @@ void bind_nfs(py::module_& m) {
       cfg.fwd_in = static_cast<const std::uint8_t*>(fi.data());
     }
     std::shared_ptr<vnfkit::state::PortPool> tp, up;
+    py::array cand_arr;
     std::shared_ptr<vnfkit::state::Context> sctx;
     std::optional<vnfkit::bridge::UseGuard> ctx_use;
     if (!tcp_pool.is_none() || !udp_pool.is_none() || !state_ctx.is_none()) {
@@ -198,9 +201,37 @@ void bind_nfs(py::module_& m) {
       tp = tcp_pool.cast<std::shared_ptr<vnfkit::state::PortPool>>();
       up = udp_pool.cast<std::shared_ptr<vnfkit::state::PortPool>>();
       sctx = state_ctx.cast<std::shared_ptr<vnfkit::state::Context>>();
-      if (tp->subpools() != 1 || up->subpools() != 1) {
-        throw py::value_error("tcp_pool, udp_pool: pools with sub-pools are not supported here");
+      if (num_queues == 0 || queue >= num_queues) {
+        throw py::value_error("queue: " + std::to_string(queue) + " is not below num_queues=" +
+                              std::to_string(num_queues));
       }
+      std::size_t groups = 1;
+      if (!toeplitz.is_none()) {
+        if (reta_mask > 0xFFFF || ((reta_mask + 1) & reta_mask) != 0) {
+          throw py::value_error("reta_mask: must be a power of two minus one, at most 65535");
+        }
+        cand_arr = cand.cast<py::array>();
+        require_1d<std::uint32_t>(cand_arr, "cand");
+        cfg.cand = static_cast<const std::uint32_t*>(cand_arr.data());
+        cfg.ncand = static_cast<std::size_t>(cand_arr.shape(0));
+        for (std::size_t k = 0; k < cfg.ncand; ++k) {
+          if (cfg.cand[k] > reta_mask) throw py::value_error("cand: entries must be at most reta_mask");
+        }
+        cfg.toeplitz = &toeplitz.cast<const vnfkit::classify::Toeplitz&>();
+        cfg.reta_mask = reta_mask;
+        groups = std::size_t{reta_mask} + 1;
+      } else if (!cand.is_none()) {
+        throw py::value_error("cand: given without toeplitz");
+      }
+      // every sub-pool index the call can ask for must exist (checked here, not per packet)
+      const std::size_t need = groups * num_queues;
+      if (need > 65536 || tp->subpools() < need || up->subpools() < need) {
+        throw py::value_error("tcp_pool, udp_pool: need " + std::to_string(need) +
+                              " sub-pools for num_queues and reta_mask, have " + std::to_string(tp->subpools()) +
+                              " / " + std::to_string(up->subpools()));
+      }
+      cfg.num_queues = num_queues;
+      cfg.queue = queue;
       ctx_use.emplace(sctx.get(), "Context", vnfkit::bridge::kContextRule);
       cfg.tcp_pool = tp.get();
       cfg.udp_pool = up.get();
@@ -228,10 +259,15 @@ void bind_nfs(py::module_& m) {
      py::arg("mark").noconvert(), py::arg("out_idx").noconvert(), py::arg("out_slot").noconvert(),
      py::arg("out_new").noconvert(), py::arg("in_idx").noconvert(), py::arg("tcp_pool") = py::none(),
      py::arg("udp_pool") = py::none(), py::arg("state_ctx") = py::none(), py::arg("tcp_timeout") = 0,
-     py::arg("udp_timeout") = 0, py::arg("armed").noconvert() = py::none(),
+     py::arg("udp_timeout") = 0, py::arg("armed").noconvert() = py::none(), py::kw_only(),
+     py::arg("num_queues") = 1, py::arg("queue") = 0, py::arg("toeplitz") = py::none(),
+     py::arg("cand").noconvert() = py::none(), py::arg("reta_mask") = 0,
      "NAT fast path over split_gateway's outbound / inbound lists (see nfs/gateway.hpp): refresh and\n"
      "rewrite the packets of existing mappings, defer the rest into out_idx/out_slot/out_new and in_idx.\n"
-     "With tcp_pool/udp_pool/state_ctx, new TCP/UDP flows get their port here (logged allocations).\n"
+     "With tcp_pool/udp_pool/state_ctx, new TCP/UDP flows get their port here (logged allocations):\n"
+     "from this queue's share (sub-pool g * num_queues + queue) of sub-pool g, g = 0, or with toeplitz\n"
+     "(the RSS hash), cand (uint32 RETA indices of this queue) and reta_mask, the affinity sub-pools\n"
+     "cand[(start + r) % len(cand)] ^ base tried in rounds r = 0, 1, ... (see nfs/gateway.hpp).\n"
      "Returns (status, n_out_deferred, n_in_deferred, translated, reverse_translated, new_mappings,\n"
      "pool_exhausted, drop_pool_exhausted, drop_table_full); status 0 ok,\n"
      "1 bailed (a packet from a forward's server port: nothing done), 2 an outbound mapping had expired\n"

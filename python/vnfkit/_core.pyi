@@ -629,6 +629,12 @@ def nat_fast_path(
     tcp_timeout: int = 0,
     udp_timeout: int = 0,
     armed: npt.NDArray[np.uint8] | None = None,
+    *,
+    num_queues: int = 1,
+    queue: int = 0,
+    toeplitz: Toeplitz | None = None,
+    cand: npt.NDArray[np.uint32] | None = None,
+    reta_mask: int = 0,
 ) -> tuple[int, int, int, int, int, int, int, int, int]: ...
 
 def nat_expired(out: FlowTable, now: int, armed: npt.NDArray[np.uint8] | None = None) -> npt.NDArray[np.uint32]: ...

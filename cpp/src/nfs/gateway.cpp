@@ -175,9 +175,10 @@ namespace {
 // allocation per call in steady state).
 struct FastScratch {
   std::vector<std::uint32_t> slots, rows, rw_idx, rw_addr, sel, islots;
-  std::vector<std::uint16_t> rw_port, ports;
+  std::vector<std::uint32_t> base, start, todo;
+  std::vector<std::uint16_t> rw_port, ports, sub, got;
   std::vector<std::uint8_t> is_new, inew;
-  std::vector<std::uint64_t> ids, zero_ts;
+  std::vector<std::uint64_t> ids, zero_ts, todo_ids;
   std::vector<flow::FlowKey> reply;
   struct Undo {
     NatRecord* rec;
@@ -199,6 +200,12 @@ struct FastScratch {
       inew.resize(n);
       ids.resize(n);
       zero_ts.assign(n, 0);
+      base.resize(n);
+      start.resize(n);
+      todo.resize(n);
+      sub.resize(n);
+      got.resize(n);
+      todo_ids.resize(n);
       reply.resize(n);
     }
   }
@@ -239,6 +246,53 @@ void roll_back(FastScratch::Undo* begin, FastScratch::Undo* end) noexcept {
 constexpr std::uint8_t kMarkNew = 1;
 constexpr std::uint8_t kMarkLost = 2;
 
+// sc.ports[k] = a port for the k-th of the m new flows of one protocol (rows sc.sel[k] of the
+// deferred lists, packet ids sc.ids[k]), 0 where none: the sub-pool choice of NatFastConfig, one
+// pool call per affinity round.
+void allocate_ports(state::PortPool& pool, const packet::PacketBatch& batch, const NatFastConfig& cfg,
+                    const NatFastBuffers& buf, std::size_t m, FastScratch& sc) {
+  const std::uint32_t nq = cfg.num_queues;
+  const auto share = [&](std::uint32_t g) {
+    return nq > 1 ? static_cast<std::uint16_t>(g * nq + cfg.queue) : static_cast<std::uint16_t>(g);
+  };
+  if (cfg.toeplitz == nullptr) {
+    std::span<const std::uint16_t> sub;
+    if (nq > 1) {
+      std::fill(sc.sub.begin(), sc.sub.begin() + static_cast<std::ptrdiff_t>(m), cfg.queue);
+      sub = {sc.sub.data(), m};
+    }
+    pool.allocate(*cfg.ctx, {sc.ids.data(), m}, sub, {sc.ports.data(), m});
+    return;
+  }
+  std::fill(sc.ports.begin(), sc.ports.begin() + static_cast<std::ptrdiff_t>(m), std::uint16_t{0});
+  const std::size_t nc = cfg.ncand;
+  if (nc == 0) return;
+  for (std::size_t k = 0; k < m; ++k) {
+    const std::uint32_t row = buf.out_idx[sc.sel[k]];
+    const flow::FlowKey& key = batch.key[row];
+    sc.base[k] = cfg.toeplitz->hash_v4(key.dst_v4(), cfg.public_addr, key.dport, 0, true) & cfg.reta_mask;
+    sc.start[k] = static_cast<std::uint32_t>((batch.hash[row] >> 8) % nc);
+    sc.todo[k] = static_cast<std::uint32_t>(k);
+  }
+  std::size_t nt = m;
+  for (std::size_t r = 0; r < nc && nt != 0; ++r) {
+    for (std::size_t t = 0; t < nt; ++t) {
+      const std::uint32_t k = sc.todo[t];
+      const auto g = static_cast<std::uint16_t>(cfg.cand[(sc.start[k] + r) % nc] ^ sc.base[k]);
+      sc.sub[t] = share(g);
+      sc.todo_ids[t] = sc.ids[k];
+    }
+    pool.allocate(*cfg.ctx, {sc.todo_ids.data(), nt}, {sc.sub.data(), nt}, {sc.got.data(), nt});
+    std::size_t left = 0;
+    for (std::size_t t = 0; t < nt; ++t) {
+      const std::uint32_t k = sc.todo[t];
+      sc.ports[k] = sc.got[t];
+      if (sc.got[t] == state::PortPool::kExhausted) sc.todo[left++] = k;
+    }
+    nt = left;
+  }
+}
+
 // Decide the deferred outbound packets of nat_fast_path with the pools (see gateway.hpp).
 // Returns false if the reply table disagreed with the outbound table (a bug: nothing more done).
 bool decide_new_flows(packet::PacketBatch& batch, flow::FlowTable& out, flow::FlowTable& in, const NatFastConfig& cfg,
@@ -265,7 +319,7 @@ bool decide_new_flows(packet::PacketBatch& batch, flow::FlowTable& out, flow::Fl
       }
     }
     if (m == 0) continue;
-    pool->allocate(*cfg.ctx, {sc.ids.data(), m}, {}, {sc.ports.data(), m});
+    allocate_ports(*pool, batch, cfg, buf, m, sc);
     std::size_t ok = 0;
     for (std::size_t k = 0; k < m; ++k) {
       const std::uint32_t j = sc.sel[k];

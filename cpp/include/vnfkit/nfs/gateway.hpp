@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "vnfkit/classify/toeplitz.hpp"
 #include "vnfkit/flow/flow_table.hpp"
 #include "vnfkit/packet/batch.hpp"
 #include "vnfkit/state/port_pool.hpp"
@@ -100,6 +101,19 @@ struct NatFastConfig {
   state::Context* ctx = nullptr;
   std::uint64_t tcp_timeout = 0;
   std::uint64_t udp_timeout = 0;
+  // Per-queue shares (num_queues > 1): this queue allocates from sub-pool g * num_queues + queue
+  // of the sub-pool g it wants (g = 0 without affinity).
+  std::uint16_t num_queues = 1;
+  std::uint16_t queue = 0;
+  // RSS affinity (toeplitz non-null): a new flow with RSS hash h towards remote:rport wants a
+  // sub-pool g = cand[(start + r) % ncand] ^ base, base = toeplitz(remote, public, rport, 0) &
+  // reta_mask, start = (h >> 8) % ncand, for r = 0, 1, ... (one pool call per round, over the
+  // flows still without a port, in packet order) until it gets a port; ncand == 0: no port, no
+  // call. The caller guarantees every sub-pool index this can ask for exists.
+  const classify::Toeplitz* toeplitz = nullptr;
+  const std::uint32_t* cand = nullptr;
+  std::size_t ncand = 0;
+  std::uint32_t reta_mask = 0;
 };
 
 // Caller-owned buffers: deferred lists (n_out / n_in entries) and one mark byte per outbound slot

@@ -128,6 +128,19 @@ class NatPools:
         self.icmp_lo = icmp_lo
         self.by_proto = {TCP: self.tcp, UDP: self.udp, ICMP: self.icmp}
 
+    def fast_path_args(self, aff: Affinity | None) -> dict[str, Any] | None:
+        """Keyword arguments that make ``_core.nat_fast_path`` choose TCP/UDP ports exactly as
+        :meth:`allocate` does (this queue's shares, the affinity rounds), or None where the pools
+        lack a sub-pool that choice could ask for (then new flows take :meth:`allocate`)."""
+        groups = 1 if aff is None else aff.mask + 1
+        need = groups * self.nq
+        if need > 65536 or self.tcp.subpools < need or self.udp.subpools < need:
+            return None
+        kw: dict[str, Any] = {"num_queues": self.nq, "queue": self.queue}
+        if aff is not None:
+            kw.update(toeplitz=aff.toeplitz, cand=aff.cand, reta_mask=aff.mask)
+        return kw
+
     def allocate(self, proto: int, sctx: Any, ids: npt.NDArray[np.uint64], aff: Affinity | None,
                  remote: npt.NDArray[np.uint32], rport: npt.NDArray[np.uint16],
                  hashes: npt.NDArray[np.uint32]) -> npt.NDArray[np.uint16]:

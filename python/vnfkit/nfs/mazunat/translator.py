@@ -66,6 +66,9 @@ class MazuNAT(RuleSteps, EndpointClaims, VNF):
     """The Mazu Networks NAT gateway (see the package docstring). One instance per worker."""
 
     name = "mazunat"
+    #: make new TCP/UDP mappings inside the native fast path where the pools allow it (False: always
+    #: through :meth:`_new_mappings`; same decisions, slower; for comparisons)
+    native_new_flows = True
 
     # ------------------------------------------------------------------------------------ setup
     def setup(self, ctx: Context, **config: Any) -> None:
@@ -85,11 +88,12 @@ class MazuNAT(RuleSteps, EndpointClaims, VNF):
         self.pools = NatPools(ctx, cfg.port_lo, cfg.port_hi, cfg.icmp_lo, cfg.icmp_hi, subpool_of)
         self.aff = Affinity(cl, ctx.queue, self.public) if self.affinity else None
         self.edm = EndpointPorts(cfg.port_lo, cfg.port_hi, subpool_of) if cfg.endpoint_dependent else None
-        # new TCP/UDP mappings are made inside the native fast path when ports come from plain
-        # (single sub-pool) shared pools, i.e. with one queue; with affinity sub-pools, per-queue
-        # shares or endpoint-dependent ports, in Python
-        single = self.edm is None and not self.affinity and ctx.num_queues == 1
-        self._native_pools = (self.pools.tcp, self.pools.udp) if single else None
+        # new TCP/UDP mappings are made inside the native fast path from the shared pools (this
+        # queue's shares, the affinity sub-pools: the same choice and pool calls as
+        # NatPools.allocate); endpoint-dependent ports, in Python
+        kw = self.pools.fast_path_args(self.aff) if self.edm is None and self.native_new_flows else None
+        self._native_pools = (self.pools.tcp, self.pools.udp) if kw is not None else None
+        self._native_kw: dict[str, Any] = kw or {}
         self.icmp_lo = cfg.icmp_lo
         self.timeout_ns = dict(cfg.timeout_ns)
         self.done_ns = cfg.done_ns
@@ -262,7 +266,7 @@ class MazuNAT(RuleSteps, EndpointClaims, VNF):
             batch, self.out._t, self.inb._t, oidx, iidx, self.public, self.done_ns, rules.fwd_rev_flags,
             rules.fwd_in_flags, self._mark, self._d_oidx, self._d_oslot, self._d_onew, self._d_iidx,
             *((pools[0], pools[1], sctx, self.timeout_ns[TCP], self.timeout_ns[UDP]) if pools else ()),
-            armed=self._armed)
+            armed=self._armed, **self._native_kw)
         if status == 1:  # a packet from a forward's server port: the whole batch step by step
             self._stepwise(batch, sctx, rules, batch.key, src, dst, oidx, iidx, oidx[:0])
             return
