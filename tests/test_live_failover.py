@@ -80,7 +80,9 @@ def _failover(tmp_path: Path, storage: str) -> None:
     accepted.touch()
     redis_dirs_before = set(glob.glob(os.path.join(tempfile.gettempdir(), "vnfkit-redis-*")))
     cfg = tmp_path / "nat.json"
-    cfg.write_text(json.dumps({"max_flows": 4096}))
+    # a small NAT for a three-host testbed: 4 k flows, 1 k ports (its checkpoint is ~90 kB)
+    cfg.write_text(json.dumps({"max_flows": 4096, "port_lo": 60000, "port_hi": 61023, "icmp_id_lo": 60000,
+                               "icmp_id_hi": 61023}))
     with Testbed() as tb:
         prefix = tb.prefix
         topo = nat_testbed(tb)

@@ -45,10 +45,24 @@ def _fence(pid: int, timeout_s: float = 5.0) -> None:
         os.close(fd)
 
 
+class _ReadCache:
+    """Storage seen through a cache: each stream is read once, whole (a Redis read fetches the
+    whole stream anyway); the failover uses the input log twice (the replay, the frame identities)."""
+
+    def __init__(self, storage: Any) -> None:
+        self.storage = storage
+        self.streams: dict[str, list[tuple[int, bytes]]] = {}
+
+    def read(self, stream: str, start: int = 0) -> list[tuple[int, bytes]]:
+        if stream not in self.streams:
+            self.streams[stream] = self.storage.read(stream, 0)
+        return [r for r in self.streams[stream] if r[0] >= start]
+
+
 def run_backup(spec: NodeSpec, emit: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
     from ..io.live import LiveSink, open_socket
     from ..nfs.mazunat import EXTERNAL, INTERNAL, MazuNAT
-    from ..recovery.backup import Backup
+    from ..recovery.backup import CKPT_STREAM, Backup
     from ..recovery.detector import FailureDetector, HeartbeatBoard
     from ..recovery.input_log import INPUT_STREAM, decode_batch
 
@@ -94,18 +108,22 @@ def run_backup(spec: NodeSpec, emit: Callable[[dict[str, Any]], None]) -> dict[s
                     stats["buffered_frames"] += len(b)
                     ring.add(b)
         if failure:
-            det.close()
+            try:  # the failover's critical path gets the CPU first on a busy host (root may do this)
+                os.setpriority(os.PRIO_PROCESS, 0, -10)
+            except OSError:
+                pass
             if failure["reason"] != "exited":
                 _fence(spec.master_pid)
             t_fenced = time.monotonic_ns()
             if st is None:
                 st = open_node_storage(spec.storage)
-            rep = bk.recover(st, "replay")
+            cached = _ReadCache(st)
+            rep = bk.recover(cached, "replay")  # type: ignore[arg-type]  # (it only reads)
             for _q, b in rep.outputs:
                 send(b)
             t_replayed = time.monotonic_ns()
-            known = set()
-            for _seq, rec in st.read(INPUT_STREAM, 0):
+            known = set()  # every logged input frame still stored (the master keeps the last one before the cut)
+            for _seq, rec in cached.read(INPUT_STREAM, 0):
                 known.update(frame_ids(decode_batch(rec)))
             caught_up = 0
             for b, idx in ring.after_last_of(known):
@@ -117,6 +135,7 @@ def run_backup(spec: NodeSpec, emit: Callable[[dict[str, Any]], None]) -> dict[s
             fo = {"reason": failure["reason"], "detected_ns": failure["detected_ns"], "live_ns": t_live,
                   "restore_ms": round(rep.restore_s * 1e3, 3), "replay_ms": round(rep.replay_s * 1e3, 3),
                   "fence_ms": round((t_fenced - failure["detected_ns"]) / 1e6, 3),
+                  "checkpoint_bytes": sum(len(r) for _o, r in cached.read(CKPT_STREAM)),
                   "recover_ms": round((t_replayed - t_fenced) / 1e6, 3),
                   "catch_up_ms": round((t_live - t_replayed) / 1e6, 3),
                   "detect_to_live_ms": round((t_live - failure["detected_ns"]) / 1e6, 3),
