@@ -26,4 +26,4 @@ never both live.
 
 from __future__ import annotations
 
-__all__ = ["frames", "master", "backup_node", "supervisor"]
+__all__: list[str] = []  # the modules are used by the CLI; nothing to re-export

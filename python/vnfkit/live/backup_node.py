@@ -72,7 +72,8 @@ def run_backup(spec: NodeSpec, emit: Callable[[dict[str, Any]], None]) -> dict[s
     st = open_node_storage(spec.storage) if spec.storage["kind"] == "redis" else None
     board = HeartbeatBoard(1, name=spec.board)
     bk = Backup(MazuNAT, spec.config, 1)
-    sockets = {"inside": open_socket(spec.inside, batch=spec.batch), "outside": open_socket(spec.outside, batch=spec.batch)}
+    sockets = {"inside": open_socket(spec.inside, batch=spec.batch),
+               "outside": open_socket(spec.outside, batch=spec.batch)}
     sinks = [LiveSink(sockets["inside"], dst_mac=spec.inside_peer, port=INTERNAL),
              LiveSink(sockets["outside"], dst_mac=spec.outside_peer, port=EXTERNAL)]
     ring = FrameRing(spec.ring_s)

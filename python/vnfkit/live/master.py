@@ -59,7 +59,8 @@ def run_master(spec: NodeSpec, emit: Callable[[dict[str, Any]], None]) -> dict[s
     ctx = Context(0, 1, shared=shared, classifier=MultiQueueClassifier(1), logged=True)
     vnf = MazuNAT()
     vnf.setup(ctx, **spec.config)
-    sockets = {"inside": open_socket(spec.inside, batch=spec.batch), "outside": open_socket(spec.outside, batch=spec.batch)}
+    sockets = {"inside": open_socket(spec.inside, batch=spec.batch),
+               "outside": open_socket(spec.outside, batch=spec.batch)}
     sinks = [LiveSink(sockets["inside"], dst_mac=spec.inside_peer, port=INTERNAL),
              LiveSink(sockets["outside"], dst_mac=spec.outside_peer, port=EXTERNAL)]
     stats: dict[str, Any] = {"received": {"inside": 0, "outside": 0}, "sent": 0, "batches": 0, "syncs": 0,

@@ -60,6 +60,11 @@ def _stop_group(p: subprocess.Popen[bytes], grace_s: float = 5.0) -> None:
         p.wait(timeout=10)
 
 
+def _stop_all(procs: dict[str, subprocess.Popen[bytes]]) -> None:
+    for p in reversed(list(procs.values())):
+        _stop_group(p)
+
+
 def _storage_dir(path: str | None) -> tuple[Path, bool]:
     """The file storage's directory and whether this run created it (an existing non-empty one
     would hold another run's logs: refused rather than reused or overwritten)."""
@@ -149,7 +154,7 @@ def run_failover(*, inside: str, outside: str, inside_peer: str, outside_peer: s
             spec = NodeSpec(inside=inside, outside=outside, inside_peer=inside_peer, outside_peer=outside_peer,
                             config=config, storage=st_spec, board=board.name, batch=batch, checkpoint_ms=checkpoint_ms,
                             heartbeat_timeout_ms=heartbeat_timeout_ms)
-            stack.callback(lambda: [_stop_group(p) for p in reversed(list(procs.values()))])
+            stack.callback(_stop_all, procs)
             start("master", spec, tmp)
             spec.master_pid = procs["master"].pid
             start("backup", spec, tmp)
