@@ -94,6 +94,7 @@ def run_failover(*, inside: str, outside: str, inside_peer: str, outside_peer: s
     summaries: dict[str, Any] = {"master": None, "backup": None}
     failover: dict[str, Any] | None = None
     board_name = ""
+    storage_path = ""
     exited: set[str] = set()
 
     def take(role_wanted: str | None, timeout_s: float) -> tuple[str, dict[str, Any] | None] | None:
@@ -141,10 +142,12 @@ def run_failover(*, inside: str, outside: str, inside_peer: str, outside_peer: s
 
                 pair = RedisPair()
                 stack.callback(pair.stop)
+                storage_path = str(pair.dir)
                 st_spec = {"kind": "redis", "unix_socket_path": pair.primary_socket,
                            "prefix": "vnfkit-live-" + os.urandom(4).hex()}
             else:
                 root, created = _storage_dir(storage_dir)
+                storage_path = str(root)
                 if created:
                     stack.callback(shutil.rmtree, root, True)
                 st_spec = {"kind": "file", "root": str(root)}
@@ -180,4 +183,5 @@ def run_failover(*, inside: str, outside: str, inside_peer: str, outside_peer: s
             signal.signal(s, h)
     return {"strategy": "replay", "storage": storage, "master": summaries["master"], "backup": summaries["backup"],
             "failover": failover, "heartbeat_board": board_name,
+            "storage_path": storage_path,
             "exit_status": {r: p.returncode for r, p in procs.items()}}
