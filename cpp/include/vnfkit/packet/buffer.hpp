@@ -12,7 +12,9 @@
 //    Element writes go to that memory; growth past `n` copies into an owned block first.
 //
 // Owned memory is allocated uninitialised: growing never zero-fills twice (resize() value-initialises
-// the new elements once; resize_for_overwrite() leaves them for the caller to write).
+// the new elements once; resize_for_overwrite() leaves them for the caller to write). Blocks of
+// 2 MiB or more are 2 MiB aligned and advised to use transparent huge pages, so filling a large
+// batch (a whole pcap file) takes a few hundred page faults instead of one per 4 KiB.
 //
 // Copies are deep (value semantics, like std::vector); moves steal. Element access is a raw pointer
 // dereference, as fast as a vector's. Not thread-safe (one batch is used by one thread at a time;
@@ -28,6 +30,10 @@
 #include <type_traits>
 #include <utility>
 #include <vector>
+
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 namespace vnfkit::packet {
 
@@ -180,19 +186,28 @@ class Buffer {
   }
 
  private:
-  static constexpr std::align_val_t kAlign{alignof(T) > 64 ? alignof(T) : 64};
+  static constexpr std::size_t kHuge = std::size_t{2} << 20;
+  static std::align_val_t align_for(std::size_t bytes) noexcept {
+    return std::align_val_t{bytes >= kHuge ? kHuge : (alignof(T) > 64 ? alignof(T) : 64)};
+  }
   // One memory block: our own uninitialised allocation (`raw`), a vector handed over by swap()
   // (`owned`, sized to its capacity), or the caller's memory (`keep` set).
   struct Block {
     T* raw = nullptr;
+    std::size_t raw_bytes = 0;
     std::vector<T> owned;
     std::shared_ptr<void> keep;  // external memory: what keeps it alive
     Block() = default;
-    explicit Block(std::size_t n) : raw(static_cast<T*>(::operator new(n * sizeof(T), kAlign))) {}
+    explicit Block(std::size_t n)
+        : raw(static_cast<T*>(::operator new(n * sizeof(T), align_for(n * sizeof(T))))), raw_bytes(n * sizeof(T)) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+      if (raw_bytes >= kHuge) (void)::madvise(raw, raw_bytes / kHuge * kHuge, MADV_HUGEPAGE);
+#endif
+    }
     Block(const Block&) = delete;
     Block& operator=(const Block&) = delete;
     ~Block() {
-      if (raw) ::operator delete(raw, kAlign);
+      if (raw) ::operator delete(raw, align_for(raw_bytes));
     }
   };
 
