@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <memory>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "vnfkit/nfs/gateway.hpp"
@@ -25,11 +26,25 @@ void check_records(const py::array& records) {
     throw py::type_error("records: dtype must not hold Python objects");
   }
 }
+
+// armed: None, or a writable C-contiguous uint8 array of exactly `capacity` entries (a GC index).
+std::uint8_t* armed_bytes(const py::object& armed, std::size_t capacity) {
+  if (armed.is_none()) return nullptr;
+  if (!py::isinstance<py::array>(armed)) throw py::type_error("armed: expected a uint8 numpy array or None");
+  auto a = armed.cast<py::array>();
+  require_1d<std::uint8_t>(a, "armed");
+  if (!a.writeable()) throw py::value_error("armed: must be writable");
+  if (static_cast<std::size_t>(a.shape(0)) != capacity) {
+    throw py::value_error("armed: needs exactly " + std::to_string(capacity) + " entries (the table's capacity), has " +
+                          std::to_string(a.shape(0)));
+  }
+  return static_cast<std::uint8_t*>(a.mutable_data());
+}
 }  // namespace
 
 void bind_nfs(py::module_& m) {
   m.def("split_gateway", [](PacketBatch& b, std::uint32_t inside_net, std::uint32_t inside_mask, std::uint32_t addr,
-                            std::uint16_t out_port, std::uint16_t in_port, bool ports_only) {
+                            std::uint16_t out_port, std::uint16_t in_port, bool ports_only, bool min_ts) {
     auto in_use = vnfkit::bridge::batch_write(&b);
     const auto n = static_cast<py::ssize_t>(b.size());
     py::array_t<std::uint32_t> src(n), dst(n), out(n), in(n), other(n), nv4(n), out_np(n), in_np(n);
@@ -44,16 +59,21 @@ void bind_nfs(py::module_& m) {
     auto cut = [](py::array_t<std::uint32_t>& a, std::size_t k) {
       return a[py::slice(0, static_cast<py::ssize_t>(k), 1)];
     };
-    return py::make_tuple(src, dst, cut(out, c.outbound), cut(in, c.inbound), cut(other, c.other),
-                          cut(nv4, c.not_v4), cut(out_np, c.outbound_np), cut(in_np, c.inbound_np));
+    if (min_ts) {
+      return py::tuple(py::make_tuple(src, dst, cut(out, c.outbound), cut(in, c.inbound), cut(other, c.other),
+                            cut(nv4, c.not_v4), cut(out_np, c.outbound_np), cut(in_np, c.inbound_np), c.min_ts));
+    }
+    return py::tuple(py::make_tuple(src, dst, cut(out, c.outbound), cut(in, c.inbound), cut(other, c.other),
+                                    cut(nv4, c.not_v4), cut(out_np, c.outbound_np), cut(in_np, c.inbound_np)));
   }, py::arg("batch"), py::arg("inside_net"), py::arg("inside_mask"), py::arg("addr"), py::arg("out_port") = 0,
-     py::arg("in_port") = 0, py::arg("ports_only") = false,
+     py::arg("in_port") = 0, py::arg("ports_only") = false, py::kw_only(), py::arg("min_ts") = false,
      "One pass over a parsed batch: returns (src, dst, outbound, inbound, other, not_v4, outbound_np,\n"
      "inbound_np). src/dst are host-order IPv4 addresses (uint32, 0 if not IPv4 or dropped); the uint32 index\n"
      "arrays hold the non-dropped packets going from the inside prefix to outside (not to addr), from outside\n"
      "to addr, other IPv4 (including non-first fragments), non-IPv4, and with ports_only=True the outbound /\n"
      "inbound packets that are not TCP/UDP. Sets batch.port: out_port / in_port for the outbound / inbound\n"
-     "lists, 0 for every other packet.");
+     "lists, 0 for every other packet. With min_ts=True a ninth item: the smallest ts_ns of the batch (every\n"
+     "packet; 2**64-1 if empty).");
 
   m.def("touch_deadlines", [](py::array& records, std::size_t deadline_offset, std::size_t timeout_offset,
                               const py::array& slots, const py::array& ts, const py::object& flags,
@@ -125,7 +145,8 @@ void bind_nfs(py::module_& m) {
                             std::uint64_t close_timeout, const py::object& fwd_rev, const py::object& fwd_in,
                             py::array& mark, py::array& out_idx, py::array& out_slot, py::array& out_new,
                             py::array& in_idx, const py::object& tcp_pool, const py::object& udp_pool,
-                            const py::object& state_ctx, std::uint64_t tcp_timeout, std::uint64_t udp_timeout) {
+                            const py::object& state_ctx, std::uint64_t tcp_timeout, std::uint64_t udp_timeout,
+                            const py::object& armed) {
     auto batch_use = vnfkit::bridge::batch_write(&b);
     auto out_use = vnfkit::bridge::flow_table_use(&out);
     auto in_use = vnfkit::bridge::flow_table_use(&in);
@@ -150,6 +171,7 @@ void bind_nfs(py::module_& m) {
     writable(out_slot, "out_slot", n_out);
     writable(out_new, "out_new", n_out);
     writable(in_idx, "in_idx", n_in);
+    std::uint8_t* armed_p = armed_bytes(armed, out.capacity());
     vnfkit::nfs::NatFastConfig cfg;
     cfg.public_addr = public_addr;
     cfg.close_timeout = close_timeout;
@@ -190,7 +212,7 @@ void bind_nfs(py::module_& m) {
                                           static_cast<std::uint32_t*>(out_slot.mutable_data()),
                                           static_cast<std::uint8_t*>(out_new.mutable_data()),
                                           static_cast<std::uint32_t*>(in_idx.mutable_data()),
-                                          static_cast<std::uint8_t*>(mark.mutable_data())};
+                                          static_cast<std::uint8_t*>(mark.mutable_data()), armed_p};
     const auto* o = static_cast<const std::uint32_t*>(oidx.data());
     const auto* i = static_cast<const std::uint32_t*>(iidx.data());
     vnfkit::nfs::NatFastResult r;
@@ -206,28 +228,32 @@ void bind_nfs(py::module_& m) {
      py::arg("mark").noconvert(), py::arg("out_idx").noconvert(), py::arg("out_slot").noconvert(),
      py::arg("out_new").noconvert(), py::arg("in_idx").noconvert(), py::arg("tcp_pool") = py::none(),
      py::arg("udp_pool") = py::none(), py::arg("state_ctx") = py::none(), py::arg("tcp_timeout") = 0,
-     py::arg("udp_timeout") = 0,
+     py::arg("udp_timeout") = 0, py::arg("armed").noconvert() = py::none(),
      "NAT fast path over split_gateway's outbound / inbound lists (see nfs/gateway.hpp): refresh and\n"
      "rewrite the packets of existing mappings, defer the rest into out_idx/out_slot/out_new and in_idx.\n"
      "With tcp_pool/udp_pool/state_ctx, new TCP/UDP flows get their port here (logged allocations).\n"
      "Returns (status, n_out_deferred, n_in_deferred, translated, reverse_translated, new_mappings,\n"
      "pool_exhausted, drop_pool_exhausted, drop_table_full); status 0 ok,\n"
      "1 bailed (a packet from a forward's server port: nothing done), 2 an outbound mapping had expired\n"
-     "(everything deferred), 3 an inbound mapping had expired (every inbound packet deferred).");
+     "(everything deferred), 3 an inbound mapping had expired (every inbound packet deferred).\n"
+     "armed (uint8, out's capacity; optional): nat_expired's GC index, set where a deadline leaves 0.");
 
-  m.def("nat_expired", [](vnfkit::flow::FlowTable& out, std::uint64_t now) {
+  m.def("nat_expired", [](vnfkit::flow::FlowTable& out, std::uint64_t now, const py::object& armed) {
     auto use = vnfkit::bridge::flow_table_use(&out);
+    std::uint8_t* armed_p = armed_bytes(armed, out.capacity());
     thread_local std::vector<std::uint32_t> scratch;  // grown to the largest table seen, reused
     if (scratch.size() < out.capacity()) scratch.resize(out.capacity());
     std::size_t k;
     {
       py::gil_scoped_release nogil;
-      k = vnfkit::nfs::nat_expired(out, now, scratch.data());
+      k = vnfkit::nfs::nat_expired(out, now, scratch.data(), armed_p);
     }
     py::array_t<std::uint32_t> slots(static_cast<py::ssize_t>(k));
     std::copy(scratch.begin(), scratch.begin() + static_cast<std::ptrdiff_t>(k), slots.mutable_data());
     return slots;
-  }, py::arg("out"), py::arg("now"),
+  }, py::arg("out"), py::arg("now"), py::arg("armed").noconvert() = py::none(),
      "Slots (uint32, ascending) of the live entries of a NAT's outbound table whose record deadline is\n"
-     "non-zero and <= now.");
+     "non-zero and <= now. With armed (uint8, one byte per slot, set by the caller wherever a deadline\n"
+     "leaves 0; all ones is always valid) only armed records are read, same result; armed bytes of\n"
+     "records found with deadline 0 or not live are cleared.");
 }

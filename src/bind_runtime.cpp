@@ -9,25 +9,27 @@
 
 #include "pybind.hpp"
 #include "use_guard.hpp"
+#include "vnfkit/runtime/dispatcher.hpp"
 #include "vnfkit/runtime/ring.hpp"
 #include "vnfkit/runtime/slab.hpp"
 
 using vnfkit::packet::PacketBatch;
+using vnfkit::runtime::Dispatcher;
+using vnfkit::runtime::DispatcherConfig;
 using vnfkit::runtime::RingConfig;
 using vnfkit::runtime::SlabLayout;
 using vnfkit::runtime::SlabRing;
 
 namespace {
 
-std::uint64_t now_ns() {
-  return static_cast<std::uint64_t>(
-      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch()).count());
-}
+std::uint64_t now_ns() { return vnfkit::runtime::steady_now_ns(); }
 
 std::uint64_t timeout_ns(double seconds) {
   if (!(seconds >= 0) || seconds > 3600) throw py::value_error("timeout: must be in [0, 3600] seconds");
   return static_cast<std::uint64_t>(seconds * 1e9);
 }
+
+std::uint64_t deadline_in(double seconds) { return now_ns() + timeout_ns(seconds); }
 
 class PyRing {
  public:
@@ -63,6 +65,120 @@ class PyRing {
   SlabRing ring_;
   SlabLayout layout_;
 };
+
+// The bridge's Dispatcher: keeps the rings, the classifier and the batch in progress alive.
+class PyDispatcher {
+ public:
+  PyDispatcher(const py::list& rings, const py::object& classifier, const DispatcherConfig& cfg)
+      : rings_(py::tuple(rings)),  // a copy: the caller may empty its list
+        classifier_(classifier),
+        d_(lanes(rings), classifier.cast<const vnfkit::classify::MultiQueueClassifier&>(), cfg) {}
+
+  Dispatcher& d() { return d_; }
+
+  bool dispatch(const py::object& batch, std::uint64_t arrival_ns, double timeout_s) {
+    auto& b = as_batch(batch, "batch");
+    const auto deadline = deadline_in(timeout_s);
+    check_idle();
+    bool done;
+    {
+      auto in_use = vnfkit::bridge::batch_write(&b);
+      py::gil_scoped_release nogil;
+      done = wrap_errors([&] { return d_.dispatch(b, arrival_ns, deadline); });
+    }
+    cur_ = done ? py::none() : batch;
+    return done;
+  }
+  void begin_paced(const py::object& trace, std::uint64_t start_in_ns, double period_ns, std::size_t chunk) {
+    auto& b = as_batch(trace, "trace");
+    check_idle();
+    {
+      auto in_use = vnfkit::bridge::batch_write(&b);
+      py::gil_scoped_release nogil;
+      wrap_errors([&] {
+        d_.begin_paced(b, start_in_ns, period_ns, chunk);
+        return true;
+      });
+    }
+    cur_ = trace;
+  }
+  // resume() / pace() / drain(): continue with the batch in progress, if any.
+  template <typename F>
+  bool step(double timeout_s, F&& f) {
+    const auto deadline = deadline_in(timeout_s);
+    if (cur_.is_none()) {
+      py::gil_scoped_release nogil;
+      return f(deadline);
+    }
+    bool done;
+    {
+      auto in_use = vnfkit::bridge::batch_write(&cur_.cast<PacketBatch&>());
+      py::gil_scoped_release nogil;
+      done = f(deadline);
+    }
+    if (!d_.busy()) cur_ = py::none();
+    return done;
+  }
+  py::list take_outputs() {
+    py::list out;
+    for (auto& [q, b] : d_.outbox()) out.append(py::make_tuple(q, py::cast(std::move(b))));
+    d_.outbox().clear();
+    return out;
+  }
+
+ private:
+  static PacketBatch& as_batch(const py::object& o, const char* what) {
+    if (!py::isinstance<PacketBatch>(o)) throw py::type_error(std::string(what) + ": must be a PacketBatch");
+    return o.cast<PacketBatch&>();
+  }
+  static std::vector<vnfkit::runtime::Lane> lanes(const py::list& rings) {
+    std::vector<vnfkit::runtime::Lane> out;
+    for (const auto& r : rings) {
+      auto& pr = r.cast<PyRing&>();
+      out.push_back({&pr.ring(), &pr.layout()});
+    }
+    return out;
+  }
+  template <typename F>
+  static bool wrap_errors(F&& f) {
+    try {
+      return f();
+    } catch (const std::invalid_argument& e) {
+      py::gil_scoped_acquire gil;
+      throw py::value_error(e.what());
+    }
+  }
+  void check_idle() const {
+    if (d_.busy()) throw py::value_error("Dispatcher: a batch is still being dispatched; call resume() / pace() until it returns True");
+  }
+
+  py::tuple rings_;
+  py::object classifier_;
+  Dispatcher d_;
+  py::object cur_ = py::none();
+};
+
+py::dict counters_dict(const vnfkit::runtime::QueueCounters& c) {
+  auto u64 = [](const std::uint64_t* p, std::size_t n) {
+    py::array_t<std::uint64_t> a(static_cast<py::ssize_t>(n));
+    std::memcpy(a.mutable_data(), p, n * sizeof(std::uint64_t));
+    return a;
+  };
+  const auto& h = c.latency;
+  py::dict d;
+  d["packets"] = c.packets;
+  d["forwarded"] = c.forwarded;
+  d["slabs"] = c.slabs;
+  d["drops"] = u64(c.drops.data(), c.drops.size());
+  d["latency_counts"] = u64(h.counts().data(), h.counts().size());
+  d["latency_total"] = h.total();
+  d["latency_overflow"] = h.overflow();
+  d["latency_min"] = h.min();
+  d["latency_max"] = h.max();
+  d["latency_highest_value"] = h.highest_value();
+  d["latency_significant_digits"] = h.significant_digits();
+  return d;
+}
 
 }  // namespace
 
@@ -187,4 +303,54 @@ void bind_runtime(py::module_& m) {
       .def_property("user_word", [](PyRing& r) { return r.ring().user_word().load(std::memory_order_acquire); },
                     [](PyRing& r, std::uint64_t v) { r.ring().user_word().store(v, std::memory_order_release); },
                     "A 64-bit word shared by both sides (the runtime keeps the control-state version in it).");
+  py::class_<PyDispatcher>(m, "Dispatcher",
+                           "The process backend's dispatcher, natively: per input batch one call that assigns ids, parses,\n"
+                           "classifies by RSS and appends each queue's packets into its ring's open slab (committing full\n"
+                           "slabs and slabs whose oldest packet waited flush_us); it releases outputs in order per queue and\n"
+                           "counts them natively (packets, forwarded, drops by reason code, latency arrival -> release).\n"
+                           "Calls release the GIL and return False at their timeout if not finished (call again).\n"
+                           "See cpp/include/vnfkit/runtime/dispatcher.hpp.")
+      .def(py::init([](const py::list& rings, const py::object& classifier, std::uint32_t batch_size, double flush_us,
+                       bool parse, bool assign_ids) {
+        if (!(flush_us >= 0) || flush_us > 1e7) throw py::value_error("flush_us: must be in [0, 1e7]");
+        for (const auto& r : rings) {
+          if (!py::isinstance<PyRing>(r)) throw py::type_error("rings: every entry must be a SlabRing");
+        }
+        if (!py::isinstance<vnfkit::classify::MultiQueueClassifier>(classifier)) {
+          throw py::type_error("classifier: must be a MultiQueueClassifier");
+        }
+        DispatcherConfig cfg{batch_size, static_cast<std::uint64_t>(flush_us * 1000.0), parse, assign_ids};
+        try {
+          return std::make_unique<PyDispatcher>(rings, classifier, cfg);
+        } catch (const std::invalid_argument& e) {
+          throw py::value_error(e.what());
+        }
+      }), py::arg("rings"), py::arg("classifier"), py::kw_only(), py::arg("batch_size"), py::arg("flush_us"),
+         py::arg("parse") = true, py::arg("assign_ids") = true)
+      .def_property("next_id", [](PyDispatcher& d) { return d.d().next_id(); },
+                    [](PyDispatcher& d, std::uint64_t v) { d.d().set_next_id(v); }, "The next runner-wide packet id.")
+      .def_property_readonly("busy", [](PyDispatcher& d) { return d.d().busy(); }, "A batch is still being dispatched.")
+      .def("set_collect", [](PyDispatcher& d, bool on) { d.d().set_collect(on); }, py::arg("on"),
+           "Copy every released output into the outbox (take_outputs) as well as counting it.")
+      .def("dispatch", &PyDispatcher::dispatch, py::arg("batch"), py::arg("arrival_ns"), py::arg("timeout_s"),
+           "Take `batch` (arrived at arrival_ns): ids, parse, classify, append into slabs, release ready\n"
+           "outputs, flush due slabs. True when the batch is all in slabs; False at the timeout (call resume()).")
+      .def("resume", [](PyDispatcher& d, double timeout_s) {
+        return d.step(timeout_s, [&](std::uint64_t dl) { return d.d().resume(dl); });
+      }, py::arg("timeout_s"), "Continue the batch in progress (as dispatch).")
+      .def("begin_paced", &PyDispatcher::begin_paced, py::arg("trace"), py::arg("start_in_ns"), py::arg("period_ns"),
+           py::arg("chunk"), "Open loop: ids, parse and classify `trace` now; then packet i arrives at t0 + i * period_ns,\n"
+           "t0 = start_in_ns after that. pace() pushes them.")
+      .def("pace", [](PyDispatcher& d, double timeout_s) {
+        return d.step(timeout_s, [&](std::uint64_t dl) { return d.d().pace(dl); });
+      }, py::arg("timeout_s"), "Push due packets of the paced trace, flush on T, release outputs; True when all are in slabs.")
+      .def("drain", [](PyDispatcher& d, double timeout_s) {
+        return d.step(timeout_s, [&](std::uint64_t dl) { return d.d().drain(dl); });
+      }, py::arg("timeout_s"), "Commit every open slab and release every output; True when nothing is in flight.")
+      .def("take_outputs", &PyDispatcher::take_outputs, "The collected outputs as (queue, PacketBatch) pairs (emptied).")
+      .def("counters", [](PyDispatcher& d, std::size_t q) {
+        if (q >= d.d().num_queues()) throw py::index_error("queue: out of range");
+        return counters_dict(d.d().counters(q));
+      }, py::arg("queue"), "What was counted for queue `queue` since clear_counters().")
+      .def("clear_counters", [](PyDispatcher& d) { d.d().clear_counters(); });
 }

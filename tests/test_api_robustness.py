@@ -117,6 +117,8 @@ NO_ARGUMENTS = {
     "SlabRing.max_packets", "SlabRing.notify_worker", "SlabRing.open_packets", "SlabRing.open_since_ns",
     "SlabRing.outputs_ready", "SlabRing.request_stop", "SlabRing.slab_bytes", "SlabRing.slots",
     "SlabRing.stopped", "SlabRing.user_word", "now_ns",
+    "Dispatcher.busy", "Dispatcher.clear_counters", "Dispatcher.next_id", "Dispatcher.set_collect",
+    "Dispatcher.take_outputs",
     "AfPacketSocket.__enter__", "AfPacketSocket.__exit__", "AfPacketSocket.batch", "AfPacketSocket.close",
     "AfPacketSocket.closed", "AfPacketSocket.fanout_group", "AfPacketSocket.ifindex", "AfPacketSocket.interface",
     "AfPacketSocket.mac", "AfPacketSocket.mtu", "AfPacketSocket.ring_blocks", "AfPacketSocket.snaplen", "AfPacketSocket.stats",
@@ -687,6 +689,32 @@ def ring_complete_none(): _ring().complete(_core.PacketBatch([b"x" * 60]))
 def ring_wait_input_bad(): _ring().wait_input(-1.0)
 @case("SlabRing.wait_output", ValueError, "timeout")
 def ring_wait_output_bad(): _ring().wait_output(float("nan"))
+
+
+def _disp() -> Any:
+    from vnfkit.classify import MultiQueueClassifier
+
+    return _core.Dispatcher([_ring()], MultiQueueClassifier(1), batch_size=64, flush_us=50)
+
+
+@case("Dispatcher.__init__", TypeError, "rings: every entry must be a SlabRing")
+def disp_bad_rings(): _core.Dispatcher([object()], _core.MultiQueueClassifier(1), batch_size=8, flush_us=50)
+@case("Dispatcher.__init__", ValueError, "batch_size: 65 exceeds")
+def disp_big_batch(): _core.Dispatcher([_ring()], _core.MultiQueueClassifier(1), batch_size=65, flush_us=50)
+@case("Dispatcher.dispatch", TypeError, "batch: must be a PacketBatch")
+def disp_not_batch(): _disp().dispatch(b"x", 0, 0.01)
+@case("Dispatcher.dispatch", ValueError, "raise slab_bytes")
+def disp_huge_packet(): _disp().dispatch(_core.PacketBatch([b"x" * 300_000]), 0, 0.01)
+@case("Dispatcher.resume", ValueError, "timeout")
+def disp_resume_bad(): _disp().resume(-1.0)
+@case("Dispatcher.drain", ValueError, "timeout")
+def disp_drain_bad(): _disp().drain(float("nan"))
+@case("Dispatcher.pace", ValueError, "timeout")
+def disp_pace_bad(): _disp().pace(-1.0)
+@case("Dispatcher.begin_paced", ValueError, "period_ns: must be > 0")
+def disp_paced_period(): _disp().begin_paced(_core.PacketBatch([b"x" * 60]), 0, 0.0, 8)
+@case("Dispatcher.counters", IndexError, "queue: out of range")
+def disp_counters_range(): _disp().counters(1)
 
 
 # ---- nfs (gateway primitives)

@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
 #include <limits>
 #include <stdexcept>
@@ -82,6 +83,38 @@ TEST(SplitGateway, SortsEveryPacketIntoOneList) {
   EXPECT_EQ(c2.inbound, 0u);
   EXPECT_EQ(b.port[0], 0u);
   EXPECT_EQ(b.port[8], 1u);
+  EXPECT_EQ(c2.min_ts, 0u);  // batch_of: every time 0
+  b.ts_ns = {90, 40, 70, 55, 41, 99, 3, 60, 80};
+  const auto c3 = split_gateway(b, kNet, kMask, kPub, 1, 2, true,
+                                {src.data(), dst.data(), out.data(), in.data(), other.data(), nv4.data(), onp.data(),
+                                 inp.data()});
+  EXPECT_EQ(c3.min_ts, 3u);  // every packet counts, the dropped one (6) too
+}
+
+TEST(NatExpired, ArmedIndexFindsWhatTheFullPassFinds) {
+  vnfkit::flow::FlowTableConfig cfg;
+  cfg.capacity = 40;
+  cfg.value_size = sizeof(vnfkit::nfs::NatRecord);
+  vnfkit::flow::FlowTable t(cfg);
+  std::vector<vnfkit::flow::FlowKey> keys(30);
+  for (std::size_t i = 0; i < keys.size(); ++i) set_v4(keys[i], 0x0A000000 + static_cast<std::uint32_t>(i), 1);
+  std::vector<std::uint32_t> slots(30), ids(30, 0);
+  std::vector<std::uint64_t> ts(30, 0);
+  ASSERT_EQ(t.lookup_or_insert(keys.data(), ids.data(), ts.data(), nullptr, 30, slots.data(), nullptr), 30u);
+  auto* rec = reinterpret_cast<vnfkit::nfs::NatRecord*>(t.values());
+  for (std::size_t i = 0; i < 30; ++i) rec[slots[i]].deadline = i % 5 == 0 ? 0 : 10 * i;  // some without one
+  t.remove_slot(slots[7]);                                                                  // not live any more
+  std::vector<std::uint8_t> armed(40, 1);
+  std::vector<std::uint32_t> full(40), fast(40);
+  for (const std::uint64_t now : {0ULL, 5ULL, 100ULL, 170ULL, 1000ULL}) {
+    const auto k = vnfkit::nfs::nat_expired(t, now, full.data());
+    ASSERT_EQ(vnfkit::nfs::nat_expired(t, now, fast.data(), armed.data()), k);
+    EXPECT_TRUE(std::equal(full.begin(), full.begin() + static_cast<std::ptrdiff_t>(k), fast.begin()));
+  }
+  EXPECT_EQ(armed[slots[0]], 0);   // deadline 0: cleared
+  EXPECT_EQ(armed[slots[7]], 0);   // not live: cleared
+  EXPECT_EQ(armed[35], 0);         // free slot: cleared
+  EXPECT_EQ(armed[slots[29]], 1);  // a deadline: kept
 }
 
 TEST(SplitGateway, RejectsInconsistentColumns) {

@@ -2,7 +2,7 @@
 # pybind11 classes are declared `metaclass=type` so stubtest accepts their pybind11 metaclass.
 # One section per bridge file (src/bind_<area>.cpp); keep each section next to its own heading.
 import enum
-from typing import Any, ClassVar, overload
+from typing import Any, ClassVar, Literal, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -542,6 +542,29 @@ class Replayer(metaclass=type):
 #
 # ---------------------------------------------------------------- nfs (src/bind_nfs.cpp)
 
+_Split8 = tuple[
+    npt.NDArray[np.uint32],
+    npt.NDArray[np.uint32],
+    npt.NDArray[np.uint32],
+    npt.NDArray[np.uint32],
+    npt.NDArray[np.uint32],
+    npt.NDArray[np.uint32],
+    npt.NDArray[np.uint32],
+    npt.NDArray[np.uint32],
+]
+_Split9 = tuple[
+    npt.NDArray[np.uint32],
+    npt.NDArray[np.uint32],
+    npt.NDArray[np.uint32],
+    npt.NDArray[np.uint32],
+    npt.NDArray[np.uint32],
+    npt.NDArray[np.uint32],
+    npt.NDArray[np.uint32],
+    npt.NDArray[np.uint32],
+    int,
+]
+
+@overload
 def split_gateway(
     batch: PacketBatch,
     inside_net: int,
@@ -550,16 +573,21 @@ def split_gateway(
     out_port: int = 0,
     in_port: int = 0,
     ports_only: bool = False,
-) -> tuple[
-    npt.NDArray[np.uint32],
-    npt.NDArray[np.uint32],
-    npt.NDArray[np.uint32],
-    npt.NDArray[np.uint32],
-    npt.NDArray[np.uint32],
-    npt.NDArray[np.uint32],
-    npt.NDArray[np.uint32],
-    npt.NDArray[np.uint32],
-]: ...
+    *,
+    min_ts: Literal[False] = False,
+) -> _Split8: ...
+@overload
+def split_gateway(
+    batch: PacketBatch,
+    inside_net: int,
+    inside_mask: int,
+    addr: int,
+    out_port: int = 0,
+    in_port: int = 0,
+    ports_only: bool = False,
+    *,
+    min_ts: Literal[True],
+) -> _Split9: ...
 def touch_deadlines(
     records: npt.NDArray[Any],
     deadline_offset: int,
@@ -600,9 +628,10 @@ def nat_fast_path(
     state_ctx: Context | None = None,
     tcp_timeout: int = 0,
     udp_timeout: int = 0,
+    armed: npt.NDArray[np.uint8] | None = None,
 ) -> tuple[int, int, int, int, int, int, int, int, int]: ...
 
-def nat_expired(out: FlowTable, now: int) -> npt.NDArray[np.uint32]: ...
+def nat_expired(out: FlowTable, now: int, armed: npt.NDArray[np.uint8] | None = None) -> npt.NDArray[np.uint32]: ...
 
 # (end of nfs section)
 
@@ -654,6 +683,25 @@ class SlabRing(metaclass=type):
     def user_word(self) -> int: ...
     @user_word.setter
     def user_word(self, value: int) -> None: ...
+
+class Dispatcher(metaclass=type):
+    def __init__(self, rings: list[SlabRing], classifier: MultiQueueClassifier, *, batch_size: int, flush_us: float,
+                 parse: bool = True, assign_ids: bool = True) -> None: ...
+    @property
+    def next_id(self) -> int: ...
+    @next_id.setter
+    def next_id(self, value: int) -> None: ...
+    @property
+    def busy(self) -> bool: ...
+    def set_collect(self, on: bool) -> None: ...
+    def dispatch(self, batch: PacketBatch, arrival_ns: int, timeout_s: float) -> bool: ...
+    def resume(self, timeout_s: float) -> bool: ...
+    def begin_paced(self, trace: PacketBatch, start_in_ns: int, period_ns: float, chunk: int) -> None: ...
+    def pace(self, timeout_s: float) -> bool: ...
+    def drain(self, timeout_s: float) -> bool: ...
+    def take_outputs(self) -> list[tuple[int, PacketBatch]]: ...
+    def counters(self, queue: int) -> dict[str, Any]: ...
+    def clear_counters(self) -> None: ...
 # snapshot area helpers
 def crc32c(data: bytes | bytearray | memoryview, crc: int = 0) -> int: ...
 

@@ -11,6 +11,7 @@ counted exactly; above that, each power-of-two range is split into ``2**(b-1)`` 
 
 from __future__ import annotations
 
+import builtins
 import math
 from collections.abc import Iterable
 
@@ -103,6 +104,24 @@ class HdrHistogram:
         if other._min is not None:
             self._min = other._min if self._min is None else min(self._min, other._min)
         self._max = max(self._max, other._max)
+
+    def add_counts(self, counts: npt.ArrayLike, *, total: int, overflow: int, min: int, max: int) -> None:
+        """Add bucket counts recorded elsewhere in this layout (e.g. natively by the runtime's
+        dispatcher): `counts` has one entry per bucket; `total` includes `overflow`; `min` is of
+        the binned values, `max` of all."""
+        c = np.asarray(counts)
+        if c.dtype.kind not in "iu" or c.shape != self._counts.shape:
+            raise ValueError(f"counts: need {self._counts.size} integer bucket counts, got shape {c.shape} dtype {c.dtype}")
+        if total < 0 or overflow < 0 or overflow > total:
+            raise ValueError(f"total, overflow: need 0 <= overflow <= total, got {total}, {overflow}")
+        if total == 0:
+            return
+        self._counts += c.astype(np.int64)
+        self._overflow += int(overflow)
+        self._total += int(total)
+        if total > overflow:
+            self._min = int(min) if self._min is None else builtins.min(self._min, int(min))
+        self._max = builtins.max(self._max, int(max))
 
     # -- queries ---------------------------------------------------------------------------------
     @property

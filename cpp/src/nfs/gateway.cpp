@@ -34,10 +34,12 @@ SplitCounts split_gateway(packet::PacketBatch& batch, std::uint32_t inside_net, 
                           std::uint32_t addr, std::uint16_t out_port, std::uint16_t in_port, bool ports_only,
                           const SplitOutput& o) {
   const std::size_t n = batch.size();
-  if (batch.key.size() != n || batch.drop.size() != n || batch.flags.size() != n || batch.port.size() != n) {
+  if (batch.key.size() != n || batch.drop.size() != n || batch.flags.size() != n || batch.port.size() != n ||
+      batch.ts_ns.size() != n) {
     throw std::invalid_argument("batch: columns do not match the number of packets");
   }
   SplitCounts c;
+  for (std::size_t i = 0; i < n; ++i) c.min_ts = std::min(c.min_ts, batch.ts_ns[i]);
   const std::uint32_t net = inside_net & inside_mask;
   std::uint16_t* port = batch.port.data();
   for (std::size_t i = 0; i < n; ++i) {
@@ -319,6 +321,7 @@ bool decide_new_flows(packet::PacketBatch& batch, flow::FlowTable& out, flow::Fl
       continue;
     }
     NatRecord* rec = record_at(out, s);
+    if (buf.armed != nullptr) buf.armed[s] = 1;  // a new record's deadline leaves 0 here
     refresh(rec, batch.ts_ns[r], batch.tcp_flags[r], cfg, undo);
     undo = sc.undo.data();
     sc.rw_idx[nrw] = r;
@@ -387,7 +390,17 @@ NatFastResult nat_fast_path(packet::PacketBatch& batch, flow::FlowTable& out, fl
   out.lookup_or_insert_rows(batch.key.data(), batch.flow_id.data(), ts, nullptr, np, oidx, n_out, slots, is_new);
   FastScratch::Undo* undo = sc.undo.data();
   std::size_t nrw = 0, ndef = 0;
+  // the records are scattered over the value array: keep several misses in flight
+  constexpr std::size_t kAhead = 8;
+  auto prefetch_out = [&](std::size_t j) {
+    if (slots[j] < out_cap) __builtin_prefetch(record_at(out, slots[j]), 1);
+  };
+  for (std::size_t j = 0; j < n_out; ++j) {  // start every record's fetch now, into L2
+    if (slots[j] < out_cap) __builtin_prefetch(record_at(out, slots[j]), 1, 2);
+  }
+  for (std::size_t j = 0; j < std::min(n_out, kAhead); ++j) prefetch_out(j);
   for (std::size_t j = 0; j < n_out; ++j) {
+    if (j + kAhead < n_out) prefetch_out(j + kAhead);
     const std::uint32_t s = slots[j];
     const std::uint32_t r = oidx[j];
     if (s >= out_cap || is_new[j] || buf.mark[s]) {
@@ -399,6 +412,7 @@ NatFastResult nat_fast_path(packet::PacketBatch& batch, flow::FlowTable& out, fl
       continue;
     }
     NatRecord* rec = record_at(out, s);
+    if (buf.armed != nullptr && rec->deadline == 0) buf.armed[s] = 1;
     if (!refresh(rec, ts[r], tflags[r], cfg, undo)) {
       res.out_expired = true;
       break;
@@ -446,24 +460,44 @@ NatFastResult nat_fast_path(packet::PacketBatch& batch, flow::FlowTable& out, fl
   FastScratch::Undo* const undo0 = sc.undo.data();
   undo = undo0;
   nrw = 0;
+  // two dependent misses per packet (reply value -> outbound record): first resolve every hit's
+  // outbound slot (prefetching the reply values ahead), then walk the records prefetching ahead
+  const std::uint32_t in_cap = static_cast<std::uint32_t>(in.capacity());
+  std::uint32_t* oslot = sc.islots.data();
+  constexpr std::size_t kValAhead = 16;
+  for (std::size_t q = 0; q < std::min(nrows, kValAhead); ++q) {
+    if (slots[q] < in_cap) __builtin_prefetch(in_vals + slots[q], 0);
+  }
+  for (std::size_t q = 0; q < nrows; ++q) {
+    if (q + kValAhead < nrows && slots[q + kValAhead] < in_cap) __builtin_prefetch(in_vals + slots[q + kValAhead], 0);
+    oslot[q] = slots[q] < in_cap ? in_vals[slots[q]] : flow::kNoSlot;
+    // and start every record's fetch now, into L2 (a batch's records fit there many times over)
+    if (oslot[q] < out_cap) __builtin_prefetch(record_at(out, oslot[q]), 1, 2);
+  }
+  auto prefetch_in_rec = [&](std::size_t q) {
+    if (oslot[q] < out_cap) __builtin_prefetch(record_at(out, oslot[q]), 1);
+  };
+  for (std::size_t q = 0; q < std::min(nrows, kAhead); ++q) prefetch_in_rec(q);
   std::size_t k = 0;  // position in rows
   for (std::size_t j = 0; j < n_in; ++j) {
     const std::uint32_t r = iidx[j];
+    if (k + kAhead < nrows) prefetch_in_rec(k + kAhead);
     if (k >= nrows || rows[k] != r) {  // flagged for a forward: deferred
       buf.in_idx[idef++] = r;
       continue;
     }
-    const std::uint32_t is = slots[k++];
+    const std::uint32_t is = slots[k];
+    const std::uint32_t os = oslot[k++];
     if (is == flow::kNoSlot) {
       buf.in_idx[idef++] = r;
       continue;
     }
-    const std::uint32_t os = in_vals[is];
     if (os >= out_cap) {  // not a reply entry of `out`: the caller's slow path reports it
       buf.in_idx[idef++] = r;
       continue;
     }
     NatRecord* rec = record_at(out, os);
+    if (buf.armed != nullptr && rec->deadline == 0) buf.armed[os] = 1;
     if (!refresh(rec, ts[r], tflags[r], cfg, undo)) {
       res.in_expired = true;
       break;
@@ -485,7 +519,7 @@ NatFastResult nat_fast_path(packet::PacketBatch& batch, flow::FlowTable& out, fl
   return res;
 }
 
-std::size_t nat_expired(flow::FlowTable& out, std::uint64_t now, std::uint32_t* slots) {
+std::size_t nat_expired(flow::FlowTable& out, std::uint64_t now, std::uint32_t* slots, std::uint8_t* armed) {
   if (out.config().value_size != sizeof(NatRecord)) {
     throw std::invalid_argument("out: values must be 32-byte NAT records, got " +
                                 std::to_string(out.config().value_size) + " bytes");
@@ -493,12 +527,36 @@ std::size_t nat_expired(flow::FlowTable& out, std::uint64_t now, std::uint32_t* 
   const std::size_t cap = out.capacity();
   const flow::FlowEntry* e = out.entries();
   const std::uint8_t* v = out.values();
-  std::size_t k = 0;
-  for (std::size_t s = 0; s < cap; ++s) {
+  auto deadline_of = [v](std::size_t s) {
     std::uint64_t d;
     std::memcpy(&d, v + s * sizeof(NatRecord) + offsetof(NatRecord, deadline), sizeof d);
-    if (d != 0 && d <= now && (e[s].state & flow::FlowEntry::kLive)) slots[k++] = static_cast<std::uint32_t>(s);
+    return d;
+  };
+  std::size_t k = 0;
+  if (armed == nullptr) {
+    for (std::size_t s = 0; s < cap; ++s) {
+      const std::uint64_t d = deadline_of(s);
+      if (d != 0 && d <= now && (e[s].state & flow::FlowEntry::kLive)) slots[k++] = static_cast<std::uint32_t>(s);
+    }
+    return k;
   }
+  auto visit = [&](std::size_t t) {
+    if (armed[t] == 0) return;
+    const std::uint64_t d = deadline_of(t);
+    if (d == 0 || (e[t].state & flow::FlowEntry::kLive) == 0) {
+      armed[t] = 0;  // nothing to expire here until the deadline leaves 0 again
+    } else if (d <= now) {
+      slots[k++] = static_cast<std::uint32_t>(t);
+    }
+  };
+  std::size_t s = 0;
+  for (; s + 8 <= cap; s += 8) {  // skip unarmed slots eight at a time
+    std::uint64_t word;
+    std::memcpy(&word, armed + s, sizeof word);
+    if (word == 0) continue;
+    for (std::size_t t = s; t < s + 8; ++t) visit(t);
+  }
+  for (; s < cap; ++s) visit(s);
   return k;
 }
 

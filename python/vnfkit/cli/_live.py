@@ -10,9 +10,9 @@ from typing import Any
 
 from ._common import SubParsers, int_arg, one_line_errors, positive_float_arg
 
-#: Recovery strategies and stable storages this command implements today.
-STRATEGIES = ("none",)
-STORAGES = ("none",)
+#: Recovery strategies and stable storages this command implements.
+STRATEGIES = ("none", "replay")
+STORAGES = ("none", "redis", "file", "memory")
 
 
 def add(sub: SubParsers) -> None:
@@ -23,7 +23,10 @@ def add(sub: SubParsers) -> None:
                                    "--outside-peer) as destination. It does not answer ARP: the hosts on "
                                    "each side need a static neighbour entry for the interface they send to "
                                    "(vnfkit.testbed sets them). Runs until SIGINT/SIGTERM or --duration, "
-                                   "then prints a JSON summary on stdout.")
+                                   "then prints a JSON summary on stdout. With --strategy replay a master "
+                                   "and a passive backup run as two process groups over stable storage "
+                                   "(checkpoint + input/determinant logs + output commit); when the master "
+                                   "dies the backup restores, replays and takes over the same interfaces.")
     p.add_argument("nf", choices=("mazunat",), help="which middlebox (MazuNAT: inside = private side)")
     p.add_argument("--inside", required=True, help="interface on the private side (internal_net)")
     p.add_argument("--outside", required=True, help="interface on the public side (public_addr)")
@@ -33,15 +36,63 @@ def add(sub: SubParsers) -> None:
                    help="MAC of the next hop on the outside (the upstream router, or the server)")
     p.add_argument("--config", default=None, help="JSON file with MazuNAT configuration keys (public_addr, ...)")
     p.add_argument("--strategy", choices=STRATEGIES, default="none",
-                   help="recovery strategy: only 'none' for now (no checkpoint, no replay; the "
-                        "replay/checkpoint strategies are not wired to live interfaces yet)")
-    p.add_argument("--storage", choices=STORAGES, default="none",
-                   help="stable storage for recovery: only 'none' for now (goes with --strategy none)")
+                   help="recovery strategy: 'none' (one process, no fault tolerance) or 'replay' "
+                        "(checkpoint + replay: master and backup processes, output commit)")
+    p.add_argument("--storage", choices=STORAGES, default=None,
+                   help="stable storage for --strategy replay: 'redis' (a private primary + replica "
+                        "started and stopped by this command, WAIT 1) or 'file' (fdatasync); 'memory' "
+                        "cannot outlive the master's process and is refused here (default: redis with "
+                        "replay, none without)")
+    p.add_argument("--storage-dir", default=None, help="directory for --storage file (must not exist or be "
+                                                       "empty; default: a temporary one, removed on exit)")
+    p.add_argument("--checkpoint-ms", type=positive_float_arg, default=50.0,
+                   help="checkpoint interval with --strategy replay (default 50)")
+    p.add_argument("--heartbeat-timeout-ms", type=positive_float_arg, default=500.0,
+                   help="declare a master whose heartbeat is this old hung (its death is seen at once)")
     p.add_argument("--batch", type=int_arg(1, 4096), default=256, help="most frames per receive call")
     p.add_argument("--duration", type=positive_float_arg, default=None, help="stop after this many seconds")
     p.add_argument("--quiet", action="store_true", help="no 'ready' line on stderr")
     p.set_defaults(func=run)
     one_line_errors(p, "live")
+
+
+def check_combination(args: argparse.Namespace) -> str:
+    """The storage the strategy uses, or ValueError naming the bad combination."""
+    storage = args.storage if args.storage is not None else ("redis" if args.strategy == "replay" else "none")
+    if args.strategy == "none" and storage != "none":
+        raise ValueError(f"--storage {storage}: needs --strategy replay (--strategy none keeps no state to store)")
+    if args.strategy == "replay" and storage == "none":
+        raise ValueError("--storage none: --strategy replay needs stable storage (redis or file)")
+    if storage == "memory":
+        raise ValueError("--storage memory: in-process storage dies with the master's process; the live "
+                         "master and backup are separate processes, use --storage redis or file")
+    if args.storage_dir is not None and storage != "file":
+        raise ValueError(f"--storage-dir: only with --storage file (got --storage {storage})")
+    if args.inside == args.outside:
+        raise ValueError(f"--inside/--outside: must be two different interfaces, got {args.inside!r} twice")
+    return storage
+
+
+def run_replay(args: argparse.Namespace, cfg: dict[str, Any], storage: str) -> int:
+    from ..io.live import open_socket
+    from ..live.supervisor import run_failover
+    from ..nfs.mazunat import MazuNAT
+    from ..state import SharedState
+    from ..vnf import Context
+
+    try:  # bad configuration and missing interfaces / permissions fail here, before any process starts
+        MazuNAT().setup(Context(0, 1, shared=SharedState(), logged=False), **cfg)
+    except TypeError as exc:
+        raise ValueError(str(exc)) from None
+    for ifname in (args.inside, args.outside):
+        open_socket(ifname, batch=1).close()
+    summary = run_failover(inside=args.inside, outside=args.outside, inside_peer=args.inside_peer,
+                           outside_peer=args.outside_peer, config=cfg, storage=storage, storage_dir=args.storage_dir,
+                           batch=args.batch, checkpoint_ms=args.checkpoint_ms,
+                           heartbeat_timeout_ms=args.heartbeat_timeout_ms, duration_s=args.duration,
+                           quiet=args.quiet, label=f"vnfkit live {args.nf}")
+    print(json.dumps({"nf": args.nf, **summary}), flush=True)
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -55,6 +106,9 @@ def run(args: argparse.Namespace) -> int:
     inside_peer = parse_mac(args.inside_peer, "--inside-peer")
     outside_peer = parse_mac(args.outside_peer, "--outside-peer")
     cfg = load_config(args.config)
+    storage = check_combination(args)
+    if args.strategy == "replay":
+        return run_replay(args, cfg, storage)
     ctx = Context(0, 1, shared=SharedState(), control=ControlState(), logged=False)
     vnf = MazuNAT()
     try:

@@ -44,6 +44,10 @@ def add(sub: SubParsers) -> None:
     p.add_argument("--runtime", choices=("thread", "process"), default="thread",
                    help="the master: the thread runner crashed as a whole at a batch and phase, or worker "
                         "processes of which one is SIGKILLed between two batches or 0-2 ms into one")
+    p.add_argument("--backup", choices=("cold", "warm", "hot"), default="cold",
+                   help="(--runtime process) the passive backup: restores and replays everything at the failover "
+                        "(cold), restores each checkpoint as it commits (warm), or also replays each group commit "
+                        "as it becomes stable, so that only the batches in flight are left to replay (hot)")
     p.add_argument("--storage", choices=("memory", "file", "redis"), default="memory",
                    help="stable storage: in-process, files with fsync, or a private Redis primary + replica")
     p.add_argument("--packets", type=int_arg(1000, 1 << 24), default=20_000, help="packets per trial")
@@ -113,6 +117,8 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--json: {args.json} is a directory")
         if os.path.exists(args.json) and not args.force:
             raise ValueError(f"--json: {args.json} exists (pass --force to overwrite it)")
+    if args.backup != "cold" and args.runtime != "process":
+        raise ValueError("--backup: warm and hot backups need --runtime process")
     if args.packets < 4 * args.batch:
         raise ValueError(f"--packets: need at least 4 batches of --batch {args.batch} for a crash point inside the run")
     interval = args.checkpoint_interval_ms / 1e3
@@ -120,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     master = "worker processes, one SIGKILLed" if args.runtime == "process" else "threads, crashed as a whole"
     header = (f"vnfkit recovery-test: {args.nf}, {args.strategy}, {args.trials} trials, seed {args.seed}, "
-              f"{args.queues} workers ({master}), {args.storage} storage, {args.packets} packets in batches of {args.batch}, "
+              f"{args.queues} workers ({master}), {args.backup} backup, {args.storage} storage, {args.packets} packets in batches of {args.batch}, "
               f"checkpoint every {args.checkpoint_interval_ms:g} ms of packet time")
     print(header, flush=True)
 
@@ -139,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
 
             results = random_process_trials(args.nf, args.strategy, args.trials, args.seed, packets=args.packets,
                                             batch=args.batch, queues=args.queues, checkpoint_interval_s=interval,
-                                            storage=factory, on_trial=on_trial)
+                                            storage=factory, on_trial=on_trial, backup_mode=args.backup)
         else:
             results = run_trials(args.nf, args.strategy, args.trials, args.seed, packets=args.packets,
                                  batch=args.batch, queues=args.queues, checkpoint_interval_s=interval,
@@ -165,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
         console.print("incorrect trials by violation: " + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items())))
     if args.json is not None:
         doc = {"nf": args.nf, "strategy": args.strategy, "seed": args.seed, "queues": args.queues,
-               "runtime": args.runtime,
+               "runtime": args.runtime, "backup": args.backup,
                "storage": args.storage, "packets_per_trial": args.packets, "batch": args.batch,
                "checkpoint_interval_ms": args.checkpoint_interval_ms, "wall_s": wall, **s,
                "results": [{**r.summary(), "violations": r.verdict.violations} for r in results]}

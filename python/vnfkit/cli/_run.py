@@ -27,7 +27,9 @@ def add(sub: SubParsers) -> None:
     p.add_argument("--backend", choices=("process", "thread"), default="process",
                    help="workers: one process per queue (default) or one thread per queue (GIL-bound, for debugging)")
     p.add_argument("--config", default=None, help="JSON file with configuration keys (see the NF's DEFAULTS)")
-    p.add_argument("--chunk", type=int_arg(1, 1 << 24), default=8192, help="packets per batch")
+    p.add_argument("--chunk", type=int_arg(1, 1 << 24), default=8192, help="packets read from the pcap per batch")
+    p.add_argument("--batch", type=int_arg(1, 1 << 20), default=1024,
+                   help="process backend: packets per slab handed to a worker (B; an offline run favours large ones)")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.set_defaults(func=run)
     one_line_errors(p, "run")
@@ -99,7 +101,9 @@ def run(args: argparse.Namespace) -> int:
     source.check_parsable()
     size = os.path.getsize(args.inp)
     try:
-        runner = Runner(cls, backend=args.backend, queues=args.queues, config=cfg, logged=False, classifier=classifier_for(args.queues))
+        kw: dict[str, Any] = {"batch_size": args.batch} if args.backend == "process" else {}
+        runner = Runner(cls, backend=args.backend, queues=args.queues, config=cfg, logged=False,
+                        classifier=classifier_for(args.queues), **kw)
     except TypeError as exc:  # unknown config keys etc. are configuration errors
         raise ValueError(str(exc)) from None
 

@@ -117,6 +117,13 @@ class Backup:
         self.on_replayed = on_replayed
         self._live_states = [ctx.state for ctx in self.contexts]  # put back when a replay ends
         self.live = False
+        self._ckpt: Checkpoint | None = None  # the newest checkpoint seen (restored, or overtaken by replay)
+        self._ckpt_offset = -1
+        self._next_seq = 0  # the first input batch not reflected in this backup's state
+        self._positions = [0] * queues  # every worker's log position in that state
+        #: checkpoints restored so far, and batches replayed ahead of a failure (:meth:`stage`)
+        self.restored_epochs = 0
+        self.followed_batches = 0
 
     def _process(self, batch: Any) -> list[tuple[int, Any]]:
         batch.parse()
@@ -129,44 +136,103 @@ class Backup:
             outs.append((q, sub))
         return outs
 
-    def recover(self, storage: StableStorage | None, strategy: str) -> RecoveryReport:
-        rep = RecoveryReport()
-        ckpt = latest_checkpoint(storage) if storage is not None and strategy != "none" else None
+    def stage(self, storage: StableStorage, *, follow: bool = False) -> float:
+        """Get ahead of a failure, while the master still runs; returns the seconds it took.
+
+        Restores the newest stable checkpoint if it is newer than what this backup holds (a *warm*
+        backup: no restore is left for the failover). With `follow` it also replays, outputs
+        suppressed, every stable input batch past that whose determinant record is stable too (a
+        *hot* backup, which tracks the master one group commit behind: the failover replays only
+        the tail). Call it between the master's group commits; never after :meth:`recover`."""
+        if self.live:
+            raise RuntimeError("backup: stage() after recover()")
         t0 = time.perf_counter()
-        if ckpt is not None:
+        self._stage_checkpoint(storage)
+        if follow and self._ckpt is not None:
+            dets = dict(storage.read(DET_STREAM, self._next_seq))
+            if dets:
+                inputs = [(seq, rec) for seq, rec in storage.read(INPUT_STREAM, self._next_seq) if seq in dets]
+                ahead = RecoveryReport()
+                self._replay_run(inputs, dets, ahead)
+                self.followed_batches += ahead.replayed_batches
+        return time.perf_counter() - t0
+
+    def _stage_checkpoint(self, storage: StableStorage) -> Checkpoint | None:
+        """Restore the newest checkpoint unless this backup is already at or past its cut."""
+        recs = storage.read(CKPT_STREAM)
+        if not recs:
+            return None
+        if self._ckpt is not None and recs[-1][0] == self._ckpt_offset:
+            return self._ckpt  # seen already
+        ckpt = Checkpoint.from_bytes(recs[-1][1])
+        self._ckpt_offset = recs[-1][0]
+        if self._ckpt is None or ckpt.next_input > self._next_seq:
             restore_checkpoint(ckpt, self.vnfs, self.contexts, self.shared)
+            self._next_seq = ckpt.next_input
+            self._positions = list(ckpt.positions)
+            self.restored_epochs += 1
+        self._ckpt = ckpt
+        return ckpt
+
+    def _replay_run(self, inputs: list[tuple[int, bytes]], dets: dict[int, bytes],
+                    rep: RecoveryReport) -> list[tuple[int, bytes]]:
+        """Replay the leading run of `inputs` (in order, from ``self._next_seq`` on) that have a
+        determinant record, every record forced by one Replayer; returns the inputs after it."""
+        run: list[tuple[int, list[bytes]]] = []
+        rest_at = len(inputs)
+        for i, (seq, rec) in enumerate(inputs):
+            if seq != self._next_seq + len(run) or seq not in dets:
+                rest_at = i
+                break
+            run.append((seq, decode_det(dets[seq])[1]))
+        if not run:
+            return inputs[rest_at:]
+        chunks = [c for _, cs in run for c in cs if c]
+        if chunks:
+            rp = Replayer(self.shared, chunks, start_positions=dict(enumerate(self._positions)))
+            for q, ctx in enumerate(self.contexts):
+                # the replay context takes the place of ctx.state, which is what every VNF uses
+                # (start_positions names every worker)
+                ctx.state = rp.context(q)
+        else:
+            rp = None
+        try:
+            for (seq, rec), (_, cs) in zip(inputs, run):
+                batch = decode_batch(rec)
+                for q, sub in self._process(batch):
+                    if self.on_replayed is not None:
+                        self.on_replayed(q, sub)
+                rep.replayed_batches += 1
+                rep.replayed_packets += len(batch)
+        finally:
+            self._end_replay(rp)
+        for c in chunks:
+            for thread, first, recs in parse_log_chunks(c):
+                self._positions[thread] = max(self._positions[thread], first + len(recs))
+        self._next_seq = run[-1][0] + 1
+        return inputs[rest_at:]
+
+    def recover(self, storage: StableStorage | None, strategy: str) -> RecoveryReport:
+        """Fail over: restore (unless :meth:`stage` did), replay, re-execute, go live (module docstring)."""
+        rep = RecoveryReport()
+        t0 = time.perf_counter()
+        ckpt = None
+        if storage is not None and strategy != "none":
+            ckpt = self._stage_checkpoint(storage)
+        if ckpt is not None:
             rep.checkpoint_epoch = ckpt.epoch
-            rep.next_seq = ckpt.next_input
+        rep.next_seq = self._next_seq
         rep.restore_s = time.perf_counter() - t0
         t1 = time.perf_counter()
         if strategy == "replay" and ckpt is not None and storage is not None:
-            inputs = storage.read(INPUT_STREAM, ckpt.next_input)
-            dets = {seq: decode_det(rec)[1] for seq, rec in storage.read(DET_STREAM, ckpt.next_input)}
-            chunks = [c for seq in sorted(dets) for c in dets[seq] if c]
-            rp = Replayer(self.shared, chunks, start_positions=dict(enumerate(ckpt.positions))) if chunks else None
-            replaying = rp is not None
-            for seq, rec in inputs:
-                batch = decode_batch(rec)
-                if replaying and seq in dets:
-                    assert rp is not None
-                    for q, ctx in enumerate(self.contexts):
-                        # the replay context takes the place of ctx.state, which is what every VNF uses
-                        # (start_positions names every worker)
-                        ctx.state = rp.context(q)
-                    for q, sub in self._process(batch):
-                        if self.on_replayed is not None:
-                            self.on_replayed(q, sub)
-                    rep.replayed_batches += 1
-                    rep.replayed_packets += len(batch)
-                else:
-                    if replaying:
-                        self._end_replay(rp)
-                        replaying = False
-                    rep.outputs.extend(self._process(batch))
-                    rep.reexecuted_batches += 1
-                rep.next_seq = seq + 1
-            if replaying:
-                self._end_replay(rp)
+            inputs = storage.read(INPUT_STREAM, self._next_seq)
+            dets = dict(storage.read(DET_STREAM, self._next_seq))
+            rest = self._replay_run(inputs, dets, rep)
+            for seq, rec in rest:
+                rep.outputs.extend(self._process(decode_batch(rec)))
+                rep.reexecuted_batches += 1
+                self._next_seq = seq + 1
+            rep.next_seq = self._next_seq
         rep.replay_s = time.perf_counter() - t1
         self.live = True
         return rep

@@ -20,7 +20,7 @@ from typing import Any
 
 from .checkpoint import take_checkpoint
 
-__all__ = ["ForkedCheckpoint", "fork_checkpoint"]
+__all__ = ["ForkedCheckpoint", "collect_image", "fork_checkpoint", "worker_fork_image", "worker_reap"]
 
 
 class ForkedCheckpoint:
@@ -77,3 +77,65 @@ def fork_checkpoint(vnfs: Sequence[Any], contexts: Sequence[Any], shared: Any, p
         finally:
             os._exit(code)
     return ForkedCheckpoint(pid, path, time.perf_counter() - t0)
+
+
+# ---- copy-on-write checkpoints of worker processes (run inside a worker through ProcessRunner.call_workers)
+_children: list[int] = []  # this worker's checkpoint children not reaped yet
+
+
+def _reap() -> None:
+    for pid in list(_children):
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done:
+            _children.remove(pid)
+
+
+def worker_fork_image(vnf: Any, ctx: Any, prefix: str) -> tuple[int, int, float]:
+    """At this worker's batch boundary: fork; the child images the worker's tables and VNF state
+    (``(tables, vnf_state)`` pickled) into ``f"{prefix}-{ctx.queue}"`` and exits, while the worker drains its log and
+    goes on. Returns (child pid, log position of the cut, seconds the fork took). The file appears
+    (atomically renamed into place) only when it is whole; :func:`collect_image` reads it."""
+    import pickle
+
+    _reap()
+    path = f"{prefix}-{ctx.queue}"
+    pos = int(ctx.state.position) if ctx.state is not None else 0
+    t0 = time.perf_counter()
+    pid = os.fork()
+    if pid == 0:  # a frozen copy of this worker at the cut
+        code = 1
+        try:
+            blob = pickle.dumps(({name: t.snapshot() for name, t in ctx.tables.items()}, vnf.snapshot()), protocol=5)
+            tmp = path + ".tmp"
+            with open(tmp, "wb") as f:
+                f.write(blob)
+            os.replace(tmp, path)
+            code = 0
+        finally:
+            os._exit(code)
+    fork_s = time.perf_counter() - t0
+    _children.append(pid)
+    if ctx.state is not None:
+        ctx.state.drain_chunk()  # the dispatcher has read every record up to the cut
+    return pid, pos, fork_s
+
+
+def worker_reap(vnf: Any, ctx: Any) -> int:
+    """Reap this worker's finished checkpoint children; returns how many are still running."""
+    _reap()
+    return len(_children)
+
+
+def collect_image(path: str | os.PathLike[str]) -> tuple[dict[str, bytes], dict[str, Any]] | None:
+    """The image a worker's checkpoint child wrote to `path` (removing the file), or None if it is
+    not there yet."""
+    import pickle
+
+    p = Path(path)
+    try:
+        blob = p.read_bytes()
+    except FileNotFoundError:
+        return None
+    p.unlink()
+    tables, state = pickle.loads(blob)
+    return tables, state

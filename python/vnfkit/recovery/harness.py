@@ -56,6 +56,12 @@ class TrialResult:
     held_at_crash: int = 0
     lost_batches: int = 0
     checkpoint_pauses_s: list[float] = field(default_factory=list)
+    #: seconds each fork of a copy-on-write checkpoint took (the slowest worker's), if any
+    checkpoint_fork_s: list[float] = field(default_factory=list)
+    #: wall time of the master's loop over the batches (seconds), set by the process master
+    master_s: float = 0.0
+    #: seconds the passive backup spent getting ahead of the failure, per call (warm / hot backups)
+    backup_stage_s: list[float] = field(default_factory=list)
     storage_events: list[str] = field(default_factory=list)
     false_suspicions: int = 0
     #: id of the first packet of the crash batch, and that batch's packet time since the trace began (ms)

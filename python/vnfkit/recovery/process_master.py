@@ -26,6 +26,7 @@ live on the rest of the traffic. The oracle judges every released packet.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -36,6 +37,7 @@ import numpy as np
 from ..runtime import WorkerError
 from .backup import CKPT_STREAM, DET_STREAM, Backup, det_ranges, encode_det
 from .checkpoint import Checkpoint
+from .cow import collect_image, worker_fork_image, worker_reap
 from .detector import FailureDetector, HeartbeatBoard
 from .harness import TrialResult, _key_rows, _record
 from .input_log import INPUT_STREAM, InputHandler
@@ -45,9 +47,15 @@ from .storage.base import StableStorage
 from .storage.memory import MemoryStorage
 from .workloads import Workload
 
-__all__ = ["PROCESS_PHASES", "process_trial", "random_process_trials", "worker_snapshot", "worker_visible"]
+__all__ = ["BACKUP_MODES", "CHECKPOINT_MODES", "PROCESS_PHASES", "process_trial", "random_process_trials", "worker_snapshot", "worker_visible"]
 
 PROCESS_PHASES = ("between-batches", "mid-batch")
+#: How far ahead of a failure the passive backup gets: nothing, each checkpoint, or each group commit.
+BACKUP_MODES = ("cold", "warm", "hot")
+#: How a checkpoint images the workers: shipped back through the pipes, or written by a fork of each.
+CHECKPOINT_MODES = ("sync", "fork")
+#: The interpreter's thread switch interval during a trial (seconds).
+DETECTOR_SWITCH_S = 0.0002
 
 
 # ---- run inside a worker process (through ProcessRunner.call_workers)
@@ -87,13 +95,24 @@ def _merge_visible(parts: Sequence[dict[str, dict[Any, int]]]) -> dict[str, dict
 def process_trial(w: Workload, crash_at: int | None, phase: str = "mid-batch", *, kill_worker: int = 0,
                   delay_s: float = 0.0, strategy: str = "replay", queues: int = 2,
                   storage: StableStorage | None = None, checkpoint_every: int = 8,
-                  checkpoint_interval_s: float | None = None, sync_timeout_s: float = 1.0) -> TrialResult:
+                  checkpoint_interval_s: float | None = None, sync_timeout_s: float = 1.0,
+                  backup_mode: str = "cold", checkpoint_mode: str = "sync", oracle: bool = True) -> TrialResult:
     """Run `w` on a process master; SIGKILL worker `kill_worker` at input batch `crash_at` (see the
     module docstring; ``mid-batch``: `delay_s` after that batch's dispatch began); fail over; judge.
     Checkpoints every `checkpoint_every` batches, or with `checkpoint_interval_s` whenever that much
-    packet time has passed since the last one."""
+    packet time has passed since the last one. `backup_mode` (:data:`BACKUP_MODES`): ``cold``
+    restores and replays everything at the failover; ``warm`` restores each checkpoint as it
+    commits; ``hot`` also replays each group commit as it becomes stable (:meth:`.backup.Backup.stage`),
+    so the failover replays only what was in flight. The time staging took is in
+    ``result.backup_stage_s``. `checkpoint_mode` (:data:`CHECKPOINT_MODES`): ``sync`` ships each
+    worker's image back while the master waits; ``fork`` pauses the master only for a ``fork()`` of
+    each worker, whose child writes the image (copy-on-write, as Redis's BGSAVE) -- the checkpoint
+    commits when every image is in. Pauses are in ``result.checkpoint_pauses_s``. Without `oracle`
+    (only with no crash) nothing is recorded for the oracle, so that ``result.master_s``, the wall
+    time of the master's loop over every batch, is what fault tolerance costs (:mod:`benches.bench_recovery`)."""
     import os
     import signal
+    import tempfile
 
     from ..runtime.process import ProcessRunner
 
@@ -102,6 +121,12 @@ def process_trial(w: Workload, crash_at: int | None, phase: str = "mid-batch", *
         raise ValueError(f"phase: expected one of {list(PROCESS_PHASES)}, got {phase!r}")
     if crash_at is not None and not 0 <= crash_at < len(w.batches):
         raise ValueError(f"crash_at: must be in [0, {len(w.batches)}), got {crash_at}")
+    if not oracle and crash_at is not None:
+        raise ValueError("oracle: a crash needs the oracle (oracle=False is for cost runs with crash_at=None)")
+    if backup_mode not in BACKUP_MODES:
+        raise ValueError(f"backup_mode: expected one of {list(BACKUP_MODES)}, got {backup_mode!r}")
+    if checkpoint_mode not in CHECKPOINT_MODES:
+        raise ValueError(f"checkpoint_mode: expected one of {list(CHECKPOINT_MODES)}, got {checkpoint_mode!r}")
     if not 0 <= kill_worker < queues:
         raise ValueError(f"kill_worker: must be in [0, {queues}), got {kill_worker}")
     st = storage if storage is not None else MemoryStorage()
@@ -113,11 +138,15 @@ def process_trial(w: Workload, crash_at: int | None, phase: str = "mid-batch", *
     side = [0]
 
     def on_release(q: int, b: Any) -> None:
-        _record(released, in_keys, b, side[0])
+        if oracle:
+            _record(released, in_keys, b, side[0])
+        else:
+            res.released_master += len(b)
 
     out = OutputHandler(strategy, queues, queues, on_release)
     backup = Backup(w.vnf, w.config, queues)  # passive, ready before the crash
     inp = InputHandler(st if logged else None)
+    tmp = tempfile.TemporaryDirectory(prefix="vnfkit-ckpt-")  # the workers' fork images
     runner = ProcessRunner(w.vnf, queues=queues, config=w.config, parse=False, logged=logged, keep_log=logged,
                            assign_ids=False)
     shared = runner.shared_state
@@ -148,27 +177,68 @@ def process_trial(w: Workload, crash_at: int | None, phase: str = "mid-batch", *
                 out.ack_determinants(thread, first, count)
         out.input_acked(st.acked(INPUT_STREAM))
 
-    def checkpoint(next_input: int) -> None:
-        t0 = time.perf_counter()
-        snaps = runner.call_workers(worker_snapshot)
-        ck = Checkpoint(epoch[0], next_input, inp.next_id - 1, [s[2] for s in snaps], shared.snapshot(),
-                        [s[0] for s in snaps], [s[1] for s in snaps])
-        ck.pause_s = time.perf_counter() - t0
-        res.checkpoint_pauses_s.append(ck.pause_s)
-        epoch[0] += 1
-        if logged:
-            read_pos[:] = [s[2] for s in snaps]  # the workers drained up to here
+    def commit_checkpoint(ck: Checkpoint) -> None:
         off = st.append(CKPT_STREAM, ck.to_bytes())
         r = st.sync(sync_timeout_s)
         if not r.ok:
             res.storage_events.append(f"checkpoint {ck.epoch}: {r.status}: {r.detail}")
             return
         acks()
-        out.checkpoint_committed(next_input)
+        out.checkpoint_committed(ck.next_input)
         st.truncate(CKPT_STREAM, off)
         if logged:
-            st.truncate(INPUT_STREAM, next_input)
-            st.truncate(DET_STREAM, next_input)
+            st.truncate(INPUT_STREAM, ck.next_input)
+            st.truncate(DET_STREAM, ck.next_input)
+
+    forking: list[tuple[Checkpoint, str]] = []  # fork checkpoints whose images are being written
+
+    def collect(wait: bool) -> None:
+        """Commit the fork checkpoint in progress once every worker's image is in."""
+        while forking:
+            ck, prefix = forking[0]
+            deadline = time.monotonic() + 30.0
+            while True:
+                missing = [q for q in range(queues) if not ck.tables[q] and not os.path.exists(f"{prefix}-{q}")]
+                if not missing or not wait:
+                    break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"checkpoint {ck.epoch}: worker images {missing} not written within 30 s")
+                time.sleep(0.0002)
+            if missing:
+                return
+            for q in range(queues):
+                img = collect_image(f"{prefix}-{q}")
+                if img is not None:
+                    ck.tables[q], ck.vnf_state[q] = img
+            forking.pop(0)
+            commit_checkpoint(ck)
+
+    def checkpoint(next_input: int) -> None:
+        if forking:
+            collect(wait=True)  # one image in progress at a time
+        t0 = time.perf_counter()
+        if checkpoint_mode == "fork":
+            prefix = os.path.join(tmp.name, f"ckpt-{epoch[0]}")
+            forks = runner.call_workers(worker_fork_image, prefix)
+            positions = [f[1] for f in forks]
+            ck = Checkpoint(epoch[0], next_input, inp.next_id - 1, positions, shared.snapshot(),
+                            [{} for _ in range(queues)], [{} for _ in range(queues)])
+            res.checkpoint_fork_s.append(max(f[2] for f in forks))
+        else:
+            snaps = runner.call_workers(worker_snapshot)
+            positions = [s[2] for s in snaps]
+            ck = Checkpoint(epoch[0], next_input, inp.next_id - 1, positions, shared.snapshot(),
+                            [s[0] for s in snaps], [s[1] for s in snaps])
+        ck.pause_s = time.perf_counter() - t0
+        res.checkpoint_pauses_s.append(ck.pause_s)
+        epoch[0] += 1
+        if logged:
+            read_pos[:] = positions  # the workers drained up to here
+        if checkpoint_mode == "fork":
+            forking.append((ck, prefix))
+            collect(wait=False)
+        else:
+            commit_checkpoint(ck)
 
     def due(i: int, batch: Any) -> bool:
         if checkpoint_interval_s is None:
@@ -182,16 +252,23 @@ def process_trial(w: Workload, crash_at: int | None, phase: str = "mid-batch", *
     last_ckpt_ts = [trace_t0]
     crashed = False
     timer: threading.Timer | None = None
+    # The detector thread stamps a death when it gets the GIL: a short switch interval (default
+    # 5 ms) bounds how long the dispatcher's Python code can keep it waiting.
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(DETECTOR_SWITCH_S)
     try:
         try:
             if strategy != "none":
                 checkpoint(0)
+                collect(wait=True)  # the first cut is stable before any input
+            t_loop = time.perf_counter()
             for i, batch in enumerate(w.batches):
                 if crash_at == i and phase == "between-batches":
                     do_kill()
                 batch.parse()
                 seq = inp.admit(batch)
-                in_keys.update(zip(batch.packet_id.tolist(), _key_rows(batch)))
+                if oracle:
+                    in_keys.update(zip(batch.packet_id.tolist(), _key_rows(batch)))
                 if logged:
                     acks()  # the input is stable before it is processed
                 if crash_at == i and phase == "mid-batch":
@@ -212,12 +289,18 @@ def process_trial(w: Workload, crash_at: int | None, phase: str = "mid-batch", *
                 for q, b in outs:
                     out.emit(seq, q, b, positions)
                 acks()
-                if out.poll() or strategy in ("none", "checkpoint"):
+                collect(wait=False)
+                if backup_mode == "hot" and strategy != "none":  # before a checkpoint truncates what it follows
+                    res.backup_stage_s.append(backup.stage(st, follow=logged))
+                if out.poll() and oracle or oracle and strategy in ("none", "checkpoint"):
                     visible.update(_merge_visible(runner.call_workers(worker_visible)))
                 if strategy != "none" and due(i, batch):
                     checkpoint(seq + 1)
-                    if out.poll():
+                    if out.poll() and oracle:
                         visible.update(_merge_visible(runner.call_workers(worker_visible)))
+                if backup_mode == "warm" and strategy != "none":
+                    res.backup_stage_s.append(backup.stage(st))  # restores a checkpoint newly committed
+            res.master_s = time.perf_counter() - t_loop
             if kill["t"]:  # killed after the last look: the runtime notices at the next call
                 runner.call_workers(_noop)
         except WorkerError as exc:
@@ -227,8 +310,14 @@ def process_trial(w: Workload, crash_at: int | None, phase: str = "mid-batch", *
         if crash_at is not None and not crashed:
             raise RuntimeError("the killed worker was not reported by the runtime")
         if not crashed:
-            res.released_master = len(released)
+            collect(wait=True)
+            if oracle:
+                res.released_master = len(released)
             res.held_at_crash = out.held()
+            if checkpoint_mode == "fork":
+                deadline = time.monotonic() + 10.0
+                while any(runner.call_workers(worker_reap)) and time.monotonic() < deadline:
+                    time.sleep(0.001)
             runner.close()
             return res
         # ---- the master is gone (the runtime stopped its other workers); storage survives
@@ -261,11 +350,15 @@ def process_trial(w: Workload, crash_at: int | None, phase: str = "mid-batch", *
                             non_monotone=w.non_monotone)
         res.verdict.checked["pidfd_detect_us"] = int((det.events[0][2] - kill["t"]) / 1e3)
         res.verdict.checked["runtime_detect_us"] = int((kill["worker_error_t"] - kill["t"]) / 1e3)
+        res.verdict.checked["backup_restores"] = backup.restored_epochs
+        res.verdict.checked["backup_followed_batches"] = backup.followed_batches
         return res
     finally:
+        sys.setswitchinterval(switch)
         if timer is not None:
             timer.cancel()
         runner.close()
+        tmp.cleanup()
         det.close()
         board.close()
 
@@ -274,9 +367,11 @@ def random_process_trials(nf: str, strategy: str, trials: int, seed: int = 0, *,
                           batch: int = 256, queues: int = 2, checkpoint_every: int = 8,
                           checkpoint_interval_s: float | None = None,
                           storage: Callable[[], StableStorage] = MemoryStorage,
-                          on_trial: Callable[[int, TrialResult], None] | None = None) -> list[TrialResult]:
+                          on_trial: Callable[[int, TrialResult], None] | None = None,
+                          backup_mode: str = "cold") -> list[TrialResult]:
     """`trials` process-master trials, each with a random batch, phase, worker and kill delay
-    (0-2 ms into the batch's dispatch); `storage()` makes each trial's fresh storage."""
+    (0-2 ms into the batch's dispatch); `storage()` makes each trial's fresh storage;
+    `backup_mode`: see :func:`process_trial`."""
     from .workloads import workload
 
     if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
@@ -291,7 +386,8 @@ def random_process_trials(nf: str, strategy: str, trials: int, seed: int = 0, *,
         try:
             r = process_trial(w, crash, phase, kill_worker=int(rng.integers(queues)),
                               delay_s=float(rng.uniform(0, 0.002)), strategy=strategy, queues=queues, storage=st,
-                              checkpoint_every=checkpoint_every, checkpoint_interval_s=checkpoint_interval_s)
+                              checkpoint_every=checkpoint_every, checkpoint_interval_s=checkpoint_interval_s,
+                              backup_mode=backup_mode)
         finally:
             st.close()
         outs.append(r)

@@ -1,6 +1,7 @@
 """The process backend of the runner: one worker process per queue over shared-memory rings.
 
-The calling process is the dispatcher (the "NIC"): it gives every packet a runner-wide id, parses,
+The calling process is the dispatcher (the "NIC", natively: :class:`~vnfkit._core.Dispatcher`, one
+call per input batch with the GIL released): it gives every packet a runner-wide id, parses,
 classifies by RSS and appends each queue's packets into the open slab of that queue's
 :class:`~vnfkit._core.SlabRing` (packet bytes and columns written contiguously into shared
 memory). A queue's slab is handed to its worker when it holds ``batch_size`` packets or when its
@@ -77,6 +78,7 @@ def _cleanup(state: dict[str, Any]) -> None:
             p.join(timeout=5.0)
     for c in state["conns"]:
         c.close()
+    state.pop("dispatcher", None)  # it holds the rings
     state["rings"].clear()
     for seg in state["segments"]:
         seg.close()
@@ -155,7 +157,6 @@ class ProcessRunner(Runner):
             slots *= 2
         if slab_bytes is None:
             slab_bytes = (batch_size * (1536 + 128) + 65536 + 4095) // 4096 * 4096
-        self._next_id = 0
         self._closed = False
         self._cpu_seen = [0] * queues
         self._state: dict[str, Any] = {"procs": [], "conns": [], "rings": [], "segments": [],
@@ -200,6 +201,9 @@ class ProcessRunner(Runner):
             for name, obj in msg[1].items():
                 self.control.setdefault(name, obj)
             self._cpu_seen[q] = msg[2]
+        st["dispatcher"] = _core.Dispatcher(st["rings"], self.classifier, batch_size=self.batch_size,
+                                            flush_us=self.flush_ns / 1000, parse=self.parse,
+                                            assign_ids=self.assign_ids)
         for seg in st["segments"]:
             seg.unlink()  # every worker has it mapped: nothing left in /dev/shm from here on
         _shared.workers_attached(st["shared"])
@@ -329,78 +333,56 @@ class ProcessRunner(Runner):
                 vnf_stats[k] = vnf_stats.get(k, 0) + int(v)
         return vnf_stats
 
-    # ---- the dispatcher
-    def _release(self, q: int, st: QueueStats, on_output: Callable[[int, Any], None] | None) -> int:
-        ring = self._state["rings"][q]
-        done = 0
-        while ring.outputs_ready:
-            out = ring.output(copy=on_output is not None)
-            arrival = ring.output_arrival()
-            now = _core.now_ns()
-            n = len(out)
-            port = out.port
-            fwd = int(np.count_nonzero(port))
-            st.packets += n
-            st.batches += 1
-            st.forwarded += fwd
-            st.dropped += n - fwd
-            if fwd != n:
-                st.add_drops(out)
-            if n:
-                st.latency.record(now - arrival.astype(np.int64))
-            del port
-            if on_output is not None:
-                out.linktype = self._linktype  # slabs carry no link type: the input's (one per run)
-                on_output(q, out)
-            del out
-            ring.release()
-            done += 1
-        return done
+    # ---- the dispatcher (native: _core.Dispatcher does ids, parse, RSS, slabs, release and stats)
+    @property
+    def _next_id(self) -> int:
+        return int(self._state["dispatcher"].next_id)
 
-    def _wait_room(self, q: int, st: QueueStats, on_output: Any) -> None:
-        ring = self._state["rings"][q]
-        while not ring.can_fill():
-            if not ring.wait_output(CHECK_S):
-                self._check_workers()
-            self._release(q, st, on_output)
+    def _deliver(self, on_output: Callable[[int, Any], None] | None) -> None:
+        """Hand the outputs the dispatcher collected to `on_output`, in release order per queue."""
+        if on_output is None:
+            return
+        for q, out in self._state["dispatcher"].take_outputs():
+            out.linktype = self._linktype  # slabs carry no link type: the input's (one per run)
+            on_output(q, out)
 
-    def _push(self, q: int, batch: Any, idx: Any, start: int, stop: int, arrival_ns: int, arrival: Any,
-              stats: list[QueueStats], on_output: Any) -> None:
-        ring = self._state["rings"][q]
-        while start < stop:
-            if not ring.can_fill():
-                self._wait_room(q, stats[q], on_output)
-            k = ring.append(batch, idx, start, stop, arrival_ns, arrival)
-            start += k
-            if ring.open_packets >= self.batch_size or (k == 0 and ring.open_packets):
-                ring.commit()  # full (packets or bytes)
-            elif k == 0:
-                raise ValueError(f"batch: a packet does not fit an empty slab ({ring.data_capacity} bytes); "
-                                 "raise slab_bytes")
+    def _step(self, on_output: Any) -> None:
+        """Between two dispatcher calls that ran out of time: workers alive? outputs handed on."""
+        self._check_workers()
+        self._deliver(on_output)
 
-    def _flush_due(self, now: int, force: bool) -> None:
-        for ring in self._state["rings"]:
-            if ring.open_packets and (force or now - ring.open_since_ns >= self.flush_ns):
-                if ring.can_fill():
-                    ring.commit()
-
-    def _begin(self) -> list[QueueStats]:
+    def _begin(self, on_output: Any) -> Any:
         if self._closed:
             raise RuntimeError("Runner is closed")
-        return [QueueStats(q) for q in range(self.num_queues)]
+        d = self._state["dispatcher"]
+        d.clear_counters()
+        d.set_collect(on_output is not None)
+        return d
 
-    def _finish(self, stats: list[QueueStats], on_output: Any, t_start: float, cpu_start: float) -> RunResult:
-        self._flush_due(0, force=True)
+    def _queue_stats(self) -> list[QueueStats]:
+        d = self._state["dispatcher"]
+        stats = []
         for q in range(self.num_queues):
-            ring = self._state["rings"][q]
-            while ring.in_flight or ring.open_packets:
-                if ring.open_packets and ring.can_fill():
-                    ring.commit()
-                if not ring.wait_output(CHECK_S):
-                    self._check_workers()
-                self._release(q, stats[q], on_output)
+            c = d.counters(q)
+            st = QueueStats(q, packets=c["packets"], forwarded=c["forwarded"], dropped=c["packets"] - c["forwarded"],
+                            batches=c["slabs"])
+            for code in np.flatnonzero(c["drops"]):
+                name = _core.drop_reason_name(int(code)) or "unspecified"
+                st.drops[name] = st.drops.get(name, 0) + int(c["drops"][code])
+            st.latency.add_counts(c["latency_counts"], total=c["latency_total"], overflow=c["latency_overflow"],
+                                  min=c["latency_min"], max=c["latency_max"])
+            stats.append(st)
+        d.clear_counters()
+        return stats
+
+    def _finish(self, on_output: Any, t_start: float, cpu_start: float) -> RunResult:
+        d = self._state["dispatcher"]
+        while not d.drain(CHECK_S):
+            self._step(on_output)
+        self._deliver(on_output)
         wall = time.perf_counter() - t_start
         cpu = time.process_time() - cpu_start
+        stats = self._queue_stats()
         vnf_stats = self._collect(stats)
         merged = HdrHistogram()
         for s in stats:
@@ -410,34 +392,29 @@ class ProcessRunner(Runner):
     def run(self, batches: Iterable[Any], *, on_output: Callable[[int, Any], None] | None = None,
             progress: Callable[[int], None] | None = None) -> RunResult:
         """Dispatch every batch (closed loop: as fast as the workers take them); same contract as the
-        thread backend's run(). `on_output(queue, batch)` gets an owned copy of every output batch."""
-        stats = self._begin()
+        thread backend's run(). `on_output(queue, batch)` gets an owned copy of every output batch.
+
+        One native call per input batch (GIL released): runner-wide ids, parse, RSS, append into the
+        queues' slabs, release of ready outputs (counted natively), flush on T."""
+        d = self._begin(on_output)
         t_start = time.perf_counter()
         cpu_start = time.process_time()
         last_check = time.monotonic()
         try:
             for batch in batches:
-                t_in = _core.now_ns()
-                n = len(batch)
                 self._linktype = batch.linktype
-                if self.assign_ids:
-                    batch.packet_id[:] = np.arange(self._next_id, self._next_id + n, dtype=np.uint64)
-                    self._next_id += n
-                if self.parse:
-                    batch.parse()
-                parts = self.classifier.classify(batch)
-                for q, idx in enumerate(parts):
-                    if len(idx):
-                        self._push(q, batch, idx, 0, len(idx), t_in, None, stats, on_output)
-                for q in range(self.num_queues):
-                    self._release(q, stats[q], on_output)
-                self._flush_due(_core.now_ns(), force=False)
+                if not d.dispatch(batch, _core.now_ns(), CHECK_S):
+                    self._step(on_output)
+                    while not d.resume(CHECK_S):
+                        self._step(on_output)
+                    last_check = time.monotonic()
+                self._deliver(on_output)
                 if time.monotonic() - last_check > CHECK_S:
                     self._check_workers()
                     last_check = time.monotonic()
                 if progress is not None:
-                    progress(n)
-            return self._finish(stats, on_output, t_start, cpu_start)
+                    progress(len(batch))
+            return self._finish(on_output, t_start, cpu_start)
         except BaseException:
             self.close()
             raise
@@ -447,47 +424,25 @@ class ProcessRunner(Runner):
         """Open loop: replay the packets of one in-memory batch at `rate_pps` (packet i arrives at
         start + i / rate, whether or not the runtime keeps up), so latency is measured at a given load.
 
-        The trace is parsed and RSS-classified before the clock starts (a NIC does that in hardware);
-        each packet's latency runs from its scheduled arrival to its release, so time the dispatcher
-        falls behind counts. `chunk`: most packets taken per dispatcher iteration (default batch_size).
+        The trace is given ids, parsed and RSS-classified before the clock starts (a NIC does that
+        in hardware); each packet's latency runs from its scheduled arrival to its release, so time
+        the dispatcher falls behind counts. The schedule runs natively (GIL released), coming back
+        to Python every ``CHECK_S`` to look at the workers. `chunk`: most packets taken per
+        dispatcher iteration (default batch_size).
         """
         if isinstance(rate_pps, bool) or not isinstance(rate_pps, (int, float)) or not 0 < rate_pps <= 1e9:
             raise ValueError(f"rate_pps must be in (0, 1e9], got {rate_pps!r}")
-        stats = self._begin()
-        n = len(trace)
-        if self.assign_ids:
-            trace.packet_id[:] = np.arange(self._next_id, self._next_id + n, dtype=np.uint64)
-            self._next_id += n
-        if self.parse:
-            trace.parse()
+        if chunk is not None and (not isinstance(chunk, int) or isinstance(chunk, bool) or chunk < 1):
+            raise ValueError(f"chunk must be a positive int, got {chunk!r}")
+        d = self._begin(on_output)
         self._linktype = trace.linktype
-        parts = self.classifier.classify(trace)
-        chunk = chunk or self.batch_size
-        period_ns = 1e9 / rate_pps
-        pos = [0] * self.num_queues
-        t_start = time.perf_counter()
-        cpu_start = time.process_time()
-        last_check = time.monotonic()
-        t0 = _core.now_ns() + 1000
-        arrival = (t0 + np.arange(n, dtype=np.float64) * period_ns).astype(np.uint64)
-        due = 0
         try:
-            while due < n:
-                now = _core.now_ns()
-                if now < t0:
-                    continue
-                due = min(n, int((now - t0) / period_ns) + 1, due + chunk)
-                for q, idx in enumerate(parts):
-                    stop = int(np.searchsorted(idx, due))
-                    if stop > pos[q]:
-                        self._push(q, trace, idx, pos[q], stop, 0, arrival, stats, on_output)
-                        pos[q] = stop
-                    self._release(q, stats[q], on_output)
-                self._flush_due(_core.now_ns(), force=False)
-                if time.monotonic() - last_check > CHECK_S:
-                    self._check_workers()
-                    last_check = time.monotonic()
-            return self._finish(stats, on_output, t_start, cpu_start)
+            d.begin_paced(trace, 1000, 1e9 / rate_pps, chunk or self.batch_size)
+            t_start = time.perf_counter()
+            cpu_start = time.process_time()
+            while not d.pace(CHECK_S):
+                self._step(on_output)
+            return self._finish(on_output, t_start, cpu_start)
         except BaseException:
             self.close()
             raise

@@ -23,6 +23,7 @@ struct SplitCounts {
   std::size_t not_v4 = 0;    // not dropped, family != 4 (IPv6, unparsed)
   std::size_t outbound_np = 0;  // with ports_only: outbound packets that are not TCP/UDP
   std::size_t inbound_np = 0;   // with ports_only: inbound packets that are not TCP/UDP
+  std::uint64_t min_ts = UINT64_MAX;  // smallest ts_ns of the batch (every packet; MAX if empty)
 };
 
 struct SplitOutput {
@@ -109,6 +110,9 @@ struct NatFastBuffers {
   std::uint8_t* out_new;    // ... 1 for the packet that inserted a new flow
   std::uint32_t* in_idx;    // deferred inbound packets, in packet order
   std::uint8_t* mark;
+  // Optional (null: unused) GC index, out.capacity() bytes: set to 1 for every record whose
+  // deadline goes from 0 to non-zero here (see nat_expired).
+  std::uint8_t* armed = nullptr;
 };
 
 struct NatFastResult {
@@ -155,6 +159,12 @@ NatFastResult nat_fast_path(packet::PacketBatch& batch, flow::FlowTable& out, fl
 // Slots of the live entries of `out` (NatRecord values) whose deadline is non-zero and <= now, in
 // slot order, into `slots` (capacity entries). Returns their count. One pass over the records.
 // Throws std::invalid_argument if the values are not NatRecords.
-std::size_t nat_expired(flow::FlowTable& out, std::uint64_t now, std::uint32_t* slots);
+//
+// With `armed` (out.capacity() bytes; null: the full pass above), only the records whose armed byte
+// is set are read: the caller keeps armed[s] != 0 for every record s whose deadline is non-zero
+// (setting it when a deadline leaves 0; all ones is always valid). The result is the same as the
+// full pass; armed bytes of records found with deadline 0 or not live are cleared on the way.
+std::size_t nat_expired(flow::FlowTable& out, std::uint64_t now, std::uint32_t* slots,
+                        std::uint8_t* armed = nullptr);
 
 }  // namespace vnfkit::nfs

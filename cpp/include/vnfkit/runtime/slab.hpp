@@ -39,6 +39,13 @@ class SlabLayout {
   [[nodiscard]] std::uint64_t* arrival(std::byte* slab) const noexcept {
     return reinterpret_cast<std::uint64_t*>(slab + off_arrival_);
   }
+  // The slab's port and drop columns (what the worker decided), for accounting at release.
+  [[nodiscard]] const std::uint16_t* port(const std::byte* slab) const noexcept {
+    return reinterpret_cast<const std::uint16_t*>(slab + off_port_);
+  }
+  [[nodiscard]] const std::uint8_t* drop(const std::byte* slab) const noexcept {
+    return reinterpret_cast<const std::uint8_t*>(slab + off_drop_);
+  }
 
   // Empty the slab (0 packets).
   void reset(std::byte* slab) const noexcept;

@@ -30,8 +30,8 @@ What it does (the Click configuration summarised in /work/shared/MISSION.md):
   each protocol has its own timeout, the deadline is kept in the outbound record (refreshed in
   order by the native ``touch_deadlines``) rather than in the table's own single-timeout timer.
   Expired mappings are garbage-collected at most every ``gc_interval_s`` of packet time (a
-  vectorised scan of the deadlines); their reply entries are removed and their pool ports released
-  for reuse.
+  native scan that reads only the records holding a deadline); their reply entries are removed and
+  their pool ports released for reuse.
 * **Checksums** are updated incrementally (RFC 1624) by ``PacketBatch.rewrite_source`` /
   ``rewrite_destination``.
 * **Output ports**: :data:`EXTERNAL` (1) towards the Internet, :data:`INTERNAL` (2) towards the

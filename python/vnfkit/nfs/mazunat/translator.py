@@ -10,8 +10,9 @@ Because packets of *both* directions refresh one mapping and each protocol has i
 deadline is kept in the outbound record (refreshed in packet order by the native
 ``touch_deadlines_at``) rather than in the table's own single-timeout timer; within one batch a
 flow's first packet decides whether its mapping had expired. Expired mappings are garbage-collected
-at most every ``gc_interval_s`` of packet time (a vectorised scan of the deadlines); their reply
-entries are removed and their pool ports released.
+at most every ``gc_interval_s`` of packet time (a native scan of the records that have a deadline,
+found through a byte-per-slot index kept beside the table); their reply entries are removed and
+their pool ports released.
 
 Every access to shared state (the pools, the ICMP echo map) goes through the worker's recording
 context (``ctx.state``, for which a replay harness substitutes its replay context), so a run can be
@@ -107,6 +108,9 @@ class MazuNAT(RuleSteps, EndpointClaims, VNF):
         self._pub = np.full(1 << 16, self.public, np.uint32)  # sliced, never written
         # the fast path's buffers: one mark byte per outbound slot, the deferred lists (grown)
         self._mark = np.zeros(cap, np.uint8)
+        # the GC index: 1 for (at least) every outbound record whose deadline is non-zero, so the
+        # expiry scan reads only those records (set wherever a deadline leaves 0, cleared by the scan)
+        self._armed = np.zeros(cap, np.uint8)
         self._grow(1024)
         self._bind()
         self.c: dict[str, int] = dict.fromkeys(
@@ -157,6 +161,7 @@ class MazuNAT(RuleSteps, EndpointClaims, VNF):
             raise ValueError("MazuNAT.restore: counters of another configuration or version")
         self.c = counters
         self.next_gc = int(state["next_gc"])
+        self._armed[:] = 1  # the restored records' deadlines are unknown here: the next scan reads all
         self._enc_int[:] = 0
         self._enc_peer[:] = 0
         self._enc_int[slots] = state["icmp_enc_int"]
@@ -194,7 +199,7 @@ class MazuNAT(RuleSteps, EndpointClaims, VNF):
     def _gc(self, now: int, sctx: Any, pid: int) -> None:
         if len(self.out) == 0:
             return
-        dead = _core.nat_expired(self.out._t, now)  # one native pass over the records
+        dead = _core.nat_expired(self.out._t, now, self._armed)  # one native pass over the armed records
         if len(dead):
             self._free(dead, sctx, pid)
 
@@ -210,8 +215,8 @@ class MazuNAT(RuleSteps, EndpointClaims, VNF):
         # One native pass: host-order addresses; TCP/UDP outbound / inbound lists (their output
         # port preset to EXTERNAL / INTERNAL, every other packet's to 0); other IPv4, non-IPv4,
         # and the non-TCP/UDP outbound / inbound packets. Every drop below zeroes the port again.
-        src, dst, oidx, iidx, other, nv4, onp, inp = _core.split_gateway(
-            batch, self.net, self.mask, self.public, EXTERNAL, INTERNAL, True)
+        src, dst, oidx, iidx, other, nv4, onp, inp, t_min = _core.split_gateway(
+            batch, self.net, self.mask, self.public, EXTERNAL, INTERNAL, True, min_ts=True)
         if len(nv4):
             batch.drop[nv4] = _POLICY
             fam6 = int(np.count_nonzero(key["family"][nv4] == 6))
@@ -227,8 +232,7 @@ class MazuNAT(RuleSteps, EndpointClaims, VNF):
             c["drop_spoofed"] += spoofed
             c["drop_not_routed"] += len(other) - spoofed - frag
 
-        t_min = int(batch.ts_ns.min())
-        if t_min >= self.next_gc:
+        if t_min >= self.next_gc:  # t_min: the batch's earliest packet time (from split_gateway)
             self._gc(t_min, sctx, int(batch.packet_id[0]))
             self.next_gc = t_min + self.gc_ns
 
@@ -257,7 +261,8 @@ class MazuNAT(RuleSteps, EndpointClaims, VNF):
         status, nod, nid, ntr, nrtr, nnew, nexh, dexh, dfull = _core.nat_fast_path(
             batch, self.out._t, self.inb._t, oidx, iidx, self.public, self.done_ns, rules.fwd_rev_flags,
             rules.fwd_in_flags, self._mark, self._d_oidx, self._d_oslot, self._d_onew, self._d_iidx,
-            *((pools[0], pools[1], sctx, self.timeout_ns[TCP], self.timeout_ns[UDP]) if pools else ()))
+            *((pools[0], pools[1], sctx, self.timeout_ns[TCP], self.timeout_ns[UDP]) if pools else ()),
+            armed=self._armed)
         if status == 1:  # a packet from a forward's server port: the whole batch step by step
             self._stepwise(batch, sctx, rules, batch.key, src, dst, oidx, iidx, oidx[:0])
             return
@@ -325,6 +330,7 @@ class MazuNAT(RuleSteps, EndpointClaims, VNF):
         switches a TCP mapping to the done timeout (tcp_flags is 0 for non-TCP). Returns the mask
         of packets that found their mapping already expired, and its count: only a flow's first
         packet of the call can (later ones see the deadline it just set)."""
+        self._armed[slots] = 1
         return _core.touch_deadlines_at(self._out_vals, _DEADLINE_OFF, _TIMEOUT_OFF, slots, batch, idx,
                                         0x05, self.done_ns)
 

@@ -1,0 +1,187 @@
+"""The supervisor of a fault-tolerant live middlebox: storage, heartbeat board, master, backup.
+
+:func:`run_failover` (the ``vnfkit live ... --strategy replay`` command) starts, in order, the
+stable storage (``redis``: a private primary + replica, :class:`vnfkit.recovery.storage.RedisPair`;
+``file``: a fresh directory), the heartbeat board, the master and then the backup (each a process
+group of its own: ``python -m vnfkit.live ROLE SPEC``), waiting for each to report ``ready``. It
+prints one ready line on stderr naming both process groups, then relays the nodes' events (a
+failover line when the backup goes live). On SIGINT/SIGTERM or after ``duration_s`` it stops the
+nodes that are still running (SIGTERM to each process group, SIGKILL after a grace period), then
+the storage, removes what it created, and returns the JSON summary (each node's own summary,
+``null`` for a node that was killed, and the failover's timings).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import IO, Any
+
+from .frames import NodeSpec
+
+__all__ = ["run_failover"]
+
+READY_TIMEOUT_S = 60.0
+
+
+def _reader(role: str, stream: IO[bytes], q: queue.Queue[tuple[str, dict[str, Any] | None]]) -> None:
+    for line in stream:
+        try:
+            q.put((role, json.loads(line)))
+        except json.JSONDecodeError:
+            continue
+    q.put((role, None))  # end of stream: the node exited
+
+
+def _stop_group(p: subprocess.Popen[bytes], grace_s: float = 5.0) -> None:
+    if p.poll() is not None:
+        return
+    try:
+        os.killpg(p.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        p.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        p.wait(timeout=10)
+
+
+def _stop_all(procs: dict[str, subprocess.Popen[bytes]]) -> None:
+    for p in reversed(list(procs.values())):
+        _stop_group(p)
+
+
+def _storage_dir(path: str | None) -> tuple[Path, bool]:
+    """The file storage's directory and whether this run created it (an existing non-empty one
+    would hold another run's logs: refused rather than reused or overwritten)."""
+    if path is None:
+        return Path(tempfile.mkdtemp(prefix="vnfkit-live-storage-")), True
+    p = Path(path)
+    if p.exists() and (not p.is_dir() or any(p.iterdir())):
+        raise ValueError(f"--storage-dir: {path} exists and is not an empty directory")
+    created = not p.exists()
+    p.mkdir(parents=True, exist_ok=True)
+    return p, created
+
+
+def run_failover(*, inside: str, outside: str, inside_peer: str, outside_peer: str, config: dict[str, Any],
+                 storage: str, storage_dir: str | None, batch: int, checkpoint_ms: float,
+                 heartbeat_timeout_ms: float, duration_s: float | None, quiet: bool, label: str) -> dict[str, Any]:
+    from ..recovery.detector import HeartbeatBoard
+
+    stopping = {"flag": False}
+
+    def on_signal(_sig: int, _frame: Any) -> None:
+        stopping["flag"] = True
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    events: queue.Queue[tuple[str, dict[str, Any] | None]] = queue.Queue()
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    summaries: dict[str, Any] = {"master": None, "backup": None}
+    failover: dict[str, Any] | None = None
+    board_name = ""
+    storage_path = ""
+    exited: set[str] = set()
+
+    def take(role_wanted: str | None, timeout_s: float) -> tuple[str, dict[str, Any] | None] | None:
+        nonlocal failover
+        try:
+            role, ev = events.get(timeout=timeout_s)
+        except queue.Empty:
+            return None
+        if ev is None:
+            exited.add(role)
+        elif ev.get("event") == "summary":
+            summaries[role] = ev
+        elif ev.get("event") == "live":
+            failover = ev
+            if not quiet:
+                print(f"{label}: failover: backup live {ev['detect_to_live_ms']:.1f} ms after the detector fired "
+                      f"({ev['reason']}; restore {ev['restore_ms']:.1f} ms, replay {ev['replay_ms']:.1f} ms of "
+                      f"{ev['replayed_packets']} packets, catch-up {ev['catch_up_ms']:.1f} ms of "
+                      f"{ev['caught_up_frames']} frames)", file=sys.stderr, flush=True)
+        return role, ev
+
+    def start(role: str, spec: NodeSpec, tmp: Path) -> None:
+        f = tmp / f"{role}.json"
+        f.write_text(spec.dumps())
+        p = subprocess.Popen([sys.executable, "-m", "vnfkit.live", role, str(f)], stdout=subprocess.PIPE,
+                             stdin=subprocess.DEVNULL, start_new_session=True)
+        procs[role] = p
+        assert p.stdout is not None
+        threading.Thread(target=_reader, args=(role, p.stdout, events), daemon=True).start()
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            got = take(None, 0.1)
+            if got is not None and got[0] == role and got[1] is not None and got[1].get("event") == "ready":
+                return
+            if role in exited or stopping["flag"]:
+                break
+        raise RuntimeError(f"the {role} did not start (exit status {p.poll()}; its error is above)")
+
+    try:
+        with ExitStack() as stack:
+            tmp = Path(tempfile.mkdtemp(prefix="vnfkit-live-"))
+            stack.callback(shutil.rmtree, tmp, True)
+            if storage == "redis":
+                from ..recovery.storage.redis_servers import RedisPair
+
+                pair = RedisPair()
+                stack.callback(pair.stop)
+                storage_path = str(pair.dir)
+                st_spec = {"kind": "redis", "unix_socket_path": pair.primary_socket,
+                           "prefix": "vnfkit-live-" + os.urandom(4).hex()}
+            else:
+                root, created = _storage_dir(storage_dir)
+                storage_path = str(root)
+                if created:
+                    stack.callback(shutil.rmtree, root, True)
+                st_spec = {"kind": "file", "root": str(root)}
+            board = HeartbeatBoard(1)
+            board_name = board.name
+            stack.callback(board.close)
+            spec = NodeSpec(inside=inside, outside=outside, inside_peer=inside_peer, outside_peer=outside_peer,
+                            config=config, storage=st_spec, board=board.name, batch=batch, checkpoint_ms=checkpoint_ms,
+                            heartbeat_timeout_ms=heartbeat_timeout_ms)
+            stack.callback(_stop_all, procs)
+            start("master", spec, tmp)
+            spec.master_pid = procs["master"].pid
+            start("backup", spec, tmp)
+            if not quiet:
+                print(f"{label}: ready on inside {inside}, outside {outside} (public address "
+                      f"{config.get('public_addr', 'default')}; strategy replay, storage {storage}; "
+                      f"master pgid {procs['master'].pid}, backup pgid {procs['backup'].pid})",
+                      file=sys.stderr, flush=True)
+            t0 = time.monotonic()
+            while not stopping["flag"] and (duration_s is None or time.monotonic() - t0 < duration_s):
+                take(None, 0.05)
+                if "backup" in exited:
+                    raise RuntimeError(f"the backup exited (status {procs['backup'].poll()}; its error is above)")
+            for role in ("backup", "master"):
+                _stop_group(procs[role])
+            deadline = time.monotonic() + 5
+            while len(exited) < len(procs) and time.monotonic() < deadline:
+                take(None, 0.05)
+            while take(None, 0.0) is not None:
+                pass
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    return {"strategy": "replay", "storage": storage, "master": summaries["master"], "backup": summaries["backup"],
+            "failover": failover, "heartbeat_board": board_name,
+            "storage_path": storage_path,
+            "exit_status": {r: p.returncode for r, p in procs.items()}}
