@@ -2,7 +2,8 @@
 
 Workload: a generated trace of 64-byte frames (2 M packets, ~160 MB; 200 k in smoke runs with
 --benchmark-disable) written once per session and then read from the page cache. Every benchmark
-checks its result: the packet count and total bytes read, or a written file that is byte for byte
+checks its result: the packet count and total bytes read (for ours also the sha256 of all packet
+bytes, against a plain Python walk of the file's records), or a written file that is byte for byte
 the original (ours), or that our reader reads back identically (the baselines').
 
 - read: ``PcapSource`` chunks of 65 536 (what the CLI does), ``PacketBatch.from_pcap`` (one batch),
@@ -15,8 +16,10 @@ Mpps = packets / median round time (pytest-benchmark's stats; extra_info carries
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
+import struct
 import subprocess
 
 import numpy as np
@@ -39,7 +42,29 @@ def trace(request, tmp_path_factory):
     stats = traffic.write_trace(str(path), n // 20, n, seed=8, frame_size=64, udp_fraction=0.3)
     assert stats["packets"] == n
     raw = path.read_bytes()  # also puts the file in the page cache
-    return {"path": path, "packets": n, "bytes": stats["bytes"], "size": len(raw), "raw": raw}
+    return {"path": path, "packets": n, "bytes": stats["bytes"], "size": len(raw), "raw": raw,
+            "sha": _packet_bytes_sha(raw)}
+
+
+def _packet_bytes_sha(raw: bytes) -> str:
+    """sha256 of every record's packet bytes back to back, by a plain Python walk of the classic
+    pcap records (independent of the reader under test)."""
+    h = hashlib.sha256()
+    view = memoryview(raw)
+    o = 24
+    while o < len(raw):
+        caplen = struct.unpack_from("<I", raw, o + 8)[0]
+        h.update(view[o + 16:o + 16 + caplen])
+        o += 16 + caplen
+    assert o == len(raw)
+    return h.hexdigest()
+
+
+def _chunks_sha(batches) -> str:
+    h = hashlib.sha256()
+    for b in batches:
+        h.update(b.data)
+    return h.hexdigest()
 
 
 def _rounds(trace, ours: bool) -> dict[str, int]:
@@ -62,6 +87,7 @@ def test_read_vnfkit_chunks(benchmark, trace):
 
     _mark(benchmark, trace)
     assert benchmark.pedantic(run, **_rounds(trace, True)) == (trace["packets"], trace["bytes"])
+    assert _chunks_sha(PcapSource(trace["path"], chunk=CHUNK)) == trace["sha"]  # untimed: the bytes too
 
 
 @pytest.mark.benchmark(group="pcap-read")
@@ -70,6 +96,7 @@ def test_read_vnfkit_whole_file(benchmark, trace):
     b = benchmark.pedantic(lambda: vnfkit.PacketBatch.from_pcap(str(trace["path"])), **_rounds(trace, True))
     assert len(b) == trace["packets"] and int(b.offsets[-1]) == trace["bytes"]
     assert b.packet_id[-1] == trace["packets"] - 1
+    assert hashlib.sha256(b.data).hexdigest() == trace["sha"]
 
 
 @pytest.mark.benchmark(group="pcap-read")

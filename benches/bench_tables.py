@@ -14,6 +14,11 @@ lookup order, FlowTable.lookup called from Python in batches of 4 096. The same 
 
     PYTHONPATH=python taskset -c 0 python benches/bench_tables.py [cap1M_fill50 cap16k_fill50]
 
+and side by side with the peer's DPDK program (built by ../shared/peers/build.sh), alternating the
+two ``--runs`` times and printing each run's ratio to rte_hash's best burst and the spread:
+
+    PYTHONPATH=python taskset -c 0 python benches/bench_tables.py --vs-peer --runs 3 cap1M_fill50
+
 Under --benchmark-disable (CI smoke) the 1 M case shrinks to 20 k entries so it runs in seconds.
 """
 
@@ -363,12 +368,12 @@ def test_exception_lookup_engine(benchmark):
     report(benchmark, N_QUERIES, bytes_per_entry=hw.stats()["memory_bytes"] / 2048)
 
 
-def _peer_main(reps: int = 5, labels: list[str] | None = None) -> None:
-    """Print the peer workload's figures as ``name value unit`` lines (median of reps runs)."""
+def _peer_figures(reps: int, labels: list[str]) -> dict[str, float]:
+    """The peer workload's figures {name: Mops/s} (median of reps runs), each result checked."""
     import time
 
-    print(f"# vnfkit FlowTable.lookup from Python, batches of {BATCH}, median of {reps} runs")
-    for label in labels or list(PEER_TABLES):
+    figs = {}
+    for label in labels:
         w = peer_world(label)
         for what, stream in (("hit", w["hits"]), ("miss", w["misses"])):
             secs = []
@@ -380,12 +385,82 @@ def _peer_main(reps: int = 5, labels: list[str] | None = None) -> None:
                 ok = (got == w["hit_slots"]).all() if what == "hit" else (got == NO_SLOT).all()
                 if not ok:
                     raise SystemExit(f"{label} {what}: wrong lookup results")
-            print(f"vnfkit.flow_table.{label}.lookup_batch{BATCH}_{what} "
-                  f"{len(stream) / float(np.median(secs)) / 1e6:.2f} Mops/s")
+            figs[f"vnfkit.flow_table.{label}.lookup_batch{BATCH}_{what}"] = len(stream) / float(np.median(secs)) / 1e6
         del _cache[("peer", label, False)]
+    return figs
+
+
+def _run_dpdk_peer(binary: str, reps: int) -> dict[str, float]:
+    """Run the peer harness's DPDK program once; its ``name value unit`` lines as {name: value}."""
+    import shutil
+    import subprocess
+
+    pin = ["taskset", "-c", "0"] if shutil.which("taskset") else []
+    r = subprocess.run([*pin, binary], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "PEER_REPS": str(reps)})
+    if r.returncode != 0:
+        raise SystemExit(f"{binary} exited with status {r.returncode}: {r.stderr.strip()[-300:]}")
+    out = {}
+    for line in r.stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and not line.startswith("#"):
+            out[parts[0]] = float(parts[1])
+    return out
+
+
+def _vs_peer(binary: str, runs: int, reps: int, labels: list[str]) -> None:
+    """Alternate the DPDK peer and the FlowTable on the same workload; print each run's ratio to
+    rte_hash's best burst (32 or 64) and the spread over the runs."""
+    if not os.access(binary, os.X_OK):
+        raise SystemExit(f"--vs-peer: {binary} is not an executable (build it with ../shared/peers/build.sh)")
+    ratios: dict[str, list[float]] = {}
+    for run in range(1, runs + 1):
+        peer = _run_dpdk_peer(binary, reps)
+        ours = _peer_figures(reps, labels)
+        for label in labels:
+            for what in ("hit", "miss"):
+                bursts = {b: peer.get(f"dpdk.rte_hash.{label}.lookup_bulk{b}_{what}") for b in (32, 64)}
+                if None in bursts.values():
+                    raise SystemExit(f"--vs-peer: the peer printed no rte_hash {label} {what} figures")
+                best = max(bursts.values())
+                mine = ours[f"vnfkit.flow_table.{label}.lookup_batch{BATCH}_{what}"]
+                ratio = mine / best
+                ratios.setdefault(f"{label}.{what}", []).append(ratio)
+                print(f"run {run} {label} {what}: FlowTable {mine:.2f} M/s, rte_hash bulk32 {bursts[32]:.2f} / "
+                      f"bulk64 {bursts[64]:.2f} M/s, ratio to the best burst {ratio:.2f}", flush=True)
+    for name, rs in ratios.items():
+        print(f"ratio {name}: min {min(rs):.2f} median {float(np.median(rs)):.2f} max {max(rs):.2f} "
+              f"over {len(rs)} runs")
+
+
+def _peer_main(argv: list[str]) -> None:
+    """``name value unit`` lines of the peer workload, or with --vs-peer the side-by-side ratio."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description="FlowTable on the rte_hash peer harness's workload")
+    ap.add_argument("labels", nargs="*", help=f"tables, of {', '.join(PEER_TABLES)} (default: all)")
+    ap.add_argument("--reps", type=int, default=int(os.environ.get("PEER_REPS", "5")),
+                    help="repetitions per figure (median reported)")
+    ap.add_argument("--vs-peer", metavar="DPDK_PEER", nargs="?", const=os.path.join(
+        os.environ.get("PEER_OUT", "/tmp/vnfkit-peers"), "dpdk_peer"),
+                    help="alternate with the peer's DPDK program (default $PEER_OUT/dpdk_peer) and print ratios")
+    ap.add_argument("--runs", type=int, default=3, help="with --vs-peer: alternating runs of both")
+    a = ap.parse_args(argv)
+    if a.reps < 1 or a.runs < 1:
+        ap.error("--reps and --runs must be >= 1")
+    unknown = [x for x in a.labels if x not in PEER_TABLES]
+    if unknown:
+        ap.error(f"unknown table {unknown[0]!r} (known: {', '.join(PEER_TABLES)})")
+    labels = a.labels or list(PEER_TABLES)
+    if a.vs_peer:
+        _vs_peer(a.vs_peer, a.runs, a.reps, labels)
+        return
+    print(f"# vnfkit FlowTable.lookup from Python, batches of {BATCH}, median of {a.reps} runs")
+    for name, v in _peer_figures(a.reps, labels).items():
+        print(f"{name} {v:.2f} Mops/s")
 
 
 if __name__ == "__main__":
     import sys
 
-    _peer_main(int(os.environ.get("PEER_REPS", "5")), sys.argv[1:])  # optional: table labels
+    _peer_main(sys.argv[1:])

@@ -24,8 +24,8 @@ namespace {
 
 std::uint64_t now_ns() { return vnfkit::runtime::steady_now_ns(); }
 
-std::uint64_t timeout_ns(double seconds) {
-  if (!(seconds >= 0) || seconds > 3600) throw py::value_error("timeout: must be in [0, 3600] seconds");
+std::uint64_t timeout_ns(double seconds, const char* field = "timeout") {
+  if (!(seconds >= 0) || seconds > 3600) throw py::value_error(std::string(field) + ": must be in [0, 3600] seconds");
   return static_cast<std::uint64_t>(seconds * 1e9);
 }
 
@@ -266,17 +266,21 @@ void bind_runtime(py::module_& m) {
         r.ring().commit_release();
         if (was_full) r.layout().reset(r.ring().slab(r.ring().fill_cursor()));
       }, "Free the oldest output's slab.")
-      .def("wait_output", [](PyRing& r, double timeout_s) {
+      .def("wait_output", [](PyRing& r, double timeout_s, double spin_s) {
         const auto t = timeout_ns(timeout_s);
+        const auto spin = timeout_ns(spin_s, "spin_s");
         py::gil_scoped_release nogil;
-        return r.ring().wait_output(t);
-      }, py::arg("timeout_s"), "Spin briefly, then sleep until an output is ready or the timeout passes.")
+        return r.ring().wait_output(t, spin);
+      }, py::arg("timeout_s"), py::arg("spin_s") = 200e-6,
+      "Poll for up to spin_s, then sleep until an output is ready or the timeout passes.")
       // ---- worker side
-      .def("wait_input", [](PyRing& r, double timeout_s) {
+      .def("wait_input", [](PyRing& r, double timeout_s, double spin_s) {
         const auto t = timeout_ns(timeout_s);
+        const auto spin = timeout_ns(spin_s, "spin_s");
         py::gil_scoped_release nogil;
-        return r.ring().wait_input(t);
-      }, py::arg("timeout_s"), "Spin briefly, then sleep until a slab is ready, a stop is requested or the timeout passes.")
+        return r.ring().wait_input(t, spin);
+      }, py::arg("timeout_s"), py::arg("spin_s") = 200e-6,
+      "Poll for up to spin_s, then sleep until a slab is ready, a stop is requested or the timeout passes.")
       .def_property_readonly("input_ready", [](PyRing& r) { return r.ring().input_ready(); })
       .def("input", [](py::object self) {
         auto& r = self.cast<PyRing&>();

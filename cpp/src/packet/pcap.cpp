@@ -206,9 +206,19 @@ PcapReader::Stop PcapReader::scan_classic(PacketBatch& out, std::size_t max_pack
   std::uint64_t bytes = out.offsets.back();
   std::size_t o = 0;
   Stop stop = Stop::kWindow;
+  // Room for every record the window can hold (16-byte header each), written through pointers.
+  const std::size_t n0 = out.ts_ns.size();
+  const std::size_t most = std::min(max_packets, av / 16);
+  out.offsets.resize_for_overwrite(n0 + 1 + most);
+  out.ts_ns.resize_for_overwrite(n0 + most);
+  src_.resize(n0 + most);
+  std::uint32_t* offs = out.offsets.data() + n0 + 1;
+  std::uint64_t* tss = out.ts_ns.data() + n0;
+  std::uint64_t* srcs = src_.data() + n0;
+  std::size_t k = 0;
   constexpr std::uint32_t kFracLimit = Nano ? 1000000000u : 1000000u;
   constexpr std::uint64_t kFracMul = Nano ? 1u : 1000u;
-  for (std::size_t k = 0;; ++k) {
+  for (;; ++k) {
     if (k == max_packets) {
       stop = Stop::kFull;
       break;
@@ -240,13 +250,16 @@ PcapReader::Stop PcapReader::scan_classic(PacketBatch& out, std::size_t max_pack
       break;
     }
     snapped_ += caplen < h[3];
-    src_.push_back(pos_ + o + 16);
+    srcs[k] = pos_ + o + 16;
     bytes += caplen;
-    out.offsets.push_back(static_cast<std::uint32_t>(bytes));
-    out.ts_ns.push_back(std::uint64_t{h[0]} * 1000000000u + std::uint64_t{h[1]} * kFracMul);
+    offs[k] = static_cast<std::uint32_t>(bytes);
+    tss[k] = std::uint64_t{h[0]} * 1000000000u + std::uint64_t{h[1]} * kFracMul;
     o += 16 + std::size_t{caplen};
   }
   pos_ += o;
+  out.offsets.resize_for_overwrite(n0 + 1 + k);
+  out.ts_ns.resize_for_overwrite(n0 + k);
+  src_.resize(n0 + k);
   return stop;
 }
 
@@ -344,7 +357,7 @@ PcapReader::Stop PcapReader::scan_ng(PacketBatch& out, std::size_t max_packets, 
 void PcapReader::copy_scanned(PacketBatch& out, std::size_t first) {
   const std::size_t n = out.offsets.size() - 1;
   if (n == first) return;
-  out.data.resize(out.offsets[n]);
+  out.data.resize_for_overwrite(out.offsets[n]);  // every byte is copied in below
   std::uint8_t* dst = out.data.data();
   const std::uint32_t* offs = out.offsets.data();
   const std::uint64_t* src = src_.data();
@@ -390,12 +403,18 @@ std::size_t PcapReader::read(PacketBatch& out, std::size_t max_packets) {
     throw;
   }
   const std::size_t n = out.offsets.size() - 1;
-  auto ts = std::move(out.ts_ns);  // the parse columns start zeroed (a reused batch holds old values)
-  out.resize_columns(0);
-  out.resize_columns(n);
-  out.ts_ns = std::move(ts);
+  // The parse columns start zeroed (a reused batch holds old values); timestamps and ids are set
+  // here, so they are put aside while the others are sized (and not zeroed only to be overwritten).
+  out.packet_id.resize_for_overwrite(n);
   for (std::size_t i = 0; i < n; ++i) out.packet_id[i] = next_id_ + i;
   next_id_ += n;
+  Buffer<std::uint64_t> ts, ids;
+  ts.swap(out.ts_ns);
+  ids.swap(out.packet_id);
+  out.resize_columns(0);
+  out.ts_ns.swap(ts);
+  out.packet_id.swap(ids);
+  out.resize_columns(n);  // ts_ns and packet_id already hold n: untouched
   return n;
 }
 

@@ -4,6 +4,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <chrono>
 #include <climits>
 #include <cstring>
 #include <ctime>
@@ -54,10 +56,13 @@ void cpu_relax() noexcept {
 // the sleep in `sleeps` and sleep on the futex.
 template <typename Ready>
 bool wait_on(std::atomic<std::uint32_t>& word, std::atomic<std::uint32_t>& sleeps, const std::atomic<std::uint32_t>& stop,
-             std::uint64_t timeout_ns, std::uint32_t spin, Ready ready) noexcept {
-  for (std::uint32_t i = 0; i < spin; ++i) {
-    if (ready() || stop.load(std::memory_order_acquire)) return ready();
+             std::uint64_t timeout_ns, std::uint64_t spin_ns, Ready ready) noexcept {
+  if (ready() || stop.load(std::memory_order_acquire)) return ready();
+  const auto spin_end = std::chrono::steady_clock::now() + std::chrono::nanoseconds(std::min(spin_ns, timeout_ns));
+  for (std::uint32_t i = 1;; ++i) {
     cpu_relax();
+    if (ready() || stop.load(std::memory_order_acquire)) return ready();
+    if ((i & 15u) == 0 && std::chrono::steady_clock::now() >= spin_end) break;  // the clock every 16 polls
   }
   const std::uint32_t seen = word.load(std::memory_order_seq_cst);
   sleeps.store(1, std::memory_order_seq_cst);
@@ -141,8 +146,8 @@ void SlabRing::commit_release() noexcept { h_->released.fetch_add(1, std::memory
 std::uint32_t SlabRing::in_flight() const noexcept {
   return h_->prod.load(std::memory_order_relaxed) - h_->released.load(std::memory_order_relaxed);
 }
-bool SlabRing::wait_output(std::uint64_t timeout_ns, std::uint32_t spin) noexcept {
-  return wait_on(h_->done, h_->dispatcher_sleeps, h_->stop, timeout_ns, spin, [this] { return outputs_ready() > 0; });
+bool SlabRing::wait_output(std::uint64_t timeout_ns, std::uint64_t spin_ns) noexcept {
+  return wait_on(h_->done, h_->dispatcher_sleeps, h_->stop, timeout_ns, spin_ns, [this] { return outputs_ready() > 0; });
 }
 
 bool SlabRing::input_ready() const noexcept {
@@ -153,8 +158,8 @@ void SlabRing::commit_done() noexcept {
   h_->done.fetch_add(1, std::memory_order_seq_cst);
   wake_if_sleeping(h_->done, h_->dispatcher_sleeps);
 }
-bool SlabRing::wait_input(std::uint64_t timeout_ns, std::uint32_t spin) noexcept {
-  return wait_on(h_->prod, h_->worker_sleeps, h_->stop, timeout_ns, spin, [this] { return input_ready(); });
+bool SlabRing::wait_input(std::uint64_t timeout_ns, std::uint64_t spin_ns) noexcept {
+  return wait_on(h_->prod, h_->worker_sleeps, h_->stop, timeout_ns, spin_ns, [this] { return input_ready(); });
 }
 
 void SlabRing::notify_worker() noexcept { futex(&h_->prod, FUTEX_WAKE, INT_MAX, nullptr); }

@@ -4,11 +4,15 @@
 // 40-byte key. It is deterministic across runs and machines (tables rebuild their index from the
 // keys on restore, so the hash never appears in a snapshot).
 //
-// KeyIndex: open addressing over 64-byte buckets. A bucket holds 7 ways of (32-bit signature,
+// KeyIndex: open addressing over 64-byte buckets. A bucket holds 10 ways of (16-bit signature,
 // 32-bit slot index) plus an overflow counter: the number of keys whose probe sequence started at
 // or before this bucket and continued past it. A lookup scans its home bucket and only moves on
 // while the overflow counter is non-zero, so misses usually cost one cache line; deletion simply
-// clears a way and decrements the counters along the path (no tombstones). The index never owns
+// clears a way and decrements the counters along the path (no tombstones). The bucket count is
+// not rounded to a power of two (the home bucket is a multiply-shift of the hash), so the index
+// stays small: ~8 bytes per entry at the 80 % way occupancy it is sized for, which keeps a 1 M
+// table's index in the last-level cache. A signature match is confirmed by the full key, so a
+// false match (about 1 in 65 535 per occupied way) costs one record read, never a wrong answer. The index never owns
 // keys: the caller resolves a slot to its key with a callback, so the same index serves the
 // FlowTable (stable slots into a record array) and the ExceptionTable (dense arrays).
 #pragma once
@@ -84,23 +88,22 @@ inline std::uint64_t hash_key(const FlowKey& k) noexcept {
 }
 
 struct alignas(64) IndexBucket {
-  static constexpr int kWays = 7;
-  std::uint32_t sig[kWays];   // 0 = empty way
-  std::uint32_t slot[kWays];
+  static constexpr int kWays = 10;
+  std::uint16_t sig[kWays];   // 0 = empty way
   std::uint32_t overflow;     // keys that probed past this bucket
-  std::uint32_t pad;
+  std::uint32_t slot[kWays];
 };
 static_assert(sizeof(IndexBucket) == 64);
 
-// Bit w set where way w of b holds signature s (SSE2: two 4-lane compares, one movemask).
-inline unsigned match_ways(const IndexBucket& b, std::uint32_t s) noexcept {
+// Bit w set where way w of b holds signature s (SSE2: two 8-lane compares packed into one
+// movemask; the second load's lanes past sig[9] are the overflow counter and slots, masked off).
+inline unsigned match_ways(const IndexBucket& b, std::uint16_t s) noexcept {
 #if defined(__SSE2__)
-  const __m128i v = _mm_set1_epi32(static_cast<int>(s));
-  const __m128i lo = _mm_cmpeq_epi32(_mm_load_si128(reinterpret_cast<const __m128i*>(b.sig)), v);
-  const __m128i hi = _mm_cmpeq_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b.sig + 4)), v);
-  const auto m = static_cast<unsigned>(_mm_movemask_ps(_mm_castsi128_ps(lo))) |
-                 (static_cast<unsigned>(_mm_movemask_ps(_mm_castsi128_ps(hi))) << 4);
-  return m & 0x7Fu;  // lane 7 is slot[0], not a signature
+  const __m128i v = _mm_set1_epi16(static_cast<short>(s));
+  const auto* p = reinterpret_cast<const __m128i*>(&b);
+  const __m128i lo = _mm_cmpeq_epi16(_mm_load_si128(p), v);
+  const __m128i hi = _mm_cmpeq_epi16(_mm_load_si128(p + 1), v);
+  return static_cast<unsigned>(_mm_movemask_epi8(_mm_packs_epi16(lo, hi))) & 0x3FFu;
 #else
   unsigned m = 0;
   for (int w = 0; w < IndexBucket::kWays; ++w) m |= static_cast<unsigned>(b.sig[w] == s) << w;
@@ -113,25 +116,28 @@ class KeyIndex {
   KeyIndex() { reset(0); }
   explicit KeyIndex(std::size_t max_entries) { reset(max_entries); }
 
-  // Drops every entry and sizes the index for up to max_entries keys at <= 75% way occupancy.
+  // Drops every entry and sizes the index for up to max_entries keys at <= 80% way occupancy.
   void reset(std::size_t max_entries) {
-    std::size_t want = (max_entries * 4 + 3 * IndexBucket::kWays - 1) / (3 * IndexBucket::kWays);
-    if (want < 2) want = 2;
-    const std::size_t n = std::bit_ceil(want);
+    std::size_t n = (max_entries * 5 + 4 * IndexBucket::kWays - 1) / (4 * IndexBucket::kWays);
+    if (n < 2) n = 2;
     buckets_.assign(n, IndexBucket{});
-    mask_ = n - 1;
+    n_ = n;
     max_entries_ = max_entries;
   }
   [[nodiscard]] std::size_t max_entries() const noexcept { return max_entries_; }
   [[nodiscard]] std::size_t bucket_count() const noexcept { return buckets_.size(); }
   [[nodiscard]] std::size_t memory_bytes() const noexcept { return buckets_.size() * sizeof(IndexBucket); }
 
-  static std::uint32_t sig_of(std::uint64_t h) noexcept {
-    return static_cast<std::uint32_t>(h >> 32) | 1u;
+  // The top 16 bits of the hash, never 0 (the empty way's mark).
+  static std::uint16_t sig_of(std::uint64_t h) noexcept {
+    const auto s = static_cast<std::uint16_t>(h >> 48);
+    return static_cast<std::uint16_t>(s + (s == 0));
   }
+  // Low 32 bits of the hash scaled to [0, bucket_count()) (independent of the signature's bits).
   [[nodiscard]] std::size_t home(std::uint64_t h) const noexcept {
-    return static_cast<std::size_t>(h) & mask_;
+    return static_cast<std::size_t>((static_cast<std::uint64_t>(static_cast<std::uint32_t>(h)) * n_) >> 32);
   }
+  [[nodiscard]] std::size_t next(std::size_t i) const noexcept { return i + 1 == n_ ? 0 : i + 1; }
   void prefetch(std::uint64_t h) const noexcept { __builtin_prefetch(&buckets_[home(h)]); }
 
   // First slot in the home bucket whose signature matches (a candidate, for prefetching records).
@@ -144,23 +150,23 @@ class KeyIndex {
   // The slot holding key k (hash h), or kNoSlot. key_at(slot) returns the key stored at slot.
   template <typename KeyAt>
   [[nodiscard]] std::uint32_t find(const FlowKey& k, std::uint64_t h, KeyAt&& key_at) const noexcept {
-    const std::uint32_t s = sig_of(h);
+    const std::uint16_t s = sig_of(h);
     std::size_t i = home(h);
-    for (std::size_t step = 0; step <= mask_; ++step) {
+    for (std::size_t step = 0; step < n_; ++step) {
       const IndexBucket& b = buckets_[i];
       for (unsigned m = match_ways(b, s); m; m &= m - 1) {
         const std::uint32_t slot = b.slot[std::countr_zero(m)];
         if (key_equal(key_at(slot), k)) return slot;
       }
       if (b.overflow == 0) return kNoSlot;
-      i = (i + 1) & mask_;
+      i = next(i);
     }
     return kNoSlot;
   }
 
   // Adds (h -> slot). The caller guarantees the key is absent and size < max_entries().
   void insert(std::uint64_t h, std::uint32_t slot) noexcept {
-    const std::uint32_t s = sig_of(h);
+    const std::uint16_t s = sig_of(h);
     std::size_t i = home(h);
     for (;;) {
       IndexBucket& b = buckets_[i];
@@ -172,36 +178,36 @@ class KeyIndex {
         }
       }
       ++b.overflow;
-      i = (i + 1) & mask_;
+      i = next(i);
     }
   }
 
   // Removes the way that maps (h -> slot). Returns false if it is not there.
   bool erase(std::uint64_t h, std::uint32_t slot) noexcept {
-    const std::uint32_t s = sig_of(h);
+    const std::uint16_t s = sig_of(h);
     const std::size_t start = home(h);
     std::size_t i = start;
-    for (std::size_t step = 0; step <= mask_; ++step) {
+    for (std::size_t step = 0; step < n_; ++step) {
       IndexBucket& b = buckets_[i];
       for (int w = 0; w < IndexBucket::kWays; ++w) {
         if (b.sig[w] == s && b.slot[w] == slot) {
           b.sig[w] = 0;
           b.slot[w] = 0;
-          for (std::size_t j = start; j != i; j = (j + 1) & mask_) --buckets_[j].overflow;
+          for (std::size_t j = start; j != i; j = next(j)) --buckets_[j].overflow;
           return true;
         }
       }
       if (b.overflow == 0) return false;
-      i = (i + 1) & mask_;
+      i = next(i);
     }
     return false;
   }
 
   // Re-points (h -> old_slot) at new_slot (used when a dense table moves an entry).
   bool relabel(std::uint64_t h, std::uint32_t old_slot, std::uint32_t new_slot) noexcept {
-    const std::uint32_t s = sig_of(h);
+    const std::uint16_t s = sig_of(h);
     std::size_t i = home(h);
-    for (std::size_t step = 0; step <= mask_; ++step) {
+    for (std::size_t step = 0; step < n_; ++step) {
       IndexBucket& b = buckets_[i];
       for (int w = 0; w < IndexBucket::kWays; ++w) {
         if (b.sig[w] == s && b.slot[w] == old_slot) {
@@ -210,14 +216,14 @@ class KeyIndex {
         }
       }
       if (b.overflow == 0) return false;
-      i = (i + 1) & mask_;
+      i = next(i);
     }
     return false;
   }
 
  private:
   std::vector<IndexBucket, TableAllocator<IndexBucket>> buckets_;
-  std::size_t mask_ = 0;
+  std::size_t n_ = 0;  // bucket count
   std::size_t max_entries_ = 0;
 };
 

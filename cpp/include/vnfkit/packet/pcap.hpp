@@ -116,7 +116,7 @@ class PcapReader {
   std::uint32_t linktype_ = 0;
   std::uint32_t snaplen_ = 0;
   std::vector<Iface> ifaces_;
-  std::vector<std::uint64_t> src_;  // scratch: file offset of each scanned packet's bytes
+  Buffer<std::uint64_t> src_;  // scratch: file offset of each scanned packet's bytes (not zero-filled)
   bool chunk_has_linktype_ = false;
   std::uint64_t next_id_ = 0;
   std::uint64_t snapped_ = 0;
