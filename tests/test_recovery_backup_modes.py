@@ -92,7 +92,11 @@ def test_fork_checkpoints_restore_the_same_state_as_shipped_ones():
     w = workload("qos", packets=6000, flows=300, batch=256, seed=5)
     b = process_trial(w, 18, "between-batches", checkpoint_every=8, checkpoint_mode="sync", backup_mode="warm")
     assert a.verdict.correct and b.verdict.correct
-    assert a.recovery.checkpoint_epoch == b.recovery.checkpoint_epoch == 2
+    assert b.recovery.checkpoint_epoch == 2
+    # a fork checkpoint commits once the forked children have written their images: on a loaded
+    # box the crash (two batches after the second checkpoint) can come first, and the backup then
+    # restores the first one and replays more; either way the verdict must be correct
+    assert a.recovery.checkpoint_epoch in (1, 2)
 
 
 def test_bad_modes_are_named():
