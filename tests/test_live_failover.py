@@ -68,9 +68,17 @@ def _cmdlines(pids: list[str]) -> list[str]:
     return out
 
 
-def _failover(tmp_path: Path, storage: str, sig: int = signal.SIGKILL, heartbeat_timeout_ms: int = 500) -> None:
+def _failover(tmp_path: Path, capsys: pytest.CaptureFixture[str], storage: str, sig: int = signal.SIGKILL,
+              heartbeat_timeout_ms: int = 500) -> None:
     """The whole check; ``sig``: SIGKILL (a dead master) or SIGSTOP (a hung one, which the backup's
     heartbeat timeout catches and fences with a SIGKILL of its process group before taking over)."""
+    shown: list[str] = []  # the measured figures, printed past pytest's capture once the run passed
+
+    def say(*parts: object) -> None:
+        line = " ".join(str(x) for x in parts)
+        shown.append(line)
+        print(line)  # captured: part of the failure report if an assertion below fails
+
     payload = os.urandom(FILE_BYTES)
     www = tmp_path / "www"
     www.mkdir()
@@ -123,17 +131,17 @@ def _failover(tmp_path: Path, storage: str, sig: int = signal.SIGKILL, heartbeat
         assert curl.wait(timeout=150) == 0, f"curl failed: {curl_out.read_text()}\nNAT: {nat_err.read_text()}"
         size, secs = curl_out.read_text().split()
         have = hashlib.sha256(got.read_bytes()).hexdigest()
-        print(f"\ndownload through the failing-over NAT ({storage}): {size} bytes in {float(secs):.2f} s, master "
+        say(f"\ndownload through the failing-over NAT ({storage}): {size} bytes in {float(secs):.2f} s, master "
               f"killed at {at_kill} bytes; sha256 sent {want}, received {have}")
         assert int(size) == FILE_BYTES and have == want
 
         probe = tb.run("server", [sys.executable, "-c", PROBE, topo.public_ip, "8080", "2"], timeout=30)
-        print(f"after failover: unsolicited inbound connection to {topo.public_ip}:8080 -> {probe.stdout.strip()}")
+        say(f"after failover: unsolicited inbound connection to {topo.public_ip}:8080 -> {probe.stdout.strip()}")
         assert probe.stdout.strip() in ("timeout", "refused"), probe.stdout + probe.stderr
         assert accepted.read_text() == ""
         r2 = tb.run("client", ["curl", "-sS", "--max-time", "30", "-o", "/dev/null", "-w", "%{http_code}",
                                f"http://{topo.server_ip}:{HTTP_PORT}/"], timeout=60)
-        print(f"after failover: a new connection -> HTTP {r2.stdout}")
+        say(f"after failover: a new connection -> HTTP {r2.stdout}")
         assert r2.returncode == 0 and r2.stdout == "200", r2.stderr
 
         assert Testbed.stop(nat, grace_s=20) == 0, nat_err.read_text()
@@ -170,11 +178,11 @@ def _failover(tmp_path: Path, storage: str, sig: int = signal.SIGKILL, heartbeat
     last_before = max((t for t in times if t <= kill_epoch), default=kill_epoch)
     first_after = min((t for t in times if t > kill_epoch), default=kill_epoch)
     across_ms = (first_after - last_before) * 1e3
-    print(f"failover ({storage}, {signal.Signals(sig).name}): detected {detect_ms:.2f} ms after the signal, "
+    say(f"failover ({storage}, {signal.Signals(sig).name}): detected {detect_ms:.2f} ms after the signal, "
           f"backup live {live_ms:.1f} ms after it (restore {fo['restore_ms']} ms, replay {fo['replay_ms']} ms of "
           f"{fo['replayed_packets']} packets, "
           f"catch-up {fo['catch_up_ms']} ms of {fo['caught_up_frames']} frames)")
-    print(f"gap in the data reaching the client across the kill: {across_ms:.1f} ms; "
+    say(f"gap in the data reaching the client across the kill: {across_ms:.1f} ms; "
           f"largest gap between data segments reaching the client within 0.5 s of the kill: {gap_ms:.1f} ms "
           f"(starting {gap_at:+.1f} ms from the kill); largest gap before the kill, with no failure: {calm_ms:.1f} ms")
     backup = summary["backup"]
@@ -182,28 +190,30 @@ def _failover(tmp_path: Path, storage: str, sig: int = signal.SIGKILL, heartbeat
     assert backup["drops"].get("no-mapping", 0) >= 1  # the probe's SYN(s)
     reports = {name: checksum_report(cap) for name, cap in (("client", cap_client), ("server", cap_server))}
     for name, rep in reports.items():
-        print(f"tshark {name} side: {rep}")
+        say(f"tshark {name} side: {rep}")
         assert rep["frames"] > FILE_BYTES // 1500 and rep["bad"] == 0
     assert reports["server"]["private_addr"] == 0
     seen = sorted(set(peers.read_text().split()))
-    print(f"server saw peers: {seen}")
+    say(f"server saw peers: {seen}")
     assert seen == [topo.public_ip]
     if sig == signal.SIGKILL:  # (a hung master is only suspected after the heartbeat timeout)
         assert across_ms <= gap_ms < MAX_GAP_MS, f"the flow stopped for {gap_ms:.1f} ms around the failover"
+    with capsys.disabled():
+        print("\n" + "\n".join(line.strip("\n") for line in shown))
 
 
 @pytest.mark.skipif(redis_server_path() is None, reason="needs redis-server (Debian package redis-server)")
-def test_download_survives_master_sigkill_redis(tmp_path: Path) -> None:
-    _failover(tmp_path, "redis")
+def test_download_survives_master_sigkill_redis(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _failover(tmp_path, capsys, "redis")
 
 
-def test_download_survives_master_sigkill_file(tmp_path: Path) -> None:
-    _failover(tmp_path, "file")
+def test_download_survives_master_sigkill_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _failover(tmp_path, capsys, "file")
 
 
 @pytest.mark.skipif(redis_server_path() is None, reason="needs redis-server (Debian package redis-server)")
-def test_hung_master_is_fenced_and_replaced(tmp_path: Path) -> None:
-    _failover(tmp_path, "redis", signal.SIGSTOP, heartbeat_timeout_ms=400)
+def test_hung_master_is_fenced_and_replaced(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _failover(tmp_path, capsys, "redis", signal.SIGSTOP, heartbeat_timeout_ms=400)
 
 
 def test_live_cli_refuses_bad_recovery_combinations() -> None:
