@@ -60,6 +60,12 @@ class _ReadCache:
 
 
 def run_backup(spec: NodeSpec, emit: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    """The passive backup node: set up MazuNAT and its backup in advance, keep its own sockets on
+    the master's interfaces buffering recent frames, and on the master's death (pidfd, or a stale
+    heartbeat: the master's process group is then fenced with SIGKILL) restore the last checkpoint,
+    replay the logged inputs with determinants forced and outputs suppressed, catch up on the
+    buffered frames the master never logged, and forward live. `emit` reports events (one dict each);
+    returns the node's summary."""
     from ..io.live import LiveSink, open_socket
     from ..nfs.mazunat import EXTERNAL, INTERNAL, MazuNAT
     from ..recovery.backup import CKPT_STREAM, Backup

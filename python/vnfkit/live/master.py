@@ -39,6 +39,10 @@ def _percentiles_us(xs: list[float]) -> dict[str, float]:
 
 
 def run_master(spec: NodeSpec, emit: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    """The master node: receive from both interfaces, number and log every input batch to stable
+    storage, run MazuNAT with a logged context, release each output only once storage acknowledged
+    what it depends on (output commit), heartbeat, and checkpoint every ``checkpoint_ms`` of
+    `spec`. `emit` reports events; returns the node's summary (a killed master returns none)."""
     from ..classify import MultiQueueClassifier
     from ..io.live import LiveSink, open_socket
     from ..nfs.mazunat import EXTERNAL, INTERNAL, MazuNAT

@@ -81,6 +81,10 @@ def _storage_dir(path: str | None) -> tuple[Path, bool]:
 def run_failover(*, inside: str, outside: str, inside_peer: str, outside_peer: str, config: dict[str, Any],
                  storage: str, storage_dir: str | None, batch: int, checkpoint_ms: float,
                  heartbeat_timeout_ms: float, duration_s: float | None, quiet: bool, label: str) -> dict[str, Any]:
+    """What ``vnfkit live mazunat --strategy replay`` runs: start stable storage (a private Redis
+    primary + replica, or a fresh storage directory) and a heartbeat board, start the master and the
+    backup as process groups of their own, report the failover when it happens, and on SIGTERM or
+    after `duration_s` stop both groups and the storage it started. Returns the run's summary."""
     from ..recovery.detector import HeartbeatBoard
 
     stopping = {"flag": False}
