@@ -27,6 +27,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import IO, Any
 
+from .._procs import stop_group
 from .frames import NodeSpec
 
 __all__ = ["run_failover"]
@@ -43,26 +44,9 @@ def _reader(role: str, stream: IO[bytes], q: queue.Queue[tuple[str, dict[str, An
     q.put((role, None))  # end of stream: the node exited
 
 
-def _stop_group(p: subprocess.Popen[bytes], grace_s: float = 5.0) -> None:
-    if p.poll() is not None:
-        return
-    try:
-        os.killpg(p.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    try:
-        p.wait(timeout=grace_s)
-    except subprocess.TimeoutExpired:
-        try:
-            os.killpg(p.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        p.wait(timeout=10)
-
-
 def _stop_all(procs: dict[str, subprocess.Popen[bytes]]) -> None:
     for p in reversed(list(procs.values())):
-        _stop_group(p)
+        stop_group(p, 5.0)
 
 
 def _storage_dir(path: str | None) -> tuple[Path, bool]:
@@ -176,7 +160,7 @@ def run_failover(*, inside: str, outside: str, inside_peer: str, outside_peer: s
                 if "backup" in exited:
                     raise RuntimeError(f"the backup exited (status {procs['backup'].poll()}; its error is above)")
             for role in ("backup", "master"):
-                _stop_group(procs[role])
+                stop_group(procs[role], 5.0)
             deadline = time.monotonic() + 5
             while len(exited) < len(procs) and time.monotonic() < deadline:
                 take(None, 0.05)

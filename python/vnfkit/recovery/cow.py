@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,21 +62,29 @@ def fork_checkpoint(vnfs: Sequence[Any], contexts: Sequence[Any], shared: Any, p
                     epoch: int, next_input: int, last_packet_id: int) -> ForkedCheckpoint:
     """Fork; the child writes ``take_checkpoint(...).to_bytes()`` to `path` and exits."""
     path = Path(path)
+    pid, fork_s = _fork_writing(str(path), lambda: take_checkpoint(
+        vnfs, contexts, shared, epoch=epoch, next_input=next_input, last_packet_id=last_packet_id).to_bytes())
+    return ForkedCheckpoint(pid, path, fork_s)
+
+
+def _fork_writing(path: str, make: Callable[[], bytes]) -> tuple[int, float]:
+    """Fork; the child (a frozen copy of this process at this instant) writes ``make()`` to
+    `path` (through a temporary file renamed into place, so the file appears only when whole) and
+    exits. Returns (child pid, seconds the fork took)."""
     t0 = time.perf_counter()
     pid = os.fork()
-    if pid == 0:  # child: a frozen copy of the master at this instant
+    if pid == 0:
         code = 1
         try:
-            blob = take_checkpoint(vnfs, contexts, shared, epoch=epoch, next_input=next_input,
-                                   last_packet_id=last_packet_id).to_bytes()
-            tmp = path.with_suffix(".tmp")
+            blob = make()
+            tmp = path + ".tmp"
             with open(tmp, "wb") as f:
                 f.write(blob)
             os.replace(tmp, path)
             code = 0
         finally:
             os._exit(code)
-    return ForkedCheckpoint(pid, path, time.perf_counter() - t0)
+    return pid, time.perf_counter() - t0
 
 
 # ---- copy-on-write checkpoints of worker processes (run inside a worker through ProcessRunner.call_workers)
@@ -100,20 +108,8 @@ def worker_fork_image(vnf: Any, ctx: Any, prefix: str) -> tuple[int, int, float]
     _reap()
     path = f"{prefix}-{ctx.queue}"
     pos = int(ctx.state.position) if ctx.state is not None else 0
-    t0 = time.perf_counter()
-    pid = os.fork()
-    if pid == 0:  # a frozen copy of this worker at the cut
-        code = 1
-        try:
-            blob = pickle.dumps(({name: t.snapshot() for name, t in ctx.tables.items()}, vnf.snapshot()), protocol=5)
-            tmp = path + ".tmp"
-            with open(tmp, "wb") as f:
-                f.write(blob)
-            os.replace(tmp, path)
-            code = 0
-        finally:
-            os._exit(code)
-    fork_s = time.perf_counter() - t0
+    pid, fork_s = _fork_writing(path, lambda: pickle.dumps(
+        ({name: t.snapshot() for name, t in ctx.tables.items()}, vnf.snapshot()), protocol=5))
     _children.append(pid)
     if ctx.state is not None:
         ctx.state.drain_chunk()  # the dispatcher has read every record up to the cut

@@ -27,6 +27,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 
+from .._procs import stop_group
+
 __all__ = ["Host", "Testbed", "TestbedError", "leftovers", "missing_tools", "new_prefix"]
 
 #: The kernel's interface-name limit (IFNAMSIZ - 1).
@@ -173,20 +175,7 @@ class Testbed:
     @staticmethod
     def stop(p: subprocess.Popen[bytes], grace_s: float = 3.0) -> int | None:
         """SIGTERM the process group of ``p``, SIGKILL it after ``grace_s``; its exit code."""
-        if p.poll() is None:
-            try:
-                os.killpg(p.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                p.wait(timeout=grace_s)
-            except subprocess.TimeoutExpired:
-                try:
-                    os.killpg(p.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                p.wait(timeout=10)
-        return p.returncode
+        return stop_group(p, grace_s)
 
     # ------------------------------------------------------------------ teardown
 
