@@ -164,9 +164,10 @@ void FlowTable::check_classes(const std::uint8_t* classes, const std::uint32_t* 
   }
 }
 
-// Software pipeline over the batch: key i+2D is hashed and its home bucket prefetched, key i+D's
-// candidate record is prefetched, and key i is resolved. Each miss to memory thus overlaps with
-// the work on ~D other keys.
+// Software pipeline over the batch, three stages kDist keys apart: key i+2D is hashed and its
+// home bucket prefetched, key i+D's bucket is read (the first signature match's record is
+// prefetched), and key i is resolved with that probe. Each miss to memory thus overlaps with the
+// work on ~D other keys; the loop is split so the steady state runs without bounds checks.
 namespace {
 constexpr std::size_t kDist = 16;
 constexpr std::size_t kRing = 64;  // > 2 * kDist, power of two
@@ -175,28 +176,26 @@ static_assert(kRing > 2 * kDist && (kRing & (kRing - 1)) == 0);
 
 template <typename KeyAt, typename Resolve>
 void FlowTable::pipeline(KeyAt&& key_at, std::size_t n, Resolve&& resolve) noexcept {
-  std::uint64_t h[kRing];
-  const std::size_t pre = std::min(n, 2 * kDist);
-  for (std::size_t i = 0; i < pre; ++i) {
-    h[i] = hash_key(key_at(i));
-    index_.prefetch(h[i]);
+  KeyIndex::Probe p[kRing];
+  const auto stage_a = [&](std::size_t j) { p[j & (kRing - 1)] = index_.begin(hash_key(key_at(j))); };
+  const auto stage_b = [&](std::size_t j) {
+    KeyIndex::Probe& q = p[j & (kRing - 1)];
+    index_.peek(q);
+    if (q.cand != kNoSlot) __builtin_prefetch(&entries_[q.cand]);
+  };
+  for (std::size_t j = 0; j < std::min(n, 2 * kDist); ++j) stage_a(j);
+  for (std::size_t j = 0; j < std::min(n, kDist); ++j) stage_b(j);
+  std::size_t i = 0;
+  for (; i + 2 * kDist < n; ++i) {
+    stage_a(i + 2 * kDist);
+    stage_b(i + kDist);
+    resolve(i, p[i & (kRing - 1)]);
   }
-  for (std::size_t i = 0; i < std::min(n, kDist); ++i) {
-    const std::uint32_t c = index_.first_candidate(h[i]);
-    if (c != kNoSlot) __builtin_prefetch(&entries_[c]);
+  for (; i + kDist < n; ++i) {
+    stage_b(i + kDist);
+    resolve(i, p[i & (kRing - 1)]);
   }
-  for (std::size_t i = 0; i < n; ++i) {
-    if (i + 2 * kDist < n) {
-      const std::uint64_t x = hash_key(key_at(i + 2 * kDist));
-      h[(i + 2 * kDist) & (kRing - 1)] = x;
-      index_.prefetch(x);
-    }
-    if (i + kDist < n) {
-      const std::uint32_t c = index_.first_candidate(h[(i + kDist) & (kRing - 1)]);
-      if (c != kNoSlot) __builtin_prefetch(&entries_[c]);
-    }
-    resolve(i, h[i & (kRing - 1)]);
-  }
+  for (; i < n; ++i) resolve(i, p[i & (kRing - 1)]);
 }
 
 namespace {
@@ -296,8 +295,11 @@ void FlowTable::lookup_impl(const FlowKey* keys, Row row, std::size_t n, std::ui
   // that wants the values reads them itself; lookup_or_insert, whose caller updates them, does).
   std::size_t hits = 0;
   const auto key_at = [&](std::size_t i) -> const FlowKey& { return keys[row(i)]; };
-  pipeline(key_at, n, [&](std::size_t i, std::uint64_t h) {
-    const std::uint32_t s = find(key_at(i), h);
+  pipeline(key_at, n, [&](std::size_t i, const KeyIndex::Probe& p) {
+    const FlowKey& k = key_at(i);
+    std::uint32_t s = p.cand;
+    // Nothing is inserted during a pure lookup, so the probe's "sole" verdict still holds.
+    if (s == kNoSlot || !key_equal(entries_[s].key, k)) s = p.sole ? kNoSlot : find(k, p.h);
     slots[i] = s;
     hits += s != kNoSlot;
   });
@@ -315,12 +317,16 @@ std::size_t FlowTable::lookup_or_insert_impl(const FlowKey* keys, const std::uin
   std::size_t hits = 0, inserted = 0, failed = 0;
   const std::size_t vs = cfg_.value_size;
   const auto key_at = [&](std::size_t i) -> const FlowKey& { return keys[row(i)]; };
-  pipeline(key_at, n, [&](std::size_t i, std::uint64_t h) {
+  pipeline(key_at, n, [&](std::size_t i, const KeyIndex::Probe& p) {
     const std::size_t r = row(i);
     const FlowKey& k = keys[r];
+    const std::uint64_t h = p.h;
     const std::uint64_t ts = ts_ns[r];
     const bool closes = tcp_flags && k.proto == 6 && (tcp_flags[r] & (kTcpFin | kTcpRst));
-    std::uint32_t s = find(k, h);
+    // The probe was taken before this batch's earlier inserts: its candidate, if it is the key,
+    // is right (nothing is removed here), but a miss must be confirmed against the index as it is.
+    std::uint32_t s = p.cand;
+    if (s == kNoSlot || !key_equal(entries_[s].key, k)) s = find(k, h);
     if (s != kNoSlot) {
       ++hits;
       __builtin_prefetch(values_ + std::size_t{s} * vs, 1);  // the caller updates the record next

@@ -5,9 +5,11 @@
 // engine, zeroed on insert). Slots are stable while the entry lives, so a VNF can keep more per-flow
 // state in side arrays indexed by slot. Free slots are reused LIFO (deterministic).
 //
-// Index: KeyIndex (64-byte buckets, 10 ways of 16-bit signatures). Batch calls hash the whole
-// group, prefetch the home buckets, then prefetch the candidate records, then probe/insert in
-// packet order (so a flow that appears twice in one batch is inserted once).
+// Index: KeyIndex (64-byte buckets, 10 ways of 16-bit signatures). Batch calls run a three-stage
+// software pipeline: hash a key and prefetch its home bucket, read the bucket and prefetch the
+// record of the first signature match, then confirm by the full key and probe/insert in packet
+// order (so a flow that appears twice in one batch is inserted once). A pure lookup whose bucket
+// holds no matching signature and no overflow is decided without touching a record.
 //
 // Expiry: every flow belongs to a *timeout class* (up to kMaxTimeoutClasses, e.g. "tcp" 24 h,
 // "tcp_closing" 240 s, "udp" 300 s, "icmp" 60 s) and its deadline is last_ts + that class's

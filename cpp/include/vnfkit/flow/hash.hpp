@@ -140,6 +140,32 @@ class KeyIndex {
   [[nodiscard]] std::size_t next(std::size_t i) const noexcept { return i + 1 == n_ ? 0 : i + 1; }
   void prefetch(std::uint64_t h) const noexcept { __builtin_prefetch(&buckets_[home(h)]); }
 
+  // A batched lookup in stages, each a few keys ahead of the next (see FlowTable's pipeline):
+  // begin() names h's home bucket and prefetches it; peek() reads that bucket once and notes the
+  // first signature match (the record to prefetch); the caller then confirms cand by its key.
+  struct Probe {
+    std::uint64_t h = 0;
+    std::uint32_t bucket = 0;    // home bucket
+    std::uint32_t cand = kNoSlot;  // peek(): first way whose signature matches, kNoSlot if none
+    bool sole = false;  // peek(): no other way matches and no key probed past the bucket, so a key
+                        // that is not at cand is not in the index (valid until the next insert)
+  };
+  [[nodiscard]] Probe begin(std::uint64_t h) const noexcept {
+    Probe p;
+    p.h = h;
+    p.bucket = static_cast<std::uint32_t>(home(h));
+    __builtin_prefetch(&buckets_[p.bucket]);
+    return p;
+  }
+  void peek(Probe& p) const noexcept {
+    const IndexBucket& b = buckets_[p.bucket];
+    const unsigned m = match_ways(b, sig_of(p.h));
+    // Way 9 stands in when nothing matches, so the load is in bounds and the select branch-free.
+    const std::uint32_t first = b.slot[std::countr_zero(m | (1u << (IndexBucket::kWays - 1)))];
+    p.cand = m ? first : kNoSlot;
+    p.sole = (m & (m - 1)) == 0 && b.overflow == 0;
+  }
+
   // First slot in the home bucket whose signature matches (a candidate, for prefetching records).
   [[nodiscard]] std::uint32_t first_candidate(std::uint64_t h) const noexcept {
     const IndexBucket& b = buckets_[home(h)];
