@@ -19,6 +19,11 @@ two ``--runs`` times and printing each run's ratio to rte_hash's best burst and 
 
     PYTHONPATH=python taskset -c 0 python benches/bench_tables.py --vs-peer --runs 3 cap1M_fill50
 
+Interleaved pass by pass with our own rte_hash program (benches/peer/, built by
+benches/peer/build.sh against Debian's libdpdk-dev), the ratio's median and spread in one run:
+
+    PYTHONPATH=python taskset -c 0 python benches/peer/vs_rte_hash.py --reps 9 cap1M_fill50
+
 Under --benchmark-disable (CI smoke) the 1 M case shrinks to 20 k entries so it runs in seconds.
 """
 
@@ -225,6 +230,25 @@ def test_peer_lookup_misses(benchmark, label):
     out = benchmark(peer_lookups, w["table"], w["misses"])
     assert (np.concatenate(out) == NO_SLOT).all()
     report(benchmark, len(w["misses"]), entries=w["entries"])
+
+
+def test_peer_interleaved_with_rte_hash(capsys):
+    """Both sides interleaved on the same workload (benches/peer/vs_rte_hash.py): every pass checked."""
+    import importlib.util
+    from pathlib import Path
+
+    here = Path(__file__).resolve().parent / "peer"
+    spec = importlib.util.spec_from_file_location("vs_rte_hash", here / "vs_rte_hash.py")
+    vs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(vs)
+    binary = os.environ.get("VNFKIT_RTE_HASH_PEER", str(vs.DEFAULT_BINARY))
+    if not os.access(binary, os.X_OK):
+        pytest.skip(f"{binary} not built (benches/peer/build.sh, needs libdpdk-dev)")
+    res = vs.compare(binary, "cap1M_fill50", reps=2, small=True)
+    for what, r in res.items():
+        assert len(r["ratio"]) == 2 and all(x > 0 for x in r["ratio"])
+        with capsys.disabled():
+            print(f"\n[rte_hash peer, small stream] {what}: ratio to the best burst {np.median(r['ratio']):.2f}")
 
 
 # ------------------------------------------------------------------------------- FlowTable inserts
