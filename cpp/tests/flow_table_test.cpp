@@ -368,3 +368,34 @@ TEST(FlowTable, RestoresAnImageWrittenBeforeTimeoutClasses) {
   EXPECT_EQ(t.expire(15, e), 1u);
   EXPECT_EQ(e.reasons[0], static_cast<std::uint8_t>(ExpireReason::kClosed));
 }
+
+// A full table with few buckets overflows them, so pure lookups take every probe outcome: the
+// bucket's first signature match, a decision from the bucket alone, and the walk past it. Batches
+// longer than the pipeline's depth, with hits, misses and repeats, must equal one-key lookups.
+TEST(FlowTable, BatchedLookupsEqualSingleLookupsInOverflowingBuckets) {
+  for (std::uint32_t cap : {30u, 61u, 1000u}) {
+    FlowTable t(cfg(cap));
+    std::vector<FlowKey> stored;
+    for (std::uint32_t i = 0; i < cap; ++i) stored.push_back(key(i * 7919u));
+    std::vector<std::uint32_t> ids(cap, 1);
+    std::vector<std::uint64_t> ts(cap, 1);
+    std::vector<std::uint32_t> slots(cap);
+    ASSERT_EQ(t.lookup_or_insert(stored.data(), ids.data(), ts.data(), nullptr, cap, slots.data(), nullptr), cap);
+    std::mt19937 rng(cap);
+    std::vector<FlowKey> q;
+    std::vector<std::uint32_t> want;
+    for (int j = 0; j < 500; ++j) {
+      const auto i = static_cast<std::uint32_t>(rng() % (2 * cap));
+      q.push_back(i < cap ? stored[i] : key(1'000'000u + i));
+      want.push_back(i < cap ? slots[i] : kNoSlot);
+    }
+    std::vector<std::uint32_t> got(q.size());
+    t.lookup(q.data(), q.size(), got.data());
+    EXPECT_EQ(got, want) << "capacity " << cap;
+    for (std::size_t j = 0; j < q.size(); ++j) {
+      std::uint32_t one = 0;
+      t.lookup(&q[j], 1, &one);
+      ASSERT_EQ(one, want[j]) << "capacity " << cap << " query " << j;
+    }
+  }
+}
