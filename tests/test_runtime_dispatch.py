@@ -155,6 +155,8 @@ def test_errors_name_the_field(lanes2: Lanes) -> None:
         _core.Dispatcher(lanes2.rings[:1], MultiQueueClassifier(1), batch_size=65, flush_us=50)
     with pytest.raises(ValueError, match="flush_us"):
         _core.Dispatcher(lanes2.rings[:1], MultiQueueClassifier(1), batch_size=8, flush_us=-1)
+    with pytest.raises(ValueError, match="spin_us"):
+        _core.Dispatcher(lanes2.rings[:1], MultiQueueClassifier(1), batch_size=8, flush_us=50, spin_us=-1)
     d = _core.Dispatcher(lanes2.rings[:1], MultiQueueClassifier(1), batch_size=8, flush_us=50)
     big = _core.PacketBatch.from_arrays(np.zeros(SLAB, np.uint8), np.array([0, SLAB], np.uint32),
                                         np.zeros(1, np.uint64))

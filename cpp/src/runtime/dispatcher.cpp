@@ -105,7 +105,7 @@ bool Dispatcher::push(std::uint64_t limit, std::uint64_t deadline_ns) {
             all = false;
             break;
           }
-          r.wait_output(std::min(deadline_ns - now, kWaitSliceNs));
+          r.wait_output(std::min(deadline_ns - now, kWaitSliceNs), cfg_.spin_ns);
           continue;
         }
       }
@@ -180,7 +180,7 @@ bool Dispatcher::drain(std::uint64_t deadline_ns) {
       idle = false;
       const std::uint64_t now = steady_now_ns();
       if (now >= deadline_ns) return false;
-      if (r.outputs_ready() == 0) r.wait_output(std::min(deadline_ns - now, kWaitSliceNs));
+      if (r.outputs_ready() == 0) r.wait_output(std::min(deadline_ns - now, kWaitSliceNs), cfg_.spin_ns);
     }
     if (idle) return true;
   }

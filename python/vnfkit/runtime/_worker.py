@@ -38,6 +38,7 @@ class WorkerSpec:
     logged: bool
     parent_pid: int
     keep_log: bool = False  # leave the determinant log in the shared segment for the parent to read
+    spin_s: float = 200e-6  # how long an idle worker polls its ring before it sleeps on the futex
 
 
 def _die_with_parent() -> None:
@@ -103,8 +104,9 @@ def main(spec: WorkerSpec, conn: Any) -> None:
     log = ctx.state if spec.logged and ctx.state is not None and not spec.keep_log else None
     busy_ns = 0
     batches = 0
+    spin_s = spec.spin_s
     while True:
-        if ring.input_ready or ring.wait_input(WAIT_S):
+        if ring.input_ready or ring.wait_input(WAIT_S, spin_s):
             batch = ring.input()
             t0 = time.perf_counter_ns()
             try:

@@ -44,6 +44,10 @@ struct DispatcherConfig {
   std::uint64_t flush_ns = 50'000; // T: a non-empty open slab is committed once its oldest packet waited this long
   bool parse = true;               // parse every input batch before classifying it
   bool assign_ids = true;          // overwrite packet_id with runner-wide ids
+  // How long a wait for a worker's output polls before it sleeps on the futex. Polling pays off
+  // only while every busy process has a core of its own; with more processes than cores a poll
+  // steals the core the worker needs, so the runtime then sets this to 0 (sleep at once).
+  std::uint64_t spin_ns = SlabRing::kDefaultSpinNs;
 };
 
 struct Lane {
