@@ -692,7 +692,8 @@ class SlabRing(metaclass=type):
 
 class Dispatcher(metaclass=type):
     def __init__(self, rings: list[SlabRing], classifier: MultiQueueClassifier, *, batch_size: int, flush_us: float,
-                 parse: bool = True, assign_ids: bool = True, spin_us: float = 200.0) -> None: ...
+                 parse: bool = True, assign_ids: bool = True, spin_us: float = 200.0,
+                 hold_while_busy: bool = True) -> None: ...
     @property
     def next_id(self) -> int: ...
     @next_id.setter

@@ -164,7 +164,7 @@ void Dispatcher::flush_due(std::uint64_t now, bool force) {
     if (!r.can_fill()) continue;
     const SlabHeader& h = SlabLayout::header(r.slab(r.fill_cursor()));
     if (h.packets == 0) continue;
-    if (force || now >= h.opened_ns + cfg_.flush_ns) commit(q);
+    if (force || (now >= h.opened_ns + cfg_.flush_ns && !(cfg_.hold_while_busy && r.unprocessed() > 0))) commit(q);
   }
 }
 

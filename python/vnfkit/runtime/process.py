@@ -5,7 +5,8 @@ call per input batch with the GIL released): it gives every packet a runner-wide
 classifies by RSS and appends each queue's packets into the open slab of that queue's
 :class:`~vnfkit._core.SlabRing` (packet bytes and columns written contiguously into shared
 memory). A queue's slab is handed to its worker when it holds ``batch_size`` packets or when its
-oldest packet has waited ``flush_us`` microseconds. Each worker process (own interpreter, own GIL,
+oldest packet has waited ``flush_us`` microseconds and the worker has finished what it was given
+(a busy worker would not start it sooner; meanwhile the slab keeps filling). Each worker process (own interpreter, own GIL,
 own VNF instance and per-flow tables) processes the slab in place as a PacketBatch over the shared
 memory and hands it back; the dispatcher releases each queue's outputs in order and times every
 packet from its arrival at the dispatcher to that release.
@@ -126,6 +127,9 @@ class ProcessRunner(Runner):
             polls before it sleeps on the ring's futex. Default: 200 us while every process
             (dispatcher + workers) has a core of its own, else 0 -- with more busy processes than
             cores a polling process takes the core that the one it waits for needs.
+        hold_while_busy: a partial slab past T waits while its worker has not finished the slabs it
+            was given (its packets would not start sooner), so batches grow under load; False
+            commits every partial slab at T.
         keep_log: with ``logged``, workers leave their determinant logs in the shared segment (the
             parent reads them through :attr:`shared_state`; a call draining them is the caller's job)
             instead of discarding each batch's records.
@@ -141,7 +145,7 @@ class ProcessRunner(Runner):
                  control: ControlState | None = None, depth: int = 8, parse: bool = True, logged: bool = True,
                  batch_size: int = 256, flush_us: float = 50.0, slab_bytes: int | None = None,
                  start_method: str = "spawn", assign_ids: bool = True, keep_log: bool = False,
-                 spin_us: float | None = None) -> None:
+                 spin_us: float | None = None, hold_while_busy: bool = True) -> None:
         for name, v in (("queues", queues), ("depth", depth), ("batch_size", batch_size)):
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
@@ -173,6 +177,7 @@ class ProcessRunner(Runner):
         self.batch_size = batch_size
         self.flush_ns = int(flush_us * 1000)
         self.spin_us = float(spin_us) if spin_us is not None else default_spin_us(queues)
+        self.hold_while_busy = bool(hold_while_busy)
         self.control = control if control is not None else ControlState()
         self.vnf_name = getattr(vnf, "__name__", type(vnf).__name__)
         slots = 2
@@ -226,7 +231,8 @@ class ProcessRunner(Runner):
             self._cpu_seen[q] = msg[2]
         st["dispatcher"] = _core.Dispatcher(st["rings"], self.classifier, batch_size=self.batch_size,
                                             flush_us=self.flush_ns / 1000, parse=self.parse,
-                                            assign_ids=self.assign_ids, spin_us=self.spin_us)
+                                            assign_ids=self.assign_ids, spin_us=self.spin_us,
+                                            hold_while_busy=self.hold_while_busy)
         for seg in st["segments"]:
             seg.unlink()  # every worker has it mapped: nothing left in /dev/shm from here on
         _shared.workers_attached(st["shared"])
