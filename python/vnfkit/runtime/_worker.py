@@ -77,7 +77,7 @@ def main(spec: WorkerSpec, conn: Any) -> None:
     from ._shared import attach_shared
 
     try:
-        mem = attach(spec.path)
+        mem = attach(spec.path, populate=True)
         ring = _core.SlabRing(mem, create=False, max_packets=spec.max_packets)
         c = spec.classifier
         classifier = MultiQueueClassifier(c["num_queues"], key=c["key"], symmetric=c["symmetric"],

@@ -207,7 +207,7 @@ class ProcessRunner(Runner):
         published = {n: self.control.get(n) for n in self.control.names()}
         _check_portable("control", published)
         for q in range(self.num_queues):
-            seg = Segment(f"q{q}", size)
+            seg = Segment(f"q{q}", size, populate=True)
             st["segments"].append(seg)
             st["rings"].append(_core.SlabRing(seg.map, create=True, slots=slots, slab_bytes=slab_bytes,
                                               max_packets=self.batch_size))
