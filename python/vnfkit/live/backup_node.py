@@ -161,7 +161,8 @@ def run_backup(spec: NodeSpec, emit: Callable[[dict[str, Any]], None]) -> dict[s
                   "catch_up_ms": round((t_live - t_replayed) / 1e6, 3),
                   "detect_to_live_ms": round((t_live - failure["detected_ns"]) / 1e6, 3),
                   "steered": switching is not None,
-                  "switched_by_ms": round((t_switched - failure["detected_ns"]) / 1e6, 3),
+                  "switched_by_ms": (round((t_switched - failure["detected_ns"]) / 1e6, 3)
+                                     if switching is not None else None),
                   "checkpoint_epoch": rep.checkpoint_epoch, "replayed_batches": rep.replayed_batches,
                   "replayed_packets": rep.replayed_packets, "reexecuted_batches": rep.reexecuted_batches,
                   "logged_frames_seen": len(known), "caught_up_frames": caught_up}
