@@ -180,6 +180,7 @@ def run_failover(*, inside: str, outside: str, inside_peer: str, outside_peer: s
                 from ..recovery.storage.redis_servers import RedisPair
 
                 prefix = "vnfkit-live-" + os.urandom(4).hex()
+                st_spec: dict[str, Any]
                 if topology is None:
                     pair = RedisPair()
                     st_spec = {"kind": "redis", "unix_socket_path": pair.primary_socket, "prefix": prefix}
