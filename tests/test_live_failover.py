@@ -222,8 +222,8 @@ def _failover(tmp_path: Path, capsys: pytest.CaptureFixture[str], storage: str, 
     say(f"failover ({storage}, {signal.Signals(sig).name}): detected {detect_ms:.2f} ms after the signal, "
           f"backup live {live_ms:.1f} ms after it (restore {fo['restore_ms']} ms, replay {fo['replay_ms']} ms of "
           f"{fo['replayed_packets']} packets, "
-          f"catch-up {fo['catch_up_ms']} ms of {fo['caught_up_frames']} frames; switch reprogrammed by "
-          f"{fo['switched_by_ms']} ms after detection)")
+          f"catch-up {fo['catch_up_ms']} ms of {fo['caught_up_frames']} frames"
+          + (f"; switch reprogrammed by {fo['switched_by_ms']} ms after detection)" if separate else ")"))
     say(f"gap in the data reaching the client across the kill: {across_ms:.1f} ms; "
           f"largest gap between data segments reaching the client within 0.5 s of the kill: {gap_ms:.1f} ms "
           f"(starting {gap_at:+.1f} ms from the kill); largest gap before the kill, with no failure: {calm_ms:.1f} ms")
