@@ -573,6 +573,30 @@ NatFastResult nat_fast_path(packet::PacketBatch& batch, flow::FlowTable& out, fl
   return res;
 }
 
+SplitOutput SplitScratch::reserve(std::size_t n) {
+  if (src.size() < n) {
+    for (auto* v : {&src, &dst, &outbound, &inbound, &other, &not_v4, &outbound_np, &inbound_np}) v->resize(n);
+  }
+  return {src.data(),   dst.data(),    outbound.data(),    inbound.data(),
+          other.data(), not_v4.data(), outbound_np.data(), inbound_np.data()};
+}
+
+NatBatchResult nat_fast_batch(packet::PacketBatch& batch, flow::FlowTable& out, flow::FlowTable& in,
+                              std::uint32_t inside_net, std::uint32_t inside_mask, std::uint16_t out_port,
+                              std::uint16_t in_port, std::uint64_t gc_at, const NatFastConfig& cfg,
+                              const NatFastBuffers& buf, SplitScratch& scratch) {
+  const SplitOutput o = scratch.reserve(batch.size());
+  const SplitCounts c = split_gateway(batch, inside_net, inside_mask, cfg.public_addr, out_port, in_port, true, o);
+  NatBatchResult r;
+  if (c.other != 0 || c.not_v4 != 0 || c.outbound_np != 0 || c.inbound_np != 0 || c.min_ts >= gc_at) {
+    r.general = true;
+    return r;
+  }
+  r.fast = nat_fast_path(batch, out, in, o.outbound, c.outbound, o.inbound, c.inbound, cfg, buf);
+  r.general = r.fast.bailed;
+  return r;
+}
+
 std::size_t nat_expired(flow::FlowTable& out, std::uint64_t now, std::uint32_t* slots, std::uint8_t* armed) {
   if (out.config().value_size != sizeof(NatRecord)) {
     throw std::invalid_argument("out: values must be 32-byte NAT records, got " +

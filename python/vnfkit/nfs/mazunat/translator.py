@@ -115,8 +115,9 @@ class MazuNAT(RuleSteps, EndpointClaims, VNF):
         # the GC index: 1 for (at least) every outbound record whose deadline is non-zero, so the
         # expiry scan reads only those records (set wherever a deadline leaves 0, cleared by the scan)
         self._armed = np.zeros(cap, np.uint8)
-        self._grow(1024)
         self._bind()
+        self._sctx = state_context(ctx)  # the recording context the native fast path allocates through
+        self._grow(1024)  # the fast path's buffers and the native object over them
         self.c: dict[str, int] = dict.fromkeys(
             ["translations", "reverse_translations", "forwards", "forward_replies", "new_mappings",
              "expired_mappings", "drop_no_mapping", "drop_pool_exhausted", "drop_table_full",
@@ -214,6 +215,16 @@ class MazuNAT(RuleSteps, EndpointClaims, VNF):
             return
         rules: NatRules = ctx.control.get(RULES)  # read once: the whole batch uses this version
         sctx = state_context(ctx)
+        if not len(rules.deny):
+            # the common batch (TCP/UDP both ways, no expiry scan due) in one native call; anything
+            # else (status 4) takes the general path below, which splits the batch again
+            if n > self._d_cap or sctx is not self._sctx:  # (a replay harness may swap the context)
+                self._sctx = sctx
+                self._grow(n)
+            r = self._engine.run(batch, rules.fwd_rev_flags, rules.fwd_in_flags, self.next_gc)
+            if r[0] != 4:
+                self._fast_done(batch, sctx, rules, r)
+                return
         c = self.c
         key = batch.key
         # One native pass: host-order addresses; TCP/UDP outbound / inbound lists (their output
@@ -259,17 +270,25 @@ class MazuNAT(RuleSteps, EndpointClaims, VNF):
         packets it defers (new flows, a full table, expired mappings, forwarded ports) take the
         step-by-step path below, outbound first. Same decisions as :meth:`_stepwise`."""
         n = len(batch)
-        if len(self._d_oidx) < n:
+        if self._d_cap < n:
             self._grow(n)
         pools = self._native_pools
-        status, nod, nid, ntr, nrtr, nnew, nexh, dexh, dfull = _core.nat_fast_path(
+        r = _core.nat_fast_path(
             batch, self.out._t, self.inb._t, oidx, iidx, self.public, self.done_ns, rules.fwd_rev_flags,
             rules.fwd_in_flags, self._mark, self._d_oidx, self._d_oslot, self._d_onew, self._d_iidx,
             *((pools[0], pools[1], sctx, self.timeout_ns[TCP], self.timeout_ns[UDP]) if pools else ()),
             armed=self._armed, **self._native_kw)
-        if status == 1:  # a packet from a forward's server port: the whole batch step by step
+        if r[0] == 1:  # a packet from a forward's server port: the whole batch step by step
             self._stepwise(batch, sctx, rules, batch.key, src, dst, oidx, iidx, oidx[:0])
             return
+        self._fast_done(batch, sctx, rules, r)
+
+    def _fast_done(self, batch: _core.PacketBatch, sctx: Any, rules: NatRules, r: tuple[int, ...]) -> None:
+        """Count a fast-path call's result `r` and decide the packets it deferred (new flows without
+        native pools, a full table, expired mappings, forwarded ports), outbound first, through the
+        recording context `sctx`. (After an expired mapping, status 2 or 3, the deferred inbound
+        list is the whole inbound list.)"""
+        _, nod, nid, ntr, nrtr, nnew, nexh, dexh, dfull = r
         c = self.c
         c["translations"] += ntr
         c["reverse_translations"] += nrtr
@@ -278,10 +297,12 @@ class MazuNAT(RuleSteps, EndpointClaims, VNF):
             c["pool_exhausted_events"] += nexh
             c["drop_pool_exhausted"] += dexh
             c["drop_table_full"] += dfull
+        if not (nod or nid):
+            return
         if nod:
             self._outbound_rest(batch, sctx, self._d_oidx[:nod], self._d_oslot[:nod],
                                 self._d_onew[:nod].view(np.bool_))
-        rest = iidx if status >= 2 else self._d_iidx[:nid]
+        rest = self._d_iidx[:nid]
         if len(rest):
             if len(rules.forwards):
                 rest = self._forward_in(batch, rules, rest, batch.key)
@@ -289,11 +310,21 @@ class MazuNAT(RuleSteps, EndpointClaims, VNF):
                 self._inbound(batch, sctx, rest)
 
     def _grow(self, n: int) -> None:
+        """Deferred-packet buffers for batches of up to `n` packets, and the native fast path over
+        them (its pools, timeouts and affinity as :meth:`_fast` passes them)."""
         n = max(n, 1024)
+        self._d_cap = n
         self._d_oidx = np.zeros(n, np.uint32)
         self._d_oslot = np.zeros(n, np.uint32)
         self._d_onew = np.zeros(n, np.uint8)
         self._d_iidx = np.zeros(n, np.uint32)
+        pools = self._native_pools
+        pool_kw: dict[str, Any] = dict(tcp_pool=pools[0], udp_pool=pools[1], state_ctx=self._sctx,
+                                       tcp_timeout=self.timeout_ns[TCP], udp_timeout=self.timeout_ns[UDP],
+                                       **self._native_kw) if pools else {}
+        self._engine = _core.NatFastPath(
+            self.out._t, self.inb._t, self.net, self.mask, self.public, EXTERNAL, INTERNAL, self.done_ns,
+            self._mark, self._d_oidx, self._d_oslot, self._d_onew, self._d_iidx, self._armed, **pool_kw)
 
     def _stepwise(self, batch: _core.PacketBatch, sctx: Any, rules: NatRules, key: npt.NDArray[Any],
                   src: npt.NDArray[np.uint32], dst: npt.NDArray[np.uint32], oidx: npt.NDArray[np.uint32], iidx: npt.NDArray[np.uint32], onp: npt.NDArray[np.uint32]) -> None:
