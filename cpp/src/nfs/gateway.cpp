@@ -39,14 +39,20 @@ SplitCounts split_gateway(packet::PacketBatch& batch, std::uint32_t inside_net, 
     throw std::invalid_argument("batch: columns do not match the number of packets");
   }
   SplitCounts c;
-  for (std::size_t i = 0; i < n; ++i) c.min_ts = std::min(c.min_ts, batch.ts_ns[i]);
   const std::uint32_t net = inside_net & inside_mask;
-  std::uint16_t* port = batch.port.data();
+  // the column pointers, loaded once (stores through the outputs would otherwise reload them)
+  std::uint16_t* const port = batch.port.data();
+  const flow::FlowKey* const keys = batch.key.data();
+  const std::uint8_t* const drop = batch.drop.data();
+  const std::uint8_t* const flags = batch.flags.data();
+  const std::uint64_t* const ts = batch.ts_ns.data();
+  std::uint64_t min_ts = UINT64_MAX;
   for (std::size_t i = 0; i < n; ++i) {
-    const auto& k = batch.key[i];
+    const auto& k = keys[i];
     const auto idx = static_cast<std::uint32_t>(i);
+    min_ts = std::min(min_ts, ts[i]);
     port[i] = 0;
-    if (batch.drop[i] != 0) {
+    if (drop[i] != 0) {
       o.src[i] = o.dst[i] = 0;
       continue;
     }
@@ -60,7 +66,7 @@ SplitCounts split_gateway(packet::PacketBatch& batch, std::uint32_t inside_net, 
     o.src[i] = s;
     o.dst[i] = d;
     const bool nonfirst_fragment =
-        (batch.flags[i] & (packet::kFlagFragment | packet::kFlagFirstFragment)) == packet::kFlagFragment;
+        (flags[i] & (packet::kFlagFragment | packet::kFlagFirstFragment)) == packet::kFlagFragment;
     if (nonfirst_fragment) {  // no L4 header: nothing a gateway can match on ports
       o.other[c.other++] = idx;
       continue;
@@ -86,6 +92,7 @@ SplitCounts split_gateway(packet::PacketBatch& batch, std::uint32_t inside_net, 
       o.other[c.other++] = idx;
     }
   }
+  c.min_ts = min_ts;
   return c;
 }
 
