@@ -69,6 +69,10 @@ class MazuNAT(RuleSteps, EndpointClaims, VNF):
     #: make new TCP/UDP mappings inside the native fast path where the pools allow it (False: always
     #: through :meth:`_new_mappings`; same decisions, slower; for comparisons)
     native_new_flows = True
+    #: take the common batch (TCP/UDP both ways, no expiry scan due) in one call of the native
+    #: :class:`~vnfkit._core.NatFastPath` (False: split and fast path as separate calls; same
+    #: decisions, slower; for comparisons)
+    native_batch = True
 
     # ------------------------------------------------------------------------------------ setup
     def setup(self, ctx: Context, **config: Any) -> None:
@@ -215,7 +219,7 @@ class MazuNAT(RuleSteps, EndpointClaims, VNF):
             return
         rules: NatRules = ctx.control.get(RULES)  # read once: the whole batch uses this version
         sctx = state_context(ctx)
-        if not len(rules.deny):
+        if self.native_batch and not len(rules.deny):
             # the common batch (TCP/UDP both ways, no expiry scan due) in one native call; anything
             # else (status 4) takes the general path below, which splits the batch again
             if n > self._d_cap or sctx is not self._sctx:  # (a replay harness may swap the context)
@@ -272,12 +276,10 @@ class MazuNAT(RuleSteps, EndpointClaims, VNF):
         n = len(batch)
         if self._d_cap < n:
             self._grow(n)
-        pools = self._native_pools
         r = _core.nat_fast_path(
             batch, self.out._t, self.inb._t, oidx, iidx, self.public, self.done_ns, rules.fwd_rev_flags,
             rules.fwd_in_flags, self._mark, self._d_oidx, self._d_oslot, self._d_onew, self._d_iidx,
-            *((pools[0], pools[1], sctx, self.timeout_ns[TCP], self.timeout_ns[UDP]) if pools else ()),
-            armed=self._armed, **self._native_kw)
+            armed=self._armed, **self._pool_kw(sctx))
         if r[0] == 1:  # a packet from a forward's server port: the whole batch step by step
             self._stepwise(batch, sctx, rules, batch.key, src, dst, oidx, iidx, oidx[:0])
             return
@@ -318,13 +320,19 @@ class MazuNAT(RuleSteps, EndpointClaims, VNF):
         self._d_oslot = np.zeros(n, np.uint32)
         self._d_onew = np.zeros(n, np.uint8)
         self._d_iidx = np.zeros(n, np.uint32)
-        pools = self._native_pools
-        pool_kw: dict[str, Any] = dict(tcp_pool=pools[0], udp_pool=pools[1], state_ctx=self._sctx,
-                                       tcp_timeout=self.timeout_ns[TCP], udp_timeout=self.timeout_ns[UDP],
-                                       **self._native_kw) if pools else {}
         self._engine = _core.NatFastPath(
             self.out._t, self.inb._t, self.net, self.mask, self.public, EXTERNAL, INTERNAL, self.done_ns,
-            self._mark, self._d_oidx, self._d_oslot, self._d_onew, self._d_iidx, self._armed, **pool_kw)
+            self._mark, self._d_oidx, self._d_oslot, self._d_onew, self._d_iidx, self._armed,
+            **self._pool_kw(self._sctx))
+
+    def _pool_kw(self, sctx: Any) -> dict[str, Any]:
+        """The fast path's keyword arguments for new TCP/UDP mappings made natively through `sctx`
+        (none: new flows are deferred to :meth:`_new_mappings`)."""
+        pools = self._native_pools
+        if pools is None:
+            return {}
+        return dict(tcp_pool=pools[0], udp_pool=pools[1], state_ctx=sctx, tcp_timeout=self.timeout_ns[TCP],
+                    udp_timeout=self.timeout_ns[UDP], **self._native_kw)
 
     def _stepwise(self, batch: _core.PacketBatch, sctx: Any, rules: NatRules, key: npt.NDArray[Any],
                   src: npt.NDArray[np.uint32], dst: npt.NDArray[np.uint32], oidx: npt.NDArray[np.uint32], iidx: npt.NDArray[np.uint32], onp: npt.NDArray[np.uint32]) -> None:
