@@ -73,3 +73,49 @@ def test_stream_sigkill_failover_is_correct(backup_mode):
         assert r.verdict.correct, (crash, str(r.verdict))
         assert r.released_master + r.released_backup == 6000
         assert r.detect_s > 0
+
+
+def test_stream_heartbeat_fences_and_failover_is_correct():
+    w = _parsed("mazunat", packets=6000, flows=300, batch=128, seed=11)
+    r = stream_trial(w, 20, kill_worker=1, delay_s=0.0005, checkpoint_interval_s=0.02, heartbeat_timeout_s=0.001)
+    assert r.verdict.correct, str(r.verdict)
+    assert r.verdict.checked["detected_by"] in ("heartbeat", "exited")
+    assert r.released_master + r.released_backup == 6000
+
+
+def test_stream_failover_with_file_storage(tmp_path):
+    from vnfkit.recovery.storage.file import FileStorage
+
+    w = _parsed("mazunat", packets=6000, flows=300, batch=128, seed=12)
+    st = FileStorage(tmp_path / "log")
+    try:
+        r = stream_trial(w, 25, kill_worker=0, delay_s=0.001, storage=st, checkpoint_interval_s=0.02)
+    finally:
+        st.close()
+    assert r.verdict.correct, str(r.verdict)
+    assert r.released_master + r.released_backup == 6000
+
+
+@pytest.mark.skipif(__import__("shutil").which("redis-server") is None, reason="redis-server not installed")
+def test_stream_failover_with_redis_storage():
+    import os
+
+    from vnfkit.recovery.storage.redis import RedisStorage
+    from vnfkit.recovery.storage.redis_servers import RedisPair
+
+    w = _parsed("mazunat", packets=4000, flows=200, batch=128, seed=13)
+    pair = RedisPair()
+    try:
+        st = RedisStorage(unix_socket_path=pair.primary_socket, socket_timeout_s=5.0)
+        try:
+            r = stream_trial(w, 15, kill_worker=1, delay_s=0.001, storage=st, checkpoint_interval_s=0.02)
+        finally:
+            st.close()
+    finally:
+        pids = list(pair.pids.values())
+        pair.stop()
+    for pid in pids:  # nothing left behind
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    assert r.verdict.correct, str(r.verdict)
+    assert r.released_master + r.released_backup == 4000

@@ -70,16 +70,17 @@ class MasterFailed(RuntimeError):
 
 
 class _Board:
-    """Per worker: a slab counter and ``BOARD_ROWS`` rows of every worker's log position."""
+    """Per worker: a slab counter, a heartbeat (``time.monotonic_ns()`` at its last finished slab)
+    and ``BOARD_ROWS`` rows of every worker's log position."""
 
     def __init__(self, queues: int, name: str | None = None) -> None:
         self.queues = queues
         self._owner = name is None
-        size = 8 * queues * (1 + BOARD_ROWS * queues)
+        size = 8 * queues * (2 + BOARD_ROWS * queues)
         # A worker attaching registers the name with the resource tracker it shares with the
         # parent (spawn), where the creator registered it already: the creator's unlink clears it.
         self._shm = shared_memory.SharedMemory(name=name, create=self._owner, size=size)
-        self.words = np.ndarray((queues, 1 + BOARD_ROWS * queues), dtype=np.uint64, buffer=self._shm.buf)
+        self.words = np.ndarray((queues, 2 + BOARD_ROWS * queues), dtype=np.uint64, buffer=self._shm.buf)
         if self._owner:
             self.words[:] = 0
 
@@ -89,11 +90,14 @@ class _Board:
 
     def row(self, q: int, k: int) -> np.ndarray:
         """Every worker's log position when worker `q` had processed its slab `k`."""
-        at = 1 + (k % BOARD_ROWS) * self.queues
+        at = 2 + (k % BOARD_ROWS) * self.queues
         return self.words[q, at:at + self.queues]
 
     def slabs(self, q: int) -> int:
         return int(self.words[q, 0])
+
+    def beat_ns(self, q: int) -> int:
+        return int(self.words[q, 1])
 
     def close(self) -> None:
         del self.words
@@ -124,6 +128,7 @@ class _Bounded(VNF):
             q = ctx.queue
             b.row(q, self._k)[:] = ctx.shared.positions()
             self._k += 1
+            b.words[q, 1] = time.monotonic_ns()
             b.words[q, 0] = self._k
 
     def stats(self) -> dict[str, int]:
@@ -157,12 +162,19 @@ class StreamingMaster:
         batch_size: most packets per slab; every input batch must be no larger.
         depth: slabs in flight per queue.
         sync_timeout_s: how long one storage sync may take before it is reported.
+        heartbeat_timeout_s: with replay, declare a worker failed once it has had a slab in
+            flight and finished none for this long (its heartbeat on the board is older), besides
+            the pidfd's word on its death; the master is then *fenced*: every worker is
+            SIGKILLed, so a worker that was only slow cannot release anything more (output commit
+            makes failing over safe at any point; a false suspicion costs a failover, not
+            correctness). None: the pidfd only.
     """
 
     def __init__(self, vnf: Any, config: dict[str, Any] | None = None, *, queues: int = 2,
                  strategy: str = "replay", storage: StableStorage | None = None,
                  checkpoint_interval_s: float = 0.050, on_release: Callable[[int, Any], None] | None = None,
-                 batch_size: int = 256, depth: int = 8, sync_timeout_s: float = 1.0) -> None:
+                 batch_size: int = 256, depth: int = 8, sync_timeout_s: float = 1.0,
+                 heartbeat_timeout_s: float | None = None) -> None:
         from ..runtime.process import ProcessRunner
 
         if strategy not in FT_STRATEGIES:
@@ -170,8 +182,13 @@ class StreamingMaster:
         if isinstance(checkpoint_interval_s, bool) or not isinstance(checkpoint_interval_s, (int, float)) \
                 or not checkpoint_interval_s > 0:
             raise ValueError(f"checkpoint_interval_s: must be a positive number, got {checkpoint_interval_s!r}")
+        if heartbeat_timeout_s is not None and (isinstance(heartbeat_timeout_s, bool) or not isinstance(
+                heartbeat_timeout_s, (int, float)) or not heartbeat_timeout_s > 0):
+            raise ValueError(f"heartbeat_timeout_s: must be a positive number or None, got {heartbeat_timeout_s!r}")
         self.strategy = strategy
         self.queues = queues
+        self.heartbeat_ns = int(heartbeat_timeout_s * 1e9) if heartbeat_timeout_s is not None and \
+            strategy == "replay" else 0
         self.batch_size = batch_size
         self.logged = strategy == "replay"
         self.storage = storage if storage is not None else MemoryStorage()
@@ -207,12 +224,12 @@ class StreamingMaster:
         self._d.clear_counters()
         self._d.set_collect(True)
         self._shared = self.runner.shared_state
-        self._classifier = self.runner.classifier
         self.inputs = InputHandler(self.storage if self.logged else None)
         self.output = OutputHandler(strategy, queues, queues, self._release)
         self._expected: list[deque[int]] = [deque() for _ in range(queues)]  # input seq of each slab in flight
         self._slab_end: list[deque[tuple[int, int]]] = [deque() for _ in range(queues)]  # (seq, own end position)
         self._taken = [0] * queues  # slabs released by the dispatcher, per queue
+        self._busy_since = [0] * queues  # when each queue last got work while idle, or last finished a slab
         self._bound = [0] * queues  # each worker's log position after the last determinant record
         self._next_det = 0
         self._pending_det: dict[int, list[tuple[int, int, int]]] = {}
@@ -244,12 +261,18 @@ class StreamingMaster:
         self._seq_first.append(first)
         self._arrival.append(arrival)
         if self.logged:
-            for q, ix in enumerate(self._classifier.classify(batch)):
-                if len(ix):
-                    self._expected[q].append(seq)
             self._acks()  # the input is stable before it is processed
         self._linktype = batch.linktype
-        if not self._d.dispatch(batch, _core.now_ns(), STEP_S):
+        done = self._d.dispatch(batch, _core.now_ns(), STEP_S)
+        if self.logged and len(batch):
+            # the dispatcher classified the batch (batch.queue) and no output of it was handed
+            # to this process yet: each queue with packets of it has one slab of it
+            now = time.monotonic_ns()
+            for q in np.flatnonzero(np.bincount(batch.queue, minlength=self.queues)).tolist():
+                if not self._expected[q]:
+                    self._busy_since[q] = now
+                self._expected[q].append(seq)
+        if not done:
             self._service()
             while not self._d.resume(STEP_S):
                 self._check_alive()
@@ -262,8 +285,25 @@ class StreamingMaster:
     def _check_alive(self) -> None:
         if self.failure is None and self.detector is not None and self.detector.events:
             self.failure = self.detector.events[0]
+        if self.failure is None and self.heartbeat_ns:
+            now = time.monotonic_ns()
+            for q in range(self.queues):
+                if self._expected[q] and now - max(self._busy_since[q], self._board.beat_ns(q)) > self.heartbeat_ns:
+                    self.failure = (q, "heartbeat", now)
+                    self._fence()
+                    break
         if self.failure is not None:
             raise MasterFailed(f"worker process died ({self.failure[1]})")
+
+    def _fence(self) -> None:
+        """SIGKILL every worker (a suspected master must release nothing more)."""
+        import signal
+
+        for pid in self.runner.pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
     def _service(self) -> None:
         """Take the dispatcher's released slabs; harvest determinants; commit and release."""
@@ -275,6 +315,7 @@ class StreamingMaster:
                 continue
             k = self._taken[q]
             self._taken[q] += 1
+            self._busy_since[q] = time.monotonic_ns()
             if self._board.slabs(q) <= k:
                 raise RuntimeError(f"boundary board: worker {q} has not recorded slab {k}")
             row = self._board.row(q, k).copy()
