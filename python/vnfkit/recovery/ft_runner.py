@@ -22,10 +22,12 @@ queue stay in flight while this process, the input handler and the output handle
    re-executes, outputs on, every input whose record is not stable: none of its outputs may have
    left).
 
-Every ``checkpoint_interval_s`` (default 50 ms) a checkpoint is taken at a batch boundary of
-every worker: the dispatcher drains (the stream pauses), each worker forks a copy-on-write child
-that writes its image (:func:`.cow.worker_fork_image`), the stream goes on; the checkpoint
-commits when the images are in. Strategy ``none`` runs the same loop with no logging and no
+Every ``checkpoint_interval_s`` (default 50 ms; later while the previous one is still being
+written) a checkpoint is taken at a batch boundary of every worker: the stream pauses only while
+the dispatcher drains and this process images the shared state; then it goes on, and each worker
+forks a copy-on-write child that writes its image (:func:`.cow.worker_fork_image`) just before
+its next slab (the boundary board carries the request); the checkpoint commits when the images
+are in. Strategy ``none`` runs the same loop with no logging and no
 commit (the baseline). Latency is taken per output packet from its arrival (the ``arrival_ns``
 given to :meth:`StreamingMaster.feed`) to the moment this master hands it to ``on_release``, so
 the wait for the commit counts.
@@ -63,24 +65,33 @@ FT_STRATEGIES = ("none", "replay")
 BOARD_ROWS = 1024
 #: Longest a native dispatcher call blocks before this loop looks at the failure detector.
 STEP_S = 0.0005
+#: A worker with no slab this long after a checkpoint request is asked to take it through its pipe.
+IDLE_ASK_NS = 2_000_000
 
 
 class MasterFailed(RuntimeError):
     """A worker of the streaming master died (see :attr:`StreamingMaster.failure`)."""
 
 
+#: Words of a worker's board line before its rows.
+_HEAD = 6
+_COUNT, _BEAT, _REQ, _DONE, _CUT, _FORK_NS = range(_HEAD)
+
+
 class _Board:
-    """Per worker: a slab counter, a heartbeat (``time.monotonic_ns()`` at its last finished slab)
-    and ``BOARD_ROWS`` rows of every worker's log position."""
+    """Per worker: a slab counter, a heartbeat (``time.monotonic_ns()`` at its last finished slab),
+    the checkpoint asked of it (epoch + 1, written by the master), the one it took (epoch + 1), its
+    log position at that cut and how long its fork took (ns), then ``BOARD_ROWS`` rows of every
+    worker's log position."""
 
     def __init__(self, queues: int, name: str | None = None) -> None:
         self.queues = queues
         self._owner = name is None
-        size = 8 * queues * (2 + BOARD_ROWS * queues)
+        size = 8 * queues * (_HEAD + BOARD_ROWS * queues)
         # A worker attaching registers the name with the resource tracker it shares with the
         # parent (spawn), where the creator registered it already: the creator's unlink clears it.
         self._shm = shared_memory.SharedMemory(name=name, create=self._owner, size=size)
-        self.words = np.ndarray((queues, 2 + BOARD_ROWS * queues), dtype=np.uint64, buffer=self._shm.buf)
+        self.words = np.ndarray((queues, _HEAD + BOARD_ROWS * queues), dtype=np.uint64, buffer=self._shm.buf)
         if self._owner:
             self.words[:] = 0
 
@@ -90,14 +101,24 @@ class _Board:
 
     def row(self, q: int, k: int) -> np.ndarray:
         """Every worker's log position when worker `q` had processed its slab `k`."""
-        at = 2 + (k % BOARD_ROWS) * self.queues
+        at = _HEAD + (k % BOARD_ROWS) * self.queues
         return self.words[q, at:at + self.queues]
 
     def slabs(self, q: int) -> int:
-        return int(self.words[q, 0])
+        return int(self.words[q, _COUNT])
 
     def beat_ns(self, q: int) -> int:
-        return int(self.words[q, 1])
+        return int(self.words[q, _BEAT])
+
+    def request(self, epoch: int) -> None:
+        """Ask every worker for checkpoint `epoch` (taken before its next slab)."""
+        self.words[:, _REQ] = epoch + 1
+
+    def taken(self, q: int, epoch: int) -> tuple[int, float] | None:
+        """(log position of the cut, seconds its fork took) once worker `q` took checkpoint `epoch`."""
+        if int(self.words[q, _DONE]) < epoch + 1:
+            return None
+        return int(self.words[q, _CUT]), int(self.words[q, _FORK_NS]) / 1e9
 
     def close(self) -> None:
         del self.words
@@ -108,12 +129,15 @@ class _Board:
 
 class _Bounded(VNF):
     """Runs in a worker: the user's VNF, plus its row of the boundary board after every slab (the
-    row first, then the counter: x86 keeps the stores in order, and the slab's hand-back after)."""
+    row first, then the counter: x86 keeps the stores in order, and the slab's hand-back after);
+    before a slab, the checkpoint the master asked for, if it has not taken it yet (a fork whose
+    child writes ``f"{ckpt_dir}/ckpt-{epoch}-{queue}"``, :func:`.cow.worker_fork_image`)."""
 
-    def __init__(self, inner: Callable[[], Any], board_name: str, queues: int) -> None:
+    def __init__(self, inner: Callable[[], Any], board_name: str, queues: int, ckpt_dir: str) -> None:
         self.inner = inner()
         self._board_name = board_name
         self._queues = queues
+        self._ckpt_dir = ckpt_dir
         self._board: _Board | None = None
         self._k = 0
 
@@ -121,15 +145,29 @@ class _Bounded(VNF):
         self.inner.setup(ctx, **config)
         self._board = _Board(self._queues, self._board_name)
 
+    def take_requested(self, ctx: Any) -> None:
+        """Take the checkpoint the master asked for unless done already (at a slab boundary)."""
+        b = self._board
+        if b is None:
+            return
+        q = ctx.queue
+        req = int(b.words[q, _REQ])
+        if req > int(b.words[q, _DONE]):
+            _, pos, fork_s = worker_fork_image(self.inner, ctx, os.path.join(self._ckpt_dir, f"ckpt-{req - 1}"))
+            b.words[q, _CUT] = pos
+            b.words[q, _FORK_NS] = int(fork_s * 1e9)
+            b.words[q, _DONE] = req
+
     def process(self, batch: Any, ctx: Any) -> None:
+        self.take_requested(ctx)
         self.inner.process(batch, ctx)
         b = self._board
         if b is not None and ctx.shared is not None:
             q = ctx.queue
             b.row(q, self._k)[:] = ctx.shared.positions()
             self._k += 1
-            b.words[q, 1] = time.monotonic_ns()
-            b.words[q, 0] = self._k
+            b.words[q, _BEAT] = time.monotonic_ns()
+            b.words[q, _COUNT] = self._k
 
     def stats(self) -> dict[str, int]:
         return dict(self.inner.stats())
@@ -139,6 +177,11 @@ class _Bounded(VNF):
 
     def restore(self, state: dict[str, Any]) -> None:
         self.inner.restore(state)
+
+
+def _take_requested(vnf: Any, ctx: Any) -> None:
+    """Through call_workers: a worker that got no slab since the request takes its checkpoint now."""
+    vnf.take_requested(ctx)
 
 
 def _inner_visible(vnf: Any, ctx: Any) -> dict[str, dict[Any, int]]:
@@ -197,6 +240,10 @@ class StreamingMaster:
         self._on_release = on_release
         self.events: list[str] = []
         self.checkpoint_pauses_s: list[float] = []
+        #: per committed checkpoint, the slowest worker's fork (seconds; in the worker, not a pause of the stream)
+        self.checkpoint_fork_s: list[float] = []
+        self._requested_ns = 0
+        self._collecting = False
         self.checkpoints_committed = 0
         self.failure: tuple[int, str, int] | None = None
         self._lat: list[tuple[int, int]] = []  # (latency ns, packets)
@@ -210,7 +257,7 @@ class StreamingMaster:
         self.runner: Any = None
         self.detector: FailureDetector | None = None
         try:
-            factory = functools.partial(_Bounded, vnf, self._board.name, queues)
+            factory = functools.partial(_Bounded, vnf, self._board.name, queues, self._tmp.name)
             self.runner = ProcessRunner(factory, queues=queues, config=config, parse=False, logged=self.logged,
                                         keep_log=self.logged, assign_ids=False, batch_size=batch_size,
                                         flush_us=0.0, depth=depth)
@@ -278,7 +325,9 @@ class StreamingMaster:
                 self._check_alive()
                 self._service()
         self._service()
-        if self.logged and time.monotonic_ns() - self._last_ckpt_ns >= self.checkpoint_interval_ns:
+        # Due, and the previous checkpoint committed (one image in progress at a time, as Redis
+        # runs one BGSAVE at a time): the interval stretches while images take longer to write.
+        if self.logged and not self._forking and time.monotonic_ns() - self._last_ckpt_ns >= self.checkpoint_interval_ns:
             self._checkpoint()
         return seq
 
@@ -384,42 +433,65 @@ class StreamingMaster:
         self._service()
 
     def _checkpoint(self) -> None:
+        """A cut at a batch boundary of every worker: the stream stops only to drain and to image
+        the shared state; each worker forks its image before its next slab (or when asked, if it
+        gets none), and the checkpoint commits once every image is in (:meth:`_collect`)."""
         if self._forking:
             self._collect(wait=True)  # one image in progress at a time
         t0 = time.perf_counter()
         self.drain()
-        prefix = os.path.join(self._tmp.name, f"ckpt-{self._epoch}")
-        forks = self.runner.call_workers(worker_fork_image, prefix)
-        positions = [int(f[1]) for f in forks]
-        if positions != self._bound:
-            raise RuntimeError(f"checkpoint cut {positions} != harvested log positions {self._bound}")
-        ck = Checkpoint(self._epoch, self.inputs.next_seq, self.inputs.next_id - 1, positions,
+        ck = Checkpoint(self._epoch, self.inputs.next_seq, self.inputs.next_id - 1, list(self._bound),
                         self._shared.snapshot(), [{} for _ in range(self.queues)], [{} for _ in range(self.queues)])
+        self._board.request(self._epoch)  # before any slab past the cut
         ck.pause_s = time.perf_counter() - t0
         self.checkpoint_pauses_s.append(ck.pause_s)
-        self._epoch += 1
         self._last_ckpt_ns = time.monotonic_ns()
-        self._forking.append((ck, prefix))
+        self._forking.append((ck, os.path.join(self._tmp.name, f"ckpt-{self._epoch}")))
+        self._requested_ns = time.monotonic_ns()
+        self._epoch += 1
         self._collect(wait=False)
 
     def _collect(self, wait: bool) -> None:
-        """Commit the fork checkpoint in progress once every worker's image is in."""
+        """Commit the checkpoint in progress once every worker took its cut and its image is in;
+        a worker idle since the request (no slab to take it before) is asked through its pipe."""
+        if self._collecting:
+            return  # called again from the _service() of the wait below
+        self._collecting = True
+        try:
+            self._collect_next(wait)
+        finally:
+            self._collecting = False
+
+    def _collect_next(self, wait: bool) -> None:
         while self._forking:
             ck, prefix = self._forking[0]
             deadline = time.monotonic() + 30.0
+            asked = False
             while True:
-                missing = [q for q in range(self.queues) if not os.path.exists(f"{prefix}-{q}")]
+                taken = [self._board.taken(q, ck.epoch) for q in range(self.queues)]
+                idle = [q for q in range(self.queues) if taken[q] is None and not self._expected[q]]
+                if idle and not asked and (wait or time.monotonic_ns() - self._requested_ns > IDLE_ASK_NS):
+                    self.runner.call_workers(_take_requested)
+                    asked = True
+                    continue
+                missing = [q for q in range(self.queues) if taken[q] is None or not os.path.exists(f"{prefix}-{q}")]
                 if not missing or not wait:
                     break
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"checkpoint {ck.epoch}: worker images {missing} not written within 30 s")
+                self._service()
                 time.sleep(0.0002)
             if missing:
                 return
-            for q in range(self.queues):
+            for q, t in enumerate(taken):
+                assert t is not None
+                if t[0] != ck.positions[q]:
+                    raise RuntimeError(f"checkpoint {ck.epoch}: worker {q} cut at log position {t[0]}, "
+                                       f"the master's cut is {ck.positions[q]}")
                 img = collect_image(f"{prefix}-{q}")
                 if img is not None:
                     ck.tables[q], ck.vnf_state[q] = img
+            self.checkpoint_fork_s.append(max(t[1] for t in taken if t is not None))
             self._forking.pop(0)
             self._commit_checkpoint(ck)
 
