@@ -79,7 +79,9 @@ def test_stream_heartbeat_fences_and_failover_is_correct():
     w = _parsed("mazunat", packets=6000, flows=300, batch=128, seed=11)
     r = stream_trial(w, 20, kill_worker=1, delay_s=0.0005, checkpoint_interval_s=0.02, heartbeat_timeout_s=0.001)
     assert r.verdict.correct, str(r.verdict)
-    assert r.verdict.checked["detected_by"] in ("heartbeat", "exited")
+    assert r.verdict.checked["detected_by_heartbeat"] in (0, 1)
+    # a suspicion before the kill fences the master early: then detection counts as 0
+    assert r.false_suspicions or r.detect_s > 0
     assert r.released_master + r.released_backup == 6000
 
 

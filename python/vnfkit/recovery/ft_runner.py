@@ -157,6 +157,7 @@ class _Bounded(VNF):
             b.words[q, _CUT] = pos
             b.words[q, _FORK_NS] = int(fork_s * 1e9)
             b.words[q, _DONE] = req
+            b.words[q, _BEAT] = time.monotonic_ns()  # alive through the fork
 
     def process(self, batch: Any, ctx: Any) -> None:
         self.take_requested(ctx)

@@ -111,13 +111,14 @@ def stream_trial(w: Workload, crash_at: int, *, kill_worker: int = 0, delay_s: f
         except ProcessLookupError:  # fenced (and reaped) already
             pass
 
-    fed = 0
+    fed = fed_pkts = 0
+    fed_end = t_begin = time.monotonic_ns()
     switch = sys.getswitchinterval()
     sys.setswitchinterval(DETECTOR_SWITCH_S)  # the detector thread stamps a death when it gets the GIL
     try:
         try:
             n = 0
-            t0 = time.monotonic_ns()
+            t0 = t_begin = time.monotonic_ns()
             epochs = m.checkpoints_committed
             for i, b in enumerate(w.batches):
                 n += len(b)
@@ -129,6 +130,7 @@ def stream_trial(w: Workload, crash_at: int, *, kill_worker: int = 0, delay_s: f
                 in_keys.update(zip(range(first, first + len(b)), _key_rows(b)))
                 m.feed(b, arrival)
                 fed = i + 1
+                fed_pkts, fed_end = n, time.monotonic_ns()
                 if backup_mode == "hot":
                     res.backup_stage_s.append(backup.stage(st, follow=True))
                 if m.checkpoints_committed != epochs:  # drained at the cut: a consistent look
@@ -182,7 +184,9 @@ def stream_trial(w: Workload, crash_at: int, *, kill_worker: int = 0, delay_s: f
         res.verdict = judge(released, visible, backup_state, backup.vnfs, per_flow_decisions=w.per_flow_decisions,
                             non_monotone=w.non_monotone)
         res.verdict.checked["fed_batches"] = fed
-        res.verdict.checked["detected_by"] = failure[1]
+        # the rate the master took the traffic in at, up to the crash (the offered rate may be higher)
+        res.verdict.checked["fed_kpps"] = int(fed_pkts / max(1e-9, (fed_end - t_begin) / 1e9) / 1e3)
+        res.verdict.checked["detected_by_heartbeat"] = int(failure[1] == "heartbeat")  # else the pidfd
         res.verdict.checked["backup_followed_batches"] = backup.followed_batches
         return res
     finally:
