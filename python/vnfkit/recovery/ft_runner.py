@@ -41,28 +41,25 @@ import tempfile
 import time
 from collections import deque
 from collections.abc import Callable
-from multiprocessing import shared_memory
 from typing import Any
 
 import numpy as np
 
 from .. import _core
-from ..vnf import VNF
 from .backup import CKPT_STREAM, DET_STREAM, encode_det
 from .checkpoint import Checkpoint
-from .cow import collect_image, worker_fork_image, worker_reap
+from .cow import collect_image, worker_reap
 from .detector import FailureDetector, HeartbeatBoard
+from .ft_board import BOARD_ROWS, _Board, _Bounded, _inner_visible, _take_requested
 from .input_log import INPUT_STREAM, InputHandler
 from .output import OutputHandler
 from .storage.base import StableStorage
 from .storage.memory import MemoryStorage
 
-__all__ = ["BOARD_ROWS", "FT_STRATEGIES", "MasterFailed", "StreamingMaster"]
+__all__ = ["BOARD_ROWS", "FT_STRATEGIES", "MasterFailed", "StreamingMaster", "weighted_percentiles"]
 
 #: Strategies of the streaming master: no fault tolerance, or checkpoint + replay.
 FT_STRATEGIES = ("none", "replay")
-#: Rows of the boundary board per worker (slabs a worker may be ahead of the master's reading).
-BOARD_ROWS = 1024
 #: Longest a native dispatcher call blocks before this loop looks at the failure detector.
 STEP_S = 0.0005
 #: A worker with no slab this long after a checkpoint request is asked to take it through its pipe.
@@ -71,125 +68,6 @@ IDLE_ASK_NS = 2_000_000
 
 class MasterFailed(RuntimeError):
     """A worker of the streaming master died (see :attr:`StreamingMaster.failure`)."""
-
-
-#: Words of a worker's board line before its rows.
-_HEAD = 6
-_COUNT, _BEAT, _REQ, _DONE, _CUT, _FORK_NS = range(_HEAD)
-
-
-class _Board:
-    """Per worker: a slab counter, a heartbeat (``time.monotonic_ns()`` at its last finished slab),
-    the checkpoint asked of it (epoch + 1, written by the master), the one it took (epoch + 1), its
-    log position at that cut and how long its fork took (ns), then ``BOARD_ROWS`` rows of every
-    worker's log position."""
-
-    def __init__(self, queues: int, name: str | None = None) -> None:
-        self.queues = queues
-        self._owner = name is None
-        size = 8 * queues * (_HEAD + BOARD_ROWS * queues)
-        # A worker attaching registers the name with the resource tracker it shares with the
-        # parent (spawn), where the creator registered it already: the creator's unlink clears it.
-        self._shm = shared_memory.SharedMemory(name=name, create=self._owner, size=size)
-        self.words = np.ndarray((queues, _HEAD + BOARD_ROWS * queues), dtype=np.uint64, buffer=self._shm.buf)
-        if self._owner:
-            self.words[:] = 0
-
-    @property
-    def name(self) -> str:
-        return self._shm.name
-
-    def row(self, q: int, k: int) -> np.ndarray:
-        """Every worker's log position when worker `q` had processed its slab `k`."""
-        at = _HEAD + (k % BOARD_ROWS) * self.queues
-        return self.words[q, at:at + self.queues]
-
-    def slabs(self, q: int) -> int:
-        return int(self.words[q, _COUNT])
-
-    def beat_ns(self, q: int) -> int:
-        return int(self.words[q, _BEAT])
-
-    def request(self, epoch: int) -> None:
-        """Ask every worker for checkpoint `epoch` (taken before its next slab)."""
-        self.words[:, _REQ] = epoch + 1
-
-    def taken(self, q: int, epoch: int) -> tuple[int, float] | None:
-        """(log position of the cut, seconds its fork took) once worker `q` took checkpoint `epoch`."""
-        if int(self.words[q, _DONE]) < epoch + 1:
-            return None
-        return int(self.words[q, _CUT]), int(self.words[q, _FORK_NS]) / 1e9
-
-    def close(self) -> None:
-        del self.words
-        self._shm.close()
-        if self._owner:
-            self._shm.unlink()
-
-
-class _Bounded(VNF):
-    """Runs in a worker: the user's VNF, plus its row of the boundary board after every slab (the
-    row first, then the counter: x86 keeps the stores in order, and the slab's hand-back after);
-    before a slab, the checkpoint the master asked for, if it has not taken it yet (a fork whose
-    child writes ``f"{ckpt_dir}/ckpt-{epoch}-{queue}"``, :func:`.cow.worker_fork_image`)."""
-
-    def __init__(self, inner: Callable[[], Any], board_name: str, queues: int, ckpt_dir: str) -> None:
-        self.inner = inner()
-        self._board_name = board_name
-        self._queues = queues
-        self._ckpt_dir = ckpt_dir
-        self._board: _Board | None = None
-        self._k = 0
-
-    def setup(self, ctx: Any, **config: Any) -> None:
-        self.inner.setup(ctx, **config)
-        self._board = _Board(self._queues, self._board_name)
-
-    def take_requested(self, ctx: Any) -> None:
-        """Take the checkpoint the master asked for unless done already (at a slab boundary)."""
-        b = self._board
-        if b is None:
-            return
-        q = ctx.queue
-        req = int(b.words[q, _REQ])
-        if req > int(b.words[q, _DONE]):
-            _, pos, fork_s = worker_fork_image(self.inner, ctx, os.path.join(self._ckpt_dir, f"ckpt-{req - 1}"))
-            b.words[q, _CUT] = pos
-            b.words[q, _FORK_NS] = int(fork_s * 1e9)
-            b.words[q, _DONE] = req
-            b.words[q, _BEAT] = time.monotonic_ns()  # alive through the fork
-
-    def process(self, batch: Any, ctx: Any) -> None:
-        self.take_requested(ctx)
-        self.inner.process(batch, ctx)
-        b = self._board
-        if b is not None and ctx.shared is not None:
-            q = ctx.queue
-            b.row(q, self._k)[:] = ctx.shared.positions()
-            self._k += 1
-            b.words[q, _BEAT] = time.monotonic_ns()
-            b.words[q, _COUNT] = self._k
-
-    def stats(self) -> dict[str, int]:
-        return dict(self.inner.stats())
-
-    def snapshot(self) -> dict[str, Any]:
-        return dict(self.inner.snapshot())
-
-    def restore(self, state: dict[str, Any]) -> None:
-        self.inner.restore(state)
-
-
-def _take_requested(vnf: Any, ctx: Any) -> None:
-    """Through call_workers: a worker that got no slab since the request takes its checkpoint now."""
-    vnf.take_requested(ctx)
-
-
-def _inner_visible(vnf: Any, ctx: Any) -> dict[str, dict[Any, int]]:
-    """What the outside could see of this worker (the wrapped VNF's counters and stats)."""
-    from .oracle import visible_state
-
-    return visible_state([vnf.inner])
 
 
 class StreamingMaster:

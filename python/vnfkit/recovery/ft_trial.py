@@ -20,7 +20,6 @@ import threading
 import time
 from typing import Any
 
-import numpy as np
 
 from .backup import Backup
 from .ft_runner import MasterFailed, StreamingMaster, weighted_percentiles
