@@ -8,8 +8,9 @@ queue stay in flight while this process, the input handler and the output handle
 
 1. **input handler**: numbers the batch's packets and appends its record to stable storage
    (:class:`~.input_log.InputHandler`); the dispatcher gets it only then;
-2. **dispatch**: one native call; ``flush_us=0`` commits each queue's part of the batch as one
-   slab, so a worker's slab boundaries are the input batch's (the backup replays per input batch);
+2. **dispatch**: one native call; ``flush_us=0`` with ``hold_while_busy=False`` commits each
+   queue's part of the batch as one slab, so a worker's slab boundaries are the input batch's (the
+   backup replays per input batch);
 3. **determinant harvest**: every worker runs its VNF inside :class:`_Bounded`, which, once a slab
    is processed, writes the log positions of every worker into a shared *boundary board* (its
    slab ``k`` has row ``k``). When every queue's slab of input ``s`` is back, the records of input
@@ -139,7 +140,7 @@ class StreamingMaster:
             factory = functools.partial(_Bounded, vnf, self._board.name, queues, self._tmp.name)
             self.runner = ProcessRunner(factory, queues=queues, config=config, parse=False, logged=self.logged,
                                         keep_log=self.logged, assign_ids=False, batch_size=batch_size,
-                                        flush_us=0.0, depth=depth)
+                                        flush_us=0.0, depth=depth, hold_while_busy=False)
             self.detector = FailureDetector(self._hb, timeout_s=3600.0, poll_s=0.0005)
             for pid in self.runner.pids:
                 self.detector.watch_process(0, pid)
