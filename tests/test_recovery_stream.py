@@ -71,7 +71,10 @@ def test_stream_sigkill_failover_is_correct(backup_mode):
         r = stream_trial(w, crash, kill_worker=t % 2, delay_s=float(rng.uniform(0, 0.002)),
                          checkpoint_interval_s=0.02, backup_mode=backup_mode)
         assert r.verdict.correct, (crash, str(r.verdict))
-        assert r.released_master + r.released_backup == 6000
+        # none twice (the oracle checks that); an output held for another worker's record that
+        # never became stable is lost at the failover (the backup suppresses its replayed copy)
+        # at most what was in flight at the crash (depth 8 slabs of <= 128 packets, per queue)
+        assert 0 <= r.verdict.checked["unreleased_packets"] <= 2 * 8 * 128
         assert r.detect_s > 0
 
 

@@ -183,6 +183,10 @@ def stream_trial(w: Workload, crash_at: int, *, kill_worker: int = 0, delay_s: f
         res.verdict = judge(released, visible, backup_state, backup.vnfs, per_flow_decisions=w.per_flow_decisions,
                             non_monotone=w.non_monotone)
         res.verdict.checked["fed_batches"] = fed
+        # packets released by neither side: outputs the master still held for another worker's
+        # determinants when it died, of an input whose own record was stable (the backup replays it
+        # with outputs suppressed): lost, as on the network, never released twice
+        res.verdict.checked["unreleased_packets"] = sum(len(b) for b in w.batches) - len(released)
         # the rate the master took the traffic in at, up to the crash (the offered rate may be higher)
         res.verdict.checked["fed_kpps"] = int(fed_pkts / max(1e-9, (fed_end - t_begin) / 1e9) / 1e3)
         res.verdict.checked["detected_by_heartbeat"] = int(failure[1] == "heartbeat")  # else the pidfd
