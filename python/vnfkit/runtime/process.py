@@ -321,6 +321,15 @@ class ProcessRunner(Runner):
         return out
 
     @property
+    def dispatcher(self) -> Any:
+        """The native :class:`~vnfkit._core.Dispatcher`, for a caller that runs its own streaming
+        loop (``dispatch`` / ``resume`` / ``take_outputs`` / ``drain``) instead of :meth:`run`, such
+        as the streaming fault-tolerant master (:mod:`vnfkit.recovery.ft_runner`)."""
+        if self._closed:
+            raise RuntimeError("Runner is closed")
+        return self._state["dispatcher"]
+
+    @property
     def pids(self) -> list[int]:
         """The worker processes' pids, by queue."""
         return [p.pid for p in self._state["procs"]]

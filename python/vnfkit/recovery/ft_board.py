@@ -1,0 +1,144 @@
+"""The boundary board of the streaming master (:mod:`.ft_runner`) and the worker-side VNF wrapper.
+
+The board is a shared-memory array with one line per worker: a slab counter, a heartbeat, the
+checkpoint the master asked for and the one the worker took (with its cut and fork time), then
+``BOARD_ROWS`` rows, row ``k`` holding every worker's determinant-log position when that worker
+finished its slab ``k``. The master reads it to cut the workers' logs at slab (= input batch)
+boundaries, to tag each output with what it can depend on, and to watch the heartbeats.
+:class:`_Bounded` runs the user's VNF inside each worker and writes the worker's line.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from multiprocessing import shared_memory
+from typing import Any
+
+import numpy as np
+
+from ..vnf import VNF
+from .cow import worker_fork_image
+
+__all__ = ["BOARD_ROWS"]
+
+#: Rows of the boundary board per worker (slabs a worker may be ahead of the master's reading).
+BOARD_ROWS = 1024
+#: Words of a worker's board line before its rows.
+_HEAD = 6
+_COUNT, _BEAT, _REQ, _DONE, _CUT, _FORK_NS = range(_HEAD)
+
+
+class _Board:
+    """Per worker: a slab counter, a heartbeat (``time.monotonic_ns()`` at its last finished slab),
+    the checkpoint asked of it (epoch + 1, written by the master), the one it took (epoch + 1), its
+    log position at that cut and how long its fork took (ns), then ``BOARD_ROWS`` rows of every
+    worker's log position."""
+
+    def __init__(self, queues: int, name: str | None = None) -> None:
+        self.queues = queues
+        self._owner = name is None
+        size = 8 * queues * (_HEAD + BOARD_ROWS * queues)
+        # A worker attaching registers the name with the resource tracker it shares with the
+        # parent (spawn), where the creator registered it already: the creator's unlink clears it.
+        self._shm = shared_memory.SharedMemory(name=name, create=self._owner, size=size)
+        self.words = np.ndarray((queues, _HEAD + BOARD_ROWS * queues), dtype=np.uint64, buffer=self._shm.buf)
+        if self._owner:
+            self.words[:] = 0
+
+    @property
+    def name(self) -> str:
+        return self._shm.name
+
+    def row(self, q: int, k: int) -> np.ndarray:
+        """Every worker's log position when worker `q` had processed its slab `k`."""
+        at = _HEAD + (k % BOARD_ROWS) * self.queues
+        return self.words[q, at:at + self.queues]
+
+    def slabs(self, q: int) -> int:
+        return int(self.words[q, _COUNT])
+
+    def beat_ns(self, q: int) -> int:
+        return int(self.words[q, _BEAT])
+
+    def request(self, epoch: int) -> None:
+        """Ask every worker for checkpoint `epoch` (taken before its next slab)."""
+        self.words[:, _REQ] = epoch + 1
+
+    def taken(self, q: int, epoch: int) -> tuple[int, float] | None:
+        """(log position of the cut, seconds its fork took) once worker `q` took checkpoint `epoch`."""
+        if int(self.words[q, _DONE]) < epoch + 1:
+            return None
+        return int(self.words[q, _CUT]), int(self.words[q, _FORK_NS]) / 1e9
+
+    def close(self) -> None:
+        del self.words
+        self._shm.close()
+        if self._owner:
+            self._shm.unlink()
+
+
+class _Bounded(VNF):
+    """Runs in a worker: the user's VNF, plus its row of the boundary board after every slab (the
+    row first, then the counter: x86 keeps the stores in order, and the slab's hand-back after);
+    before a slab, the checkpoint the master asked for, if it has not taken it yet (a fork whose
+    child writes ``f"{ckpt_dir}/ckpt-{epoch}-{queue}"``, :func:`.cow.worker_fork_image`)."""
+
+    def __init__(self, inner: Callable[[], Any], board_name: str, queues: int, ckpt_dir: str) -> None:
+        self.inner = inner()
+        self._board_name = board_name
+        self._queues = queues
+        self._ckpt_dir = ckpt_dir
+        self._board: _Board | None = None
+        self._k = 0
+
+    def setup(self, ctx: Any, **config: Any) -> None:
+        self.inner.setup(ctx, **config)
+        self._board = _Board(self._queues, self._board_name)
+
+    def take_requested(self, ctx: Any) -> None:
+        """Take the checkpoint the master asked for unless done already (at a slab boundary)."""
+        b = self._board
+        if b is None:
+            return
+        q = ctx.queue
+        req = int(b.words[q, _REQ])
+        if req > int(b.words[q, _DONE]):
+            _, pos, fork_s = worker_fork_image(self.inner, ctx, os.path.join(self._ckpt_dir, f"ckpt-{req - 1}"))
+            b.words[q, _CUT] = pos
+            b.words[q, _FORK_NS] = int(fork_s * 1e9)
+            b.words[q, _DONE] = req
+            b.words[q, _BEAT] = time.monotonic_ns()  # alive through the fork
+
+    def process(self, batch: Any, ctx: Any) -> None:
+        self.take_requested(ctx)
+        self.inner.process(batch, ctx)
+        b = self._board
+        if b is not None and ctx.shared is not None:
+            q = ctx.queue
+            b.row(q, self._k)[:] = ctx.shared.positions()
+            self._k += 1
+            b.words[q, _BEAT] = time.monotonic_ns()
+            b.words[q, _COUNT] = self._k
+
+    def stats(self) -> dict[str, int]:
+        return dict(self.inner.stats())
+
+    def snapshot(self) -> dict[str, Any]:
+        return dict(self.inner.snapshot())
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.inner.restore(state)
+
+
+def _take_requested(vnf: Any, ctx: Any) -> None:
+    """Through call_workers: a worker that got no slab since the request takes its checkpoint now."""
+    vnf.take_requested(ctx)
+
+
+def _inner_visible(vnf: Any, ctx: Any) -> dict[str, dict[Any, int]]:
+    """What the outside could see of this worker (the wrapped VNF's counters and stats)."""
+    from .oracle import visible_state
+
+    return visible_state([vnf.inner])

@@ -1,0 +1,459 @@
+"""A streaming fault-tolerant master: checkpoint + replay in the process runtime's streaming loop.
+
+Unlike :func:`.process_master.process_trial`, which calls ``runner.run([batch])`` per input batch
+(a barrier of every worker each time), :class:`StreamingMaster` feeds the native
+:class:`~vnfkit._core.Dispatcher` of a :class:`~vnfkit.runtime.process.ProcessRunner` one input
+batch at a time and never waits for the workers between two batches: up to ``depth`` slabs per
+queue stay in flight while this process, the input handler and the output handler, does per batch:
+
+1. **input handler**: numbers the batch's packets and appends its record to stable storage
+   (:class:`~.input_log.InputHandler`); the dispatcher gets it only then;
+2. **dispatch**: one native call; ``flush_us=0`` with ``hold_while_busy=False`` commits each
+   queue's part of the batch as one slab, so a worker's slab boundaries are the input batch's (the
+   backup replays per input batch);
+3. **determinant harvest**: every worker runs its VNF inside :class:`_Bounded`, which, once a slab
+   is processed, writes the log positions of every worker into a shared *boundary board* (its
+   slab ``k`` has row ``k``). When every queue's slab of input ``s`` is back, the records of input
+   ``s`` (worker ``q``: from its boundary after input ``s - 1`` to its boundary after ``s``) are read
+   out of the shared segment and appended as determinant record ``s``;
+4. **output commit** (:class:`~.output.OutputHandler`, strategy ``replay``): each output slab is
+   tagged with the board's position vector at the end of that slab (everything it can depend
+   on: its own records and whatever other workers had logged by then) and leaves once storage
+   acknowledged all of those records, its input and its input's determinant record (the backup
+   re-executes, outputs on, every input whose record is not stable: none of its outputs may have
+   left).
+
+Every ``checkpoint_interval_s`` (default 50 ms; later while the previous one is still being
+written) a checkpoint is taken at a batch boundary of every worker: the stream pauses only while
+the dispatcher drains and this process images the shared state; then it goes on, and each worker
+forks a copy-on-write child that writes its image (:func:`.cow.worker_fork_image`) just before
+its next slab (the boundary board carries the request); the checkpoint commits when the images
+are in. Strategy ``none`` runs the same loop with no logging and no
+commit (the baseline). Latency is taken per output packet from its arrival (the ``arrival_ns``
+given to :meth:`StreamingMaster.feed`) to the moment this master hands it to ``on_release``, so
+the wait for the commit counts.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import tempfile
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from .. import _core
+from .backup import CKPT_STREAM, DET_STREAM, encode_det
+from .checkpoint import Checkpoint
+from .cow import collect_image, worker_reap
+from .detector import FailureDetector, HeartbeatBoard
+from .ft_board import BOARD_ROWS, _Board, _Bounded, _inner_visible, _take_requested
+from .input_log import INPUT_STREAM, InputHandler
+from .output import OutputHandler
+from .storage.base import StableStorage
+from .storage.memory import MemoryStorage
+
+__all__ = ["BOARD_ROWS", "FT_STRATEGIES", "MasterFailed", "StreamingMaster", "weighted_percentiles"]
+
+#: Strategies of the streaming master: no fault tolerance, or checkpoint + replay.
+FT_STRATEGIES = ("none", "replay")
+#: Longest a native dispatcher call blocks before this loop looks at the failure detector.
+STEP_S = 0.0005
+#: A worker with no slab this long after a checkpoint request is asked to take it through its pipe.
+IDLE_ASK_NS = 2_000_000
+
+
+class MasterFailed(RuntimeError):
+    """A worker of the streaming master died (see :attr:`StreamingMaster.failure`)."""
+
+
+class StreamingMaster:
+    """A process master under checkpoint + replay (or none), streaming (see the module docstring).
+
+    Args:
+        vnf: a module-level VNF class (or picklable factory), as for ProcessRunner.
+        config: the VNF's setup keywords.
+        queues: worker processes.
+        strategy: ``"replay"`` or ``"none"`` (:data:`FT_STRATEGIES`).
+        storage: stable storage (default: in-process :class:`~.storage.memory.MemoryStorage`).
+        checkpoint_interval_s: wall time between two checkpoints (replay only).
+        on_release: ``on_release(queue, batch)``, the outside world.
+        batch_size: most packets per slab; every input batch must be no larger.
+        depth: slabs in flight per queue.
+        sync_timeout_s: how long one storage sync may take before it is reported.
+        heartbeat_timeout_s: with replay, declare a worker failed once it has had a slab in
+            flight and finished none for this long (its heartbeat on the board is older), besides
+            the pidfd's word on its death; the master is then *fenced*: every worker is
+            SIGKILLed, so a worker that was only slow cannot release anything more (output commit
+            makes failing over safe at any point; a false suspicion costs a failover, not
+            correctness). None: the pidfd only.
+    """
+
+    def __init__(self, vnf: Any, config: dict[str, Any] | None = None, *, queues: int = 2,
+                 strategy: str = "replay", storage: StableStorage | None = None,
+                 checkpoint_interval_s: float = 0.050, on_release: Callable[[int, Any], None] | None = None,
+                 batch_size: int = 256, depth: int = 8, sync_timeout_s: float = 1.0,
+                 heartbeat_timeout_s: float | None = None) -> None:
+        from ..runtime.process import ProcessRunner
+
+        if strategy not in FT_STRATEGIES:
+            raise ValueError(f"strategy: expected one of {list(FT_STRATEGIES)}, got {strategy!r}")
+        if isinstance(checkpoint_interval_s, bool) or not isinstance(checkpoint_interval_s, (int, float)) \
+                or not checkpoint_interval_s > 0:
+            raise ValueError(f"checkpoint_interval_s: must be a positive number, got {checkpoint_interval_s!r}")
+        if heartbeat_timeout_s is not None and (isinstance(heartbeat_timeout_s, bool) or not isinstance(
+                heartbeat_timeout_s, (int, float)) or not heartbeat_timeout_s > 0):
+            raise ValueError(f"heartbeat_timeout_s: must be a positive number or None, got {heartbeat_timeout_s!r}")
+        self.strategy = strategy
+        self.queues = queues
+        self.heartbeat_ns = int(heartbeat_timeout_s * 1e9) if heartbeat_timeout_s is not None and \
+            strategy == "replay" else 0
+        self.batch_size = batch_size
+        self.logged = strategy == "replay"
+        self.storage = storage if storage is not None else MemoryStorage()
+        self.checkpoint_interval_ns = int(checkpoint_interval_s * 1e9)
+        self.sync_timeout_s = sync_timeout_s
+        self._on_release = on_release
+        self.events: list[str] = []
+        self.checkpoint_pauses_s: list[float] = []
+        #: per committed checkpoint, the slowest worker's fork (seconds; in the worker, not a pause of the stream)
+        self.checkpoint_fork_s: list[float] = []
+        self._requested_ns = 0
+        self._collecting = False
+        self.checkpoints_committed = 0
+        self.failure: tuple[int, str, int] | None = None
+        self._lat: list[tuple[int, int]] = []  # (latency ns, packets)
+        self._seq_first: list[int] = []
+        self._arrival: list[int] = []
+        self._linktype = 1
+        self._closed = False
+        self._board = _Board(queues)
+        self._tmp = tempfile.TemporaryDirectory(prefix="vnfkit-ftckpt-")
+        self._hb = HeartbeatBoard(1)
+        self.runner: Any = None
+        self.detector: FailureDetector | None = None
+        try:
+            factory = functools.partial(_Bounded, vnf, self._board.name, queues, self._tmp.name)
+            self.runner = ProcessRunner(factory, queues=queues, config=config, parse=False, logged=self.logged,
+                                        keep_log=self.logged, assign_ids=False, batch_size=batch_size,
+                                        flush_us=0.0, depth=depth, hold_while_busy=False)
+            self.detector = FailureDetector(self._hb, timeout_s=3600.0, poll_s=0.0005)
+            for pid in self.runner.pids:
+                self.detector.watch_process(0, pid)
+        except BaseException:
+            self.close()
+            raise
+        self._d = self.runner.dispatcher
+        self._d.clear_counters()
+        self._d.set_collect(True)
+        self._shared = self.runner.shared_state
+        self.inputs = InputHandler(self.storage if self.logged else None)
+        self.output = OutputHandler(strategy, queues, queues, self._release)
+        self._expected: list[deque[int]] = [deque() for _ in range(queues)]  # input seq of each slab in flight
+        self._slab_end: list[deque[tuple[int, int]]] = [deque() for _ in range(queues)]  # (seq, own end position)
+        self._taken = [0] * queues  # slabs released by the dispatcher, per queue
+        self._busy_since = [0] * queues  # when each queue last got work while idle, or last finished a slab
+        self._bound = [0] * queues  # each worker's log position after the last determinant record
+        self._next_det = 0
+        self._pending_det: dict[int, list[tuple[int, int, int]]] = {}
+        self._epoch = 0
+        self._forking: list[tuple[Checkpoint, str]] = []
+        self._last_ckpt_ns = time.monotonic_ns()
+        if self.logged:
+            self._checkpoint()
+            self._collect(wait=True)  # the first cut is stable before any input
+
+    # ---- the outside world
+    def _release(self, q: int, b: Any) -> None:
+        seq = int(np.searchsorted(self._seq_first, int(b.packet_id[0]), side="right")) - 1
+        self._lat.append((time.monotonic_ns() - self._arrival[seq], len(b)))
+        if self._on_release is not None:
+            self._on_release(q, b)
+
+    # ---- the streaming loop
+    def feed(self, batch: Any, arrival_ns: int | None = None) -> int:
+        """Admit one parsed input batch (arrived at `arrival_ns`, ``time.monotonic_ns()`` clock;
+        default now), dispatch it, harvest, commit; returns its input sequence number. Raises
+        :class:`MasterFailed` once a worker died."""
+        if len(batch) > self.batch_size:
+            raise ValueError(f"batch: at most batch_size={self.batch_size} packets per input batch, got {len(batch)}")
+        self._check_alive()
+        arrival = time.monotonic_ns() if arrival_ns is None else int(arrival_ns)
+        first = self.inputs.next_id
+        seq = self.inputs.admit(batch)
+        self._seq_first.append(first)
+        self._arrival.append(arrival)
+        if self.logged:
+            self._acks()  # the input is stable before it is processed
+        self._linktype = batch.linktype
+        done = self._d.dispatch(batch, _core.now_ns(), STEP_S)
+        if self.logged and len(batch):
+            # the dispatcher classified the batch (batch.queue) and no output of it was handed
+            # to this process yet: each queue with packets of it has one slab of it
+            now = time.monotonic_ns()
+            for q in np.flatnonzero(np.bincount(batch.queue, minlength=self.queues)).tolist():
+                if not self._expected[q]:
+                    self._busy_since[q] = now
+                self._expected[q].append(seq)
+        if not done:
+            self._service()
+            while not self._d.resume(STEP_S):
+                self._check_alive()
+                self._service()
+        self._service()
+        # Due, and the previous checkpoint committed (one image in progress at a time, as Redis
+        # runs one BGSAVE at a time): the interval stretches while images take longer to write.
+        if self.logged and not self._forking and time.monotonic_ns() - self._last_ckpt_ns >= self.checkpoint_interval_ns:
+            self._checkpoint()
+        return seq
+
+    def _check_alive(self) -> None:
+        if self.failure is None and self.detector is not None and self.detector.events:
+            self.failure = self.detector.events[0]
+        if self.failure is None and self.heartbeat_ns:
+            now = time.monotonic_ns()
+            for q in range(self.queues):
+                if self._expected[q] and now - max(self._busy_since[q], self._board.beat_ns(q)) > self.heartbeat_ns:
+                    self.failure = (q, "heartbeat", now)
+                    self._fence()
+                    break
+        if self.failure is not None:
+            raise MasterFailed(f"worker process died ({self.failure[1]})")
+
+    def _fence(self) -> None:
+        """SIGKILL every worker (a suspected master must release nothing more)."""
+        import signal
+
+        for pid in self.runner.pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def _service(self) -> None:
+        """Take the dispatcher's released slabs; harvest determinants; commit and release."""
+        outs = self._d.take_outputs()
+        for q, b in outs:
+            b.linktype = self._linktype
+            if not self.logged:
+                self.output.emit(0, q, b)
+                continue
+            k = self._taken[q]
+            self._taken[q] += 1
+            self._busy_since[q] = time.monotonic_ns()
+            if self._board.slabs(q) <= k:
+                raise RuntimeError(f"boundary board: worker {q} has not recorded slab {k}")
+            row = self._board.row(q, k).copy()
+            seq = self._expected[q].popleft()
+            if len(b) and not self._seq_first[seq] <= int(b.packet_id[0]) <= int(b.packet_id[-1]) < (
+                    self._seq_first[seq + 1] if seq + 1 < len(self._seq_first) else self.inputs.next_id):
+                raise RuntimeError(f"queue {q}: slab {k} is not input {seq} (a slab must not span input batches)")
+            self._slab_end[q].append((seq, int(row[q])))
+            self.output.emit(seq, q, b, row)
+        if self.logged:
+            self._harvest()
+            self._acks()
+            self._collect(wait=False)
+        self.output.poll()
+
+    def _harvest(self) -> None:
+        """Append the determinant record of every input whose slabs are all back, in order."""
+        while self._next_det < self.inputs.next_seq:
+            s = self._next_det
+            if any(e and e[0] <= s for e in self._expected):
+                return
+            chunks: list[bytes] = []
+            ranges: list[tuple[int, int, int]] = []
+            for q in range(self.queues):
+                ends = self._slab_end[q]
+                end = self._bound[q]
+                while ends and ends[0][0] <= s:
+                    end = ends.popleft()[1]
+                start = self._bound[q]
+                if end > start:
+                    first, recs = self._shared.read_log(q, start)
+                    if first != start:
+                        raise RuntimeError(f"worker {q}: log starts at {first}, determinants needed from {start}")
+                    chunks.append(_core.encode_log_chunk(q, start, recs[:end - start]))
+                    ranges.append((q, start, end - start))
+                else:
+                    chunks.append(b"")
+                self._bound[q] = end
+            if self.storage.append(DET_STREAM, encode_det(s, chunks)) != s:
+                raise RuntimeError(f"determinant record offset != input {s}")
+            self._pending_det[s] = ranges
+            self._next_det += 1
+
+    def _acks(self) -> None:
+        r = self.storage.sync(self.sync_timeout_s)
+        if not r.ok:
+            self.events.append(f"{r.status}: {r.detail}")
+            return
+        acked = self.storage.acked(DET_STREAM)
+        for s in [s for s in self._pending_det if s < acked]:
+            for thread, first, count in self._pending_det.pop(s):
+                self.output.ack_determinants(thread, first, count)
+        # An input counts as acknowledged once its determinant record is, too: the backup re-executes
+        # (outputs on) every input without a stable record, so none of its outputs may have left.
+        self.output.input_acked(min(self.storage.acked(INPUT_STREAM), acked))
+
+    # ---- checkpoints
+    def drain(self, timeout_s: float = 30.0) -> None:
+        """Wait until every dispatched packet is processed, harvested and (if committed) released."""
+        deadline = time.monotonic() + timeout_s
+        while not self._d.drain(STEP_S):
+            self._check_alive()
+            self._service()
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"drain: workers still busy after {timeout_s} s")
+        self._service()
+
+    def _checkpoint(self) -> None:
+        """A cut at a batch boundary of every worker: the stream stops only to drain and to image
+        the shared state; each worker forks its image before its next slab (or when asked, if it
+        gets none), and the checkpoint commits once every image is in (:meth:`_collect`)."""
+        if self._forking:
+            self._collect(wait=True)  # one image in progress at a time
+        t0 = time.perf_counter()
+        self.drain()
+        ck = Checkpoint(self._epoch, self.inputs.next_seq, self.inputs.next_id - 1, list(self._bound),
+                        self._shared.snapshot(), [{} for _ in range(self.queues)], [{} for _ in range(self.queues)])
+        self._board.request(self._epoch)  # before any slab past the cut
+        ck.pause_s = time.perf_counter() - t0
+        self.checkpoint_pauses_s.append(ck.pause_s)
+        self._last_ckpt_ns = time.monotonic_ns()
+        self._forking.append((ck, os.path.join(self._tmp.name, f"ckpt-{self._epoch}")))
+        self._requested_ns = time.monotonic_ns()
+        self._epoch += 1
+        self._collect(wait=False)
+
+    def _collect(self, wait: bool) -> None:
+        """Commit the checkpoint in progress once every worker took its cut and its image is in;
+        a worker idle since the request (no slab to take it before) is asked through its pipe."""
+        if self._collecting:
+            return  # called again from the _service() of the wait below
+        self._collecting = True
+        try:
+            self._collect_next(wait)
+        finally:
+            self._collecting = False
+
+    def _collect_next(self, wait: bool) -> None:
+        while self._forking:
+            ck, prefix = self._forking[0]
+            deadline = time.monotonic() + 30.0
+            asked = False
+            while True:
+                taken = [self._board.taken(q, ck.epoch) for q in range(self.queues)]
+                idle = [q for q in range(self.queues) if taken[q] is None and not self._expected[q]]
+                if idle and not asked and (wait or time.monotonic_ns() - self._requested_ns > IDLE_ASK_NS):
+                    self.runner.call_workers(_take_requested)
+                    asked = True
+                    continue
+                missing = [q for q in range(self.queues) if taken[q] is None or not os.path.exists(f"{prefix}-{q}")]
+                if not missing or not wait:
+                    break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"checkpoint {ck.epoch}: worker images {missing} not written within 30 s")
+                self._service()
+                time.sleep(0.0002)
+            if missing:
+                return
+            for q, t in enumerate(taken):
+                assert t is not None
+                if t[0] != ck.positions[q]:
+                    raise RuntimeError(f"checkpoint {ck.epoch}: worker {q} cut at log position {t[0]}, "
+                                       f"the master's cut is {ck.positions[q]}")
+                img = collect_image(f"{prefix}-{q}")
+                if img is not None:
+                    ck.tables[q], ck.vnf_state[q] = img
+            self.checkpoint_fork_s.append(max(t[1] for t in taken if t is not None))
+            self._forking.pop(0)
+            self._commit_checkpoint(ck)
+
+    def _commit_checkpoint(self, ck: Checkpoint) -> None:
+        st = self.storage
+        off = st.append(CKPT_STREAM, ck.to_bytes())
+        r = st.sync(self.sync_timeout_s)
+        if not r.ok:
+            self.events.append(f"checkpoint {ck.epoch}: {r.status}: {r.detail}")
+            return
+        self._acks()
+        self.output.checkpoint_committed(ck.next_input)
+        st.truncate(CKPT_STREAM, off)
+        st.truncate(INPUT_STREAM, ck.next_input)
+        st.truncate(DET_STREAM, ck.next_input)
+        self.checkpoints_committed += 1
+
+    # ---- results
+    def finish(self) -> None:
+        """Drain, commit the checkpoint in progress, release everything that may leave."""
+        self.drain()
+        if self.logged:
+            self._collect(wait=True)
+        self.output.poll()
+
+    def visible(self) -> dict[str, dict[Any, int]]:
+        """The workers' visible state (shared counters, summed stats), for the oracle."""
+        from .process_master import _merge_visible
+
+        return _merge_visible(self.runner.call_workers(_inner_visible))
+
+    @property
+    def released_packets(self) -> int:
+        return self.output.released_packets
+
+    def held(self) -> int:
+        return self.output.held()
+
+    def latency_ns(self) -> tuple[np.ndarray, np.ndarray]:
+        """(latency ns, packets) of every released output slab so far."""
+        if not self._lat:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        a = np.asarray(self._lat, dtype=np.int64)
+        return a[:, 0], a[:, 1]
+
+    def close(self) -> None:
+        """Stop the workers (reaping checkpoint children first when alive) and free everything (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self.runner is not None and self.failure is None and self.logged:
+                deadline = time.monotonic() + 10.0
+                try:
+                    while any(self.runner.call_workers(worker_reap, timeout_s=5.0)) and time.monotonic() < deadline:
+                        time.sleep(0.001)
+                except Exception:  # a dead worker: the runner's close() stops the rest
+                    pass
+        finally:
+            if self.runner is not None:
+                self.runner.close()
+            if self.detector is not None:
+                self.detector.close()
+            self._hb.close()
+            self._board.close()
+            self._tmp.cleanup()
+
+    def __enter__(self) -> StreamingMaster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def weighted_percentiles(lat: np.ndarray, counts: np.ndarray, qs: tuple[float, ...] = (50, 99, 99.9)) -> dict[str, float]:
+    """Percentiles (in µs) of latencies `lat` (ns) each weighing `counts` packets."""
+    if not len(lat):
+        raise ValueError("lat: no latency samples")
+    order = np.argsort(lat, kind="stable")
+    v, c = lat[order], np.cumsum(counts[order])
+    out = {}
+    for q in qs:
+        i = int(np.searchsorted(c, q / 100 * c[-1], side="left"))
+        out[f"p{q:g}"] = float(v[min(i, len(v) - 1)]) / 1e3
+    return out

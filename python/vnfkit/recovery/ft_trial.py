@@ -1,0 +1,199 @@
+"""Crash trials and cost runs through the streaming fault-tolerant master (:mod:`.ft_runner`).
+
+:func:`stream_trial` offers a workload's batches to a :class:`~.ft_runner.StreamingMaster`
+(closed loop, or paced at ``rate_pps``: batch ``i`` arrives when its last packet is due), SIGKILLs
+one worker from a timer once input batch ``crash_at`` is fed (``delay_s`` later), lets the pidfd
+detector report it, and fails over to a passive in-process :class:`~.backup.Backup` (``hot``:
+it follows every stable determinant record while the master runs, so the failover replays only
+the tail), which then serves the rest of the traffic. The oracle judges every released packet.
+
+:func:`stream_cost` runs the same loop with no crash and reports throughput and latency
+(arrival to release, so the output-commit wait counts), for a no-FT against replay comparison.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from typing import Any
+
+
+from .backup import Backup
+from .ft_runner import MasterFailed, StreamingMaster, weighted_percentiles
+from .harness import TrialResult, _key_rows, _record
+from .process_master import DETECTOR_SWITCH_S
+from .oracle import Released, Verdict, judge, visible_state
+from .storage.base import StableStorage
+from .storage.memory import MemoryStorage
+from .workloads import Workload
+
+__all__ = ["stream_cost", "stream_trial"]
+
+
+def _pace(t0: int, i_pkts: int, rate_pps: float | None) -> int:
+    """Arrival time of a batch whose last packet is packet `i_pkts` of the schedule (spin until then)."""
+    if rate_pps is None:
+        return time.monotonic_ns()
+    due = t0 + int(i_pkts * 1e9 / rate_pps)
+    while True:
+        now = time.monotonic_ns()
+        if now >= due:
+            return due
+        if due - now > 200_000:
+            time.sleep((due - now - 100_000) / 1e9)
+
+
+def stream_cost(w: Workload, strategy: str, *, queues: int = 2, rate_pps: float | None = None,
+                checkpoint_interval_s: float = 0.050, storage: StableStorage | None = None) -> dict[str, Any]:
+    """Run `w` (parsed batches) through a streaming master with no crash; returns packets released,
+    seconds, packets per second, latency percentiles (µs), checkpoint pauses (ms)."""
+    m = StreamingMaster(w.vnf, w.config, queues=queues, strategy=strategy, storage=storage,
+                        checkpoint_interval_s=checkpoint_interval_s)
+    try:
+        n = 0
+        t_start = time.perf_counter()
+        t0 = time.monotonic_ns()
+        for b in w.batches:
+            n += len(b)
+            m.feed(b, _pace(t0, n, rate_pps))
+        m.finish()
+        wall = time.perf_counter() - t_start
+        lat, counts = m.latency_ns()
+        return {"strategy": strategy, "packets": n, "released": m.released_packets, "held": m.held(),
+                "seconds": wall, "pps": n / wall, "latency_us": weighted_percentiles(lat, counts),
+                "checkpoints": m.checkpoints_committed, "events": list(m.events),
+                "pause_ms": [p * 1e3 for p in m.checkpoint_pauses_s]}
+    finally:
+        m.close()
+
+
+def stream_trial(w: Workload, crash_at: int, *, kill_worker: int = 0, delay_s: float = 0.0, queues: int = 2,
+                 storage: StableStorage | None = None, checkpoint_interval_s: float = 0.050,
+                 rate_pps: float | None = None, backup_mode: str = "hot",
+                 heartbeat_timeout_s: float | None = None) -> TrialResult:
+    """One crash of the streaming master under checkpoint + replay, failed over and judged (module
+    docstring). `backup_mode`: ``cold`` (restore + replay at the failover) or ``hot``.
+    `heartbeat_timeout_s`: see :class:`~.ft_runner.StreamingMaster`; a heartbeat suspicion before
+    the kill fences the master early (counted in ``false_suspicions``, detection 0: the failover
+    began before the crash)."""
+    if not 0 <= crash_at < len(w.batches):
+        raise ValueError(f"crash_at: must be in [0, {len(w.batches)}), got {crash_at}")
+    if backup_mode not in ("cold", "hot"):
+        raise ValueError(f"backup_mode: expected 'cold' or 'hot', got {backup_mode!r}")
+    if not 0 <= kill_worker < queues:
+        raise ValueError(f"kill_worker: must be in [0, {queues}), got {kill_worker}")
+    st = storage if storage is not None else MemoryStorage()
+    res = TrialResult("replay", crash_at, f"stream, worker {kill_worker}", Verdict())
+    released = Released()
+    in_keys: dict[int, bytes] = {}
+    side = [0]
+    visible: dict[str, dict[Any, int]] = {}
+
+    def on_release(q: int, b: Any) -> None:
+        _record(released, in_keys, b, side[0])
+
+    backup = Backup(w.vnf, w.config, queues)  # passive, ready before the crash
+    m = StreamingMaster(w.vnf, w.config, queues=queues, strategy="replay", storage=st,
+                        checkpoint_interval_s=checkpoint_interval_s, on_release=on_release,
+                        heartbeat_timeout_s=heartbeat_timeout_s)
+    kill_t = [0]
+    victim = m.runner.pids[kill_worker]
+    timer: threading.Timer | None = None
+
+    def do_kill() -> None:
+        kill_t[0] = time.monotonic_ns()
+        try:
+            os.kill(victim, signal.SIGKILL)
+        except ProcessLookupError:  # fenced (and reaped) already
+            pass
+
+    fed = fed_pkts = 0
+    fed_end = t_begin = time.monotonic_ns()
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(DETECTOR_SWITCH_S)  # the detector thread stamps a death when it gets the GIL
+    try:
+        try:
+            n = 0
+            t0 = t_begin = time.monotonic_ns()
+            epochs = m.checkpoints_committed
+            for i, b in enumerate(w.batches):
+                n += len(b)
+                arrival = _pace(t0, n, rate_pps)
+                if i == crash_at:
+                    timer = threading.Timer(delay_s, do_kill)
+                    timer.start()
+                first = m.inputs.next_id  # the ids feed() gives: its outputs may leave inside it
+                in_keys.update(zip(range(first, first + len(b)), _key_rows(b)))
+                m.feed(b, arrival)
+                fed = i + 1
+                fed_pkts, fed_end = n, time.monotonic_ns()
+                if backup_mode == "hot":
+                    res.backup_stage_s.append(backup.stage(st, follow=True))
+                if m.checkpoints_committed != epochs:  # drained at the cut: a consistent look
+                    epochs = m.checkpoints_committed
+                    visible.update(m.visible())
+            if timer is not None:
+                timer.join()  # the kill came after the last batch: the detector reports it
+            while m.failure is None:
+                try:
+                    m.drain(5.0)
+                except TimeoutError:
+                    pass
+                if m.detector is not None and m.detector.wait(0.0005):
+                    m.failure = m.detector.events[0]
+        except MasterFailed:
+            pass
+        except Exception:
+            if not kill_t[0]:
+                raise
+            # the runtime noticed first (a call to a dead worker): the detector has the time
+            if not m.detector or not m.detector.wait(5.0):
+                raise
+            m.failure = m.detector.events[0]
+        if timer is not None:
+            timer.join()
+        failure = m.failure if m.failure is not None else m.detector.events[0]  # type: ignore[union-attr]
+        if not kill_t[0] or failure[2] < kill_t[0]:
+            res.false_suspicions = 1  # fenced before the kill: recovery began before the crash
+            res.detect_s = 0.0
+        else:
+            res.detect_s = (failure[2] - kill_t[0]) / 1e9
+        res.held_at_crash = m.held()
+        res.released_master = len(released)
+        res.checkpoint_pauses_s = list(m.checkpoint_pauses_s)
+        m.close()
+        # ---- the master is gone; storage survives
+        side[0] = 1
+        rep = backup.recover(st, "replay")
+        res.recovery = rep
+        for q, b in rep.outputs:
+            _record(released, in_keys, b, 1)
+        res.lost_batches = m.inputs.next_seq - rep.next_seq
+        res.crash_packet = int(w.batches[crash_at].packet_id[0]) if len(w.batches[crash_at]) else -1
+        backup_state = visible_state(backup.vnfs)
+        for b in w.batches[m.inputs.next_seq:]:
+            m.inputs.admit(b)  # the input handler steers to the backup now
+            in_keys.update(zip(b.packet_id.tolist(), _key_rows(b)))
+            for q, out in backup.process(b):
+                _record(released, in_keys, out, 1)
+        res.released_backup = len(released) - res.released_master
+        res.verdict = judge(released, visible, backup_state, backup.vnfs, per_flow_decisions=w.per_flow_decisions,
+                            non_monotone=w.non_monotone)
+        res.verdict.checked["fed_batches"] = fed
+        # packets released by neither side: outputs the master still held for another worker's
+        # determinants when it died, of an input whose own record was stable (the backup replays it
+        # with outputs suppressed): lost, as on the network, never released twice
+        res.verdict.checked["unreleased_packets"] = sum(len(b) for b in w.batches) - len(released)
+        # the rate the master took the traffic in at, up to the crash (the offered rate may be higher)
+        res.verdict.checked["fed_kpps"] = int(fed_pkts / max(1e-9, (fed_end - t_begin) / 1e9) / 1e3)
+        res.verdict.checked["detected_by_heartbeat"] = int(failure[1] == "heartbeat")  # else the pidfd
+        res.verdict.checked["backup_followed_batches"] = backup.followed_batches
+        return res
+    finally:
+        sys.setswitchinterval(switch)
+        if timer is not None:
+            timer.cancel()
+        m.close()

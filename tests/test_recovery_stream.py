@@ -1,0 +1,126 @@
+"""The streaming fault-tolerant master (vnfkit.recovery.ft_runner / ft_trial): every packet leaves
+once, checkpoints commit while the stream runs, and a SIGKILLed worker is failed over correctly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vnfkit.recovery.backup import DET_STREAM, decode_det
+from vnfkit.recovery.ft_runner import StreamingMaster, weighted_percentiles
+from vnfkit.recovery.ft_trial import stream_cost, stream_trial
+from vnfkit.recovery.storage.memory import MemoryStorage
+from vnfkit.recovery.workloads import workload
+
+
+def _parsed(nf, **kw):
+    w = workload(nf, **kw)
+    for b in w.batches:
+        b.parse()
+    return w
+
+
+def test_stream_replay_releases_everything_once_with_stable_determinants():
+    w = _parsed("mazunat", packets=6000, flows=300, batch=128, seed=5)
+    st = MemoryStorage()
+    seen: list[int] = []
+    m = StreamingMaster(w.vnf, w.config, queues=2, strategy="replay", storage=st, checkpoint_interval_s=0.01,
+                        on_release=lambda q, b: seen.extend(b.packet_id.tolist()))
+    try:
+        for b in w.batches:
+            m.feed(b)
+        m.finish()
+        assert m.held() == 0
+        assert sorted(seen) == list(range(6000))  # each packet released exactly once
+        assert m.checkpoints_committed >= 2
+        # every input since the last checkpoint has its determinant record, in input order
+        dets = st.read(DET_STREAM)
+        assert [decode_det(blob)[0] for _, blob in dets] == [off for off, _ in dets]
+        lat, counts = m.latency_ns()
+        assert counts.sum() == 6000 and (lat > 0).all()
+    finally:
+        m.close()
+
+
+def test_stream_rejects_bad_arguments():
+    w = _parsed("mazunat", packets=600, flows=30, batch=128, seed=1)
+    with pytest.raises(ValueError, match="strategy"):
+        StreamingMaster(w.vnf, w.config, strategy="buffer")
+    with pytest.raises(ValueError, match="checkpoint_interval_s"):
+        StreamingMaster(w.vnf, w.config, checkpoint_interval_s=0)
+    with pytest.raises(ValueError, match="lat"):
+        weighted_percentiles(np.zeros(0, np.int64), np.zeros(0, np.int64))
+
+
+def test_stream_cost_none_and_replay_release_the_same_packets():
+    w = _parsed("qos", packets=4000, flows=200, batch=128, seed=2)
+    a = stream_cost(w, "none")
+    w = _parsed("qos", packets=4000, flows=200, batch=128, seed=2)
+    b = stream_cost(w, "replay", rate_pps=200_000)
+    assert a["released"] == b["released"] == 4000 and a["held"] == b["held"] == 0
+    assert a["checkpoints"] == 0 and b["checkpoints"] >= 1
+    assert b["latency_us"]["p50"] <= b["latency_us"]["p99"]
+
+
+@pytest.mark.parametrize("backup_mode", ["cold", "hot"])
+def test_stream_sigkill_failover_is_correct(backup_mode):
+    rng = np.random.default_rng(7 if backup_mode == "hot" else 8)
+    for t in range(3):
+        w = _parsed("mazunat", packets=6000, flows=300, batch=128, seed=int(rng.integers(1 << 30)))
+        crash = int(rng.integers(1, len(w.batches) - 2))
+        r = stream_trial(w, crash, kill_worker=t % 2, delay_s=float(rng.uniform(0, 0.002)),
+                         checkpoint_interval_s=0.02, backup_mode=backup_mode)
+        assert r.verdict.correct, (crash, str(r.verdict))
+        # none twice (the oracle checks that); an output held for another worker's record that
+        # never became stable is lost at the failover (the backup suppresses its replayed copy)
+        # at most what was in flight at the crash (depth 8 slabs of <= 128 packets, per queue)
+        assert 0 <= r.verdict.checked["unreleased_packets"] <= 2 * 8 * 128
+        assert r.detect_s > 0
+
+
+def test_stream_heartbeat_fences_and_failover_is_correct():
+    w = _parsed("mazunat", packets=6000, flows=300, batch=128, seed=11)
+    r = stream_trial(w, 20, kill_worker=1, delay_s=0.0005, checkpoint_interval_s=0.02, heartbeat_timeout_s=0.001)
+    assert r.verdict.correct, str(r.verdict)
+    assert r.verdict.checked["detected_by_heartbeat"] in (0, 1)
+    # a suspicion before the kill fences the master early: then detection counts as 0
+    assert r.false_suspicions or r.detect_s > 0
+    assert 0 <= r.verdict.checked["unreleased_packets"] <= 2 * 8 * 128
+
+
+def test_stream_failover_with_file_storage(tmp_path):
+    from vnfkit.recovery.storage.file import FileStorage
+
+    w = _parsed("mazunat", packets=6000, flows=300, batch=128, seed=12)
+    st = FileStorage(tmp_path / "log")
+    try:
+        r = stream_trial(w, 25, kill_worker=0, delay_s=0.001, storage=st, checkpoint_interval_s=0.02)
+    finally:
+        st.close()
+    assert r.verdict.correct, str(r.verdict)
+    assert 0 <= r.verdict.checked["unreleased_packets"] <= 2 * 8 * 128
+
+
+@pytest.mark.skipif(__import__("shutil").which("redis-server") is None, reason="redis-server not installed")
+def test_stream_failover_with_redis_storage():
+    import os
+
+    from vnfkit.recovery.storage.redis import RedisStorage
+    from vnfkit.recovery.storage.redis_servers import RedisPair
+
+    w = _parsed("mazunat", packets=4000, flows=200, batch=128, seed=13)
+    pair = RedisPair()
+    try:
+        st = RedisStorage(unix_socket_path=pair.primary_socket, socket_timeout_s=5.0)
+        try:
+            r = stream_trial(w, 15, kill_worker=1, delay_s=0.001, storage=st, checkpoint_interval_s=0.02)
+        finally:
+            st.close()
+    finally:
+        pids = list(pair.pids.values())
+        pair.stop()
+    for pid in pids:  # nothing left behind
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    assert r.verdict.correct, str(r.verdict)
+    assert 0 <= r.verdict.checked["unreleased_packets"] <= 2 * 8 * 128
