@@ -67,7 +67,9 @@ def test_hot_backup_on_the_process_master_replays_only_the_tail_and_is_correct(p
     cold = process_trial(workload("mazunat", packets=8000, flows=400, batch=256, seed=2), crash_at, phase,
                          kill_worker=worker, delay_s=0.0005, checkpoint_every=8)
     assert cold.verdict.correct
-    assert cold.recovery.replayed_batches + cold.recovery.reexecuted_batches == crash_at % 8 + 1
+    f = cold.failed_batch  # a mid-batch kill's timer can land in a later batch on a loaded machine
+    assert f == crash_at if phase == "between-batches" else f >= crash_at
+    assert cold.recovery.replayed_batches + cold.recovery.reexecuted_batches == f % 8 + 1
 
 
 def test_fork_checkpoints_of_worker_processes_are_correct_and_leave_nothing_behind(tmp_path, monkeypatch):

@@ -37,9 +37,13 @@ def test_sigkill_of_one_worker_process_recovers_correctly_with_replay(phase, cra
     assert r.released_master + r.released_backup == 8000  # inputs are stable before processing: none lost
     assert any("killed by SIGKILL" in e and f"queue {worker}" in e for e in r.storage_events)
     assert 0 < r.detect_s < 1.0 and r.verdict.checked["pidfd_detect_us"] > 0
-    assert r.recovery.checkpoint_epoch == crash_at // 8  # the last checkpoint before the crash
-    assert r.recovery.replayed_batches + r.recovery.reexecuted_batches == crash_at - 8 * (crash_at // 8) + 1
-    assert len(r.checkpoint_pauses_s) == 1 + crash_at // 8
+    # a mid-batch kill comes from a 0.5 ms timer: on a loaded machine it can land after the crash
+    # batch was done, and the runtime then reports the death at a later batch
+    f = r.failed_batch
+    assert f == crash_at if phase == "between-batches" else f >= crash_at
+    assert r.recovery.checkpoint_epoch == f // 8  # the last checkpoint before the failure
+    assert r.recovery.replayed_batches + r.recovery.reexecuted_batches == f - 8 * (f // 8) + 1
+    assert len(r.checkpoint_pauses_s) == 1 + f // 8
     assert _shm() <= before  # no shared-memory segment left behind
 
 

@@ -64,6 +64,9 @@ class TrialResult:
     backup_stage_s: list[float] = field(default_factory=list)
     storage_events: list[str] = field(default_factory=list)
     false_suspicions: int = 0
+    #: index of the input batch whose dispatch reported the dead worker: the crash batch, or a later
+    #: one when a mid-batch kill's timer fired only after that batch was done (a loaded machine)
+    failed_batch: int = -1
     #: id of the first packet of the crash batch, and that batch's packet time since the trace began (ms)
     crash_packet: int = -1
     crash_time_ms: float = 0.0

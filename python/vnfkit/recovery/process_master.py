@@ -251,6 +251,7 @@ def process_trial(w: Workload, crash_at: int | None, phase: str = "mid-batch", *
     trace_t0 = int(w.batches[0].ts_ns.min()) if len(w.batches) and len(w.batches[0]) else 0
     last_ckpt_ts = [trace_t0]
     crashed = False
+    current = [-1]  # the input batch being admitted and dispatched
     timer: threading.Timer | None = None
     # The detector thread stamps a death when it gets the GIL: a short switch interval (default
     # 5 ms) bounds how long the dispatcher's Python code can keep it waiting.
@@ -263,6 +264,7 @@ def process_trial(w: Workload, crash_at: int | None, phase: str = "mid-batch", *
                 collect(wait=True)  # the first cut is stable before any input
             t_loop = time.perf_counter()
             for i, batch in enumerate(w.batches):
+                current[0] = i
                 if crash_at == i and phase == "between-batches":
                     do_kill()
                 batch.parse()
@@ -302,9 +304,11 @@ def process_trial(w: Workload, crash_at: int | None, phase: str = "mid-batch", *
                     res.backup_stage_s.append(backup.stage(st))  # restores a checkpoint newly committed
             res.master_s = time.perf_counter() - t_loop
             if kill["t"]:  # killed after the last look: the runtime notices at the next call
+                current[0] = len(w.batches)
                 runner.call_workers(_noop)
         except WorkerError as exc:
             kill["worker_error_t"] = time.monotonic_ns()
+            res.failed_batch = current[0]
             res.storage_events.append(f"runtime: {exc}")
             crashed = True
         if crash_at is not None and not crashed:
