@@ -103,7 +103,7 @@ def _fork_writing_timed(path: str, make: Callable[[], bytes]) -> tuple[int, floa
 # ---- copy-on-write checkpoints of worker processes (run inside a worker through ProcessRunner.call_workers)
 _children: list[int] = []  # this worker's checkpoint children not reaped yet
 _collapsed: list[CollapseReport] = []  # this worker's huge-page collapse (done at its first fork)
-_huge = [True]  # whether the first fork collapses this worker's memory into huge pages
+_huge = [False]  # whether the first fork collapses this worker's memory into huge pages
 
 
 def _reap() -> None:
@@ -120,10 +120,11 @@ def worker_fork_image(vnf: Any, ctx: Any, prefix: str) -> tuple[int, int, float,
     took). The file appears (atomically renamed into place) only when it is whole;
     :func:`collect_image` reads it.
 
-    Before its first fork a worker moves its private memory to huge pages
-    (:func:`.hugeheap.collapse_private_memory`), which makes every later fork copy far fewer
-    page-table entries; that one-time cost (tens of milliseconds) falls on the first checkpoint,
-    which the recovery master takes before any input."""
+    With :func:`worker_huge_pages` on, a worker moves its private memory to huge pages before its
+    first fork (:func:`.hugeheap.collapse_private_memory`: fewer page-table entries for every
+    later fork to copy; a one-time cost of ~0.1 s on the first checkpoint, which the recovery
+    master takes before any input). Off by default: with MazuNAT at 100 k flows per worker it
+    did not shorten the fork measurably (``benches/bench_checkpoint.py`` compares both)."""
     import pickle
 
     _reap()
@@ -140,8 +141,8 @@ def worker_fork_image(vnf: Any, ctx: Any, prefix: str) -> tuple[int, int, float,
 
 
 def worker_huge_pages(vnf: Any, ctx: Any, on: bool) -> None:
-    """Whether this worker's first fork checkpoint moves its memory to huge pages (default on;
-    off only to measure what that saves)."""
+    """Whether this worker's first fork checkpoint moves its memory to huge pages (default off;
+    see :func:`worker_fork_image`)."""
     _huge[0] = bool(on)
 
 

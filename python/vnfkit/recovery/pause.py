@@ -97,7 +97,7 @@ def _verify(images: list[tuple[dict[str, bytes], dict[str, Any]] | None], sync: 
 
 def measure_fork_pauses(vnf: type, config: dict[str, Any], load: Sequence[Any], traffic: Sequence[Any], *,
                         checkpoints: int, batches_between: int = 1, queues: int = 2, verify_every: int = 100,
-                        huge_pages: bool = True, progress: Callable[[str], None] | None = None) -> PauseReport:
+                        huge_pages: bool = False, progress: Callable[[str], None] | None = None) -> PauseReport:
     """See the module docstring. `load` and `traffic` are PacketBatches (`traffic` is cycled);
     `huge_pages`: whether the workers move their memory to huge pages at the first fork."""
     from ..runtime.process import ProcessRunner
