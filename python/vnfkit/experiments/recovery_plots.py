@@ -9,6 +9,8 @@ import numpy as np
 
 from .plots import _plt
 
+__all__ = ["plot_recovery"]
+
 
 def plot_recovery(out: dict[str, Any], d: Path) -> list[Path]:
     """``recovery_a3.png`` (latency CDFs), ``recovery_a4.png`` (throughput, no FT vs replay),

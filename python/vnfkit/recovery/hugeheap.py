@@ -16,8 +16,8 @@ elsewhere: where the kernel refuses (no THP, old kernel), nothing changes and th
 A write to a huge page shared with a fork child splits that page's mapping (the kernel copies only
 the 4 KiB written), so memory the master writes while a child exists drifts back to small pages.
 Measured with MazuNAT at 100 k flows per worker (``benches/bench_checkpoint.py``), the small part
-fell from ~33 MB to ~28 MB but the fork's CPU time did not fall (5-6 ms either way): the rest of
-the fork's cost is elsewhere, so the checkpointer leaves this off unless asked.
+fell from ~33 MB to ~28 MB but the fork's CPU time did not fall (5-6 ms either way, on a loaded
+box), so the checkpointer leaves this off unless asked.
 """
 
 from __future__ import annotations
