@@ -1,7 +1,13 @@
 """A live TCP download through `vnfkit live mazunat --strategy replay` survives a SIGKILL of the master.
 
-client (10.0.0.10) -- NAT host (supervisor + master + backup process groups + a Redis primary and
-replica, or a storage directory) -- server (192.0.2.100). curl downloads a file; once part of it
+With Redis: client (10.0.0.10) -- the input handler's tc switch -- master host / backup host --
+switch -- server (192.0.2.100), the Redis primary and replica on a storage host reached by each node
+over its own link, the supervisor in the caller's namespace (:func:`vnfkit.testbed.failover_testbed`,
+``--topology``). The switch sends the peers' frames to the master and a copy to the backup until the
+backup's failure detector reprograms it; the test checks that the switch's counters show frames to
+the backup after the switch-over and that the fenced master's ports get nothing out (frames a zombie
+sends from the master host are dropped and counted). With file storage: client -- NAT host
+(supervisor, master and backup on the same interfaces) -- server. curl downloads a file; once part of it
 has arrived, the master's whole process group gets SIGKILL; the backup restores, replays and takes
 over; the download must complete byte-exact, with the largest gap between data segments reaching
 the client (from a capture, within 0.5 s of the kill) under TCP's 200 ms minimum retransmission
@@ -26,7 +32,7 @@ import pytest
 from _live import HTTP_PORT, LISTENER, PROBE, SERVER, checksum_report, env, start_capture, wait_for
 
 from vnfkit.recovery.storage.redis_servers import redis_server_path
-from vnfkit.testbed import Testbed, leftovers, missing_tools, nat_testbed
+from vnfkit.testbed import Testbed, failover_testbed, leftovers, missing_tools, nat_testbed
 
 _TOOLS = missing_tools(("ip", "ethtool", "curl", "tshark"))
 pytestmark = [
@@ -37,6 +43,16 @@ pytestmark = [
 FILE_BYTES = 24 << 20
 KILL_AFTER_BYTES = FILE_BYTES // 4
 MAX_GAP_MS = 200.0
+ZOMBIE_FRAMES = 5
+
+# From the (fenced) master host: frames to the client with a marker, as a zombie master would send.
+ZOMBIE = r"""
+import socket, sys
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW); s.bind((sys.argv[1], 0))
+dst, src = bytes.fromhex(sys.argv[2].replace(":", "")), bytes.fromhex(sys.argv[3].replace(":", ""))
+for i in range(int(sys.argv[4])):
+    s.send(dst + src + b"\x88\xb5" + b"vnfkit-zombie" + bytes(50))
+"""
 
 
 def _data_times(cap: Path, sport: int) -> list[float]:
@@ -70,7 +86,7 @@ def _cmdlines(pids: list[str]) -> list[str]:
 
 def _failover(tmp_path: Path, capsys: pytest.CaptureFixture[str], storage: str, sig: int = signal.SIGKILL,
               heartbeat_timeout_ms: int = 500) -> None:
-    """The whole check; ``sig``: SIGKILL (a dead master) or SIGSTOP (a hung one, which the backup's
+    """The whole check (Redis: on the separate-hosts topology; file: on one NAT host); ``sig``: SIGKILL (a dead master) or SIGSTOP (a hung one, which the backup's
     heartbeat timeout catches and fences with a SIGKILL of its process group before taking over)."""
     shown: list[str] = []  # the measured figures, printed past pytest's capture once the run passed
 
@@ -91,9 +107,16 @@ def _failover(tmp_path: Path, capsys: pytest.CaptureFixture[str], storage: str, 
     # a small NAT for a three-host testbed: 4 k flows, 1 k ports (its checkpoint is ~90 kB)
     cfg.write_text(json.dumps({"max_flows": 4096, "port_lo": 60000, "port_hi": 61023, "icmp_id_lo": 60000,
                                "icmp_id_hi": 61023}))
+    separate = storage == "redis"
     with Testbed() as tb:
         prefix = tb.prefix
-        topo = nat_testbed(tb)
+        ft = failover_testbed(tb) if separate else None
+        topo = ft.nat if ft is not None else nat_testbed(tb)
+        node_hosts = ["master", "backup", "storage"] if separate else ["nat"]
+        extra: list[str] = []
+        if ft is not None:
+            (tmp_path / "topology.json").write_text(ft.to_json())
+            extra = ["--topology", str(tmp_path / "topology.json")]
         cap_client, cap_server = tmp_path / "client.pcap", tmp_path / "server.pcap"
         tsh = [start_capture(tb, "client", topo.client_if, cap_client),
                start_capture(tb, "server", topo.server_if, cap_server)]
@@ -102,10 +125,10 @@ def _failover(tmp_path: Path, capsys: pytest.CaptureFixture[str], storage: str, 
         tb.popen("client", [sys.executable, "-c", LISTENER, topo.client_ip, "8080", str(accepted)],
                  env=env(), stderr=subprocess.DEVNULL)
         nat_err, nat_out = tmp_path / "nat.err", tmp_path / "nat.out"
-        nat = tb.popen("nat", [sys.executable, "-m", "vnfkit", "live", "mazunat", "--inside", topo.inside_if,
+        nat = tb.popen(None if separate else "nat", [sys.executable, "-m", "vnfkit", "live", "mazunat", "--inside", topo.inside_if,
                                "--outside", topo.outside_if, "--inside-peer", topo.client_mac,
                                "--outside-peer", topo.server_mac, "--strategy", "replay", "--storage", storage,
-                               "--config", str(cfg), "--heartbeat-timeout-ms", str(heartbeat_timeout_ms)],
+                               "--config", str(cfg), "--heartbeat-timeout-ms", str(heartbeat_timeout_ms), *extra],
                        env=env(), stdout=open(nat_out, "wb"), stderr=open(nat_err, "wb"))
         wait_for(lambda: b"ready" in nat_err.read_bytes() or nat.poll() is not None, 90, "vnfkit live: ready")
         assert nat.poll() is None, nat_err.read_text()
@@ -143,21 +166,38 @@ def _failover(tmp_path: Path, capsys: pytest.CaptureFixture[str], storage: str, 
                                f"http://{topo.server_ip}:{HTTP_PORT}/"], timeout=60)
         say(f"after failover: a new connection -> HTTP {r2.stdout}")
         assert r2.returncode == 0 and r2.stdout == "200", r2.stderr
+        if ft is not None:  # the switch-over happened, and the fenced master gets nothing out
+            sw = ft.steering
+            to_backup = {side: sw.delivered(side, "backup") for side in ("inside", "outside")}
+            to_master = {side: sw.delivered(side, "master") for side in ("inside", "outside")}
+            fenced_before = {side: sw.dropped(side, "master") for side in ("inside", "outside")}
+            z = tb.run("master", [sys.executable, "-c", ZOMBIE, topo.inside_if, topo.client_mac, topo.inside_mac,
+                                  str(ZOMBIE_FRAMES)], timeout=30)
+            assert z.returncode == 0, z.stderr
+            wait_for(lambda: sw.dropped("inside", "master") >= fenced_before["inside"] + ZOMBIE_FRAMES, 5,
+                     "the zombie's frames dropped at the switch")
+            fenced = {side: sw.dropped(side, "master") for side in ("inside", "outside")}
+            say(f"switch after the switch-over: peers' frames to the backup {to_backup}, to the master {to_master}; "
+                f"fenced master ports dropped {fenced_before} before the zombie, {fenced} after it sent "
+                f"{ZOMBIE_FRAMES} frames")
+            assert min(to_backup.values()) > 0 and to_master == {"inside": 0, "outside": 0}
+            assert fenced["inside"] == fenced_before["inside"] + ZOMBIE_FRAMES
 
         assert Testbed.stop(nat, grace_s=20) == 0, nat_err.read_text()
-        # Nothing may run on the NAT host any more: no node, no Redis. (multiprocessing's resource
-        # tracker, which ignores SIGTERM, leaves by itself once its last client is gone.)
+        # Nothing may run on the node and storage hosts any more: no node, no Redis. (multiprocessing's
+        # resource tracker, which ignores SIGTERM, leaves by itself once its last client is gone.)
         ns_pids: list[str] = []
 
         def nat_host_empty() -> bool:
-            ns_pids[:] = subprocess.run(["ip", "netns", "pids", tb.hosts["nat"].netns], capture_output=True,
-                                        text=True, timeout=10, check=True).stdout.split()
+            ns_pids[:] = [pid for h in node_hosts for pid in subprocess.run(
+                ["ip", "netns", "pids", tb.hosts[h].netns], capture_output=True, text=True, timeout=10,
+                check=True).stdout.split()]
             return not ns_pids
 
         deadline = time.monotonic() + 10
         while not nat_host_empty() and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert ns_pids == [], f"processes left on the NAT host: {_cmdlines(ns_pids)}"
+        assert ns_pids == [], f"processes left on {node_hosts}: {_cmdlines(ns_pids)}"
         for p in tsh:
             Testbed.stop(p)
     assert leftovers(prefix) == []
@@ -169,6 +209,7 @@ def _failover(tmp_path: Path, capsys: pytest.CaptureFixture[str], storage: str, 
     assert summary["storage_path"] and not os.path.exists(summary["storage_path"]), "the storage outlived the run"
     assert summary["master"] is None, "the killed master cannot have written a summary"
     assert fo is not None and fo["reason"] == ("exited" if sig == signal.SIGKILL else "heartbeat"), summary
+    assert fo["steered"] is separate, fo
     detect_ms = (fo["detected_ns"] - kill_mono) / 1e6
     live_ms = (fo["live_ns"] - kill_mono) / 1e6
     times = _data_times(cap_client, HTTP_PORT)
@@ -181,7 +222,8 @@ def _failover(tmp_path: Path, capsys: pytest.CaptureFixture[str], storage: str, 
     say(f"failover ({storage}, {signal.Signals(sig).name}): detected {detect_ms:.2f} ms after the signal, "
           f"backup live {live_ms:.1f} ms after it (restore {fo['restore_ms']} ms, replay {fo['replay_ms']} ms of "
           f"{fo['replayed_packets']} packets, "
-          f"catch-up {fo['catch_up_ms']} ms of {fo['caught_up_frames']} frames)")
+          f"catch-up {fo['catch_up_ms']} ms of {fo['caught_up_frames']} frames"
+          + (f"; switch reprogrammed by {fo['switched_by_ms']} ms after detection)" if separate else ")"))
     say(f"gap in the data reaching the client across the kill: {across_ms:.1f} ms; "
           f"largest gap between data segments reaching the client within 0.5 s of the kill: {gap_ms:.1f} ms "
           f"(starting {gap_at:+.1f} ms from the kill); largest gap before the kill, with no failure: {calm_ms:.1f} ms")
@@ -193,6 +235,11 @@ def _failover(tmp_path: Path, capsys: pytest.CaptureFixture[str], storage: str, 
         say(f"tshark {name} side: {rep}")
         assert rep["frames"] > FILE_BYTES // 1500 and rep["bad"] == 0
     assert reports["server"]["private_addr"] == 0
+    if separate:  # nothing the zombie sent reached the client
+        z = subprocess.run(["tshark", "-n", "-r", str(cap_client), "-Y", 'frame contains "vnfkit-zombie"', "-T", "fields",
+                            "-e", "frame.number"], capture_output=True, text=True, timeout=120, check=True)
+        say(f"zombie frames in the client's capture: {len(z.stdout.split())}")
+        assert z.stdout.split() == []
     seen = sorted(set(peers.read_text().split()))
     say(f"server saw peers: {seen}")
     assert seen == [topo.public_ip]

@@ -45,6 +45,11 @@ def add(sub: SubParsers) -> None:
                         "replay, none without)")
     p.add_argument("--storage-dir", default=None, help="directory for --storage file (must not exist or be "
                                                        "empty; default: a temporary one, removed on exit)")
+    p.add_argument("--topology", default=None, metavar="FILE",
+                   help="with --strategy replay --storage redis: run the master, the backup and Redis on "
+                        "hosts of their own (network namespaces) behind a tc steering switch, as the JSON "
+                        "FILE describes (vnfkit.testbed.failover writes one); the backup's failure "
+                        "detector reprograms the switch when it takes over")
     p.add_argument("--checkpoint-ms", type=positive_float_arg, default=50.0,
                    help="checkpoint interval with --strategy replay (default 50)")
     p.add_argument("--heartbeat-timeout-ms", type=positive_float_arg, default=500.0,
@@ -68,6 +73,9 @@ def check_combination(args: argparse.Namespace) -> str:
                          "master and backup are separate processes, use --storage redis or file")
     if args.storage_dir is not None and storage != "file":
         raise ValueError(f"--storage-dir: only with --storage file (got --storage {storage})")
+    if args.topology is not None and (args.strategy != "replay" or storage != "redis"):
+        raise ValueError(f"--topology: needs --strategy replay --storage redis (the storage host runs Redis), "
+                         f"got --strategy {args.strategy} --storage {storage}")
     if args.inside == args.outside:
         raise ValueError(f"--inside/--outside: must be two different interfaces, got {args.inside!r} twice")
     return storage
@@ -75,7 +83,7 @@ def check_combination(args: argparse.Namespace) -> str:
 
 def run_replay(args: argparse.Namespace, cfg: dict[str, Any], storage: str) -> int:
     from ..io.live import open_socket
-    from ..live.supervisor import run_failover
+    from ..live.supervisor import load_topology, run_failover
     from ..nfs.mazunat import MazuNAT
     from ..state import SharedState
     from ..vnf import Context
@@ -84,13 +92,21 @@ def run_replay(args: argparse.Namespace, cfg: dict[str, Any], storage: str) -> i
         MazuNAT().setup(Context(0, 1, shared=SharedState(), logged=False), **cfg)
     except TypeError as exc:
         raise ValueError(str(exc)) from None
-    for ifname in (args.inside, args.outside):
-        open_socket(ifname, batch=1).close()
+    topology = None
+    if args.topology is not None:  # the nodes' interfaces are on their own hosts
+        try:
+            text = open(args.topology, encoding="utf-8").read()
+        except OSError as exc:
+            raise ValueError(f"--topology: cannot read {args.topology}: {exc.strerror}") from None
+        topology = load_topology(text, args.inside, args.outside)
+    else:
+        for ifname in (args.inside, args.outside):
+            open_socket(ifname, batch=1).close()
     summary = run_failover(inside=args.inside, outside=args.outside, inside_peer=args.inside_peer,
                            outside_peer=args.outside_peer, config=cfg, storage=storage, storage_dir=args.storage_dir,
                            batch=args.batch, checkpoint_ms=args.checkpoint_ms,
                            heartbeat_timeout_ms=args.heartbeat_timeout_ms, duration_s=args.duration,
-                           quiet=args.quiet, label=f"vnfkit live {args.nf}")
+                           quiet=args.quiet, label=f"vnfkit live {args.nf}", topology=topology)
     print(json.dumps({"nf": args.nf, **summary}), flush=True)
     return 0
 

@@ -1,7 +1,7 @@
 """Fault-tolerant live middleboxes: a master and a passive backup on the same two interfaces.
 
-``vnfkit live mazunat --strategy replay --storage redis|file`` runs three kinds of processes on the
-host that owns the two interfaces:
+``vnfkit live mazunat --strategy replay --storage redis|file`` runs three kinds of processes, on the
+host that owns the two interfaces or (``--topology``) on hosts of their own:
 
 * the **supervisor** (:mod:`.supervisor`, the CLI process): starts the stable storage (a private
   Redis primary + replica, or a file-storage directory), the heartbeat board, then the master and
@@ -18,9 +18,13 @@ host that owns the two interfaces:
   checkpoint, replay the logged inputs with determinants forced and outputs suppressed, process the
   buffered frames the master never logged, then forward live.
 
-The steering between master and backup is the kernel's: every AF_PACKET socket on an interface gets
-every frame; the one node that processes them is the master until the detector fires, the backup
-after. A heartbeat timeout (a hung master) first kills the master's process group, so the two are
+On one host, the steering between master and backup is the kernel's: every AF_PACKET socket on an
+interface gets every frame; the one node that processes them is the master until the detector
+fires, the backup after. With a topology (``--topology``: master, backup and storage on hosts of
+their own, :func:`vnfkit.testbed.failover_testbed`) the input handler's switch (:mod:`.steering`,
+kernel ``tc``) sends the peers' frames to the master and a mirror to the backup, and drops what the
+backup sends; the backup's failure detector reprograms it (the master's ports fenced, the backup's
+opened). A heartbeat timeout (a hung master) first kills the master's process group, so the two are
 never both live.
 """
 

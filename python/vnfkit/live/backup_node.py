@@ -8,6 +8,12 @@ watches the master: its pidfd (a SIGKILL is seen at once) and its heartbeat word
 after ``heartbeat_timeout_ms``; the backup then SIGKILLs the master's process group first, so that
 the two never forward at the same time). A pipe wakes the receive loop the moment it fires.
 
+With a steering switch in the spec (master and backup on hosts of their own behind the input
+handler's switch, :class:`.steering.TcSteering`), the detector's decision also reprograms the
+switch: the ``tc`` switch-over (fence the master's ports, open the backup's, steer the peers'
+frames to the backup only) starts the moment the detector fires and runs while the backup
+restores; the backup waits for it before it sends anything.
+
 Failover, timed step by step (monotonic ns, so another process can compare with its own clock):
 restore the last stable checkpoint and replay the logged inputs since, determinants forced and
 outputs suppressed, re-executing (and sending) the stable inputs without a stable determinant record;
@@ -115,6 +121,11 @@ def run_backup(spec: NodeSpec, emit: Callable[[dict[str, Any]], None]) -> dict[s
                     stats["buffered_frames"] += len(b)
                     ring.add(b)
         if failure:
+            switching = None
+            if spec.steering:
+                from .steering import TcSteering
+
+                switching = TcSteering.from_dict(spec.steering).switch_to("backup")
             try:  # the failover's critical path gets the CPU first on a busy host (root may do this)
                 os.setpriority(os.PRIO_PROCESS, 0, -10)
             except OSError:
@@ -126,6 +137,9 @@ def run_backup(spec: NodeSpec, emit: Callable[[dict[str, Any]], None]) -> dict[s
                 st = open_node_storage(spec.storage)
             cached = _ReadCache(st)
             rep = bk.recover(cached, "replay")  # type: ignore[arg-type]  # (it only reads)
+            if switching is not None:
+                TcSteering.wait_switched(switching)
+            t_switched = time.monotonic_ns()
             for _q, b in rep.outputs:
                 send(b)
             t_replayed = time.monotonic_ns()
@@ -146,6 +160,9 @@ def run_backup(spec: NodeSpec, emit: Callable[[dict[str, Any]], None]) -> dict[s
                   "recover_ms": round((t_replayed - t_fenced) / 1e6, 3),
                   "catch_up_ms": round((t_live - t_replayed) / 1e6, 3),
                   "detect_to_live_ms": round((t_live - failure["detected_ns"]) / 1e6, 3),
+                  "steered": switching is not None,
+                  "switched_by_ms": (round((t_switched - failure["detected_ns"]) / 1e6, 3)
+                                     if switching is not None else None),
                   "checkpoint_epoch": rep.checkpoint_epoch, "replayed_batches": rep.replayed_batches,
                   "replayed_packets": rep.replayed_packets, "reexecuted_batches": rep.reexecuted_batches,
                   "logged_frames_seen": len(known), "caught_up_frames": caught_up}

@@ -26,7 +26,10 @@ __all__ = ["FrameRing", "NodeSpec", "frame_ids", "open_node_storage"]
 @dataclass
 class NodeSpec:
     """One node's configuration (see the module docstring); ``storage`` is ``{"kind": "redis",
-    "unix_socket_path": ..., "prefix": ...}`` or ``{"kind": "file", "root": ...}``."""
+    "unix_socket_path": ..., "prefix": ...}`` (or ``"host"``, ``"port"`` instead of the socket: a
+    storage host) or ``{"kind": "file", "root": ...}``; ``steering``: the input handler's switch
+    (:meth:`vnfkit.live.steering.TcSteering.to_dict`) that the backup reprograms when it takes
+    over, empty when master and backup share the interfaces."""
 
     inside: str
     outside: str
@@ -40,6 +43,7 @@ class NodeSpec:
     heartbeat_timeout_ms: float = 500.0
     ring_s: float = 0.5
     master_pid: int = 0
+    steering: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def dumps(self) -> str:
@@ -56,6 +60,8 @@ def open_node_storage(spec: dict[str, Any]) -> Any:
     if kind == "redis":
         from ..recovery.storage.redis import RedisStorage
 
+        if "host" in spec:
+            return RedisStorage(host=spec["host"], port=int(spec["port"]), prefix=spec["prefix"], replicas=1)
         return RedisStorage(unix_socket_path=spec["unix_socket_path"], prefix=spec["prefix"], replicas=1)
     if kind == "file":
         from ..recovery.storage.file import FileStorage

@@ -9,6 +9,13 @@ failover line when the backup goes live). On SIGINT/SIGTERM or after ``duration_
 nodes that are still running (SIGTERM to each process group, SIGKILL after a grace period), then
 the storage, removes what it created, and returns the JSON summary (each node's own summary,
 ``null`` for a node that was killed, and the failover's timings).
+
+With a ``topology`` (:func:`load_topology`; :meth:`vnfkit.testbed.failover.FailoverTopology.to_json`
+writes one) the nodes run on hosts of their own: the master in ``master_netns``, the backup in
+``backup_netns`` (each started through ``ip netns exec``, which execs, so the process group is still
+the node's), the Redis pair in the storage host's namespace, listening on its addresses on the
+nodes' storage links, which each node uses. The input handler's switch (``steering``) is handed to
+the backup: its failure detector's decision reprograms the switch (:mod:`.steering`).
 """
 
 from __future__ import annotations
@@ -24,13 +31,14 @@ import tempfile
 import threading
 import time
 from contextlib import ExitStack
+from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any
 
 from .._procs import stop_group
 from .frames import NodeSpec
 
-__all__ = ["run_failover"]
+__all__ = ["load_topology", "run_failover"]
 
 READY_TIMEOUT_S = 60.0
 
@@ -62,13 +70,53 @@ def _storage_dir(path: str | None) -> tuple[Path, bool]:
     return p, created
 
 
+def _netns_exists(name: str) -> bool:
+    return bool(name) and "/" not in name and os.path.exists(f"/run/netns/{name}")
+
+
+def load_topology(text: str, inside: str, outside: str) -> dict[str, Any]:
+    """A ``--topology`` file's content checked: the namespaces exist, ``inside`` and ``outside``
+    exist on both nodes, the switch's description is well formed; ValueError naming the field."""
+    from .steering import TcSteering
+
+    try:
+        d = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"--topology: not JSON ({exc.msg} at line {exc.lineno})") from None
+    want = {"master_netns", "backup_netns", "storage", "steering"}
+    if not isinstance(d, dict) or set(d) != want:
+        raise ValueError(f"--topology: expected the keys {sorted(want)}, got {sorted(d) if isinstance(d, dict) else d!r}")
+    st = d["storage"]
+    if not isinstance(st, dict) or set(st) != {"netns", "addrs"} or not isinstance(st["addrs"], dict) \
+            or sorted(st["addrs"]) != ["backup", "master"]:
+        raise ValueError(f"--topology: storage: expected {{netns, addrs: {{master, backup}}}}, got {st!r}")
+    for field, ns in (("master_netns", d["master_netns"]), ("backup_netns", d["backup_netns"]),
+                      ("storage.netns", st["netns"])):
+        if not isinstance(ns, str) or not _netns_exists(ns):
+            raise ValueError(f"--topology: {field}: no network namespace named {ns!r}")
+    TcSteering.from_dict(d["steering"])
+    if not _netns_exists(d["steering"]["netns"]):
+        raise ValueError(f"--topology: steering.netns: no network namespace named {d['steering']['netns']!r}")
+    for role in ("master", "backup"):
+        for ifname in (inside, outside):
+            r = subprocess.run(["ip", "-n", d[f"{role}_netns"], "link", "show", "dev", ifname], capture_output=True,
+                               text=True, timeout=10, check=False)
+            if r.returncode != 0:
+                raise ValueError(f"interface: no interface named {ifname!r} on the {role} host "
+                                 f"(namespace {d[f'{role}_netns']})")
+    return d
+
+
 def run_failover(*, inside: str, outside: str, inside_peer: str, outside_peer: str, config: dict[str, Any],
                  storage: str, storage_dir: str | None, batch: int, checkpoint_ms: float,
-                 heartbeat_timeout_ms: float, duration_s: float | None, quiet: bool, label: str) -> dict[str, Any]:
+                 heartbeat_timeout_ms: float, duration_s: float | None, quiet: bool, label: str,
+                 topology: dict[str, Any] | None = None) -> dict[str, Any]:
     """What ``vnfkit live mazunat --strategy replay`` runs: start stable storage (a private Redis
     primary + replica, or a fresh storage directory) and a heartbeat board, start the master and the
     backup as process groups of their own, report the failover when it happens, and on SIGTERM or
-    after `duration_s` stop both groups and the storage it started. Returns the run's summary."""
+    after `duration_s` stop both groups and the storage it started. With `topology` (see
+    :func:`load_topology`) each runs on its own host and the backup steers the switch when it takes
+    over. Returns the run's summary."""
     from ..recovery.detector import HeartbeatBoard
 
     stopping = {"flag": False}
@@ -107,7 +155,10 @@ def run_failover(*, inside: str, outside: str, inside_peer: str, outside_peer: s
     def start(role: str, spec: NodeSpec, tmp: Path) -> None:
         f = tmp / f"{role}.json"
         f.write_text(spec.dumps())
-        p = subprocess.Popen([sys.executable, "-m", "vnfkit.live", role, str(f)], stdout=subprocess.PIPE,
+        argv = [sys.executable, "-m", "vnfkit.live", role, str(f)]
+        if topology is not None:
+            argv = ["ip", "netns", "exec", topology[f"{role}_netns"], *argv]
+        p = subprocess.Popen(argv, stdout=subprocess.PIPE,
                              stdin=subprocess.DEVNULL, start_new_session=True)
         procs[role] = p
         assert p.stdout is not None
@@ -128,11 +179,17 @@ def run_failover(*, inside: str, outside: str, inside_peer: str, outside_peer: s
             if storage == "redis":
                 from ..recovery.storage.redis_servers import RedisPair
 
-                pair = RedisPair()
+                prefix = "vnfkit-live-" + os.urandom(4).hex()
+                st_spec: dict[str, Any]
+                if topology is None:
+                    pair = RedisPair()
+                    st_spec = {"kind": "redis", "unix_socket_path": pair.primary_socket, "prefix": prefix}
+                else:  # on the storage host, reached by each node over its own link
+                    addrs = topology["storage"]["addrs"]
+                    pair = RedisPair(netns=topology["storage"]["netns"], bind=(addrs["master"], addrs["backup"]))
+                    st_spec = {"kind": "redis", "host": addrs["master"], "port": pair.port, "prefix": prefix}
                 stack.callback(pair.stop)
                 storage_path = str(pair.dir)
-                st_spec = {"kind": "redis", "unix_socket_path": pair.primary_socket,
-                           "prefix": "vnfkit-live-" + os.urandom(4).hex()}
             else:
                 root, created = _storage_dir(storage_dir)
                 storage_path = str(root)
@@ -148,11 +205,19 @@ def run_failover(*, inside: str, outside: str, inside_peer: str, outside_peer: s
             stack.callback(_stop_all, procs)
             start("master", spec, tmp)
             spec.master_pid = procs["master"].pid
+            if topology is not None:
+                bst = {**spec.storage, "host": topology["storage"]["addrs"]["backup"]} if "host" in spec.storage \
+                    else spec.storage
+                spec = replace(spec, storage=bst, steering=topology["steering"])
             start("backup", spec, tmp)
             if not quiet:
+                hosts = "" if topology is None else (f"; master host {topology['master_netns']}, backup host "
+                                                     f"{topology['backup_netns']}, storage host "
+                                                     f"{topology['storage']['netns']}, switch "
+                                                     f"{topology['steering']['netns']}")
                 print(f"{label}: ready on inside {inside}, outside {outside} (public address "
                       f"{config.get('public_addr', 'default')}; strategy replay, storage {storage}; "
-                      f"master pgid {procs['master'].pid}, backup pgid {procs['backup'].pid})",
+                      f"master pgid {procs['master'].pid}, backup pgid {procs['backup'].pid}{hosts})",
                       file=sys.stderr, flush=True)
             t0 = time.monotonic()
             while not stopping["flag"] and (duration_s is None or time.monotonic() - t0 < duration_s):

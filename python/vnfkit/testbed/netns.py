@@ -159,10 +159,12 @@ class Testbed:
 
     # ------------------------------------------------------------------ processes
 
-    def popen(self, host: str, argv: Sequence[str], **kwargs: object) -> subprocess.Popen[bytes]:
-        """Start ``argv`` inside ``host``'s namespace in its own process group; it is stopped by
-        :meth:`close` (or :meth:`stop`)."""
-        p: subprocess.Popen[bytes] = subprocess.Popen(self.hosts[host].argv(argv), start_new_session=True,
+    def popen(self, host: str | None, argv: Sequence[str], **kwargs: object) -> subprocess.Popen[bytes]:
+        """Start ``argv`` inside ``host``'s namespace (``None``: the caller's, e.g. a supervisor that
+        starts processes on several hosts) in its own process group; it is stopped by :meth:`close`
+        (or :meth:`stop`)."""
+        full = list(argv) if host is None else self.hosts[host].argv(argv)
+        p: subprocess.Popen[bytes] = subprocess.Popen(full, start_new_session=True,
                                                       **kwargs)  # type: ignore[call-overload]
         self.procs.append(p)
         return p

@@ -7,6 +7,9 @@ both; the primary also keeps an append-only file fsynced on every write, so that
 restarted primary comes back with its data (an empty restarted primary would otherwise resync the
 replica to empty, the classic Redis failure mode). ``stop()`` -- also called by ``with`` on any error --
 resumes a stalled server, asks it to exit, kills it if it does not, and removes the directory.
+With ``netns`` both servers run inside that network namespace (``ip netns exec``, which execs, so
+the pids are the servers'), and ``bind`` adds addresses of that namespace the primary listens on
+(other hosts reach it over TCP there; the unix sockets work from any namespace).
 Fault injection for tests: :meth:`kill`, :meth:`stall` (SIGSTOP), :meth:`resume` (SIGCONT),
 :meth:`restart`.
 """
@@ -39,12 +42,17 @@ def _free_port() -> int:
 class RedisPair:
     """A primary and one replica on private sockets (see the module docstring)."""
 
-    def __init__(self, *, start_timeout_s: float = 10.0) -> None:
+    def __init__(self, *, start_timeout_s: float = 10.0, netns: str | None = None,
+                 bind: tuple[str, ...] = ()) -> None:
         exe = redis_server_path()
         if exe is None:
             raise RuntimeError("redis-server not found (Debian package redis-server)")
         self.exe = exe
         self.start_timeout_s = start_timeout_s
+        if netns is not None and (not netns or "/" in netns):
+            raise ValueError(f"netns: expected a network namespace name, got {netns!r}")
+        self.netns = netns
+        self.bind = tuple(bind)
         self.dir = Path(tempfile.mkdtemp(prefix="vnfkit-redis-"))
         self.port = _free_port()
         self.primary_socket = str(self.dir / "primary.sock")
@@ -62,7 +70,7 @@ class RedisPair:
         common = ["--save", "", "--dir", str(self.dir), "--protected-mode", "no",
                   "--unixsocketperm", "700", "--logfile", str(self.dir / f"{role}.log")]
         if role == "primary":
-            return [self.exe, "--port", str(self.port), "--bind", "127.0.0.1", "--unixsocket", self.primary_socket,
+            return [self.exe, "--port", str(self.port), "--bind", "127.0.0.1", *self.bind, "--unixsocket", self.primary_socket,
                     "--dbfilename", "primary.rdb", "--appendonly", "yes", "--appendfsync", "always",
                     "--appenddirname", "primary-aof", "--repl-diskless-sync-delay", "0", *common]
         return [self.exe, "--port", "0", "--unixsocket", self.replica_socket, "--dbfilename", "replica.rdb",
@@ -72,7 +80,8 @@ class RedisPair:
         sock = self.primary_socket if role == "primary" else self.replica_socket
         if os.path.exists(sock):
             os.unlink(sock)
-        p = subprocess.Popen(self._args(role), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        argv = self._args(role) if self.netns is None else ["ip", "netns", "exec", self.netns, *self._args(role)]
+        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
         self.procs[role] = p
         deadline = time.monotonic() + self.start_timeout_s
