@@ -41,6 +41,158 @@ std::uint8_t* armed_bytes(const py::object& armed, std::size_t capacity) {
   }
   return static_cast<std::uint8_t*>(a.mutable_data());
 }
+
+// fwd_rev / fwd_in: None (null) or a uint8 array of 65536 flags by port (held in `hold`).
+const std::uint8_t* port_flags(const py::object& flags, const char* what, py::array& hold) {
+  if (flags.is_none()) return nullptr;
+  hold = flags.cast<py::array>();
+  require_1d<std::uint8_t>(hold, what);
+  if (hold.shape(0) != 65536) throw py::value_error(std::string(what) + ": needs 65536 entries");
+  return static_cast<const std::uint8_t*>(hold.data());
+}
+
+// A validated NatFastConfig (without the forward flags) and the objects it points into, kept alive.
+struct FastSetup {
+  vnfkit::nfs::NatFastConfig cfg;
+  std::shared_ptr<vnfkit::state::PortPool> tp, up;
+  std::shared_ptr<vnfkit::state::Context> sctx;
+  py::array cand_arr;
+  py::object toeplitz_obj;
+
+  FastSetup(std::uint32_t public_addr, std::uint64_t close_timeout, const py::object& tcp_pool,
+            const py::object& udp_pool, const py::object& state_ctx, std::uint64_t tcp_timeout,
+            std::uint64_t udp_timeout, std::uint16_t num_queues, std::uint16_t queue, const py::object& toeplitz,
+            const py::object& cand, std::uint32_t reta_mask) {
+    cfg.public_addr = public_addr;
+    cfg.close_timeout = close_timeout;
+    if (tcp_pool.is_none() && udp_pool.is_none() && state_ctx.is_none()) return;
+    if (tcp_pool.is_none() || udp_pool.is_none() || state_ctx.is_none()) {
+      throw py::value_error("tcp_pool, udp_pool, state_ctx: give all three or none");
+    }
+    tp = tcp_pool.cast<std::shared_ptr<vnfkit::state::PortPool>>();
+    up = udp_pool.cast<std::shared_ptr<vnfkit::state::PortPool>>();
+    sctx = state_ctx.cast<std::shared_ptr<vnfkit::state::Context>>();
+    if (num_queues == 0 || queue >= num_queues) {
+      throw py::value_error("queue: " + std::to_string(queue) + " is not below num_queues=" +
+                            std::to_string(num_queues));
+    }
+    std::size_t groups = 1;
+    if (!toeplitz.is_none()) {
+      if (reta_mask > 0xFFFF || ((reta_mask + 1) & reta_mask) != 0) {
+        throw py::value_error("reta_mask: must be a power of two minus one, at most 65535");
+      }
+      cand_arr = cand.cast<py::array>();
+      require_1d<std::uint32_t>(cand_arr, "cand");
+      cfg.cand = static_cast<const std::uint32_t*>(cand_arr.data());
+      cfg.ncand = static_cast<std::size_t>(cand_arr.shape(0));
+      for (std::size_t k = 0; k < cfg.ncand; ++k) {
+        if (cfg.cand[k] > reta_mask) throw py::value_error("cand: entries must be at most reta_mask");
+      }
+      cfg.toeplitz = &toeplitz.cast<const vnfkit::classify::Toeplitz&>();
+      toeplitz_obj = toeplitz;
+      cfg.reta_mask = reta_mask;
+      groups = std::size_t{reta_mask} + 1;
+    } else if (!cand.is_none()) {
+      throw py::value_error("cand: given without toeplitz");
+    }
+    // every sub-pool index the call can ask for must exist (checked here, not per packet)
+    const std::size_t need = groups * num_queues;
+    if (need > 65536 || tp->subpools() < need || up->subpools() < need) {
+      throw py::value_error("tcp_pool, udp_pool: need " + std::to_string(need) +
+                            " sub-pools for num_queues and reta_mask, have " + std::to_string(tp->subpools()) +
+                            " / " + std::to_string(up->subpools()));
+    }
+    cfg.num_queues = num_queues;
+    cfg.queue = queue;
+    cfg.tcp_pool = tp.get();
+    cfg.udp_pool = up.get();
+    cfg.ctx = sctx.get();
+    cfg.tcp_timeout = tcp_timeout;
+    cfg.udp_timeout = udp_timeout;
+  }
+};
+
+// The NAT's common case as one object made once per worker: the tables, buffers, pools and
+// configuration of nat_fast_batch, so a batch costs one call with four arguments.
+class NatFastPath {
+ public:
+  NatFastPath(const py::object& out, const py::object& in, std::uint32_t inside_net, std::uint32_t inside_mask,
+              std::uint16_t out_port, std::uint16_t in_port, py::array mark, py::array out_idx, py::array out_slot,
+              py::array out_new, py::array in_idx, const py::object& armed, FastSetup setup)
+      : out_obj_(out), in_obj_(in), out_(&out.cast<vnfkit::flow::FlowTable&>()),
+        in_(&in.cast<vnfkit::flow::FlowTable&>()), net_(inside_net), mask_(inside_mask), out_port_(out_port),
+        in_port_(in_port), mark_(std::move(mark)), out_idx_(std::move(out_idx)), out_slot_(std::move(out_slot)),
+        out_new_(std::move(out_new)), in_idx_(std::move(in_idx)), armed_(armed), st_(std::move(setup)) {
+    if (out_->config().value_size != sizeof(vnfkit::nfs::NatRecord)) {
+      throw py::value_error("out: values must be 32-byte NAT records, got " +
+                            std::to_string(out_->config().value_size) + " bytes");
+    }
+    if (in_->config().value_size != sizeof(std::uint32_t)) {
+      throw py::value_error("inb: values must be uint32 slots, got " + std::to_string(in_->config().value_size) +
+                            " bytes");
+    }
+    require_1d<std::uint8_t>(mark_, "mark");
+    require_1d<std::uint32_t>(out_idx_, "out_idx");
+    require_1d<std::uint32_t>(out_slot_, "out_slot");
+    require_1d<std::uint8_t>(out_new_, "out_new");
+    require_1d<std::uint32_t>(in_idx_, "in_idx");
+    for (auto* a : {&mark_, &out_idx_, &out_slot_, &out_new_, &in_idx_}) {
+      if (!a->writeable()) throw py::value_error("mark, out_idx, out_slot, out_new, in_idx: must be writable");
+    }
+    if (static_cast<std::size_t>(mark_.shape(0)) != out_->capacity()) {
+      throw py::value_error("mark: needs exactly " + std::to_string(out_->capacity()) + " entries, has " +
+                            std::to_string(mark_.shape(0)));
+    }
+    batch_cap_ = static_cast<std::size_t>(std::min({out_idx_.shape(0), out_slot_.shape(0), out_new_.shape(0),
+                                                    in_idx_.shape(0)}));
+    buf_ = {static_cast<std::uint32_t*>(out_idx_.mutable_data()),
+            static_cast<std::uint32_t*>(out_slot_.mutable_data()),
+            static_cast<std::uint8_t*>(out_new_.mutable_data()),
+            static_cast<std::uint32_t*>(in_idx_.mutable_data()),
+            static_cast<std::uint8_t*>(mark_.mutable_data()), armed_bytes(armed, out_->capacity())};
+  }
+
+  py::tuple run(PacketBatch& b, const py::object& fwd_rev, const py::object& fwd_in, std::uint64_t gc_at) {
+    if (b.size() > batch_cap_) {
+      throw py::value_error("batch: " + std::to_string(b.size()) + " packets, more than the buffers' " +
+                            std::to_string(batch_cap_));
+    }
+    vnfkit::bridge::UseGuard self_use(this, "NatFastPath", "use one per worker thread");
+    auto batch_use = vnfkit::bridge::batch_write(&b);
+    auto out_use = vnfkit::bridge::flow_table_use(out_);
+    auto in_use = vnfkit::bridge::flow_table_use(in_);
+    std::optional<vnfkit::bridge::UseGuard> ctx_use;
+    if (st_.sctx) ctx_use.emplace(st_.sctx.get(), "Context", vnfkit::bridge::kContextRule);
+    py::array fr, fi;
+    vnfkit::nfs::NatFastConfig cfg = st_.cfg;
+    cfg.fwd_rev = port_flags(fwd_rev, "fwd_rev", fr);
+    cfg.fwd_in = port_flags(fwd_in, "fwd_in", fi);
+    vnfkit::nfs::NatBatchResult r;
+    {
+      py::gil_scoped_release nogil;
+      r = vnfkit::nfs::nat_fast_batch(b, *out_, *in_, net_, mask_, out_port_, in_port_, gc_at, cfg, buf_, scratch_);
+    }
+    const auto& f = r.fast;
+    const int status = r.general ? 4 : f.out_expired ? 2 : f.in_expired ? 3 : 0;
+    return py::make_tuple(status, f.out_deferred, f.in_deferred, f.translated, f.reverse_translated, f.new_mappings,
+                          f.pool_exhausted, f.drop_exhausted, f.drop_table_full);
+  }
+
+  [[nodiscard]] std::size_t batch_capacity() const noexcept { return batch_cap_; }
+
+ private:
+  py::object out_obj_, in_obj_;  // keep the tables alive
+  vnfkit::flow::FlowTable* out_;
+  vnfkit::flow::FlowTable* in_;
+  std::uint32_t net_, mask_;
+  std::uint16_t out_port_, in_port_;
+  py::array mark_, out_idx_, out_slot_, out_new_, in_idx_;
+  py::object armed_;
+  FastSetup st_;
+  vnfkit::nfs::NatFastBuffers buf_{};
+  std::size_t batch_cap_ = 0;
+  vnfkit::nfs::SplitScratch scratch_;
+};
 }  // namespace
 
 void bind_nfs(py::module_& m) {
@@ -174,71 +326,14 @@ void bind_nfs(py::module_& m) {
     writable(out_new, "out_new", n_out);
     writable(in_idx, "in_idx", n_in);
     std::uint8_t* armed_p = armed_bytes(armed, out.capacity());
-    vnfkit::nfs::NatFastConfig cfg;
-    cfg.public_addr = public_addr;
-    cfg.close_timeout = close_timeout;
+    FastSetup st(public_addr, close_timeout, tcp_pool, udp_pool, state_ctx, tcp_timeout, udp_timeout, num_queues,
+                 queue, toeplitz, cand, reta_mask);
     py::array fr, fi;
-    if (!fwd_rev.is_none()) {
-      fr = fwd_rev.cast<py::array>();
-      require_1d<std::uint8_t>(fr, "fwd_rev");
-      if (fr.shape(0) != 65536) throw py::value_error("fwd_rev: needs 65536 entries");
-      cfg.fwd_rev = static_cast<const std::uint8_t*>(fr.data());
-    }
-    if (!fwd_in.is_none()) {
-      fi = fwd_in.cast<py::array>();
-      require_1d<std::uint8_t>(fi, "fwd_in");
-      if (fi.shape(0) != 65536) throw py::value_error("fwd_in: needs 65536 entries");
-      cfg.fwd_in = static_cast<const std::uint8_t*>(fi.data());
-    }
-    std::shared_ptr<vnfkit::state::PortPool> tp, up;
-    py::array cand_arr;
-    std::shared_ptr<vnfkit::state::Context> sctx;
+    st.cfg.fwd_rev = port_flags(fwd_rev, "fwd_rev", fr);
+    st.cfg.fwd_in = port_flags(fwd_in, "fwd_in", fi);
     std::optional<vnfkit::bridge::UseGuard> ctx_use;
-    if (!tcp_pool.is_none() || !udp_pool.is_none() || !state_ctx.is_none()) {
-      if (tcp_pool.is_none() || udp_pool.is_none() || state_ctx.is_none()) {
-        throw py::value_error("tcp_pool, udp_pool, state_ctx: give all three or none");
-      }
-      tp = tcp_pool.cast<std::shared_ptr<vnfkit::state::PortPool>>();
-      up = udp_pool.cast<std::shared_ptr<vnfkit::state::PortPool>>();
-      sctx = state_ctx.cast<std::shared_ptr<vnfkit::state::Context>>();
-      if (num_queues == 0 || queue >= num_queues) {
-        throw py::value_error("queue: " + std::to_string(queue) + " is not below num_queues=" +
-                              std::to_string(num_queues));
-      }
-      std::size_t groups = 1;
-      if (!toeplitz.is_none()) {
-        if (reta_mask > 0xFFFF || ((reta_mask + 1) & reta_mask) != 0) {
-          throw py::value_error("reta_mask: must be a power of two minus one, at most 65535");
-        }
-        cand_arr = cand.cast<py::array>();
-        require_1d<std::uint32_t>(cand_arr, "cand");
-        cfg.cand = static_cast<const std::uint32_t*>(cand_arr.data());
-        cfg.ncand = static_cast<std::size_t>(cand_arr.shape(0));
-        for (std::size_t k = 0; k < cfg.ncand; ++k) {
-          if (cfg.cand[k] > reta_mask) throw py::value_error("cand: entries must be at most reta_mask");
-        }
-        cfg.toeplitz = &toeplitz.cast<const vnfkit::classify::Toeplitz&>();
-        cfg.reta_mask = reta_mask;
-        groups = std::size_t{reta_mask} + 1;
-      } else if (!cand.is_none()) {
-        throw py::value_error("cand: given without toeplitz");
-      }
-      // every sub-pool index the call can ask for must exist (checked here, not per packet)
-      const std::size_t need = groups * num_queues;
-      if (need > 65536 || tp->subpools() < need || up->subpools() < need) {
-        throw py::value_error("tcp_pool, udp_pool: need " + std::to_string(need) +
-                              " sub-pools for num_queues and reta_mask, have " + std::to_string(tp->subpools()) +
-                              " / " + std::to_string(up->subpools()));
-      }
-      cfg.num_queues = num_queues;
-      cfg.queue = queue;
-      ctx_use.emplace(sctx.get(), "Context", vnfkit::bridge::kContextRule);
-      cfg.tcp_pool = tp.get();
-      cfg.udp_pool = up.get();
-      cfg.ctx = sctx.get();
-      cfg.tcp_timeout = tcp_timeout;
-      cfg.udp_timeout = udp_timeout;
-    }
+    if (st.sctx) ctx_use.emplace(st.sctx.get(), "Context", vnfkit::bridge::kContextRule);
+    const vnfkit::nfs::NatFastConfig& cfg = st.cfg;
     const vnfkit::nfs::NatFastBuffers buf{static_cast<std::uint32_t*>(out_idx.mutable_data()),
                                           static_cast<std::uint32_t*>(out_slot.mutable_data()),
                                           static_cast<std::uint8_t*>(out_new.mutable_data()),
@@ -273,6 +368,40 @@ void bind_nfs(py::module_& m) {
      "1 bailed (a packet from a forward's server port: nothing done), 2 an outbound mapping had expired\n"
      "(everything deferred), 3 an inbound mapping had expired (every inbound packet deferred).\n"
      "armed (uint8, out's capacity; optional): nat_expired's GC index, set where a deadline leaves 0.");
+
+  py::class_<NatFastPath>(m, "NatFastPath",
+      "The NAT's common case as one object per worker (see nfs/gateway.hpp nat_fast_batch): holds the\n"
+      "outbound and reply tables, the inside prefix, the output ports, the fast path's buffers and\n"
+      "nat_fast_path's pool configuration, so a batch is one run() call.")
+      .def(py::init([](const py::object& out, const py::object& inb, std::uint32_t inside_net,
+                       std::uint32_t inside_mask, std::uint32_t public_addr, std::uint16_t out_port,
+                       std::uint16_t in_port, std::uint64_t close_timeout, py::array mark, py::array out_idx,
+                       py::array out_slot, py::array out_new, py::array in_idx, const py::object& armed,
+                       const py::object& tcp_pool, const py::object& udp_pool, const py::object& state_ctx,
+                       std::uint64_t tcp_timeout, std::uint64_t udp_timeout, std::uint16_t num_queues,
+                       std::uint16_t queue, const py::object& toeplitz, const py::object& cand,
+                       std::uint32_t reta_mask) {
+             FastSetup st(public_addr, close_timeout, tcp_pool, udp_pool, state_ctx, tcp_timeout, udp_timeout,
+                          num_queues, queue, toeplitz, cand, reta_mask);
+             return std::make_unique<NatFastPath>(out, inb, inside_net, inside_mask, out_port, in_port,
+                                                  std::move(mark), std::move(out_idx), std::move(out_slot),
+                                                  std::move(out_new), std::move(in_idx), armed, std::move(st));
+           }),
+           py::arg("out"), py::arg("inb"), py::arg("inside_net"), py::arg("inside_mask"), py::arg("public_addr"),
+           py::arg("out_port"), py::arg("in_port"), py::arg("close_timeout"), py::arg("mark").noconvert(),
+           py::arg("out_idx").noconvert(), py::arg("out_slot").noconvert(), py::arg("out_new").noconvert(),
+           py::arg("in_idx").noconvert(), py::arg("armed").noconvert() = py::none(), py::kw_only(),
+           py::arg("tcp_pool") = py::none(), py::arg("udp_pool") = py::none(), py::arg("state_ctx") = py::none(),
+           py::arg("tcp_timeout") = 0, py::arg("udp_timeout") = 0, py::arg("num_queues") = 1, py::arg("queue") = 0,
+           py::arg("toeplitz") = py::none(), py::arg("cand").noconvert() = py::none(), py::arg("reta_mask") = 0)
+      .def("run", &NatFastPath::run, py::arg("batch"), py::arg("fwd_rev").noconvert(),
+           py::arg("fwd_in").noconvert(), py::arg("gc_at"),
+           "Split the batch (split_gateway with ports_only) and, for a batch of TCP/UDP outbound and inbound\n"
+           "packets only whose earliest packet time is below gc_at, run nat_fast_path on it. Returns\n"
+           "nat_fast_path's tuple; status 4: the batch needs the general path (other packets, an expiry scan\n"
+           "due, or a forward's server port): nothing done but the split's output ports.")
+      .def_property_readonly("batch_capacity", &NatFastPath::batch_capacity,
+                             "The largest batch run() takes (the deferred buffers' length).");
 
   m.def("nat_expired", [](vnfkit::flow::FlowTable& out, std::uint64_t now, const py::object& armed) {
     auto use = vnfkit::bridge::flow_table_use(&out);

@@ -315,22 +315,25 @@ void bind_runtime(py::module_& m) {
                            "Calls release the GIL and return False at their timeout if not finished (call again).\n"
                            "See cpp/include/vnfkit/runtime/dispatcher.hpp.")
       .def(py::init([](const py::list& rings, const py::object& classifier, std::uint32_t batch_size, double flush_us,
-                       bool parse, bool assign_ids) {
+                       bool parse, bool assign_ids, double spin_us, bool hold_while_busy) {
         if (!(flush_us >= 0) || flush_us > 1e7) throw py::value_error("flush_us: must be in [0, 1e7]");
+        if (!(spin_us >= 0) || spin_us > 1e7) throw py::value_error("spin_us: must be in [0, 1e7]");
         for (const auto& r : rings) {
           if (!py::isinstance<PyRing>(r)) throw py::type_error("rings: every entry must be a SlabRing");
         }
         if (!py::isinstance<vnfkit::classify::MultiQueueClassifier>(classifier)) {
           throw py::type_error("classifier: must be a MultiQueueClassifier");
         }
-        DispatcherConfig cfg{batch_size, static_cast<std::uint64_t>(flush_us * 1000.0), parse, assign_ids};
+        DispatcherConfig cfg{batch_size, static_cast<std::uint64_t>(flush_us * 1000.0), parse, assign_ids,
+                             static_cast<std::uint64_t>(spin_us * 1000.0), hold_while_busy};
         try {
           return std::make_unique<PyDispatcher>(rings, classifier, cfg);
         } catch (const std::invalid_argument& e) {
           throw py::value_error(e.what());
         }
       }), py::arg("rings"), py::arg("classifier"), py::kw_only(), py::arg("batch_size"), py::arg("flush_us"),
-         py::arg("parse") = true, py::arg("assign_ids") = true)
+         py::arg("parse") = true, py::arg("assign_ids") = true, py::arg("spin_us") = 200.0,
+         py::arg("hold_while_busy") = true)
       .def_property("next_id", [](PyDispatcher& d) { return d.d().next_id(); },
                     [](PyDispatcher& d, std::uint64_t v) { d.d().set_next_id(v); }, "The next runner-wide packet id.")
       .def_property_readonly("busy", [](PyDispatcher& d) { return d.d().busy(); }, "A batch is still being dispatched.")

@@ -112,7 +112,7 @@ NO_ARGUMENTS = {
     "SharedState.__len__", "SharedState.positions", "SharedState.snapshot", "Toeplitz.key", "Toeplitz.simd",
     "Toeplitz.simd_supported", "TokenBuckets.buckets", "TokenBuckets.id", "TokenBuckets.name",
     "TokenBuckets.ns_per_token", "TokenBuckets.snapshot", "Context.__init__", "Counters.__init__",
-    "PortPool.__init__", "Registers.__init__", "TokenBuckets.__init__", "determinant_dtype", "flow_key_dtype",
+    "PortPool.__init__", "NatFastPath.batch_capacity", "Registers.__init__", "TokenBuckets.__init__", "determinant_dtype", "flow_key_dtype",
     "SlabRing.can_fill", "SlabRing.data_capacity", "SlabRing.in_flight", "SlabRing.input_ready",
     "SlabRing.max_packets", "SlabRing.notify_worker", "SlabRing.open_packets", "SlabRing.open_since_ns",
     "SlabRing.outputs_ready", "SlabRing.request_stop", "SlabRing.slab_bytes", "SlabRing.slots",
@@ -758,6 +758,25 @@ def nat_fast_short_buffer(): _core.nat_fast_path(**nat_args(out_idx=np.zeros(0, 
 def nat_fast_oidx_int64(): _core.nat_fast_path(**nat_args(oidx=np.array([0])))
 @case("nat_fast_path", ValueError, "fwd_in: needs 65536 entries")
 def nat_fast_short_flags(): _core.nat_fast_path(**nat_args(fwd_in=np.zeros(10, U8)))
+def nat_object(**over: Any) -> Any:
+    a: dict[str, Any] = dict(out=_core.FlowTable(8, 32), inb=_core.FlowTable(8, 4), inside_net=0, inside_mask=0,
+                             public_addr=1, out_port=1, in_port=2, close_timeout=1, mark=np.zeros(8, U8),
+                             out_idx=np.zeros(4, U32), out_slot=np.zeros(4, U32), out_new=np.zeros(4, U8),
+                             in_idx=np.zeros(4, U32))
+    a.update(over)
+    return _core.NatFastPath(**a)
+@case("NatFastPath.__init__", ValueError, "inb: values must be uint32 slots, got 8 bytes")
+def nat_object_wrong_reply_value(): nat_object(inb=_core.FlowTable(8, 8))
+@case("NatFastPath.__init__", ValueError, "mark: needs exactly 8 entries, has 2")
+def nat_object_short_mark(): nat_object(mark=np.zeros(2, U8))
+@case("NatFastPath.__init__", TypeError, "out_idx.*uint32.*int64")
+def nat_object_buffer_int64(): nat_object(out_idx=np.zeros(4, np.int64))
+@case("NatFastPath.run", ValueError, "batch: 5 packets, more than the buffers' 4")
+def nat_object_batch_too_big(): nat_object().run(parsed(FRAMES + FRAMES[:1]), None, None, 0)
+@case("NatFastPath.run", ValueError, "fwd_rev: needs 65536 entries")
+def nat_object_short_flags(): nat_object().run(parsed(), np.zeros(3, U8), None, 0)
+@case("NatFastPath.run", TypeError, "incompatible function arguments")
+def nat_object_negative_gc(): nat_object().run(parsed(), None, None, -1)
 @case("touch_deadlines", TypeError, "records: expected a writable C-contiguous 1-D array")
 def touch_records_strided(): _core.touch_deadlines(records(8)[::2], 0, 8, S0, T5)
 @case("touch_deadlines", TypeError, "records: expected a writable C-contiguous 1-D array")

@@ -247,3 +247,25 @@ def test_paced_open_loop_measures_latency_at_a_rate() -> None:
     assert res.packets == 20_000
     assert wall >= 0.19  # 20 000 packets at 100 kpps cannot finish faster than 0.2 s
     assert res.latency.total == 20_000 and res.p99_us >= res.p50_us > 0
+
+
+def test_spin_policy_by_cores_and_a_sleeping_runtime_gives_the_same_result(monkeypatch) -> None:
+    """Waiting sides poll 200 us only while the dispatcher and every worker have a core each, else
+    they sleep on the futex at once; either way the run's totals are the same."""
+    from vnfkit.runtime import process
+
+    monkeypatch.setattr(process, "usable_cores", lambda: 2)
+    assert process.default_spin_us(1) == 200.0 and process.default_spin_us(2) == 0.0
+    monkeypatch.setattr(process, "usable_cores", lambda: 8)
+    assert process.default_spin_us(4) == 200.0
+    with pytest.raises(ValueError, match="spin_us"):
+        Runner(TcpOnly, backend="process", queues=1, spin_us=-1.0)
+    trace = traffic.generate(flows=200, packets=6000, seed=9)
+    got = []
+    for spin in (0.0, 200.0):
+        with Runner(TcpOnly, backend="process", queues=2, batch_size=64, spin_us=spin) as r:
+            assert r.spin_us == spin
+            res = r.run(iter_batches(trace, 1000))
+        got.append((res.packets, res.forwarded, res.drops, res.vnf_stats["seen"]))
+    assert got[0] == got[1] and got[0][0] == 6000
+    assert _leftovers() == ([], [])

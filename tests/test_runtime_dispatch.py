@@ -130,6 +130,39 @@ def test_flush_on_t_commits_a_partial_slab(lanes2: Lanes) -> None:
     assert d.counters(0)["latency_min"] >= 200_000  # waited at least T before its slab went
 
 
+@pytest.mark.parametrize("hold", [True, False])
+def test_a_due_partial_slab_waits_while_its_worker_is_busy(hold: bool) -> None:
+    """With hold_while_busy, a partial slab past T stays open (and keeps filling) while the worker
+    has not finished its previous slab, and goes as soon as it has; without, it goes at T.
+    This process plays the worker, so it decides when the first slab is finished."""
+    seg = Segment("dhold", _core.SlabRing.required_bytes(SLOTS, SLAB))
+    try:
+        ring = _core.SlabRing(seg.map, create=True, slots=SLOTS, slab_bytes=SLAB, max_packets=16)
+        d = _core.Dispatcher([ring], MultiQueueClassifier(1), batch_size=16, flush_us=100, hold_while_busy=hold)
+        assert d.dispatch(traffic.generate(flows=5, packets=16, seed=1), _core.now_ns(), 1.0)  # full: committed
+        assert d.dispatch(traffic.generate(flows=5, packets=5, seed=2), _core.now_ns(), 1.0)  # partial: open
+        time.sleep(0.002)  # well past T
+        assert d.resume(0.01)
+        first = ring.input()
+        assert len(first) == 16
+        ring.complete(first)
+        del first
+        if hold:
+            assert not ring.input_ready  # held while the first slab was being processed
+            assert d.dispatch(traffic.generate(flows=3, packets=3, seed=3), _core.now_ns(), 1.0)
+            assert d.resume(0.01)  # the worker has caught up: the due slab goes now, with the late packets
+        assert ring.input_ready
+        second = ring.input()
+        assert len(second) == (8 if hold else 5)
+        ring.complete(second)
+        del second
+        _drain(d)
+        assert d.counters(0)["packets"] == (24 if hold else 21) and d.counters(0)["slabs"] == 2
+        del d, ring
+    finally:
+        seg.close()
+
+
 def test_paced_schedule_delays_every_packet_to_its_slot(lanes2: Lanes) -> None:
     d = _core.Dispatcher(lanes2.rings, MultiQueueClassifier(2), batch_size=16, flush_us=20)
     trace = traffic.generate(flows=50, packets=2000, seed=9)
@@ -155,6 +188,8 @@ def test_errors_name_the_field(lanes2: Lanes) -> None:
         _core.Dispatcher(lanes2.rings[:1], MultiQueueClassifier(1), batch_size=65, flush_us=50)
     with pytest.raises(ValueError, match="flush_us"):
         _core.Dispatcher(lanes2.rings[:1], MultiQueueClassifier(1), batch_size=8, flush_us=-1)
+    with pytest.raises(ValueError, match="spin_us"):
+        _core.Dispatcher(lanes2.rings[:1], MultiQueueClassifier(1), batch_size=8, flush_us=50, spin_us=-1)
     d = _core.Dispatcher(lanes2.rings[:1], MultiQueueClassifier(1), batch_size=8, flush_us=50)
     big = _core.PacketBatch.from_arrays(np.zeros(SLAB, np.uint8), np.array([0, SLAB], np.uint32),
                                         np.zeros(1, np.uint64))

@@ -637,6 +637,45 @@ def nat_fast_path(
     reta_mask: int = 0,
 ) -> tuple[int, int, int, int, int, int, int, int, int]: ...
 
+class NatFastPath(metaclass=type):
+    def __init__(
+        self,
+        out: FlowTable,
+        inb: FlowTable,
+        inside_net: int,
+        inside_mask: int,
+        public_addr: int,
+        out_port: int,
+        in_port: int,
+        close_timeout: int,
+        mark: npt.NDArray[np.uint8],
+        out_idx: npt.NDArray[np.uint32],
+        out_slot: npt.NDArray[np.uint32],
+        out_new: npt.NDArray[np.uint8],
+        in_idx: npt.NDArray[np.uint32],
+        armed: npt.NDArray[np.uint8] | None = None,
+        *,
+        tcp_pool: PortPool | None = None,
+        udp_pool: PortPool | None = None,
+        state_ctx: Context | None = None,
+        tcp_timeout: int = 0,
+        udp_timeout: int = 0,
+        num_queues: int = 1,
+        queue: int = 0,
+        toeplitz: Toeplitz | None = None,
+        cand: npt.NDArray[np.uint32] | None = None,
+        reta_mask: int = 0,
+    ) -> None: ...
+    def run(
+        self,
+        batch: PacketBatch,
+        fwd_rev: npt.NDArray[np.uint8] | None,
+        fwd_in: npt.NDArray[np.uint8] | None,
+        gc_at: int,
+    ) -> tuple[int, int, int, int, int, int, int, int, int]: ...
+    @property
+    def batch_capacity(self) -> int: ...
+
 def nat_expired(out: FlowTable, now: int, armed: npt.NDArray[np.uint8] | None = None) -> npt.NDArray[np.uint32]: ...
 
 # (end of nfs section)
@@ -692,7 +731,8 @@ class SlabRing(metaclass=type):
 
 class Dispatcher(metaclass=type):
     def __init__(self, rings: list[SlabRing], classifier: MultiQueueClassifier, *, batch_size: int, flush_us: float,
-                 parse: bool = True, assign_ids: bool = True) -> None: ...
+                 parse: bool = True, assign_ids: bool = True, spin_us: float = 200.0,
+                 hold_while_busy: bool = True) -> None: ...
     @property
     def next_id(self) -> int: ...
     @next_id.setter

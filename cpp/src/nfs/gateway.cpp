@@ -39,14 +39,20 @@ SplitCounts split_gateway(packet::PacketBatch& batch, std::uint32_t inside_net, 
     throw std::invalid_argument("batch: columns do not match the number of packets");
   }
   SplitCounts c;
-  for (std::size_t i = 0; i < n; ++i) c.min_ts = std::min(c.min_ts, batch.ts_ns[i]);
   const std::uint32_t net = inside_net & inside_mask;
-  std::uint16_t* port = batch.port.data();
+  // the column pointers, loaded once (stores through the outputs would otherwise reload them)
+  std::uint16_t* const port = batch.port.data();
+  const flow::FlowKey* const keys = batch.key.data();
+  const std::uint8_t* const drop = batch.drop.data();
+  const std::uint8_t* const flags = batch.flags.data();
+  const std::uint64_t* const ts = batch.ts_ns.data();
+  std::uint64_t min_ts = UINT64_MAX;
   for (std::size_t i = 0; i < n; ++i) {
-    const auto& k = batch.key[i];
+    const auto& k = keys[i];
     const auto idx = static_cast<std::uint32_t>(i);
+    min_ts = std::min(min_ts, ts[i]);
     port[i] = 0;
-    if (batch.drop[i] != 0) {
+    if (drop[i] != 0) {
       o.src[i] = o.dst[i] = 0;
       continue;
     }
@@ -60,7 +66,7 @@ SplitCounts split_gateway(packet::PacketBatch& batch, std::uint32_t inside_net, 
     o.src[i] = s;
     o.dst[i] = d;
     const bool nonfirst_fragment =
-        (batch.flags[i] & (packet::kFlagFragment | packet::kFlagFirstFragment)) == packet::kFlagFragment;
+        (flags[i] & (packet::kFlagFragment | packet::kFlagFirstFragment)) == packet::kFlagFragment;
     if (nonfirst_fragment) {  // no L4 header: nothing a gateway can match on ports
       o.other[c.other++] = idx;
       continue;
@@ -86,6 +92,7 @@ SplitCounts split_gateway(packet::PacketBatch& batch, std::uint32_t inside_net, 
       o.other[c.other++] = idx;
     }
   }
+  c.min_ts = min_ts;
   return c;
 }
 
@@ -571,6 +578,30 @@ NatFastResult nat_fast_path(packet::PacketBatch& batch, flow::FlowTable& out, fl
   packet::rewrite_v4(batch, packet::Side::kDestination, sc.rw_idx.data(), sc.rw_addr.data(), sc.rw_port.data(), nrw);
   res.reverse_translated = nrw;
   return res;
+}
+
+SplitOutput SplitScratch::reserve(std::size_t n) {
+  if (src.size() < n) {
+    for (auto* v : {&src, &dst, &outbound, &inbound, &other, &not_v4, &outbound_np, &inbound_np}) v->resize(n);
+  }
+  return {src.data(),   dst.data(),    outbound.data(),    inbound.data(),
+          other.data(), not_v4.data(), outbound_np.data(), inbound_np.data()};
+}
+
+NatBatchResult nat_fast_batch(packet::PacketBatch& batch, flow::FlowTable& out, flow::FlowTable& in,
+                              std::uint32_t inside_net, std::uint32_t inside_mask, std::uint16_t out_port,
+                              std::uint16_t in_port, std::uint64_t gc_at, const NatFastConfig& cfg,
+                              const NatFastBuffers& buf, SplitScratch& scratch) {
+  const SplitOutput o = scratch.reserve(batch.size());
+  const SplitCounts c = split_gateway(batch, inside_net, inside_mask, cfg.public_addr, out_port, in_port, true, o);
+  NatBatchResult r;
+  if (c.other != 0 || c.not_v4 != 0 || c.outbound_np != 0 || c.inbound_np != 0 || c.min_ts >= gc_at) {
+    r.general = true;
+    return r;
+  }
+  r.fast = nat_fast_path(batch, out, in, o.outbound, c.outbound, o.inbound, c.inbound, cfg, buf);
+  r.general = r.fast.bailed;
+  return r;
 }
 
 std::size_t nat_expired(flow::FlowTable& out, std::uint64_t now, std::uint32_t* slots, std::uint8_t* armed) {

@@ -47,17 +47,12 @@ bool columns_in_bounds(const PacketBatch& b, std::size_t i) noexcept {
   const std::uint8_t* pkt = b.data.data() + b.offsets[i];
   const std::size_t l3 = b.l3_offset[i];
   const auto& k = b.key[i];
-  std::size_t iph = 0;
   if (k.family == 4) {
-    if (l3 + 20 > len) return false;
-    iph = static_cast<std::size_t>(pkt[l3] & 0x0F) * 4;
-    if (iph < 20 || l3 + iph > len) return false;
-  } else if (k.family == 6) {
-    iph = 40;
-    if (l3 + 40 > len) return false;
-  } else {
-    return false;
+    return v4_columns_in_bounds(pkt, len, l3, (b.flags[i] & kFlagHasL4) != 0, b.l4_offset[i], b.l4_len[i], k.proto);
   }
+  if (k.family != 6) return false;
+  const std::size_t iph = 40;
+  if (l3 + 40 > len) return false;
   if (b.flags[i] & kFlagHasL4) {
     const std::size_t l4 = b.l4_offset[i];
     const std::size_t l4len = b.l4_len[i];

@@ -1,6 +1,8 @@
 #include "vnfkit/packet/rewrite.hpp"
 
 #include <algorithm>
+#include <bit>
+#include <cstring>
 #include <stdexcept>
 #include <string>
 
@@ -10,21 +12,25 @@
 namespace vnfkit::packet {
 namespace {
 
+// big-endian loads and stores as single (unaligned) word accesses
+static_assert(std::endian::native == std::endian::little, "the byte swaps below assume a little-endian host");
 inline std::uint16_t rd16(const std::uint8_t* p) noexcept {
-  return static_cast<std::uint16_t>((std::uint16_t{p[0]} << 8) | p[1]);
+  std::uint16_t v;
+  std::memcpy(&v, p, 2);
+  return __builtin_bswap16(v);
 }
 inline void wr16(std::uint8_t* p, std::uint16_t v) noexcept {
-  p[0] = static_cast<std::uint8_t>(v >> 8);
-  p[1] = static_cast<std::uint8_t>(v);
+  v = __builtin_bswap16(v);
+  std::memcpy(p, &v, 2);
 }
 inline std::uint32_t rd32(const std::uint8_t* p) noexcept {
-  return (std::uint32_t{p[0]} << 24) | (std::uint32_t{p[1]} << 16) | (std::uint32_t{p[2]} << 8) | p[3];
+  std::uint32_t v;
+  std::memcpy(&v, p, 4);
+  return __builtin_bswap32(v);
 }
 inline void wr32(std::uint8_t* p, std::uint32_t v) noexcept {
-  p[0] = static_cast<std::uint8_t>(v >> 24);
-  p[1] = static_cast<std::uint8_t>(v >> 16);
-  p[2] = static_cast<std::uint8_t>(v >> 8);
-  p[3] = static_cast<std::uint8_t>(v);
+  v = __builtin_bswap32(v);
+  std::memcpy(p, &v, 4);
 }
 
 }  // namespace
@@ -38,48 +44,69 @@ std::size_t rewrite_v4(PacketBatch& b, Side side, const std::uint32_t* indices, 
                                   std::to_string(m));
     }
   }
+  // the column pointers, loaded once: the byte stores below may alias anything, so reading them
+  // through the batch would reload them for every packet
+  std::uint8_t* const data = b.data.data();
+  const std::uint32_t* const offsets = b.offsets.data();
+  const std::uint16_t* const l3_off = b.l3_offset.data();
+  const std::uint16_t* const l4_off = b.l4_offset.data();
+  const std::uint16_t* const l4_len = b.l4_len.data();
+  const std::uint8_t* const drop = b.drop.data();
+  const std::uint8_t* const flags = b.flags.data();
+  flow::FlowKey* const keys = b.key.data();
   const bool src_side = side == Side::kSource;
+  const std::size_t addr_at = src_side ? 12 : 16;
+  const std::size_t port_at = src_side ? 0 : 2;
   std::size_t done = 0;
   // the packets are scattered over the batch's data (often out of cache): keep misses in flight
   constexpr std::size_t kAhead = 8;
   for (std::size_t j = 0; j < std::min(n, kAhead); ++j) {
-    __builtin_prefetch(b.data.data() + b.offsets[indices[j]] + b.l3_offset[indices[j]], 1);
+    __builtin_prefetch(data + offsets[indices[j]] + l3_off[indices[j]], 1);
   }
   for (std::size_t j = 0; j < n; ++j) {
     if (j + kAhead < n) {
       const std::size_t ia = indices[j + kAhead];
-      __builtin_prefetch(b.data.data() + b.offsets[ia] + b.l3_offset[ia], 1);
+      __builtin_prefetch(data + offsets[ia] + l3_off[ia], 1);
     }
     const std::size_t i = indices[j];
-    auto& k = b.key[i];
-    if (b.drop[i] != 0 || k.family != 4 || !columns_in_bounds(b, i)) continue;
-    std::uint8_t* pkt = b.data.data() + b.offsets[i];
-    std::uint8_t* ip = pkt + b.l3_offset[i];
-    std::uint8_t* a = ip + (src_side ? 12 : 16);
+    flow::FlowKey& k = keys[i];
+    if (drop[i] != 0 || k.family != 4) continue;
+    std::uint8_t* const pkt = data + offsets[i];
+    const std::size_t l3 = l3_off[i];
+    const std::uint8_t f = flags[i];
+    const bool has_l4 = (f & kFlagHasL4) != 0;
+    const std::uint8_t proto = k.proto;
+    if (!v4_columns_in_bounds(pkt, offsets[i + 1] - offsets[i], l3, has_l4, l4_off[i], l4_len[i], proto)) continue;
+    std::uint8_t* const ip = pkt + l3;
+    std::uint8_t* const a = ip + addr_at;
     const std::uint32_t old_addr = rd32(a);
     const std::uint32_t new_addr = addr[j];
     wr32(a, new_addr);
     wr16(ip + 10, checksum_update32(rd16(ip + 10), old_addr, new_addr));
     wr32((src_side ? k.src : k.dst).data(), new_addr);
 
-    const std::uint8_t f = b.flags[i];
-    if (f & kFlagHasL4) {
-      std::uint8_t* l4 = pkt + b.l4_offset[i];
+    if (has_l4) {
+      std::uint8_t* l4 = pkt + l4_off[i];
       const std::uint16_t new_port = port[j];
-      if (k.proto == 6 || k.proto == 17) {
-        std::uint8_t* pp = l4 + (src_side ? 0 : 2);
-        std::uint8_t* cp = l4 + (k.proto == 6 ? 16 : 6);
+      if (proto == 6 || proto == 17) {
+        std::uint8_t* pp = l4 + port_at;
+        std::uint8_t* cp = l4 + (proto == 6 ? 16 : 6);
         const std::uint16_t old_port = rd16(pp);
         wr16(pp, new_port);
         std::uint16_t c = rd16(cp);
-        if (!(k.proto == 17 && c == 0)) {
-          c = checksum_update32(c, old_addr, new_addr);
-          c = checksum_update16(c, old_port, new_port);
-          if (k.proto == 17 && c == 0) c = 0xFFFF;
+        if (!(proto == 17 && c == 0)) {
+          // address and port in one RFC 1624 update (the same result as one after the other:
+          // ones'-complement sums are associative and fold to 0 only for a zero sum)
+          const std::uint32_t s = static_cast<std::uint32_t>(static_cast<std::uint16_t>(~c)) +
+                                  static_cast<std::uint16_t>(~(old_addr >> 16)) +
+                                  static_cast<std::uint16_t>(~old_addr) + (new_addr >> 16) + (new_addr & 0xFFFFu) +
+                                  static_cast<std::uint16_t>(~old_port) + new_port;
+          c = static_cast<std::uint16_t>(~fold(s));
+          if (proto == 17 && c == 0) c = 0xFFFF;
           wr16(cp, c);
         }
         (src_side ? k.sport : k.dport) = new_port;
-      } else if (k.proto == 1 && k.sport == k.dport && (l4[0] == 8 || l4[0] == 0)) {
+      } else if (proto == 1 && k.sport == k.dport && (l4[0] == 8 || l4[0] == 0)) {
         // ICMP echo: the identifier plays the port; no pseudo header, so the address is not summed.
         const std::uint16_t old_id = rd16(l4 + 4);
         wr16(l4 + 4, new_port);

@@ -105,7 +105,7 @@ bool Dispatcher::push(std::uint64_t limit, std::uint64_t deadline_ns) {
             all = false;
             break;
           }
-          r.wait_output(std::min(deadline_ns - now, kWaitSliceNs));
+          r.wait_output(std::min(deadline_ns - now, kWaitSliceNs), cfg_.spin_ns);
           continue;
         }
       }
@@ -164,7 +164,7 @@ void Dispatcher::flush_due(std::uint64_t now, bool force) {
     if (!r.can_fill()) continue;
     const SlabHeader& h = SlabLayout::header(r.slab(r.fill_cursor()));
     if (h.packets == 0) continue;
-    if (force || now >= h.opened_ns + cfg_.flush_ns) commit(q);
+    if (force || (now >= h.opened_ns + cfg_.flush_ns && !(cfg_.hold_while_busy && r.unprocessed() > 0))) commit(q);
   }
 }
 
@@ -180,7 +180,7 @@ bool Dispatcher::drain(std::uint64_t deadline_ns) {
       idle = false;
       const std::uint64_t now = steady_now_ns();
       if (now >= deadline_ns) return false;
-      if (r.outputs_ready() == 0) r.wait_output(std::min(deadline_ns - now, kWaitSliceNs));
+      if (r.outputs_ready() == 0) r.wait_output(std::min(deadline_ns - now, kWaitSliceNs), cfg_.spin_ns);
     }
     if (idle) return true;
   }

@@ -146,6 +146,9 @@ void SlabRing::commit_release() noexcept { h_->released.fetch_add(1, std::memory
 std::uint32_t SlabRing::in_flight() const noexcept {
   return h_->prod.load(std::memory_order_relaxed) - h_->released.load(std::memory_order_relaxed);
 }
+std::uint32_t SlabRing::unprocessed() const noexcept {
+  return h_->prod.load(std::memory_order_relaxed) - h_->done.load(std::memory_order_acquire);
+}
 bool SlabRing::wait_output(std::uint64_t timeout_ns, std::uint64_t spin_ns) noexcept {
   return wait_on(h_->done, h_->dispatcher_sleeps, h_->stop, timeout_ns, spin_ns, [this] { return outputs_ready() > 0; });
 }

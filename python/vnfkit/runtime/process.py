@@ -5,7 +5,8 @@ call per input batch with the GIL released): it gives every packet a runner-wide
 classifies by RSS and appends each queue's packets into the open slab of that queue's
 :class:`~vnfkit._core.SlabRing` (packet bytes and columns written contiguously into shared
 memory). A queue's slab is handed to its worker when it holds ``batch_size`` packets or when its
-oldest packet has waited ``flush_us`` microseconds. Each worker process (own interpreter, own GIL,
+oldest packet has waited ``flush_us`` microseconds and the worker has finished what it was given
+(a busy worker would not start it sooner; meanwhile the slab keeps filling). Each worker process (own interpreter, own GIL,
 own VNF instance and per-flow tables) processes the slab in place as a PacketBatch over the shared
 memory and hands it back; the dispatcher releases each queue's outputs in order and times every
 packet from its arrival at the dispatcher to that release.
@@ -42,6 +43,20 @@ __all__ = ["ProcessRunner"]
 
 CHECK_S = 0.01  # how often the dispatcher looks at its workers' liveness
 START_TIMEOUT_S = 120.0
+
+
+def usable_cores() -> int:
+    """CPUs this process may run on (its affinity mask; os.cpu_count() where that is unknown)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - non-Linux
+        return os.cpu_count() or 1
+
+
+def default_spin_us(queues: int) -> float:
+    """The default poll before a futex sleep: 200 us while the dispatcher and every worker have a
+    core each, else 0 (a poller would take the core of the process it waits for)."""
+    return 200.0 if queues + 1 <= usable_cores() else 0.0
 
 
 def _check_portable(what: str, obj: Any) -> None:
@@ -108,6 +123,13 @@ class ProcessRunner(Runner):
         start_method: multiprocessing start method ("spawn" or "forkserver").
         assign_ids: give every packet a runner-wide, monotonic ``packet_id`` at arrival (continuing
             across runs); False keeps the ids the input carries.
+        spin_us: how long a waiting side (an idle worker, the dispatcher waiting for a free slab)
+            polls before it sleeps on the ring's futex. Default: 200 us while every process
+            (dispatcher + workers) has a core of its own, else 0 -- with more busy processes than
+            cores a polling process takes the core that the one it waits for needs.
+        hold_while_busy: a partial slab past T waits while its worker has not finished the slabs it
+            was given (its packets would not start sooner), so batches grow under load; False
+            commits every partial slab at T.
         keep_log: with ``logged``, workers leave their determinant logs in the shared segment (the
             parent reads them through :attr:`shared_state`; a call draining them is the caller's job)
             instead of discarding each batch's records.
@@ -122,7 +144,8 @@ class ProcessRunner(Runner):
                  config: dict[str, Any] | None = None, classifier: Any = None, shared: Any = None,
                  control: ControlState | None = None, depth: int = 8, parse: bool = True, logged: bool = True,
                  batch_size: int = 256, flush_us: float = 50.0, slab_bytes: int | None = None,
-                 start_method: str = "spawn", assign_ids: bool = True, keep_log: bool = False) -> None:
+                 start_method: str = "spawn", assign_ids: bool = True, keep_log: bool = False,
+                 spin_us: float | None = None, hold_while_busy: bool = True) -> None:
         for name, v in (("queues", queues), ("depth", depth), ("batch_size", batch_size)):
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
@@ -130,6 +153,9 @@ class ProcessRunner(Runner):
             raise ValueError(f"batch_size must be <= 1048576, got {batch_size}")
         if isinstance(flush_us, bool) or not isinstance(flush_us, (int, float)) or not 0 <= flush_us <= 1e7:
             raise ValueError(f"flush_us must be a number in [0, 1e7], got {flush_us!r}")
+        if spin_us is not None and (isinstance(spin_us, bool) or not isinstance(spin_us, (int, float))
+                                    or not 0 <= spin_us <= 1e7):
+            raise ValueError(f"spin_us must be None or a number in [0, 1e7], got {spin_us!r}")
         if shared is not None:
             raise ValueError("shared: the process backend creates its shared state itself (runtime._shared); "
                              "pass shared= only with backend='thread'")
@@ -150,6 +176,8 @@ class ProcessRunner(Runner):
         self._linktype = 1  # of the current input (pcap LINKTYPE_ETHERNET until a batch says otherwise)
         self.batch_size = batch_size
         self.flush_ns = int(flush_us * 1000)
+        self.spin_us = float(spin_us) if spin_us is not None else default_spin_us(queues)
+        self.hold_while_busy = bool(hold_while_busy)
         self.control = control if control is not None else ControlState()
         self.vnf_name = getattr(vnf, "__name__", type(vnf).__name__)
         slots = 2
@@ -179,14 +207,14 @@ class ProcessRunner(Runner):
         published = {n: self.control.get(n) for n in self.control.names()}
         _check_portable("control", published)
         for q in range(self.num_queues):
-            seg = Segment(f"q{q}", size)
+            seg = Segment(f"q{q}", size, populate=True)
             st["segments"].append(seg)
             st["rings"].append(_core.SlabRing(seg.map, create=True, slots=slots, slab_bytes=slab_bytes,
                                               max_packets=self.batch_size))
         for q in range(self.num_queues):
             parent_end, child_end = ctx.Pipe()
             spec = WorkerSpec(q, self.num_queues, st["segments"][q].path, self.batch_size, vnf, config, cspec,
-                              st["shared"], published, logged, os.getpid(), self.keep_log)
+                              st["shared"], published, logged, os.getpid(), self.keep_log, self.spin_us * 1e-6)
             p = ctx.Process(target=main, args=(spec, child_end), name=f"vnfkit-worker-{q}",  # type: ignore[attr-defined]
                             daemon=True)
             p.start()
@@ -203,7 +231,8 @@ class ProcessRunner(Runner):
             self._cpu_seen[q] = msg[2]
         st["dispatcher"] = _core.Dispatcher(st["rings"], self.classifier, batch_size=self.batch_size,
                                             flush_us=self.flush_ns / 1000, parse=self.parse,
-                                            assign_ids=self.assign_ids)
+                                            assign_ids=self.assign_ids, spin_us=self.spin_us,
+                                            hold_while_busy=self.hold_while_busy)
         for seg in st["segments"]:
             seg.unlink()  # every worker has it mapped: nothing left in /dev/shm from here on
         _shared.workers_attached(st["shared"])

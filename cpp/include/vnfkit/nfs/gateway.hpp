@@ -8,6 +8,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "vnfkit/classify/toeplitz.hpp"
 #include "vnfkit/flow/flow_table.hpp"
@@ -169,6 +170,28 @@ struct NatFastResult {
 NatFastResult nat_fast_path(packet::PacketBatch& batch, flow::FlowTable& out, flow::FlowTable& in,
                             const std::uint32_t* oidx, std::size_t n_out, const std::uint32_t* iidx, std::size_t n_in,
                             const NatFastConfig& cfg, const NatFastBuffers& buf);
+
+// split_gateway's output buffers, owned by a caller that splits batch after batch (grown to the
+// largest batch seen, then reused: no allocation per batch in steady state).
+struct SplitScratch {
+  std::vector<std::uint32_t> src, dst, outbound, inbound, other, not_v4, outbound_np, inbound_np;
+  SplitOutput reserve(std::size_t n);
+};
+
+// split_gateway (ports_only, addr = cfg.public_addr) and nat_fast_path in one call, for the common
+// batch: if the split finds only TCP/UDP outbound and inbound packets (no other IPv4, non-IPv4,
+// fragment or other-protocol packet) and the batch's earliest packet time is below gc_at (no
+// expiry scan due), the result is nat_fast_path's on the split's lists. Otherwise, or if
+// nat_fast_path bailed (a forward's server port), `general` is set and nothing but the split's
+// port presets has been done: the caller takes its general path (which splits again).
+struct NatBatchResult {
+  bool general = false;
+  NatFastResult fast;
+};
+NatBatchResult nat_fast_batch(packet::PacketBatch& batch, flow::FlowTable& out, flow::FlowTable& in,
+                              std::uint32_t inside_net, std::uint32_t inside_mask, std::uint16_t out_port,
+                              std::uint16_t in_port, std::uint64_t gc_at, const NatFastConfig& cfg,
+                              const NatFastBuffers& buf, SplitScratch& scratch);
 
 // Slots of the live entries of `out` (NatRecord values) whose deadline is non-zero and <= now, in
 // slot order, into `slots` (capacity entries). Returns their count. One pass over the records.

@@ -64,6 +64,20 @@ constexpr int l4_checksum_pos(std::uint8_t proto) noexcept {
 // Python, so verify / fix / rewrite check this per packet and skip (verify: report 0) packets that fail.
 bool columns_in_bounds(const PacketBatch& batch, std::size_t i) noexcept;
 
+// The IPv4 case of columns_in_bounds on columns already loaded (for loops that keep the column
+// pointers in registers): packet bytes `pkt` (`len` of them) whose IP header starts at l3 and, if
+// has_l4, whose L4 header of protocol `proto` spans l4 .. l4 + l4len.
+constexpr bool v4_columns_in_bounds(const std::uint8_t* pkt, std::size_t len, std::size_t l3, bool has_l4,
+                                    std::size_t l4, std::size_t l4len, std::uint8_t proto) noexcept {
+  if (l3 + 20 > len) return false;
+  const std::size_t iph = static_cast<std::size_t>(pkt[l3] & 0x0F) * 4;
+  if (iph < 20 || l3 + iph > len) return false;
+  if (!has_l4) return true;
+  if (l4 < l3 + iph || l4 + l4len > len) return false;
+  const std::size_t need = proto == 6 ? 20 : (proto == 17 || proto == 1) ? 8 : proto == 58 ? 4 : 0;
+  return l4len >= need;
+}
+
 // Per packet of a parsed batch: 1 if every checksum it carries is right (IPv4 header; TCP / UDP /
 // ICMP / ICMPv6 of unfragmented datagrams; a UDP/IPv4 checksum of 0 means "none" and is right),
 // 0 otherwise. Dropped (malformed) packets, and packets failing columns_in_bounds, are 0. `out` has batch.size() entries.

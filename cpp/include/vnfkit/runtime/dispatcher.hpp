@@ -5,7 +5,8 @@
 // runner-wide, monotonic packet id (optional), parses it (optional), classifies it by RSS, and
 // appends each queue's packets, in arrival order, into that queue's open slab; a slab is committed
 // to its worker when it holds `batch_size` packets (or its bytes are full) and, at the end of each
-// call, when its oldest packet has waited `flush_ns`. It releases processed slabs in order per
+// call, when its oldest packet has waited `flush_ns` (and, with `hold_while_busy`, its worker has
+// finished every slab it was given). It releases processed slabs in order per
 // queue and accounts for them natively: packets, forwarded (port != 0), drops by DropReason code
 // (port 0), slabs, and every packet's latency from its arrival to its release into a
 // LatencyHistogram. With `collect` set, each released slab is also copied into an owned
@@ -44,6 +45,15 @@ struct DispatcherConfig {
   std::uint64_t flush_ns = 50'000; // T: a non-empty open slab is committed once its oldest packet waited this long
   bool parse = true;               // parse every input batch before classifying it
   bool assign_ids = true;          // overwrite packet_id with runner-wide ids
+  // How long a wait for a worker's output polls before it sleeps on the futex. Polling pays off
+  // only while every busy process has a core of its own; with more processes than cores a poll
+  // steals the core the worker needs, so the runtime then sets this to 0 (sleep at once).
+  std::uint64_t spin_ns = SlabRing::kDefaultSpinNs;
+  // A due partial slab waits while its worker still has a slab it has not finished: committing it
+  // would not make its packets start any sooner, and holding it lets the batch grow under load
+  // (fewer per-batch costs exactly when the worker is the bottleneck). It goes as soon as the
+  // worker has caught up, or when it holds batch_size packets.
+  bool hold_while_busy = true;
 };
 
 struct Lane {
@@ -91,7 +101,8 @@ class Dispatcher {
   bool drain(std::uint64_t deadline_ns);
   // Release every ready output of every lane; returns how many slabs.
   std::size_t release_ready();
-  // Commit open slabs whose oldest packet arrived at or before now - flush_ns (all, if force).
+  // Commit open slabs whose oldest packet arrived at or before now - flush_ns (unless held while
+  // their worker is busy, see DispatcherConfig), or all of them if force.
   void flush_due(std::uint64_t now, bool force);
 
   [[nodiscard]] const QueueCounters& counters(std::size_t q) const noexcept { return stats_[q]; }

@@ -68,6 +68,7 @@ class SlabRing {
   [[nodiscard]] std::uint32_t release_cursor() const noexcept;
   void commit_release() noexcept;
   [[nodiscard]] std::uint32_t in_flight() const noexcept;  // prod - released
+  [[nodiscard]] std::uint32_t unprocessed() const noexcept;  // prod - done: handed on, not yet finished
   // Wait until an output is ready, at most timeout_ns: poll for up to spin_ns, then sleep on the
   // futex. True if one is ready.
   bool wait_output(std::uint64_t timeout_ns, std::uint64_t spin_ns = kDefaultSpinNs) noexcept;

@@ -34,6 +34,7 @@ from .config import DEFAULTS, NatConfig, parse_config
 from .firewall import EXTERNAL, INTERNAL, RuleSteps
 from .columns import _KEY_DTYPE, _entry_keys, _keys_at, addr_column
 from .endpoint import EndpointClaims, EndpointPorts
+from .fastpath import FastSteps
 from .pools import Affinity, NatPools, subpool_map
 from .rules import ICMP, RULES, TCP, UDP, NatRules
 
@@ -62,13 +63,17 @@ _TIMEOUT_OFF: int = _OUT_DTYPE.fields["timeout"][1]  # type: ignore[index]
 _IN_DTYPE = np.dtype("<u4")  # reply entry -> slot of its outbound record
 
 
-class MazuNAT(RuleSteps, EndpointClaims, VNF):
+class MazuNAT(RuleSteps, EndpointClaims, FastSteps, VNF):
     """The Mazu Networks NAT gateway (see the package docstring). One instance per worker."""
 
     name = "mazunat"
     #: make new TCP/UDP mappings inside the native fast path where the pools allow it (False: always
     #: through :meth:`_new_mappings`; same decisions, slower; for comparisons)
     native_new_flows = True
+    #: take the common batch (TCP/UDP both ways, no expiry scan due) in one call of the native
+    #: :class:`~vnfkit._core.NatFastPath` (False: split and fast path as separate calls; same
+    #: decisions, slower; for comparisons)
+    native_batch = True
 
     # ------------------------------------------------------------------------------------ setup
     def setup(self, ctx: Context, **config: Any) -> None:
@@ -115,8 +120,9 @@ class MazuNAT(RuleSteps, EndpointClaims, VNF):
         # the GC index: 1 for (at least) every outbound record whose deadline is non-zero, so the
         # expiry scan reads only those records (set wherever a deadline leaves 0, cleared by the scan)
         self._armed = np.zeros(cap, np.uint8)
-        self._grow(1024)
         self._bind()
+        self._sctx = state_context(ctx)  # the recording context the native fast path allocates through
+        self._grow(1024)  # the fast path's buffers and the native object over them
         self.c: dict[str, int] = dict.fromkeys(
             ["translations", "reverse_translations", "forwards", "forward_replies", "new_mappings",
              "expired_mappings", "drop_no_mapping", "drop_pool_exhausted", "drop_table_full",
@@ -214,6 +220,16 @@ class MazuNAT(RuleSteps, EndpointClaims, VNF):
             return
         rules: NatRules = ctx.control.get(RULES)  # read once: the whole batch uses this version
         sctx = state_context(ctx)
+        if self.native_batch and not len(rules.deny):
+            # the common batch (TCP/UDP both ways, no expiry scan due) in one native call; anything
+            # else (status 4) takes the general path below, which splits the batch again
+            if n > self._d_cap or sctx is not self._sctx:  # (a replay harness may swap the context)
+                self._sctx = sctx
+                self._grow(n)
+            r = self._engine.run(batch, rules.fwd_rev_flags, rules.fwd_in_flags, self.next_gc)
+            if r[0] != 4:
+                self._fast_done(batch, sctx, rules, r)
+                return
         c = self.c
         key = batch.key
         # One native pass: host-order addresses; TCP/UDP outbound / inbound lists (their output
@@ -252,48 +268,6 @@ class MazuNAT(RuleSteps, EndpointClaims, VNF):
             self._drop(batch, inp[~rep], _POLICY, "drop_proto")
             if rep.any():
                 self._inbound_icmp(batch, sctx, inp[rep])
-
-    def _fast(self, batch: _core.PacketBatch, sctx: Any, rules: NatRules, src: npt.NDArray[np.uint32],
-              dst: npt.NDArray[np.uint32], oidx: npt.NDArray[np.uint32], iidx: npt.NDArray[np.uint32]) -> None:
-        """TCP/UDP in one native call (``nat_fast_path``) for the packets of existing mappings; the
-        packets it defers (new flows, a full table, expired mappings, forwarded ports) take the
-        step-by-step path below, outbound first. Same decisions as :meth:`_stepwise`."""
-        n = len(batch)
-        if len(self._d_oidx) < n:
-            self._grow(n)
-        pools = self._native_pools
-        status, nod, nid, ntr, nrtr, nnew, nexh, dexh, dfull = _core.nat_fast_path(
-            batch, self.out._t, self.inb._t, oidx, iidx, self.public, self.done_ns, rules.fwd_rev_flags,
-            rules.fwd_in_flags, self._mark, self._d_oidx, self._d_oslot, self._d_onew, self._d_iidx,
-            *((pools[0], pools[1], sctx, self.timeout_ns[TCP], self.timeout_ns[UDP]) if pools else ()),
-            armed=self._armed, **self._native_kw)
-        if status == 1:  # a packet from a forward's server port: the whole batch step by step
-            self._stepwise(batch, sctx, rules, batch.key, src, dst, oidx, iidx, oidx[:0])
-            return
-        c = self.c
-        c["translations"] += ntr
-        c["reverse_translations"] += nrtr
-        if nnew or nexh or dfull:
-            c["new_mappings"] += nnew
-            c["pool_exhausted_events"] += nexh
-            c["drop_pool_exhausted"] += dexh
-            c["drop_table_full"] += dfull
-        if nod:
-            self._outbound_rest(batch, sctx, self._d_oidx[:nod], self._d_oslot[:nod],
-                                self._d_onew[:nod].view(np.bool_))
-        rest = iidx if status >= 2 else self._d_iidx[:nid]
-        if len(rest):
-            if len(rules.forwards):
-                rest = self._forward_in(batch, rules, rest, batch.key)
-            if len(rest):
-                self._inbound(batch, sctx, rest)
-
-    def _grow(self, n: int) -> None:
-        n = max(n, 1024)
-        self._d_oidx = np.zeros(n, np.uint32)
-        self._d_oslot = np.zeros(n, np.uint32)
-        self._d_onew = np.zeros(n, np.uint8)
-        self._d_iidx = np.zeros(n, np.uint32)
 
     def _stepwise(self, batch: _core.PacketBatch, sctx: Any, rules: NatRules, key: npt.NDArray[Any],
                   src: npt.NDArray[np.uint32], dst: npt.NDArray[np.uint32], oidx: npt.NDArray[np.uint32], iidx: npt.NDArray[np.uint32], onp: npt.NDArray[np.uint32]) -> None:
