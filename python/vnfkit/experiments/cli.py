@@ -28,6 +28,12 @@ def _scale(args: Any) -> int:
     return cli_main(args)
 
 
+def _recovery(args: Any) -> int:
+    from .recovery import cli_main
+
+    return cli_main(args)
+
+
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("experiment", help="reproduce the study's experiments (figures, tables, JSON)")
     esub = p.add_subparsers(dest="experiment", required=True)
@@ -47,6 +53,14 @@ def add_parser(sub: Any) -> None:
     s.add_argument("--out", metavar="DIR", help="write the PNG figures and scale_table.md into DIR")
     s.add_argument("--quiet", action="store_true", help="no progress on stderr")
     s.set_defaults(func=_scale)
+    r = esub.add_parser("recovery", help="rollback recovery: Table 1 and figures A.3 (latency CDF), A.4 "
+                                         "(throughput), A.5 (replay time), each beside the study's numbers")
+    r.add_argument("--seed", type=_seed, default=0)
+    r.add_argument("--json", metavar="FILE", help="write the results as JSON to FILE")
+    r.add_argument("--out", metavar="DIR", help="write the PNG figures and recovery_*.md tables into DIR")
+    r.add_argument("--small", action="store_true", help="a tiny configuration (seconds; a smoke test)")
+    r.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    r.set_defaults(func=_recovery)
 
 
 __all__ = ["add_parser"]

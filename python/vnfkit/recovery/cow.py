@@ -12,6 +12,7 @@ that. Call it only at a batch boundary, with no worker thread inside a batch.
 
 from __future__ import annotations
 
+import gc
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -19,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from .checkpoint import take_checkpoint
+from .hugeheap import CollapseReport, collapse_private_memory, small_page_kib
 
-__all__ = ["ForkedCheckpoint", "collect_image", "fork_checkpoint", "worker_fork_image", "worker_reap"]
+__all__ = ["ForkedCheckpoint", "collect_image", "fork_checkpoint", "worker_fork_image", "worker_huge_pages", "worker_memory", "worker_reap"]
 
 
 class ForkedCheckpoint:
@@ -70,12 +72,23 @@ def fork_checkpoint(vnfs: Sequence[Any], contexts: Sequence[Any], shared: Any, p
 def _fork_writing(path: str, make: Callable[[], bytes]) -> tuple[int, float]:
     """Fork; the child (a frozen copy of this process at this instant) writes ``make()`` to
     `path` (through a temporary file renamed into place, so the file appears only when whole) and
-    exits. Returns (child pid, seconds the fork took)."""
+    exits. Returns (child pid, seconds the fork took). The child runs with the cyclic garbage
+    collector off: a collection would write to every tracked object's header and so copy most of
+    the heap (copy-on-write) for a process that lives only to write one image."""
+    pid, wall_s, _ = _fork_writing_timed(path, make)
+    return pid, wall_s
+
+
+def _fork_writing_timed(path: str, make: Callable[[], bytes]) -> tuple[int, float, float]:
+    """:func:`_fork_writing`, also returning the CPU seconds this thread spent in the fork (the
+    pause without the time a loaded machine kept it off a core)."""
+    c0 = time.thread_time()
     t0 = time.perf_counter()
     pid = os.fork()
     if pid == 0:
         code = 1
         try:
+            gc.disable()
             blob = make()
             tmp = path + ".tmp"
             with open(tmp, "wb") as f:
@@ -84,11 +97,13 @@ def _fork_writing(path: str, make: Callable[[], bytes]) -> tuple[int, float]:
             code = 0
         finally:
             os._exit(code)
-    return pid, time.perf_counter() - t0
+    return pid, time.perf_counter() - t0, time.thread_time() - c0
 
 
 # ---- copy-on-write checkpoints of worker processes (run inside a worker through ProcessRunner.call_workers)
 _children: list[int] = []  # this worker's checkpoint children not reaped yet
+_collapsed: list[CollapseReport] = []  # this worker's huge-page collapse (done at its first fork)
+_huge = [False]  # whether the first fork collapses this worker's memory into huge pages
 
 
 def _reap() -> None:
@@ -98,22 +113,43 @@ def _reap() -> None:
             _children.remove(pid)
 
 
-def worker_fork_image(vnf: Any, ctx: Any, prefix: str) -> tuple[int, int, float]:
+def worker_fork_image(vnf: Any, ctx: Any, prefix: str) -> tuple[int, int, float, float]:
     """At this worker's batch boundary: fork; the child images the worker's tables and VNF state
     (``(tables, vnf_state)`` pickled) into ``f"{prefix}-{ctx.queue}"`` and exits, while the worker drains its log and
-    goes on. Returns (child pid, log position of the cut, seconds the fork took). The file appears
-    (atomically renamed into place) only when it is whole; :func:`collect_image` reads it."""
+    goes on. Returns (child pid, log position of the cut, seconds the fork took, CPU seconds it
+    took). The file appears (atomically renamed into place) only when it is whole;
+    :func:`collect_image` reads it.
+
+    With :func:`worker_huge_pages` on, a worker moves its private memory to huge pages before its
+    first fork (:func:`.hugeheap.collapse_private_memory`: fewer page-table entries for every
+    later fork to copy; a one-time cost of ~0.1 s on the first checkpoint, which the recovery
+    master takes before any input). Off by default: with MazuNAT at 100 k flows per worker it
+    did not shorten the fork measurably (``benches/bench_checkpoint.py`` compares both)."""
     import pickle
 
     _reap()
+    if not _collapsed and _huge[0]:
+        _collapsed.append(collapse_private_memory())
     path = f"{prefix}-{ctx.queue}"
     pos = int(ctx.state.position) if ctx.state is not None else 0
-    pid, fork_s = _fork_writing(path, lambda: pickle.dumps(
+    pid, fork_s, fork_cpu_s = _fork_writing_timed(path, lambda: pickle.dumps(
         ({name: t.snapshot() for name, t in ctx.tables.items()}, vnf.snapshot()), protocol=5))
     _children.append(pid)
     if ctx.state is not None:
         ctx.state.drain_chunk()  # the dispatcher has read every record up to the cut
-    return pid, pos, fork_s
+    return pid, pos, fork_s, fork_cpu_s
+
+
+def worker_huge_pages(vnf: Any, ctx: Any, on: bool) -> None:
+    """Whether this worker's first fork checkpoint moves its memory to huge pages (default off;
+    see :func:`worker_fork_image`)."""
+    _huge[0] = bool(on)
+
+
+def worker_memory(vnf: Any, ctx: Any) -> dict[str, Any]:
+    """This worker's fork-relevant memory: KiB still in small pages and its huge-page collapse
+    report (None before its first fork checkpoint)."""
+    return {"small_page_kib": small_page_kib(), "collapse": _collapsed[0] if _collapsed else None}
 
 
 def worker_reap(vnf: Any, ctx: Any) -> int:

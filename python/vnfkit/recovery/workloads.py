@@ -43,35 +43,43 @@ def _to_vip(b: Any) -> Any:
                                np.ascontiguousarray(b.tcp_flags), np.zeros(len(b), np.uint32))
 
 
-def workload(nf: str, *, packets: int = 4000, flows: int = 300, batch: int = 128, seed: int = 0) -> Workload:
-    """The recovery workload of middlebox `nf` (one of :data:`NFS`)."""
+def workload(nf: str, *, packets: int = 4000, flows: int = 300, batch: int = 128, seed: int = 0,
+             rate_pps: float | None = None) -> Workload:
+    """The recovery workload of middlebox `nf` (one of :data:`NFS`); `rate_pps`: the packet rate of
+    the trace's timestamps (default: the generator's, 1.49 Mpps)."""
     if nf not in NFS:
         raise ValueError(f"nf: expected one of {list(NFS)}, got {nf!r}")
+    if rate_pps is not None:
+        import functools
+
+        gen = functools.partial(traffic.generate, rate_pps=rate_pps)
+    else:
+        gen = traffic.generate
     long = {"idle_timeout_s": 1e5, "tcp_close_timeout_s": 1e5}
     if nf == "simplenat":
         from ..nfs.simplenat import SimpleNAT
 
-        b = traffic.generate(flows, packets, seed=seed)
+        b = gen(flows, packets, seed=seed)
         return Workload(SimpleNAT, dict(long), _split(b, batch))
     if nf == "monitor":
         from ..nfs.monitor import Monitor
 
-        b = traffic.generate(flows, packets, seed=seed, ipv6_fraction=0.2)
+        b = gen(flows, packets, seed=seed, ipv6_fraction=0.2)
         return Workload(Monitor, dict(long), _split(b, batch))
     if nf == "adaptive_lb":
         from ..nfs.adaptive_lb import AdaptiveLB
 
-        b = _to_vip(traffic.generate(flows, packets, seed=seed, udp_fraction=0.0))
+        b = _to_vip(gen(flows, packets, seed=seed, udp_fraction=0.0))
         return Workload(AdaptiveLB, {"vip": _VIP, **long}, _split(b, batch), non_monotone=("lb.active",))
     if nf == "mazunat":
         from ..nfs.mazunat import MazuNAT
 
         # Outbound flows from 10/8: every worker allocates from the one shared port pool.
-        b = traffic.generate(flows, packets, seed=seed)
+        b = gen(flows, packets, seed=seed)
         return Workload(MazuNAT, {}, _split(b, batch))
     from ..nfs.qos import QoS
 
-    b = traffic.generate(flows, packets, seed=seed, udp_fraction=0.5)
+    b = gen(flows, packets, seed=seed, udp_fraction=0.5)
     # Rates well below the offered load so that both buckets drop (contended shared state).
     classes = [{"name": "dns", "proto": "udp", "rate_pps": 200_000, "burst": 50},
                {"name": "web", "proto": "tcp", "rate_pps": 300_000, "burst": 50}]

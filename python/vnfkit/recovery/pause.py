@@ -1,0 +1,169 @@
+"""What a copy-on-write checkpoint costs the workers: many fork checkpoints, each image verified.
+
+:func:`measure_fork_pauses` runs a VNF on a :class:`vnfkit.runtime.process.ProcessRunner`, loads
+its tables with `load` batches, then alternates `batches_between` batches of `traffic` with one
+fork checkpoint of every worker (:func:`.cow.worker_fork_image`), `checkpoints` times. Per
+checkpoint it records, per worker, the wall time and the CPU time of the ``fork()`` (the worker's
+pause: the rest of the image is written by the child while the worker goes on), and the round
+trip the dispatcher saw (request to every worker's answer, which includes reaching the batch
+boundary). Every `verify_every`-th checkpoint, and the last, is checked: right after the fork,
+with no batch in between, every worker also images itself synchronously, and the forked image
+must equal it byte for byte (tables) and value for value (VNF state), and the table images must
+restore into fresh tables that image back identically.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .cow import collect_image, worker_fork_image, worker_huge_pages, worker_memory, worker_reap
+
+__all__ = ["PauseReport", "measure_fork_pauses", "percentiles_ms"]
+
+
+def percentiles_ms(xs: Sequence[float]) -> dict[str, float]:
+    """p50 / p99 / p99.9 / max of `xs` (seconds) in milliseconds, and n."""
+    if not len(xs):
+        return {"n": 0}
+    a = np.asarray(xs, dtype=np.float64) * 1e3
+    out = {k: round(float(np.percentile(a, q)), 3) for k, q in (("p50", 50), ("p99", 99), ("p99.9", 99.9))}
+    return out | {"max": round(float(a.max()), 3), "n": len(a)}
+
+
+@dataclass
+class PauseReport:
+    """Per-checkpoint pauses (seconds; fork wall and CPU per worker, dispatcher round trip), the
+    flows each worker held, the checkpoints verified, memory per worker, and the load average."""
+
+    fork_s: list[float] = field(default_factory=list)
+    fork_cpu_s: list[float] = field(default_factory=list)
+    roundtrip_s: list[float] = field(default_factory=list)
+    image_wait_s: list[float] = field(default_factory=list)
+    flows: list[int] = field(default_factory=list)
+    verified: int = 0
+    memory: list[dict[str, Any]] = field(default_factory=list)
+    loadavg: tuple[float, float, float] = (0.0, 0.0, 0.0)
+
+    def summary(self) -> dict[str, Any]:
+        return {"checkpoints": len(self.roundtrip_s), "flows_per_worker": self.flows, "verified": self.verified,
+                "fork_ms": percentiles_ms(self.fork_s), "fork_cpu_ms": percentiles_ms(self.fork_cpu_s),
+                "roundtrip_ms": percentiles_ms(self.roundtrip_s),
+                "image_wait_ms": percentiles_ms(self.image_wait_s),
+                "small_page_kib": [m["small_page_kib"] for m in self.memory],
+                "loadavg": list(self.loadavg)}
+
+
+def _table_sizes(vnf: Any, ctx: Any) -> int:
+    return max((len(t) for t in ctx.tables.values()), default=0)
+
+
+def _sync_image(vnf: Any, ctx: Any) -> bytes:
+    return pickle.dumps(({n: t.snapshot() for n, t in ctx.tables.items()}, vnf.snapshot()), protocol=5)
+
+
+def _same_state(a: Any, b: Any) -> bool:
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same_state(a[k], b[k]) for k in a)
+    if isinstance(a, np.ndarray):
+        return isinstance(b, np.ndarray) and a.dtype == b.dtype and np.array_equal(a, b)
+    return bool(a == b)
+
+
+def _verify(images: list[tuple[dict[str, bytes], dict[str, Any]] | None], sync: list[bytes]) -> None:
+    from ..tables import FlowTable
+
+    for q, (img, blob) in enumerate(zip(images, sync)):
+        if img is None:
+            raise AssertionError(f"worker {q}: no forked image")
+        tables, state = img
+        want_tables, want_state = pickle.loads(blob)
+        if tables != want_tables:
+            raise AssertionError(f"worker {q}: forked table images differ from the live tables")
+        if not _same_state(state, want_state):
+            raise AssertionError(f"worker {q}: forked VNF state differs from the live state")
+        for name, b in tables.items():
+            if FlowTable.restore(b).snapshot() != b:
+                raise AssertionError(f"worker {q}: table {name} does not restore to the same image")
+
+
+def measure_fork_pauses(vnf: type, config: dict[str, Any], load: Sequence[Any], traffic: Sequence[Any], *,
+                        checkpoints: int, batches_between: int = 1, queues: int = 2, verify_every: int = 100,
+                        huge_pages: bool = False, progress: Callable[[str], None] | None = None) -> PauseReport:
+    """See the module docstring. `load` and `traffic` are PacketBatches (`traffic` is cycled);
+    `huge_pages`: whether the workers move their memory to huge pages at the first fork."""
+    from ..runtime.process import ProcessRunner
+
+    for name, v in (("checkpoints", checkpoints), ("batches_between", batches_between), ("queues", queues),
+                    ("verify_every", verify_every)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name}: expected a positive int, got {v!r}")
+    if not len(traffic):
+        raise ValueError("traffic: need at least one batch")
+    rep = PauseReport()
+    tmp = tempfile.TemporaryDirectory(prefix="vnfkit-pause-")
+    runner = ProcessRunner(vnf, queues=queues, config=config, parse=False, logged=True, keep_log=True,
+                           assign_ids=False)
+    shared = runner.shared_state
+
+    def run(b: Any) -> None:
+        b.parse()
+        runner.run([b], on_output=lambda q, x: None)
+        for q in range(queues):  # the dispatcher reads the logs (the recovery master ships them)
+            shared.log_range(q)
+
+    try:
+        runner.call_workers(worker_huge_pages, huge_pages)
+        for b in load:
+            run(b)
+        rep.flows = runner.call_workers(_table_sizes)
+        k = 0
+        pending: str | None = None  # the prefix of the image the children are still writing
+        for i in range(checkpoints):
+            for _ in range(batches_between):  # the workers go on while the children write
+                run(traffic[k % len(traffic)])
+                k += 1
+            t0 = time.perf_counter()
+            while any(runner.call_workers(worker_reap)):  # one image in progress at a time
+                time.sleep(0.0002)
+            rep.image_wait_s.append(time.perf_counter() - t0)
+            if pending is not None:
+                for q in range(queues):
+                    collect_image(f"{pending}-{q}")
+            pending = os.path.join(tmp.name, f"c{i}")
+            t0 = time.perf_counter()
+            forks = runner.call_workers(worker_fork_image, pending)
+            rep.roundtrip_s.append(time.perf_counter() - t0)
+            if i:  # the first fork also moves the workers' memory to huge pages (one-time)
+                rep.fork_s.extend(f[2] for f in forks)
+                rep.fork_cpu_s.extend(f[3] for f in forks)
+            if i % verify_every == 0 or i == checkpoints - 1:
+                sync = runner.call_workers(_sync_image)  # the same cut: no batch since the fork
+                while any(runner.call_workers(worker_reap)):
+                    time.sleep(0.0002)
+                _verify([collect_image(f"{pending}-{q}") for q in range(queues)], sync)
+                pending = None
+                rep.verified += 1
+            if progress is not None and (i + 1) % max(1, checkpoints // 10) == 0:
+                progress(f"checkpoint {i + 1}/{checkpoints}: fork p50 "
+                         f"{percentiles_ms(rep.fork_s).get('p50', 0.0)} ms")
+        rep.memory = runner.call_workers(worker_memory)
+        rep.loadavg = os.getloadavg()
+        return rep
+    finally:
+        deadline = time.monotonic() + 10.0
+        try:
+            while any(runner.call_workers(worker_reap)) and time.monotonic() < deadline:
+                time.sleep(0.001)
+        except Exception as exc:  # the runner is gone: its children went with it
+            print(f"pause: could not reap checkpoint children: {exc}", file=sys.stderr)
+        runner.close()
+        tmp.cleanup()
