@@ -105,7 +105,7 @@ class _Bounded(VNF):
         q = ctx.queue
         req = int(b.words[q, _REQ])
         if req > int(b.words[q, _DONE]):
-            _, pos, fork_s = worker_fork_image(self.inner, ctx, os.path.join(self._ckpt_dir, f"ckpt-{req - 1}"))
+            _, pos, fork_s, _cpu = worker_fork_image(self.inner, ctx, os.path.join(self._ckpt_dir, f"ckpt-{req - 1}"))
             b.words[q, _CUT] = pos
             b.words[q, _FORK_NS] = int(fork_s * 1e9)
             b.words[q, _DONE] = req
