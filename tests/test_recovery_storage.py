@@ -15,7 +15,9 @@ import pytest
 from vnfkit._core import crc32c
 from vnfkit.recovery.storage import OK, FileStorage, MemoryStorage, StableStorage
 from vnfkit.recovery.storage.file import encode_frame
-from vnfkit.recovery.storage.redis_servers import RedisPair, redis_server_path
+from vnfkit.recovery.storage.redis_servers import redis_server_path
+
+from _redis import redis_pair  # noqa: F401  (a fixture)
 
 needs_redis = pytest.mark.skipif(redis_server_path() is None, reason="redis-server not installed")
 
@@ -25,22 +27,6 @@ def test_crc32c_known_vector():
     assert crc32c(b"56789", crc32c(b"1234")) == 0xE3069283
     with pytest.raises(TypeError):
         crc32c("text")  # type: ignore[arg-type]
-
-
-@pytest.fixture
-def redis_pair():
-    pair = RedisPair()
-    try:
-        yield pair
-    finally:
-        pids = list(pair.pids.values())
-        pair.stop()
-        for pid in pids:  # nothing left behind
-            with pytest.raises(ProcessLookupError):
-                os.kill(pid, 0)
-        assert not pair.dir.exists()
-
-
 
 
 def contract(s: StableStorage, t: float = 1.0) -> None:

@@ -24,6 +24,8 @@ from vnfkit.recovery.storage.redis import RedisStorage
 from vnfkit.recovery.storage.redis_servers import RedisPair, redis_server_path
 from vnfkit.recovery.workloads import workload
 
+from _redis import redis_pair  # noqa: F401  (a fixture)
+
 needs_redis = pytest.mark.skipif(redis_server_path() is None, reason="redis-server not installed")
 
 
@@ -68,26 +70,14 @@ class FaultyRedis(RedisStorage):
         return super().read(stream, start)
 
 
-@pytest.fixture
-def pair():
-    p = RedisPair()
-    try:
-        yield p
-    finally:
-        pids = list(p.pids.values())
-        p.stop()
-        for pid in pids:  # nothing left behind
-            with pytest.raises(ProcessLookupError):
-                os.kill(pid, 0)
-
-
 def _stable(st: RedisStorage) -> dict[str, list[tuple[int, bytes]]]:
     return {s: st.read(s) for s in (INPUT_STREAM, DET_STREAM)}
 
 
 @needs_redis
 @pytest.mark.parametrize("fault", ["stall", "kill"])
-def test_primary_fault_mid_run_holds_outputs_and_loses_nothing(pair, fault):
+def test_primary_fault_mid_run_holds_outputs_and_loses_nothing(redis_pair, fault):
+    pair = redis_pair
     # one worker: its determinants are then the same in every run, so they can be compared byte for byte
     w = workload("mazunat", packets=3000, flows=200, batch=128, seed=4)
     clean = FaultyRedis(pair, fault, start=10**9, length=1, prefix="clean")
@@ -123,7 +113,8 @@ def _killed_during_outage(pair: RedisPair, fault: str):
 
 @needs_redis
 @pytest.mark.parametrize("fault", ["stall", "kill"])
-def test_worker_killed_while_storage_is_away_recovers_correctly(pair, fault):
+def test_worker_killed_while_storage_is_away_recovers_correctly(redis_pair, fault):
+    pair = redis_pair
     res = _killed_during_outage(pair, fault)
     assert any(e.startswith(("timeout", "unavailable")) for e in res.storage_events), res.storage_events
     assert res.held_at_crash > 0  # outputs whose determinants storage never acknowledged were held
@@ -136,7 +127,8 @@ def test_worker_killed_while_storage_is_away_recovers_correctly(pair, fault):
 @pytest.mark.xfail(strict=True, reason="the process master hands the backup only the inputs storage "
                    "acknowledged; inputs admitted while storage was away (their outputs all held) are "
                    "not re-delivered to it")
-def test_worker_killed_while_storage_is_away_loses_no_input(pair):
+def test_worker_killed_while_storage_is_away_loses_no_input(redis_pair):
+    pair = redis_pair
     res = _killed_during_outage(pair, "stall")
     assert res.lost_batches == 0 and res.released_master + res.released_backup == 6000
 

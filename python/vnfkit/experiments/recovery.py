@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from ..recovery.harness import PHASES, Harness
-from ..recovery.oracle import Released
+from ..recovery.oracle import TimedReleased
 from ..recovery.storage.memory import MemoryStorage
 from ..recovery.workloads import NFS, workload
 
@@ -91,24 +91,11 @@ class RecoveryConfig:
         return self
 
 
-class _TimedReleased(Released):
-    """Released packets with the time each left."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.t_ns: list[int] = []
-
-    def add(self, ids: Any, in_keys: Any, out_keys: Any, forwarded: Any, side: int) -> None:
-        ids = list(ids)
-        super().add(ids, in_keys, out_keys, forwarded, side)
-        self.t_ns.extend([time.monotonic_ns()] * len(ids))
-
-
 def _latency_run(cfg: RecoveryConfig, strategy: str, interval_ms: int) -> np.ndarray:
     """Per-packet latency (us) of MazuNAT under `strategy`, no crash."""
     w = workload("mazunat", packets=cfg.latency_packets, flows=max(10, cfg.latency_packets // 20), batch=cfg.batch,
                  seed=cfg.seed, rate_pps=cfg.rate_pps)
-    rel = _TimedReleased()
+    rel = TimedReleased()
     admitted: dict[int, int] = {}
     h = Harness(w.vnf, w.config, queues=cfg.queues, strategy=strategy, storage=MemoryStorage(),
                 checkpoint_interval_s=interval_ms / 1e3, heartbeat=False)

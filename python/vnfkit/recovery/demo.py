@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from .harness import Harness, TrialResult
-from .oracle import Released
+from .oracle import TimedReleased
 from .sigkill import Timeline, sigkill_trial
 from .storage.file import FileStorage
 from .workloads import Workload, workload
@@ -62,19 +62,6 @@ class DemoResult:
     trace_packets: int
 
 
-class _TimedReleased(Released):
-    """Released packets with the time each left."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.t_ns: list[int] = []
-
-    def add(self, ids: Any, in_keys: Any, out_keys: Any, forwarded: Any, side: int) -> None:
-        ids = list(ids)
-        super().add(ids, in_keys, out_keys, forwarded, side)
-        self.t_ns.extend([time.monotonic_ns()] * len(ids))
-
-
 def _responder(b: Any) -> Any:
     from ..traffic import replies_to
 
@@ -86,7 +73,7 @@ def _workload(packets: int, flows: int, batch: int, seed: int) -> Workload:
 
 
 def _baseline(w: Workload, queues: int) -> RunFigures:
-    rel = _TimedReleased()
+    rel = TimedReleased()
     admitted: dict[int, int] = {}  # first id of each input batch -> admit time
     h = Harness(w.vnf, w.config, queues=queues, strategy="none", heartbeat=False)
     t0 = time.perf_counter()

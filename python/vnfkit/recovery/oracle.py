@@ -22,6 +22,7 @@ backup's state when it went live. Checks:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,7 +31,7 @@ import numpy as np
 
 from ..state import Counters, PortPool
 
-__all__ = ["Released", "Verdict", "judge", "pool_totals", "visible_state"]
+__all__ = ["Released", "TimedReleased", "Verdict", "judge", "pool_totals", "visible_state"]
 
 
 @dataclass
@@ -54,6 +55,19 @@ class Released:
 
     def __len__(self) -> int:
         return len(self.packet_id)
+
+
+@dataclass
+class TimedReleased(Released):
+    """:class:`Released`, with the ``time.monotonic_ns()`` at which each packet left."""
+
+    t_ns: list[int] = field(default_factory=list)
+
+    def add(self, ids: Iterable[int], in_keys: Iterable[bytes], out_keys: Iterable[bytes],
+            forwarded: Iterable[bool], side: int) -> None:
+        ids = list(ids)
+        super().add(ids, in_keys, out_keys, forwarded, side)
+        self.t_ns.extend([time.monotonic_ns()] * len(ids))
 
 
 @dataclass
