@@ -122,9 +122,14 @@ def run_master(spec: NodeSpec, emit: Callable[[dict[str, Any]], None]) -> dict[s
         poller.register(s.fileno(), select.POLLIN)
         side_of[s.fileno()] = side
     try:
+        # the first checkpoint may meet storage still warming up on a busy host: retry for a while
+        first_deadline = time.monotonic() + 10.0
         checkpoint()
+        while stats["checkpoints"] != 1 and time.monotonic() < first_deadline:
+            time.sleep(0.05)
+            checkpoint()
         if stats["checkpoints"] != 1:
-            raise RuntimeError(f"stable storage did not take the first checkpoint: {events}")
+            raise RuntimeError(f"stable storage did not take the first checkpoint within 10 s: {events}")
         emit({"event": "ready", "role": "master", "checkpoint_bytes": ckpt_bytes[0]})
         period_s = spec.checkpoint_ms / 1e3
         last_ckpt = time.monotonic()
