@@ -25,7 +25,7 @@ import json
 from dataclasses import dataclass
 
 from ..live.steering import TcSteering
-from .nat import NatTopology
+from .nat import NatTopology, address_endpoints
 from .netns import Testbed
 
 __all__ = ["FailoverTopology", "failover_testbed"]
@@ -77,13 +77,7 @@ def failover_testbed(tb: Testbed) -> FailoverTopology:
         tb.ip(role, "addr", "add", f"198.51.100.{base + 2}/30", "dev", st_if)
         tb.ip("storage", "addr", "add", f"198.51.100.{base + 1}/30", "dev", p + "s" + role[0])
         addrs[role] = f"198.51.100.{base + 1}"
-    tb.ip("client", "addr", "add", f"{nat.client_ip}/24", "dev", nat.client_if)
-    tb.ip("client", "route", "add", "default", "via", nat.gateway_ip, "dev", nat.client_if)
-    tb.ip("client", "neigh", "replace", nat.gateway_ip, "lladdr", nat.inside_mac, "nud", "permanent",
-          "dev", nat.client_if)
-    tb.ip("server", "addr", "add", f"{nat.server_ip}/24", "dev", nat.server_if)
-    tb.ip("server", "neigh", "replace", nat.public_ip, "lladdr", nat.outside_mac, "nud", "permanent",
-          "dev", nat.server_if)
+    address_endpoints(tb, nat)
     sw = tb.hosts["switch"].netns  # the sink: a veth pair of the switch kept down (dropped frames go there)
     tb.ip("switch", "link", "add", "name", p + "fz", "type", "veth", "peer", "name", p + "fy", "netns", sw)
     steering = TcSteering(sw, {

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from .netns import Testbed
 
-__all__ = ["NatTopology", "nat_testbed"]
+__all__ = ["NatTopology", "address_endpoints", "nat_testbed"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,13 @@ def nat_testbed(tb: Testbed) -> NatTopology:
         tb.add_host(h)
     tb.link("client", "nat", "c", "ni", topo.client_mac, topo.inside_mac)
     tb.link("nat", "server", "no", "s", topo.outside_mac, topo.server_mac)
+    address_endpoints(tb, topo)
+    return topo
+
+
+def address_endpoints(tb: Testbed, topo: NatTopology) -> None:
+    """Give the client and the server of `topo` their addresses, the client its default route via
+    the gateway, and both static neighbour entries for the NAT's MACs (the NAT answers no ARP)."""
     tb.ip("client", "addr", "add", f"{topo.client_ip}/24", "dev", topo.client_if)
     tb.ip("client", "route", "add", "default", "via", topo.gateway_ip, "dev", topo.client_if)
     tb.ip("client", "neigh", "replace", topo.gateway_ip, "lladdr", topo.inside_mac, "nud", "permanent",
@@ -60,4 +67,3 @@ def nat_testbed(tb: Testbed) -> NatTopology:
     tb.ip("server", "addr", "add", f"{topo.server_ip}/24", "dev", topo.server_if)
     tb.ip("server", "neigh", "replace", topo.public_ip, "lladdr", topo.outside_mac, "nud", "permanent",
           "dev", topo.server_if)
-    return topo
