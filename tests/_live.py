@@ -66,7 +66,10 @@ def env() -> dict[str, str]:
 
 def start_capture(tb: Testbed, host: str, ifname: str, path: Path) -> subprocess.Popen[bytes]:
     err = open(path.with_suffix(".log"), "wb")
-    p = tb.popen(host, ["tshark", "-q", "-n", "-i", ifname, "-w", str(path)], stdout=subprocess.DEVNULL, stderr=err)
+    # a 64 MiB kernel capture buffer: with the default 2 MiB, a capture starved of CPU on a busy
+    # 2-core box dropped part of a 24 MiB download
+    p = tb.popen(host, ["tshark", "-q", "-n", "-B", "64", "-i", ifname, "-w", str(path)], stdout=subprocess.DEVNULL,
+                 stderr=err)
     wait_for(lambda: b"Capturing on" in path.with_suffix(".log").read_bytes() or p.poll() is not None, 30,
               f"tshark on {ifname}")
     assert p.poll() is None, path.with_suffix(".log").read_text()
