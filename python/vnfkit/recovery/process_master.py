@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from ..runtime import WorkerError
-from .backup import CKPT_STREAM, DET_STREAM, Backup, det_ranges, encode_det
+from .backup import CKPT_STREAM, DET_STREAM, Backup, RecoveryReport, det_ranges, encode_det
 from .checkpoint import Checkpoint
 from .cow import collect_image, worker_fork_image, worker_reap
 from .detector import FailureDetector, HeartbeatBoard
@@ -364,16 +364,8 @@ def process_trial(w: Workload, crash_at: int | None, phase: str = "mid-batch", *
         if crash_at is not None and len(w.batches[crash_at]):
             res.crash_packet = int(w.batches[crash_at].packet_id[0])
             res.crash_time_ms = (int(w.batches[crash_at].ts_ns.min()) - trace_t0) / 1e6
-        rep = None
-        wait_until = time.monotonic() + storage_wait_s
-        while rep is None:
-            try:  # the backup waits for storage to answer before it restores and replays
-                rep = backup.recover(st if strategy != "none" else None, strategy)
-            except StorageUnavailable as exc:
-                res.storage_events.append(f"failover: {exc}")
-                if time.monotonic() >= wait_until:
-                    break
-                time.sleep(0.05)
+        rep = _recover_when_stored(backup, st if strategy != "none" else None, strategy, storage_wait_s,
+                                   res.storage_events)
         if rep is None:
             return _failover_held(res, w, inp, out, released, in_keys, visible, storage_wait_s)
         res.recovery = rep
@@ -393,20 +385,7 @@ def process_trial(w: Workload, crash_at: int | None, phase: str = "mid-batch", *
         side[0] = 1
         for q, b in rep.outputs:
             _record(released, in_keys, b, 1)
-        # The input handler re-delivers what it logged and storage never acknowledged: no output of
-        # those inputs left, so the backup executes them afresh, outputs on.
-        redeliver = inp.unacknowledged(rep.next_seq)
-        done = rep.next_seq
-        if redeliver and redeliver[0][0] != rep.next_seq:
-            res.storage_events.append(f"failover: storage acknowledged input records {rep.next_seq}.."
-                                      f"{redeliver[0][0] - 1} but the backup did not find them")
-            redeliver = []
-        for seq, batch in redeliver:
-            for q, b in backup.process(batch):
-                _record(released, in_keys, b, 1)
-            done = seq + 1
-        res.redelivered_batches = len(redeliver)
-        res.lost_batches = inp.next_seq - done
+        _redeliver(res, inp, backup, rep, lambda b: _record(released, in_keys, b, 1))
         backup_state = visible_state(backup.vnfs)
         for batch in w.batches[inp.next_seq:]:
             batch.parse()
@@ -430,6 +409,40 @@ def process_trial(w: Workload, crash_at: int | None, phase: str = "mid-batch", *
         tmp.cleanup()
         det.close()
         board.close()
+
+
+def _recover_when_stored(backup: Backup, st: StableStorage | None, strategy: str, wait_s: float,
+                         events: list[str]) -> RecoveryReport | None:
+    """:meth:`.backup.Backup.recover`, once storage answers: retried for up to `wait_s` seconds
+    (every failed try is a line of `events`); None if storage did not answer in that time."""
+    wait_until = time.monotonic() + wait_s
+    while True:
+        try:
+            return backup.recover(st, strategy)
+        except StorageUnavailable as exc:
+            events.append(f"failover: {exc}")
+            if time.monotonic() >= wait_until:
+                return None
+            time.sleep(0.05)
+
+
+def _redeliver(res: TrialResult, inp: InputHandler, backup: Backup, rep: RecoveryReport,
+               emit: Callable[[Any], None]) -> None:
+    """The input handler re-delivers to the recovered backup what it logged and storage never
+    acknowledged: no output of those inputs left, so the backup executes them afresh, outputs on
+    (each output sub-batch to `emit`). Sets ``res.redelivered_batches`` and ``res.lost_batches``."""
+    redeliver = inp.unacknowledged(rep.next_seq)
+    done = rep.next_seq
+    if redeliver and redeliver[0][0] != rep.next_seq:
+        res.storage_events.append(f"failover: storage acknowledged input records {rep.next_seq}.."
+                                  f"{redeliver[0][0] - 1}, but the backup did not find them")
+        redeliver = []
+    for seq, batch in redeliver:
+        for _, b in backup.process(batch):
+            emit(b)
+        done = seq + 1
+    res.redelivered_batches = len(redeliver)
+    res.lost_batches = inp.next_seq - done
 
 
 def _failover_held(res: TrialResult, w: Workload, inp: InputHandler, out: OutputHandler, released: Released,
