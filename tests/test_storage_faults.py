@@ -18,9 +18,9 @@ import pytest
 
 from vnfkit.recovery.backup import DET_STREAM
 from vnfkit.recovery.ft_trial import stream_trial
-from vnfkit.recovery.input_log import INPUT_STREAM
+from vnfkit.recovery.input_log import INPUT_STREAM, InputHandler
 from vnfkit.recovery.process_master import process_trial
-from vnfkit.recovery.storage import FileStorage
+from vnfkit.recovery.storage import FileStorage, MemoryStorage
 from vnfkit.recovery.storage.redis import RedisStorage
 from vnfkit.recovery.storage.redis_servers import RedisPair, redis_server_path
 from vnfkit.recovery.workloads import workload
@@ -199,9 +199,44 @@ def test_streaming_master_killed_while_storage_is_away_loses_no_input(redis_pair
     assert res.redelivered_batches > 0 and res.recovery.next_seq <= 9
 
 
+class _Away(MemoryStorage):
+    """In-process storage that acknowledges nothing while `down`."""
+
+    down = False
+
+    def _commit(self, queued, timeout_s):  # type: ignore[override]
+        return ("unavailable", "down") if self.down else super()._commit(queued, timeout_s)
+
+
+def test_input_handler_keeps_what_storage_has_not_acknowledged():
+    w = workload("mazunat", packets=1000, flows=50, batch=128, seed=3)
+    st = _Away()
+    inp = InputHandler(st)
+    for b in w.batches[:3]:
+        inp.admit(b)
+    assert st.sync().ok
+    assert inp.unacknowledged() == [] and inp.held() == (0, 0)
+    st.down = True
+    for b in w.batches[3:6]:
+        inp.admit(b)
+    assert not st.sync().ok
+    got = inp.unacknowledged()
+    assert [s for s, _ in got] == [3, 4, 5]
+    assert inp.held() == (3, sum(len(b) for b in w.batches[3:6]))
+    for (_, b), want in zip(got, w.batches[3:6]):  # as logged: ids, timestamps, bytes
+        assert b.packet_id.tolist() == want.packet_id.tolist() and b.ts_ns.tolist() == want.ts_ns.tolist()
+        assert bytes(b.data[:int(b.offsets[-1])]) == bytes(want.data[:int(want.offsets[-1])])
+    assert [s for s, _ in inp.unacknowledged(5)] == [5]
+    st.down = False
+    inp.admit(w.batches[6])
+    assert st.sync().ok
+    assert inp.unacknowledged() == [] and inp.held() == (0, 0)  # forgotten once acknowledged
+    assert InputHandler(None).unacknowledged() == [] and InputHandler(None).held() == (0, 0)
+
+
 WRITER = r"""
 import sys
-from vnfkit.recovery.storage import FileStorage
+from vnfkit.recovery.storage import FileStorage, MemoryStorage
 s = FileStorage(sys.argv[1])
 i = s.acked("log")
 n = 1 + i % 5
