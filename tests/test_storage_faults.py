@@ -191,12 +191,30 @@ def test_streaming_master_killed_while_storage_is_away_loses_no_input(redis_pair
     finally:
         st.close()
     assert st.outage_input == 8
-    assert any(e.startswith(("timeout", "unavailable")) for e in res.storage_events), res.storage_events
     assert res.verdict.correct, str(res.verdict)
     # every packet came out, exactly once (no duplicate, none left unreleased)
     assert res.verdict.checked["released"] == res.released_master + res.released_backup == 4000
+    assert any(e.startswith(("timeout", "unavailable")) for e in res.storage_events), res.storage_events
     assert res.verdict.checked["unreleased_packets"] == 0 and res.lost_batches == 0
     assert res.redelivered_batches > 0 and res.recovery.next_seq <= 9
+
+
+@needs_redis
+def test_streaming_master_holds_everything_when_storage_never_returns(redis_pair):
+    w = workload("mazunat", packets=4000, flows=300, batch=256, seed=6)
+    for b in w.batches:
+        b.parse()
+    st = FaultyRedis(redis_pair, "kill", start=10**9, length=1, at_input=8, heal_on_read=False)
+    try:
+        res = stream_trial(w, 11, kill_worker=1, delay_s=0.0003, storage=st, checkpoint_interval_s=0.02,
+                           backup_mode="cold", storage_wait_s=0.5)
+    finally:
+        st.close()
+    assert res.released_backup == 0 and res.released_master <= 8 * 256  # nothing of the outage left
+    assert any(e.startswith("failover: redis is unavailable") for e in res.storage_events), res.storage_events
+    assert "no backup went live" in res.storage_events[-1]
+    assert res.held_inputs == 4000 - 8 * 256 and res.lost_batches == 0  # the input handler holds the rest
+    assert res.verdict.correct, str(res.verdict)
 
 
 class _Away(MemoryStorage):
