@@ -1,6 +1,8 @@
 #include "vnfkit/runtime/slab.hpp"
 
+#include <algorithm>
 #include <cstring>
+#include <type_traits>
 #include <stdexcept>
 #include <string>
 
@@ -73,35 +75,69 @@ void SlabLayout::reset(std::byte* slab) const noexcept {
 std::size_t SlabLayout::append(std::byte* slab, const packet::PacketBatch& src, const std::uint32_t* idx, std::size_t n,
                                std::uint64_t arrival_ns, const std::uint64_t* arrival) const noexcept {
   SlabHeader& h = header(slab);
-  auto* offs = at<std::uint32_t>(slab, off_offsets_);
+  const std::uint32_t p = h.packets;
+  n = std::min<std::size_t>(n, max_ - p);
+  if (n == 0) return 0;
+  const std::uint32_t* so = src.offsets.data();
+  const std::uint8_t* sd = src.data.data();
+  auto* offs = at<std::uint32_t>(slab, off_offsets_) + p;
   auto* data = at<std::uint8_t>(slab, off_data_);
-  std::size_t k = 0;
-  std::uint32_t p = h.packets;
   std::uint64_t len = h.data_len;
-  if (p == 0 && n > 0) h.opened_ns = arrival ? arrival[idx[0]] : arrival_ns;
-  for (; k < n && p < max_; ++k, ++p) {
-    const std::uint32_t i = idx[k];
-    const auto bytes = src.packet(i);
-    if (len + bytes.size() > data_cap_) break;
-    std::memcpy(data + len, bytes.data(), bytes.size());
-    len += bytes.size();
-    offs[p + 1] = static_cast<std::uint32_t>(len);
-    at<std::uint64_t>(slab, off_arrival_)[p] = arrival ? arrival[i] : arrival_ns;
-    at<std::uint64_t>(slab, off_ts_)[p] = src.ts_ns[i];
-    at<std::uint64_t>(slab, off_id_)[p] = src.packet_id[i];
-    at<flow::FlowKey>(slab, off_key_)[p] = src.key[i];
-    at<std::uint32_t>(slab, off_hash_)[p] = src.hash[i];
-    at<std::uint32_t>(slab, off_flow_)[p] = src.flow_id[i];
-    at<std::uint16_t>(slab, off_queue_)[p] = src.queue[i];
-    at<std::uint16_t>(slab, off_port_)[p] = src.port[i];
-    at<std::uint8_t>(slab, off_drop_)[p] = src.drop[i];
-    at<std::uint8_t>(slab, off_flags_)[p] = src.flags[i];
-    at<std::uint8_t>(slab, off_tcp_)[p] = src.tcp_flags[i];
-    at<std::uint16_t>(slab, off_l3_)[p] = src.l3_offset[i];
-    at<std::uint16_t>(slab, off_l4_)[p] = src.l4_offset[i];
-    at<std::uint16_t>(slab, off_l4len_)[p] = src.l4_len[i];
+  std::size_t k = 0;
+  // Queue lists are in arrival order, so a run of consecutive indices is one block of the source:
+  // the whole run's bytes go in one copy (a single queue's slab is one run per input batch).
+  while (k < n) {
+    const std::uint32_t first = idx[k];
+    std::size_t e = k + 1;
+    while (e < n && idx[e] == idx[e - 1] + 1) ++e;
+    // as many packets of the run [k, e) as fit the data capacity
+    const std::uint32_t base = so[first];
+    std::size_t fit = e - k;
+    if (len + (so[first + fit] - base) > data_cap_) {
+      fit = 0;
+      while (fit < e - k && len + (so[first + fit + 1] - base) <= data_cap_) ++fit;
+    }
+    if (fit == 0) break;
+    std::memcpy(data + len, sd + base, so[first + fit] - base);
+    const std::uint32_t shift = static_cast<std::uint32_t>(len) - base;  // mod 2^32: the sums are exact
+    for (std::size_t j = 0; j < fit; ++j) offs[k + j + 1] = so[first + j + 1] + shift;
+    len += so[first + fit] - base;
+    k += fit;
+    if (k < e) break;  // the bytes are full inside this run
   }
-  h.packets = p;
+  if (k == 0) return 0;
+  if (p == 0) h.opened_ns = arrival ? arrival[idx[0]] : arrival_ns;
+  // Every other column: one block copy (consecutive indices) or one gather per column.
+  const bool block = idx[k - 1] - idx[0] == k - 1;
+  auto gather = [&](std::size_t off, const auto* col) {
+    using T = std::remove_cv_t<std::remove_pointer_t<decltype(col)>>;
+    T* dst = at<T>(slab, off) + p;
+    if (block) {
+      std::memcpy(dst, col + idx[0], k * sizeof(T));
+    } else {
+      for (std::size_t j = 0; j < k; ++j) dst[j] = col[idx[j]];
+    }
+  };
+  if (arrival != nullptr) {
+    gather(off_arrival_, arrival);
+  } else {
+    std::uint64_t* dst = at<std::uint64_t>(slab, off_arrival_) + p;
+    for (std::size_t j = 0; j < k; ++j) dst[j] = arrival_ns;
+  }
+  gather(off_ts_, src.ts_ns.data());
+  gather(off_id_, src.packet_id.data());
+  gather(off_key_, src.key.data());
+  gather(off_hash_, src.hash.data());
+  gather(off_flow_, src.flow_id.data());
+  gather(off_queue_, src.queue.data());
+  gather(off_port_, src.port.data());
+  gather(off_drop_, src.drop.data());
+  gather(off_flags_, src.flags.data());
+  gather(off_tcp_, src.tcp_flags.data());
+  gather(off_l3_, src.l3_offset.data());
+  gather(off_l4_, src.l4_offset.data());
+  gather(off_l4len_, src.l4_len.data());
+  h.packets = p + static_cast<std::uint32_t>(k);
   h.data_len = static_cast<std::uint32_t>(len);
   return k;
 }
