@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cstring>
-#include <type_traits>
 #include <stdexcept>
 #include <string>
 
@@ -107,36 +106,77 @@ std::size_t SlabLayout::append(std::byte* slab, const packet::PacketBatch& src, 
   }
   if (k == 0) return 0;
   if (p == 0) h.opened_ns = arrival ? arrival[idx[0]] : arrival_ns;
-  // Every other column: one block copy (consecutive indices) or one gather per column.
-  const bool block = idx[k - 1] - idx[0] == k - 1;
-  auto gather = [&](std::size_t off, const auto* col) {
-    using T = std::remove_cv_t<std::remove_pointer_t<decltype(col)>>;
-    T* dst = at<T>(slab, off) + p;
-    if (block) {
-      std::memcpy(dst, col + idx[0], k * sizeof(T));
-    } else {
-      for (std::size_t j = 0; j < k; ++j) dst[j] = col[idx[j]];
-    }
-  };
-  if (arrival != nullptr) {
-    gather(off_arrival_, arrival);
+  // Every other column: one block copy each (consecutive indices), else a gather, several columns
+  // per pass (one index load serves them all).
+  std::uint64_t* d_arr = at<std::uint64_t>(slab, off_arrival_) + p;
+  std::uint64_t* d_ts = at<std::uint64_t>(slab, off_ts_) + p;
+  std::uint64_t* d_id = at<std::uint64_t>(slab, off_id_) + p;
+  flow::FlowKey* d_key = at<flow::FlowKey>(slab, off_key_) + p;
+  std::uint32_t* d_hash = at<std::uint32_t>(slab, off_hash_) + p;
+  std::uint32_t* d_flow = at<std::uint32_t>(slab, off_flow_) + p;
+  std::uint16_t* d_queue = at<std::uint16_t>(slab, off_queue_) + p;
+  std::uint16_t* d_port = at<std::uint16_t>(slab, off_port_) + p;
+  std::uint8_t* d_drop = at<std::uint8_t>(slab, off_drop_) + p;
+  std::uint8_t* d_flags = at<std::uint8_t>(slab, off_flags_) + p;
+  std::uint8_t* d_tcp = at<std::uint8_t>(slab, off_tcp_) + p;
+  std::uint16_t* d_l3 = at<std::uint16_t>(slab, off_l3_) + p;
+  std::uint16_t* d_l4 = at<std::uint16_t>(slab, off_l4_) + p;
+  std::uint16_t* d_l4len = at<std::uint16_t>(slab, off_l4len_) + p;
+  if (arrival == nullptr) std::fill(d_arr, d_arr + k, arrival_ns);
+  if (idx[k - 1] - idx[0] == k - 1) {
+    const std::size_t f = idx[0];
+    auto block = [&](auto* dst, const auto& col) { std::memcpy(dst, col.data() + f, k * sizeof(*dst)); };
+    if (arrival != nullptr) std::memcpy(d_arr, arrival + f, k * sizeof(std::uint64_t));
+    block(d_ts, src.ts_ns);
+    block(d_id, src.packet_id);
+    block(d_key, src.key);
+    block(d_hash, src.hash);
+    block(d_flow, src.flow_id);
+    block(d_queue, src.queue);
+    block(d_port, src.port);
+    block(d_drop, src.drop);
+    block(d_flags, src.flags);
+    block(d_tcp, src.tcp_flags);
+    block(d_l3, src.l3_offset);
+    block(d_l4, src.l4_offset);
+    block(d_l4len, src.l4_len);
   } else {
-    std::uint64_t* dst = at<std::uint64_t>(slab, off_arrival_) + p;
-    for (std::size_t j = 0; j < k; ++j) dst[j] = arrival_ns;
+    if (arrival != nullptr) {
+      for (std::size_t j = 0; j < k; ++j) d_arr[j] = arrival[idx[j]];
+    }
+    const std::uint64_t* ts = src.ts_ns.data();
+    const std::uint64_t* id = src.packet_id.data();
+    const flow::FlowKey* key = src.key.data();
+    const std::uint32_t* hash = src.hash.data();
+    const std::uint32_t* fl = src.flow_id.data();
+    const std::uint16_t* queue = src.queue.data();
+    for (std::size_t j = 0; j < k; ++j) {
+      const std::uint32_t i = idx[j];
+      d_ts[j] = ts[i];
+      d_id[j] = id[i];
+      d_key[j] = key[i];
+      d_hash[j] = hash[i];
+      d_flow[j] = fl[i];
+      d_queue[j] = queue[i];
+    }
+    const std::uint16_t* port = src.port.data();
+    const std::uint8_t* drop = src.drop.data();
+    const std::uint8_t* flags = src.flags.data();
+    const std::uint8_t* tcp = src.tcp_flags.data();
+    const std::uint16_t* l3 = src.l3_offset.data();
+    const std::uint16_t* l4 = src.l4_offset.data();
+    const std::uint16_t* l4len = src.l4_len.data();
+    for (std::size_t j = 0; j < k; ++j) {
+      const std::uint32_t i = idx[j];
+      d_port[j] = port[i];
+      d_drop[j] = drop[i];
+      d_flags[j] = flags[i];
+      d_tcp[j] = tcp[i];
+      d_l3[j] = l3[i];
+      d_l4[j] = l4[i];
+      d_l4len[j] = l4len[i];
+    }
   }
-  gather(off_ts_, src.ts_ns.data());
-  gather(off_id_, src.packet_id.data());
-  gather(off_key_, src.key.data());
-  gather(off_hash_, src.hash.data());
-  gather(off_flow_, src.flow_id.data());
-  gather(off_queue_, src.queue.data());
-  gather(off_port_, src.port.data());
-  gather(off_drop_, src.drop.data());
-  gather(off_flags_, src.flags.data());
-  gather(off_tcp_, src.tcp_flags.data());
-  gather(off_l3_, src.l3_offset.data());
-  gather(off_l4_, src.l4_offset.data());
-  gather(off_l4len_, src.l4_len.data());
   h.packets = p + static_cast<std::uint32_t>(k);
   h.data_len = static_cast<std::uint32_t>(len);
   return k;
