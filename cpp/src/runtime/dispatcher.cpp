@@ -98,8 +98,11 @@ bool Dispatcher::push(std::uint64_t limit, std::uint64_t deadline_ns) {
   for (std::size_t q = 0; q < lanes_.size(); ++q) {
     SlabRing& r = *lanes_[q].ring;
     const SlabLayout& lay = *lanes_[q].layout;
-    std::uint32_t end = pos_[q];
-    while (end < qoff_[q + 1] && order_[end] < limit) ++end;  // queue lists are in arrival order
+    std::uint32_t end = qoff_[q + 1];
+    if (limit < cur_->size()) {  // paced: only the packets due; queue lists are in arrival order
+      end = pos_[q];
+      while (end < qoff_[q + 1] && order_[end] < limit) ++end;
+    }
     while (pos_[q] < end) {
       if (!r.can_fill()) {
         release_ready();
