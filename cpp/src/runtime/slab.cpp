@@ -98,11 +98,7 @@ std::size_t SlabLayout::append(std::byte* slab, const packet::PacketBatch& src, 
     }
     if (fit == 0) break;
     const std::uint32_t bytes = so[first + fit] - base;
-    if (bytes <= 64 && base + 64 <= src.data.size() && len + 64 <= data_cap_) {
-      std::memcpy(data + len, sd + base, 64);  // a short run: one fixed-size copy, no call (the tail is unused)
-    } else {
-      std::memcpy(data + len, sd + base, bytes);
-    }
+    std::memcpy(data + len, sd + base, bytes);
     const std::uint32_t shift = static_cast<std::uint32_t>(len) - base;  // mod 2^32: the sums are exact
     for (std::size_t j = 0; j < fit; ++j) offs[k + j + 1] = so[first + j + 1] + shift;
     len += bytes;
