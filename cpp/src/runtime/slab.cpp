@@ -98,7 +98,7 @@ std::size_t SlabLayout::append(std::byte* slab, const packet::PacketBatch& src, 
     }
     if (fit == 0) break;
     const std::uint32_t bytes = so[first + fit] - base;
-    std::memcpy(data + len, sd + base, bytes);
+    if (bytes != 0) std::memcpy(data + len, sd + base, bytes);  // (an empty batch may have no data buffer)
     const std::uint32_t shift = static_cast<std::uint32_t>(len) - base;  // mod 2^32: the sums are exact
     for (std::size_t j = 0; j < fit; ++j) offs[k + j + 1] = so[first + j + 1] + shift;
     len += bytes;
