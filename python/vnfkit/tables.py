@@ -807,12 +807,72 @@ class FlowTable:
         :class:`SnapshotError` and the table is unchanged."""
         self._t.restore_in_place(_image(image))
 
+    # ---- dirty tracking (incremental checkpoints)
+    def mark_dirty(self, slots: npt.NDArray[np.uint32]) -> None:
+        """Tell the table that the value records of `slots` were written by a slot number the
+        caller kept from an earlier interval. Every slot the table hands out (``lookup`` hits,
+        ``lookup_or_insert``, ``touch``, ``set_timeout_class``, ``live_slots``, ``active_in_range``)
+        and every slot it changes is marked already; a write through ``values`` to any other slot
+        must be marked here, or :meth:`take_delta` leaves it out. ValueError for a slot >= capacity."""
+        s = np.ascontiguousarray(slots, dtype=np.uint32)
+        if s.ndim != 1:
+            raise ValueError("slots: expected a 1-D array of slot numbers")
+        self._t.mark_dirty(s)  # std::invalid_argument arrives as ValueError
+
+    def dirty_count(self) -> int:
+        """Slots marked dirty since the last :meth:`take_delta` / :meth:`clear_dirty`."""
+        return int(self._t.dirty_count())
+
+    def take_delta(self) -> bytes:
+        """What changed since the last :meth:`take_delta` / :meth:`clear_dirty` (the dirty slots'
+        entries and values, the changed top of the free-slot stack, clock and counters), for a
+        :class:`FlowTableImage` of this table; starts a new interval. Costs time proportional to
+        what changed, not to the table."""
+        return self._t.take_delta()  # type: ignore[no-any-return]
+
+    def clear_dirty(self) -> None:
+        """Start a new dirty interval without a delta: call right after the :meth:`snapshot` that
+        seeds a :class:`FlowTableImage`, with no change in between."""
+        self._t.clear_dirty()
+
+
+class FlowTableImage:
+    """A :class:`FlowTable`'s image kept outside the table (e.g. by a checkpointer in another
+    process): built from the table's :meth:`FlowTable.snapshot`, brought up to date by applying
+    each later :meth:`FlowTable.take_delta` in order. :meth:`snapshot` then returns exactly the
+    bytes the table's own ``snapshot()`` would at the same instant, so it restores bit for bit
+    (:meth:`FlowTable.restore`). A delta of another table shape, a malformed one, or one that does
+    not follow the last one applied (lost or repeated) raises :class:`SnapshotError` and leaves
+    the image unchanged."""
+
+    __slots__ = ("_im",)
+
+    def __init__(self, image: bytes | bytearray | memoryview) -> None:
+        self._im = _core.FlowTableImage(_image(image))
+
+    def apply(self, delta: bytes | bytearray | memoryview) -> None:
+        """Bring the image up to date with the table's next delta."""
+        self._im.apply(_image(delta))
+
+    def snapshot(self) -> bytes:
+        """The table's image (the format of :meth:`FlowTable.snapshot`)."""
+        return self._im.snapshot()  # type: ignore[no-any-return]
+
+    def __len__(self) -> int:
+        return len(self._im)
+
+    @property
+    def deltas(self) -> int:
+        """The table's interval count after the last delta applied (0 before any)."""
+        return int(self._im.deltas)
+
 
 __all__ = [
     "EXPIRED_CLOSED",
     "EXPIRED_IDLE",
     "ExceptionTable",
     "FlowTable",
+    "FlowTableImage",
     "NO_SLOT",
     "NO_TARGET",
     "RangeTable",
