@@ -502,10 +502,10 @@ void bind_flow(py::module_& m) {
              if (lo > hi) throw py::value_error("active_in_range: lo must be <= hi");
              return vec_copy(t.active_in_range(lo, hi, since));
            }, py::arg("lo"), py::arg("hi"), py::arg("since_ns") = 0)
-      .def("live_slots", [](const FlowTable& t) {
+      .def("live_slots", [](const FlowTable& t, bool mark_dirty) {
              auto in_use = vnfkit::bridge::flow_table_use(&t);
-             return vec_copy(t.live_slots());
-           })
+             return vec_copy(t.live_slots(mark_dirty));
+           }, py::arg("mark_dirty") = true)
       .def("deadline", [](const FlowTable& t, std::uint32_t slot) {
              auto in_use = vnfkit::bridge::flow_table_use(&t);
              if (!t.live(slot)) throw py::value_error("deadline: slot is not live");

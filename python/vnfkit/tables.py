@@ -728,9 +728,10 @@ class FlowTable:
         """Slots of the flows :meth:`active_in_range` would return."""
         return self._t.active_in_range(lo, hi, since_ns)
 
-    def live_slots(self) -> npt.NDArray[np.uint32]:
-        """Slots of all live flows, ascending."""
-        return self._t.live_slots()
+    def live_slots(self, *, mark_dirty: bool = True) -> npt.NDArray[np.uint32]:
+        """Slots of all live flows, ascending. They are marked dirty (see :meth:`take_delta`: the
+        caller may write their values) unless ``mark_dirty=False``, for a reader that writes none."""
+        return self._t.live_slots(bool(mark_dirty))  # type: ignore[no-any-return]
 
     def deadline(self, slot: int) -> int | None:
         """Current expiry deadline (ns) of a live slot, None if it never expires."""
@@ -748,7 +749,7 @@ class FlowTable:
     def to_numpy(self) -> npt.NDArray[Any]:
         """Every live flow as a structured array (a copy) with fields ``slot``, ``key``, ``flow_id``,
         ``last_ts``, ``closing`` (FIN/RST seen), ``timeout_class`` (id) and ``value``, ordered by slot."""
-        slots = self._t.live_slots()
+        slots = self._t.live_slots(False)  # a copy: nothing is written through these slots
         e = self._entries[slots]
         out = np.zeros(
             len(slots),

@@ -471,9 +471,11 @@ std::vector<std::uint32_t> live_of(const FlowEntry* es, std::uint32_t capacity, 
 }
 }  // namespace
 
-std::vector<std::uint32_t> FlowTable::live_slots() const {
+std::vector<std::uint32_t> FlowTable::live_slots(bool mark_them) const {
   auto out = live_of(entries_.data(), cfg_.capacity, size_);
-  for (auto s : out) mark(s);  // handed to the caller, who may write their value records
+  if (mark_them) {
+    for (auto s : out) mark(s);  // handed to the caller, who may write their value records
+  }
   return out;
 }
 

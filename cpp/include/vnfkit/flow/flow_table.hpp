@@ -178,8 +178,9 @@ class FlowTable {
   // Slots of live flows with lo <= flow_id <= hi and last_ts >= since_ns, ascending.
   [[nodiscard]] std::vector<std::uint32_t> active_in_range(std::uint32_t lo, std::uint32_t hi,
                                                            std::uint64_t since_ns = 0) const;
-  // Slots of all live flows, ascending.
-  [[nodiscard]] std::vector<std::uint32_t> live_slots() const;
+  // Slots of all live flows, ascending (marked dirty unless mark is false: a reader that writes
+  // no value record, such as a snapshot of the VNF's own state, need not send them all again).
+  [[nodiscard]] std::vector<std::uint32_t> live_slots(bool mark = true) const;
   void clear();
 
   // Opaque user metadata stored in snapshots (the Python layer keeps the value dtype there).
