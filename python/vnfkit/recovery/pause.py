@@ -144,7 +144,10 @@ def measure_fork_pauses(vnf: type, config: dict[str, Any], load: Sequence[Any], 
         raise ValueError(f"mode: expected 'fork' or 'delta', got {mode!r}")
     rep = PauseReport(mode=mode)
     shadow = DeltaImages()
-    tmp = tempfile.TemporaryDirectory(prefix="vnfkit-pause-")
+    # delta files go to memory (tmpfs) where there is one: the worker's write is then a copy into
+    # the page cache, never a wait for a disk (the checkpointer writes the images out itself)
+    shm = "/dev/shm" if mode == "delta" and os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+    tmp = tempfile.TemporaryDirectory(prefix="vnfkit-pause-", dir=shm)
     runner = ProcessRunner(vnf, queues=queues, config=config, parse=False, logged=True, keep_log=True,
                            assign_ids=False)
     shared = runner.shared_state
