@@ -6,6 +6,8 @@ difference; malformed, foreign, lost or repeated deltas are refused and leave th
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -201,3 +203,80 @@ def test_bad_deltas_are_refused_and_change_nothing():
         t.mark_dirty(np.array([512], np.uint32))
     with pytest.raises(SnapshotError):
         FlowTableImage(b"not an image")
+
+
+def _mazunat():
+    from vnfkit.classify import MultiQueueClassifier
+    from vnfkit.nfs.mazunat import MazuNAT
+    from vnfkit.state import SharedState
+    from vnfkit.vnf import Context
+
+    ctx = Context(0, 1, shared=SharedState(), classifier=MultiQueueClassifier(1))
+    nat = MazuNAT()
+    nat.setup(ctx, max_flows=4096, udp_timeout_s=3.0, tcp_timeout_s=5.0, icmp_timeout_s=2.0)
+    return nat, ctx
+
+
+@pytest.mark.parametrize("icmp", [False, True])  # without ICMP the native fast path runs the batches
+def test_mazunat_delta_images_follow_outbound_replies_and_expiry(icmp):
+    # Replies reach the outbound records by the slot kept in the reply table (not by a lookup of
+    # the outbound table): those writes must reach the image too.
+    from scapy.layers.inet import ICMP, IP, TCP, UDP
+    from scapy.layers.l2 import Ether
+
+    from vnfkit.packets import from_scapy, to_scapy
+    from vnfkit.recovery.cow import DeltaImages, worker_delta_image, worker_delta_reset
+
+    nat, ctx = _mazunat()
+    rng = np.random.default_rng(7)
+    next_id = [0]
+
+    def run(pkts, t):
+        for p in pkts:
+            p.time = t
+        b = from_scapy(pkts)
+        b.packet_id[:] = np.arange(next_id[0], next_id[0] + len(b), dtype=np.uint64)
+        next_id[0] += len(b)
+        b.parse()
+        nat.process(b, ctx)
+        return to_scapy(b)
+
+    def out_pkt(i):
+        src, dst = f"10.1.{i // 250}.{i % 250 + 1}", "198.51.100.7"
+        if icmp and i % 5 == 0:
+            return Ether() / IP(src=src, dst=dst) / ICMP(type=8, id=i, seq=1)
+        if i % 2:
+            return Ether() / IP(src=src, dst=dst) / UDP(sport=2000 + i, dport=53) / b"q"
+        return Ether() / IP(src=src, dst=dst) / TCP(sport=1000 + i, dport=80, flags="A")
+
+    def reply(p):
+        ip = p[IP]
+        if p.haslayer(TCP):
+            return Ether() / IP(src=ip.dst, dst=ip.src) / TCP(sport=ip[TCP].dport, dport=ip[TCP].sport, flags="A")
+        if p.haslayer(UDP):
+            return Ether() / IP(src=ip.dst, dst=ip.src) / UDP(sport=ip[UDP].dport, dport=ip[UDP].sport) / b"r"
+        return Ether() / IP(src=ip.dst, dst=ip.src) / ICMP(type=0, id=ip[ICMP].id, seq=ip[ICMP].seq)
+
+    shadow = DeltaImages()
+    worker_delta_reset(nat, ctx)
+    prefix = None
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        t = 0.0
+        translated: list = []
+        for r in range(25):
+            t += float(rng.choice([0.2, 0.5, 1.0, 2.5]))  # time advances: mappings expire and are collected
+            outs = [out_pkt(int(i)) for i in rng.integers(0, 400, 40)]
+            translated += [p for p in run(outs, t) if p.haslayer(IP) and p[IP].src == "192.0.2.1"]
+            if translated:
+                pick = [translated[int(i)] for i in rng.integers(0, len(translated), 30)]
+                run([reply(p) for p in pick], t + 0.1)  # replies only: no outbound lookup of these flows
+            prefix = os.path.join(d, f"c{r}")
+            worker_delta_image(nat, ctx, prefix)
+            assert shadow.collect(0, f"{prefix}-0")
+            tables, state = shadow.image(0)
+            assert tables == {n: tb.snapshot() for n, tb in ctx.tables.items()}, f"round {r}"
+            assert state.keys() == nat.snapshot().keys()
+        assert not os.listdir(d)
+    assert nat.c["reverse_translations"] > 0 and len(nat.out) > 0

@@ -194,6 +194,8 @@ class FlowTable {
   // for a slot >= capacity.
   void mark_dirty(const std::uint32_t* slots, std::size_t n);
   void mark_all_dirty() noexcept;
+  // mark_dirty() of one slot the caller has checked is < capacity (native hot paths).
+  void mark_dirty_unchecked(std::uint32_t slot) noexcept { mark(slot); }
   [[nodiscard]] std::size_t dirty_count() const noexcept;
   // What changed since the previous take_delta() / clear_dirty(); starts a new interval.
   [[nodiscard]] std::vector<std::uint8_t> take_delta();

@@ -317,6 +317,7 @@ class MazuNAT(RuleSteps, EndpointClaims, FastSteps, VNF):
         of packets that found their mapping already expired, and its count: only a flow's first
         packet of the call can (later ones see the deadline it just set)."""
         self._armed[slots] = 1
+        self.out.mark_dirty(slots)  # replies reach these records by the slot kept in the reply table
         return _core.touch_deadlines_at(self._out_vals, _DEADLINE_OFF, _TIMEOUT_OFF, slots, batch, idx,
                                         0x05, self.done_ns)
 
