@@ -93,7 +93,7 @@ FlowTable::FlowTable(const FlowTableConfig& cfg)
       free_(cfg.capacity),
       index_(cfg.capacity),
       wheel_(cfg.capacity, auto_tick(cfg_), wheel_buckets(cfg.capacity)),
-      dirty_((std::size_t{cfg.capacity} + 63) / 64, 0),
+      dirty_(cfg.capacity, 0),
       free_low_(cfg.capacity) {
   cfg_.tick_ns = wheel_.tick_ns();
   for (std::size_t c = 0; c < cfg_.classes.size(); ++c) timeout_[c] = cfg_.classes[c].timeout_ns;
@@ -309,9 +309,9 @@ void FlowTable::lookup_impl(const FlowKey* keys, Row row, std::size_t n, std::ui
     // Nothing is inserted during a pure lookup, so the probe's "sole" verdict still holds.
     if (s == kNoSlot || !key_equal(entries_[s].key, k)) s = p.sole ? kNoSlot : find(k, p.h);
     slots[i] = s;
-    if (s != kNoSlot) mark(s);  // the caller may write the value record it found
     hits += s != kNoSlot;
   });
+  mark_found(slots, n);  // the caller may write the value records it found
   stats_.lookups += n;
   stats_.hits += hits;
   stats_.misses += n - hits;
@@ -339,7 +339,6 @@ std::size_t FlowTable::lookup_or_insert_impl(const FlowKey* keys, const std::uin
     if (s != kNoSlot) {
       ++hits;
       __builtin_prefetch(values_ + std::size_t{s} * vs, 1);  // the caller updates the record next
-      mark(s);
       FlowEntry& e = entries_[s];
       if (stale) stale[i] = deadline_of(e) <= ts ? 1 : 0;
       if (ts > e.last_ts) e.last_ts = ts;
@@ -349,7 +348,6 @@ std::size_t FlowTable::lookup_or_insert_impl(const FlowKey* keys, const std::uin
       s = free_.back();
       free_.pop_back();
       note_free_pop();
-      mark(s);
       FlowEntry& e = entries_[s];
       e.key = k;
       e.last_ts = ts;
@@ -380,6 +378,7 @@ std::size_t FlowTable::lookup_or_insert_impl(const FlowKey* keys, const std::uin
   stats_.misses += n - hits;
   stats_.inserts += inserted;
   stats_.failed_inserts += failed;
+  mark_found(slots, n);  // every slot found or inserted (the caller updates their records)
   return inserted;
 }
 
@@ -649,15 +648,12 @@ void FlowTable::mark_dirty(const std::uint32_t* slots, std::size_t n) {
 }
 
 void FlowTable::mark_all_dirty() noexcept {
-  std::fill(dirty_.begin(), dirty_.end(), ~std::uint64_t{0});
-  if (cfg_.capacity % 64) dirty_.back() = (std::uint64_t{1} << (cfg_.capacity % 64)) - 1;
+  std::fill(dirty_.begin(), dirty_.end(), std::uint8_t{1});
   free_low_ = 0;  // the whole free stack is sent again
 }
 
 std::size_t FlowTable::dirty_count() const noexcept {
-  std::size_t n = 0;
-  for (auto w : dirty_) n += static_cast<std::size_t>(std::popcount(w));
-  return n;
+  return static_cast<std::size_t>(std::count(dirty_.begin(), dirty_.end(), std::uint8_t{1}));
 }
 
 void FlowTable::clear_dirty() noexcept {
@@ -688,10 +684,18 @@ void put_config(snapshot::Writer& w, const FlowTableConfig& cfg) {
 // slots | their entries | their values.
 std::vector<std::uint8_t> FlowTable::take_delta() {
   std::vector<std::uint32_t> slots;
-  for (std::size_t w = 0; w < dirty_.size(); ++w) {
-    for (std::uint64_t bits = dirty_[w]; bits; bits &= bits - 1) {
-      slots.push_back(static_cast<std::uint32_t>(w * 64 + static_cast<std::size_t>(std::countr_zero(bits))));
+  const std::size_t cap = dirty_.size();
+  std::size_t s = 0;
+  for (; s + 8 <= cap; s += 8) {  // eight flags at a time: most words are clean
+    std::uint64_t word;
+    std::memcpy(&word, dirty_.data() + s, sizeof word);
+    if (word == 0) continue;
+    for (std::size_t k = 0; k < 8; ++k) {
+      if (dirty_[s + k]) slots.push_back(static_cast<std::uint32_t>(s + k));
     }
+  }
+  for (; s < cap; ++s) {
+    if (dirty_[s]) slots.push_back(static_cast<std::uint32_t>(s));
   }
   const std::size_t vs = cfg_.value_size;
   std::vector<FlowEntry> es(slots.size());

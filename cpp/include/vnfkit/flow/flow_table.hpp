@@ -26,7 +26,7 @@
 // When full (no free slot): the insert fails, the packet's slot is kNoSlot, is_new is 0 and
 // stats().failed_inserts counts it. Nothing is evicted.
 //
-// Dirty tracking (incremental checkpoints): the table keeps one dirty bit per slot, set for every
+// Dirty tracking (incremental checkpoints): the table keeps one dirty flag per slot, set for every
 // slot whose entry it changes and for every slot it hands to the caller (lookup hits, lookup_or_insert,
 // touch, set_class, live_slots, active_in_range), since the caller may then write that slot's value
 // record through the values view; mark_dirty() marks slots the caller writes by a slot number kept
@@ -218,7 +218,16 @@ class FlowTable {
     return index_.find(k, h, [this](std::uint32_t s) -> const FlowKey& { return entries_[s].key; });
   }
   void free_slot(std::uint32_t slot) noexcept;
-  void mark(std::uint32_t s) const noexcept { dirty_[s >> 6] |= std::uint64_t{1} << (s & 63); }
+  void mark(std::uint32_t s) const noexcept { dirty_[s] = 1; }  // a plain store: no read on the hot path
+  // Marks the slots a batch call resolved (kNoSlot entries skipped), in one pass after the
+  // pipeline so the byte stores do not make the compiler reload table state inside it.
+  void mark_found(const std::uint32_t* slots, std::size_t n) const noexcept {
+    std::uint8_t* d = dirty_.data();
+    const std::uint32_t cap = cfg_.capacity;
+    for (std::size_t i = 0; i < n; ++i) {
+      if (slots[i] < cap) d[slots[i]] = 1;
+    }
+  }
   void note_free_pop() noexcept {
     if (free_.size() < free_low_) free_low_ = free_.size();
   }
@@ -250,7 +259,7 @@ class FlowTable {
   FlowTableStats stats_;
   std::string user_meta_;
   std::vector<std::pair<std::uint64_t, std::uint32_t>> due_;  // scratch for expire()
-  mutable std::vector<std::uint64_t> dirty_;  // one bit per slot (see dirty tracking)
+  mutable std::vector<std::uint8_t> dirty_;  // one byte per slot, 1 = dirty (see dirty tracking)
   std::size_t free_low_ = 0;  // lowest free-stack depth since the interval began
   std::uint64_t delta_seq_ = 0;  // intervals ended (take_delta / clear_dirty calls)
 };
