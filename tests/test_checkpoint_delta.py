@@ -280,3 +280,24 @@ def test_mazunat_delta_images_follow_outbound_replies_and_expiry(icmp):
             assert state.keys() == nat.snapshot().keys()
         assert not os.listdir(d)
     assert nat.c["reverse_translations"] > 0 and len(nat.out) > 0
+
+
+def test_delta_checkpoints_of_a_process_master_recover_correctly(tmp_path, monkeypatch):
+    # The shadow images are committed as checkpoints, restored by the backup and replayed from the
+    # cut: consistent with the determinant logs, whatever the worker was doing when killed.
+    from vnfkit.recovery.process_master import process_trial
+    from vnfkit.recovery.workloads import workload
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    w = workload("mazunat", packets=8000, flows=400, batch=256, seed=4)
+    r = process_trial(w, 21, "mid-batch", kill_worker=1, delay_s=0.0003, checkpoint_every=8, checkpoint_mode="delta")
+    assert r.verdict.correct, str(r.verdict)
+    assert len(r.checkpoint_fork_s) == len(r.checkpoint_pauses_s) == 3  # the first cut + batches 7 and 15
+    assert r.recovery.checkpoint_epoch == 2  # a delta checkpoint commits at once
+    w = workload("qos", packets=6000, flows=300, batch=256, seed=5)
+    a = process_trial(w, 18, "between-batches", checkpoint_every=8, checkpoint_mode="delta", backup_mode="warm")
+    assert a.verdict.correct and a.recovery.checkpoint_epoch == 2, str(a.verdict)
+    assert os.listdir(tmp_path) == []  # every delta file collected, every directory removed

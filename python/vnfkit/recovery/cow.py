@@ -236,6 +236,11 @@ class DeltaImages:
         self._state[queue] = state
         return True
 
+    @property
+    def queues(self) -> list[int]:
+        """The workers something was collected from."""
+        return sorted(self._state)
+
     def image(self, queue: int) -> tuple[dict[str, bytes], dict[str, Any]]:
         """Worker `queue`'s full image as of its last collected file."""
         if queue not in self._state:
