@@ -213,7 +213,7 @@ PcapReader::Stop PcapReader::scan_classic(PacketBatch& out, std::size_t max_pack
   const std::size_t most = std::min(max_packets, av / 16);
   out.offsets.resize_for_overwrite(n0 + 1 + most);
   out.ts_ns.resize_for_overwrite(n0 + most);
-  src_.resize(n0 + most);
+  src_.resize_for_overwrite(n0 + most);
   std::uint32_t* offs = out.offsets.data() + n0 + 1;
   std::uint64_t* tss = out.ts_ns.data() + n0;
   std::uint64_t* srcs = src_.data() + n0;
@@ -261,7 +261,7 @@ PcapReader::Stop PcapReader::scan_classic(PacketBatch& out, std::size_t max_pack
   pos_ += o;
   out.offsets.resize_for_overwrite(n0 + 1 + k);
   out.ts_ns.resize_for_overwrite(n0 + k);
-  src_.resize(n0 + k);
+  src_.resize_for_overwrite(n0 + k);
   return stop;
 }
 
