@@ -154,8 +154,11 @@ def test_storage_that_never_returns_holds_every_input_and_output_and_says_so(red
     assert res.recovery.next_seq == 0 and res.released_backup == 0  # no backup went live
     assert any(e.startswith("failover: redis did not answer") for e in res.storage_events), res.storage_events
     assert "no backup went live" in res.storage_events[-1] and "held by the input handler" in res.storage_events[-1]
-    # every input from the outage on is held by the input handler, the rest of the trace included
-    assert res.held_inputs == 6000 - 256 * outage_input
+    # every input from the outage on is held by the input handler, the rest of the trace included;
+    # on a loaded box the batch just before it may be held too (not yet acknowledged when the primary
+    # stalled; seen once at load average ~9), never more than that
+    assert 6000 - 256 * outage_input <= res.held_inputs <= 6000 - 256 * (outage_input - 1)
+    assert res.held_inputs % 256 == 0
     assert res.lost_batches == 0 and res.held_at_crash > 0
     assert res.released_master <= 256 * outage_input  # nothing of the outage left
     assert res.verdict.correct, str(res.verdict)
