@@ -3,6 +3,8 @@ once, checkpoints commit while the stream runs, and a SIGKILLed worker is failed
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -46,6 +48,24 @@ def test_stream_replay_releases_everything_once_with_stable_determinants(images)
         ck = Checkpoint.from_bytes(st.read(CKPT_STREAM)[-1][1])
         assert all(set(t) == {"mazunat.out", "mazunat.reply"} for t in ck.tables)
         assert len(m.checkpoint_fork_s) == m.checkpoints_committed and all(s > 0 for s in m.checkpoint_fork_s)
+    finally:
+        m.close()
+
+
+@pytest.mark.parametrize("strategy", ["none", "replay"])
+def test_stream_idle_releases_outputs_before_the_next_input(strategy):
+    w = _parsed("mazunat", packets=600, flows=30, batch=128, seed=3)
+    m = StreamingMaster(w.vnf, w.config, queues=2, strategy=strategy, checkpoint_interval_s=3600.0)
+    try:
+        m.feed(w.batches[0])
+        t0 = time.monotonic_ns()
+        m.idle(t0 + 5_000_000_000)
+        assert m.released_packets == len(w.batches[0]) and m.held() == 0
+        assert time.monotonic_ns() - t0 < 2_000_000_000  # back once nothing is in flight, not at the deadline
+        m.idle(time.monotonic_ns() - 1)  # a deadline passed: returns at once
+        m.feed(w.batches[1])
+        m.finish()
+        assert m.released_packets == len(w.batches[0]) + len(w.batches[1])
     finally:
         m.close()
 

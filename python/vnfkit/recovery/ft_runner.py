@@ -31,7 +31,8 @@ its next slab (the boundary board carries the request); the checkpoint commits w
 are in. Strategy ``none`` runs the same loop with no logging and no
 commit (the baseline). Latency is taken per output packet from its arrival (the ``arrival_ns``
 given to :meth:`StreamingMaster.feed`) to the moment this master hands it to ``on_release``, so
-the wait for the commit counts.
+the wait for the commit counts; between two arrivals, :meth:`StreamingMaster.idle` waits for the
+workers' outputs and releases them (else an output would wait for the next input to be handed on).
 """
 
 from __future__ import annotations
@@ -219,6 +220,21 @@ class StreamingMaster:
         if self.logged and not self._forking and time.monotonic_ns() - self._last_ckpt_ns >= self.checkpoint_interval_ns:
             self._checkpoint()
         return seq
+
+    def idle(self, until_ns: int) -> None:
+        """Between two arrivals: until `until_ns` (``time.monotonic_ns()`` clock) or until nothing is
+        in flight, wait for the workers' outputs and release whatever may leave (so an output does
+        not wait for the next input batch to be handed on). Raises :class:`MasterFailed` once a
+        worker died."""
+        while True:
+            self._check_alive()
+            left = int(until_ns) - time.monotonic_ns()
+            if left <= 0:
+                return
+            done = self._d.drain(min(left / 1e9, STEP_S))
+            self._service()
+            if done:
+                return
 
     def _check_alive(self) -> None:
         if self.failure is None and self.detector is not None and self.detector.events:

@@ -33,11 +33,16 @@ from .workloads import Workload
 __all__ = ["runtime_cost", "stream_cost", "stream_trial"]
 
 
+def _due(t0: int, i_pkts: int, rate_pps: float) -> int:
+    """When the batch whose last packet is packet `i_pkts` of the schedule arrives."""
+    return t0 + int(i_pkts * 1e9 / rate_pps)
+
+
 def _pace(t0: int, i_pkts: int, rate_pps: float | None) -> int:
     """Arrival time of a batch whose last packet is packet `i_pkts` of the schedule (spin until then)."""
     if rate_pps is None:
         return time.monotonic_ns()
-    due = t0 + int(i_pkts * 1e9 / rate_pps)
+    due = _due(t0, i_pkts, rate_pps)
     while True:
         now = time.monotonic_ns()
         if now >= due:
@@ -61,6 +66,8 @@ def stream_cost(w: Workload, strategy: str, *, queues: int = 2, rate_pps: float 
         t0 = time.monotonic_ns()
         for b in w.batches:
             n += len(b)
+            if rate_pps is not None:
+                m.idle(_due(t0, n, rate_pps))  # outputs leave while the master waits for the next input
             m.feed(b, _pace(t0, n, rate_pps))
         m.finish()
         wall = time.perf_counter() - t_start
