@@ -308,10 +308,10 @@ class StreamingMaster:
                     end = ends.popleft()[1]
                 start = self._bound[q]
                 if end > start:
-                    first, recs = self._shared.read_log(q, start)
-                    if first != start:
-                        raise RuntimeError(f"worker {q}: log starts at {first}, determinants needed from {start}")
-                    chunks.append(_core.encode_log_chunk(q, start, recs[:end - start]))
+                    try:
+                        chunks.append(self._shared.log_chunk_range(q, start, end))
+                    except ValueError as exc:
+                        raise RuntimeError(f"worker {q}: determinants [{start}, {end}) not in its log ({exc})") from None
                     ranges.append((q, start, end - start))
                 else:
                     chunks.append(b"")
