@@ -11,7 +11,8 @@
   honest no-FT baseline: the streaming master's own no-FT loop is slower). Input batches of
   ``VNFKIT_BENCH_STREAM_BATCH`` packets (default 128; both sides alike). Asserts every packet
   released once, nothing held, checkpoints taken, and run() processed every packet.
-- ``test_stream_cost_others``: the throughput loss of the other middleboxes with a recovery workload.
+- ``test_stream_cost_others``: the throughput loss of the other middleboxes with a recovery workload
+  (against the streaming no-FT loop and against the runtime's ``run()``).
 - ``test_stream_failover``: SIGKILL of one worker of the streaming master at random points, traffic
   paced at ``VNFKIT_BENCH_RATE`` (default 1.49 Mpps) with a hot backup, per storage backend
   (memory, file, Redis), heartbeat timeout ``VNFKIT_BENCH_HEARTBEAT_MS`` (default 0: the pidfd
