@@ -559,6 +559,7 @@ NatFastResult nat_fast_path(packet::PacketBatch& batch, flow::FlowTable& out, fl
     }
     NatRecord* rec = record_at(out, os);
     if (buf.armed != nullptr && rec->deadline == 0) buf.armed[os] = 1;
+    out.mark_dirty_unchecked(os);  // reached by the slot kept in the reply value, not by a lookup of `out`
     if (!refresh(rec, ts[r], tflags[r], cfg, undo)) {
       res.in_expired = true;
       break;

@@ -47,7 +47,7 @@ import numpy as np
 from ..runtime import WorkerError
 from .backup import CKPT_STREAM, DET_STREAM, Backup, RecoveryReport, det_ranges, encode_det
 from .checkpoint import Checkpoint
-from .cow import collect_image, worker_fork_image, worker_reap
+from .cow import DeltaImages, collect_image, worker_delta_image, worker_delta_reset, worker_fork_image, worker_reap
 from .detector import FailureDetector, HeartbeatBoard
 from .harness import TrialResult, _key_rows, _record
 from .input_log import INPUT_STREAM, InputHandler
@@ -63,7 +63,7 @@ PROCESS_PHASES = ("between-batches", "mid-batch")
 #: How far ahead of a failure the passive backup gets: nothing, each checkpoint, or each group commit.
 BACKUP_MODES = ("cold", "warm", "hot")
 #: How a checkpoint images the workers: shipped back through the pipes, or written by a fork of each.
-CHECKPOINT_MODES = ("sync", "fork")
+CHECKPOINT_MODES = ("sync", "fork", "delta")
 #: The interpreter's thread switch interval during a trial (seconds).
 DETECTOR_SWITCH_S = 0.0002
 
@@ -118,7 +118,10 @@ def process_trial(w: Workload, crash_at: int | None, phase: str = "mid-batch", *
     ``result.backup_stage_s``. `checkpoint_mode` (:data:`CHECKPOINT_MODES`): ``sync`` ships each
     worker's image back while the master waits; ``fork`` pauses the master only for a ``fork()`` of
     each worker, whose child writes the image (copy-on-write, as Redis's BGSAVE) -- the checkpoint
-    commits when every image is in. Pauses are in ``result.checkpoint_pauses_s``. Without `oracle`
+    commits when every image is in; ``delta`` pauses each worker only to write what its tables saw
+    change since its previous checkpoint (:func:`.cow.worker_delta_image`), which the master
+    applies to its shadow images (:class:`.cow.DeltaImages`) and commits at once. Pauses are in
+    ``result.checkpoint_pauses_s``. Without `oracle`
     (only with no crash) nothing is recorded for the oracle, so that ``result.master_s``, the wall
     time of the master's loop over every batch, is what fault tolerance costs (:mod:`benches.bench_recovery`).
     `storage_wait_s`: how long a failover waits for storage to answer (module docstring)."""
@@ -208,6 +211,7 @@ def process_trial(w: Workload, crash_at: int | None, phase: str = "mid-batch", *
             res.storage_events.append(f"checkpoint {ck.epoch}: {exc}")
 
     forking: list[tuple[Checkpoint, str]] = []  # fork checkpoints whose images are being written
+    shadow = DeltaImages()  # delta checkpoints: the master's images of the workers' tables
 
     def collect(wait: bool) -> None:
         """Commit the fork checkpoint in progress once every worker's image is in."""
@@ -234,7 +238,23 @@ def process_trial(w: Workload, crash_at: int | None, phase: str = "mid-batch", *
         if forking:
             collect(wait=True)  # one image in progress at a time
         t0 = time.perf_counter()
-        if checkpoint_mode == "fork":
+        ck_pause = 0.0
+        if checkpoint_mode == "delta":
+            if not shadow.queues:  # the first delta checkpoint: every worker sends base images
+                runner.call_workers(worker_delta_reset)
+                t0 = time.perf_counter()
+            prefix = os.path.join(tmp.name, f"ckpt-{epoch[0]}")
+            done = runner.call_workers(worker_delta_image, prefix)
+            ck_pause = time.perf_counter() - t0
+            positions = [d[1] for d in done]
+            for q in range(queues):
+                if not shadow.collect(q, f"{prefix}-{q}"):
+                    raise RuntimeError(f"checkpoint {epoch[0]}: worker {q} wrote no delta image")
+            images = [shadow.image(q) for q in range(queues)]
+            ck = Checkpoint(epoch[0], next_input, inp.next_id - 1, positions, shared.snapshot(),
+                            [im[0] for im in images], [im[1] for im in images])
+            res.checkpoint_fork_s.append(max(d[2] for d in done))
+        elif checkpoint_mode == "fork":
             prefix = os.path.join(tmp.name, f"ckpt-{epoch[0]}")
             forks = runner.call_workers(worker_fork_image, prefix)
             positions = [f[1] for f in forks]
@@ -246,7 +266,8 @@ def process_trial(w: Workload, crash_at: int | None, phase: str = "mid-batch", *
             positions = [s[2] for s in snaps]
             ck = Checkpoint(epoch[0], next_input, inp.next_id - 1, positions, shared.snapshot(),
                             [s[0] for s in snaps], [s[1] for s in snaps])
-        ck.pause_s = time.perf_counter() - t0
+        # delta: the workers' pause is the call; the master's work on the shadow images is its own
+        ck.pause_s = ck_pause if checkpoint_mode == "delta" else time.perf_counter() - t0
         res.checkpoint_pauses_s.append(ck.pause_s)
         epoch[0] += 1
         if logged:
