@@ -25,7 +25,7 @@ def _parsed(nf, **kw):
     return w
 
 
-@pytest.mark.parametrize("images", ["fork", "inline", "auto"])
+@pytest.mark.parametrize("images", ["fork", "inline", "auto", "delta"])
 def test_stream_replay_releases_everything_once_with_stable_determinants(images):
     w = _parsed("mazunat", packets=6000, flows=300, batch=128, seed=5)
     st = MemoryStorage()
@@ -92,7 +92,7 @@ def test_stream_cost_none_and_replay_release_the_same_packets():
     assert b["latency_us"]["p50"] <= b["latency_us"]["p99"]
 
 
-@pytest.mark.parametrize("images", ["fork", "inline"])
+@pytest.mark.parametrize("images", ["fork", "inline", "delta"])
 def test_stream_failover_restores_either_kind_of_worker_image(images):
     rng = np.random.default_rng(9)
     w = _parsed("mazunat", packets=6000, flows=300, batch=128, seed=int(rng.integers(1 << 30)))

@@ -19,14 +19,16 @@ from typing import Any
 import numpy as np
 
 from ..vnf import VNF
-from .cow import worker_fork_image, worker_write_image
+from .cow import worker_delta_image, worker_fork_image, worker_write_image
 
 __all__ = ["AUTO_INLINE_ENTRIES", "BOARD_ROWS", "WORKER_IMAGES"]
 
 #: How a worker writes its checkpoint image: a copy-on-write ``fork`` whose child writes it, ``inline``
-#: (the worker writes it itself, stalling for that), or ``auto`` (inline while the worker's tables
-#: hold at most :data:`AUTO_INLINE_ENTRIES` entries, else fork).
-WORKER_IMAGES = ("fork", "inline", "auto")
+#: (the worker writes it itself, stalling for that), ``auto`` (inline while the worker's tables
+#: hold at most :data:`AUTO_INLINE_ENTRIES` entries, else fork), or ``delta`` (the worker writes what
+#: its tables changed since its previous image, :func:`.cow.worker_delta_image`; the master keeps
+#: full images, :class:`.cow.DeltaImages`).
+WORKER_IMAGES = ("fork", "inline", "auto", "delta")
 #: Table entries (summed over a worker's tables) up to which ``auto`` images inline.
 AUTO_INLINE_ENTRIES = 8192
 
@@ -118,7 +120,9 @@ class _Bounded(VNF):
         req = int(b.words[q, _REQ])
         if req > int(b.words[q, _DONE]):
             prefix = os.path.join(self._ckpt_dir, f"ckpt-{req - 1}")
-            if self._images == "inline" or (self._images == "auto" and
+            if self._images == "delta":
+                _, pos, fork_s, _cpu = worker_delta_image(self.inner, ctx, prefix)
+            elif self._images == "inline" or (self._images == "auto" and
                                             sum(len(t) for t in ctx.tables.values()) <= AUTO_INLINE_ENTRIES):
                 pos, fork_s = worker_write_image(self.inner, ctx, prefix)
             else:

@@ -51,7 +51,7 @@ import numpy as np
 from .. import _core
 from .backup import CKPT_STREAM, DET_STREAM, encode_det
 from .checkpoint import Checkpoint
-from .cow import collect_image, worker_reap
+from .cow import DeltaImages, collect_image, worker_reap
 from .detector import FailureDetector, HeartbeatBoard
 from .ft_board import BOARD_ROWS, WORKER_IMAGES, _Board, _Bounded, _inner_visible, _take_requested
 from .input_log import INPUT_STREAM, InputHandler
@@ -95,8 +95,10 @@ class StreamingMaster:
             correctness). None: the pidfd only.
         worker_images: how each worker writes its checkpoint image (:data:`.ft_board.WORKER_IMAGES`):
             ``fork`` (a copy-on-write child writes it), ``inline`` (the worker writes it itself
-            before its next slab) or ``auto`` (the default: inline while its tables are small,
-            where a fork and a child writing costs the worker more than writing the image itself).
+            before its next slab), ``auto`` (the default: inline while its tables are small, where
+            a fork and a child writing costs the worker more than writing the image itself) or
+            ``delta`` (the worker writes only what its tables changed since its previous image;
+            this process keeps the full images, :class:`.cow.DeltaImages`).
     """
 
     def __init__(self, vnf: Any, config: dict[str, Any] | None = None, *, queues: int = 2,
@@ -118,6 +120,7 @@ class StreamingMaster:
             raise ValueError(f"worker_images: expected one of {list(WORKER_IMAGES)}, got {worker_images!r}")
         self.strategy = strategy
         self.queues = queues
+        self._delta = DeltaImages() if worker_images == "delta" else None
         self.heartbeat_ns = int(heartbeat_timeout_s * 1e9) if heartbeat_timeout_s is not None and \
             strategy == "replay" else 0
         self.batch_size = batch_size
@@ -409,6 +412,11 @@ class StreamingMaster:
                 if t[0] != ck.positions[q]:
                     raise RuntimeError(f"checkpoint {ck.epoch}: worker {q} cut at log position {t[0]}, "
                                        f"the master's cut is {ck.positions[q]}")
+                if self._delta is not None:
+                    if not self._delta.collect(q, f"{prefix}-{q}"):
+                        raise RuntimeError(f"checkpoint {ck.epoch}: worker {q} wrote no delta image")
+                    ck.tables[q], ck.vnf_state[q] = self._delta.image(q)
+                    continue
                 img = collect_image(f"{prefix}-{q}")
                 if img is not None:
                     ck.tables[q], ck.vnf_state[q] = img
