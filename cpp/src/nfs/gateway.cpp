@@ -731,6 +731,8 @@ NatBatchResult nat_fast_batch(packet::PacketBatch& batch, flow::FlowTable& out, 
   NatBatchResult r;
   if (c.other != 0 || c.not_v4 != 0 || c.outbound_np != 0 || c.inbound_np != 0 || c.min_ts >= gc_at) {
     r.general = true;
+    r.gc_due = c.other == 0 && c.not_v4 == 0 && c.outbound_np == 0 && c.inbound_np == 0;
+    r.min_ts = c.min_ts;
     return r;
   }
   // the split's lists are in range by construction
@@ -771,7 +773,16 @@ std::size_t nat_expired(flow::FlowTable& out, std::uint64_t now, std::uint32_t* 
     }
   };
   std::size_t s = 0;
-  for (; s + 8 <= cap; s += 8) {  // skip unarmed slots eight at a time
+  for (; s + 32 <= cap; s += 32) {  // skip unarmed slots 32 at a time, then eight at a time
+    std::uint64_t w[4];
+    std::memcpy(w, armed + s, sizeof w);
+    if ((w[0] | w[1] | w[2] | w[3]) == 0) continue;
+    for (std::size_t q = 0; q < 4; ++q) {
+      if (w[q] == 0) continue;
+      for (std::size_t t = s + 8 * q; t < s + 8 * q + 8; ++t) visit(t);
+    }
+  }
+  for (; s + 8 <= cap; s += 8) {
     std::uint64_t word;
     std::memcpy(&word, armed + s, sizeof word);
     if (word == 0) continue;
