@@ -102,22 +102,25 @@ SplitCounts split_impl(packet::PacketBatch& batch, std::uint32_t inside_net, std
     const bool s_in = (s & inside_mask) == net;
     const bool d_in = (d & inside_mask) == net;
     const bool has_ports = k.proto == 6 || k.proto == 17;
-    if (s_in && !d_in && d != addr) {
-      if (ports_only && !has_ports) {
+    const bool out = s_in & !d_in & (d != addr);
+    const bool in = (d == addr) & !s_in;
+    const bool to_out = out & (has_ports | !ports_only);
+    const bool to_in = in & (has_ports | !ports_only);
+    // outbound and inbound packets come mixed: appended without a branch (each list has room for n
+    // entries and holds at most i so far), the rare rest below
+    o.outbound[c.outbound] = idx;
+    c.outbound += to_out ? 1 : 0;
+    o.inbound[c.inbound] = idx;
+    c.inbound += to_in ? 1 : 0;
+    port[i] = to_out ? out_port : to_in ? in_port : std::uint16_t{0};
+    if (!to_out && !to_in) {
+      if (out) {
         o.outbound_np[c.outbound_np++] = idx;
-      } else {
-        o.outbound[c.outbound++] = idx;
-        port[i] = out_port;
-      }
-    } else if (d == addr && !s_in) {
-      if (ports_only && !has_ports) {
+      } else if (in) {
         o.inbound_np[c.inbound_np++] = idx;
       } else {
-        o.inbound[c.inbound++] = idx;
-        port[i] = in_port;
+        o.other[c.other++] = idx;
       }
-    } else {
-      o.other[c.other++] = idx;
     }
   }
   c.min_ts = min_ts;
