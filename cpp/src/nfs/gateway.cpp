@@ -104,24 +104,23 @@ SplitCounts split_impl(packet::PacketBatch& batch, std::uint32_t inside_net, std
     const bool has_ports = k.proto == 6 || k.proto == 17;
     const bool out = s_in & !d_in & (d != addr);
     const bool in = (d == addr) & !s_in;
-    const bool to_out = out & (has_ports | !ports_only);
-    const bool to_in = in & (has_ports | !ports_only);
-    // outbound and inbound packets come mixed: appended without a branch (each list has room for n
-    // entries and holds at most i so far), the rare rest below
-    o.outbound[c.outbound] = idx;
-    c.outbound += to_out ? 1 : 0;
-    o.inbound[c.inbound] = idx;
-    c.inbound += to_in ? 1 : 0;
-    port[i] = to_out ? out_port : to_in ? in_port : std::uint16_t{0};
-    if (!to_out && !to_in) {
-      if (out) {
-        o.outbound_np[c.outbound_np++] = idx;
-      } else if (in) {
-        o.inbound_np[c.inbound_np++] = idx;
-      } else {
+    if (!(out | in) || (ports_only && !has_ports)) {  // rare in a gateway's traffic
+      if (!(out | in)) {
         o.other[c.other++] = idx;
+      } else if (out) {
+        o.outbound_np[c.outbound_np++] = idx;
+      } else {
+        o.inbound_np[c.inbound_np++] = idx;
       }
+      continue;
     }
+    // outbound and inbound packets come mixed: appended to both lists without a branch (each has
+    // room for n entries and holds at most i so far), counted in the one they belong to
+    o.outbound[c.outbound] = idx;
+    o.inbound[c.inbound] = idx;
+    c.outbound += out ? 1 : 0;
+    c.inbound += out ? 0 : 1;
+    port[i] = out ? out_port : in_port;
   }
   c.min_ts = min_ts;
   return c;
