@@ -102,25 +102,23 @@ SplitCounts split_impl(packet::PacketBatch& batch, std::uint32_t inside_net, std
     const bool s_in = (s & inside_mask) == net;
     const bool d_in = (d & inside_mask) == net;
     const bool has_ports = k.proto == 6 || k.proto == 17;
-    const bool out = s_in & !d_in & (d != addr);
-    const bool in = (d == addr) & !s_in;
-    if (!(out | in) || (ports_only && !has_ports)) {  // rare in a gateway's traffic
-      if (!(out | in)) {
-        o.other[c.other++] = idx;
-      } else if (out) {
+    if (s_in && !d_in && d != addr) {
+      if (ports_only && !has_ports) {
         o.outbound_np[c.outbound_np++] = idx;
       } else {
-        o.inbound_np[c.inbound_np++] = idx;
+        o.outbound[c.outbound++] = idx;
+        port[i] = out_port;
       }
-      continue;
+    } else if (d == addr && !s_in) {
+      if (ports_only && !has_ports) {
+        o.inbound_np[c.inbound_np++] = idx;
+      } else {
+        o.inbound[c.inbound++] = idx;
+        port[i] = in_port;
+      }
+    } else {
+      o.other[c.other++] = idx;
     }
-    // outbound and inbound packets come mixed: appended to both lists without a branch (each has
-    // room for n entries and holds at most i so far), counted in the one they belong to
-    o.outbound[c.outbound] = idx;
-    o.inbound[c.inbound] = idx;
-    c.outbound += out ? 1 : 0;
-    c.inbound += out ? 0 : 1;
-    port[i] = out ? out_port : in_port;
   }
   c.min_ts = min_ts;
   return c;
@@ -326,9 +324,15 @@ void rewrite_rows(packet::PacketBatch& b, const std::uint32_t* rows, const std::
     std::uint8_t* const pkt = data + offsets[i];
     const std::size_t l3 = l3_off[i];
     const bool has_l4 = (flags[i] & packet::kFlagHasL4) != 0;
-    if (!packet::v4_columns_in_bounds(pkt, offsets[i + 1] - offsets[i], l3, has_l4, l4_off[i], l4_len[i], proto)) {
-      continue;
-    }
+    // v4_columns_in_bounds for TCP (20-byte L4 header) / UDP (8), the sizes selected without a branch
+    // (the two protocols come mixed)
+    const bool tcp = proto == 6;
+    const std::size_t len = offsets[i + 1] - offsets[i];
+    if (l3 + 20 > len) continue;
+    const std::size_t iph = static_cast<std::size_t>(pkt[l3] & 0x0F) * 4;
+    if (iph < 20 || l3 + iph > len) continue;
+    const std::size_t l4 = l4_off[i];
+    if (has_l4 && (l4 < l3 + iph || l4 + l4_len[i] > len || l4_len[i] < (tcp ? 20u : 8u))) continue;
     std::uint8_t* const ip = pkt + l3;
     std::uint8_t* const a = ip + kAddrAt;
     const std::uint32_t old_addr = rd32(a);
@@ -340,17 +344,17 @@ void rewrite_rows(packet::PacketBatch& b, const std::uint32_t* rows, const std::
     const std::uint32_t be_addr = __builtin_bswap32(new_addr);
     std::memcpy((kSrc ? k.src : k.dst).data(), &be_addr, 4);
     if (!has_l4) continue;
-    std::uint8_t* const l4 = pkt + l4_off[i];
+    std::uint8_t* const l4h = pkt + l4;
     const std::uint16_t new_port = port[j];
-    std::uint8_t* const pp = l4 + kPortAt;
-    std::uint8_t* const cp = l4 + (proto == 6 ? 16 : 6);
+    std::uint8_t* const pp = l4h + kPortAt;
+    std::uint8_t* const cp = l4h + (tcp ? 16 : 6);
     const std::uint16_t old_port = rd16(pp);
     wr16(pp, new_port);
     std::uint16_t c = rd16(cp);
-    if (!(proto == 17 && c == 0)) {
+    if (tcp | (c != 0)) {  // a UDP checksum of 0 (none) stays 0
       c = static_cast<std::uint16_t>(~packet::fold(static_cast<std::uint32_t>(static_cast<std::uint16_t>(~c)) + da +
                                                    static_cast<std::uint16_t>(~old_port) + new_port));
-      if (proto == 17 && c == 0) c = 0xFFFF;
+      c = (!tcp && c == 0) ? std::uint16_t{0xFFFF} : c;  // UDP: a computed 0 is sent as 0xFFFF
       wr16(cp, c);
     }
     (kSrc ? k.sport : k.dport) = new_port;
