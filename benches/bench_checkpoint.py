@@ -7,7 +7,11 @@ batch of 1 024 packets of those flows between two. Reported per worker and check
 wall time (the worker's pause), its CPU time (the pause without the time a loaded box kept the
 worker off a core), the dispatcher's round trip, and the KiB the workers still map in small pages,
 with the workers' memory moved to huge pages at the first fork (``huge``) and without (``small``),
-and the load average. Asserts that every checkpoint was taken, that the workers held the flows,
+and the load average. ``delta``: no fork; each worker writes what its tables' dirty tracking saw
+change since its previous checkpoint (plus its VNF state) and the dispatcher, as checkpointer,
+brings its shadow images up to date (:func:`vnfkit.recovery.cow.worker_delta_image`); the pause
+reported is the worker's whole stop for the checkpoint (VNF snapshot, table deltas, pickling,
+writing the file to tmpfs), and ``apply_ms`` the dispatcher's work per checkpoint. Asserts that every checkpoint was taken, that the workers held the flows,
 and that every 100th forked image (and the last) equals the live state at the cut and restores
 bit for bit (:func:`vnfkit.recovery.pause.measure_fork_pauses`).
 
@@ -34,7 +38,7 @@ def split_batches(b, size: int) -> list:
     return [b.select(np.arange(s, min(s + size, len(b)), dtype=np.uint32)) for s in range(0, len(b), size)]
 
 
-@pytest.mark.parametrize("pages", ["huge", "small"])
+@pytest.mark.parametrize("pages", ["huge", "small", "delta"])
 def test_fork_checkpoint_pause(benchmark, pages):
     load = split_batches(traffic.generate(2 * FLOWS, 2 * FLOWS, seed=1), 4096)  # one packet per flow
     more = split_batches(traffic.generate(2 * FLOWS, 8 * FLOWS, seed=1), 1024)[:64]  # the same flows again
@@ -43,7 +47,7 @@ def test_fork_checkpoint_pause(benchmark, pages):
 
     def run() -> None:
         out["r"] = measure_fork_pauses(MazuNAT, cfg, load, more, checkpoints=CHECKPOINTS, verify_every=100,
-                                       huge_pages=pages == "huge")
+                                       huge_pages=pages == "huge", mode="delta" if pages == "delta" else "fork")
 
     benchmark.pedantic(run, rounds=1, iterations=1)
     r = out["r"]

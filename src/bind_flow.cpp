@@ -502,10 +502,10 @@ void bind_flow(py::module_& m) {
              if (lo > hi) throw py::value_error("active_in_range: lo must be <= hi");
              return vec_copy(t.active_in_range(lo, hi, since));
            }, py::arg("lo"), py::arg("hi"), py::arg("since_ns") = 0)
-      .def("live_slots", [](const FlowTable& t) {
+      .def("live_slots", [](const FlowTable& t, bool mark_dirty) {
              auto in_use = vnfkit::bridge::flow_table_use(&t);
-             return vec_copy(t.live_slots());
-           })
+             return vec_copy(t.live_slots(mark_dirty));
+           }, py::arg("mark_dirty") = true)
       .def("deadline", [](const FlowTable& t, std::uint32_t slot) {
              auto in_use = vnfkit::bridge::flow_table_use(&t);
              if (!t.live(slot)) throw py::value_error("deadline: slot is not live");
@@ -547,5 +547,39 @@ void bind_flow(py::module_& m) {
              auto image = image_of(b, info);
              auto in_use = vnfkit::bridge::flow_table_use(&t);
              t.restore_in_place(image);
-           }, py::arg("image"));
+           }, py::arg("image"))
+      .def("mark_dirty", [](FlowTable& t, const py::array& slots) {
+             auto in_use = vnfkit::bridge::flow_table_use(&t);
+             require_1d<std::uint32_t>(slots, "slots");
+             t.mark_dirty(static_cast<const std::uint32_t*>(slots.data()), static_cast<std::size_t>(slots.size()));
+           }, py::arg("slots").noconvert(),
+           "Mark slots whose value records the caller writes by a slot number kept from earlier.")
+      .def("dirty_count", [](const FlowTable& t) { return t.dirty_count(); },
+           "Slots marked dirty since the last take_delta() / clear_dirty().")
+      .def("take_delta", [](FlowTable& t) {
+             auto in_use = vnfkit::bridge::flow_table_use(&t);
+             return to_bytes(t.take_delta());
+           }, "What changed since the last take_delta() / clear_dirty() (for a FlowTableImage); starts a new interval.")
+      .def("clear_dirty", [](FlowTable& t) {
+             auto in_use = vnfkit::bridge::flow_table_use(&t);
+             t.clear_dirty();
+           }, "Start a new dirty interval without a delta (right after a snapshot() that seeds an image).");
+
+  py::class_<vnfkit::flow::FlowTableImage>(
+      m, "FlowTableImage",
+      "A FlowTable's image kept outside the table: built from its snapshot(), brought up to date by each later\n"
+      "take_delta() in order; snapshot() then equals the table's own snapshot() byte for byte.")
+      .def(py::init([](const py::buffer& b) {
+             py::buffer_info info;
+             return vnfkit::flow::FlowTableImage(image_of(b, info));
+           }), py::arg("image"))
+      .def("apply", [](vnfkit::flow::FlowTableImage& im, const py::buffer& b) {
+             py::buffer_info info;
+             auto d = image_of(b, info);
+             im.apply(d);
+           }, py::arg("delta"), "Apply the table's next delta (SnapshotError if it is not the next one or is malformed).")
+      .def("snapshot", [](const vnfkit::flow::FlowTableImage& im) { return to_bytes(im.snapshot()); })
+      .def("__len__", &vnfkit::flow::FlowTableImage::size)
+      .def_property_readonly("deltas", &vnfkit::flow::FlowTableImage::deltas,
+                             "The table's interval count after the last delta applied (0 before any).");
 }

@@ -237,3 +237,93 @@ def test_scapy_streaming_reader_agrees(tmp_path):
     with ScapyPcapReader(str(path)) as r:
         assert [bytes(p) for p in r] == b.to_list()
     assert vp.read_pcap(path).to_list() == b.to_list()
+
+
+def _fallocate_supported(directory) -> bool:
+    """Whether the file system under ``directory`` takes fallocate(FALLOC_FL_KEEP_SIZE) (probed apart
+    from the writer under test)."""
+    import ctypes
+    import os
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long]
+    probe = directory / "probe"
+    fd = os.open(probe, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        return libc.fallocate(fd, 1, 0, 1 << 20) == 0
+    finally:
+        os.close(fd)
+        probe.unlink()
+
+
+def _allocated(path) -> int:
+    import os
+
+    return os.stat(path).st_blocks * 512
+
+
+# 70 000 64-byte frames: 5.6 MB of records, more than the writer's 4 MiB buffer (so one flush runs
+# before close) and less than its first 16 MiB preallocation step.
+BIG = 70_000
+FIRST_FLUSH = 24 + ((4 << 20) - 24) // 80 * 80  # the whole 80-byte records that fit the buffer
+
+
+@pytest.fixture(scope="module")
+def big_batch():
+    return traffic.generate(flows=500, packets=BIG, seed=6, frame_size=64)
+
+
+def test_sink_preallocates_ahead_and_close_frees_the_rest(tmp_path, big_batch):
+    import os
+
+    from vnfkit.io import PcapSink
+
+    path = tmp_path / "big.pcap"
+    sink = PcapSink(path)
+    sink.write(big_batch)
+    size = os.path.getsize(path)
+    assert size == FIRST_FLUSH  # one full buffer written; the file is never longer than its data
+    if _fallocate_supported(tmp_path):
+        assert _allocated(path) >= 16 << 20  # blocks reserved past the end of the data
+    sink.close()
+    size = os.path.getsize(path)
+    assert size == 24 + BIG * 16 + int(big_batch.offsets[-1])
+    assert _allocated(path) < size + (1 << 20)  # the unused preallocation was given back
+    back = vnfkit.PacketBatch.from_pcap(str(path))
+    assert back.to_list() == big_batch.to_list()
+
+
+def test_sink_dropped_without_close_frees_the_preallocation(tmp_path, big_batch):
+    import gc
+    import os
+
+    from vnfkit.io import PcapSink
+
+    path = tmp_path / "dropped.pcap"
+    sink = PcapSink(path)
+    sink.write(big_batch)
+    del sink
+    gc.collect()
+    size = os.path.getsize(path)
+    assert size == 24 + BIG * 16 + int(big_batch.offsets[-1])  # the destructor flushed
+    assert _allocated(path) < size + (1 << 20)
+
+
+def test_sink_killed_midway_leaves_only_whole_data(tmp_path):
+    """A writer that dies before close leaves the bytes it wrote and no preallocated zeros after them."""
+    import os
+    import subprocess
+    import sys
+
+    path = tmp_path / "killed.pcap"
+    code = (f"import os; from vnfkit import traffic; from vnfkit.io import PcapSink\n"
+            f"b = traffic.generate(flows=500, packets={BIG}, seed=6, frame_size=64)\n"
+            f"s = PcapSink({str(path)!r}); s.write(b); os._exit(0)\n")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120,
+                   env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert os.path.getsize(path) == FIRST_FLUSH
+    from vnfkit.io import PcapSource
+
+    src = PcapSource(path)
+    got = sum(len(b) for b in src)
+    assert got == (FIRST_FLUSH - 24) // 80 and src.truncated_offset is None  # whole records and nothing after

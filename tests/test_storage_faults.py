@@ -17,9 +17,10 @@ import time
 import pytest
 
 from vnfkit.recovery.backup import DET_STREAM
-from vnfkit.recovery.input_log import INPUT_STREAM
+from vnfkit.recovery.ft_trial import stream_trial
+from vnfkit.recovery.input_log import INPUT_STREAM, InputHandler
 from vnfkit.recovery.process_master import process_trial
-from vnfkit.recovery.storage import FileStorage
+from vnfkit.recovery.storage import FileStorage, MemoryStorage
 from vnfkit.recovery.storage.redis import RedisStorage
 from vnfkit.recovery.storage.redis_servers import RedisPair, redis_server_path
 from vnfkit.recovery.workloads import workload
@@ -31,15 +32,34 @@ needs_redis = pytest.mark.skipif(redis_server_path() is None, reason="redis-serv
 
 class FaultyRedis(RedisStorage):
     """Redis storage whose primary suffers `fault` ("stall": SIGSTOP, "kill": SIGKILL) at the
-    `start`-th sync and is healed (SIGCONT, or restarted from its append-only file) at the
-    `start + length`-th sync, or before anyone reads storage, whichever comes first."""
+    `start`-th sync (or when input record `at_input` is appended) and is healed (SIGCONT, or
+    restarted from its append-only file) at the `start + length`-th sync, or before anyone reads
+    storage (unless `heal_on_read` is false: storage then never returns by itself)."""
 
-    def __init__(self, pair: RedisPair, fault: str, start: int, length: int, prefix: str = "vnfkit") -> None:
+    def __init__(self, pair: RedisPair, fault: str, start: int, length: int, prefix: str = "vnfkit", *,
+                 at_input: int | None = None, heal_on_read: bool = True) -> None:
         super().__init__(unix_socket_path=pair.primary_socket, socket_timeout_s=0.3, prefix=prefix)
         self.pair, self.fault, self.start, self.length = pair, fault, start, length
+        self.at_input, self.heal_on_read = at_input, heal_on_read
         self.syncs = 0
         self.faulted = False
         self.statuses: list[str] = []
+        self.outage_input = -1  # the first input record appended while storage was away
+
+    def _fail(self) -> None:
+        self.faulted = True
+        if self.fault == "stall":
+            self.pair.stall("primary")
+        else:
+            self.pair.kill("primary")
+
+    def append(self, stream, record):  # type: ignore[override]
+        off = super().append(stream, record)
+        if stream == INPUT_STREAM and off == self.at_input:
+            self._fail()
+        if stream == INPUT_STREAM and self.faulted and self.outage_input < 0:
+            self.outage_input = off
+        return off
 
     def _heal(self) -> None:
         if not self.faulted:
@@ -54,11 +74,7 @@ class FaultyRedis(RedisStorage):
     def sync(self, timeout_s: float = 1.0):  # type: ignore[override]
         self.syncs += 1
         if self.syncs == self.start:
-            self.faulted = True
-            if self.fault == "stall":
-                self.pair.stall("primary")
-            else:
-                self.pair.kill("primary")
+            self._fail()
         elif self.syncs == self.start + self.length:
             self._heal()
         r = super().sync(min(timeout_s, 0.3))
@@ -66,7 +82,8 @@ class FaultyRedis(RedisStorage):
         return r
 
     def read(self, stream: str, start: int = 0):  # type: ignore[override]
-        self._heal()  # a backup waits for storage to return before it reads
+        if self.heal_on_read:
+            self._heal()  # storage returns while the backup waits for it
         return super().read(stream, start)
 
 
@@ -88,7 +105,8 @@ def test_primary_fault_mid_run_holds_outputs_and_loses_nothing(redis_pair, fault
     failed = [s for s in st.statuses if s != "ok"]
     assert len(failed) >= 5, st.statuses  # storage was away for several group commits ...
     assert st.statuses[-1] == "ok"  # ... and came back
-    assert sum(e.startswith(("timeout", "unavailable")) for e in res.storage_events) == len(failed)  # reported
+    reported = [e for e in res.storage_events if e.startswith(("timeout", "unavailable", "not-replicated"))]
+    assert len(reported) == len(failed), (st.statuses, res.storage_events)  # every failed sync reported
     assert res.released_master == ref.released_master == 3000 and res.held_at_crash == 0  # all out once back
     got = _stable(st)
     assert st.acked(INPUT_STREAM) == clean.acked(INPUT_STREAM) == len(w.batches)
@@ -98,44 +116,148 @@ def test_primary_fault_mid_run_holds_outputs_and_loses_nothing(redis_pair, fault
     clean.close()
 
 
-def _killed_during_outage(pair: RedisPair, fault: str):
+def _killed_during_outage(pair: RedisPair, fault: str, **kw):
     w = workload("mazunat", packets=6000, flows=400, batch=256, seed=5)  # 2 workers, one shared pool
     crash_at = 18
     # two syncs per batch (the input before it runs, the outputs after) + one per checkpoint:
     # the primary goes away three batches before the crash and returns only when the backup reads
-    st = FaultyRedis(pair, fault, start=2 * (crash_at - 3) + 2, length=10**6)
+    st = FaultyRedis(pair, fault, start=2 * (crash_at - 3) + 2, length=10**6, **kw)
     try:
         return process_trial(w, crash_at, "mid-batch", kill_worker=1, delay_s=0.0003, storage=st,
-                             checkpoint_every=8)
+                             checkpoint_every=8, storage_wait_s=1.0), st.outage_input
     finally:
         st.close()
 
 
 @needs_redis
 @pytest.mark.parametrize("fault", ["stall", "kill"])
-def test_worker_killed_while_storage_is_away_recovers_correctly(redis_pair, fault):
+def test_worker_killed_while_storage_is_away_recovers_correctly_and_loses_no_input(redis_pair, fault):
     pair = redis_pair
-    res = _killed_during_outage(pair, fault)
+    res, outage_input = _killed_during_outage(pair, fault)
+    assert 0 < outage_input <= res.failed_batch
     assert any(e.startswith(("timeout", "unavailable")) for e in res.storage_events), res.storage_events
     assert res.held_at_crash > 0  # outputs whose determinants storage never acknowledged were held
-    assert res.verdict.correct, str(res.verdict)  # nothing unsafe had been released
-    assert res.lost_batches > 0  # the inputs storage never acknowledged are counted, not hidden
-    assert res.released_master + res.released_backup <= 6000 - 256 * res.lost_batches
+    assert res.verdict.correct, str(res.verdict)  # nothing unsafe had been released, none twice
+    # every packet came out, exactly once (the oracle found no duplicate)
+    assert res.verdict.checked["released"] == res.released_master + res.released_backup == 6000
+    assert res.lost_batches == 0
+    # the inputs storage never acknowledged came from the input handler, executed afresh by the backup
+    assert res.recovery.next_seq <= outage_input + 1  # (a stalled primary may run its last write on SIGCONT)
+    assert res.redelivered_batches == res.failed_batch + 1 - res.recovery.next_seq > 0
+    assert res.held_inputs == 0
 
 
 @needs_redis
-@pytest.mark.xfail(strict=True, reason="the process master hands the backup only the inputs storage "
-                   "acknowledged; inputs admitted while storage was away (their outputs all held) are "
-                   "not re-delivered to it")
-def test_worker_killed_while_storage_is_away_loses_no_input(redis_pair):
+def test_storage_that_never_returns_holds_every_input_and_output_and_says_so(redis_pair):
     pair = redis_pair
-    res = _killed_during_outage(pair, "stall")
-    assert res.lost_batches == 0 and res.released_master + res.released_backup == 6000
+    res, outage_input = _killed_during_outage(pair, "stall", heal_on_read=False)
+    assert res.recovery.next_seq == 0 and res.released_backup == 0  # no backup went live
+    assert any(e.startswith("failover: redis did not answer") for e in res.storage_events), res.storage_events
+    assert "no backup went live" in res.storage_events[-1] and "held by the input handler" in res.storage_events[-1]
+    # every input from the outage on is held by the input handler, the rest of the trace included;
+    # on a loaded box the batch just before it may be held too (not yet acknowledged when the primary
+    # stalled; seen once at load average ~9), never more than that
+    assert 6000 - 256 * outage_input <= res.held_inputs <= 6000 - 256 * (outage_input - 1)
+    assert res.held_inputs % 256 == 0
+    assert res.lost_batches == 0 and res.held_at_crash > 0
+    assert res.released_master <= 256 * outage_input  # nothing of the outage left
+    assert res.verdict.correct, str(res.verdict)
+    assert res.verdict.checked["released"] == res.released_master
+
+
+@needs_redis
+def test_storage_away_at_the_end_of_a_run_holds_and_reports(redis_pair):
+    pair = redis_pair
+    w = workload("mazunat", packets=3000, flows=200, batch=128, seed=4)
+    st = FaultyRedis(pair, "stall", start=10**9, length=1, at_input=20, heal_on_read=False)
+    try:
+        res = process_trial(w, None, queues=1, storage=st, checkpoint_every=10**6)
+    finally:
+        st.close()
+    assert st.outage_input == 20
+    held = 3000 - 128 * 20
+    assert res.held_at_crash == held and res.released_master == 3000 - held
+    assert res.storage_events[-1].startswith(f"end of run: storage has not acknowledged {len(w.batches) - 20} input")
+    assert res.held_inputs == held
+
+
+@needs_redis
+@pytest.mark.parametrize("fault", ["stall", "kill"])
+def test_streaming_master_killed_while_storage_is_away_loses_no_input(redis_pair, fault):
+    w = workload("mazunat", packets=4000, flows=300, batch=256, seed=6)
+    for b in w.batches:
+        b.parse()
+    st = FaultyRedis(redis_pair, fault, start=10**9, length=1, at_input=8)  # back when the backup reads
+    try:
+        res = stream_trial(w, 11, kill_worker=1, delay_s=0.0003, storage=st, checkpoint_interval_s=0.02,
+                           backup_mode="cold")
+    finally:
+        st.close()
+    assert st.outage_input == 8
+    assert res.verdict.correct, str(res.verdict)
+    # every packet came out, exactly once (no duplicate, none left unreleased)
+    assert res.verdict.checked["released"] == res.released_master + res.released_backup == 4000
+    assert any(e.startswith(("timeout", "unavailable")) for e in res.storage_events), res.storage_events
+    assert res.verdict.checked["unreleased_packets"] == 0 and res.lost_batches == 0
+    assert res.redelivered_batches > 0 and res.recovery.next_seq <= 9
+
+
+@needs_redis
+def test_streaming_master_holds_everything_when_storage_never_returns(redis_pair):
+    w = workload("mazunat", packets=4000, flows=300, batch=256, seed=6)
+    for b in w.batches:
+        b.parse()
+    st = FaultyRedis(redis_pair, "kill", start=10**9, length=1, at_input=8, heal_on_read=False)
+    try:
+        res = stream_trial(w, 11, kill_worker=1, delay_s=0.0003, storage=st, checkpoint_interval_s=0.02,
+                           backup_mode="cold", storage_wait_s=0.5)
+    finally:
+        st.close()
+    assert res.released_backup == 0 and res.released_master <= 8 * 256  # nothing of the outage left
+    assert any(e.startswith("failover: redis is unavailable") for e in res.storage_events), res.storage_events
+    assert "no backup went live" in res.storage_events[-1]
+    assert res.held_inputs == 4000 - 8 * 256 and res.lost_batches == 0  # the input handler holds the rest
+    assert res.verdict.correct, str(res.verdict)
+
+
+class _Away(MemoryStorage):
+    """In-process storage that acknowledges nothing while `down`."""
+
+    down = False
+
+    def _commit(self, queued, timeout_s):  # type: ignore[override]
+        return ("unavailable", "down") if self.down else super()._commit(queued, timeout_s)
+
+
+def test_input_handler_keeps_what_storage_has_not_acknowledged():
+    w = workload("mazunat", packets=1000, flows=50, batch=128, seed=3)
+    st = _Away()
+    inp = InputHandler(st)
+    for b in w.batches[:3]:
+        inp.admit(b)
+    assert st.sync().ok
+    assert inp.unacknowledged() == [] and inp.held() == (0, 0)
+    st.down = True
+    for b in w.batches[3:6]:
+        inp.admit(b)
+    assert not st.sync().ok
+    got = inp.unacknowledged()
+    assert [s for s, _ in got] == [3, 4, 5]
+    assert inp.held() == (3, sum(len(b) for b in w.batches[3:6]))
+    for (_, b), want in zip(got, w.batches[3:6]):  # as logged: ids, timestamps, bytes
+        assert b.packet_id.tolist() == want.packet_id.tolist() and b.ts_ns.tolist() == want.ts_ns.tolist()
+        assert bytes(b.data[:int(b.offsets[-1])]) == bytes(want.data[:int(want.offsets[-1])])
+    assert [s for s, _ in inp.unacknowledged(5)] == [5]
+    st.down = False
+    inp.admit(w.batches[6])
+    assert st.sync().ok
+    assert inp.unacknowledged() == [] and inp.held() == (0, 0)  # forgotten once acknowledged
+    assert InputHandler(None).unacknowledged() == [] and InputHandler(None).held() == (0, 0)
 
 
 WRITER = r"""
 import sys
-from vnfkit.recovery.storage import FileStorage
+from vnfkit.recovery.storage import FileStorage, MemoryStorage
 s = FileStorage(sys.argv[1])
 i = s.acked("log")
 n = 1 + i % 5

@@ -1,5 +1,12 @@
 #include <gtest/gtest.h>
 
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
 #include "vnfkit/packet/batch.hpp"
 
 using vnfkit::packet::PacketBatch;
@@ -27,4 +34,47 @@ TEST(FlowKey, ReversedSwapsEndpoints) {
   EXPECT_EQ(r.src_v4(), 0x08080808u);
   EXPECT_EQ(r.dport, 1234);
   EXPECT_EQ(r.reversed(), k);
+}
+
+TEST(Buffer, LargeZeroResizeLeavesFreshPagesUntouchedAndKeepsContents) {
+  // A heap block filled with junk and freed first: a zeroed column must not reuse it as it is.
+  { std::vector<std::uint64_t> junk(1u << 21, ~std::uint64_t{0}); }
+  vnfkit::packet::Buffer<std::uint64_t> b;
+  b.resize(3);
+  b[0] = 7;
+  b[2] = 9;
+  const std::size_t n = std::size_t{1} << 22;  // 32 MiB: mapped zeroed, not filled
+  b.resize(n);
+  ASSERT_EQ(b.size(), n);
+  EXPECT_EQ(b[0], 7u);
+  EXPECT_EQ(b[1], 0u);
+  EXPECT_EQ(b[2], 9u);
+  // The pages past the first were never written, so the kernel has not even made them resident.
+  const long page = ::sysconf(_SC_PAGESIZE);
+  auto* base = reinterpret_cast<std::uint8_t*>(b.data());
+  auto* first = reinterpret_cast<std::uint8_t*>((reinterpret_cast<std::uintptr_t>(base) + (4u << 20)) &
+                                                ~static_cast<std::uintptr_t>(page - 1));
+  const std::size_t len = 16u << 20;
+  std::vector<unsigned char> resident(len / static_cast<std::size_t>(page));
+  ASSERT_EQ(::mincore(first, len, resident.data()), 0);
+  EXPECT_EQ(std::count_if(resident.begin(), resident.end(), [](unsigned char r) { return r & 1; }), 0);
+  // ... and read as zero.
+  for (std::size_t i = 3; i < n; i += 4099) ASSERT_EQ(b[i], 0u) << i;
+  EXPECT_EQ(b[n - 1], 0u);
+  // Growing again keeps everything and zeroes only the new part.
+  b[n - 1] = 5;
+  b.resize(n + 10);
+  EXPECT_EQ(b[0], 7u);
+  EXPECT_EQ(b[n - 1], 5u);
+  EXPECT_EQ(b[n + 9], 0u);
+}
+
+TEST(Buffer, LargeZeroResizeOfAStructWithNonZeroDefaultsFillsIt) {
+  struct Ones {
+    std::uint32_t v = 1;
+  };
+  vnfkit::packet::Buffer<Ones> b;
+  b.resize(std::size_t{2} << 20);  // 8 MiB
+  EXPECT_EQ(b[0].v, 1u);
+  EXPECT_EQ(b[(std::size_t{2} << 20) - 1].v, 1u);
 }

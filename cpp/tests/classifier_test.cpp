@@ -140,3 +140,39 @@ TEST(Classifier, RejectsBadConfig) {
   k.family = 0;
   EXPECT_THROW((void)c.ports_for_queue(k, 1, 5, 0, out.data()), std::invalid_argument);
 }
+
+TEST(Classifier, HashAndFlowIdMatchTheToeplitzDefinitionInEveryEndpointOrder) {
+  for (bool symmetric : {false, true}) {
+    ClassifierConfig cfg;
+    cfg.num_queues = 4;
+    cfg.symmetric = symmetric;
+    const MultiQueueClassifier c(cfg);
+    PacketBatch b = make_batch(12, 3);
+    // canonical, swapped, and equal addresses with the ports in either order, TCP/UDP and fragments
+    const std::uint32_t lo = 0x0A000001u, hi = 0xC0A80001u;
+    const FlowKey keys[] = {
+        vnfkit::flow::make_v4_key(lo, hi, 1000, 80, 6),   vnfkit::flow::make_v4_key(hi, lo, 80, 1000, 6),
+        vnfkit::flow::make_v4_key(lo, lo, 1000, 80, 17),  vnfkit::flow::make_v4_key(lo, lo, 80, 1000, 17),
+        vnfkit::flow::make_v4_key(lo, lo, 80, 80, 6),     vnfkit::flow::make_v4_key(hi, lo, 5, 7, 1),
+        vnfkit::flow::make_v4_key(lo, hi, 7, 5, 1),       vnfkit::flow::make_v4_key(hi, lo, 9, 3, 17),
+        vnfkit::flow::make_v4_key(lo, lo, 9, 3, 17),      vnfkit::flow::make_v4_key(hi, hi, 3, 9, 6),
+        vnfkit::flow::make_v4_key(hi, lo, 443, 2000, 6),  vnfkit::flow::make_v4_key(lo, hi, 2000, 443, 6)};
+    for (std::size_t i = 0; i < b.size(); ++i) b.key[i] = keys[i];
+    b.flags[7] = vnfkit::packet::kFlagFragment;  // addresses only
+    b.flags[8] = vnfkit::packet::kFlagFragment;
+    std::vector<std::uint32_t> order(b.size()), offs(cfg.num_queues + 1);
+    c.classify(b, order.data(), offs.data());
+    for (std::size_t i = 0; i < b.size(); ++i) {
+      const bool ports = c.hashes_ports(b.key[i], b.flags[i]);
+      const std::uint32_t sym = c.toeplitz().hash_key_symmetric(b.key[i], ports);
+      EXPECT_EQ(b.flow_id[i], sym) << i;
+      EXPECT_EQ(b.hash[i], symmetric ? sym : c.toeplitz().hash_key(b.key[i], ports)) << i;
+      EXPECT_EQ(b.queue[i], c.reta().lookup(b.hash[i])) << i;
+      // the symmetric hash is the plain hash of whichever endpoint order is canonical
+      const FlowKey r = b.key[i].reversed();
+      EXPECT_TRUE(sym == c.toeplitz().hash_key(b.key[i], ports) || sym == c.toeplitz().hash_key(r, ports)) << i;
+    }
+    EXPECT_EQ(b.flow_id[0], b.flow_id[1]);
+    EXPECT_EQ(b.flow_id[2], b.flow_id[3]);
+  }
+}

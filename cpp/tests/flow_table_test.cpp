@@ -399,3 +399,61 @@ TEST(FlowTable, BatchedLookupsEqualSingleLookupsInOverflowingBuckets) {
     }
   }
 }
+
+// Dirty tracking: an image seeded by snapshot() and fed every take_delta() snapshots to the live
+// table's bytes after random inserts, FIN/RST, touches, removals, expiry and value writes of the
+// slots handed out; a delta is proportional to the slots changed; a repeated delta is refused.
+TEST(FlowTable, DeltaImageFollowsTheTable) {
+  std::mt19937 gen(5);
+  auto rng = [&gen] { return static_cast<std::uint32_t>(gen()); };
+  FlowTable t(cfg(300, 500, 50));
+  FlowTableImage im(t.snapshot());
+  t.clear_dirty();
+  std::uint64_t now = 0;
+  Expired e;
+  for (int step = 0; step < 150; ++step) {
+    Batch b;
+    for (int i = 0; i < 15; ++i) {
+      b.keys.push_back(key(rng() % 500, rng() % 3 ? 6 : 17));
+      b.ts.push_back(now + rng() % 100);
+      b.flags.push_back(rng() % 10 == 0 ? kTcpFin : 0);
+    }
+    b.run(t);
+    for (auto s : b.slots) {
+      if (s != kNoSlot) t.values()[std::size_t{s} * 16 + (rng() % 16)] ^= static_cast<std::uint8_t>(1 + rng() % 255);
+    }
+    if (step % 5 == 0) {
+      std::vector<std::uint32_t> live;
+      for (std::uint32_t s = 0; s < 300; ++s) {
+        if (t.live(s)) live.push_back(s);
+      }
+      if (!live.empty()) {
+        const std::uint32_t s = live[rng() % live.size()];
+        std::vector<std::uint64_t> ts{now + 200};
+        std::vector<std::uint8_t> fl{kTcpRst};
+        t.touch(&s, 1, ts.data(), fl.data(), nullptr, 1, nullptr);
+        if (step % 3 == 0) t.remove_slot(live[rng() % live.size()]);
+      }
+    }
+    if (step % 7 == 0) b.keys.resize(3), t.remove(b.keys.data(), 3, nullptr);
+    now += 30;
+    t.expire(now, e);
+    if (step == 100) t.clear();
+    auto d = t.take_delta();
+    EXPECT_EQ(t.dirty_count(), 0u);
+    im.apply(d);
+    ASSERT_EQ(im.snapshot(), t.snapshot()) << "step " << step;
+    if (step == 149) {
+      EXPECT_THROW(im.apply(d), vnfkit::snapshot::SnapshotError);  // applied twice
+    }
+  }
+  EXPECT_EQ(im.size(), t.size());
+  const auto empty = t.take_delta();
+  Batch one;
+  one.keys.push_back(key(7));
+  one.ts.push_back(now);
+  one.flags.push_back(0);
+  one.run(t);
+  EXPECT_EQ(t.dirty_count(), 1u);
+  EXPECT_EQ(t.take_delta().size(), empty.size() + 4 + sizeof(FlowEntry) + 16);  // slot, entry, value
+}

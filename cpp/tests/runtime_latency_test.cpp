@@ -34,6 +34,25 @@ TEST(LatencyHistogram, RecordsOverflowMinMax) {
   EXPECT_EQ(h.min(), 0u);
 }
 
+TEST(LatencyHistogram, RecordNEqualsNRecords) {
+  LatencyHistogram a(1'000'000, 3), b(1'000'000, 3);
+  const std::uint64_t values[] = {3, 3, 1500, 999'999, 2'000'000, 0, 1500};
+  const std::uint64_t counts[] = {4, 1, 7, 2, 3, 5, 0};
+  for (std::size_t i = 0; i < 7; ++i) {
+    a.record_n(values[i], counts[i]);
+    for (std::uint64_t c = 0; c < counts[i]; ++c) b.record(values[i]);
+  }
+  EXPECT_EQ(a.counts(), b.counts());
+  EXPECT_EQ(a.total(), 22u);
+  EXPECT_EQ(a.total(), b.total());
+  EXPECT_EQ(a.overflow(), 3u);
+  EXPECT_EQ(a.min(), b.min());
+  EXPECT_EQ(a.max(), b.max());
+  a.record_n(1, 0);  // nothing recorded: min stays
+  EXPECT_EQ(a.min(), 0u);
+  EXPECT_EQ(a.total(), 22u);
+}
+
 TEST(LatencyHistogram, BadConfigNamesTheField) {
   EXPECT_THROW(LatencyHistogram(1, 3), std::invalid_argument);
   EXPECT_THROW(LatencyHistogram(1000, 0), std::invalid_argument);

@@ -162,6 +162,85 @@ TEST(SlabLayout, AppendWrapStoreRoundTrip) {
   EXPECT_FALSE(lay.store(s, w));  // outgrew the slab: nothing written
 }
 
+TEST(SlabLayout, AppendOfScatteredIndicesCopiesEveryColumnAndStopsWhereTheBytesRunOut) {
+  const RingConfig cfg{2, 1 << 16};
+  Mem mem(SlabRing::required_bytes(cfg));
+  auto ring = SlabRing::create(mem.span(), cfg);
+  SlabLayout lay(300, cfg.slab_bytes);
+  // packets of 40..439 bytes with every column distinct per packet
+  PacketBatch src;
+  src.clear();
+  for (std::size_t i = 0; i < 300; ++i) {
+    std::vector<std::uint8_t> pkt(40 + (i * 37) % 400);
+    for (std::size_t j = 0; j < pkt.size(); ++j) pkt[j] = static_cast<std::uint8_t>(i * 7 + j);
+    src.append(pkt, 5000 + i);
+    src.packet_id[i] = 100000 + i;
+    src.key[i] = vnfkit::flow::make_v4_key(static_cast<std::uint32_t>(i), 77, static_cast<std::uint16_t>(i), 9, 6);
+    src.hash[i] = static_cast<std::uint32_t>(i * 3);
+    src.flow_id[i] = static_cast<std::uint32_t>(i * 5);
+    src.queue[i] = static_cast<std::uint16_t>(i % 3);
+    src.port[i] = static_cast<std::uint16_t>(i % 4);
+    src.drop[i] = static_cast<std::uint8_t>(i % 2);
+    src.flags[i] = static_cast<std::uint8_t>(i % 8);
+    src.tcp_flags[i] = static_cast<std::uint8_t>(i % 64);
+    src.l3_offset[i] = static_cast<std::uint16_t>(i % 20);
+    src.l4_offset[i] = static_cast<std::uint16_t>(i % 40);
+    src.l4_len[i] = static_cast<std::uint16_t>(i % 60);
+  }
+  // runs of consecutive indices of varied lengths, with gaps (as one queue's share of a batch)
+  std::vector<std::uint32_t> idx;
+  for (std::uint32_t i = 0; i < 300; ++i) {
+    if (i % 7 != 3 && i % 11 != 5) idx.push_back(i);
+  }
+  std::vector<std::uint64_t> arrival(300);
+  for (std::size_t i = 0; i < 300; ++i) arrival[i] = 1'000'000 + i;
+  for (bool paced : {false, true}) {
+    std::byte* s = ring.slab(ring.fill_cursor());
+    lay.reset(s);
+    const std::uint64_t* arr = paced ? arrival.data() : nullptr;
+    std::size_t k = 0, calls = 0;
+    std::vector<std::uint64_t> want_arrival;  // of the unpaced appends: the call's arrival_ns
+    while (k < idx.size()) {  // a few appends of uneven sizes, until the slab is full
+      const std::size_t want = std::min<std::size_t>(idx.size() - k, 13 + calls * 17);
+      const std::size_t got = lay.append(s, src, idx.data() + k, want, 42 + calls, arr);
+      want_arrival.insert(want_arrival.end(), got, 42 + calls);
+      ++calls;
+      k += got;
+      if (got < want) break;
+    }
+    const std::size_t full = k;
+    ASSERT_GT(full, 0u);
+    ASSERT_LT(full, idx.size());  // stopped by max_packets or by the bytes, not by running out
+    std::uint64_t need = 0;
+    for (std::size_t j = 0; j <= full && j < idx.size(); ++j) need += src.packet(idx[j]).size();
+    EXPECT_LT(full, lay.max_packets());
+    EXPECT_GT(need, lay.data_capacity());  // stopped by the bytes: the next one did not fit
+    EXPECT_EQ(lay.append(s, src, idx.data() + full, 1, 0, arr), 0u);
+    PacketBatch w = lay.wrap(s, std::make_shared<int>(0));
+    ASSERT_EQ(w.size(), full);
+    w.validate();
+    for (std::size_t j = 0; j < full; ++j) {
+      const std::uint32_t i = idx[j];
+      ASSERT_TRUE(std::equal(w.packet(j).begin(), w.packet(j).end(), src.packet(i).begin(), src.packet(i).end())) << j;
+      EXPECT_EQ(w.ts_ns[j], src.ts_ns[i]);
+      EXPECT_EQ(w.packet_id[j], src.packet_id[i]);
+      EXPECT_TRUE(w.key[j] == src.key[i]);
+      EXPECT_EQ(w.hash[j], src.hash[i]);
+      EXPECT_EQ(w.flow_id[j], src.flow_id[i]);
+      EXPECT_EQ(w.queue[j], src.queue[i]);
+      EXPECT_EQ(w.port[j], src.port[i]);
+      EXPECT_EQ(w.drop[j], src.drop[i]);
+      EXPECT_EQ(w.flags[j], src.flags[i]);
+      EXPECT_EQ(w.tcp_flags[j], src.tcp_flags[i]);
+      EXPECT_EQ(w.l3_offset[j], src.l3_offset[i]);
+      EXPECT_EQ(w.l4_offset[j], src.l4_offset[i]);
+      EXPECT_EQ(w.l4_len[j], src.l4_len[i]);
+      EXPECT_EQ(lay.arrival(s)[j], paced ? arrival[i] : want_arrival[j]);
+    }
+    EXPECT_EQ(SlabLayout::header(s).opened_ns, paced ? arrival[idx[0]] : 42u);
+  }
+}
+
 TEST(SlabRing, TwoThreadsSleepWakeAndExactOrder) {
   const RingConfig cfg{8, 1 << 14};
   Mem mem(SlabRing::required_bytes(cfg));

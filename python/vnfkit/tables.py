@@ -728,9 +728,10 @@ class FlowTable:
         """Slots of the flows :meth:`active_in_range` would return."""
         return self._t.active_in_range(lo, hi, since_ns)
 
-    def live_slots(self) -> npt.NDArray[np.uint32]:
-        """Slots of all live flows, ascending."""
-        return self._t.live_slots()
+    def live_slots(self, *, mark_dirty: bool = True) -> npt.NDArray[np.uint32]:
+        """Slots of all live flows, ascending. They are marked dirty (see :meth:`take_delta`: the
+        caller may write their values) unless ``mark_dirty=False``, for a reader that writes none."""
+        return self._t.live_slots(bool(mark_dirty))  # type: ignore[no-any-return]
 
     def deadline(self, slot: int) -> int | None:
         """Current expiry deadline (ns) of a live slot, None if it never expires."""
@@ -748,7 +749,7 @@ class FlowTable:
     def to_numpy(self) -> npt.NDArray[Any]:
         """Every live flow as a structured array (a copy) with fields ``slot``, ``key``, ``flow_id``,
         ``last_ts``, ``closing`` (FIN/RST seen), ``timeout_class`` (id) and ``value``, ordered by slot."""
-        slots = self._t.live_slots()
+        slots = self._t.live_slots(False)  # a copy: nothing is written through these slots
         e = self._entries[slots]
         out = np.zeros(
             len(slots),
@@ -807,12 +808,72 @@ class FlowTable:
         :class:`SnapshotError` and the table is unchanged."""
         self._t.restore_in_place(_image(image))
 
+    # ---- dirty tracking (incremental checkpoints)
+    def mark_dirty(self, slots: npt.NDArray[np.uint32]) -> None:
+        """Tell the table that the value records of `slots` were written by a slot number the
+        caller kept from an earlier interval. Every slot the table hands out (``lookup`` hits,
+        ``lookup_or_insert``, ``touch``, ``set_timeout_class``, ``live_slots``, ``active_in_range``)
+        and every slot it changes is marked already; a write through ``values`` to any other slot
+        must be marked here, or :meth:`take_delta` leaves it out. ValueError for a slot >= capacity."""
+        s = np.ascontiguousarray(slots, dtype=np.uint32)
+        if s.ndim != 1:
+            raise ValueError("slots: expected a 1-D array of slot numbers")
+        self._t.mark_dirty(s)  # std::invalid_argument arrives as ValueError
+
+    def dirty_count(self) -> int:
+        """Slots marked dirty since the last :meth:`take_delta` / :meth:`clear_dirty`."""
+        return int(self._t.dirty_count())
+
+    def take_delta(self) -> bytes:
+        """What changed since the last :meth:`take_delta` / :meth:`clear_dirty` (the dirty slots'
+        entries and values, the changed top of the free-slot stack, clock and counters), for a
+        :class:`FlowTableImage` of this table; starts a new interval. Costs time proportional to
+        what changed, not to the table."""
+        return self._t.take_delta()  # type: ignore[no-any-return]
+
+    def clear_dirty(self) -> None:
+        """Start a new dirty interval without a delta: call right after the :meth:`snapshot` that
+        seeds a :class:`FlowTableImage`, with no change in between."""
+        self._t.clear_dirty()
+
+
+class FlowTableImage:
+    """A :class:`FlowTable`'s image kept outside the table (e.g. by a checkpointer in another
+    process): built from the table's :meth:`FlowTable.snapshot`, brought up to date by applying
+    each later :meth:`FlowTable.take_delta` in order. :meth:`snapshot` then returns exactly the
+    bytes the table's own ``snapshot()`` would at the same instant, so it restores bit for bit
+    (:meth:`FlowTable.restore`). A delta of another table shape, a malformed one, or one that does
+    not follow the last one applied (lost or repeated) raises :class:`SnapshotError` and leaves
+    the image unchanged."""
+
+    __slots__ = ("_im",)
+
+    def __init__(self, image: bytes | bytearray | memoryview) -> None:
+        self._im = _core.FlowTableImage(_image(image))
+
+    def apply(self, delta: bytes | bytearray | memoryview) -> None:
+        """Bring the image up to date with the table's next delta."""
+        self._im.apply(_image(delta))
+
+    def snapshot(self) -> bytes:
+        """The table's image (the format of :meth:`FlowTable.snapshot`)."""
+        return self._im.snapshot()  # type: ignore[no-any-return]
+
+    def __len__(self) -> int:
+        return len(self._im)
+
+    @property
+    def deltas(self) -> int:
+        """The table's interval count after the last delta applied (0 before any)."""
+        return int(self._im.deltas)
+
 
 __all__ = [
     "EXPIRED_CLOSED",
     "EXPIRED_IDLE",
     "ExceptionTable",
     "FlowTable",
+    "FlowTableImage",
     "NO_SLOT",
     "NO_TARGET",
     "RangeTable",

@@ -49,8 +49,18 @@ void MultiQueueClassifier::classify(packet::PacketBatch& b, std::uint32_t* order
       continue;
     }
     const bool p = hashes_ports(k, flags[i]);
-    const std::uint32_t sym = toeplitz_.hash_key_symmetric(k, p);
-    const std::uint32_t h = symmetric_ ? sym : toeplitz_.hash_key(k, p);
+    std::uint32_t h, sym;
+    if (k.family == 4) {
+      // The symmetric hash is the hash of the canonically ordered endpoints: the same value when
+      // the key is already in that order, so one Toeplitz pass serves both then.
+      const std::uint32_t s = k.src_v4(), d = k.dst_v4();
+      const bool swap = s > d || (s == d && p && k.sport > k.dport);
+      sym = swap ? toeplitz_.hash_v4(d, s, k.dport, k.sport, p) : toeplitz_.hash_v4(s, d, k.sport, k.dport, p);
+      h = symmetric_ || !swap ? sym : toeplitz_.hash_v4(s, d, k.sport, k.dport, p);
+    } else {
+      sym = toeplitz_.hash_key_symmetric(k, p);
+      h = symmetric_ ? sym : toeplitz_.hash_key(k, p);
+    }
     const std::uint16_t q = reta_.lookup(h);
     hash[i] = h;
     flow_id[i] = sym;

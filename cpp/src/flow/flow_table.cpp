@@ -92,7 +92,9 @@ FlowTable::FlowTable(const FlowTableConfig& cfg)
       values_(alloc_values(values_bytes(cfg))),
       free_(cfg.capacity),
       index_(cfg.capacity),
-      wheel_(cfg.capacity, auto_tick(cfg_), wheel_buckets(cfg.capacity)) {
+      wheel_(cfg.capacity, auto_tick(cfg_), wheel_buckets(cfg.capacity)),
+      dirty_(cfg.capacity, 0),
+      free_low_(cfg.capacity) {
   cfg_.tick_ns = wheel_.tick_ns();
   for (std::size_t c = 0; c < cfg_.classes.size(); ++c) timeout_[c] = cfg_.classes[c].timeout_ns;
   for (std::uint32_t i = 0; i < cfg_.capacity; ++i) free_[i] = cfg_.capacity - 1 - i;
@@ -103,7 +105,8 @@ FlowTable::~FlowTable() { free_values(values_, values_bytes(cfg_)); }
 FlowTable::FlowTable(FlowTable&& o) noexcept
     : cfg_(o.cfg_), timeout_(o.timeout_), entries_(std::move(o.entries_)), values_(o.values_), free_(std::move(o.free_)),
       index_(std::move(o.index_)), wheel_(std::move(o.wheel_)), size_(o.size_), now_(o.now_),
-      stats_(o.stats_), user_meta_(std::move(o.user_meta_)), due_(std::move(o.due_)) {
+      stats_(o.stats_), user_meta_(std::move(o.user_meta_)), due_(std::move(o.due_)), dirty_(std::move(o.dirty_)),
+      free_low_(o.free_low_), delta_seq_(o.delta_seq_) {
   o.values_ = nullptr;
   o.size_ = 0;
 }
@@ -125,6 +128,9 @@ FlowTable& FlowTable::operator=(FlowTable&& o) noexcept {
     stats_ = o.stats_;
     user_meta_ = std::move(o.user_meta_);
     due_ = std::move(o.due_);
+    dirty_ = std::move(o.dirty_);
+    free_low_ = o.free_low_;
+    delta_seq_ = o.delta_seq_;
   }
   return *this;
 }
@@ -262,6 +268,7 @@ std::size_t FlowTable::touch(const std::uint32_t* slots, std::size_t n, const st
     if (j + kAhead < n) __builtin_prefetch(&entries_[slots[j + kAhead]], 1);
     const std::uint32_t s = slots[j];
     const std::size_t r = rows ? rows[j] : j;
+    mark(s);
     FlowEntry& e = entries_[s];
     const std::uint64_t ts = ts_ns[r];
     const bool was_stale = deadline_of(e) <= ts;
@@ -282,6 +289,7 @@ void FlowTable::set_class(const std::uint32_t* slots, std::size_t n, std::uint8_
     if (!live(slots[j])) throw std::invalid_argument("slots: " + std::to_string(slots[j]) + " is not a live slot");
   }
   for (std::size_t j = 0; j < n; ++j) {
+    mark(slots[j]);  // the caller may write the value record of a slot it names
     FlowEntry& e = entries_[slots[j]];
     if (e.tclass == cls) continue;
     e.tclass = cls;
@@ -303,6 +311,7 @@ void FlowTable::lookup_impl(const FlowKey* keys, Row row, std::size_t n, std::ui
     slots[i] = s;
     hits += s != kNoSlot;
   });
+  mark_found(slots, n);  // the caller may write the value records it found
   stats_.lookups += n;
   stats_.hits += hits;
   stats_.misses += n - hits;
@@ -338,6 +347,7 @@ std::size_t FlowTable::lookup_or_insert_impl(const FlowKey* keys, const std::uin
     } else if (!free_.empty()) {
       s = free_.back();
       free_.pop_back();
+      note_free_pop();
       FlowEntry& e = entries_[s];
       e.key = k;
       e.last_ts = ts;
@@ -368,11 +378,13 @@ std::size_t FlowTable::lookup_or_insert_impl(const FlowKey* keys, const std::uin
   stats_.misses += n - hits;
   stats_.inserts += inserted;
   stats_.failed_inserts += failed;
+  mark_found(slots, n);  // every slot found or inserted (the caller updates their records)
   return inserted;
 }
 
 void FlowTable::free_slot(std::uint32_t slot) noexcept {
   FlowEntry& e = entries_[slot];
+  mark(slot);
   index_.erase(hash_key(e.key), slot);
   wheel_.disarm(slot);
   e = FlowEntry{};
@@ -441,16 +453,27 @@ std::vector<std::uint32_t> FlowTable::active_in_range(std::uint32_t lo, std::uin
     const FlowEntry& e = entries_[s];
     if ((e.state & FlowEntry::kLive) && e.flow_id >= lo && e.flow_id <= hi && e.last_ts >= since_ns) {
       out.push_back(s);
+      mark(s);  // handed to the caller, who may write its value record
     }
   }
   return out;
 }
 
-std::vector<std::uint32_t> FlowTable::live_slots() const {
+namespace {
+std::vector<std::uint32_t> live_of(const FlowEntry* es, std::uint32_t capacity, std::size_t size) {
   std::vector<std::uint32_t> out;
-  out.reserve(size_);
-  for (std::uint32_t s = 0; s < cfg_.capacity; ++s) {
-    if (entries_[s].state & FlowEntry::kLive) out.push_back(s);
+  out.reserve(size);
+  for (std::uint32_t s = 0; s < capacity; ++s) {
+    if (es[s].state & FlowEntry::kLive) out.push_back(s);
+  }
+  return out;
+}
+}  // namespace
+
+std::vector<std::uint32_t> FlowTable::live_slots(bool mark_them) const {
+  auto out = live_of(entries_.data(), cfg_.capacity, size_);
+  if (mark_them) {
+    for (auto s : out) mark(s);  // handed to the caller, who may write their value records
   }
   return out;
 }
@@ -465,44 +488,54 @@ void FlowTable::clear() {
   wheel_.clear();
   wheel_.set_cursor_tick(cursor);
   size_ = 0;
+  mark_all_dirty();
 }
 
 // Payload: config | cursor tick | now | stats | user meta | free stack | live slots | their entries
-// (key, last_ts, flow_id, state) | their values.
-std::vector<std::uint8_t> FlowTable::snapshot() const {
+// (key, last_ts, flow_id, state) | their values | timeout classes. Written by the table and by a
+// FlowTableImage alike, so the two images of one state are the same bytes.
+namespace {
+std::vector<std::uint8_t> write_image(const FlowTableConfig& cfg, std::uint64_t cursor, std::uint64_t now,
+                                      const FlowTableStats& stats, const std::string& meta,
+                                      std::span<const std::uint32_t> free_list, const FlowEntry* entries,
+                                      const std::uint8_t* values, std::size_t size) {
   snapshot::Writer w("flow_table");
-  w.put<std::uint32_t>(cfg_.capacity);
-  w.put<std::uint32_t>(cfg_.value_size);
-  w.put<std::uint64_t>(cfg_.idle_timeout_ns);
-  w.put<std::uint64_t>(cfg_.close_timeout_ns);
-  w.put<std::uint64_t>(cfg_.tick_ns);
-  w.put<std::uint64_t>(wheel_.cursor_tick());
-  w.put<std::uint64_t>(now_);
-  w.put(stats_);
-  w.put_array<char>(std::span<const char>(user_meta_.data(), user_meta_.size()));
-  w.put_array<std::uint32_t>(free_);
-  const auto slots = live_slots();
+  w.put<std::uint32_t>(cfg.capacity);
+  w.put<std::uint32_t>(cfg.value_size);
+  w.put<std::uint64_t>(cfg.idle_timeout_ns);
+  w.put<std::uint64_t>(cfg.close_timeout_ns);
+  w.put<std::uint64_t>(cfg.tick_ns);
+  w.put<std::uint64_t>(cursor);
+  w.put<std::uint64_t>(now);
+  w.put(stats);
+  w.put_array<char>(std::span<const char>(meta.data(), meta.size()));
+  w.put_array<std::uint32_t>(free_list);
+  const auto slots = live_of(entries, cfg.capacity, size);
   w.put_array<std::uint32_t>(slots);
   std::vector<FlowEntry> es(slots.size());
-  std::vector<std::uint8_t> vals(slots.size() * cfg_.value_size);
+  std::vector<std::uint8_t> vals(slots.size() * cfg.value_size);
   for (std::size_t i = 0; i < slots.size(); ++i) {
-    es[i] = entries_[slots[i]];
-    std::memcpy(vals.data() + i * cfg_.value_size, values_ + std::size_t{slots[i]} * cfg_.value_size,
-                cfg_.value_size);
+    es[i] = entries[slots[i]];
+    std::memcpy(vals.data() + i * cfg.value_size, values + std::size_t{slots[i]} * cfg.value_size, cfg.value_size);
   }
   w.put_array<FlowEntry>(es);
   w.put_array<std::uint8_t>(vals);
   // Timeout classes (absent in images written before classes existed: restore migrates those).
   std::vector<std::uint64_t> timeouts;
   std::vector<std::uint8_t> on_close;
-  for (const auto& c : cfg_.classes) {
+  for (const auto& c : cfg.classes) {
     timeouts.push_back(c.timeout_ns);
     on_close.push_back(c.on_close);
   }
   w.put_array<std::uint64_t>(timeouts);
   w.put_array<std::uint8_t>(on_close);
-  w.put_array<std::uint8_t>(cfg_.class_of_proto);
+  w.put_array<std::uint8_t>(cfg.class_of_proto);
   return w.finish();
+}
+}  // namespace
+
+std::vector<std::uint8_t> FlowTable::snapshot() const {
+  return write_image(cfg_, wheel_.cursor_tick(), now_, stats_, user_meta_, free_, entries_.data(), values_, size_);
 }
 
 FlowTable FlowTable::restore(std::span<const std::uint8_t> image) {
@@ -600,6 +633,179 @@ void FlowTable::restore_in_place(std::span<const std::uint8_t> image) {
   size_ = t.size_;
   now_ = t.now_;
   stats_ = t.stats_;
+  mark_all_dirty();
+}
+
+// ---------------------------------------------------------------- dirty tracking
+void FlowTable::mark_dirty(const std::uint32_t* slots, std::size_t n) {
+  for (std::size_t j = 0; j < n; ++j) {
+    if (slots[j] >= cfg_.capacity) {
+      throw std::invalid_argument("slots: " + std::to_string(slots[j]) + " is out of range (capacity " +
+                                  std::to_string(cfg_.capacity) + ")");
+    }
+  }
+  for (std::size_t j = 0; j < n; ++j) mark(slots[j]);
+}
+
+void FlowTable::mark_all_dirty() noexcept {
+  std::fill(dirty_.begin(), dirty_.end(), std::uint8_t{1});
+  free_low_ = 0;  // the whole free stack is sent again
+}
+
+std::size_t FlowTable::dirty_count() const noexcept {
+  return static_cast<std::size_t>(std::count(dirty_.begin(), dirty_.end(), std::uint8_t{1}));
+}
+
+void FlowTable::clear_dirty() noexcept {
+  std::fill(dirty_.begin(), dirty_.end(), 0);
+  free_low_ = free_.size();
+  ++delta_seq_;
+}
+
+namespace {
+void put_config(snapshot::Writer& w, const FlowTableConfig& cfg) {
+  w.put<std::uint64_t>(cfg.idle_timeout_ns);
+  w.put<std::uint64_t>(cfg.close_timeout_ns);
+  w.put<std::uint64_t>(cfg.tick_ns);
+  std::vector<std::uint64_t> timeouts;
+  std::vector<std::uint8_t> on_close;
+  for (const auto& c : cfg.classes) {
+    timeouts.push_back(c.timeout_ns);
+    on_close.push_back(c.on_close);
+  }
+  w.put_array<std::uint64_t>(timeouts);
+  w.put_array<std::uint8_t>(on_close);
+  w.put_array<std::uint8_t>(cfg.class_of_proto);
+}
+}  // namespace
+
+// Delta payload: capacity | value size | interval number | cursor tick | now | stats | user meta |
+// idle / close / tick | timeout classes | free-stack depth kept | free-stack top above it | dirty
+// slots | their entries | their values.
+std::vector<std::uint8_t> FlowTable::take_delta() {
+  std::vector<std::uint32_t> slots;
+  const std::size_t cap = dirty_.size();
+  std::size_t s = 0;
+  for (; s + 8 <= cap; s += 8) {  // eight flags at a time: most words are clean
+    std::uint64_t word;
+    std::memcpy(&word, dirty_.data() + s, sizeof word);
+    if (word == 0) continue;
+    for (std::size_t k = 0; k < 8; ++k) {
+      if (dirty_[s + k]) slots.push_back(static_cast<std::uint32_t>(s + k));
+    }
+  }
+  for (; s < cap; ++s) {
+    if (dirty_[s]) slots.push_back(static_cast<std::uint32_t>(s));
+  }
+  const std::size_t vs = cfg_.value_size;
+  std::vector<FlowEntry> es(slots.size());
+  std::vector<std::uint8_t> vals(slots.size() * vs);
+  for (std::size_t i = 0; i < slots.size(); ++i) {
+    es[i] = entries_[slots[i]];
+    std::memcpy(vals.data() + i * vs, values_ + std::size_t{slots[i]} * vs, vs);
+  }
+  snapshot::Writer w("flow_table_delta");
+  w.put<std::uint32_t>(cfg_.capacity);
+  w.put<std::uint32_t>(cfg_.value_size);
+  w.put<std::uint64_t>(delta_seq_);
+  w.put<std::uint64_t>(wheel_.cursor_tick());
+  w.put<std::uint64_t>(now_);
+  w.put(stats_);
+  w.put_array<char>(std::span<const char>(user_meta_.data(), user_meta_.size()));
+  put_config(w, cfg_);
+  const std::size_t keep = std::min(free_low_, free_.size());
+  w.put<std::uint64_t>(keep);
+  w.put_array<std::uint32_t>(std::span<const std::uint32_t>(free_.data() + keep, free_.size() - keep));
+  w.put_array<std::uint32_t>(slots);
+  w.put_array<FlowEntry>(es);
+  w.put_array<std::uint8_t>(vals);
+  auto out = w.finish();
+  clear_dirty();
+  return out;
+}
+
+// ---------------------------------------------------------------- FlowTableImage
+FlowTableImage::FlowTableImage(std::span<const std::uint8_t> image) {
+  FlowTable t = FlowTable::restore(image);  // validates the image
+  cfg_ = t.cfg_;
+  cursor_ = t.wheel_.cursor_tick();
+  now_ = t.now_;
+  stats_ = t.stats_;
+  user_meta_ = t.user_meta_;
+  free_ = t.free_;
+  entries_.assign(t.entries_.begin(), t.entries_.end());
+  values_.assign(t.values_, t.values_ + std::size_t{cfg_.capacity} * cfg_.value_size);
+  size_ = t.size_;
+}
+
+void FlowTableImage::apply(std::span<const std::uint8_t> delta) {
+  snapshot::Reader rd(delta, "flow_table_delta");
+  const auto capacity = rd.get<std::uint32_t>();
+  const auto value_size = rd.get<std::uint32_t>();
+  if (capacity != cfg_.capacity || value_size != cfg_.value_size) {
+    throw snapshot::SnapshotError("flow_table delta: capacity " + std::to_string(capacity) + " / value size " +
+                                  std::to_string(value_size) + " differ from the image's " +
+                                  std::to_string(cfg_.capacity) + " / " + std::to_string(cfg_.value_size));
+  }
+  const auto seq = rd.get<std::uint64_t>();
+  if (seq_known_ && seq != seq_) {
+    throw snapshot::SnapshotError("flow_table delta: interval " + std::to_string(seq) + " does not follow " +
+                                  std::to_string(seq_) + " (a delta was lost or applied twice)");
+  }
+  const auto cursor = rd.get<std::uint64_t>();
+  const auto now = rd.get<std::uint64_t>();
+  const auto st = rd.get<FlowTableStats>();
+  const auto meta = rd.get_array<char>(1u << 20);
+  FlowTableConfig c = cfg_;
+  c.idle_timeout_ns = rd.get<std::uint64_t>();
+  c.close_timeout_ns = rd.get<std::uint64_t>();
+  c.tick_ns = rd.get<std::uint64_t>();
+  const auto timeouts = rd.get_array<std::uint64_t>(kMaxTimeoutClasses);
+  const auto on_close = rd.get_array<std::uint8_t>(kMaxTimeoutClasses);
+  const auto by_proto = rd.get_array<std::uint8_t>(256);
+  if (timeouts.empty() || on_close.size() != timeouts.size() || by_proto.size() != 256) {
+    throw snapshot::SnapshotError("flow_table delta: bad timeout classes");
+  }
+  c.classes.clear();
+  for (std::size_t i = 0; i < timeouts.size(); ++i) c.classes.push_back(TimeoutClass{timeouts[i], on_close[i]});
+  std::copy(by_proto.begin(), by_proto.end(), c.class_of_proto.begin());
+  const auto keep = rd.get<std::uint64_t>();
+  const auto top = rd.get_array<std::uint32_t>(capacity);
+  const auto slots = rd.get_array<std::uint32_t>(capacity);
+  const auto es = rd.get_array<FlowEntry>(capacity);
+  const auto vals = rd.get_array<std::uint8_t>();
+  rd.expect_end();
+  if (keep > free_.size() || keep + top.size() > capacity || es.size() != slots.size() ||
+      vals.size() != slots.size() * value_size) {
+    throw snapshot::SnapshotError("flow_table delta: inconsistent counts");
+  }
+  for (auto s : top) {
+    if (s >= capacity) throw snapshot::SnapshotError("flow_table delta: bad free list");
+  }
+  for (std::size_t i = 0; i < slots.size(); ++i) {
+    if (slots[i] >= capacity || (i && slots[i] <= slots[i - 1])) {
+      throw snapshot::SnapshotError("flow_table delta: bad slot list");
+    }
+  }
+  // validated: apply
+  for (std::size_t i = 0; i < slots.size(); ++i) {
+    entries_[slots[i]] = es[i];
+    std::memcpy(values_.data() + std::size_t{slots[i]} * value_size, vals.data() + i * value_size, value_size);
+  }
+  free_.resize(keep);
+  free_.insert(free_.end(), top.begin(), top.end());
+  size_ = capacity - free_.size();
+  cfg_ = std::move(c);
+  cursor_ = cursor;
+  now_ = now;
+  stats_ = st;
+  user_meta_.assign(meta.begin(), meta.end());
+  seq_ = seq + 1;
+  seq_known_ = true;
+}
+
+std::vector<std::uint8_t> FlowTableImage::snapshot() const {
+  return write_image(cfg_, cursor_, now_, stats_, user_meta_, free_, entries_.data(), values_.data(), size_);
 }
 
 }  // namespace vnfkit::flow

@@ -687,6 +687,7 @@ NatFastResult fast_path_impl(packet::PacketBatch& batch, flow::FlowTable& out, f
     }
     NatRecord* rec = rec_of(os);
     if (armed != nullptr && rec->deadline == 0) armed[os] = 1;
+    out.mark_dirty_unchecked(os);  // reached by the slot kept in the reply value, not by a lookup of `out`
     if (!refresh(rec, ts[r], tflags[r], cfg, undo)) {
       res.in_expired = true;
       break;

@@ -23,6 +23,8 @@ constexpr std::uint32_t kBom = 0x1A2B3C4D;
 constexpr std::uint32_t kMaxBlock = 16u << 20;       // pcapng blocks beyond this are treated as corruption
 constexpr std::size_t kReadBuf = 4u << 20;           // read(2) buffer when the file cannot be mapped
 constexpr std::size_t kWriteBuf = 4u << 20;          // records are built here, then written in one call
+constexpr std::uint64_t kPreallocMin = 16u << 20;    // first preallocation step of a regular output file
+constexpr std::uint64_t kPreallocMax = 64u << 20;    // preallocation steps grow (doubling) up to this
 constexpr std::uint64_t kMaxBatchBytes = 0xFFFFFFFFull;  // offsets are 32-bit
 
 inline std::uint32_t bswap32(std::uint32_t v) noexcept { return __builtin_bswap32(v); }
@@ -211,7 +213,7 @@ PcapReader::Stop PcapReader::scan_classic(PacketBatch& out, std::size_t max_pack
   const std::size_t most = std::min(max_packets, av / 16);
   out.offsets.resize_for_overwrite(n0 + 1 + most);
   out.ts_ns.resize_for_overwrite(n0 + most);
-  src_.resize(n0 + most);
+  src_.resize_for_overwrite(n0 + most);
   std::uint32_t* offs = out.offsets.data() + n0 + 1;
   std::uint64_t* tss = out.ts_ns.data() + n0;
   std::uint64_t* srcs = src_.data() + n0;
@@ -259,7 +261,7 @@ PcapReader::Stop PcapReader::scan_classic(PacketBatch& out, std::size_t max_pack
   pos_ += o;
   out.offsets.resize_for_overwrite(n0 + 1 + k);
   out.ts_ns.resize_for_overwrite(n0 + k);
-  src_.resize(n0 + k);
+  src_.resize_for_overwrite(n0 + k);
   return stop;
 }
 
@@ -435,6 +437,8 @@ PcapWriter::PcapWriter(const std::string& path, bool nanosecond, std::uint32_t l
     : path_(path), nano_(nanosecond), linktype_(linktype) {
   fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
   if (fd_ < 0) throw_errno(errno, path);
+  struct stat st{};
+  prealloc_ = ::fstat(fd_, &st) == 0 && S_ISREG(st.st_mode);
   buf_.resize(kWriteBuf);
   std::uint8_t* h = buf_.data();
   const std::uint32_t magic = nanosecond ? kMagicNs : kMagicUs;
@@ -454,10 +458,38 @@ PcapWriter::~PcapWriter() {
     if (!error_) flush();
   } catch (...) {  // a destructor cannot report it; close() does
   }
+  release_prealloc();
   ::close(fd_);
 }
 
+void PcapWriter::prealloc(std::size_t n) {
+  // Blocks are reserved ahead of the data (FALLOC_FL_KEEP_SIZE: the file size stays that of the
+  // bytes written, so a writer killed midway leaves a readable file). On ext4 a write into
+  // preallocated blocks skips the delayed-allocation bookkeeping of every page, which is most of
+  // the kernel's cost of writing a new file. A file system that cannot preallocate (or is full)
+  // just stops it: write(2) then reports any real error.
+  if (!prealloc_ || written_ + n <= alloc_end_) return;
+  const std::uint64_t step = std::clamp<std::uint64_t>(alloc_end_, kPreallocMin, kPreallocMax);
+  const std::uint64_t end = std::max<std::uint64_t>(alloc_end_ + step, written_ + n);
+  if (::fallocate(fd_, FALLOC_FL_KEEP_SIZE, static_cast<off_t>(alloc_end_), static_cast<off_t>(end - alloc_end_)) != 0) {
+    prealloc_ = false;
+    return;
+  }
+  alloc_end_ = end;
+}
+
+void PcapWriter::release_prealloc() noexcept {
+  // Truncating to the size written frees the preallocated blocks past the end of the file.
+  // Failing to is harmless to the contents (only disk space stays reserved), so it is not an error.
+  if (alloc_end_ > written_) {
+    while (::ftruncate(fd_, static_cast<off_t>(written_)) != 0 && errno == EINTR) {
+    }
+  }
+  alloc_end_ = 0;
+}
+
 void PcapWriter::flush() {
+  prealloc(used_);
   std::size_t o = 0;
   while (o < used_) {
     const ssize_t w = ::write(fd_, buf_.data() + o, used_ - o);
@@ -466,6 +498,7 @@ void PcapWriter::flush() {
       throw_errno(errno, path_);
     }
     o += static_cast<std::size_t>(w);
+    written_ += static_cast<std::uint64_t>(w);
   }
   used_ = 0;
 }
@@ -513,20 +546,22 @@ void PcapWriter::write(const PacketBatch& b) {
 void PcapWriter::close() {
   if (fd_ < 0) return;
   const int fd = fd_;
-  fd_ = -1;
   if (error_) {  // already reported by write()
+    release_prealloc();
+    fd_ = -1;
     ::close(fd);
     return;
   }
   try {
-    fd_ = fd;
     flush();
-    fd_ = -1;
   } catch (...) {
+    release_prealloc();
     fd_ = -1;
     ::close(fd);
     throw;
   }
+  release_prealloc();
+  fd_ = -1;
   if (::close(fd) != 0) throw_errno(errno, path_);
 }
 

@@ -50,14 +50,18 @@ void Dispatcher::prepare(packet::PacketBatch& b) {
   const std::size_t n = b.size();
   std::uint64_t cap = ~0ull;
   for (const Lane& l : lanes_) cap = std::min(cap, l.layout->data_capacity());
-  for (std::size_t i = 0; i < n; ++i) {
-    if (b.offsets[i + 1] - b.offsets[i] > cap) {
-      throw std::invalid_argument("batch: packet " + std::to_string(i) + " (" + std::to_string(b.offsets[i + 1] - b.offsets[i]) +
-                                  " bytes) does not fit an empty slab (" + std::to_string(cap) + " bytes); raise slab_bytes");
-    }
+  const std::uint32_t* off = b.offsets.data();
+  std::uint32_t longest = 0;
+  for (std::size_t i = 0; i < n; ++i) longest = std::max(longest, off[i + 1] - off[i]);
+  if (longest > cap) {
+    std::size_t i = 0;
+    while (off[i + 1] - off[i] <= cap) ++i;
+    throw std::invalid_argument("batch: packet " + std::to_string(i) + " (" + std::to_string(off[i + 1] - off[i]) +
+                                " bytes) does not fit an empty slab (" + std::to_string(cap) + " bytes); raise slab_bytes");
   }
   if (cfg_.assign_ids) {
-    for (std::size_t i = 0; i < n; ++i) b.packet_id[i] = next_id_ + i;
+    std::uint64_t* id = b.packet_id.data();
+    for (std::size_t i = 0; i < n; ++i) id[i] = next_id_ + i;
     next_id_ += n;
   }
   if (cfg_.parse) packet::parse_batch(b);
@@ -94,8 +98,11 @@ bool Dispatcher::push(std::uint64_t limit, std::uint64_t deadline_ns) {
   for (std::size_t q = 0; q < lanes_.size(); ++q) {
     SlabRing& r = *lanes_[q].ring;
     const SlabLayout& lay = *lanes_[q].layout;
-    std::uint32_t end = pos_[q];
-    while (end < qoff_[q + 1] && order_[end] < limit) ++end;  // queue lists are in arrival order
+    std::uint32_t end = qoff_[q + 1];
+    if (limit < cur_->size()) {  // paced: only the packets due; queue lists are in arrival order
+      end = pos_[q];
+      while (end < qoff_[q + 1] && order_[end] < limit) ++end;
+    }
     while (pos_[q] < end) {
       if (!r.can_fill()) {
         release_ready();
@@ -129,13 +136,19 @@ void Dispatcher::release_one(std::size_t q, std::uint64_t now) {
   const std::uint8_t* drop = lay.drop(slab);
   QueueCounters& s = stats_[q];
   std::uint64_t fwd = 0;
-  for (std::uint32_t i = 0; i < n; ++i) {
-    if (port[i] != 0) {
-      ++fwd;
-    } else {
-      ++s.drops[drop[i]];
+  for (std::uint32_t i = 0; i < n; ++i) fwd += port[i] != 0;
+  if (fwd < n) {
+    for (std::uint32_t i = 0; i < n; ++i) {
+      if (port[i] == 0) ++s.drops[drop[i]];
     }
-    s.latency.record(now > arr[i] ? now - arr[i] : 0);
+  }
+  // Packets of one input batch share their arrival time: one histogram update per run.
+  for (std::uint32_t i = 0; i < n;) {
+    const std::uint64_t a = arr[i];
+    std::uint32_t e = i + 1;
+    while (e < n && arr[e] == a) ++e;
+    s.latency.record_n(now > a ? now - a : 0, e - i);
+    i = e;
   }
   s.packets += n;
   s.forwarded += fwd;

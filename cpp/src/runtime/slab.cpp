@@ -1,5 +1,6 @@
 #include "vnfkit/runtime/slab.hpp"
 
+#include <algorithm>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -73,35 +74,111 @@ void SlabLayout::reset(std::byte* slab) const noexcept {
 std::size_t SlabLayout::append(std::byte* slab, const packet::PacketBatch& src, const std::uint32_t* idx, std::size_t n,
                                std::uint64_t arrival_ns, const std::uint64_t* arrival) const noexcept {
   SlabHeader& h = header(slab);
-  auto* offs = at<std::uint32_t>(slab, off_offsets_);
+  const std::uint32_t p = h.packets;
+  n = std::min<std::size_t>(n, max_ - p);
+  if (n == 0) return 0;
+  const std::uint32_t* so = src.offsets.data();
+  const std::uint8_t* sd = src.data.data();
+  auto* offs = at<std::uint32_t>(slab, off_offsets_) + p;
   auto* data = at<std::uint8_t>(slab, off_data_);
-  std::size_t k = 0;
-  std::uint32_t p = h.packets;
   std::uint64_t len = h.data_len;
-  if (p == 0 && n > 0) h.opened_ns = arrival ? arrival[idx[0]] : arrival_ns;
-  for (; k < n && p < max_; ++k, ++p) {
-    const std::uint32_t i = idx[k];
-    const auto bytes = src.packet(i);
-    if (len + bytes.size() > data_cap_) break;
-    std::memcpy(data + len, bytes.data(), bytes.size());
-    len += bytes.size();
-    offs[p + 1] = static_cast<std::uint32_t>(len);
-    at<std::uint64_t>(slab, off_arrival_)[p] = arrival ? arrival[i] : arrival_ns;
-    at<std::uint64_t>(slab, off_ts_)[p] = src.ts_ns[i];
-    at<std::uint64_t>(slab, off_id_)[p] = src.packet_id[i];
-    at<flow::FlowKey>(slab, off_key_)[p] = src.key[i];
-    at<std::uint32_t>(slab, off_hash_)[p] = src.hash[i];
-    at<std::uint32_t>(slab, off_flow_)[p] = src.flow_id[i];
-    at<std::uint16_t>(slab, off_queue_)[p] = src.queue[i];
-    at<std::uint16_t>(slab, off_port_)[p] = src.port[i];
-    at<std::uint8_t>(slab, off_drop_)[p] = src.drop[i];
-    at<std::uint8_t>(slab, off_flags_)[p] = src.flags[i];
-    at<std::uint8_t>(slab, off_tcp_)[p] = src.tcp_flags[i];
-    at<std::uint16_t>(slab, off_l3_)[p] = src.l3_offset[i];
-    at<std::uint16_t>(slab, off_l4_)[p] = src.l4_offset[i];
-    at<std::uint16_t>(slab, off_l4len_)[p] = src.l4_len[i];
+  std::size_t k = 0;
+  // Queue lists are in arrival order, so a run of consecutive indices is one block of the source:
+  // the whole run's bytes go in one copy (a single queue's slab is one run per input batch).
+  while (k < n) {
+    const std::uint32_t first = idx[k];
+    std::size_t e = k + 1;
+    while (e < n && idx[e] == idx[e - 1] + 1) ++e;
+    // as many packets of the run [k, e) as fit the data capacity
+    const std::uint32_t base = so[first];
+    std::size_t fit = e - k;
+    if (len + (so[first + fit] - base) > data_cap_) {
+      fit = 0;
+      while (fit < e - k && len + (so[first + fit + 1] - base) <= data_cap_) ++fit;
+    }
+    if (fit == 0) break;
+    const std::uint32_t bytes = so[first + fit] - base;
+    if (bytes != 0) std::memcpy(data + len, sd + base, bytes);  // (an empty batch may have no data buffer)
+    const std::uint32_t shift = static_cast<std::uint32_t>(len) - base;  // mod 2^32: the sums are exact
+    for (std::size_t j = 0; j < fit; ++j) offs[k + j + 1] = so[first + j + 1] + shift;
+    len += bytes;
+    k += fit;
+    if (k < e) break;  // the bytes are full inside this run
   }
-  h.packets = p;
+  if (k == 0) return 0;
+  if (p == 0) h.opened_ns = arrival ? arrival[idx[0]] : arrival_ns;
+  // Every other column: one block copy each (consecutive indices), else a gather, several columns
+  // per pass (one index load serves them all).
+  std::uint64_t* d_arr = at<std::uint64_t>(slab, off_arrival_) + p;
+  std::uint64_t* d_ts = at<std::uint64_t>(slab, off_ts_) + p;
+  std::uint64_t* d_id = at<std::uint64_t>(slab, off_id_) + p;
+  flow::FlowKey* d_key = at<flow::FlowKey>(slab, off_key_) + p;
+  std::uint32_t* d_hash = at<std::uint32_t>(slab, off_hash_) + p;
+  std::uint32_t* d_flow = at<std::uint32_t>(slab, off_flow_) + p;
+  std::uint16_t* d_queue = at<std::uint16_t>(slab, off_queue_) + p;
+  std::uint16_t* d_port = at<std::uint16_t>(slab, off_port_) + p;
+  std::uint8_t* d_drop = at<std::uint8_t>(slab, off_drop_) + p;
+  std::uint8_t* d_flags = at<std::uint8_t>(slab, off_flags_) + p;
+  std::uint8_t* d_tcp = at<std::uint8_t>(slab, off_tcp_) + p;
+  std::uint16_t* d_l3 = at<std::uint16_t>(slab, off_l3_) + p;
+  std::uint16_t* d_l4 = at<std::uint16_t>(slab, off_l4_) + p;
+  std::uint16_t* d_l4len = at<std::uint16_t>(slab, off_l4len_) + p;
+  if (arrival == nullptr) std::fill(d_arr, d_arr + k, arrival_ns);
+  if (idx[k - 1] - idx[0] == k - 1) {
+    const std::size_t f = idx[0];
+    auto block = [&](auto* dst, const auto& col) { std::memcpy(dst, col.data() + f, k * sizeof(*dst)); };
+    if (arrival != nullptr) std::memcpy(d_arr, arrival + f, k * sizeof(std::uint64_t));
+    block(d_ts, src.ts_ns);
+    block(d_id, src.packet_id);
+    block(d_key, src.key);
+    block(d_hash, src.hash);
+    block(d_flow, src.flow_id);
+    block(d_queue, src.queue);
+    block(d_port, src.port);
+    block(d_drop, src.drop);
+    block(d_flags, src.flags);
+    block(d_tcp, src.tcp_flags);
+    block(d_l3, src.l3_offset);
+    block(d_l4, src.l4_offset);
+    block(d_l4len, src.l4_len);
+  } else {
+    if (arrival != nullptr) {
+      for (std::size_t j = 0; j < k; ++j) d_arr[j] = arrival[idx[j]];
+    }
+    const std::uint64_t* ts = src.ts_ns.data();
+    const std::uint64_t* id = src.packet_id.data();
+    const flow::FlowKey* key = src.key.data();
+    const std::uint32_t* hash = src.hash.data();
+    const std::uint32_t* fl = src.flow_id.data();
+    const std::uint16_t* queue = src.queue.data();
+    for (std::size_t j = 0; j < k; ++j) {
+      const std::uint32_t i = idx[j];
+      d_ts[j] = ts[i];
+      d_id[j] = id[i];
+      d_key[j] = key[i];
+      d_hash[j] = hash[i];
+      d_flow[j] = fl[i];
+      d_queue[j] = queue[i];
+    }
+    const std::uint16_t* port = src.port.data();
+    const std::uint8_t* drop = src.drop.data();
+    const std::uint8_t* flags = src.flags.data();
+    const std::uint8_t* tcp = src.tcp_flags.data();
+    const std::uint16_t* l3 = src.l3_offset.data();
+    const std::uint16_t* l4 = src.l4_offset.data();
+    const std::uint16_t* l4len = src.l4_len.data();
+    for (std::size_t j = 0; j < k; ++j) {
+      const std::uint32_t i = idx[j];
+      d_port[j] = port[i];
+      d_drop[j] = drop[i];
+      d_flags[j] = flags[i];
+      d_tcp[j] = tcp[i];
+      d_l3[j] = l3[i];
+      d_l4[j] = l4[i];
+      d_l4len[j] = l4len[i];
+    }
+  }
+  h.packets = p + static_cast<std::uint32_t>(k);
   h.data_len = static_cast<std::uint32_t>(len);
   return k;
 }

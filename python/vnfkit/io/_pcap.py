@@ -123,8 +123,11 @@ class PcapSource:
 class PcapSink:
     """A classic pcap file being written; every batch written must have the sink's ``linktype``.
 
-    Creating it truncates ``path``. Use it as a context manager, or call ``close()``, which reports
-    any write error (OSError).
+    Creating it truncates ``path``. Records are built natively into a 4 MiB buffer written with one
+    write(2) each; a regular file has disk blocks reserved ahead of the data as it grows (its size is
+    always that of the records written, so a killed writer leaves a readable file), and closing it
+    gives back the reserved blocks not used. Use it as a context manager, or call ``close()``, which
+    reports any write error (OSError).
     """
 
     def __init__(self, path: str | os.PathLike[str], linktype: int = 1, nanosecond: bool = False) -> None:

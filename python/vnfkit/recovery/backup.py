@@ -90,6 +90,9 @@ class RecoveryReport:
     replayed_packets: int = 0
     reexecuted_batches: int = 0
     next_seq: int = 0
+    #: every input below it is in the recovered state with the master's own outcomes (the
+    #: checkpoint's cut, then the replayed run): the master's held outputs of those inputs may leave
+    replayed_to: int = 0
     outputs: list[tuple[int, Any]] = field(default_factory=list)  # re-executed outputs: (queue, batch)
 
 
@@ -221,13 +224,14 @@ class Backup:
             ckpt = self._stage_checkpoint(storage)
         if ckpt is not None:
             rep.checkpoint_epoch = ckpt.epoch
-        rep.next_seq = self._next_seq
+        rep.next_seq = rep.replayed_to = self._next_seq
         rep.restore_s = time.perf_counter() - t0
         t1 = time.perf_counter()
         if strategy == "replay" and ckpt is not None and storage is not None:
             inputs = storage.read(INPUT_STREAM, self._next_seq)
             dets = dict(storage.read(DET_STREAM, self._next_seq))
             rest = self._replay_run(inputs, dets, rep)
+            rep.replayed_to = self._next_seq
             for seq, rec in rest:
                 rep.outputs.extend(self._process(decode_batch(rec)))
                 rep.reexecuted_batches += 1

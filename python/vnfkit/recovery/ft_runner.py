@@ -389,6 +389,18 @@ class StreamingMaster:
         st.truncate(DET_STREAM, ck.next_input)
         self.checkpoints_committed += 1
 
+    def release_recovered(self, replayed_to: int) -> int:
+        """After a failover: the backup found every input and determinant record below
+        `replayed_to` stable (storage acknowledged them too late for this master); release the held
+        outputs output commit now lets leave. Returns the packets released."""
+        before = self.output.released_packets
+        for s in sorted(s for s in self._pending_det if s < replayed_to):
+            for thread, first, count in self._pending_det.pop(s):
+                self.output.ack_determinants(thread, first, count)
+        self.output.input_acked(replayed_to)
+        self.output.poll()
+        return self.output.released_packets - before
+
     # ---- results
     def finish(self) -> None:
         """Drain, commit the checkpoint in progress, release everything that may leave."""

@@ -6,6 +6,9 @@ one worker from a timer once input batch ``crash_at`` is fed (``delay_s`` later)
 detector report it, and fails over to a passive in-process :class:`~.backup.Backup` (``hot``:
 it follows every stable determinant record while the master runs, so the failover replays only
 the tail), which then serves the rest of the traffic. The oracle judges every released packet.
+A worker that dies while storage is away is failed over as in :func:`.process_master.process_trial`:
+the backup waits for storage (``storage_wait_s``), the held outputs it finds stable leave, the input
+handler re-delivers what storage never acknowledged; if storage does not return, all stays held.
 
 :func:`stream_cost` runs the same loop with no crash and reports throughput and latency
 (arrival to release, so the output-commit wait counts), for a no-FT against replay comparison.
@@ -24,9 +27,9 @@ from typing import Any
 from .backup import Backup
 from .ft_runner import MasterFailed, StreamingMaster, weighted_percentiles
 from .harness import TrialResult, _key_rows, _record
-from .process_master import DETECTOR_SWITCH_S
+from .process_master import DETECTOR_SWITCH_S, _failover_held, _recover_when_stored, _redeliver
 from .oracle import Released, Verdict, judge, visible_state
-from .storage.base import StableStorage
+from .storage.base import StableStorage, StorageUnavailable
 from .storage.memory import MemoryStorage
 from .workloads import Workload
 
@@ -73,12 +76,14 @@ def stream_cost(w: Workload, strategy: str, *, queues: int = 2, rate_pps: float 
 def stream_trial(w: Workload, crash_at: int, *, kill_worker: int = 0, delay_s: float = 0.0, queues: int = 2,
                  storage: StableStorage | None = None, checkpoint_interval_s: float = 0.050,
                  rate_pps: float | None = None, backup_mode: str = "hot",
-                 heartbeat_timeout_s: float | None = None) -> TrialResult:
+                 heartbeat_timeout_s: float | None = None, storage_wait_s: float = 30.0) -> TrialResult:
     """One crash of the streaming master under checkpoint + replay, failed over and judged (module
     docstring). `backup_mode`: ``cold`` (restore + replay at the failover) or ``hot``.
     `heartbeat_timeout_s`: see :class:`~.ft_runner.StreamingMaster`; a heartbeat suspicion before
     the kill fences the master early (counted in ``false_suspicions``, detection 0: the failover
-    began before the crash)."""
+    began before the crash). `storage_wait_s`: how long the failover waits for storage to answer."""
+    if isinstance(storage_wait_s, bool) or not isinstance(storage_wait_s, (int, float)) or storage_wait_s < 0:
+        raise ValueError(f"storage_wait_s: must be a non-negative number, got {storage_wait_s!r}")
     if not 0 <= crash_at < len(w.batches):
         raise ValueError(f"crash_at: must be in [0, {len(w.batches)}), got {crash_at}")
     if backup_mode not in ("cold", "hot"):
@@ -131,7 +136,10 @@ def stream_trial(w: Workload, crash_at: int, *, kill_worker: int = 0, delay_s: f
                 fed = i + 1
                 fed_pkts, fed_end = n, time.monotonic_ns()
                 if backup_mode == "hot":
-                    res.backup_stage_s.append(backup.stage(st, follow=True))
+                    try:
+                        res.backup_stage_s.append(backup.stage(st, follow=True))
+                    except StorageUnavailable as exc:  # it catches up at the next stage, or at the failover
+                        res.storage_events.append(f"backup: {exc}")
                 if m.checkpoints_committed != epochs:  # drained at the cut: a consistent look
                     epochs = m.checkpoints_committed
                     visible.update(m.visible())
@@ -164,15 +172,20 @@ def stream_trial(w: Workload, crash_at: int, *, kill_worker: int = 0, delay_s: f
         res.held_at_crash = m.held()
         res.released_master = len(released)
         res.checkpoint_pauses_s = list(m.checkpoint_pauses_s)
+        res.storage_events[:0] = m.events
         m.close()
-        # ---- the master is gone; storage survives
-        side[0] = 1
-        rep = backup.recover(st, "replay")
+        # ---- the master is gone; storage, the input handler and the output handler survive
+        res.crash_packet = int(w.batches[crash_at].packet_id[0]) if len(w.batches[crash_at]) else -1
+        rep = _recover_when_stored(backup, st, "replay", storage_wait_s, res.storage_events)
+        if rep is None:
+            return _failover_held(res, w, m.inputs, m.output, released, in_keys, visible, storage_wait_s)
         res.recovery = rep
+        res.released_held = m.release_recovered(rep.replayed_to)  # replayed, outputs suppressed: theirs leave
+        res.released_master = len(released)
+        side[0] = 1
         for q, b in rep.outputs:
             _record(released, in_keys, b, 1)
-        res.lost_batches = m.inputs.next_seq - rep.next_seq
-        res.crash_packet = int(w.batches[crash_at].packet_id[0]) if len(w.batches[crash_at]) else -1
+        _redeliver(res, m.inputs, backup, rep, lambda out: _record(released, in_keys, out, 1))
         backup_state = visible_state(backup.vnfs)
         for b in w.batches[m.inputs.next_seq:]:
             m.inputs.admit(b)  # the input handler steers to the backup now

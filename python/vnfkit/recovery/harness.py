@@ -54,7 +54,16 @@ class TrialResult:
     released_master: int = 0
     released_backup: int = 0
     held_at_crash: int = 0
+    #: input batches handed to the backup by neither storage nor the input handler (inputs dropped)
     lost_batches: int = 0
+    #: input batches storage never acknowledged that the input handler re-delivered to the backup
+    redelivered_batches: int = 0
+    #: outputs held at the crash released after it, once the backup found their inputs and
+    #: determinant records stable (storage acknowledged them too late for the master)
+    released_held: int = 0
+    #: packets the input handler still holds at the end: logged, never acknowledged by storage
+    #: (storage did not return in time; with a crash, no backup went live to process them)
+    held_inputs: int = 0
     checkpoint_pauses_s: list[float] = field(default_factory=list)
     #: seconds each fork of a copy-on-write checkpoint took (the slowest worker's), if any
     checkpoint_fork_s: list[float] = field(default_factory=list)
@@ -88,7 +97,8 @@ class TrialResult:
             "reexecuted_batches": self.recovery.reexecuted_batches,
             "released_packets": self.released_master + self.released_backup,
             "held_at_crash": self.held_at_crash, "lost_batches": self.lost_batches,
-            "crash_packet": self.crash_packet, "crash_time_ms": self.crash_time_ms,
+            "redelivered_batches": self.redelivered_batches, "released_held": self.released_held,
+            "held_inputs": self.held_inputs, "crash_packet": self.crash_packet, "crash_time_ms": self.crash_time_ms,
         }
 
 

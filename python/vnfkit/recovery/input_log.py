@@ -6,11 +6,17 @@ batch becomes one record of the ``input`` stream, whose offset is the batch's *i
 number*: the packets' bytes, timestamps and ids (:func:`encode_batch`). The backup reads them back
 (:func:`decode_batch`) to replay the inputs since the last checkpoint; records before a checkpoint's
 ``next_input`` are truncated once that checkpoint is stable.
+
+The input handler is a component of its own, apart from the master's workers: it keeps every record
+it logged until storage acknowledges it (:meth:`InputHandler.unacknowledged`). When the master dies
+while storage is away, those inputs -- none of whose outputs can have left (output commit) -- are
+still here, to be handed to the backup once it has recovered what storage holds.
 """
 
 from __future__ import annotations
 
 import struct
+from collections import deque
 
 import numpy as np
 
@@ -66,6 +72,7 @@ class InputHandler:
         self.storage = storage
         self.next_id = int(first_id)
         self.next_seq = storage.acked(INPUT_STREAM) if storage is not None else 0
+        self._unacked: deque[tuple[int, bytes]] = deque()  # (seq, record) logged, not acknowledged yet
 
     def admit(self, batch: _core.PacketBatch) -> int:
         """Number `batch`'s packets and queue its record; returns its input sequence number."""
@@ -75,11 +82,35 @@ class InputHandler:
         if self.storage is None:
             seq = self.next_seq
         else:
-            seq = self.storage.append(INPUT_STREAM, encode_batch(batch))
+            rec = encode_batch(batch)
+            seq = self.storage.append(INPUT_STREAM, rec)
             if seq != self.next_seq:
                 raise RuntimeError(f"input log: storage gave offset {seq}, expected {self.next_seq}")
+            self._forget_acked()
+            self._unacked.append((seq, rec))
         self.next_seq = seq + 1
         return seq
+
+    def _forget_acked(self) -> None:
+        assert self.storage is not None
+        acked = self.storage.acked(INPUT_STREAM)
+        while self._unacked and self._unacked[0][0] < acked:
+            self._unacked.popleft()
+
+    def unacknowledged(self, start: int = 0) -> list[tuple[int, _core.PacketBatch]]:
+        """The batches with sequence number >= `start` that this handler logged and storage has not
+        acknowledged (yet), in order, as logged (unparsed): what it re-delivers to a backup."""
+        if self.storage is None:
+            return []
+        self._forget_acked()
+        return [(seq, decode_batch(rec)) for seq, rec in self._unacked if seq >= start]
+
+    def held(self) -> tuple[int, int]:
+        """(batches, packets) logged and not acknowledged by storage: kept here until it does."""
+        if self.storage is None:
+            return 0, 0
+        self._forget_acked()
+        return len(self._unacked), sum(_HEAD.unpack_from(rec, 0)[1] for _, rec in self._unacked)
 
     def logged(self, start: int) -> list[tuple[int, _core.PacketBatch]]:
         """The stable input batches with sequence number >= `start` (what a backup replays)."""

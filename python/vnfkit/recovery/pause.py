@@ -10,6 +10,14 @@ boundary). Every `verify_every`-th checkpoint, and the last, is checked: right a
 with no batch in between, every worker also images itself synchronously, and the forked image
 must equal it byte for byte (tables) and value for value (VNF state), and the table images must
 restore into fresh tables that image back identically.
+
+With ``mode="delta"`` no fork is made: every worker writes what changed since its previous
+checkpoint (:func:`.cow.worker_delta_image`; its first checkpoint writes base images), and the
+dispatcher, as the checkpointer, applies it to its shadow images (:class:`.cow.DeltaImages`). The
+recorded pause (``fork_s`` / ``fork_cpu_s``) is then the whole time the worker was stopped for the
+checkpoint: its VNF state snapshot, the table deltas, pickling and writing the file. The
+dispatcher's time to apply the files is ``apply_s``. Verification compares the shadow images with
+the synchronous image of the same cut, as for forks.
 """
 
 from __future__ import annotations
@@ -25,7 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from .cow import collect_image, worker_fork_image, worker_huge_pages, worker_memory, worker_reap
+from .cow import (DeltaImages, collect_image, worker_delta_image, worker_delta_reset, worker_fork_image,
+                  worker_huge_pages, worker_memory, worker_reap)
 
 __all__ = ["PauseReport", "measure_fork_pauses", "percentiles_ms"]
 
@@ -41,23 +50,29 @@ def percentiles_ms(xs: Sequence[float]) -> dict[str, float]:
 
 @dataclass
 class PauseReport:
-    """Per-checkpoint pauses (seconds; fork wall and CPU per worker, dispatcher round trip), the
-    flows each worker held, the checkpoints verified, memory per worker, and the load average."""
+    """Per-checkpoint pauses (seconds; fork wall and CPU per worker, or in delta mode the worker's
+    whole stop, dispatcher round trip, the checkpointer's apply time and the bytes each worker
+    wrote), the flows each worker held, the checkpoints verified, memory per worker, and the load
+    average."""
 
     fork_s: list[float] = field(default_factory=list)
     fork_cpu_s: list[float] = field(default_factory=list)
     roundtrip_s: list[float] = field(default_factory=list)
     image_wait_s: list[float] = field(default_factory=list)
+    apply_s: list[float] = field(default_factory=list)
+    image_bytes: list[int] = field(default_factory=list)
+    mode: str = "fork"
     flows: list[int] = field(default_factory=list)
     verified: int = 0
     memory: list[dict[str, Any]] = field(default_factory=list)
     loadavg: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
     def summary(self) -> dict[str, Any]:
-        return {"checkpoints": len(self.roundtrip_s), "flows_per_worker": self.flows, "verified": self.verified,
+        return {"mode": self.mode, "checkpoints": len(self.roundtrip_s), "flows_per_worker": self.flows, "verified": self.verified,
                 "fork_ms": percentiles_ms(self.fork_s), "fork_cpu_ms": percentiles_ms(self.fork_cpu_s),
                 "roundtrip_ms": percentiles_ms(self.roundtrip_s),
-                "image_wait_ms": percentiles_ms(self.image_wait_s),
+                "image_wait_ms": percentiles_ms(self.image_wait_s), "apply_ms": percentiles_ms(self.apply_s),
+                "image_kib_p50": round(float(np.median(self.image_bytes)) / 1024, 1) if self.image_bytes else 0.0,
                 "small_page_kib": [m["small_page_kib"] for m in self.memory],
                 "loadavg": list(self.loadavg)}
 
@@ -95,11 +110,28 @@ def _verify(images: list[tuple[dict[str, bytes], dict[str, Any]] | None], sync: 
                 raise AssertionError(f"worker {q}: table {name} does not restore to the same image")
 
 
+def _delta_checkpoint(runner: Any, shadow: DeltaImages, prefix: str, rep: PauseReport, i: int, queues: int) -> None:
+    t0 = time.perf_counter()
+    done = runner.call_workers(worker_delta_image, prefix)
+    rep.roundtrip_s.append(time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    for q in range(queues):
+        if not shadow.collect(q, f"{prefix}-{q}"):
+            raise AssertionError(f"worker {q}: no delta image at checkpoint {i}")
+    if i:  # the first checkpoint writes the base images (the one-time full copy)
+        rep.apply_s.append(time.perf_counter() - t0)
+        rep.fork_s.extend(d[2] for d in done)
+        rep.fork_cpu_s.extend(d[3] for d in done)
+        rep.image_bytes.extend(d[0] for d in done)
+
+
 def measure_fork_pauses(vnf: type, config: dict[str, Any], load: Sequence[Any], traffic: Sequence[Any], *,
                         checkpoints: int, batches_between: int = 1, queues: int = 2, verify_every: int = 100,
-                        huge_pages: bool = False, progress: Callable[[str], None] | None = None) -> PauseReport:
+                        huge_pages: bool = False, mode: str = "fork",
+                        progress: Callable[[str], None] | None = None) -> PauseReport:
     """See the module docstring. `load` and `traffic` are PacketBatches (`traffic` is cycled);
-    `huge_pages`: whether the workers move their memory to huge pages at the first fork."""
+    `huge_pages`: whether the workers move their memory to huge pages at the first fork; `mode`:
+    ``"fork"`` (copy-on-write children) or ``"delta"`` (dirty tracking, no fork)."""
     from ..runtime.process import ProcessRunner
 
     for name, v in (("checkpoints", checkpoints), ("batches_between", batches_between), ("queues", queues),
@@ -108,8 +140,14 @@ def measure_fork_pauses(vnf: type, config: dict[str, Any], load: Sequence[Any], 
             raise ValueError(f"{name}: expected a positive int, got {v!r}")
     if not len(traffic):
         raise ValueError("traffic: need at least one batch")
-    rep = PauseReport()
-    tmp = tempfile.TemporaryDirectory(prefix="vnfkit-pause-")
+    if mode not in ("fork", "delta"):
+        raise ValueError(f"mode: expected 'fork' or 'delta', got {mode!r}")
+    rep = PauseReport(mode=mode)
+    shadow = DeltaImages()
+    # delta files go to memory (tmpfs) where there is one: the worker's write is then a copy into
+    # the page cache, never a wait for a disk (the checkpointer writes the images out itself)
+    shm = "/dev/shm" if mode == "delta" and os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+    tmp = tempfile.TemporaryDirectory(prefix="vnfkit-pause-", dir=shm)
     runner = ProcessRunner(vnf, queues=queues, config=config, parse=False, logged=True, keep_log=True,
                            assign_ids=False)
     shared = runner.shared_state
@@ -125,12 +163,24 @@ def measure_fork_pauses(vnf: type, config: dict[str, Any], load: Sequence[Any], 
         for b in load:
             run(b)
         rep.flows = runner.call_workers(_table_sizes)
+        if mode == "delta":
+            runner.call_workers(worker_delta_reset)
         k = 0
         pending: str | None = None  # the prefix of the image the children are still writing
         for i in range(checkpoints):
             for _ in range(batches_between):  # the workers go on while the children write
                 run(traffic[k % len(traffic)])
                 k += 1
+            if mode == "delta":
+                _delta_checkpoint(runner, shadow, os.path.join(tmp.name, f"c{i}"), rep, i, queues)
+                if i % verify_every == 0 or i == checkpoints - 1:
+                    sync = runner.call_workers(_sync_image)  # the same cut: no batch since
+                    _verify([shadow.image(q) for q in range(queues)], sync)
+                    rep.verified += 1
+                if progress is not None and (i + 1) % max(1, checkpoints // 10) == 0:
+                    progress(f"checkpoint {i + 1}/{checkpoints}: pause p50 "
+                             f"{percentiles_ms(rep.fork_s).get('p50', 0.0)} ms")
+                continue
             t0 = time.perf_counter()
             while any(runner.call_workers(worker_reap)):  # one image in progress at a time
                 time.sleep(0.0002)

@@ -22,6 +22,16 @@ then gone as a whole (the runtime stops the other workers) and the passive in-pr
 :class:`~.backup.Backup` restores the last checkpoint, replays the logged inputs with their
 determinants forced, re-executes the stable inputs without a stable determinant record, and goes
 live on the rest of the traffic. The oracle judges every released packet.
+
+A worker may die while storage is away (the Redis primary stalled or killed): the inputs admitted
+since are then not in storage, but the input handler, which outlives the master, still holds them
+(:meth:`~.input_log.InputHandler.unacknowledged`). The failover waits up to ``storage_wait_s`` for
+storage to answer; the output handler then releases the held outputs of every input the backup
+found stable up to its replayed cut (storage acknowledged them too late for the master; the backup
+replays them with outputs suppressed), and the input handler re-delivers the inputs storage never
+acknowledged, which the backup executes afresh, outputs on: no input and no output is lost. If
+storage does not return in time, the failover does not happen: that is reported in
+``storage_events``, and the outputs and the inputs (``result.held_inputs``) stay held, none dropped.
 """
 
 from __future__ import annotations
@@ -35,15 +45,15 @@ from typing import Any
 import numpy as np
 
 from ..runtime import WorkerError
-from .backup import CKPT_STREAM, DET_STREAM, Backup, det_ranges, encode_det
+from .backup import CKPT_STREAM, DET_STREAM, Backup, RecoveryReport, det_ranges, encode_det
 from .checkpoint import Checkpoint
-from .cow import collect_image, worker_fork_image, worker_reap
+from .cow import DeltaImages, collect_image, worker_delta_image, worker_delta_reset, worker_fork_image, worker_reap
 from .detector import FailureDetector, HeartbeatBoard
 from .harness import TrialResult, _key_rows, _record
 from .input_log import INPUT_STREAM, InputHandler
 from .oracle import Released, Verdict, judge, visible_state
 from .output import OutputHandler, check_strategy
-from .storage.base import StableStorage
+from .storage.base import StableStorage, StorageUnavailable
 from .storage.memory import MemoryStorage
 from .workloads import Workload
 
@@ -53,7 +63,7 @@ PROCESS_PHASES = ("between-batches", "mid-batch")
 #: How far ahead of a failure the passive backup gets: nothing, each checkpoint, or each group commit.
 BACKUP_MODES = ("cold", "warm", "hot")
 #: How a checkpoint images the workers: shipped back through the pipes, or written by a fork of each.
-CHECKPOINT_MODES = ("sync", "fork")
+CHECKPOINT_MODES = ("sync", "fork", "delta")
 #: The interpreter's thread switch interval during a trial (seconds).
 DETECTOR_SWITCH_S = 0.0002
 
@@ -96,7 +106,8 @@ def process_trial(w: Workload, crash_at: int | None, phase: str = "mid-batch", *
                   delay_s: float = 0.0, strategy: str = "replay", queues: int = 2,
                   storage: StableStorage | None = None, checkpoint_every: int = 8,
                   checkpoint_interval_s: float | None = None, sync_timeout_s: float = 1.0,
-                  backup_mode: str = "cold", checkpoint_mode: str = "sync", oracle: bool = True) -> TrialResult:
+                  backup_mode: str = "cold", checkpoint_mode: str = "sync", oracle: bool = True,
+                  storage_wait_s: float = 30.0) -> TrialResult:
     """Run `w` on a process master; SIGKILL worker `kill_worker` at input batch `crash_at` (see the
     module docstring; ``mid-batch``: `delay_s` after that batch's dispatch began); fail over; judge.
     Checkpoints every `checkpoint_every` batches, or with `checkpoint_interval_s` whenever that much
@@ -107,9 +118,13 @@ def process_trial(w: Workload, crash_at: int | None, phase: str = "mid-batch", *
     ``result.backup_stage_s``. `checkpoint_mode` (:data:`CHECKPOINT_MODES`): ``sync`` ships each
     worker's image back while the master waits; ``fork`` pauses the master only for a ``fork()`` of
     each worker, whose child writes the image (copy-on-write, as Redis's BGSAVE) -- the checkpoint
-    commits when every image is in. Pauses are in ``result.checkpoint_pauses_s``. Without `oracle`
+    commits when every image is in; ``delta`` pauses each worker only to write what its tables saw
+    change since its previous checkpoint (:func:`.cow.worker_delta_image`), which the master
+    applies to its shadow images (:class:`.cow.DeltaImages`) and commits at once. Pauses are in
+    ``result.checkpoint_pauses_s``. Without `oracle`
     (only with no crash) nothing is recorded for the oracle, so that ``result.master_s``, the wall
-    time of the master's loop over every batch, is what fault tolerance costs (:mod:`benches.bench_recovery`)."""
+    time of the master's loop over every batch, is what fault tolerance costs (:mod:`benches.bench_recovery`).
+    `storage_wait_s`: how long a failover waits for storage to answer (module docstring)."""
     import os
     import signal
     import tempfile
@@ -129,6 +144,8 @@ def process_trial(w: Workload, crash_at: int | None, phase: str = "mid-batch", *
         raise ValueError(f"checkpoint_mode: expected one of {list(CHECKPOINT_MODES)}, got {checkpoint_mode!r}")
     if not 0 <= kill_worker < queues:
         raise ValueError(f"kill_worker: must be in [0, {queues}), got {kill_worker}")
+    if isinstance(storage_wait_s, bool) or not isinstance(storage_wait_s, (int, float)) or storage_wait_s < 0:
+        raise ValueError(f"storage_wait_s: must be a non-negative number, got {storage_wait_s!r}")
     st = storage if storage is not None else MemoryStorage()
     logged = strategy == "replay"
     res = TrialResult(strategy, crash_at, f"{phase}, worker {kill_worker}", Verdict())
@@ -185,12 +202,16 @@ def process_trial(w: Workload, crash_at: int | None, phase: str = "mid-batch", *
             return
         acks()
         out.checkpoint_committed(ck.next_input)
-        st.truncate(CKPT_STREAM, off)
-        if logged:
-            st.truncate(INPUT_STREAM, ck.next_input)
-            st.truncate(DET_STREAM, ck.next_input)
+        try:  # garbage collection only: what one checkpoint leaves, the next one drops
+            st.truncate(CKPT_STREAM, off)
+            if logged:
+                st.truncate(INPUT_STREAM, ck.next_input)
+                st.truncate(DET_STREAM, ck.next_input)
+        except StorageUnavailable as exc:
+            res.storage_events.append(f"checkpoint {ck.epoch}: {exc}")
 
     forking: list[tuple[Checkpoint, str]] = []  # fork checkpoints whose images are being written
+    shadow = DeltaImages()  # delta checkpoints: the master's images of the workers' tables
 
     def collect(wait: bool) -> None:
         """Commit the fork checkpoint in progress once every worker's image is in."""
@@ -217,7 +238,23 @@ def process_trial(w: Workload, crash_at: int | None, phase: str = "mid-batch", *
         if forking:
             collect(wait=True)  # one image in progress at a time
         t0 = time.perf_counter()
-        if checkpoint_mode == "fork":
+        ck_pause = 0.0
+        if checkpoint_mode == "delta":
+            if not shadow.queues:  # the first delta checkpoint: every worker sends base images
+                runner.call_workers(worker_delta_reset)
+                t0 = time.perf_counter()
+            prefix = os.path.join(tmp.name, f"ckpt-{epoch[0]}")
+            done = runner.call_workers(worker_delta_image, prefix)
+            ck_pause = time.perf_counter() - t0
+            positions = [d[1] for d in done]
+            for q in range(queues):
+                if not shadow.collect(q, f"{prefix}-{q}"):
+                    raise RuntimeError(f"checkpoint {epoch[0]}: worker {q} wrote no delta image")
+            images = [shadow.image(q) for q in range(queues)]
+            ck = Checkpoint(epoch[0], next_input, inp.next_id - 1, positions, shared.snapshot(),
+                            [im[0] for im in images], [im[1] for im in images])
+            res.checkpoint_fork_s.append(max(d[2] for d in done))
+        elif checkpoint_mode == "fork":
             prefix = os.path.join(tmp.name, f"ckpt-{epoch[0]}")
             forks = runner.call_workers(worker_fork_image, prefix)
             positions = [f[1] for f in forks]
@@ -229,7 +266,8 @@ def process_trial(w: Workload, crash_at: int | None, phase: str = "mid-batch", *
             positions = [s[2] for s in snaps]
             ck = Checkpoint(epoch[0], next_input, inp.next_id - 1, positions, shared.snapshot(),
                             [s[0] for s in snaps], [s[1] for s in snaps])
-        ck.pause_s = time.perf_counter() - t0
+        # delta: the workers' pause is the call; the master's work on the shadow images is its own
+        ck.pause_s = ck_pause if checkpoint_mode == "delta" else time.perf_counter() - t0
         res.checkpoint_pauses_s.append(ck.pause_s)
         epoch[0] += 1
         if logged:
@@ -247,6 +285,12 @@ def process_trial(w: Workload, crash_at: int | None, phase: str = "mid-batch", *
             last_ckpt_ts[0] = int(batch.ts_ns.max())
             return True
         return False
+
+    def stage(follow: bool) -> None:
+        try:
+            res.backup_stage_s.append(backup.stage(st, follow=follow))
+        except StorageUnavailable as exc:  # the backup catches up at the next stage, or at the failover
+            res.storage_events.append(f"backup: {exc}")
 
     trace_t0 = int(w.batches[0].ts_ns.min()) if len(w.batches) and len(w.batches[0]) else 0
     last_ckpt_ts = [trace_t0]
@@ -293,7 +337,7 @@ def process_trial(w: Workload, crash_at: int | None, phase: str = "mid-batch", *
                 acks()
                 collect(wait=False)
                 if backup_mode == "hot" and strategy != "none":  # before a checkpoint truncates what it follows
-                    res.backup_stage_s.append(backup.stage(st, follow=logged))
+                    stage(follow=logged)
                 if out.poll() and oracle or oracle and strategy in ("none", "checkpoint"):
                     visible.update(_merge_visible(runner.call_workers(worker_visible)))
                 if strategy != "none" and due(i, batch):
@@ -301,7 +345,7 @@ def process_trial(w: Workload, crash_at: int | None, phase: str = "mid-batch", *
                     if out.poll() and oracle:
                         visible.update(_merge_visible(runner.call_workers(worker_visible)))
                 if backup_mode == "warm" and strategy != "none":
-                    res.backup_stage_s.append(backup.stage(st))  # restores a checkpoint newly committed
+                    stage(follow=False)  # restores a checkpoint newly committed
             res.master_s = time.perf_counter() - t_loop
             if kill["t"]:  # killed after the last look: the runtime notices at the next call
                 current[0] = len(w.batches)
@@ -318,6 +362,11 @@ def process_trial(w: Workload, crash_at: int | None, phase: str = "mid-batch", *
             if oracle:
                 res.released_master = len(released)
             res.held_at_crash = out.held()
+            batches, res.held_inputs = inp.held()
+            if res.held_at_crash or batches:
+                res.storage_events.append(f"end of run: storage has not acknowledged {batches} input batches "
+                                          f"({res.held_inputs} packets, held by the input handler); "
+                                          f"{res.held_at_crash} outputs held")
             if checkpoint_mode == "fork":
                 deadline = time.monotonic() + 10.0
                 while any(runner.call_workers(worker_reap)) and time.monotonic() < deadline:
@@ -333,15 +382,31 @@ def process_trial(w: Workload, crash_at: int | None, phase: str = "mid-batch", *
         if not det.wait(5.0):
             raise RuntimeError("the pidfd detector did not report the killed worker within 5 s")
         res.detect_s = (min(det.events[0][2], kill["worker_error_t"]) - kill["t"]) / 1e9
-        side[0] = 1
-        rep = backup.recover(st if strategy != "none" else None, strategy)
-        res.recovery = rep
-        for q, b in rep.outputs:
-            _record(released, in_keys, b, 1)
         if crash_at is not None and len(w.batches[crash_at]):
             res.crash_packet = int(w.batches[crash_at].packet_id[0])
             res.crash_time_ms = (int(w.batches[crash_at].ts_ns.min()) - trace_t0) / 1e6
-        res.lost_batches = inp.next_seq - rep.next_seq
+        rep = _recover_when_stored(backup, st if strategy != "none" else None, strategy, storage_wait_s,
+                                   res.storage_events)
+        if rep is None:
+            return _failover_held(res, w, inp, out, released, in_keys, visible, storage_wait_s)
+        res.recovery = rep
+        # The output handler outlives the master: its held outputs of inputs the backup found stable
+        # up to its replayed cut (determinant records included) may leave now -- the backup replayed
+        # those inputs with outputs suppressed, and storage acknowledged them too late for the master.
+        if strategy == "replay":
+            for seq in sorted(s for s in pending_det if s < rep.replayed_to):
+                for thread, first, count in pending_det.pop(seq):
+                    out.ack_determinants(thread, first, count)
+            out.input_acked(rep.replayed_to)
+        elif strategy == "buffer":
+            out.checkpoint_committed(rep.replayed_to)
+        out.poll()
+        res.released_held = len(released) - res.released_master
+        res.released_master = len(released)
+        side[0] = 1
+        for q, b in rep.outputs:
+            _record(released, in_keys, b, 1)
+        _redeliver(res, inp, backup, rep, lambda b: _record(released, in_keys, b, 1))
         backup_state = visible_state(backup.vnfs)
         for batch in w.batches[inp.next_seq:]:
             batch.parse()
@@ -365,6 +430,60 @@ def process_trial(w: Workload, crash_at: int | None, phase: str = "mid-batch", *
         tmp.cleanup()
         det.close()
         board.close()
+
+
+def _recover_when_stored(backup: Backup, st: StableStorage | None, strategy: str, wait_s: float,
+                         events: list[str]) -> RecoveryReport | None:
+    """:meth:`.backup.Backup.recover`, once storage answers: retried for up to `wait_s` seconds
+    (every failed try is a line of `events`); None if storage did not answer in that time."""
+    wait_until = time.monotonic() + wait_s
+    while True:
+        try:
+            return backup.recover(st, strategy)
+        except StorageUnavailable as exc:
+            events.append(f"failover: {exc}")
+            if time.monotonic() >= wait_until:
+                return None
+            time.sleep(0.05)
+
+
+def _redeliver(res: TrialResult, inp: InputHandler, backup: Backup, rep: RecoveryReport,
+               emit: Callable[[Any], None]) -> None:
+    """The input handler re-delivers to the recovered backup what it logged and storage never
+    acknowledged: no output of those inputs left, so the backup executes them afresh, outputs on
+    (each output sub-batch to `emit`). Sets ``res.redelivered_batches`` and ``res.lost_batches``."""
+    redeliver = inp.unacknowledged(rep.next_seq)
+    done = rep.next_seq
+    if redeliver and redeliver[0][0] != rep.next_seq:
+        res.storage_events.append(f"failover: storage acknowledged input records {rep.next_seq}.."
+                                  f"{redeliver[0][0] - 1}, but the backup did not find them")
+        redeliver = []
+    for seq, batch in redeliver:
+        for _, b in backup.process(batch):
+            emit(b)
+        done = seq + 1
+    res.redelivered_batches = len(redeliver)
+    res.lost_batches = inp.next_seq - done
+
+
+def _failover_held(res: TrialResult, w: Workload, inp: InputHandler, out: OutputHandler, released: Released,
+                   in_keys: dict[int, bytes], visible: dict[str, dict[Any, int]], waited_s: float) -> TrialResult:
+    """No failover: storage did not answer within `waited_s`. The input handler keeps every input it
+    could not get acknowledged (and the rest of the traffic, as it arrives); the master's held
+    outputs stay held; the oracle judges what left."""
+    for batch in w.batches[inp.next_seq:]:
+        batch.parse()
+        inp.admit(batch)
+        in_keys.update(zip(batch.packet_id.tolist(), _key_rows(batch)))
+    batches, packets = inp.held()
+    res.held_inputs = packets
+    res.storage_events.append(f"failover: storage did not answer within {waited_s} s; no backup went live: "
+                              f"{batches} input batches ({packets} packets) held by the input handler, "
+                              f"{out.held()} outputs held")
+    res.verdict = judge(released, visible, visible, [], per_flow_decisions=w.per_flow_decisions,
+                        non_monotone=w.non_monotone)
+    res.verdict.checked["failover"] = 0
+    return res
 
 
 def random_process_trials(nf: str, strategy: str, trials: int, seed: int = 0, *, packets: int = 8000,

@@ -25,6 +25,16 @@
 //
 // When full (no free slot): the insert fails, the packet's slot is kNoSlot, is_new is 0 and
 // stats().failed_inserts counts it. Nothing is evicted.
+//
+// Dirty tracking (incremental checkpoints): the table keeps one dirty flag per slot, set for every
+// slot whose entry it changes and for every slot it hands to the caller (lookup hits, lookup_or_insert,
+// touch, set_class, live_slots, active_in_range), since the caller may then write that slot's value
+// record through the values view; mark_dirty() marks slots the caller writes by a slot number kept
+// from earlier. take_delta() returns what changed since the previous take_delta() (the dirty slots'
+// entries and values, the changed top of the free stack, the clock and counters) and starts a new
+// interval; a FlowTableImage built from a snapshot() and fed every later delta in order
+// snapshots to exactly the bytes the table itself would, so the work at a checkpoint is
+// proportional to what changed, not to the table.
 #pragma once
 
 #include <array>
@@ -105,6 +115,8 @@ struct Expired {
   }
 };
 
+class FlowTableImage;
+
 class FlowTable {
  public:
   explicit FlowTable(const FlowTableConfig& cfg);
@@ -166,8 +178,9 @@ class FlowTable {
   // Slots of live flows with lo <= flow_id <= hi and last_ts >= since_ns, ascending.
   [[nodiscard]] std::vector<std::uint32_t> active_in_range(std::uint32_t lo, std::uint32_t hi,
                                                            std::uint64_t since_ns = 0) const;
-  // Slots of all live flows, ascending.
-  [[nodiscard]] std::vector<std::uint32_t> live_slots() const;
+  // Slots of all live flows, ascending (marked dirty unless mark is false: a reader that writes
+  // no value record, such as a snapshot of the VNF's own state, need not send them all again).
+  [[nodiscard]] std::vector<std::uint32_t> live_slots(bool mark = true) const;
   void clear();
 
   // Opaque user metadata stored in snapshots (the Python layer keeps the value dtype there).
@@ -176,6 +189,17 @@ class FlowTable {
 
   [[nodiscard]] std::vector<std::uint8_t> snapshot() const;
   static FlowTable restore(std::span<const std::uint8_t> image);
+
+  // Dirty tracking (see the file comment). Throws std::invalid_argument (before marking anything)
+  // for a slot >= capacity.
+  void mark_dirty(const std::uint32_t* slots, std::size_t n);
+  void mark_all_dirty() noexcept;
+  // mark_dirty() of one slot the caller has checked is < capacity (native hot paths).
+  void mark_dirty_unchecked(std::uint32_t slot) noexcept { mark(slot); }
+  [[nodiscard]] std::size_t dirty_count() const noexcept;
+  // What changed since the previous take_delta() / clear_dirty(); starts a new interval.
+  [[nodiscard]] std::vector<std::uint8_t> take_delta();
+  void clear_dirty() noexcept;
   // Replaces this table's contents with `image` without moving its entry and value arrays, so
   // pointers and views into them stay valid and see the restored records. The image must have
   // this table's capacity, value size and user metadata (the Python layer's value dtype); on any
@@ -189,10 +213,24 @@ class FlowTable {
   ~FlowTable();
 
  private:
+  friend class FlowTableImage;
   [[nodiscard]] std::uint32_t find(const FlowKey& k, std::uint64_t h) const noexcept {
     return index_.find(k, h, [this](std::uint32_t s) -> const FlowKey& { return entries_[s].key; });
   }
   void free_slot(std::uint32_t slot) noexcept;
+  void mark(std::uint32_t s) const noexcept { dirty_[s] = 1; }  // a plain store: no read on the hot path
+  // Marks the slots a batch call resolved (kNoSlot entries skipped), in one pass after the
+  // pipeline so the byte stores do not make the compiler reload table state inside it.
+  void mark_found(const std::uint32_t* slots, std::size_t n) const noexcept {
+    std::uint8_t* d = dirty_.data();
+    const std::uint32_t cap = cfg_.capacity;
+    for (std::size_t i = 0; i < n; ++i) {
+      if (slots[i] < cap) d[slots[i]] = 1;
+    }
+  }
+  void note_free_pop() noexcept {
+    if (free_.size() < free_low_) free_low_ = free_.size();
+  }
   template <typename KeyAt, typename Resolve>
   void pipeline(KeyAt&& key_at, std::size_t n, Resolve&& resolve) noexcept;
   template <typename Row>
@@ -221,6 +259,36 @@ class FlowTable {
   FlowTableStats stats_;
   std::string user_meta_;
   std::vector<std::pair<std::uint64_t, std::uint32_t>> due_;  // scratch for expire()
+  mutable std::vector<std::uint8_t> dirty_;  // one byte per slot, 1 = dirty (see dirty tracking)
+  std::size_t free_low_ = 0;  // lowest free-stack depth since the interval began
+  std::uint64_t delta_seq_ = 0;  // intervals ended (take_delta / clear_dirty calls)
+};
+
+// The image of a FlowTable kept outside it (e.g. by a checkpointer in another process) and brought
+// up to date by the table's take_delta() output: no index or timer wheel, only what a snapshot
+// holds. Built from a snapshot(); apply() each later delta in order; snapshot() then equals the
+// table's own snapshot() byte for byte. Throws SnapshotError for a bad image or delta (a delta
+// of another shape, or one that does not follow the previous: the image is then unchanged).
+class FlowTableImage {
+ public:
+  explicit FlowTableImage(std::span<const std::uint8_t> image);
+  void apply(std::span<const std::uint8_t> delta);
+  [[nodiscard]] std::vector<std::uint8_t> snapshot() const;
+  [[nodiscard]] std::size_t size() const noexcept { return size_; }
+  [[nodiscard]] std::uint64_t deltas() const noexcept { return seq_; }
+
+ private:
+  FlowTableConfig cfg_;
+  std::uint64_t cursor_ = 0;
+  std::uint64_t now_ = 0;
+  FlowTableStats stats_;
+  std::string user_meta_;
+  std::vector<std::uint32_t> free_;
+  std::vector<FlowEntry> entries_;
+  std::vector<std::uint8_t> values_;
+  std::size_t size_ = 0;
+  std::uint64_t seq_ = 0;  // the table's interval count after the last delta applied
+  bool seq_known_ = false;  // false until the first delta (a snapshot does not carry it)
 };
 
 }  // namespace vnfkit::flow

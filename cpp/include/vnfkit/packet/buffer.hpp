@@ -14,7 +14,10 @@
 // Owned memory is allocated uninitialised: growing never zero-fills twice (resize() value-initialises
 // the new elements once; resize_for_overwrite() leaves them for the caller to write). Blocks of
 // 2 MiB or more are 2 MiB aligned and advised to use transparent huge pages, so filling a large
-// batch (a whole pcap file) takes a few hundred page faults instead of one per 4 KiB.
+// batch (a whole pcap file) takes a few hundred page faults instead of one per 4 KiB. When resize()
+// (to zero) needs a block of kZeroMapped bytes or more, the block is mapped straight from the
+// kernel, whose fresh pages are already zero: the new elements are not written at all (a column
+// nobody writes costs no memory traffic; the first write to a page pays its fault).
 //
 // Copies are deep (value semantics, like std::vector); moves steal. Element access is a raw pointer
 // dereference, as fast as a vector's. Not thread-safe (one batch is used by one thread at a time;
@@ -114,7 +117,14 @@ class Buffer {
     if (n > cap_) regrow(n);
   }
   // New elements are zeroed (value-initialised), as with std::vector::resize.
-  void resize(std::size_t n) { resize(n, T{}); }
+  void resize(std::size_t n) {
+    if (n > cap_ && std::max(n, cap_ * 2) * sizeof(T) >= kZeroMapped && value_init_is_zero()) {
+      regrow(std::max(n, cap_ * 2), /*zeroed=*/true);  // elements past the old size are already zero
+      set_size(n);
+      return;
+    }
+    resize(n, T{});
+  }
   void resize(std::size_t n, const T& v) {
     if (n > cap_) regrow(std::max(n, cap_ * 2));
     const std::size_t old = size_;
@@ -187,6 +197,18 @@ class Buffer {
 
  private:
   static constexpr std::size_t kHuge = std::size_t{2} << 20;
+  // resize() maps blocks of this size or more zeroed from the kernel (smaller ones come from the
+  // heap, whose reused memory is cheaper to zero than fresh pages are to fault in).
+  static constexpr std::size_t kZeroMapped = std::size_t{4} << 20;
+  static bool value_init_is_zero() noexcept {
+    static const bool zero = [] {
+      const T v{};
+      unsigned char bytes[sizeof(T)];
+      std::memcpy(bytes, &v, sizeof(T));
+      return std::all_of(bytes, bytes + sizeof(T), [](unsigned char c) { return c == 0; });
+    }();
+    return zero;
+  }
   static std::align_val_t align_for(std::size_t bytes) noexcept {
     return std::align_val_t{bytes >= kHuge ? kHuge : (alignof(T) > 64 ? alignof(T) : 64)};
   }
@@ -195,11 +217,24 @@ class Buffer {
   struct Block {
     T* raw = nullptr;
     std::size_t raw_bytes = 0;
+    bool mapped = false;  // raw is an anonymous mapping of raw_bytes (rounded to pages), not operator new's
     std::vector<T> owned;
     std::shared_ptr<void> keep;  // external memory: what keeps it alive
     Block() = default;
-    explicit Block(std::size_t n)
-        : raw(static_cast<T*>(::operator new(n * sizeof(T), align_for(n * sizeof(T))))), raw_bytes(n * sizeof(T)) {
+    // n elements, uninitialised; or, with `zeroed`, all zero (a fresh mapping where there is mmap).
+    explicit Block(std::size_t n, bool zeroed = false) : raw_bytes(n * sizeof(T)) {
+#if defined(__linux__)
+      if (zeroed) {
+        void* m = ::mmap(nullptr, raw_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (m == MAP_FAILED) throw std::bad_alloc();
+        raw = static_cast<T*>(m);
+        mapped = true;
+      }
+#endif
+      if (!raw) {
+        raw = static_cast<T*>(::operator new(raw_bytes, align_for(raw_bytes)));
+        if (zeroed) std::memset(static_cast<void*>(raw), 0, raw_bytes);
+      }
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
       if (raw_bytes >= kHuge) (void)::madvise(raw, raw_bytes / kHuge * kHuge, MADV_HUGEPAGE);
 #endif
@@ -207,6 +242,12 @@ class Buffer {
     Block(const Block&) = delete;
     Block& operator=(const Block&) = delete;
     ~Block() {
+#if defined(__linux__)
+      if (mapped) {
+        ::munmap(raw, raw_bytes);
+        return;
+      }
+#endif
       if (raw) ::operator delete(raw, align_for(raw_bytes));
     }
   };
@@ -219,10 +260,10 @@ class Buffer {
   }
   void set_size(std::size_t n) noexcept { size_ = n; }
   // Move to memory for at least `n` elements, keeping the contents.
-  void regrow(std::size_t n) {
-    // A fresh uninitialised block holding the live elements. The old block is dropped here if
-    // nobody views it, or left to its viewers otherwise.
-    auto blk = std::make_shared<Block>(n);
+  void regrow(std::size_t n, bool zeroed = false) {
+    // A fresh uninitialised (or all-zero) block holding the live elements. The old block is
+    // dropped here if nobody views it, or left to its viewers otherwise.
+    auto blk = std::make_shared<Block>(n, zeroed);
     if (size_) std::memcpy(blk->raw, ptr_, size_ * sizeof(T));
     block_ = std::move(blk);
     ptr_ = block_->raw;

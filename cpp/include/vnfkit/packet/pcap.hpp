@@ -16,7 +16,9 @@
 // how much was left over, as tshark reports "cut short in the middle of a packet". A corrupt record
 // anywhere raises PcapError whose message names the byte offset; the reader then stays failed.
 // Writing: classic pcap of one link type, micro- or nanosecond timestamps; records are built into a
-// 4 MiB buffer and written with large write(2) calls.
+// 4 MiB buffer and written with large write(2) calls. A regular output file has its blocks
+// preallocated ahead of the data in steps of up to 64 MiB (fallocate, file size unchanged); closing
+// the writer frees what was not used.
 #pragma once
 
 #include <cstddef>
@@ -144,10 +146,15 @@ class PcapWriter {
 
  private:
   void flush();
+  void prealloc(std::size_t n);        // have blocks reserved for the next n bytes (best effort)
+  void release_prealloc() noexcept;    // free the reserved blocks past the bytes written
 
   std::string path_;
   std::exception_ptr error_;  // set by the first failed write: the writer stays failed
   int fd_ = -1;
+  bool prealloc_ = false;       // a regular file whose file system has accepted fallocate so far
+  std::uint64_t written_ = 0;   // bytes written to the file
+  std::uint64_t alloc_end_ = 0; // blocks are preallocated up to this file offset
   bool nano_;
   std::uint32_t linktype_;
   std::vector<std::uint8_t> buf_;

@@ -19,15 +19,18 @@ class LatencyHistogram {
   // Throws std::invalid_argument naming the field: highest_value in [2, 2^53), digits in 1..5.
   explicit LatencyHistogram(std::uint64_t highest_value = 3'600'000'000'000ull, int significant_digits = 3);
 
-  void record(std::uint64_t v) noexcept {
-    ++total_;
+  void record(std::uint64_t v) noexcept { record_n(v, 1); }
+  // `count` values equal to v (one bucket update for a run of packets with one latency).
+  void record_n(std::uint64_t v, std::uint64_t count) noexcept {
+    if (count == 0) return;
+    total_ += count;
     if (v > max_) max_ = v;
     if (v > highest_) {  // counted, not binned; min is of the binned values (as HdrHistogram)
-      ++overflow_;
+      overflow_ += count;
       return;
     }
     if (v < min_) min_ = v;
-    ++counts_[index(v)];
+    counts_[index(v)] += count;
   }
   [[nodiscard]] std::size_t index(std::uint64_t v) const noexcept {
     const auto bl = static_cast<int>(std::bit_width(v | mask_));

@@ -4,11 +4,11 @@
 //   [... every other PacketBatch column, max entries each][packet bytes: data_capacity]
 //
 // Each region starts on a 64-byte boundary. The dispatcher appends packets of a parsed batch into
-// an open slab (one memcpy per packet for the bytes, column entries copied alongside), the worker
-// wraps the slab as a PacketBatch over external memory (no copy: a VNF's in-place writes land in the
-// slab), and after process() `store` writes back any column the VNF reallocated (e.g. a payload
-// rewrite that rebuilt the data buffer). `arrival_ns` is the runtime's own column: when the
-// dispatcher received each packet, for latency from arrival to release.
+// an open slab (one copy per run of consecutive packets for the bytes and for each column, a gather
+// for scattered ones), the worker wraps the slab as a PacketBatch over external memory (no copy: a
+// VNF's in-place writes land in the slab), and after process() `store` writes back any column the
+// VNF reallocated (e.g. a payload rewrite that rebuilt the data buffer). `arrival_ns` is the
+// runtime's own column: when the dispatcher received each packet, for latency from arrival to release.
 #pragma once
 
 #include <cstddef>

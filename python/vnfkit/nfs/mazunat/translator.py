@@ -114,6 +114,9 @@ class MazuNAT(RuleSteps, EndpointClaims, FastSteps, VNF):
         # ICMP only: the values this worker stored in the shared echo map, per outbound slot
         self._enc_int = np.zeros(cap, np.uint64)
         self._enc_peer = np.zeros(cap, np.uint64)
+        # whether an ICMP mapping may be live (set when an echo request reaches the outbound table,
+        # which is the only way one is made): while not, snapshot() need not scan the table for them
+        self._icmp_seen = False
         self._pub = np.full(1 << 16, self.public, np.uint32)  # sliced, never written
         # the fast path's buffers: one mark byte per outbound slot, the deferred lists (grown)
         self._mark = np.zeros(cap, np.uint8)
@@ -152,8 +155,11 @@ class MazuNAT(RuleSteps, EndpointClaims, FastSteps, VNF):
         the GC clock, and the ICMP echo-map values of live ICMP mappings. The two tables
         (``mazunat.out``, ``mazunat.reply`` in ``ctx.tables``) and the shared pools are imaged by the
         checkpointer itself."""
-        live = self.out.live_slots()
-        icmp = live[self._out_vals["proto"][live] == ICMP]
+        if self._icmp_seen:
+            live = self.out.live_slots(mark_dirty=False)  # read only
+            icmp = live[self._out_vals["proto"][live] == ICMP]
+        else:
+            icmp = np.zeros(0, np.uint32)
         return {"counters": dict(self.c), "next_gc": int(self.next_gc), "icmp_slots": icmp.copy(),
                 "icmp_enc_int": self._enc_int[icmp].copy(), "icmp_enc_peer": self._enc_peer[icmp].copy()}
 
@@ -176,6 +182,7 @@ class MazuNAT(RuleSteps, EndpointClaims, FastSteps, VNF):
         self._enc_peer[:] = 0
         self._enc_int[slots] = state["icmp_enc_int"]
         self._enc_peer[slots] = state["icmp_enc_peer"]
+        self._icmp_seen = bool(len(slots))
 
     # ------------------------------------------------------------------------------- mappings
     def _free(self, slots: npt.NDArray[np.uint32], sctx: Any, pid: int) -> None:
@@ -286,6 +293,7 @@ class MazuNAT(RuleSteps, EndpointClaims, FastSteps, VNF):
             if len(onp) and len(rules.deny):
                 onp = self._deny(batch, rules, onp, dst)
             if len(onp):
+                self._icmp_seen = True
                 self._outbound(batch, sctx, onp, set_port=True)
         if len(oidx):
             if len(rules.forwards):
@@ -313,6 +321,7 @@ class MazuNAT(RuleSteps, EndpointClaims, FastSteps, VNF):
         of packets that found their mapping already expired, and its count: only a flow's first
         packet of the call can (later ones see the deadline it just set)."""
         self._armed[slots] = 1
+        self.out.mark_dirty(slots)  # replies reach these records by the slot kept in the reply table
         return _core.touch_deadlines_at(self._out_vals, _DEADLINE_OFF, _TIMEOUT_OFF, slots, batch, idx,
                                         0x05, self.done_ns)
 

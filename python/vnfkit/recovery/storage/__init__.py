@@ -8,12 +8,13 @@
 See :mod:`vnfkit.recovery.storage.base` for the contract (offsets, sync, acknowledged offsets).
 """
 
-from .base import NOT_REPLICATED, OK, TIMEOUT, UNAVAILABLE, StableStorage, StorageError, SyncResult
+from .base import (NOT_REPLICATED, OK, TIMEOUT, UNAVAILABLE, StableStorage, StorageError, StorageUnavailable,
+                   SyncResult)
 from .file import FileStorage
 from .memory import MemoryStorage
 
 __all__ = ["NOT_REPLICATED", "OK", "TIMEOUT", "UNAVAILABLE", "FileStorage", "MemoryStorage", "RedisPair",
-           "RedisStorage", "StableStorage", "StorageError", "SyncResult", "open_storage"]
+           "RedisStorage", "StableStorage", "StorageError", "StorageUnavailable", "SyncResult", "open_storage"]
 
 
 def __getattr__(name: str) -> object:  # Redis pieces import redis-py lazily

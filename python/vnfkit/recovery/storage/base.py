@@ -14,6 +14,7 @@ stalled, replica missing) acknowledges nothing, says why in :attr:`SyncResult.st
 timeout (never a hang), keeps the records queued, and a later sync retries them.
 ``read(stream, start)`` returns the stable records from ``start`` on (what a backup may use);
 ``truncate(stream, before)`` drops records below ``before`` (after a checkpoint made them useless).
+A backend that can be away raises :class:`StorageUnavailable` from either when it does not answer.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-__all__ = ["OK", "TIMEOUT", "UNAVAILABLE", "NOT_REPLICATED", "StableStorage", "StorageError", "SyncResult",
-           "check_stream"]
+__all__ = ["OK", "TIMEOUT", "UNAVAILABLE", "NOT_REPLICATED", "StableStorage", "StorageError", "StorageUnavailable",
+           "SyncResult", "check_stream"]
 
 #: :attr:`SyncResult.status` values.
 OK = "ok"
@@ -37,6 +38,11 @@ _STREAM_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
 
 class StorageError(RuntimeError):
     """A storage operation failed in a way the caller must see (bad stream, corrupt data, closed)."""
+
+
+class StorageUnavailable(StorageError):
+    """Storage did not answer a read or a truncation (down, stalled): nothing was read or dropped;
+    the same call may succeed once storage returns."""
 
 
 def check_stream(stream: object) -> str:

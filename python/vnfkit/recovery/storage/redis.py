@@ -10,14 +10,16 @@ by SIGSTOP (:data:`TIMEOUT`: the socket timeout bounds every call), replica miss
 (:data:`NOT_REPLICATED`) -- is simply retried by the next one once storage returns.
 
 A reader (the backup, possibly another process or host) uses :meth:`read`: records up to the
-acknowledged offset stored with them.
+acknowledged offset stored with them. A read, a listing or a truncation that Redis does not answer
+raises :class:`~.base.StorageUnavailable` (within the socket timeout); the caller may retry it.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from .base import NOT_REPLICATED, OK, TIMEOUT, UNAVAILABLE, StableStorage, check_offset, check_stream
+from .base import (NOT_REPLICATED, OK, TIMEOUT, UNAVAILABLE, StableStorage, StorageUnavailable, check_offset,
+                   check_stream)
 
 __all__ = ["RedisStorage"]
 
@@ -101,23 +103,37 @@ class RedisStorage(StableStorage):
         v = self._r.hget(f"{self.prefix}:acked", stream)
         return int(v) if v is not None else 0
 
+    def _unavailable(self, what: str, exc: Exception) -> StorageUnavailable:
+        if isinstance(exc, self._timeout_errors):
+            return StorageUnavailable(f"redis did not answer within {self.socket_timeout_s} s: {what} failed ({exc})")
+        return StorageUnavailable(f"redis is unavailable: {what} failed ({exc})")
+
     def read(self, stream: str, start: int = 0) -> list[tuple[int, bytes]]:
         stream = check_stream(stream)
         start = check_offset(start, "start")
-        end = max(self._acked.get(stream, 0), self._remote_acked(stream))
-        raw = self._r.hgetall(self._key(stream))
+        try:
+            end = max(self._acked.get(stream, 0), self._remote_acked(stream))
+            raw = self._r.hgetall(self._key(stream))
+        except self._errors as exc:
+            raise self._unavailable(f"read of stream {stream!r}", exc) from exc
         recs = sorted((int(k), v) for k, v in raw.items())
         return [(o, v) for o, v in recs if start <= o < end]
 
     def streams(self) -> list[str]:
-        return sorted(k.decode() for k in self._r.hkeys(f"{self.prefix}:acked"))
+        try:
+            return sorted(k.decode() for k in self._r.hkeys(f"{self.prefix}:acked"))
+        except self._errors as exc:
+            raise self._unavailable("listing the streams", exc) from exc
 
     def truncate(self, stream: str, before: int) -> None:
         stream = check_stream(stream)
         before = check_offset(before, "before")
-        fields = [k for k in self._r.hkeys(self._key(stream)) if int(k) < before]
-        if fields:
-            self._r.hdel(self._key(stream), *fields)
+        try:
+            fields = [k for k in self._r.hkeys(self._key(stream)) if int(k) < before]
+            if fields:
+                self._r.hdel(self._key(stream), *fields)
+        except self._errors as exc:
+            raise self._unavailable(f"truncation of stream {stream!r}", exc) from exc
 
     def close(self) -> None:
         self._r.close()
