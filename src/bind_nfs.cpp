@@ -172,6 +172,7 @@ class NatFastPath {
       py::gil_scoped_release nogil;
       r = vnfkit::nfs::nat_fast_batch(b, *out_, *in_, net_, mask_, out_port_, in_port_, gc_at, cfg, buf_, scratch_);
     }
+    if (r.gc_due) return py::make_tuple(5, r.min_ts, 0, 0, 0, 0, 0, 0, 0);
     const auto& f = r.fast;
     const int status = r.general ? 4 : f.out_expired ? 2 : f.in_expired ? 3 : 0;
     return py::make_tuple(status, f.out_deferred, f.in_deferred, f.translated, f.reverse_translated, f.new_mappings,
@@ -398,8 +399,10 @@ void bind_nfs(py::module_& m) {
            py::arg("fwd_in").noconvert(), py::arg("gc_at"),
            "Split the batch (split_gateway with ports_only) and, for a batch of TCP/UDP outbound and inbound\n"
            "packets only whose earliest packet time is below gc_at, run nat_fast_path on it. Returns\n"
-           "nat_fast_path's tuple; status 4: the batch needs the general path (other packets, an expiry scan\n"
-           "due, or a forward's server port): nothing done but the split's output ports.")
+           "nat_fast_path's tuple; status 4: the batch needs the general path (other packets, or a forward's\n"
+           "server port); status 5: an expiry scan is due and the batch is otherwise the common one, item 1\n"
+           "is its earliest packet time (scan, then call again with the next gc_at). After 4 or 5 nothing has\n"
+           "been done but the split's output ports.")
       .def_property_readonly("batch_capacity", &NatFastPath::batch_capacity,
                              "The largest batch run() takes (the deferred buffers' length).");
 

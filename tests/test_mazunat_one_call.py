@@ -85,10 +85,16 @@ def test_native_batch_object_bad_input() -> None:
         fp.run(b, None, None, 1 << 60)
     with pytest.raises(ValueError, match="fwd_rev: needs 65536 entries"):
         fp.run(b.select(np.arange(4, dtype=np.uint32)), np.zeros(3, np.uint8), None, 1 << 60)
-    # a batch with an expiry scan due is left to the general path: nothing but the port presets
+    # a common batch with an expiry scan due is handed back (status 5) with its earliest packet time,
+    # and with other packets too it is left to the general path (status 4): nothing but the port presets
     small = b.select(np.arange(4, dtype=np.uint32))
+    small.ts_ns[:] = [7, 5, 9, 6]
     before = small.to_list()
-    assert fp.run(small, None, None, 0)[0] == 4 and small.to_list() == before
+    r = fp.run(small, None, None, 5)
+    assert r[0] == 5 and r[1] == 5 and small.to_list() == before and len(out) == 0
+    small.key["dst"][2, :4] = [10, 0, 0, 9]  # inside to inside: not the NAT's
+    assert fp.run(small, None, None, 5)[0] == 4 and small.to_list() == before and len(out) == 0
+    assert fp.run(small, None, None, 6)[0] == 4 and len(out) == 0
     with pytest.raises(ValueError, match="mark: needs exactly 64 entries"):
         _core.NatFastPath(out, inb, 0, 0, 1, 1, 2, 10, *_bufs(63, 4))
     with pytest.raises(ValueError, match="out: values must be 32-byte NAT records"):

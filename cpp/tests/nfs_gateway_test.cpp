@@ -117,6 +117,34 @@ TEST(NatExpired, ArmedIndexFindsWhatTheFullPassFinds) {
   EXPECT_EQ(armed[slots[29]], 1);  // a deadline: kept
 }
 
+TEST(NatExpired, SparseArmedBytesAcrossBlocks) {
+  // armed bytes scattered over several 32-slot blocks, most 8-slot words empty, and a tail
+  vnfkit::flow::FlowTableConfig cfg;
+  cfg.capacity = 100;
+  cfg.value_size = sizeof(vnfkit::nfs::NatRecord);
+  vnfkit::flow::FlowTable t(cfg);
+  std::vector<vnfkit::flow::FlowKey> keys(100);
+  for (std::size_t i = 0; i < keys.size(); ++i) set_v4(keys[i], 0x0A000000 + static_cast<std::uint32_t>(i), 1);
+  std::vector<std::uint32_t> slots(100), ids(100, 0);
+  std::vector<std::uint64_t> ts(100, 0);
+  ASSERT_EQ(t.lookup_or_insert(keys.data(), ids.data(), ts.data(), nullptr, 100, slots.data(), nullptr), 100u);
+  auto* rec = reinterpret_cast<vnfkit::nfs::NatRecord*>(t.values());
+  for (std::size_t s = 0; s < 100; ++s) rec[s].deadline = 10 * s + 1;
+  std::vector<std::uint8_t> armed(100, 0);
+  const std::vector<std::uint32_t> on = {0, 9, 26, 33, 47, 64, 71, 90, 96, 99};
+  for (const auto s : on) armed[s] = 1;
+  std::vector<std::uint32_t> got(100);
+  for (const std::uint64_t now : {0ULL, 91ULL, 500ULL, 2000ULL}) {
+    std::vector<std::uint32_t> want;
+    for (const auto s : on) {
+      if (10 * s + 1 <= now) want.push_back(s);
+    }
+    const auto k = vnfkit::nfs::nat_expired(t, now, got.data(), armed.data());
+    ASSERT_EQ(k, want.size()) << "now " << now;
+    EXPECT_TRUE(std::equal(want.begin(), want.end(), got.begin()));
+  }
+}
+
 TEST(SplitGateway, RejectsInconsistentColumns) {
   PacketBatch b = batch_of(3);
   b.drop.resize(2);

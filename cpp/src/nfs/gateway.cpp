@@ -1,17 +1,39 @@
 #include "vnfkit/nfs/gateway.hpp"
 
 #include <algorithm>
+#include <bit>
 #include <cstddef>
 #include <cstring>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "vnfkit/packet/checksum.hpp"
 #include "vnfkit/packet/rewrite.hpp"
 
 namespace vnfkit::nfs {
 
 namespace {
+// big-endian loads and stores as single (unaligned) word accesses (a little-endian host)
+inline std::uint16_t rd16(const std::uint8_t* p) noexcept {
+  std::uint16_t v;
+  std::memcpy(&v, p, 2);
+  return __builtin_bswap16(v);
+}
+inline void wr16(std::uint8_t* p, std::uint16_t v) noexcept {
+  v = __builtin_bswap16(v);
+  std::memcpy(p, &v, 2);
+}
+inline std::uint32_t rd32(const std::uint8_t* p) noexcept {
+  std::uint32_t v;
+  std::memcpy(&v, p, 4);
+  return __builtin_bswap32(v);
+}
+inline void wr32(std::uint8_t* p, std::uint32_t v) noexcept {
+  v = __builtin_bswap32(v);
+  std::memcpy(p, &v, 4);
+}
+
 inline std::uint32_t load_be32(const std::uint8_t* p) noexcept {
   return (std::uint32_t{p[0]} << 24) | (std::uint32_t{p[1]} << 16) | (std::uint32_t{p[2]} << 8) | std::uint32_t{p[3]};
 }
@@ -30,9 +52,13 @@ void check_fields(std::size_t record_size, std::size_t deadline_offset, std::siz
 }
 }  // namespace
 
-SplitCounts split_gateway(packet::PacketBatch& batch, std::uint32_t inside_net, std::uint32_t inside_mask,
-                          std::uint32_t addr, std::uint16_t out_port, std::uint16_t in_port, bool ports_only,
-                          const SplitOutput& o) {
+namespace {
+// split_gateway's pass; kAddrs = false leaves o.src / o.dst unwritten (nat_fast_batch needs only
+// the lists, the port presets and min_ts).
+template <bool kAddrs>
+SplitCounts split_impl(packet::PacketBatch& batch, std::uint32_t inside_net, std::uint32_t inside_mask,
+                       std::uint32_t addr, std::uint16_t out_port, std::uint16_t in_port, bool ports_only,
+                       const SplitOutput& o) {
   const std::size_t n = batch.size();
   if (batch.key.size() != n || batch.drop.size() != n || batch.flags.size() != n || batch.port.size() != n ||
       batch.ts_ns.size() != n) {
@@ -53,18 +79,20 @@ SplitCounts split_gateway(packet::PacketBatch& batch, std::uint32_t inside_net, 
     min_ts = std::min(min_ts, ts[i]);
     port[i] = 0;
     if (drop[i] != 0) {
-      o.src[i] = o.dst[i] = 0;
+      if constexpr (kAddrs) o.src[i] = o.dst[i] = 0;
       continue;
     }
     if (k.family != 4) {
-      o.src[i] = o.dst[i] = 0;
+      if constexpr (kAddrs) o.src[i] = o.dst[i] = 0;
       o.not_v4[c.not_v4++] = idx;
       continue;
     }
     const std::uint32_t s = load_be32(k.src.data());
     const std::uint32_t d = load_be32(k.dst.data());
-    o.src[i] = s;
-    o.dst[i] = d;
+    if constexpr (kAddrs) {
+      o.src[i] = s;
+      o.dst[i] = d;
+    }
     const bool nonfirst_fragment =
         (flags[i] & (packet::kFlagFragment | packet::kFlagFirstFragment)) == packet::kFlagFragment;
     if (nonfirst_fragment) {  // no L4 header: nothing a gateway can match on ports
@@ -94,6 +122,13 @@ SplitCounts split_gateway(packet::PacketBatch& batch, std::uint32_t inside_net, 
   }
   c.min_ts = min_ts;
   return c;
+}
+}  // namespace
+
+SplitCounts split_gateway(packet::PacketBatch& batch, std::uint32_t inside_net, std::uint32_t inside_mask,
+                          std::uint32_t addr, std::uint16_t out_port, std::uint16_t in_port, bool ports_only,
+                          const SplitOutput& o) {
+  return split_impl<true>(batch, inside_net, inside_mask, addr, out_port, in_port, ports_only, o);
 }
 
 void touch_deadlines(std::uint8_t* records, std::size_t n_records, std::size_t record_size,
@@ -250,6 +285,87 @@ void roll_back(FastScratch::Undo* begin, FastScratch::Undo* end) noexcept {
   }
 }
 
+// rewrite_v4 for the rows of nat_fast_path (in range: checked by its caller), with its bytes and
+// key updates: TCP/UDP packets here in one tight loop, anything else through rewrite_v4. The
+// address is addr[j], or `one` for every packet when addr is null. The IPv4 header and the L4
+// checksum share the address's part of the RFC 1624 sum (the same sums as rewrite_v4's, regrouped).
+template <bool kSrc>
+void rewrite_rows(packet::PacketBatch& b, const std::uint32_t* rows, const std::uint32_t* addr, std::uint32_t one,
+                  const std::uint16_t* port, std::size_t n) {
+  std::uint8_t* const data = b.data.data();
+  const std::uint32_t* const offsets = b.offsets.data();
+  const std::uint16_t* const l3_off = b.l3_offset.data();
+  const std::uint16_t* const l4_off = b.l4_offset.data();
+  const std::uint16_t* const l4_len = b.l4_len.data();
+  const std::uint8_t* const drop = b.drop.data();
+  const std::uint8_t* const flags = b.flags.data();
+  flow::FlowKey* const keys = b.key.data();
+  constexpr std::size_t kAddrAt = kSrc ? 12 : 16;
+  constexpr std::size_t kPortAt = kSrc ? 0 : 2;
+  constexpr packet::Side kSide = kSrc ? packet::Side::kSource : packet::Side::kDestination;
+  constexpr std::size_t kAhead = 8;  // the packets are scattered over the batch's data
+  for (std::size_t j = 0; j < std::min(n, kAhead); ++j) {
+    __builtin_prefetch(data + offsets[rows[j]] + l3_off[rows[j]], 1);
+  }
+  for (std::size_t j = 0; j < n; ++j) {
+    if (j + kAhead < n) {
+      const std::size_t ia = rows[j + kAhead];
+      __builtin_prefetch(data + offsets[ia] + l3_off[ia], 1);
+    }
+    const std::size_t i = rows[j];
+    flow::FlowKey& k = keys[i];
+    const std::uint8_t proto = k.proto;
+    const std::uint32_t new_addr = addr != nullptr ? addr[j] : one;
+    // TCP and UDP come mixed: the tests on the protocol below are written so they compile without
+    // a branch on it (its branches mispredict often)
+    const bool tcp = proto == 6;
+    if (!(tcp | (proto == 17))) {  // not the fast path's protocols: the general rewrite
+      packet::rewrite_v4(b, kSide, rows + j, &new_addr, port + j, 1);
+      continue;
+    }
+    if (drop[i] != 0 || k.family != 4) continue;
+    std::uint8_t* const pkt = data + offsets[i];
+    const std::size_t l3 = l3_off[i];
+    const bool has_l4 = (flags[i] & packet::kFlagHasL4) != 0;
+    // v4_columns_in_bounds for TCP (a 20-byte L4 header) and UDP (8)
+    const std::size_t len = offsets[i + 1] - offsets[i];
+    if (l3 + 20 > len) continue;
+    const std::size_t iph = static_cast<std::size_t>(pkt[l3] & 0x0F) * 4;
+    if (iph < 20 || l3 + iph > len) continue;
+    const std::size_t l4 = l4_off[i];
+    if (has_l4 &&
+        (l4 < l3 + iph || l4 + l4_len[i] > len || static_cast<unsigned>(l4_len[i]) < 8u + 12u * static_cast<unsigned>(tcp))) {
+      continue;
+    }
+    std::uint8_t* const ip = pkt + l3;
+    std::uint8_t* const a = ip + kAddrAt;
+    const std::uint32_t old_addr = rd32(a);
+    wr32(a, new_addr);
+    const std::uint32_t da = static_cast<std::uint32_t>(static_cast<std::uint16_t>(~(old_addr >> 16))) +
+                             static_cast<std::uint16_t>(~old_addr) + (new_addr >> 16) + (new_addr & 0xFFFFu);
+    wr16(ip + 10, static_cast<std::uint16_t>(
+                      ~packet::fold(static_cast<std::uint32_t>(static_cast<std::uint16_t>(~rd16(ip + 10))) + da)));
+    const std::uint32_t be_addr = __builtin_bswap32(new_addr);
+    std::memcpy((kSrc ? k.src : k.dst).data(), &be_addr, 4);
+    if (!has_l4) continue;
+    std::uint8_t* const l4h = pkt + l4;
+    const std::uint16_t new_port = port[j];
+    std::uint8_t* const pp = l4h + kPortAt;
+    std::uint8_t* const cp = l4h + 6 + 10 * static_cast<std::size_t>(tcp);  // the checksum: TCP 16, UDP 6
+    const std::uint16_t old_port = rd16(pp);
+    wr16(pp, new_port);
+    std::uint16_t c = rd16(cp);
+    if (tcp | (c != 0)) {  // a UDP checksum of 0 (none) stays 0
+      c = static_cast<std::uint16_t>(~packet::fold(static_cast<std::uint32_t>(static_cast<std::uint16_t>(~c)) + da +
+                                                   static_cast<std::uint16_t>(~old_port) + new_port));
+      // UDP: a computed 0 is sent as 0xFFFF
+      c = static_cast<std::uint16_t>(c | (0u - static_cast<unsigned>((!tcp) & (c == 0))));
+      wr16(cp, c);
+    }
+    (kSrc ? k.sport : k.dport) = new_port;
+  }
+}
+
 constexpr std::uint8_t kMarkNew = 1;
 constexpr std::uint8_t kMarkLost = 2;
 
@@ -386,7 +502,6 @@ bool decide_new_flows(packet::PacketBatch& batch, flow::FlowTable& out, flow::Fl
     refresh(rec, batch.ts_ns[r], batch.tcp_flags[r], cfg, undo);
     undo = sc.undo.data();
     sc.rw_idx[nrw] = r;
-    sc.rw_addr[nrw] = cfg.public_addr;
     sc.rw_port[nrw] = rec->nat_port;
     ++nrw;
   }
@@ -397,7 +512,7 @@ bool decide_new_flows(packet::PacketBatch& batch, flow::FlowTable& out, flow::Fl
       buf.mark[s] = 0;
     }
   }
-  packet::rewrite_v4(batch, packet::Side::kSource, sc.rw_idx.data(), sc.rw_addr.data(), sc.rw_port.data(), nrw);
+  rewrite_rows<true>(batch, sc.rw_idx.data(), nullptr, cfg.public_addr, sc.rw_port.data(), nrw);
   res.translated += nrw;
   return true;
 }
@@ -412,9 +527,9 @@ void check_list(const char* what, const std::uint32_t* idx, std::size_t n, std::
 }
 }  // namespace
 
-NatFastResult nat_fast_path(packet::PacketBatch& batch, flow::FlowTable& out, flow::FlowTable& in,
-                            const std::uint32_t* oidx, std::size_t n_out, const std::uint32_t* iidx, std::size_t n_in,
-                            const NatFastConfig& cfg, const NatFastBuffers& buf) {
+namespace {
+// nat_fast_path's checks of the batch's columns and the tables' value sizes (not of the lists).
+void check_fast_args(const packet::PacketBatch& batch, const flow::FlowTable& out, const flow::FlowTable& in) {
   const std::size_t np = batch.size();
   if (batch.key.size() != np || batch.ts_ns.size() != np || batch.tcp_flags.size() != np ||
       batch.flow_id.size() != np || batch.port.size() != np) {
@@ -428,8 +543,19 @@ NatFastResult nat_fast_path(packet::PacketBatch& batch, flow::FlowTable& out, fl
     throw std::invalid_argument("in: values must be uint32 slots, got " + std::to_string(in.config().value_size) +
                                 " bytes");
   }
-  check_list("oidx", oidx, n_out, np);
-  check_list("iidx", iidx, n_in, np);
+}
+
+// nat_fast_path on lists already checked to be in range, with the caller's scratch. Kept out of
+// GCC's interprocedural optimisation: propagating the (thread_local) scratch into it would make
+// every use of it in the loops fetch the thread's address again (__tls_get_addr per access).
+#if defined(__GNUC__) && !defined(__clang__)
+__attribute__((noipa))
+#endif
+NatFastResult fast_path_impl(packet::PacketBatch& batch, flow::FlowTable& out, flow::FlowTable& in,
+                             const std::uint32_t* oidx, std::size_t n_out, const std::uint32_t* iidx,
+                             std::size_t n_in, const NatFastConfig& cfg, const NatFastBuffers& buf,
+                             FastScratch& sc) {
+  const std::size_t np = batch.size();
   NatFastResult res;
   if (cfg.fwd_rev != nullptr) {
     for (std::size_t j = 0; j < n_out; ++j) {
@@ -439,7 +565,6 @@ NatFastResult nat_fast_path(packet::PacketBatch& batch, flow::FlowTable& out, fl
       }
     }
   }
-  FastScratch& sc = fast_scratch();
   sc.reserve(std::max(n_out, n_in));
   const std::uint64_t* ts = batch.ts_ns.data();
   const std::uint8_t* tflags = batch.tcp_flags.data();
@@ -451,35 +576,43 @@ NatFastResult nat_fast_path(packet::PacketBatch& batch, flow::FlowTable& out, fl
   out.lookup_or_insert_rows(batch.key.data(), batch.flow_id.data(), ts, nullptr, np, oidx, n_out, slots, is_new);
   FastScratch::Undo* undo = sc.undo.data();
   std::size_t nrw = 0, ndef = 0;
-  // the records are scattered over the value array: keep several misses in flight
+  // the records are scattered over the value array: keep several misses in flight (the lookup has
+  // already started each hit's fetch; this brings the next few into L1)
+  std::uint8_t* const vals = out.values();
+  const auto rec_of = [vals](std::uint32_t s) {
+    return reinterpret_cast<NatRecord*>(vals + std::size_t{s} * sizeof(NatRecord));
+  };
+  std::uint32_t* const rw_idx = sc.rw_idx.data();
+  std::uint16_t* const rw_port = sc.rw_port.data();
+  std::uint8_t* const mark = buf.mark;
+  std::uint8_t* const armed = buf.armed;
   constexpr std::size_t kAhead = 8;
   auto prefetch_out = [&](std::size_t j) {
-    if (slots[j] < out_cap) __builtin_prefetch(record_at(out, slots[j]), 1);
+    if (slots[j] < out_cap) __builtin_prefetch(rec_of(slots[j]), 1);
   };
-  for (std::size_t j = 0; j < n_out; ++j) {  // start every record's fetch now, into L2
-    if (slots[j] < out_cap) __builtin_prefetch(record_at(out, slots[j]), 1, 2);
-  }
   for (std::size_t j = 0; j < std::min(n_out, kAhead); ++j) prefetch_out(j);
   for (std::size_t j = 0; j < n_out; ++j) {
     if (j + kAhead < n_out) prefetch_out(j + kAhead);
     const std::uint32_t s = slots[j];
     const std::uint32_t r = oidx[j];
-    if (s >= out_cap || is_new[j] || buf.mark[s]) {
-      if (s < out_cap) buf.mark[s] = kMarkNew;
+    NatRecord* const rec = s < out_cap ? rec_of(s) : nullptr;
+    // A marked slot was deferred earlier in this loop, so this call inserted it and its record is
+    // still all zero: the mark needs reading only for a record whose deadline is 0.
+    if (rec == nullptr || is_new[j] || (rec->deadline == 0 && mark[s] != 0)) {
+      if (rec != nullptr) mark[s] = kMarkNew;
       buf.out_idx[ndef] = r;
       buf.out_slot[ndef] = s;
       buf.out_new[ndef] = is_new[j];
       ++ndef;
       continue;
     }
-    NatRecord* rec = record_at(out, s);
-    if (buf.armed != nullptr && rec->deadline == 0) buf.armed[s] = 1;
+    if (armed != nullptr && rec->deadline == 0) armed[s] = 1;
     if (!refresh(rec, ts[r], tflags[r], cfg, undo)) {
       res.out_expired = true;
       break;
     }
-    sc.rw_idx[nrw] = r;
-    sc.rw_port[nrw] = rec->nat_port;
+    rw_idx[nrw] = r;
+    rw_port[nrw] = rec->nat_port;
     ++nrw;
   }
   for (std::size_t j = 0; j < ndef; ++j) {
@@ -497,8 +630,7 @@ NatFastResult nat_fast_path(packet::PacketBatch& batch, flow::FlowTable& out, fl
     res.in_deferred = n_in;
     return res;
   }
-  std::fill(sc.rw_addr.begin(), sc.rw_addr.begin() + static_cast<std::ptrdiff_t>(nrw), cfg.public_addr);
-  packet::rewrite_v4(batch, packet::Side::kSource, sc.rw_idx.data(), sc.rw_addr.data(), sc.rw_port.data(), nrw);
+  rewrite_rows<true>(batch, sc.rw_idx.data(), nullptr, cfg.public_addr, sc.rw_port.data(), nrw);
   res.translated = nrw;
   res.out_deferred = ndef;
   if (ndef != 0 && cfg.tcp_pool != nullptr && cfg.udp_pool != nullptr && cfg.ctx != nullptr) {
@@ -524,6 +656,7 @@ NatFastResult nat_fast_path(packet::PacketBatch& batch, flow::FlowTable& out, fl
   // two dependent misses per packet (reply value -> outbound record): first resolve every hit's
   // outbound slot (prefetching the reply values ahead), then walk the records prefetching ahead
   const std::uint32_t in_cap = static_cast<std::uint32_t>(in.capacity());
+  std::uint32_t* const rw_addr = sc.rw_addr.data();
   std::uint32_t* oslot = sc.islots.data();
   constexpr std::size_t kValAhead = 16;
   for (std::size_t q = 0; q < std::min(nrows, kValAhead); ++q) {
@@ -533,10 +666,10 @@ NatFastResult nat_fast_path(packet::PacketBatch& batch, flow::FlowTable& out, fl
     if (q + kValAhead < nrows && slots[q + kValAhead] < in_cap) __builtin_prefetch(in_vals + slots[q + kValAhead], 0);
     oslot[q] = slots[q] < in_cap ? in_vals[slots[q]] : flow::kNoSlot;
     // and start every record's fetch now, into L2 (a batch's records fit there many times over)
-    if (oslot[q] < out_cap) __builtin_prefetch(record_at(out, oslot[q]), 1, 2);
+    if (oslot[q] < out_cap) __builtin_prefetch(rec_of(oslot[q]), 1, 2);
   }
   auto prefetch_in_rec = [&](std::size_t q) {
-    if (oslot[q] < out_cap) __builtin_prefetch(record_at(out, oslot[q]), 1);
+    if (oslot[q] < out_cap) __builtin_prefetch(rec_of(oslot[q]), 1);
   };
   for (std::size_t q = 0; q < std::min(nrows, kAhead); ++q) prefetch_in_rec(q);
   std::size_t k = 0;  // position in rows
@@ -557,16 +690,16 @@ NatFastResult nat_fast_path(packet::PacketBatch& batch, flow::FlowTable& out, fl
       buf.in_idx[idef++] = r;
       continue;
     }
-    NatRecord* rec = record_at(out, os);
-    if (buf.armed != nullptr && rec->deadline == 0) buf.armed[os] = 1;
+    NatRecord* rec = rec_of(os);
+    if (armed != nullptr && rec->deadline == 0) armed[os] = 1;
     out.mark_dirty_unchecked(os);  // reached by the slot kept in the reply value, not by a lookup of `out`
     if (!refresh(rec, ts[r], tflags[r], cfg, undo)) {
       res.in_expired = true;
       break;
     }
-    sc.rw_idx[nrw] = r;
-    sc.rw_addr[nrw] = rec->int_addr;
-    sc.rw_port[nrw] = rec->int_port;
+    rw_idx[nrw] = r;
+    rw_addr[nrw] = rec->int_addr;
+    rw_port[nrw] = rec->int_port;
     ++nrw;
   }
   if (res.in_expired) {
@@ -576,9 +709,21 @@ NatFastResult nat_fast_path(packet::PacketBatch& batch, flow::FlowTable& out, fl
     return res;
   }
   res.in_deferred = idef;
-  packet::rewrite_v4(batch, packet::Side::kDestination, sc.rw_idx.data(), sc.rw_addr.data(), sc.rw_port.data(), nrw);
+  rewrite_rows<false>(batch, sc.rw_idx.data(), sc.rw_addr.data(), 0, sc.rw_port.data(), nrw);
   res.reverse_translated = nrw;
   return res;
+}
+
+}  // namespace
+
+NatFastResult nat_fast_path(packet::PacketBatch& batch, flow::FlowTable& out, flow::FlowTable& in,
+                            const std::uint32_t* oidx, std::size_t n_out, const std::uint32_t* iidx, std::size_t n_in,
+                            const NatFastConfig& cfg, const NatFastBuffers& buf) {
+  check_fast_args(batch, out, in);
+  const std::size_t np = batch.size();
+  check_list("oidx", oidx, n_out, np);
+  check_list("iidx", iidx, n_in, np);
+  return fast_path_impl(batch, out, in, oidx, n_out, iidx, n_in, cfg, buf, fast_scratch());
 }
 
 SplitOutput SplitScratch::reserve(std::size_t n) {
@@ -594,13 +739,17 @@ NatBatchResult nat_fast_batch(packet::PacketBatch& batch, flow::FlowTable& out, 
                               std::uint16_t in_port, std::uint64_t gc_at, const NatFastConfig& cfg,
                               const NatFastBuffers& buf, SplitScratch& scratch) {
   const SplitOutput o = scratch.reserve(batch.size());
-  const SplitCounts c = split_gateway(batch, inside_net, inside_mask, cfg.public_addr, out_port, in_port, true, o);
+  const SplitCounts c = split_impl<false>(batch, inside_net, inside_mask, cfg.public_addr, out_port, in_port, true, o);
   NatBatchResult r;
   if (c.other != 0 || c.not_v4 != 0 || c.outbound_np != 0 || c.inbound_np != 0 || c.min_ts >= gc_at) {
     r.general = true;
+    r.gc_due = c.other == 0 && c.not_v4 == 0 && c.outbound_np == 0 && c.inbound_np == 0;
+    r.min_ts = c.min_ts;
     return r;
   }
-  r.fast = nat_fast_path(batch, out, in, o.outbound, c.outbound, o.inbound, c.inbound, cfg, buf);
+  // the split's lists are in range by construction
+  check_fast_args(batch, out, in);
+  r.fast = fast_path_impl(batch, out, in, o.outbound, c.outbound, o.inbound, c.inbound, cfg, buf, fast_scratch());
   r.general = r.fast.bailed;
   return r;
 }
@@ -636,7 +785,16 @@ std::size_t nat_expired(flow::FlowTable& out, std::uint64_t now, std::uint32_t* 
     }
   };
   std::size_t s = 0;
-  for (; s + 8 <= cap; s += 8) {  // skip unarmed slots eight at a time
+  for (; s + 32 <= cap; s += 32) {  // skip unarmed slots 32 at a time, then eight at a time
+    std::uint64_t w[4];
+    std::memcpy(w, armed + s, sizeof w);
+    if ((w[0] | w[1] | w[2] | w[3]) == 0) continue;
+    for (std::size_t q = 0; q < 4; ++q) {
+      if (w[q] == 0) continue;
+      for (std::size_t t = s + 8 * q; t < s + 8 * q + 8; ++t) visit(t);
+    }
+  }
+  for (; s + 8 <= cap; s += 8) {
     std::uint64_t word;
     std::memcpy(&word, armed + s, sizeof word);
     if (word == 0) continue;

@@ -183,9 +183,13 @@ struct SplitScratch {
 // fragment or other-protocol packet) and the batch's earliest packet time is below gc_at (no
 // expiry scan due), the result is nat_fast_path's on the split's lists. Otherwise, or if
 // nat_fast_path bailed (a forward's server port), `general` is set and nothing but the split's
-// port presets has been done: the caller takes its general path (which splits again).
+// port presets has been done: the caller takes its general path (which splits again). If the only
+// reason was the expiry scan (every packet TCP/UDP outbound or inbound, min_ts >= gc_at), gc_due is
+// set too and min_ts is the batch's earliest packet time: the caller may run its scan and call again.
 struct NatBatchResult {
   bool general = false;
+  bool gc_due = false;
+  std::uint64_t min_ts = 0;
   NatFastResult fast;
 };
 NatBatchResult nat_fast_batch(packet::PacketBatch& batch, flow::FlowTable& out, flow::FlowTable& in,

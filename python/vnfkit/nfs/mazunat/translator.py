@@ -234,7 +234,11 @@ class MazuNAT(RuleSteps, EndpointClaims, FastSteps, VNF):
                 self._sctx = sctx
                 self._grow(n)
             r = self._engine.run(batch, rules.fwd_rev_flags, rules.fwd_in_flags, self.next_gc)
-            if r[0] != 4:
+            if r[0] == 5:  # the common batch, but an expiry scan is due first (r[1]: its earliest time)
+                self._gc(r[1], sctx, int(batch.packet_id[0]))
+                self.next_gc = r[1] + self.gc_ns
+                r = self._engine.run(batch, rules.fwd_rev_flags, rules.fwd_in_flags, self.next_gc)
+            if r[0] < 4:  # 0-3: done (4, or 5 again: the general path below)
                 self._fast_done(batch, sctx, rules, r)
                 return
         c = self.c
