@@ -43,9 +43,7 @@ for i = 3, #KEYS do
   local j = 0
   while j < n do
     local m = math.min(n - j, 256)
-    local args = {}
-    for k = 1, 2 * m do args[k] = ARGV[a + k - 1] end
-    redis.call('HSET', KEYS[i], unpack(args))
+    redis.call('HSET', KEYS[i], unpack(ARGV, a, a + 2 * m - 1))
     a = a + 2 * m
     j = j + m
   end
@@ -125,8 +123,7 @@ class RedisStorage(StableStorage):
         for s, q in queued.items():
             keys.append(self._key(s))
             args += [s, q[-1][0] + 1, len(q)]
-            for off, rec in q:
-                args += [off, rec]
+            args += [x for off_rec in q for x in off_rec]
         try:
             done, epoch = self._commit_script(keys=keys, args=args)
             if not done:
