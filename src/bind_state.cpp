@@ -424,6 +424,35 @@ void bind_state(py::module_& m) {
         return to_bytes(chunk);
       }, py::arg("thread"), py::arg("from_position") = py::none(),
          "read_log() framed as one checksummed chunk (what drain_chunk() would produce), for a Replayer.")
+      .def("log_chunk_range", [](const st::SharedState& s, std::uint16_t thread, std::uint64_t from, std::uint64_t to) {
+        if (to < from) {
+          throw py::value_error("to_position: " + std::to_string(to) + " is before from_position " + std::to_string(from));
+        }
+        std::vector<fl::Determinant> recs;
+        std::vector<std::uint8_t> chunk;
+        std::uint64_t first = 0;
+        {
+          py::gil_scoped_release nogil;
+          first = s.read_log(thread, from, recs);
+          if (first == from && recs.size() >= to - from) {
+            recs.resize(to - from);
+            chunk = fl::encode_chunk(thread, first, recs);
+          }
+        }
+        if (first != from) {
+          throw py::value_error("from_position: worker " + std::to_string(thread) + "'s log starts at " + std::to_string(first) +
+                                ", records needed from " + std::to_string(from));
+        }
+        if (recs.size() != to - from) {
+          throw py::value_error("to_position: worker " + std::to_string(thread) + "'s log ends at " +
+                                std::to_string(first + recs.size()) + ", records needed up to " + std::to_string(to));
+        }
+        return to_bytes(chunk);
+      }, py::arg("thread"), py::arg("from_position"), py::arg("to_position"),
+         "Records [from_position, to_position) of worker `thread`'s log framed as one checksummed chunk (the\n"
+         "format of drain_chunk()), without draining it: one call for a slice that read_log() +\n"
+         "encode_log_chunk() would frame. ValueError if the log no longer holds from_position or does not\n"
+         "reach to_position yet.")
       .def("snapshot", [](const st::SharedState& s) { return to_bytes(s.snapshot()); })
       .def("restore", [](st::SharedState& s, const py::bytes& b) { restoring([&] { s.restore(bytes_view(b)); }); }, py::arg("image"))
       .def("__repr__", [](const st::SharedState& s) {

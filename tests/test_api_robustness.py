@@ -94,6 +94,8 @@ NO_ARGUMENTS = {
     "FlowTable.capacity", "FlowTable.clear", "FlowTable.close_timeout_ns", "FlowTable.idle_timeout_ns",
     "FlowTable.live_slots", "FlowTable.memory_bytes", "FlowTable.now_ns", "FlowTable.snapshot",
     "FlowTable.stats", "FlowTable.tick_ns", "FlowTable.timeout_classes", "FlowTable.class_of_proto", "FlowTable.value_size", "FlowTable.values_raw",
+    "FlowTable.dirty_count", "FlowTable.take_delta", "FlowTable.clear_dirty", "FlowTableImage.snapshot",
+    "FlowTableImage.__len__", "FlowTableImage.deltas",
     "MultiQueueClassifier.key", "MultiQueueClassifier.num_queues", "MultiQueueClassifier.reta",
     "MultiQueueClassifier.symmetric", "MultiQueueClassifier.use_ports", "OutputCommit.queues",
     "OutputCommit.threads", "PacketBatch.__len__", "PacketBatch.data", "PacketBatch.drop_counts",
@@ -403,6 +405,18 @@ def ft_restore_none(): FlowTable.restore(None)
 def ft_restore_in_place_other_shape(): FlowTable(8).restore_in_place(FlowTable(16).snapshot())
 @case("FlowTable.restore_in_place", SnapshotError, "snapshot truncated")
 def ft_restore_in_place_truncated(): FlowTable(8).restore_in_place(FlowTable(8).snapshot()[:-3])
+@case("FlowTable.mark_dirty", TypeError, "slots: expected a numpy array of dtype uint32, got int64")
+def ft_mark_dirty_int64(): _core.FlowTable(8, 8).mark_dirty(np.array([0]))
+@case("FlowTable.mark_dirty", ValueError, "slots: 99 is out of range \\(capacity 8\\)")
+def ft_mark_dirty_range(): _core.FlowTable(8, 8).mark_dirty(np.array([99], U32))
+@case("FlowTableImage.__init__", SnapshotError, "snapshot truncated")
+def ft_image_junk(): _core.FlowTableImage(b"junk")
+@case("FlowTableImage.__init__", TypeError, "incompatible constructor arguments")
+def ft_image_none(): _core.FlowTableImage(None)
+@case("FlowTableImage.apply", SnapshotError, "snapshot truncated")
+def ft_image_apply_junk(): _core.FlowTableImage(_core.FlowTable(8, 8).snapshot()).apply(b"junk")
+@case("FlowTableImage.apply", SnapshotError, "capacity 16 / value size 8 differ from the image's 8 / 8")
+def ft_image_apply_foreign(): _core.FlowTableImage(_core.FlowTable(8, 8).snapshot()).apply(_core.FlowTable(16, 8).take_delta())
 @case("FlowTable.restore_in_place", TypeError, "image: expected bytes, got NoneType")
 def ft_restore_in_place_none(): FlowTable(8).restore_in_place(None)
 @case("crc32c", TypeError, "crc32c: data must be a contiguous bytes-like")
@@ -472,6 +486,8 @@ def ss_buffer_zero(): state_ctx()[0].buffer("b", 0)
 def ss_read_log_beyond(): state_ctx()[0].read_log(0, 5)
 @case("SharedState.log_chunk", ValueError, "thread: worker 7 has no determinant log")
 def ss_log_chunk_none(): state_ctx()[0].log_chunk(7)
+@case("SharedState.log_chunk_range", ValueError, "to_position: worker 0's log ends at 0")
+def ss_log_chunk_range_short(): state_ctx()[0].log_chunk_range(0, 0, 3)
 @case("SharedState.log_range", ValueError, "thread: worker 9 has no determinant log")
 def ss_log_range_none(): state_ctx()[0].log_range(9)
 @case("SharedBuffer.restore", ValueError, "snapshot truncated")

@@ -80,3 +80,44 @@ def test_bad_arguments():
             FailureDetector(b, timeout_s=0)
     finally:
         b.close()
+
+
+class _CountingPoll:
+    """A select.poll stand-in that counts the detector thread's looks."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.calls = 0
+
+    def register(self, fd, events):
+        self.inner.register(fd, events)
+
+    def unregister(self, fd):
+        self.inner.unregister(fd)
+
+    def poll(self, timeout_ms):
+        self.calls += 1
+        return self.inner.poll(timeout_ms)
+
+
+def test_sub_millisecond_poll_period_does_not_spin():
+    board = HeartbeatBoard(2)  # the beater attaches to two words
+    p = start(board, 0)
+    det = FailureDetector(board, timeout_s=3600.0, poll_s=0.0005)
+    counting = _CountingPoll(det._poll)
+    det._poll = counting
+    try:
+        det.watch_process(0, p.pid)
+        time.sleep(0.3)
+        # one look per 0.5 ms period at most (~600 in 0.3 s); a poll(0) loop makes tens of thousands
+        assert counting.calls < 1200, counting.calls
+        t0 = time.monotonic_ns()
+        p.kill()
+        assert det.wait(2.0) and det.events[0][:2] == (0, "exited")  # a death is still seen
+        print(f"{counting.calls} looks in 0.3 s; SIGKILL seen in {(det.events[0][2] - t0) / 1e6:.2f} ms")
+    finally:
+        det.close()
+        p.kill()
+        p.wait()
+        p.stdout.close()
+        board.close()

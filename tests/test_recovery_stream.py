@@ -3,10 +3,13 @@ once, checkpoints commit while the stream runs, and a SIGKILLed worker is failed
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
-from vnfkit.recovery.backup import DET_STREAM, decode_det
+from vnfkit.recovery.backup import CKPT_STREAM, DET_STREAM, decode_det
+from vnfkit.recovery.checkpoint import Checkpoint
 from vnfkit.recovery.ft_runner import StreamingMaster, weighted_percentiles
 from vnfkit.recovery.ft_trial import stream_cost, stream_trial
 from vnfkit.recovery.storage.memory import MemoryStorage
@@ -22,12 +25,13 @@ def _parsed(nf, **kw):
     return w
 
 
-def test_stream_replay_releases_everything_once_with_stable_determinants():
+@pytest.mark.parametrize("images", ["fork", "inline", "auto", "delta"])
+def test_stream_replay_releases_everything_once_with_stable_determinants(images):
     w = _parsed("mazunat", packets=6000, flows=300, batch=128, seed=5)
     st = MemoryStorage()
     seen: list[int] = []
     m = StreamingMaster(w.vnf, w.config, queues=2, strategy="replay", storage=st, checkpoint_interval_s=0.01,
-                        on_release=lambda q, b: seen.extend(b.packet_id.tolist()))
+                        on_release=lambda q, b: seen.extend(b.packet_id.tolist()), worker_images=images)
     try:
         for b in w.batches:
             m.feed(b)
@@ -40,6 +44,28 @@ def test_stream_replay_releases_everything_once_with_stable_determinants():
         assert [decode_det(blob)[0] for _, blob in dets] == [off for off, _ in dets]
         lat, counts = m.latency_ns()
         assert counts.sum() == 6000 and (lat > 0).all()
+        # every committed checkpoint carries each worker's table image, and a time for its stall
+        ck = Checkpoint.from_bytes(st.read(CKPT_STREAM)[-1][1])
+        assert all(set(t) == {"mazunat.out", "mazunat.reply"} for t in ck.tables)
+        assert len(m.checkpoint_fork_s) == m.checkpoints_committed and all(s > 0 for s in m.checkpoint_fork_s)
+    finally:
+        m.close()
+
+
+@pytest.mark.parametrize("strategy", ["none", "replay"])
+def test_stream_idle_releases_outputs_before_the_next_input(strategy):
+    w = _parsed("mazunat", packets=600, flows=30, batch=128, seed=3)
+    m = StreamingMaster(w.vnf, w.config, queues=2, strategy=strategy, checkpoint_interval_s=3600.0)
+    try:
+        m.feed(w.batches[0])
+        t0 = time.monotonic_ns()
+        m.idle(t0 + 5_000_000_000)
+        assert m.released_packets == len(w.batches[0]) and m.held() == 0
+        assert time.monotonic_ns() - t0 < 2_000_000_000  # back once nothing is in flight, not at the deadline
+        m.idle(time.monotonic_ns() - 1)  # a deadline passed: returns at once
+        m.feed(w.batches[1])
+        m.finish()
+        assert m.released_packets == len(w.batches[0]) + len(w.batches[1])
     finally:
         m.close()
 
@@ -50,6 +76,8 @@ def test_stream_rejects_bad_arguments():
         StreamingMaster(w.vnf, w.config, strategy="buffer")
     with pytest.raises(ValueError, match="checkpoint_interval_s"):
         StreamingMaster(w.vnf, w.config, checkpoint_interval_s=0)
+    with pytest.raises(ValueError, match="worker_images"):
+        StreamingMaster(w.vnf, w.config, worker_images="copy")
     with pytest.raises(ValueError, match="lat"):
         weighted_percentiles(np.zeros(0, np.int64), np.zeros(0, np.int64))
 
@@ -62,6 +90,15 @@ def test_stream_cost_none_and_replay_release_the_same_packets():
     assert a["released"] == b["released"] == 4000 and a["held"] == b["held"] == 0
     assert a["checkpoints"] == 0 and b["checkpoints"] >= 1
     assert b["latency_us"]["p50"] <= b["latency_us"]["p99"]
+
+
+@pytest.mark.parametrize("images", ["fork", "inline", "delta"])
+def test_stream_failover_restores_either_kind_of_worker_image(images):
+    rng = np.random.default_rng(9)
+    w = _parsed("mazunat", packets=6000, flows=300, batch=128, seed=int(rng.integers(1 << 30)))
+    r = stream_trial(w, 30, kill_worker=1, delay_s=0.001, checkpoint_interval_s=0.005, backup_mode="cold",
+                     worker_images=images)
+    assert r.verdict.correct, str(r.verdict)
 
 
 @pytest.mark.parametrize("backup_mode", ["cold", "hot"])

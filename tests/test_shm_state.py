@@ -14,6 +14,7 @@ import pytest
 
 from _replay import _same, record_and_replay
 from _shm import leftovers, shm_states  # noqa: F401 (fixture)
+from vnfkit import _core as vs_core
 from vnfkit import state as vs
 from vnfkit import traffic
 from vnfkit.runtime import iter_batches
@@ -204,6 +205,13 @@ def test_a_killed_workers_log_is_read_from_the_segment(shm_states):
         assert tail_first == 100 and np.array_equal(tail, recs[100:])
         with pytest.raises(ValueError, match="beyond the end"):
             s.read_log(w, from_position=len(recs) + 1)
+        # one slice of it framed in one call: what read_log + encode_log_chunk frame
+        assert s.log_chunk_range(w, 100, 140) == vs_core.encode_log_chunk(w, 100, recs[100:140])
+        assert s.log_chunk_range(w, 7, 7) == vs_core.encode_log_chunk(w, 7, recs[7:7])
+        with pytest.raises(ValueError, match="to_position: worker .* log ends at"):
+            s.log_chunk_range(w, 100, len(recs) + 1)
+        with pytest.raises(ValueError, match="to_position: 99 is before from_position 100"):
+            s.log_chunk_range(w, 100, 99)
     # a replacement worker takes over the dead worker's log and continues its positions
     ctx = vs.SharedState.attach_shm(s.shm_name).context(0)
     assert ctx.position == len(s.read_log(0)[1]) and ctx.log_in_shared_memory

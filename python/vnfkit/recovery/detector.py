@@ -122,12 +122,17 @@ class FailureDetector:
             self.on_failure(worker, reason, now)
 
     def _run(self) -> None:
-        timeout_ms = max(0, int(self.poll_s * 1000))
+        # poll() waits in whole milliseconds: a shorter period looks without waiting, then sleeps
+        # (a poll(0) loop would spin, taking a core and the GIL from the process it watches)
+        timeout_ms = int(self.poll_s * 1000)
         while not self._stop.is_set():
             with self._lock:
                 has_fds = bool(self._pidfds)
             if has_fds:
-                for fd, _ in self._poll.poll(timeout_ms):
+                ready = self._poll.poll(timeout_ms)
+                if not ready and timeout_ms == 0:
+                    time.sleep(self.poll_s)
+                for fd, _ in ready:
                     with self._lock:
                         w = self._pidfds.pop(fd, None)
                         if w is not None:

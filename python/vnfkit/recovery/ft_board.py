@@ -19,9 +19,18 @@ from typing import Any
 import numpy as np
 
 from ..vnf import VNF
-from .cow import worker_fork_image
+from .cow import worker_delta_image, worker_fork_image, worker_write_image
 
-__all__ = ["BOARD_ROWS"]
+__all__ = ["AUTO_INLINE_ENTRIES", "BOARD_ROWS", "WORKER_IMAGES"]
+
+#: How a worker writes its checkpoint image: a copy-on-write ``fork`` whose child writes it, ``inline``
+#: (the worker writes it itself, stalling for that), ``auto`` (inline while the worker's tables
+#: hold at most :data:`AUTO_INLINE_ENTRIES` entries, else fork), or ``delta`` (the worker writes what
+#: its tables changed since its previous image, :func:`.cow.worker_delta_image`; the master keeps
+#: full images, :class:`.cow.DeltaImages`).
+WORKER_IMAGES = ("fork", "inline", "auto", "delta")
+#: Table entries (summed over a worker's tables) up to which ``auto`` images inline.
+AUTO_INLINE_ENTRIES = 8192
 
 #: Rows of the boundary board per worker (slabs a worker may be ahead of the master's reading).
 BOARD_ROWS = 1024
@@ -33,8 +42,8 @@ _COUNT, _BEAT, _REQ, _DONE, _CUT, _FORK_NS = range(_HEAD)
 class _Board:
     """Per worker: a slab counter, a heartbeat (``time.monotonic_ns()`` at its last finished slab),
     the checkpoint asked of it (epoch + 1, written by the master), the one it took (epoch + 1), its
-    log position at that cut and how long its fork took (ns), then ``BOARD_ROWS`` rows of every
-    worker's log position."""
+    log position at that cut and how long it stalled for its image (fork or inline write, ns), then
+    ``BOARD_ROWS`` rows of every worker's log position."""
 
     def __init__(self, queues: int, name: str | None = None) -> None:
         self.queues = queues
@@ -67,7 +76,7 @@ class _Board:
         self.words[:, _REQ] = epoch + 1
 
     def taken(self, q: int, epoch: int) -> tuple[int, float] | None:
-        """(log position of the cut, seconds its fork took) once worker `q` took checkpoint `epoch`."""
+        """(log position of the cut, seconds it stalled for its image) once worker `q` took checkpoint `epoch`."""
         if int(self.words[q, _DONE]) < epoch + 1:
             return None
         return int(self.words[q, _CUT]), int(self.words[q, _FORK_NS]) / 1e9
@@ -82,11 +91,16 @@ class _Board:
 class _Bounded(VNF):
     """Runs in a worker: the user's VNF, plus its row of the boundary board after every slab (the
     row first, then the counter: x86 keeps the stores in order, and the slab's hand-back after);
-    before a slab, the checkpoint the master asked for, if it has not taken it yet (a fork whose
-    child writes ``f"{ckpt_dir}/ckpt-{epoch}-{queue}"``, :func:`.cow.worker_fork_image`)."""
+    before a slab, the checkpoint the master asked for, if it has not taken it yet: the image
+    ``f"{ckpt_dir}/ckpt-{epoch}-{queue}"`` written by a forked child (:func:`.cow.worker_fork_image`)
+    or by the worker itself (:func:`.cow.worker_write_image`), per `images` (:data:`WORKER_IMAGES`)."""
 
-    def __init__(self, inner: Callable[[], Any], board_name: str, queues: int, ckpt_dir: str) -> None:
+    def __init__(self, inner: Callable[[], Any], board_name: str, queues: int, ckpt_dir: str,
+                 images: str = "fork") -> None:
+        if images not in WORKER_IMAGES:
+            raise ValueError(f"images: expected one of {list(WORKER_IMAGES)}, got {images!r}")
         self.inner = inner()
+        self._images = images
         self._board_name = board_name
         self._queues = queues
         self._ckpt_dir = ckpt_dir
@@ -105,7 +119,14 @@ class _Bounded(VNF):
         q = ctx.queue
         req = int(b.words[q, _REQ])
         if req > int(b.words[q, _DONE]):
-            _, pos, fork_s, _cpu = worker_fork_image(self.inner, ctx, os.path.join(self._ckpt_dir, f"ckpt-{req - 1}"))
+            prefix = os.path.join(self._ckpt_dir, f"ckpt-{req - 1}")
+            if self._images == "delta":
+                _, pos, fork_s, _cpu = worker_delta_image(self.inner, ctx, prefix)
+            elif self._images == "inline" or (self._images == "auto" and
+                                            sum(len(t) for t in ctx.tables.values()) <= AUTO_INLINE_ENTRIES):
+                pos, fork_s = worker_write_image(self.inner, ctx, prefix)
+            else:
+                _, pos, fork_s, _cpu = worker_fork_image(self.inner, ctx, prefix)
             b.words[q, _CUT] = pos
             b.words[q, _FORK_NS] = int(fork_s * 1e9)
             b.words[q, _DONE] = req

@@ -31,11 +31,13 @@ its next slab (the boundary board carries the request); the checkpoint commits w
 are in. Strategy ``none`` runs the same loop with no logging and no
 commit (the baseline). Latency is taken per output packet from its arrival (the ``arrival_ns``
 given to :meth:`StreamingMaster.feed`) to the moment this master hands it to ``on_release``, so
-the wait for the commit counts.
+the wait for the commit counts; between two arrivals, :meth:`StreamingMaster.idle` waits for the
+workers' outputs and releases them (else an output would wait for the next input to be handed on).
 """
 
 from __future__ import annotations
 
+import bisect
 import functools
 import os
 import tempfile
@@ -49,9 +51,9 @@ import numpy as np
 from .. import _core
 from .backup import CKPT_STREAM, DET_STREAM, encode_det
 from .checkpoint import Checkpoint
-from .cow import collect_image, worker_reap
+from .cow import DeltaImages, collect_image, worker_reap
 from .detector import FailureDetector, HeartbeatBoard
-from .ft_board import BOARD_ROWS, _Board, _Bounded, _inner_visible, _take_requested
+from .ft_board import BOARD_ROWS, WORKER_IMAGES, _Board, _Bounded, _inner_visible, _take_requested
 from .input_log import INPUT_STREAM, InputHandler
 from .output import OutputHandler
 from .storage.base import StableStorage
@@ -91,13 +93,19 @@ class StreamingMaster:
             SIGKILLed, so a worker that was only slow cannot release anything more (output commit
             makes failing over safe at any point; a false suspicion costs a failover, not
             correctness). None: the pidfd only.
+        worker_images: how each worker writes its checkpoint image (:data:`.ft_board.WORKER_IMAGES`):
+            ``fork`` (a copy-on-write child writes it), ``inline`` (the worker writes it itself
+            before its next slab), ``auto`` (the default: inline while its tables are small, where
+            a fork and a child writing costs the worker more than writing the image itself) or
+            ``delta`` (the worker writes only what its tables changed since its previous image;
+            this process keeps the full images, :class:`.cow.DeltaImages`).
     """
 
     def __init__(self, vnf: Any, config: dict[str, Any] | None = None, *, queues: int = 2,
                  strategy: str = "replay", storage: StableStorage | None = None,
                  checkpoint_interval_s: float = 0.050, on_release: Callable[[int, Any], None] | None = None,
                  batch_size: int = 256, depth: int = 8, sync_timeout_s: float = 1.0,
-                 heartbeat_timeout_s: float | None = None) -> None:
+                 heartbeat_timeout_s: float | None = None, worker_images: str = "auto") -> None:
         from ..runtime.process import ProcessRunner
 
         if strategy not in FT_STRATEGIES:
@@ -108,8 +116,11 @@ class StreamingMaster:
         if heartbeat_timeout_s is not None and (isinstance(heartbeat_timeout_s, bool) or not isinstance(
                 heartbeat_timeout_s, (int, float)) or not heartbeat_timeout_s > 0):
             raise ValueError(f"heartbeat_timeout_s: must be a positive number or None, got {heartbeat_timeout_s!r}")
+        if worker_images not in WORKER_IMAGES:
+            raise ValueError(f"worker_images: expected one of {list(WORKER_IMAGES)}, got {worker_images!r}")
         self.strategy = strategy
         self.queues = queues
+        self._delta = DeltaImages() if worker_images == "delta" else None
         self.heartbeat_ns = int(heartbeat_timeout_s * 1e9) if heartbeat_timeout_s is not None and \
             strategy == "replay" else 0
         self.batch_size = batch_size
@@ -120,7 +131,8 @@ class StreamingMaster:
         self._on_release = on_release
         self.events: list[str] = []
         self.checkpoint_pauses_s: list[float] = []
-        #: per committed checkpoint, the slowest worker's fork (seconds; in the worker, not a pause of the stream)
+        #: per committed checkpoint, the slowest worker's stall for its image (its fork, or its inline
+        #: write; seconds, in the worker, not a pause of the stream)
         self.checkpoint_fork_s: list[float] = []
         self._requested_ns = 0
         self._collecting = False
@@ -137,7 +149,7 @@ class StreamingMaster:
         self.runner: Any = None
         self.detector: FailureDetector | None = None
         try:
-            factory = functools.partial(_Bounded, vnf, self._board.name, queues, self._tmp.name)
+            factory = functools.partial(_Bounded, vnf, self._board.name, queues, self._tmp.name, worker_images)
             self.runner = ProcessRunner(factory, queues=queues, config=config, parse=False, logged=self.logged,
                                         keep_log=self.logged, assign_ids=False, batch_size=batch_size,
                                         flush_us=0.0, depth=depth, hold_while_busy=False)
@@ -159,7 +171,7 @@ class StreamingMaster:
         self._busy_since = [0] * queues  # when each queue last got work while idle, or last finished a slab
         self._bound = [0] * queues  # each worker's log position after the last determinant record
         self._next_det = 0
-        self._pending_det: dict[int, list[tuple[int, int, int]]] = {}
+        self._pending_det: deque[tuple[int, list[tuple[int, int, int]]]] = deque()  # (input seq, its ranges), ascending
         self._epoch = 0
         self._forking: list[tuple[Checkpoint, str]] = []
         self._last_ckpt_ns = time.monotonic_ns()
@@ -169,7 +181,7 @@ class StreamingMaster:
 
     # ---- the outside world
     def _release(self, q: int, b: Any) -> None:
-        seq = int(np.searchsorted(self._seq_first, int(b.packet_id[0]), side="right")) - 1
+        seq = bisect.bisect_right(self._seq_first, int(b.packet_id[0])) - 1
         self._lat.append((time.monotonic_ns() - self._arrival[seq], len(b)))
         if self._on_release is not None:
             self._on_release(q, b)
@@ -188,17 +200,18 @@ class StreamingMaster:
         self._seq_first.append(first)
         self._arrival.append(arrival)
         if self.logged:
-            self._acks()  # the input is stable before it is processed
+            self._sync()  # the input is stable before it is processed
         self._linktype = batch.linktype
         done = self._d.dispatch(batch, _core.now_ns(), STEP_S)
         if self.logged and len(batch):
             # the dispatcher classified the batch (batch.queue) and no output of it was handed
             # to this process yet: each queue with packets of it has one slab of it
             now = time.monotonic_ns()
-            for q in np.flatnonzero(np.bincount(batch.queue, minlength=self.queues)).tolist():
-                if not self._expected[q]:
-                    self._busy_since[q] = now
-                self._expected[q].append(seq)
+            for q, count in enumerate(np.bincount(batch.queue, minlength=self.queues).tolist()):
+                if count:
+                    if not self._expected[q]:
+                        self._busy_since[q] = now
+                    self._expected[q].append(seq)
         if not done:
             self._service()
             while not self._d.resume(STEP_S):
@@ -210,6 +223,21 @@ class StreamingMaster:
         if self.logged and not self._forking and time.monotonic_ns() - self._last_ckpt_ns >= self.checkpoint_interval_ns:
             self._checkpoint()
         return seq
+
+    def idle(self, until_ns: int) -> None:
+        """Between two arrivals: until `until_ns` (``time.monotonic_ns()`` clock) or until nothing is
+        in flight, wait for the workers' outputs and release whatever may leave (so an output does
+        not wait for the next input batch to be handed on). Raises :class:`MasterFailed` once a
+        worker died."""
+        while True:
+            self._check_alive()
+            left = int(until_ns) - time.monotonic_ns()
+            if left <= 0:
+                return
+            done = self._d.drain(min(left / 1e9, STEP_S))
+            self._service()
+            if done:
+                return
 
     def _check_alive(self) -> None:
         if self.failure is None and self.detector is not None and self.detector.events:
@@ -237,26 +265,34 @@ class StreamingMaster:
     def _service(self) -> None:
         """Take the dispatcher's released slabs; harvest determinants; commit and release."""
         outs = self._d.take_outputs()
-        for q, b in outs:
-            b.linktype = self._linktype
-            if not self.logged:
+        linktype = self._linktype
+        if not self.logged:
+            for q, b in outs:
+                b.linktype = linktype
                 self.output.emit(0, q, b)
-                continue
-            k = self._taken[q]
-            self._taken[q] += 1
-            self._busy_since[q] = time.monotonic_ns()
-            if self._board.slabs(q) <= k:
-                raise RuntimeError(f"boundary board: worker {q} has not recorded slab {k}")
-            row = self._board.row(q, k).copy()
-            seq = self._expected[q].popleft()
-            if len(b) and not self._seq_first[seq] <= int(b.packet_id[0]) <= int(b.packet_id[-1]) < (
-                    self._seq_first[seq + 1] if seq + 1 < len(self._seq_first) else self.inputs.next_id):
-                raise RuntimeError(f"queue {q}: slab {k} is not input {seq} (a slab must not span input batches)")
-            self._slab_end[q].append((seq, int(row[q])))
-            self.output.emit(seq, q, b, row)
-        if self.logged:
-            self._harvest()
-            self._acks()
+            return
+        if outs:
+            board, seq_first = self._board, self._seq_first
+            now = time.monotonic_ns()
+            for q, b in outs:
+                b.linktype = linktype
+                k = self._taken[q]
+                self._taken[q] = k + 1
+                self._busy_since[q] = now
+                if board.slabs(q) <= k:
+                    raise RuntimeError(f"boundary board: worker {q} has not recorded slab {k}")
+                row = board.row(q, k).copy()
+                seq = self._expected[q].popleft()
+                if len(b):
+                    ids = b.packet_id
+                    end = seq_first[seq + 1] if seq + 1 < len(seq_first) else self.inputs.next_id
+                    if not seq_first[seq] <= int(ids[0]) <= int(ids[-1]) < end:
+                        raise RuntimeError(f"queue {q}: slab {k} is not input {seq} (a slab must not span input batches)")
+                self._slab_end[q].append((seq, int(row[q])))
+                self.output.emit(seq, q, b, row)
+        self._harvest()
+        self._acks()
+        if self._forking:
             self._collect(wait=False)
         self.output.poll()
 
@@ -275,31 +311,39 @@ class StreamingMaster:
                     end = ends.popleft()[1]
                 start = self._bound[q]
                 if end > start:
-                    first, recs = self._shared.read_log(q, start)
-                    if first != start:
-                        raise RuntimeError(f"worker {q}: log starts at {first}, determinants needed from {start}")
-                    chunks.append(_core.encode_log_chunk(q, start, recs[:end - start]))
+                    try:
+                        chunks.append(self._shared.log_chunk_range(q, start, end))
+                    except ValueError as exc:
+                        raise RuntimeError(f"worker {q}: determinants [{start}, {end}) not in its log ({exc})") from None
                     ranges.append((q, start, end - start))
                 else:
                     chunks.append(b"")
                 self._bound[q] = end
             if self.storage.append(DET_STREAM, encode_det(s, chunks)) != s:
                 raise RuntimeError(f"determinant record offset != input {s}")
-            self._pending_det[s] = ranges
+            self._pending_det.append((s, ranges))
             self._next_det += 1
 
-    def _acks(self) -> None:
+    def _sync(self) -> Any:
+        """One group commit of everything queued; the result, or None (reported) if it failed."""
         r = self.storage.sync(self.sync_timeout_s)
         if not r.ok:
             self.events.append(f"{r.status}: {r.detail}")
+            return None
+        return r
+
+    def _acks(self) -> None:
+        r = self._sync()
+        if r is None:
             return
-        acked = self.storage.acked(DET_STREAM)
-        for s in [s for s in self._pending_det if s < acked]:
-            for thread, first, count in self._pending_det.pop(s):
+        acked = r.acked.get(DET_STREAM, 0)
+        pending = self._pending_det
+        while pending and pending[0][0] < acked:
+            for thread, first, count in pending.popleft()[1]:
                 self.output.ack_determinants(thread, first, count)
         # An input counts as acknowledged once its determinant record is, too: the backup re-executes
         # (outputs on) every input without a stable record, so none of its outputs may have left.
-        self.output.input_acked(min(self.storage.acked(INPUT_STREAM), acked))
+        self.output.input_acked(min(r.acked.get(INPUT_STREAM, 0), acked))
 
     # ---- checkpoints
     def drain(self, timeout_s: float = 30.0) -> None:
@@ -368,6 +412,11 @@ class StreamingMaster:
                 if t[0] != ck.positions[q]:
                     raise RuntimeError(f"checkpoint {ck.epoch}: worker {q} cut at log position {t[0]}, "
                                        f"the master's cut is {ck.positions[q]}")
+                if self._delta is not None:
+                    if not self._delta.collect(q, f"{prefix}-{q}"):
+                        raise RuntimeError(f"checkpoint {ck.epoch}: worker {q} wrote no delta image")
+                    ck.tables[q], ck.vnf_state[q] = self._delta.image(q)
+                    continue
                 img = collect_image(f"{prefix}-{q}")
                 if img is not None:
                     ck.tables[q], ck.vnf_state[q] = img
@@ -394,8 +443,9 @@ class StreamingMaster:
         `replayed_to` stable (storage acknowledged them too late for this master); release the held
         outputs output commit now lets leave. Returns the packets released."""
         before = self.output.released_packets
-        for s in sorted(s for s in self._pending_det if s < replayed_to):
-            for thread, first, count in self._pending_det.pop(s):
+        pending = self._pending_det
+        while pending and pending[0][0] < replayed_to:
+            for thread, first, count in pending.popleft()[1]:
                 self.output.ack_determinants(thread, first, count)
         self.output.input_acked(replayed_to)
         self.output.poll()

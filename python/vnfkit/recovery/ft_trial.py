@@ -33,14 +33,19 @@ from .storage.base import StableStorage, StorageUnavailable
 from .storage.memory import MemoryStorage
 from .workloads import Workload
 
-__all__ = ["stream_cost", "stream_trial"]
+__all__ = ["runtime_cost", "stream_cost", "stream_trial"]
+
+
+def _due(t0: int, i_pkts: int, rate_pps: float) -> int:
+    """When the batch whose last packet is packet `i_pkts` of the schedule arrives."""
+    return t0 + int(i_pkts * 1e9 / rate_pps)
 
 
 def _pace(t0: int, i_pkts: int, rate_pps: float | None) -> int:
     """Arrival time of a batch whose last packet is packet `i_pkts` of the schedule (spin until then)."""
     if rate_pps is None:
         return time.monotonic_ns()
-    due = t0 + int(i_pkts * 1e9 / rate_pps)
+    due = _due(t0, i_pkts, rate_pps)
     while True:
         now = time.monotonic_ns()
         if now >= due:
@@ -50,17 +55,22 @@ def _pace(t0: int, i_pkts: int, rate_pps: float | None) -> int:
 
 
 def stream_cost(w: Workload, strategy: str, *, queues: int = 2, rate_pps: float | None = None,
-                checkpoint_interval_s: float = 0.050, storage: StableStorage | None = None) -> dict[str, Any]:
+                checkpoint_interval_s: float = 0.050, storage: StableStorage | None = None,
+                worker_images: str = "auto") -> dict[str, Any]:
     """Run `w` (parsed batches) through a streaming master with no crash; returns packets released,
-    seconds, packets per second, latency percentiles (µs), checkpoint pauses (ms)."""
+    seconds, packets per second, latency percentiles (µs), checkpoint pauses and the workers' stalls
+    for their images (ms). `worker_images`: see :class:`~.ft_runner.StreamingMaster`."""
     m = StreamingMaster(w.vnf, w.config, queues=queues, strategy=strategy, storage=storage,
-                        checkpoint_interval_s=checkpoint_interval_s)
+                        checkpoint_interval_s=checkpoint_interval_s, batch_size=_slab_size(w),
+                        worker_images=worker_images)
     try:
         n = 0
         t_start = time.perf_counter()
         t0 = time.monotonic_ns()
         for b in w.batches:
             n += len(b)
+            if rate_pps is not None:
+                m.idle(_due(t0, n, rate_pps))  # outputs leave while the master waits for the next input
             m.feed(b, _pace(t0, n, rate_pps))
         m.finish()
         wall = time.perf_counter() - t_start
@@ -68,20 +78,43 @@ def stream_cost(w: Workload, strategy: str, *, queues: int = 2, rate_pps: float 
         return {"strategy": strategy, "packets": n, "released": m.released_packets, "held": m.held(),
                 "seconds": wall, "pps": n / wall, "latency_us": weighted_percentiles(lat, counts),
                 "checkpoints": m.checkpoints_committed, "events": list(m.events),
-                "pause_ms": [p * 1e3 for p in m.checkpoint_pauses_s]}
+                "pause_ms": [p * 1e3 for p in m.checkpoint_pauses_s],
+                "image_stall_ms": [p * 1e3 for p in m.checkpoint_fork_s]}
     finally:
         m.close()
+
+
+def _slab_size(w: Workload) -> int:
+    """Most packets per slab for `w`: the master's default (256), or the largest input batch."""
+    return max([256] + [len(b) for b in w.batches])
+
+
+def runtime_cost(w: Workload, *, queues: int = 2) -> dict[str, Any]:
+    """Run `w` (parsed batches) through the process runtime's own closed loop
+    (:meth:`~vnfkit.runtime.process.ProcessRunner.run`: one native dispatch per batch, outputs
+    counted natively, no fault tolerance) with the slab size of :func:`stream_cost`; returns packets
+    processed, seconds (the run, not the workers' start) and packets per second: the no-FT ceiling
+    the streaming master's own figures are measured against."""
+    from ..runtime.process import ProcessRunner
+
+    with ProcessRunner(w.vnf, queues=queues, config=w.config, parse=False, batch_size=_slab_size(w)) as r:
+        res = r.run(w.batches)
+    n = sum(len(b) for b in w.batches)
+    return {"packets": res.packets, "expected": n, "seconds": res.wall_s, "pps": n / res.wall_s}
 
 
 def stream_trial(w: Workload, crash_at: int, *, kill_worker: int = 0, delay_s: float = 0.0, queues: int = 2,
                  storage: StableStorage | None = None, checkpoint_interval_s: float = 0.050,
                  rate_pps: float | None = None, backup_mode: str = "hot",
-                 heartbeat_timeout_s: float | None = None, storage_wait_s: float = 30.0) -> TrialResult:
+                 heartbeat_timeout_s: float | None = None, storage_wait_s: float = 30.0,
+                 worker_images: str = "auto") -> TrialResult:
     """One crash of the streaming master under checkpoint + replay, failed over and judged (module
     docstring). `backup_mode`: ``cold`` (restore + replay at the failover) or ``hot``.
     `heartbeat_timeout_s`: see :class:`~.ft_runner.StreamingMaster`; a heartbeat suspicion before
     the kill fences the master early (counted in ``false_suspicions``, detection 0: the failover
-    began before the crash). `storage_wait_s`: how long the failover waits for storage to answer."""
+    began before the crash). `storage_wait_s`: how long the failover waits for storage to answer.
+    `worker_images`: how the workers write their checkpoint images (see
+    :class:`~.ft_runner.StreamingMaster`)."""
     if isinstance(storage_wait_s, bool) or not isinstance(storage_wait_s, (int, float)) or storage_wait_s < 0:
         raise ValueError(f"storage_wait_s: must be a non-negative number, got {storage_wait_s!r}")
     if not 0 <= crash_at < len(w.batches):
@@ -103,7 +136,7 @@ def stream_trial(w: Workload, crash_at: int, *, kill_worker: int = 0, delay_s: f
     backup = Backup(w.vnf, w.config, queues)  # passive, ready before the crash
     m = StreamingMaster(w.vnf, w.config, queues=queues, strategy="replay", storage=st,
                         checkpoint_interval_s=checkpoint_interval_s, on_release=on_release,
-                        heartbeat_timeout_s=heartbeat_timeout_s)
+                        heartbeat_timeout_s=heartbeat_timeout_s, worker_images=worker_images)
     kill_t = [0]
     victim = m.runner.pids[kill_worker]
     timer: threading.Timer | None = None

@@ -53,19 +53,26 @@ class StorageUnavailable(StorageError):
     the same call may succeed once storage returns."""
 
 
+_checked_streams: set[str] = set()  # names that passed check_stream (a few per process)
+
+
 def check_stream(stream: object) -> str:
     """`stream` if it is a valid stream name (1-128 of letters, digits, '_', '.', '-')."""
+    if type(stream) is str and stream in _checked_streams:
+        return stream
     if not isinstance(stream, str):
         raise TypeError(f"stream: expected a str, got {type(stream).__name__}")
     if not _STREAM_RE.match(stream):
         raise ValueError(f"stream: need 1-128 letters, digits, '_', '.' or '-', got {stream!r}")
+    if type(stream) is str and len(_checked_streams) < 4096:
+        _checked_streams.add(stream)
     return stream
 
 
 def check_record(record: object) -> bytes:
     if not isinstance(record, (bytes, bytearray, memoryview)):
         raise TypeError(f"record: expected bytes, got {type(record).__name__}")
-    return bytes(record)
+    return record if type(record) is bytes else bytes(record)  # bytes are immutable: no copy needed
 
 
 @dataclass
