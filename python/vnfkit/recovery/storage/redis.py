@@ -150,11 +150,12 @@ class RedisStorage(StableStorage):
                 self._fence_tried = max(self._fence_tried, int(epoch))  # someone is above: go past it
             else:
                 raise StorageUnavailable("redis: the epoch kept moving; the fence did not take")
-            if self.replicas:
-                got = int(self._r.execute_command("WAIT", self.replicas, max(1, int(timeout_s * 1000))))
+            if self.replicas:  # WAIT within the socket timeout, so that a slow replica is told as such
+                wait_s = min(timeout_s, self.socket_timeout_s / 2)
+                got = int(self._r.execute_command("WAIT", self.replicas, max(1, int(wait_s * 1000))))
                 if got < self.replicas:
                     raise StorageUnavailable(f"redis: the fence (epoch {self._fence_tried}) was not confirmed "
-                                             f"by {self.replicas} replica(s) within {timeout_s} s")
+                                             f"by {self.replicas} replica(s) within {wait_s} s")
             acked = self._r.hgetall(f"{self.prefix}:acked")  # what other writers made stable before it
         except self._errors as exc:
             raise self._unavailable("fence", exc) from exc
