@@ -33,8 +33,8 @@ needs_redis = pytest.mark.skipif(redis_server_path() is None, reason="redis-serv
 class FaultyRedis(RedisStorage):
     """Redis storage whose primary suffers `fault` ("stall": SIGSTOP, "kill": SIGKILL) at the
     `start`-th sync (or when input record `at_input` is appended) and is healed (SIGCONT, or
-    restarted from its append-only file) at the `start + length`-th sync, or before anyone reads
-    storage (unless `heal_on_read` is false: storage then never returns by itself)."""
+    restarted from its append-only file) at the `start + length`-th sync, or before anyone fences or
+    reads storage (unless `heal_on_read` is false: storage then never returns by itself)."""
 
     def __init__(self, pair: RedisPair, fault: str, start: int, length: int, prefix: str = "vnfkit", *,
                  at_input: int | None = None, heal_on_read: bool = True) -> None:
@@ -80,6 +80,11 @@ class FaultyRedis(RedisStorage):
         r = super().sync(min(timeout_s, 0.3))
         self.statuses.append(r.status)
         return r
+
+    def fence(self, timeout_s: float = 1.0) -> int:
+        if self.heal_on_read:
+            self._heal()  # storage returns while the backup waits for it
+        return super().fence(timeout_s)
 
     def read(self, stream: str, start: int = 0):  # type: ignore[override]
         if self.heal_on_read:

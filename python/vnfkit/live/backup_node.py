@@ -135,6 +135,7 @@ def run_backup(spec: NodeSpec, emit: Callable[[dict[str, Any]], None]) -> dict[s
             t_fenced = time.monotonic_ns()
             if st is None:
                 st = open_node_storage(spec.storage)
+            st.fence()  # before reading: no write of the dead master's lands after this point
             cached = _ReadCache(st)
             rep = bk.recover(cached, "replay")  # type: ignore[arg-type]  # (it only reads)
             if switching is not None:

@@ -323,6 +323,8 @@ class Harness:
             res.detect_s = (detector.events[-1][2] - t_crash) / 1e9
             side[0] = 1
             replies.clear()  # in flight when the master died
+            if self.strategy != "none":
+                st.fence()  # no write of the dead master's epoch lands after the backup read storage
             rep = backup.recover(st if self.strategy != "none" else None, self.strategy)
             res.recovery = rep
             for q, b in rep.outputs:

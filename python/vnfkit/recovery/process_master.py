@@ -435,10 +435,14 @@ def process_trial(w: Workload, crash_at: int | None, phase: str = "mid-batch", *
 def _recover_when_stored(backup: Backup, st: StableStorage | None, strategy: str, wait_s: float,
                          events: list[str]) -> RecoveryReport | None:
     """:meth:`.backup.Backup.recover`, once storage answers: retried for up to `wait_s` seconds
-    (every failed try is a line of `events`); None if storage did not answer in that time."""
+    (every failed try is a line of `events`); None if storage did not answer in that time. Storage
+    is fenced first (:meth:`~.storage.base.StableStorage.fence`): no write of the dead master's epoch
+    lands after the backup read what it replays."""
     wait_until = time.monotonic() + wait_s
     while True:
         try:
+            if st is not None:
+                st.fence()
             return backup.recover(st, strategy)
         except StorageUnavailable as exc:
             events.append(f"failover: {exc}")

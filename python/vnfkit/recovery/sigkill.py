@@ -189,6 +189,7 @@ def sigkill_trial(w: Workload, open_storage: Callable[[], StableStorage], kill_a
             finished = True
     res.released_master = len(released)
     st = open_storage()  # reopened after the crash: torn tails cut
+    st.fence()  # no write of the dead writer's epoch lands after the backup read storage
     rep = backup.recover(st, "replay")
     t_live = time.monotonic_ns()
     res.recovery = rep

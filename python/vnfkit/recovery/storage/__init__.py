@@ -8,12 +8,12 @@
 See :mod:`vnfkit.recovery.storage.base` for the contract (offsets, sync, acknowledged offsets).
 """
 
-from .base import (NOT_REPLICATED, OK, TIMEOUT, UNAVAILABLE, StableStorage, StorageError, StorageUnavailable,
+from .base import (FENCED, NOT_REPLICATED, OK, TIMEOUT, UNAVAILABLE, StableStorage, StorageError, StorageUnavailable,
                    SyncResult)
 from .file import FileStorage
 from .memory import MemoryStorage
 
-__all__ = ["NOT_REPLICATED", "OK", "TIMEOUT", "UNAVAILABLE", "FileStorage", "MemoryStorage", "RedisPair",
+__all__ = ["FENCED", "NOT_REPLICATED", "OK", "TIMEOUT", "UNAVAILABLE", "FileStorage", "MemoryStorage", "RedisPair",
            "RedisStorage", "StableStorage", "StorageError", "StorageUnavailable", "SyncResult", "open_storage"]
 
 

@@ -15,6 +15,13 @@ timeout (never a hang), keeps the records queued, and a later sync retries them.
 ``read(stream, start)`` returns the stable records from ``start`` on (what a backup may use);
 ``truncate(stream, before)`` drops records below ``before`` (after a checkpoint made them useless).
 A backend that can be away raises :class:`StorageUnavailable` from either when it does not answer.
+
+Writers are fenced by an *epoch* (a generation number) kept in storage. A handle writes under the
+epoch it found when it opened storage (:attr:`StableStorage.epoch`); a backup taking over calls
+:meth:`StableStorage.fence` *before* it reads what it replays: that raises the stored epoch, and from
+then on every commit carrying an older epoch -- the dead master's, including a write it sent before
+it died that storage executes only now (a stalled Redis primary resumed) -- is refused. The old
+writer's sync then reports :data:`FENCED` (never :data:`OK`) and acknowledges nothing, for good.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-__all__ = ["OK", "TIMEOUT", "UNAVAILABLE", "NOT_REPLICATED", "StableStorage", "StorageError", "StorageUnavailable",
+__all__ = ["FENCED", "OK", "TIMEOUT", "UNAVAILABLE", "NOT_REPLICATED", "StableStorage", "StorageError", "StorageUnavailable",
            "SyncResult", "check_stream"]
 
 #: :attr:`SyncResult.status` values.
@@ -32,6 +39,7 @@ OK = "ok"
 TIMEOUT = "timeout"  # storage did not answer in time (stalled process, slow disk)
 UNAVAILABLE = "unavailable"  # storage refused or dropped the connection (killed process)
 NOT_REPLICATED = "not-replicated"  # written on the primary, but no replica confirmed it in time
+FENCED = "fenced"  # a newer epoch took over storage (a backup fenced it): this writer may not write
 
 _STREAM_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
 
@@ -93,6 +101,37 @@ class StableStorage(ABC):
         self._acked: dict[str, int] = {}
         self._queued: dict[str, list[tuple[int, bytes]]] = {}
         self._closed = False
+        self._epoch: int | None = None  # the epoch this handle writes under (None: not known yet)
+        self._fenced = ""  # why this handle may no longer write ("" while it may)
+
+    @property
+    def epoch(self) -> int | None:
+        """The epoch this handle writes under (None while storage has not answered yet: the first
+        commit then adopts the stored one)."""
+        return self._epoch
+
+    @property
+    def fenced(self) -> bool:
+        """True once storage refused a commit of this handle because a newer epoch took over."""
+        return bool(self._fenced)
+
+    def fence(self, timeout_s: float = 1.0) -> int:
+        """Take over storage: raise its epoch above every epoch in use, write under the new one from
+        now on, and return it. Call it before reading what a failover replays: a commit under an
+        older epoch (the dead master's, even one already sent and executed late) is refused from
+        then on. Records this handle queued stay queued (they are written under the new epoch).
+        Raises :class:`StorageUnavailable` if storage does not answer within `timeout_s` (a retry
+        raises the epoch again, harmlessly)."""
+        self._check_open()
+        if not isinstance(timeout_s, (int, float)) or isinstance(timeout_s, bool) or not timeout_s > 0:
+            raise ValueError(f"timeout_s: must be a positive number, got {timeout_s!r}")
+        self._epoch = self._fence(float(timeout_s))
+        self._fenced = ""
+        return self._epoch
+
+    @abstractmethod
+    def _fence(self, timeout_s: float) -> int:
+        """Raise the stored epoch above this handle's and any stored one; return the new epoch."""
 
     # ---- writing
     def append(self, stream: str, record: bytes | bytearray | memoryview) -> int:
@@ -119,7 +158,11 @@ class StableStorage(ABC):
         queued = {s: list(q) for s, q in self._queued.items() if q}
         if not queued:
             return SyncResult("ok", dict(self._acked), time.perf_counter() - t0)
+        if self._fenced:
+            return SyncResult(FENCED, dict(self._acked), time.perf_counter() - t0, self._fenced)
         status, detail = self._commit(queued, float(timeout_s))
+        if status == FENCED:
+            self._fenced = detail
         if status == OK:
             for s, q in queued.items():
                 self._acked[s] = q[-1][0] + 1
@@ -129,7 +172,9 @@ class StableStorage(ABC):
     @abstractmethod
     def _commit(self, queued: dict[str, list[tuple[int, bytes]]], timeout_s: float) -> tuple[str, str]:
         """Write `queued` (stream -> [(offset, record)], ascending, contiguous after what is stable)
-        durably; returns (status, detail). Must be idempotent: a failed commit may be retried."""
+        durably; returns (status, detail). Must be idempotent: a failed commit may be retried.
+        Must write nothing and return :data:`FENCED` if the stored epoch is above this handle's
+        (checked atomically with the write); adopts the stored epoch if this handle's is None."""
 
     # ---- reading
     def acked(self, stream: str) -> int:

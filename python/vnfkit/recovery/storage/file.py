@@ -11,16 +11,25 @@ acknowledged only after that returns, so a crash of the writer -- even ``SIGKILL
 a write -- loses nothing acknowledged. Opening a directory scans every segment; a frame that is
 short, has a bad magic or CRC, or breaks the offset sequence is a torn tail: the file is cut there
 (and later segments dropped), and the storage continues from the last good record.
+
+The epoch is a u64 in the file ``epoch`` under ``root``, and that file is also the fence across the
+processes of one host: a commit holds a shared ``flock`` on it from the epoch check to the end of
+its ``fdatasync`` (and writes nothing if the epoch moved above its own: :data:`~.base.FENCED`); a
+fence takes it exclusively -- so it waits for a commit in flight to finish -- raises the epoch in
+place, then rescans the segments for what the other writers made stable.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
 import struct
+import time
 from pathlib import Path
 
 from ..._core import crc32c
-from .base import OK, TIMEOUT, UNAVAILABLE, StableStorage, check_offset, check_stream
+from .base import FENCED, OK, TIMEOUT, UNAVAILABLE, StableStorage, StorageUnavailable, check_offset, check_stream
 
 __all__ = ["FileStorage", "MAGIC"]
 
@@ -28,6 +37,7 @@ MAGIC = b"VKSR"
 _HEAD = struct.Struct("<4sIQ")
 _CRC = struct.Struct("<I")
 _MAX_RECORD = 1 << 31
+_EPOCH = struct.Struct("<Q")
 
 
 def encode_frame(offset: int, payload: bytes) -> bytes:
@@ -79,8 +89,61 @@ class FileStorage(StableStorage):
         self._base: dict[str, int] = {}
         #: torn tails cut on open: stream -> bytes dropped
         self.repaired: dict[str, int] = {}
+        self._epoch_fd = os.open(self.root / "epoch", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            if not self._lock(fcntl.LOCK_SH, 10.0):
+                raise StorageUnavailable(f"file storage {self.root}: the epoch file stayed locked for 10 s")
+            try:
+                self._epoch = self._stored_epoch()
+            finally:
+                fcntl.flock(self._epoch_fd, fcntl.LOCK_UN)
+            for d in sorted(p for p in self.root.iterdir() if p.is_dir()):
+                self._recover(d.name)
+        except BaseException:
+            os.close(self._epoch_fd)
+            raise
+
+    # ---- epoch
+    def _lock(self, how: int, timeout_s: float) -> bool:
+        """flock the epoch file (`how`: LOCK_SH or LOCK_EX) within `timeout_s`; False if it stayed
+        locked that long."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(self._epoch_fd, how | fcntl.LOCK_NB)
+                return True
+            except OSError as exc:
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN) or time.monotonic() >= deadline:
+                    if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                        return False
+                    raise
+            time.sleep(0.0005)
+
+    def _stored_epoch(self) -> int:
+        raw = os.pread(self._epoch_fd, _EPOCH.size, 0)
+        return _EPOCH.unpack(raw)[0] if len(raw) == _EPOCH.size else 0
+
+    def _fence(self, timeout_s: float) -> int:
+        if not self._lock(fcntl.LOCK_EX, timeout_s):
+            raise StorageUnavailable(f"file storage {self.root}: a commit held the epoch file for {timeout_s} s; "
+                                     f"the fence did not take")
+        try:
+            epoch = max(self._stored_epoch(), self._epoch or 0) + 1
+            os.pwrite(self._epoch_fd, _EPOCH.pack(epoch), 0)
+            if self.fsync:
+                os.fsync(self._epoch_fd)
+        finally:
+            fcntl.flock(self._epoch_fd, fcntl.LOCK_UN)
+        # No older writer can add a record now: rescan for what the others made stable before it.
+        for fd, _ in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
         for d in sorted(p for p in self.root.iterdir() if p.is_dir()):
+            queued_next = self._next.get(d.name, 0)
             self._recover(d.name)
+            if d.name in self._next:
+                self._next[d.name] = max(self._next[d.name], queued_next)
+        return epoch
 
     # ---- open / recover
     def _segments(self, stream: str) -> list[tuple[int, Path]]:
@@ -160,6 +223,19 @@ class FileStorage(StableStorage):
         return fd
 
     def _commit(self, queued: dict[str, list[tuple[int, bytes]]], timeout_s: float) -> tuple[str, str]:
+        if not self._lock(fcntl.LOCK_SH, timeout_s):
+            return TIMEOUT, f"file storage {self.root}: a fence held the epoch file for {timeout_s} s"
+        try:
+            cur = self._stored_epoch()
+            if self._epoch is not None and self._epoch < cur:
+                return FENCED, f"file storage {self.root}: storage epoch is {cur}, this writer's is {self._epoch}"
+            if self._epoch is None:
+                self._epoch = cur
+            return self._write(queued)
+        finally:
+            fcntl.flock(self._epoch_fd, fcntl.LOCK_UN)
+
+    def _write(self, queued: dict[str, list[tuple[int, bytes]]]) -> tuple[str, str]:
         for s, q in queued.items():
             fd = self._segment_fd(s, q[0][0])
             blob = b"".join(encode_frame(off, rec) for off, rec in q)
@@ -239,6 +315,8 @@ class FileStorage(StableStorage):
         for fd, _ in self._fds.values():
             os.close(fd)
         self._fds.clear()
+        if not self._closed:
+            os.close(self._epoch_fd)
         super().close()
 
 

@@ -1,10 +1,13 @@
 """Redis stable storage: a record is acknowledged once it is on the primary *and* a replica.
 
 Each stream is a Redis hash ``<prefix>:s:<stream>`` (field = offset, value = record) plus its
-acknowledged offset in the hash ``<prefix>:acked`` (only ever raised, by a small Lua script, so a
-stale transaction executed late cannot move it back). A sync sends, in one ``MULTI``/``EXEC``
-transaction, every queued record and the new acknowledged offsets, then ``WAIT 1 <timeout>``: only
-when a replica confirms the transaction are the records acknowledged. Writes are idempotent
+acknowledged offset in the hash ``<prefix>:acked`` (only ever raised, so a stale commit executed
+late cannot move it back), and the epoch in ``<prefix>:epoch``. A sync sends one Lua script
+(``EVALSHA``, run atomically by the server) that checks the writer's epoch against the stored one
+and, unless a newer epoch took over (then it writes nothing: :data:`~.base.FENCED`), writes every
+queued record and the new acknowledged offsets; then ``WAIT 1 <timeout>``: only when a replica
+confirms it are the records acknowledged. A fence is a second script (raise the epoch to a target
+above every one this handle tried) followed by ``WAIT`` too. Writes are idempotent
 (``HSET`` of a fixed offset), so a sync that failed -- primary killed (:data:`UNAVAILABLE`), stalled
 by SIGSTOP (:data:`TIMEOUT`: the socket timeout bounds every call), replica missing
 (:data:`NOT_REPLICATED`) -- is simply retried by the next one once storage returns.
@@ -18,18 +21,45 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import (NOT_REPLICATED, OK, TIMEOUT, UNAVAILABLE, StableStorage, StorageUnavailable, check_offset,
+from .base import (FENCED, NOT_REPLICATED, OK, TIMEOUT, UNAVAILABLE, StableStorage, StorageUnavailable, check_offset,
                    check_stream)
 
 __all__ = ["RedisStorage"]
 
 
-# Raise a stream's acknowledged offset, never lower it: a transaction sent before a stall may be
-# executed after a later one once the server resumes, and must not move the offset back.
-_RAISE_ACKED = """
-local cur = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
-if tonumber(ARGV[2]) > cur then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
-return 0
+# Commit under an epoch. KEYS: epoch key, acked hash, then one hash per stream. ARGV: the writer's
+# epoch (-1: not known yet, adopt the stored one), then per stream: its name, its new acknowledged
+# offset, its record count n, and n (offset, record) pairs. Returns {1, epoch} when written, or
+# {0, stored epoch} when a newer epoch took over (nothing written). An acknowledged offset is only
+# ever raised: a commit sent before a stall may run after a later one once the server resumes.
+_COMMIT = """
+local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
+local e = tonumber(ARGV[1])
+if e >= 0 and e < cur then return {0, cur} end
+local a = 2
+for i = 3, #KEYS do
+  local name, acked, n = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  a = a + 3
+  local j = 0
+  while j < n do
+    local m = math.min(n - j, 256)
+    redis.call('HSET', KEYS[i], unpack(ARGV, a, a + 2 * m - 1))
+    a = a + 2 * m
+    j = j + m
+  end
+  local old = tonumber(redis.call('HGET', KEYS[2], name) or '0')
+  if acked > old then redis.call('HSET', KEYS[2], name, acked) end
+end
+return {1, cur}
+"""
+
+# Raise the epoch to ARGV[1] unless it is already there or above: {1, new} or {0, stored}. A fence
+# sent before a stall and executed late carries a lower target than any later one: it does nothing.
+_FENCE = """
+local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
+local t = tonumber(ARGV[1])
+if t > cur then redis.call('SET', KEYS[1], t) return {1, t} end
+return {0, cur}
 """
 
 
@@ -67,6 +97,9 @@ class RedisStorage(StableStorage):
         self._errors = redis.RedisError
         self._timeout_errors = (redis.TimeoutError,)
         self.socket_timeout_s = socket_timeout_s
+        self._commit_script = self._r.register_script(_COMMIT)
+        self._fence_script = self._r.register_script(_FENCE)
+        self._fence_tried = 0  # the highest epoch this handle asked a fence for
         self._load_acked()
 
     def _key(self, stream: str) -> str:
@@ -75,20 +108,28 @@ class RedisStorage(StableStorage):
     def _load_acked(self) -> None:
         try:
             acked = self._r.hgetall(f"{self.prefix}:acked")
+            epoch = self._r.get(f"{self.prefix}:epoch")
         except self._errors:
             return  # storage down at start: nothing is known stable yet; a later sync retries
+        self._epoch = int(epoch) if epoch is not None else 0
         for k, v in acked.items():
             s = k.decode()
             self._acked[s] = max(self._acked.get(s, 0), int(v))
             self._next.setdefault(s, self._acked[s])
 
     def _commit(self, queued: dict[str, list[tuple[int, bytes]]], timeout_s: float) -> tuple[str, str]:
+        keys: list[str] = [f"{self.prefix}:epoch", f"{self.prefix}:acked"]
+        args: list[Any] = [self._epoch if self._epoch is not None else -1]
+        for s, q in queued.items():
+            keys.append(self._key(s))
+            args += [s, q[-1][0] + 1, len(q)]
+            args += [x for off_rec in q for x in off_rec]
         try:
-            pipe = self._r.pipeline(transaction=True)
-            for s, q in queued.items():
-                pipe.hset(self._key(s), mapping={str(off): rec for off, rec in q})
-                pipe.eval(_RAISE_ACKED, 1, f"{self.prefix}:acked", s, q[-1][0] + 1)
-            pipe.execute()
+            done, epoch = self._commit_script(keys=keys, args=args)
+            if not done:
+                return FENCED, f"redis: storage epoch is {int(epoch)}, this writer's is {self._epoch}"
+            if self._epoch is None:
+                self._epoch = int(epoch)
             if self.replicas:
                 got = int(self._r.execute_command("WAIT", self.replicas, max(1, int(timeout_s * 1000))))
                 if got < self.replicas:
@@ -98,6 +139,31 @@ class RedisStorage(StableStorage):
         except self._errors as exc:
             return UNAVAILABLE, f"redis: {exc}"
         return OK, ""
+
+    def _fence(self, timeout_s: float) -> int:
+        try:
+            for _ in range(64):
+                self._fence_tried = max(self._fence_tried, self._epoch or 0) + 1
+                done, epoch = self._fence_script(keys=[f"{self.prefix}:epoch"], args=[self._fence_tried])
+                if done:
+                    break
+                self._fence_tried = max(self._fence_tried, int(epoch))  # someone is above: go past it
+            else:
+                raise StorageUnavailable("redis: the epoch kept moving; the fence did not take")
+            if self.replicas:  # WAIT within the socket timeout, so that a slow replica is told as such
+                wait_s = min(timeout_s, self.socket_timeout_s / 2)
+                got = int(self._r.execute_command("WAIT", self.replicas, max(1, int(wait_s * 1000))))
+                if got < self.replicas:
+                    raise StorageUnavailable(f"redis: the fence (epoch {self._fence_tried}) was not confirmed "
+                                             f"by {self.replicas} replica(s) within {wait_s} s")
+            acked = self._r.hgetall(f"{self.prefix}:acked")  # what other writers made stable before it
+        except self._errors as exc:
+            raise self._unavailable("fence", exc) from exc
+        for k, v in acked.items():
+            s = k.decode()
+            self._acked[s] = max(self._acked.get(s, 0), int(v))
+            self._next[s] = max(self._next.get(s, 0), self._acked[s])
+        return self._fence_tried
 
     def _remote_acked(self, stream: str) -> int:
         v = self._r.hget(f"{self.prefix}:acked", stream)
