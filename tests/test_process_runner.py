@@ -176,6 +176,28 @@ def test_segfault_is_reported_with_its_signal() -> None:
     assert _leftovers() == ([], [])
 
 
+def _die_mid_reply(vnf, ctx):
+    """Run in a worker by call_workers: write the first bytes of a reply on the worker's pipe to the
+    runner (a length header for 100 bytes, then 10 of them), then SIGKILL itself."""
+    import struct
+    import sys
+
+    conn = sys._getframe(1).f_locals["conn"]  # the worker loop's end of the pipe
+    os.write(conn.fileno(), struct.pack("!i", 100) + b"x" * 10)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_worker_killed_in_the_middle_of_a_reply_is_a_worker_error() -> None:
+    r = Runner(TcpOnly, backend="process", queues=2)
+    try:
+        with pytest.raises(WorkerError) as ei:
+            r.call_workers(_die_mid_reply, timeout_s=10.0)
+        assert ei.value.queue == 0 and ei.value.signal == "SIGKILL"
+    finally:
+        r.close()
+    assert _leftovers() == ([], [])
+
+
 def test_sigkill_mid_run_raises_promptly_and_leaves_nothing() -> None:
     trace = traffic.generate(flows=100, packets=20_000, seed=8)
     r = Runner(TcpOnly, backend="process", queues=2, batch_size=64)

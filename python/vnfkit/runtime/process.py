@@ -245,7 +245,7 @@ class ProcessRunner(Runner):
             if conn.poll(CHECK_S):
                 try:
                     msg = conn.recv()
-                except (EOFError, ConnectionResetError):  # a killed worker's end: EOF or a reset
+                except (EOFError, OSError):  # a killed worker's end: EOF, a reset, or a message cut off
                     proc.join(timeout=1.0)
                     self._raise_dead(q)
                 if msg[0] == "error":
