@@ -8,31 +8,17 @@
 #include <string>
 #include <vector>
 
+#include "vnfkit/packet/bytes.hpp"
 #include "vnfkit/packet/checksum.hpp"
 #include "vnfkit/packet/rewrite.hpp"
 
 namespace vnfkit::nfs {
 
 namespace {
-// big-endian loads and stores as single (unaligned) word accesses (a little-endian host)
-inline std::uint16_t rd16(const std::uint8_t* p) noexcept {
-  std::uint16_t v;
-  std::memcpy(&v, p, 2);
-  return __builtin_bswap16(v);
-}
-inline void wr16(std::uint8_t* p, std::uint16_t v) noexcept {
-  v = __builtin_bswap16(v);
-  std::memcpy(p, &v, 2);
-}
-inline std::uint32_t rd32(const std::uint8_t* p) noexcept {
-  std::uint32_t v;
-  std::memcpy(&v, p, 4);
-  return __builtin_bswap32(v);
-}
-inline void wr32(std::uint8_t* p, std::uint32_t v) noexcept {
-  v = __builtin_bswap32(v);
-  std::memcpy(p, &v, 4);
-}
+using packet::be::rd16;
+using packet::be::rd32;
+using packet::be::wr16;
+using packet::be::wr32;
 
 inline std::uint32_t load_be32(const std::uint8_t* p) noexcept {
   return (std::uint32_t{p[0]} << 24) | (std::uint32_t{p[1]} << 16) | (std::uint32_t{p[2]} << 8) | std::uint32_t{p[3]};

@@ -6,32 +6,17 @@
 #include <stdexcept>
 #include <string>
 
+#include "vnfkit/packet/bytes.hpp"
 #include "vnfkit/packet/checksum.hpp"
 #include "vnfkit/packet/parse.hpp"
 
 namespace vnfkit::packet {
 namespace {
 
-// big-endian loads and stores as single (unaligned) word accesses
-static_assert(std::endian::native == std::endian::little, "the byte swaps below assume a little-endian host");
-inline std::uint16_t rd16(const std::uint8_t* p) noexcept {
-  std::uint16_t v;
-  std::memcpy(&v, p, 2);
-  return __builtin_bswap16(v);
-}
-inline void wr16(std::uint8_t* p, std::uint16_t v) noexcept {
-  v = __builtin_bswap16(v);
-  std::memcpy(p, &v, 2);
-}
-inline std::uint32_t rd32(const std::uint8_t* p) noexcept {
-  std::uint32_t v;
-  std::memcpy(&v, p, 4);
-  return __builtin_bswap32(v);
-}
-inline void wr32(std::uint8_t* p, std::uint32_t v) noexcept {
-  v = __builtin_bswap32(v);
-  std::memcpy(p, &v, 4);
-}
+using be::rd16;
+using be::rd32;
+using be::wr16;
+using be::wr32;
 
 }  // namespace
 
