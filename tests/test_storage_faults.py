@@ -121,15 +121,17 @@ def test_primary_fault_mid_run_holds_outputs_and_loses_nothing(redis_pair, fault
     clean.close()
 
 
-def _killed_during_outage(pair: RedisPair, fault: str, **kw):
+def _killed_during_outage(pair: RedisPair, fault: str, wait_s: float = 10.0, **kw):
     w = workload("mazunat", packets=6000, flows=400, batch=256, seed=5)  # 2 workers, one shared pool
     crash_at = 18
     # two syncs per batch (the input before it runs, the outputs after) + one per checkpoint:
-    # the primary goes away three batches before the crash and returns only when the backup reads
+    # the primary goes away three batches before the crash and returns only when the backup fences
+    # or reads; `wait_s` is the failover's wait for it (a SIGKILLed primary restarting from its
+    # append-only file, then the fence's WAIT for the replica, took more than 1 s once in CI)
     st = FaultyRedis(pair, fault, start=2 * (crash_at - 3) + 2, length=10**6, **kw)
     try:
         return process_trial(w, crash_at, "mid-batch", kill_worker=1, delay_s=0.0003, storage=st,
-                             checkpoint_every=8, storage_wait_s=1.0), st.outage_input
+                             checkpoint_every=8, storage_wait_s=wait_s), st.outage_input
     finally:
         st.close()
 
@@ -155,7 +157,7 @@ def test_worker_killed_while_storage_is_away_recovers_correctly_and_loses_no_inp
 @needs_redis
 def test_storage_that_never_returns_holds_every_input_and_output_and_says_so(redis_pair):
     pair = redis_pair
-    res, outage_input = _killed_during_outage(pair, "stall", heal_on_read=False)
+    res, outage_input = _killed_during_outage(pair, "stall", wait_s=1.0, heal_on_read=False)
     assert res.recovery.next_seq == 0 and res.released_backup == 0  # no backup went live
     assert any(e.startswith("failover: redis did not answer") for e in res.storage_events), res.storage_events
     assert "no backup went live" in res.storage_events[-1] and "held by the input handler" in res.storage_events[-1]
