@@ -278,28 +278,15 @@ void roll_back(FastScratch::Undo* begin, FastScratch::Undo* end) noexcept {
 template <bool kSrc>
 void rewrite_rows(packet::PacketBatch& b, const std::uint32_t* rows, const std::uint32_t* addr, std::uint32_t one,
                   const std::uint16_t* port, std::size_t n) {
-  std::uint8_t* const data = b.data.data();
-  const std::uint32_t* const offsets = b.offsets.data();
-  const std::uint16_t* const l3_off = b.l3_offset.data();
-  const std::uint16_t* const l4_off = b.l4_offset.data();
-  const std::uint16_t* const l4_len = b.l4_len.data();
-  const std::uint8_t* const drop = b.drop.data();
-  const std::uint8_t* const flags = b.flags.data();
-  flow::FlowKey* const keys = b.key.data();
+  const packet::RewriteColumns col(b);
   constexpr std::size_t kAddrAt = kSrc ? 12 : 16;
   constexpr std::size_t kPortAt = kSrc ? 0 : 2;
   constexpr packet::Side kSide = kSrc ? packet::Side::kSource : packet::Side::kDestination;
-  constexpr std::size_t kAhead = 8;  // the packets are scattered over the batch's data
-  for (std::size_t j = 0; j < std::min(n, kAhead); ++j) {
-    __builtin_prefetch(data + offsets[rows[j]] + l3_off[rows[j]], 1);
-  }
+  col.prefetch_first(rows, n);
   for (std::size_t j = 0; j < n; ++j) {
-    if (j + kAhead < n) {
-      const std::size_t ia = rows[j + kAhead];
-      __builtin_prefetch(data + offsets[ia] + l3_off[ia], 1);
-    }
+    col.prefetch_next(rows, j, n);
     const std::size_t i = rows[j];
-    flow::FlowKey& k = keys[i];
+    flow::FlowKey& k = col.keys[i];
     const std::uint8_t proto = k.proto;
     const std::uint32_t new_addr = addr != nullptr ? addr[j] : one;
     // TCP and UDP come mixed: the tests on the protocol below are written so they compile without
@@ -309,18 +296,18 @@ void rewrite_rows(packet::PacketBatch& b, const std::uint32_t* rows, const std::
       packet::rewrite_v4(b, kSide, rows + j, &new_addr, port + j, 1);
       continue;
     }
-    if (drop[i] != 0 || k.family != 4) continue;
-    std::uint8_t* const pkt = data + offsets[i];
-    const std::size_t l3 = l3_off[i];
-    const bool has_l4 = (flags[i] & packet::kFlagHasL4) != 0;
+    if (col.drop[i] != 0 || k.family != 4) continue;
+    std::uint8_t* const pkt = col.data + col.offsets[i];
+    const std::size_t l3 = col.l3_off[i];
+    const bool has_l4 = (col.flags[i] & packet::kFlagHasL4) != 0;
     // v4_columns_in_bounds for TCP (a 20-byte L4 header) and UDP (8)
-    const std::size_t len = offsets[i + 1] - offsets[i];
+    const std::size_t len = col.offsets[i + 1] - col.offsets[i];
     if (l3 + 20 > len) continue;
     const std::size_t iph = static_cast<std::size_t>(pkt[l3] & 0x0F) * 4;
     if (iph < 20 || l3 + iph > len) continue;
-    const std::size_t l4 = l4_off[i];
+    const std::size_t l4 = col.l4_off[i];
     if (has_l4 &&
-        (l4 < l3 + iph || l4 + l4_len[i] > len || static_cast<unsigned>(l4_len[i]) < 8u + 12u * static_cast<unsigned>(tcp))) {
+        (l4 < l3 + iph || l4 + col.l4_len[i] > len || static_cast<unsigned>(col.l4_len[i]) < 8u + 12u * static_cast<unsigned>(tcp))) {
       continue;
     }
     std::uint8_t* const ip = pkt + l3;

@@ -29,39 +29,26 @@ std::size_t rewrite_v4(PacketBatch& b, Side side, const std::uint32_t* indices, 
                                   std::to_string(m));
     }
   }
-  // the column pointers, loaded once: the byte stores below may alias anything, so reading them
-  // through the batch would reload them for every packet
-  std::uint8_t* const data = b.data.data();
-  const std::uint32_t* const offsets = b.offsets.data();
-  const std::uint16_t* const l3_off = b.l3_offset.data();
-  const std::uint16_t* const l4_off = b.l4_offset.data();
-  const std::uint16_t* const l4_len = b.l4_len.data();
-  const std::uint8_t* const drop = b.drop.data();
-  const std::uint8_t* const flags = b.flags.data();
-  flow::FlowKey* const keys = b.key.data();
+  const RewriteColumns col(b);
   const bool src_side = side == Side::kSource;
   const std::size_t addr_at = src_side ? 12 : 16;
   const std::size_t port_at = src_side ? 0 : 2;
   std::size_t done = 0;
-  // the packets are scattered over the batch's data (often out of cache): keep misses in flight
-  constexpr std::size_t kAhead = 8;
-  for (std::size_t j = 0; j < std::min(n, kAhead); ++j) {
-    __builtin_prefetch(data + offsets[indices[j]] + l3_off[indices[j]], 1);
-  }
+  col.prefetch_first(indices, n);
   for (std::size_t j = 0; j < n; ++j) {
-    if (j + kAhead < n) {
-      const std::size_t ia = indices[j + kAhead];
-      __builtin_prefetch(data + offsets[ia] + l3_off[ia], 1);
-    }
+    col.prefetch_next(indices, j, n);
     const std::size_t i = indices[j];
-    flow::FlowKey& k = keys[i];
-    if (drop[i] != 0 || k.family != 4) continue;
-    std::uint8_t* const pkt = data + offsets[i];
-    const std::size_t l3 = l3_off[i];
-    const std::uint8_t f = flags[i];
+    flow::FlowKey& k = col.keys[i];
+    if (col.drop[i] != 0 || k.family != 4) continue;
+    std::uint8_t* const pkt = col.data + col.offsets[i];
+    const std::size_t l3 = col.l3_off[i];
+    const std::uint8_t f = col.flags[i];
     const bool has_l4 = (f & kFlagHasL4) != 0;
     const std::uint8_t proto = k.proto;
-    if (!v4_columns_in_bounds(pkt, offsets[i + 1] - offsets[i], l3, has_l4, l4_off[i], l4_len[i], proto)) continue;
+    if (!v4_columns_in_bounds(pkt, col.offsets[i + 1] - col.offsets[i], l3, has_l4, col.l4_off[i], col.l4_len[i],
+                              proto)) {
+      continue;
+    }
     std::uint8_t* const ip = pkt + l3;
     std::uint8_t* const a = ip + addr_at;
     const std::uint32_t old_addr = rd32(a);
@@ -71,7 +58,7 @@ std::size_t rewrite_v4(PacketBatch& b, Side side, const std::uint32_t* indices, 
     wr32((src_side ? k.src : k.dst).data(), new_addr);
 
     if (has_l4) {
-      std::uint8_t* l4 = pkt + l4_off[i];
+      std::uint8_t* l4 = pkt + col.l4_off[i];
       const std::uint16_t new_port = port[j];
       if (proto == 6 || proto == 17) {
         std::uint8_t* pp = l4 + port_at;

@@ -10,6 +10,39 @@ namespace vnfkit::packet {
 
 enum class Side : std::uint8_t { kSource = 0, kDestination = 1 };
 
+// The columns a rewrite loop reads, loaded once from a parsed batch: the byte stores into the
+// packets may alias anything, so reading them through the batch would reload them for every packet.
+// Also the prefetch of the IPv4 headers a few packets ahead (rows are scattered over the batch's
+// data, often out of cache).
+struct RewriteColumns {
+  static constexpr std::size_t kAhead = 8;
+
+  explicit RewriteColumns(PacketBatch& b) noexcept
+      : data(b.data.data()), offsets(b.offsets.data()), l3_off(b.l3_offset.data()), l4_off(b.l4_offset.data()),
+        l4_len(b.l4_len.data()), drop(b.drop.data()), flags(b.flags.data()), keys(b.key.data()) {}
+
+  // Before a loop over rows[0, n): the IPv4 headers of its first kAhead packets.
+  void prefetch_first(const std::uint32_t* rows, std::size_t n) const noexcept {
+    for (std::size_t j = 0; j < n && j < kAhead; ++j) prefetch(rows[j]);
+  }
+  // In iteration j of that loop: the IPv4 header kAhead packets on.
+  void prefetch_next(const std::uint32_t* rows, std::size_t j, std::size_t n) const noexcept {
+    if (j + kAhead < n) prefetch(rows[j + kAhead]);
+  }
+
+  std::uint8_t* const data;
+  const std::uint32_t* const offsets;
+  const std::uint16_t* const l3_off;
+  const std::uint16_t* const l4_off;
+  const std::uint16_t* const l4_len;
+  const std::uint8_t* const drop;
+  const std::uint8_t* const flags;
+  flow::FlowKey* const keys;
+
+ private:
+  void prefetch(std::size_t i) const noexcept { __builtin_prefetch(data + offsets[i] + l3_off[i], 1); }
+};
+
 // For each j < n: packet indices[j] of a parsed batch gets its IPv4 source (or destination) address
 // set to addr[j] (host order) and, for TCP / UDP, its source (or destination) port set to port[j];
 // for an ICMP echo request/reply the identifier is set to port[j] (the key's sport and dport both
