@@ -118,6 +118,7 @@ def run_vnf_benchmark(
         raise ValueError(f"packets: must be >= flows ({flows}), got {packets}")
     if not callable(getattr(vnf, "process", None)):
         raise TypeError(f"vnf: expected a vnfkit.VNF class, got {vnf!r}")
+    reply_fn: Callable[..., Any] | None
     if replies is True:
         from .nfs.mazunat import replies_to as reply_fn
     elif replies is False:

@@ -199,8 +199,13 @@ class Harness:
         pending_det: dict[int, list[tuple[int, int, int]]] = {}
         if crash_at is not None and not self.heartbeat:
             raise ValueError("crash_at: an in-process crash needs heartbeat=True (the detector)")
-        board = HeartbeatBoard(1) if self.heartbeat else _NoBoard()
-        detector = FailureDetector(board, timeout_s=self.heartbeat_timeout_s) if self.heartbeat else _NoDetector()
+        board: HeartbeatBoard | _NoBoard
+        detector: FailureDetector | _NoDetector
+        if self.heartbeat:
+            hb = board = HeartbeatBoard(1)
+            detector = FailureDetector(hb, timeout_s=self.heartbeat_timeout_s)
+        else:
+            board, detector = _NoBoard(), _NoDetector()
         epoch = [0]
 
         def sync() -> None:
@@ -370,10 +375,16 @@ class _NoBoard:
 
 
 class _NoDetector:
-    events: list[tuple[int, str, int]] = []
+    """Without heartbeats: watches nothing, so it never reports."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[int, str, int]] = []
 
     def rearm(self) -> None:
         pass
+
+    def wait(self, timeout_s: float) -> bool:
+        return False
 
     def close(self) -> None:
         pass

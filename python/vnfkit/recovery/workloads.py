@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -49,6 +50,7 @@ def workload(nf: str, *, packets: int = 4000, flows: int = 300, batch: int = 128
     the trace's timestamps (default: the generator's, 1.49 Mpps)."""
     if nf not in NFS:
         raise ValueError(f"nf: expected one of {list(NFS)}, got {nf!r}")
+    gen: Callable[..., Any]
     if rate_pps is not None:
         import functools
 

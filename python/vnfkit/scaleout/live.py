@@ -96,23 +96,23 @@ def run_live(seed: int = 0, *, flows: int = 3000, packets: int = 300_000, rate_p
             if len(m):
                 target[m] = sw.forward(keys[m], fids[m])
         for iid, inst in list(ctrl.instances.items()):
-            m = np.flatnonzero(target == iid).astype(np.uint32)
-            if not len(m):
+            rows = np.flatnonzero(target == iid).astype(np.uint32)
+            if not len(rows):
                 continue
             if inst.server != -1:
-                d = int((srv[m] != inst.server).sum())
+                d = int((srv[rows] != inst.server).sum())
                 detoured += d
                 if d:
                     hw.count_pass(d, kind="detour")
-            sub = b.select(m)
+            sub = b.select(rows)
             k = sub.key
             for jid, other in ctrl.instances.items():
                 if jid != iid:
                     violations += int((other.flow_table.lookup(k) != NO_SLOT).sum())
             inst.vnf.process(sub, inst.ctx)
             missing += int((inst.flow_table.lookup(k) == NO_SLOT).sum())
-            inst.offered += len(m)
-            processed += len(m)
+            inst.offered += len(rows)
+            processed += len(rows)
         violations += int((target == NO_TARGET).sum())
     res = {
         "mode": "live",

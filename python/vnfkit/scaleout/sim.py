@@ -159,10 +159,10 @@ class Simulation:
         per_ctl = max(1, int(round(c.control_interval_s / dt)))
         per_rec = max(1, int(round(c.record_every_s / dt)))
         nrec = nslots // per_rec
-        ser = np.zeros((nrec, MAX_INSTANCES))
-        lat, dlat, hwg, swg, dpps = (np.zeros(nrec) for _ in range(5))
+        ser = np.zeros((nrec, MAX_INSTANCES), np.float64)
+        lat, dlat, hwg, swg, dpps = (np.zeros(nrec, np.float64) for _ in range(5))
         hwr, swr = np.zeros(nrec, np.int64), np.zeros(nrec, np.int64)
-        res = SimResult(np.arange(1, nrec + 1) * c.record_every_s, ser, lat, dlat, hwg, swg, dpps, hwr, swr)
+        res = SimResult(np.arange(1, nrec + 1, dtype=np.float64) * np.float64(c.record_every_s), ser, lat, dlat, hwg, swg, dpps, hwr, swr)
         key_dtype = f.keys.dtype
         kv = f.keys.view(np.dtype((np.void, key_dtype.itemsize)))
         alive = np.zeros(len(f.start_s), dtype=bool)

@@ -159,12 +159,12 @@ class HardwareSwitch:
         if ranges is not None:
             ranges = [check_range(r, "ranges") for r in ranges]
             RangeTable(ranges)  # validates ordering / overlaps; raises ValueError naming the range
-        targets = None
+        targets: npt.NDArray[np.uint32] | None = None
         if add_keys is not None:
-            targets = np.broadcast_to(np.asarray(add_targets, dtype=np.int64), (len(add_keys),))
-            if len(targets) and (int(targets.min()) < 0 or int(targets.max()) >= NO_TARGET):
+            wide = np.broadcast_to(np.asarray(add_targets, dtype=np.int64), (len(add_keys),))
+            if len(wide) and (int(wide.min()) < 0 or int(wide.max()) >= NO_TARGET):
                 raise ValueError("add_targets: targets must be uint32 other than 0xFFFFFFFF")
-            targets = targets.astype(np.uint32)
+            targets = wide.astype(np.uint32)
         upd = _Update(float(now_s) + self.update_delay_s, ranges, add_keys, targets, remove_keys, tag)
         pranges, nexc = self._projected(upd)
         need = self.table_entries(pranges, nexc)

@@ -27,6 +27,18 @@ from .base import (FENCED, NOT_REPLICATED, OK, TIMEOUT, UNAVAILABLE, StableStora
 __all__ = ["RedisStorage"]
 
 
+def _name(v: bytes | str) -> str:
+    """A hash field as text (the client returns bytes: it is made without ``decode_responses``)."""
+    return v.decode() if isinstance(v, bytes) else v
+
+
+def _record(v: bytes | str) -> bytes:
+    """A stored record; a record is raw bytes, so a text reply means a misconfigured client."""
+    if not isinstance(v, bytes):
+        raise TypeError(f"redis: expected a record as bytes, got {type(v).__name__} (a client with decode_responses?)")
+    return v
+
+
 # Commit under an epoch. KEYS: epoch key, acked hash, then one hash per stream. ARGV: the writer's
 # epoch (-1: not known yet, adopt the stored one), then per stream: its name, its new acknowledged
 # offset, its record count n, and n (offset, record) pairs. Returns {1, epoch} when written, or
@@ -113,7 +125,7 @@ class RedisStorage(StableStorage):
             return  # storage down at start: nothing is known stable yet; a later sync retries
         self._epoch = int(epoch) if epoch is not None else 0
         for k, v in acked.items():
-            s = k.decode()
+            s = _name(k)
             self._acked[s] = max(self._acked.get(s, 0), int(v))
             self._next.setdefault(s, self._acked[s])
 
@@ -160,7 +172,7 @@ class RedisStorage(StableStorage):
         except self._errors as exc:
             raise self._unavailable("fence", exc) from exc
         for k, v in acked.items():
-            s = k.decode()
+            s = _name(k)
             self._acked[s] = max(self._acked.get(s, 0), int(v))
             self._next[s] = max(self._next.get(s, 0), self._acked[s])
         return self._fence_tried
@@ -182,12 +194,12 @@ class RedisStorage(StableStorage):
             raw = self._r.hgetall(self._key(stream))
         except self._errors as exc:
             raise self._unavailable(f"read of stream {stream!r}", exc) from exc
-        recs = sorted((int(k), v) for k, v in raw.items())
+        recs = sorted((int(k), _record(v)) for k, v in raw.items())
         return [(o, v) for o, v in recs if start <= o < end]
 
     def streams(self) -> list[str]:
         try:
-            return sorted(k.decode() for k in self._r.hkeys(f"{self.prefix}:acked"))
+            return sorted(_name(k) for k in self._r.hkeys(f"{self.prefix}:acked"))
         except self._errors as exc:
             raise self._unavailable("listing the streams", exc) from exc
 
