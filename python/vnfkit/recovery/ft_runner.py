@@ -6,8 +6,11 @@ Unlike :func:`.process_master.process_trial`, which calls ``runner.run([batch])`
 batch at a time and never waits for the workers between two batches: up to ``depth`` slabs per
 queue stay in flight while this process, the input handler and the output handler, does per batch:
 
-1. **input handler**: numbers the batch's packets and appends its record to stable storage
-   (:class:`~.input_log.InputHandler`); the dispatcher gets it only then;
+1. **input handler**: numbers the batch's packets and queues its record for stable storage
+   (:class:`~.input_log.InputHandler`); the one group commit of step 4 makes it stable together with
+   the determinant records harvested meanwhile (no output of the input leaves before, and an input
+   whose record never became stable is still in the input handler, which re-delivers it to the
+   backup);
 2. **dispatch**: one native call; ``flush_us=0`` with ``hold_while_busy=False`` commits each
    queue's part of the batch as one slab, so a worker's slab boundaries are the input batch's (the
    backup replays per input batch);
@@ -199,8 +202,6 @@ class StreamingMaster:
         seq = self.inputs.admit(batch)
         self._seq_first.append(first)
         self._arrival.append(arrival)
-        if self.logged:
-            self._sync()  # the input is stable before it is processed
         self._linktype = batch.linktype
         done = self._d.dispatch(batch, _core.now_ns(), STEP_S)
         if self.logged and len(batch):
@@ -298,10 +299,12 @@ class StreamingMaster:
 
     def _harvest(self) -> None:
         """Append the determinant record of every input whose slabs are all back, in order."""
+        expected = self._expected
         while self._next_det < self.inputs.next_seq:
             s = self._next_det
-            if any(e and e[0] <= s for e in self._expected):
-                return
+            for e in expected:
+                if e and e[0] <= s:
+                    return  # a slab of input s is still in flight
             chunks: list[bytes] = []
             ranges: list[tuple[int, int, int]] = []
             for q in range(self.queues):

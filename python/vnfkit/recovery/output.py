@@ -77,16 +77,20 @@ class OutputHandler:
     def poll(self) -> int:
         """Release whatever may leave now; returns the number of packets released."""
         before = self.released_packets
-        for q in range(self.queues):
-            held = self._held[q]
+        commit = self.commit
+        for q, held in enumerate(self._held):
+            if not held:
+                continue  # nothing tagged on this queue waits: the commit tracker has nothing to release
             if self.strategy == "buffer":
                 while held and held[0][0] < self._ckpt_next:
                     self._release(q, held.popleft()[1])
-            elif self.commit is not None:
-                self._ready[q] += len(self.commit.release(q))
-                while held and held[0][0] < self._input_acked and self._ready[q] >= len(held[0][1]):
-                    self._ready[q] -= len(held[0][1])
+            elif commit is not None:
+                ready = self._ready[q] + len(commit.release(q))
+                acked = self._input_acked
+                while held and held[0][0] < acked and ready >= len(held[0][1]):
+                    ready -= len(held[0][1])
                     self._release(q, held.popleft()[1])
+                self._ready[q] = ready
         return self.released_packets - before
 
     def held(self) -> int:
