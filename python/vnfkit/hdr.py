@@ -94,6 +94,39 @@ class HdrHistogram:
         self._min = lo if self._min is None else min(self._min, lo)
         self._max = max(self._max, int(v.max()))
 
+    def record_counts(self, values: npt.ArrayLike, counts: npt.ArrayLike) -> None:
+        """Record each of `values` as often as the matching entry of `counts` says (many batches'
+        latencies, each with its own packet count, in one call)."""
+        v = np.asarray(values)
+        c = np.asarray(counts)
+        if v.dtype.kind not in "iu" or c.dtype.kind not in "iu":
+            raise TypeError(f"values and counts must be integers, got dtypes {v.dtype} and {c.dtype}")
+        v = v.reshape(-1).astype(np.int64, copy=False)
+        c = c.reshape(-1).astype(np.int64, copy=False)
+        if v.shape != c.shape:
+            raise ValueError(f"values and counts: need the same length, got {v.size} and {c.size}")
+        if v.size == 0:
+            return
+        if int(v.min()) < 0 or int(c.min()) < 0:
+            raise ValueError("values and counts must be non-negative")
+        keep = c > 0
+        v, c = v[keep], c[keep]
+        if v.size == 0:
+            return
+        over = v > self.highest_value
+        if over.any():
+            self._overflow += int(c[over].sum())
+            self._total += int(c[over].sum())
+            self._max = max(self._max, int(v.max()))
+            v, c = v[~over], c[~over]
+            if v.size == 0:
+                return
+        np.add.at(self._counts, self._indices(v), c)
+        self._total += int(c.sum())
+        lo = int(v.min())
+        self._min = lo if self._min is None else min(self._min, lo)
+        self._max = max(self._max, int(v.max()))
+
     def merge(self, other: HdrHistogram) -> None:
         """Add another histogram's counts (same layout required)."""
         if (other.highest_value, other.significant_digits) != (self.highest_value, self.significant_digits):
@@ -155,6 +188,18 @@ class HdrHistogram:
         i = int(np.searchsorted(cum, rank))
         _, high = self._bucket_bounds(np.array([i], dtype=np.int64))
         return min(int(high[0]), self._max)
+
+    def buckets(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """(value, count) of every non-empty bucket, ascending; each value is its bucket's highest
+        (capped at :attr:`max`), and the overflows count as :attr:`max`."""
+        idx = np.flatnonzero(self._counts).astype(np.int64)
+        _, high = self._bucket_bounds(idx)
+        values = np.minimum(high, self._max).astype(np.int64)
+        counts = self._counts[idx].astype(np.int64)
+        if self._overflow:
+            values = np.append(values, np.int64(self._max))
+            counts = np.append(counts, np.int64(self._overflow))
+        return values, counts
 
     def mean(self) -> float:
         if self._total == 0:

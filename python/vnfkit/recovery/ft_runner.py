@@ -52,6 +52,7 @@ from typing import Any
 import numpy as np
 
 from .. import _core
+from ..hdr import HdrHistogram
 from .backup import CKPT_STREAM, DET_STREAM, encode_det
 from .checkpoint import Checkpoint
 from .cow import DeltaImages, collect_image, worker_reap
@@ -68,6 +69,10 @@ __all__ = ["BOARD_ROWS", "FT_STRATEGIES", "MasterFailed", "StreamingMaster", "we
 FT_STRATEGIES = ("none", "replay")
 #: Longest a native dispatcher call blocks before this loop looks at the failure detector.
 STEP_S = 0.0005
+#: Released slabs whose latencies are binned together (one histogram update per this many).
+LAT_FLUSH = 4096
+#: Inputs whose first id and arrival are kept before older ones are looked at for dropping.
+TRIM_AT = 8192
 #: A worker with no slab this long after a checkpoint request is asked to take it through its pipe.
 IDLE_ASK_NS = 2_000_000
 
@@ -141,9 +146,15 @@ class StreamingMaster:
         self._collecting = False
         self.checkpoints_committed = 0
         self.failure: tuple[int, str, int] | None = None
-        self._lat: list[tuple[int, int]] = []  # (latency ns, packets)
+        # latency of every released packet: a bounded histogram, filled a few thousand slabs at a time
+        self._lat = HdrHistogram()
+        self._lat_pending: list[tuple[int, int]] = []  # (latency ns, packets) not in the histogram yet
+        # first packet id and arrival of every input from _seq_base on; older ones are dropped once
+        # no slab in flight and no held output can need them (_trim), so a long run stays bounded
+        self._seq_base = 0
         self._seq_first: list[int] = []
         self._arrival: list[int] = []
+        self._last_seq = [0] * queues  # without FT: input of the last slab each queue released
         self._linktype = 1
         self._closed = False
         self._board = _Board(queues)
@@ -184,8 +195,13 @@ class StreamingMaster:
 
     # ---- the outside world
     def _release(self, q: int, b: Any) -> None:
-        seq = bisect.bisect_right(self._seq_first, int(b.packet_id[0])) - 1
-        self._lat.append((time.monotonic_ns() - self._arrival[seq], len(b)))
+        i = bisect.bisect_right(self._seq_first, int(b.packet_id[0])) - 1
+        if i < 0:
+            raise RuntimeError(f"queue {q}: output of an input before {self._seq_base}, whose arrival was dropped")
+        self._last_seq[q] = self._seq_base + i
+        self._lat_pending.append((time.monotonic_ns() - self._arrival[i], len(b)))
+        if len(self._lat_pending) >= LAT_FLUSH:
+            self._flush_latency()
         if self._on_release is not None:
             self._on_release(q, b)
 
@@ -271,9 +287,11 @@ class StreamingMaster:
             for q, b in outs:
                 b.linktype = linktype
                 self.output.emit(0, q, b)
+            if len(self._seq_first) > TRIM_AT:
+                self._trim()
             return
         if outs:
-            board, seq_first = self._board, self._seq_first
+            board, seq_first, base = self._board, self._seq_first, self._seq_base
             now = time.monotonic_ns()
             for q, b in outs:
                 b.linktype = linktype
@@ -286,8 +304,9 @@ class StreamingMaster:
                 seq = self._expected[q].popleft()
                 if len(b):
                     ids = b.packet_id
-                    end = seq_first[seq + 1] if seq + 1 < len(seq_first) else self.inputs.next_id
-                    if not seq_first[seq] <= int(ids[0]) <= int(ids[-1]) < end:
+                    i = seq - base
+                    end = seq_first[i + 1] if i + 1 < len(seq_first) else self.inputs.next_id
+                    if not seq_first[i] <= int(ids[0]) <= int(ids[-1]) < end:
                         raise RuntimeError(f"queue {q}: slab {k} is not input {seq} (a slab must not span input batches)")
                 self._slab_end[q].append((seq, int(row[q])))
                 self.output.emit(seq, q, b, row)
@@ -296,6 +315,28 @@ class StreamingMaster:
         if self._forking:
             self._collect(wait=False)
         self.output.poll()
+        if len(self._seq_first) > TRIM_AT:
+            self._trim()
+
+    def _trim(self) -> None:
+        """Drop the first ids and arrivals of inputs that nothing can ask for any more: with replay,
+        those before every slab in flight and every held output; without FT (outputs leave as they
+        come back, in order per queue), those before every queue's last released input."""
+        if self.logged:
+            low = self.inputs.next_seq
+            for e in self._expected:
+                if e:
+                    low = min(low, e[0])
+            held = self.output.oldest_held_seq()
+            if held is not None:
+                low = min(low, held)
+        else:
+            low = min(self._last_seq)
+        k = low - self._seq_base
+        if k > TRIM_AT // 2:
+            del self._seq_first[:k]
+            del self._arrival[:k]
+            self._seq_base = low
 
     def _harvest(self) -> None:
         """Append the determinant record of every input whose slabs are all back, in order."""
@@ -475,12 +516,22 @@ class StreamingMaster:
     def held(self) -> int:
         return self.output.held()
 
+    def _flush_latency(self) -> None:
+        if self._lat_pending:
+            a = np.asarray(self._lat_pending, dtype=np.int64)
+            self._lat_pending.clear()
+            self._lat.record_counts(a[:, 0], a[:, 1])
+
+    @property
+    def latency(self) -> HdrHistogram:
+        """Latency (ns, arrival to release) of every packet released so far."""
+        self._flush_latency()
+        return self._lat
+
     def latency_ns(self) -> tuple[np.ndarray, np.ndarray]:
-        """(latency ns, packets) of every released output slab so far."""
-        if not self._lat:
-            return np.zeros(0, np.int64), np.zeros(0, np.int64)
-        a = np.asarray(self._lat, dtype=np.int64)
-        return a[:, 0], a[:, 1]
+        """(latency ns, packets) of every packet released so far, one pair per non-empty bucket of
+        :attr:`latency` (each value its bucket's highest, within 0.1 % of the latencies in it)."""
+        return self.latency.buckets()
 
     def close(self) -> None:
         """Stop the workers (reaping checkpoint children first when alive) and free everything (idempotent)."""

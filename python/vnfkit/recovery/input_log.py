@@ -36,8 +36,9 @@ def encode_batch(batch: _core.PacketBatch) -> bytes:
     offs = np.ascontiguousarray(batch.offsets, dtype=np.uint32)
     data = np.ascontiguousarray(batch.data[: int(offs[-1]) if n else 0])
     # join() reads each column through the buffer protocol: one copy of every byte, into the record
-    return b"".join((_HEAD.pack(_MAGIC, n, len(data)), offs, np.ascontiguousarray(batch.ts_ns, dtype=np.uint64),
-                     np.ascontiguousarray(batch.packet_id, dtype=np.uint64), data))
+    cols = (offs, np.ascontiguousarray(batch.ts_ns, dtype=np.uint64), np.ascontiguousarray(batch.packet_id, dtype=np.uint64),
+            data)
+    return b"".join([_HEAD.pack(_MAGIC, n, len(data)), *(c.data for c in cols)])
 
 
 def decode_batch(blob: bytes) -> _core.PacketBatch:

@@ -93,6 +93,11 @@ class OutputHandler:
                 self._ready[q] = ready
         return self.released_packets - before
 
+    def oldest_held_seq(self) -> int | None:
+        """Input sequence number of the oldest output waiting to leave (None: nothing waits)."""
+        heads = [h[0][0] for h in self._held if h]
+        return min(heads) if heads else None
+
     def held(self) -> int:
         """Packets waiting to leave."""
         return sum(len(b) for h in self._held for _, b in h)
