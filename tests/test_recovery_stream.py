@@ -102,6 +102,18 @@ def test_stream_failover_restores_either_kind_of_worker_image(images):
     assert r.verdict.correct, str(r.verdict)
 
 
+def test_stream_failover_with_input_batches_larger_than_the_default_slab_and_a_spaced_hot_backup():
+    # input batches of 1 024 (the master's slabs follow the largest batch); the hot backup follows
+    # storage at most once a millisecond instead of after every batch
+    w = _parsed("mazunat", packets=12000, flows=400, batch=1024, seed=12)
+    r = stream_trial(w, 7, kill_worker=0, delay_s=0.0005, checkpoint_interval_s=0.01, backup_mode="hot",
+                     follow_every_s=0.001, rate_pps=1.49e6)
+    assert r.verdict.correct, str(r.verdict)
+    assert r.verdict.checked["released"] + r.verdict.checked["unreleased_packets"] == 12000
+    with pytest.raises(ValueError, match="follow_every_s"):
+        stream_trial(w, 7, follow_every_s=-1.0)
+
+
 @pytest.mark.parametrize("backup_mode", ["cold", "hot"])
 def test_stream_sigkill_failover_is_correct(backup_mode):
     rng = np.random.default_rng(7 if backup_mode == "hot" else 8)

@@ -107,18 +107,22 @@ def stream_trial(w: Workload, crash_at: int, *, kill_worker: int = 0, delay_s: f
                  storage: StableStorage | None = None, checkpoint_interval_s: float = 0.050,
                  rate_pps: float | None = None, backup_mode: str = "hot",
                  heartbeat_timeout_s: float | None = None, storage_wait_s: float = 30.0,
-                 worker_images: str = "auto") -> TrialResult:
+                 worker_images: str = "auto", follow_every_s: float = 0.0) -> TrialResult:
     """One crash of the streaming master under checkpoint + replay, failed over and judged (module
     docstring). `backup_mode`: ``cold`` (restore + replay at the failover) or ``hot``.
     `heartbeat_timeout_s`: see :class:`~.ft_runner.StreamingMaster`; a heartbeat suspicion before
     the kill fences the master early (counted in ``false_suspicions``, detection 0: the failover
     began before the crash). `storage_wait_s`: how long the failover waits for storage to answer.
     `worker_images`: how the workers write their checkpoint images (see
-    :class:`~.ft_runner.StreamingMaster`)."""
+    :class:`~.ft_runner.StreamingMaster`). `follow_every_s`: a hot backup follows storage after an
+    input batch once this long has passed since it last did (0: after every batch)."""
     if isinstance(storage_wait_s, bool) or not isinstance(storage_wait_s, (int, float)) or storage_wait_s < 0:
         raise ValueError(f"storage_wait_s: must be a non-negative number, got {storage_wait_s!r}")
     if not 0 <= crash_at < len(w.batches):
         raise ValueError(f"crash_at: must be in [0, {len(w.batches)}), got {crash_at}")
+    if isinstance(follow_every_s, bool) or not isinstance(follow_every_s, (int, float)) or not follow_every_s >= 0:
+        raise ValueError(f"follow_every_s: must be a non-negative number, got {follow_every_s!r}")
+    follow_every_ns = int(follow_every_s * 1e9)
     if backup_mode not in ("cold", "hot"):
         raise ValueError(f"backup_mode: expected 'cold' or 'hot', got {backup_mode!r}")
     if not 0 <= kill_worker < queues:
@@ -130,13 +134,23 @@ def stream_trial(w: Workload, crash_at: int, *, kill_worker: int = 0, delay_s: f
     side = [0]
     visible: dict[str, dict[Any, int]] = {}
 
+    # The oracle's bookkeeping is kept off the master's clock: released batches are recorded
+    # after the feed loop (in release order), and the input keys are read before it.
+    out_log: list[tuple[Any, int]] = []
+
     def on_release(q: int, b: Any) -> None:
-        _record(released, in_keys, b, side[0])
+        out_log.append((b, side[0]))
+
+    def flush_released() -> None:
+        for b, sd in out_log:
+            _record(released, in_keys, b, sd)
+        out_log.clear()
 
     backup = Backup(w.vnf, w.config, queues)  # passive, ready before the crash
     m = StreamingMaster(w.vnf, w.config, queues=queues, strategy="replay", storage=st,
                         checkpoint_interval_s=checkpoint_interval_s, on_release=on_release,
-                        heartbeat_timeout_s=heartbeat_timeout_s, worker_images=worker_images)
+                        heartbeat_timeout_s=heartbeat_timeout_s, worker_images=worker_images,
+                        batch_size=_slab_size(w))
     kill_t = [0]
     victim = m.runner.pids[kill_worker]
     timer: threading.Timer | None = None
@@ -148,7 +162,12 @@ def stream_trial(w: Workload, crash_at: int, *, kill_worker: int = 0, delay_s: f
         except ProcessLookupError:  # fenced (and reaped) already
             pass
 
+    first_id = m.inputs.next_id  # the ids feed() gives, batch after batch
+    for b in w.batches:
+        in_keys.update(zip(range(first_id, first_id + len(b)), _key_rows(b)))
+        first_id += len(b)
     fed = fed_pkts = 0
+    last_stage = 0
     fed_end = t_begin = time.monotonic_ns()
     switch = sys.getswitchinterval()
     sys.setswitchinterval(DETECTOR_SWITCH_S)  # the detector thread stamps a death when it gets the GIL
@@ -163,12 +182,11 @@ def stream_trial(w: Workload, crash_at: int, *, kill_worker: int = 0, delay_s: f
                 if i == crash_at:
                     timer = threading.Timer(delay_s, do_kill)
                     timer.start()
-                first = m.inputs.next_id  # the ids feed() gives: its outputs may leave inside it
-                in_keys.update(zip(range(first, first + len(b)), _key_rows(b)))
                 m.feed(b, arrival)
                 fed = i + 1
                 fed_pkts, fed_end = n, time.monotonic_ns()
-                if backup_mode == "hot":
+                if backup_mode == "hot" and fed_end - last_stage >= follow_every_ns:
+                    last_stage = fed_end
                     try:
                         res.backup_stage_s.append(backup.stage(st, follow=True))
                     except StorageUnavailable as exc:  # it catches up at the next stage, or at the failover
@@ -203,6 +221,7 @@ def stream_trial(w: Workload, crash_at: int, *, kill_worker: int = 0, delay_s: f
         else:
             res.detect_s = (failure[2] - kill_t[0]) / 1e9
         res.held_at_crash = m.held()
+        flush_released()
         res.released_master = len(released)
         res.checkpoint_pauses_s = list(m.checkpoint_pauses_s)
         res.storage_events[:0] = m.events
@@ -214,6 +233,7 @@ def stream_trial(w: Workload, crash_at: int, *, kill_worker: int = 0, delay_s: f
             return _failover_held(res, w, m.inputs, m.output, released, in_keys, visible, storage_wait_s)
         res.recovery = rep
         res.released_held = m.release_recovered(rep.replayed_to)  # replayed, outputs suppressed: theirs leave
+        flush_released()
         res.released_master = len(released)
         side[0] = 1
         for q, b in rep.outputs:
