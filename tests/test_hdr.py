@@ -46,3 +46,26 @@ def test_overflow_counted_and_bad_input_rejected():
         HdrHistogram(significant_digits=9)
     with pytest.raises(ValueError, match="merge"):
         h.merge(HdrHistogram(highest_value=2000))
+
+
+def test_record_counts_equals_recording_each_value_that_often_and_rejects_bad_input():
+    rng = np.random.default_rng(1)
+    v = rng.integers(1, 10**7, 1000)
+    c = rng.integers(0, 300, 1000)
+    v[:3] = 5 * 10**12  # above highest_value: counted as overflows
+    a, b = HdrHistogram(highest_value=10**12), HdrHistogram(highest_value=10**12)
+    a.record_counts(v, c)
+    for x, n in zip(v.tolist(), c.tolist()):
+        if n:
+            b.record(x, n)
+    assert a.total == b.total == int(c.sum()) and a.overflow == b.overflow == int(c[:3].sum())
+    assert (a._counts == b._counts).all() and (a.min, a.max) == (b.min, b.max)
+    assert all(a.percentile(p) == b.percentile(p) for p in (0, 50, 99, 99.9, 100))
+    values, counts = a.buckets()
+    assert counts.sum() == a.total and (np.diff(values) >= 0).all() and values[-1] == a.max
+    with pytest.raises(TypeError, match="integers"):
+        a.record_counts([1.5], [1])
+    with pytest.raises(ValueError, match="same length"):
+        a.record_counts([1, 2], [1])
+    with pytest.raises(ValueError, match="non-negative"):
+        a.record_counts([1], [-1])
