@@ -337,6 +337,11 @@ void bind_runtime(py::module_& m) {
       .def_property("next_id", [](PyDispatcher& d) { return d.d().next_id(); },
                     [](PyDispatcher& d, std::uint64_t v) { d.d().set_next_id(v); }, "The next runner-wide packet id.")
       .def_property_readonly("busy", [](PyDispatcher& d) { return d.d().busy(); }, "A batch is still being dispatched.")
+      .def("queue_counts", [](PyDispatcher& d) {
+        py::list out(d.d().num_queues());
+        for (std::size_t q = 0; q < d.d().num_queues(); ++q) out[q] = d.d().queue_count(q);
+        return out;
+      }, "Packets per queue of the batch taken last (by dispatch or begin_paced), as a list.")
       .def("set_collect", [](PyDispatcher& d, bool on) { d.d().set_collect(on); }, py::arg("on"),
            "Copy every released output into the outbox (take_outputs) as well as counting it.")
       .def("dispatch", &PyDispatcher::dispatch, py::arg("batch"), py::arg("arrival_ns"), py::arg("timeout_s"),

@@ -482,6 +482,13 @@ void bind_state(py::module_& m) {
         { py::gil_scoped_release nogil; oc.release(queue, out); }
         return py::array_t<std::uint64_t>(static_cast<py::ssize_t>(out.size()), out.data());
       }, py::arg("queue"), "Packet ids now releasable from `queue`, in tag order.")
+      .def("release_count", [](fl::OutputCommit& oc, std::size_t queue) {
+        thread_local std::vector<std::uint64_t> scratch;
+        scratch.clear();
+        std::size_t n;
+        { py::gil_scoped_release nogil; n = oc.release(queue, scratch); }
+        return n;
+      }, py::arg("queue"), "As release(), but only how many packets (for a caller that holds the batches).")
       .def("pending", &fl::OutputCommit::pending, py::arg("queue"));
 
   py::class_<fl::Replayer>(m, "Replayer",

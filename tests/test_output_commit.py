@@ -120,3 +120,16 @@ def test_bad_arguments():
         oc.tag(0, np.zeros(1, U64), np.zeros(2, np.int64))
     with pytest.raises(ValueError, match="thread"):
         oc.ack(2, 1)
+
+
+def test_release_count_pops_what_release_would_hand_out():
+    a, b = vs.OutputCommit(2, 1), vs.OutputCommit(2, 1)
+    for oc in (a, b):
+        oc.tag(0, np.arange(0, 5, dtype=np.uint64), np.array([3, 0], np.uint64))
+        oc.tag(0, np.arange(5, 9, dtype=np.uint64), np.array([4, 2], np.uint64))
+    for step in ((0, 3), (1, 1), (0, 4), (1, 2)):
+        for oc in (a, b):
+            oc.ack(*step)
+        assert a.release_count(0) == len(b.release(0))
+        assert a.pending(0) == b.pending(0)
+    assert a.pending(0) == 0 and a.release_count(0) == 0

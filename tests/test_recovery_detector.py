@@ -121,3 +121,51 @@ def test_sub_millisecond_poll_period_does_not_spin():
         p.wait()
         p.stdout.close()
         board.close()
+
+
+class _Counting(FailureDetector):
+    looks = 0
+
+    def _wait_s(self, now: int) -> float:
+        self.looks += 1
+        return super()._wait_s(now)
+
+
+def test_a_long_timeout_wakes_the_thread_rarely_and_a_death_still_at_once():
+    board = HeartbeatBoard(1)
+    board.beat(0)
+    p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    # poll_s of 0.5 ms, as the streaming master asks: the heartbeat cannot time out for an hour, so
+    # the thread waits on the pidfd (MAX_WAIT_S at a time) instead of looking 2 000 times a second
+    det = _Counting(board, timeout_s=3600.0, poll_s=0.0005)
+    try:
+        det.watch_process(0, p.pid)
+        time.sleep(0.4)
+        assert 1 <= det.looks <= 20, det.looks
+        assert not det.events
+        t0 = time.monotonic_ns()
+        p.kill()
+        assert det.wait(2.0)
+        assert det.events[0][:2] == (0, "exited") and (det.events[0][2] - t0) / 1e6 < 50
+    finally:
+        t0 = time.monotonic()
+        det.close()
+        assert time.monotonic() - t0 < 0.5  # close() wakes the thread out of its wait
+        p.kill()
+        p.wait()
+        board.close()
+
+
+def test_a_heartbeat_is_judged_at_its_deadline_after_a_long_quiet_wait():
+    board = HeartbeatBoard(1)
+    board.beat(0)
+    det = FailureDetector(board, timeout_s=0.2, poll_s=0.05)
+    try:
+        t0 = time.monotonic_ns()
+        assert det.wait(2.0)
+        w, reason, t = det.events[0]
+        assert (w, reason) == (0, "heartbeat")
+        assert 200 <= (t - t0) / 1e6 < 400  # at the deadline (one wait past it at most), not a poll later
+    finally:
+        det.close()
+        board.close()

@@ -88,10 +88,13 @@ def test_dispatch_splits_by_rss_counts_and_collects_in_order(lanes2: Lanes) -> N
     ref.parse()
     want_parts = cl.classify(ref)
     outs: list[tuple[int, _core.PacketBatch]] = []
+    assert d.queue_counts() == [0, 0]  # before any batch
     for start in range(0, len(src), 500):
         b = src.select(np.arange(start, min(start + 500, len(src)), dtype=np.uint32))
         while not (d.dispatch(b, _core.now_ns(), 1.0) if not d.busy else d.resume(1.0)):
             outs += d.take_outputs()
+        # the split of the batch taken last, as RSS made it
+        assert d.queue_counts() == np.bincount(b.queue, minlength=2).tolist()
         outs += d.take_outputs()
     _drain(d)
     outs += d.take_outputs()

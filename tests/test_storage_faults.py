@@ -10,15 +10,18 @@ from __future__ import annotations
 import os
 import random
 import signal
+import struct
 import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
+from vnfkit import _core
 from vnfkit.recovery.backup import DET_STREAM
 from vnfkit.recovery.ft_trial import stream_trial
-from vnfkit.recovery.input_log import INPUT_STREAM, InputHandler
+from vnfkit.recovery.input_log import INPUT_STREAM, InputHandler, decode_batch, encode_batch
 from vnfkit.recovery.process_master import process_trial
 from vnfkit.recovery.storage import FileStorage, MemoryStorage
 from vnfkit.recovery.storage.redis import RedisStorage
@@ -305,3 +308,32 @@ def test_file_writer_killed_at_random_points_many_times_loses_nothing_acknowledg
         assert all(r == o.to_bytes(8, "little") * (64 + 97 * (o % 41)) for o, r in recs)  # none corrupt
         total_acked = s.acked("log")
         s.close()
+
+
+def _reference_record(b) -> bytes:
+    """The input record's layout written out by hand: "VKIB", u32 packets, u32 data bytes, offsets,
+    ts_ns, packet_id (little-endian), packet bytes."""
+    n = len(b)
+    offs = np.asarray(b.offsets, dtype="<u4")
+    data = bytes(b.data[: int(offs[-1])]) if n else b""
+    return (b"VKIB" + struct.pack("<II", n, len(data)) + offs.tobytes() + np.asarray(b.ts_ns, "<u8").tobytes()
+            + np.asarray(b.packet_id, "<u8").tobytes() + data)
+
+
+def test_input_record_is_the_documented_layout_and_round_trips():
+    w = workload("mazunat", packets=600, flows=40, batch=200, seed=8)
+    b = w.batches[1]
+    assert encode_batch(b) == _reference_record(b)
+    b.parse()  # parsed columns are not part of the record
+    assert encode_batch(b) == _reference_record(b)
+    rec = _core.encode_input_record(b, 10_000)  # the ids, assigned in the same call
+    assert b.packet_id.tolist() == list(range(10_000, 10_000 + len(b)))
+    assert rec == _reference_record(b)
+    back = decode_batch(rec)
+    assert back.packet_id.tolist() == b.packet_id.tolist() and back.ts_ns.tolist() == b.ts_ns.tolist()
+    assert bytes(back.data[: int(back.offsets[-1])]) == bytes(b.data[: int(b.offsets[-1])])
+    empty = b.select(np.zeros(0, np.uint32))
+    assert encode_batch(empty) == _reference_record(empty) and len(decode_batch(encode_batch(empty))) == 0
+    inp = InputHandler(MemoryStorage(), first_id=7)
+    assert inp.admit(w.batches[0]) == 0 and w.batches[0].packet_id[0] == 7
+    assert inp.next_id == 7 + len(w.batches[0])

@@ -21,6 +21,9 @@ from multiprocessing import shared_memory
 
 import numpy as np
 
+#: Longest the detector thread waits between two looks at the heartbeats (see FailureDetector._wait_s).
+MAX_WAIT_S = 0.05
+
 __all__ = ["FailureDetector", "HeartbeatBoard"]
 
 
@@ -83,6 +86,11 @@ class FailureDetector:
         self._failed: set[int] = set()
         self._pidfds: dict[int, int] = {}  # fd -> worker
         self._poll = select.poll()
+        # a pipe that wakes the thread out of its wait (a new process to watch, close())
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._poll.register(self._wake_r, select.POLLIN)
         self._stop = threading.Event()
         self._paused: set[int] = set()
         self._lock = threading.Lock()
@@ -95,19 +103,31 @@ class FailureDetector:
         with self._lock:
             self._pidfds[fd] = worker
             self._poll.register(fd, select.POLLIN)
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._wake_w < 0:  # closed
+            return
+        try:
+            os.write(self._wake_w, b"w")
+        except (BlockingIOError, OSError):  # full (a wake-up is pending anyway) or closed
+            pass
 
     def pause(self, worker: int) -> None:
         """Stop judging `worker` (e.g. it is idle on purpose) until :meth:`resume`."""
         self._paused.add(worker)
+        self._wake()
 
     def resume(self, worker: int) -> None:
         self.board.beat(worker)
         self._paused.discard(worker)
+        self._wake()
 
     def rearm(self) -> None:
         """Forget every report so far (after a false suspicion: the worker turned out to be alive)."""
         self._failed.clear()
         self.events.clear()
+        self._wake()  # the re-judged workers' deadlines may be due
 
     def failed(self, worker: int) -> bool:
         return worker in self._failed
@@ -121,27 +141,47 @@ class FailureDetector:
         if self.on_failure is not None:
             self.on_failure(worker, reason, now)
 
+    def _wait_s(self, now: int) -> float:
+        """How long the thread may wait before its next look at the heartbeats: until the earliest
+        moment a judged worker can time out (heartbeats only move forward, so none can before
+        then), at least ``poll_s`` and at most ``MAX_WAIT_S`` (a newly judged worker, or a stop, is
+        seen that soon). A watched process that exits wakes the wait at once (its pidfd)."""
+        words = self.board.words
+        earliest = None
+        for w in range(self.board.workers):
+            if w not in self._failed and w not in self._paused:
+                due = int(words[w]) + self.timeout_ns
+                earliest = due if earliest is None else min(earliest, due)
+        left = MAX_WAIT_S if earliest is None else (earliest - now) / 1e9
+        return min(MAX_WAIT_S, max(self.poll_s, left))
+
     def _run(self) -> None:
-        # poll() waits in whole milliseconds: a shorter period looks without waiting, then sleeps
-        # (a poll(0) loop would spin, taking a core and the GIL from the process it watches)
-        timeout_ms = int(self.poll_s * 1000)
+        # poll() waits in whole milliseconds (rounded up): a wait below one looks without waiting,
+        # then sleeps (a poll(0) loop would spin, taking a core and the GIL from the process it
+        # watches). A long heartbeat timeout needs few looks: each look takes the GIL.
         while not self._stop.is_set():
-            with self._lock:
-                has_fds = bool(self._pidfds)
-            if has_fds:
-                ready = self._poll.poll(timeout_ms)
-                if not ready and timeout_ms == 0:
-                    time.sleep(self.poll_s)
-                for fd, _ in ready:
-                    with self._lock:
-                        w = self._pidfds.pop(fd, None)
-                        if w is not None:
-                            self._poll.unregister(fd)
-                            os.close(fd)
-                    if w is not None:
-                        self._report(w, "exited")
+            wait_s = self._wait_s(time.monotonic_ns())
+            if wait_s >= 1e-3:
+                ready = self._poll.poll(wait_s * 1e3)
             else:
-                time.sleep(min(self.poll_s, 0.001))  # pick up a newly watched pid soon
+                ready = self._poll.poll(0)
+                if not ready:
+                    time.sleep(wait_s)
+            for fd, _ in ready:
+                if fd == self._wake_r:
+                    try:
+                        while os.read(self._wake_r, 4096):
+                            pass
+                    except BlockingIOError:
+                        pass
+                    continue
+                with self._lock:
+                    w = self._pidfds.pop(fd, None)
+                    if w is not None:
+                        self._poll.unregister(fd)
+                        os.close(fd)
+                if w is not None:
+                    self._report(w, "exited")
             now = time.monotonic_ns()
             words = self.board.words
             for w in range(self.board.workers):
@@ -159,8 +199,13 @@ class FailureDetector:
 
     def close(self) -> None:
         self._stop.set()
+        self._wake()
         self._thread.join(timeout=5)
         with self._lock:
             for fd in self._pidfds:
                 os.close(fd)
             self._pidfds.clear()
+            if self._wake_w >= 0 and not self._thread.is_alive():
+                os.close(self._wake_r)
+                os.close(self._wake_w)
+                self._wake_r = self._wake_w = -1

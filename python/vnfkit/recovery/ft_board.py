@@ -53,6 +53,10 @@ class _Board:
         # parent (spawn), where the creator registered it already: the creator's unlink clears it.
         self._shm = shared_memory.SharedMemory(name=name, create=self._owner, size=size)
         self.words = np.ndarray((queues, _HEAD + BOARD_ROWS * queues), dtype=np.uint64, buffer=self._shm.buf)
+        self._stride = _HEAD + BOARD_ROWS * queues
+        buf = self._shm.buf
+        assert buf is not None  # an open segment
+        self._flat = buf.cast("Q")  # scalar reads without a numpy scalar each time
         if self._owner:
             self.words[:] = 0
 
@@ -66,10 +70,10 @@ class _Board:
         return self.words[q, at:at + self.queues]
 
     def slabs(self, q: int) -> int:
-        return int(self.words[q, _COUNT])
+        return self._flat[q * self._stride + _COUNT]
 
     def beat_ns(self, q: int) -> int:
-        return int(self.words[q, _BEAT])
+        return self._flat[q * self._stride + _BEAT]
 
     def request(self, epoch: int) -> None:
         """Ask every worker for checkpoint `epoch` (taken before its next slab)."""
@@ -83,6 +87,7 @@ class _Board:
 
     def close(self) -> None:
         del self.words
+        self._flat.release()
         self._shm.close()
         if self._owner:
             self._shm.unlink()

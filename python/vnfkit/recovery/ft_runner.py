@@ -224,7 +224,7 @@ class StreamingMaster:
             # the dispatcher classified the batch (batch.queue) and no output of it was handed
             # to this process yet: each queue with packets of it has one slab of it
             now = time.monotonic_ns()
-            for q, count in enumerate(np.bincount(batch.queue, minlength=self.queues).tolist()):
+            for q, count in enumerate(self._d.queue_counts()):
                 if count:
                     if not self._expected[q]:
                         self._busy_since[q] = now
@@ -302,14 +302,14 @@ class StreamingMaster:
                     raise RuntimeError(f"boundary board: worker {q} has not recorded slab {k}")
                 row = board.row(q, k).copy()
                 seq = self._expected[q].popleft()
-                if len(b):
-                    ids = b.packet_id
+                ids = b.packet_id
+                if len(ids):
                     i = seq - base
                     end = seq_first[i + 1] if i + 1 < len(seq_first) else self.inputs.next_id
                     if not seq_first[i] <= int(ids[0]) <= int(ids[-1]) < end:
                         raise RuntimeError(f"queue {q}: slab {k} is not input {seq} (a slab must not span input batches)")
                 self._slab_end[q].append((seq, int(row[q])))
-                self.output.emit(seq, q, b, row)
+                self.output.emit(seq, q, b, row, ids)
         self._harvest()
         self._acks()
         if self._forking:

@@ -27,18 +27,19 @@ __all__ = ["INPUT_STREAM", "InputHandler", "decode_batch", "encode_batch"]
 
 INPUT_STREAM = "input"
 _HEAD = struct.Struct("<4sII")  # magic, packets, data bytes
+#: Records the input handler keeps before it looks for acknowledged ones to drop (it looks at once
+#: when asked what is unacknowledged or held).
+FORGET_EVERY = 32
 _MAGIC = b"VKIB"
 
 
 def encode_batch(batch: _core.PacketBatch) -> bytes:
-    """One input batch as bytes: packets, arrival timestamps, packet ids (decisions are not kept)."""
-    n = len(batch)
-    offs = np.ascontiguousarray(batch.offsets, dtype=np.uint32)
-    data = np.ascontiguousarray(batch.data[: int(offs[-1]) if n else 0])
-    # join() reads each column through the buffer protocol: one copy of every byte, into the record
-    cols = (offs, np.ascontiguousarray(batch.ts_ns, dtype=np.uint64), np.ascontiguousarray(batch.packet_id, dtype=np.uint64),
-            data)
-    return b"".join([_HEAD.pack(_MAGIC, n, len(data)), *(c.data for c in cols)])
+    """One input batch as bytes: packets, arrival timestamps, packet ids (decisions are not kept).
+
+    Layout: ``"VKIB"``, u32 packets, u32 data bytes (little-endian), then the offsets (u32,
+    packets + 1), ``ts_ns`` and ``packet_id`` (u64 each) and the packet bytes, written natively in
+    one copy (:func:`vnfkit._core.encode_input_record`)."""
+    return _core.encode_input_record(batch)
 
 
 def decode_batch(blob: bytes) -> _core.PacketBatch:
@@ -79,16 +80,18 @@ class InputHandler:
     def admit(self, batch: _core.PacketBatch) -> int:
         """Number `batch`'s packets and queue its record; returns its input sequence number."""
         n = len(batch)
-        batch.packet_id[:] = np.arange(self.next_id, self.next_id + n, dtype=np.uint64)
-        self.next_id += n
         if self.storage is None:
+            batch.packet_id[:] = np.arange(self.next_id, self.next_id + n, dtype=np.uint64)
+            self.next_id += n
             seq = self.next_seq
         else:
-            rec = encode_batch(batch)
+            rec = _core.encode_input_record(batch, self.next_id)  # the ids, and the record, in one call
+            self.next_id += n
             seq = self.storage.append(INPUT_STREAM, rec)
             if seq != self.next_seq:
                 raise RuntimeError(f"input log: storage gave offset {seq}, expected {self.next_seq}")
-            self._forget_acked()
+            if len(self._unacked) >= FORGET_EVERY:  # the acknowledged ones are dropped a few at a time
+                self._forget_acked()
             self._unacked.append((seq, rec))
         self.next_seq = seq + 1
         return seq

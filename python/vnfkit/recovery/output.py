@@ -50,15 +50,18 @@ class OutputHandler:
         self._ckpt_next = 0
         self.released_packets = 0
 
-    def emit(self, seq: int, queue: int, batch: Any, positions: np.ndarray | None = None) -> None:
-        """`batch` (a processed sub-batch of input `seq`) is ready on `queue`."""
+    def emit(self, seq: int, queue: int, batch: Any, positions: np.ndarray | None = None,
+             ids: np.ndarray | None = None) -> None:
+        """`batch` (a processed sub-batch of input `seq`) is ready on `queue`; `ids`: its
+        ``packet_id`` column, if the caller has it at hand already."""
         if self.strategy in ("none", "checkpoint"):
             self._release(queue, batch)
             return
         if self.commit is not None:
             if positions is None:
                 raise ValueError("positions: the replay strategy needs each output's log-position vector")
-            self.commit.tag(queue, np.ascontiguousarray(batch.packet_id, dtype=np.uint64), positions)
+            self.commit.tag(queue, np.ascontiguousarray(batch.packet_id if ids is None else ids, dtype=np.uint64),
+                            positions)
         self._held[queue].append((seq, batch))
 
     def ack_determinants(self, thread: int, first: int, count: int) -> None:
@@ -85,7 +88,7 @@ class OutputHandler:
                 while held and held[0][0] < self._ckpt_next:
                     self._release(q, held.popleft()[1])
             elif commit is not None:
-                ready = self._ready[q] + len(commit.release(q))
+                ready = self._ready[q] + commit.release_count(q)
                 acked = self._input_acked
                 while held and held[0][0] < acked and ready >= len(held[0][1]):
                     ready -= len(held[0][1])

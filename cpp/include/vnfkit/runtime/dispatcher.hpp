@@ -80,6 +80,8 @@ class Dispatcher {
   void set_next_id(std::uint64_t v) noexcept { next_id_ = v; }
   void set_collect(bool on) noexcept { collect_ = on; }
   [[nodiscard]] bool busy() const noexcept { return cur_ != nullptr; }
+  // Packets of queue q in the batch dispatch() / begin_paced() took last (0 before any batch).
+  [[nodiscard]] std::uint32_t queue_count(std::size_t q) const noexcept { return qoff_[q + 1] - qoff_[q]; }
 
   // ---- closed loop
   // Take `b` (every packet arrived at arrival_ns): ids, parse, classify, then as resume().

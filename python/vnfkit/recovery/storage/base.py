@@ -27,6 +27,7 @@ writer's sync then reports :data:`FENCED` (never :data:`OK`) and acknowledges no
 from __future__ import annotations
 
 import re
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -152,10 +153,10 @@ class StableStorage(ABC):
         self._check_open()
         if not isinstance(timeout_s, (int, float)) or isinstance(timeout_s, bool) or not timeout_s > 0:
             raise ValueError(f"timeout_s: must be a positive number, got {timeout_s!r}")
-        import time
-
         t0 = time.perf_counter()
-        queued = {s: list(q) for s, q in self._queued.items() if q}
+        # the queues themselves (no copy): a commit adds nothing to them, and clears them only once
+        # it succeeded
+        queued = {s: q for s, q in self._queued.items() if q}
         if not queued:
             return SyncResult("ok", dict(self._acked), time.perf_counter() - t0)
         if self._fenced:
@@ -166,7 +167,7 @@ class StableStorage(ABC):
         if status == OK:
             for s, q in queued.items():
                 self._acked[s] = q[-1][0] + 1
-                del self._queued[s][: len(q)]
+                q.clear()
         return SyncResult(status, dict(self._acked), time.perf_counter() - t0, detail)
 
     @abstractmethod
