@@ -8,7 +8,9 @@
   rates (so neither queues up), p50/p99 latency (arrival to release) of both and the p50 added;
   next to them, the process runtime's own closed loop (``ProcessRunner.run``, no FT, outputs
   counted natively) on the same batches, interleaved too, and the replay loss against it (the
-  honest no-FT baseline: the streaming master's own no-FT loop is slower). Input batches of
+  honest no-FT baseline: the streaming master's own no-FT loop is slower); and, on a box with two
+  CPUs, no FT and replay again with the master on the first and both workers on the second
+  (``master_cpus`` / ``worker_cpus``: the master is the bottleneck here). Input batches of
   ``VNFKIT_BENCH_STREAM_BATCH`` packets (default 128; both sides alike), ``VNFKIT_BENCH_STREAM_PACKETS``
   packets of 3 000 flows (default 300 000: long enough for several checkpoints in every run). Asserts
   every packet released once, nothing held, a checkpoint at least every two intervals of every
@@ -52,6 +54,8 @@ STREAM_PACKETS = int(os.environ.get("VNFKIT_BENCH_STREAM_PACKETS", "300000"))
 FAILOVER_PACKETS = int(os.environ.get("VNFKIT_BENCH_FAILOVER_PACKETS", "30000"))
 CHECKPOINT_S = 0.050
 STREAM_BATCH = int(os.environ.get("VNFKIT_BENCH_STREAM_BATCH", "128"))
+#: CPUs of the placed stream-cost runs: the master's and the workers' (the first two this process may use)
+PLACE = sorted(os.sched_getaffinity(0))[:2]
 
 
 def _pct(xs: list[float]) -> dict[str, float]:
@@ -141,12 +145,19 @@ def test_stream_cost(benchmark):
         med, runs = _loss(w, ROUNDS, STREAM_PACKETS)
         nockpt = [_checked(stream_cost(w, "replay", checkpoint_interval_s=3600.0), STREAM_PACKETS)["pps"]
                   for _ in range(ROUNDS)]
+        # the master on a core of its own, both workers on the other (when the box has two)
+        placed: dict[str, list[float]] = {"none": [], "replay": []}
+        if len(PLACE) == 2:
+            for _ in range(ROUNDS):
+                for strategy in ("none", "replay"):
+                    placed[strategy].append(_checked(stream_cost(w, strategy, master_cpus=[PLACE[0]], worker_cpus=[PLACE[1]]),
+                                                     STREAM_PACKETS)["pps"])
         rate = min(med["none"], med["replay"]) / 2  # below what either sustains: latency, not queueing
         lat = {k: [] for k in ("none", "replay")}
         for _ in range(ROUNDS):
             for strategy in ("none", "replay"):
                 lat[strategy].append(_checked(stream_cost(w, strategy, rate_pps=rate), STREAM_PACKETS))
-        out.update(med=med, runs=runs, nockpt=float(np.median(nockpt)), rate=rate, lat=lat)
+        out.update(med=med, runs=runs, nockpt=float(np.median(nockpt)), rate=rate, lat=lat, placed=placed)
 
     benchmark.pedantic(run, rounds=1, iterations=1)
     med, lat = out["med"], out["lat"]
@@ -170,6 +181,14 @@ def test_stream_cost(benchmark):
         "p50_us": {k: round(v, 1) for k, v in p50.items()}, "p99_us": {k: round(v, 1) for k, v in p99.items()},
         "p50_added_us": round(p50["replay"] - p50["none"], 1),
     })
+    placed = out["placed"]
+    if placed["none"]:
+        pn, pr = float(np.median(placed["none"])), float(np.median(placed["replay"]))
+        benchmark.extra_info.update({
+            "placed_cpus": {"master": PLACE[0], "workers": PLACE[1]},
+            "kpps_none_placed": round(pn / 1e3, 1), "kpps_replay_placed": round(pr / 1e3, 1),
+            "kpps_placed_rounds": {k: sorted(round(x / 1e3, 1) for x in v) for k, v in placed.items()},
+            "throughput_loss_placed_pct": round(100 * (1 - pr / pn), 1)})
 
 
 def test_stream_cost_others(benchmark):

@@ -195,6 +195,10 @@ void bind_packet(py::module_& m) {
     const std::size_t nbytes = n ? b.offsets[n] : 0;
     if (n > 0xFFFFFFFFull || nbytes > 0xFFFFFFFFull) throw py::value_error("batch: too large for an input record");
     if (first_id) {
+      if (n > 0 && *first_id > ~std::uint64_t{0} - (n - 1)) {
+        throw py::value_error("first_id: " + std::to_string(*first_id) + " + " + std::to_string(n) +
+                              " packets overflows a 64-bit packet id");
+      }
       std::uint64_t* id = b.packet_id.data();
       for (std::size_t i = 0; i < n; ++i) id[i] = *first_id + i;
     }

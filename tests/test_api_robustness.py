@@ -120,7 +120,7 @@ NO_ARGUMENTS = {
     "SlabRing.outputs_ready", "SlabRing.request_stop", "SlabRing.slab_bytes", "SlabRing.slots",
     "SlabRing.stopped", "SlabRing.user_word", "now_ns",
     "Dispatcher.busy", "Dispatcher.clear_counters", "Dispatcher.next_id", "Dispatcher.set_collect",
-    "Dispatcher.take_outputs",
+    "Dispatcher.take_outputs", "Dispatcher.queue_counts",
     "AfPacketSocket.__enter__", "AfPacketSocket.__exit__", "AfPacketSocket.batch", "AfPacketSocket.close",
     "AfPacketSocket.closed", "AfPacketSocket.fanout_group", "AfPacketSocket.ifindex", "AfPacketSocket.interface",
     "AfPacketSocket.mac", "AfPacketSocket.mtu", "AfPacketSocket.ring_blocks", "AfPacketSocket.snaplen", "AfPacketSocket.stats",
@@ -260,6 +260,12 @@ def writer_after_close():
         w.write(parsed())
 @case("drop_reason_name", ValueError, "code: unknown drop reason code 99")
 def drop_reason_unknown(): _core.drop_reason_name(99)
+@case("encode_input_record", TypeError, "incompatible function arguments")
+def input_record_not_a_batch(): _core.encode_input_record(b"VKIB")
+@case("encode_input_record", TypeError, "incompatible function arguments")
+def input_record_negative_id(): _core.encode_input_record(parsed(), -1)
+@case("encode_input_record", ValueError, "first_id: .* overflows a 64-bit packet id")
+def input_record_id_overflow(): _core.encode_input_record(parsed(), 2**64 - 1)  # the ids would wrap
 @case("build_packets", ValueError, "keys: unsupported family/proto 7/0")
 def build_bad_family():
     k = np.zeros(1, KD)
@@ -644,6 +650,8 @@ def oc_acked(): OutputCommit(1, 1).acked(3)
 def oc_release(): OutputCommit(1, 1).release(3)
 @case("OutputCommit.pending", ValueError, "queue: out of range")
 def oc_pending(): OutputCommit(1, 1).pending(3)
+@case("OutputCommit.release_count", ValueError, "queue: out of range")
+def oc_release_count(): OutputCommit(1, 1).release_count(3)
 @case("Replayer.__init__", TypeError, "chunks: expected bytes or a list of bytes")
 def rp_chunks_str(): Replayer(SharedState(), "abc")
 @case("Replayer.__init__", TypeError, "start_positions: expected a dict")

@@ -291,3 +291,43 @@ def test_spin_policy_by_cores_and_a_sleeping_runtime_gives_the_same_result(monke
         got.append((res.packets, res.forwarded, res.drops, res.vnf_stats["seen"]))
     assert got[0] == got[1] and got[0][0] == 6000
     assert _leftovers() == ([], [])
+
+
+def _cpus_of(pid: int) -> set[int]:
+    return set(os.sched_getaffinity(pid))
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to place the processes apart")
+def test_cpu_placement_pins_workers_and_the_dispatcher_and_gives_the_same_result() -> None:
+    import threading
+
+    a, b = sorted(os.sched_getaffinity(0))[:2]
+    tid = threading.get_native_id()
+    before = _cpus_of(tid)
+    trace = traffic.generate(flows=200, packets=5000, seed=3)
+    with Runner(TcpOnly, backend="process", queues=2, batch_size=64) as r:
+        free = r.run(iter_batches(trace, 1000))
+    with Runner(TcpOnly, backend="process", queues=2, batch_size=64, worker_cpus=[[a], [b]], dispatcher_cpus=[a]) as r:
+        assert [_cpus_of(p) for p in r.pids] == [{a}, {b}]
+        assert _cpus_of(tid) == {a}
+        assert r.spin_us == 0  # the dispatcher shares worker 0's CPU: no polling
+        placed = r.run(iter_batches(trace, 1000))
+    assert _cpus_of(tid) == before  # the dispatcher thread's affinity is put back
+    assert (placed.forwarded, placed.drops) == (free.forwarded, free.drops)
+    with Runner(TcpOnly, backend="process", queues=2, worker_cpus=[b]) as r:
+        assert [_cpus_of(p) for p in r.pids] == [{b}, {b}]
+    assert _leftovers() == ([], [])
+
+
+def test_bad_cpu_placement_names_the_field() -> None:
+    allowed = sorted(os.sched_getaffinity(0))
+    bad = max(allowed) + 1000
+    cases = [({"worker_cpus": [bad]}, ValueError, "worker_cpus: CPU"), ({"worker_cpus": []}, ValueError, "worker_cpus"),
+             ({"worker_cpus": [[allowed[0]]]}, ValueError, "worker_cpus: 1 CPU sets for 2 workers"),
+             ({"worker_cpus": [[allowed[0]], [bad]]}, ValueError, r"worker_cpus\[1\]"),
+             ({"worker_cpus": "0"}, TypeError, "worker_cpus"), ({"worker_cpus": [0.5]}, TypeError, "worker_cpus"),
+             ({"dispatcher_cpus": [bad]}, ValueError, "dispatcher_cpus"), ({"dispatcher_cpus": 0}, TypeError, "dispatcher_cpus")]
+    for kw, exc, msg in cases:
+        with pytest.raises(exc, match=msg):
+            Runner(TcpOnly, backend="process", queues=2, **kw)
+    assert _leftovers() == ([], [])

@@ -19,11 +19,13 @@ import numpy as np
 import pytest
 
 from vnfkit import _core
-from vnfkit.recovery.backup import DET_STREAM
-from vnfkit.recovery.ft_trial import stream_trial
+from vnfkit.recovery.backup import CKPT_STREAM, DET_STREAM
+from vnfkit.recovery.harness import Harness
+from vnfkit.recovery.ft_trial import stream_cost, stream_trial
 from vnfkit.recovery.input_log import INPUT_STREAM, InputHandler, decode_batch, encode_batch
 from vnfkit.recovery.process_master import process_trial
 from vnfkit.recovery.storage import FileStorage, MemoryStorage
+from vnfkit.recovery.storage.base import TIMEOUT, StorageUnavailable, prune
 from vnfkit.recovery.storage.redis import RedisStorage
 from vnfkit.recovery.storage.redis_servers import RedisPair, redis_server_path
 from vnfkit.recovery.workloads import workload
@@ -337,3 +339,49 @@ def test_input_record_is_the_documented_layout_and_round_trips():
     inp = InputHandler(MemoryStorage(), first_id=7)
     assert inp.admit(w.batches[0]) == 0 and w.batches[0].packet_id[0] == 7
     assert inp.next_id == 7 + len(w.batches[0])
+
+
+class _NoTruncation(MemoryStorage):
+    """In-process storage whose truncation of `stream` never answers (as a stalled Redis)."""
+
+    def __init__(self, stream: str | None) -> None:
+        super().__init__()
+        self.refuse = stream
+        self.truncated: list[tuple[str, int]] = []
+
+    def truncate(self, stream, before):  # type: ignore[override]
+        if self.refuse in (None, stream):
+            raise StorageUnavailable("stalled", TIMEOUT)
+        self.truncated.append((stream, before))
+        super().truncate(stream, before)
+
+
+def test_prune_makes_the_cuts_until_storage_does_not_answer():
+    st = _NoTruncation(INPUT_STREAM)
+    for s in (CKPT_STREAM, INPUT_STREAM, DET_STREAM):
+        for _ in range(3):
+            st.append(s, b"r")
+    assert st.sync().ok
+    event = prune(st, [(CKPT_STREAM, 2), (INPUT_STREAM, 1), (DET_STREAM, 1)])
+    assert event is not None and event.startswith("timeout: records of 'input' below 1 not dropped yet")
+    assert st.truncated == [(CKPT_STREAM, 2)]  # the cuts after the first refused one wait for the next checkpoint
+    assert [o for o, _ in st.read(DET_STREAM)] == [0, 1, 2]
+    st.refuse = "nothing"
+    assert prune(st, [(INPUT_STREAM, 1), (DET_STREAM, 1)]) is None
+    assert [o for o, _ in st.read(INPUT_STREAM)] == [1, 2] and [o for o, _ in st.read(DET_STREAM)] == [1, 2]
+
+
+def test_a_truncation_storage_does_not_answer_is_reported_not_fatal():
+    w = workload("simplenat", packets=1500, batch=128, seed=5)
+    st = _NoTruncation(None)
+    r = Harness(w.vnf, w.config, strategy="replay", storage=st, checkpoint_every=4).run(w.batches, None)
+    assert r.verdict.correct and r.released_master == 1500 and r.held_at_crash == 0
+    assert r.storage_events and all(e.startswith("checkpoint ") and ": timeout: records of 'ckpt'" in e
+                                    for e in r.storage_events), r.storage_events
+    w2 = workload("mazunat", packets=2000, flows=100, batch=128, seed=5)
+    for b in w2.batches:
+        b.parse()
+    st2 = _NoTruncation(None)
+    res = stream_cost(w2, "replay", storage=st2, checkpoint_interval_s=0.001)
+    assert res["released"] == 2000 and res["held"] == 0 and res["checkpoints"] >= 2
+    assert res["events"] and all(": timeout: records of 'ckpt'" in e for e in res["events"]), res["events"]

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from ..recovery.storage.base import prune
 from .frames import NodeSpec, open_node_storage
 
 __all__ = ["run_master"]
@@ -111,10 +112,10 @@ def run_master(spec: NodeSpec, emit: Callable[[dict[str, Any]], None]) -> dict[s
             return  # retried at the next checkpoint; the logs since the last stable one are kept
         epoch[0] += 1
         stats["checkpoints"] += 1
-        st.truncate(CKPT_STREAM, off)
         keep_from = max(0, ck.next_input - 1)
-        st.truncate(INPUT_STREAM, keep_from)
-        st.truncate(DET_STREAM, keep_from)
+        put_off = prune(st, [(CKPT_STREAM, off), (INPUT_STREAM, keep_from), (DET_STREAM, keep_from)])
+        if put_off is not None and len(events) < 20:
+            events.append(put_off)
 
     poller = select.poll()
     side_of = {}

@@ -60,7 +60,7 @@ from .detector import FailureDetector, HeartbeatBoard
 from .ft_board import BOARD_ROWS, WORKER_IMAGES, _Board, _Bounded, _inner_visible, _take_requested
 from .input_log import INPUT_STREAM, InputHandler
 from .output import OutputHandler
-from .storage.base import StableStorage
+from .storage.base import StableStorage, prune
 from .storage.memory import MemoryStorage
 
 __all__ = ["BOARD_ROWS", "FT_STRATEGIES", "MasterFailed", "StreamingMaster", "weighted_percentiles"]
@@ -107,13 +107,19 @@ class StreamingMaster:
             a fork and a child writing costs the worker more than writing the image itself) or
             ``delta`` (the worker writes only what its tables changed since its previous image;
             this process keeps the full images, :class:`.cow.DeltaImages`).
+        master_cpus, worker_cpus: CPU placement of this process's calling thread (the master's
+            dispatcher and fault-tolerance loop) and of the workers, as ProcessRunner's
+            ``dispatcher_cpus`` / ``worker_cpus``; default: the scheduler's. The master is the
+            bottleneck of a light VNF: ``master_cpus=[0], worker_cpus=[1]`` gives it a core the
+            workers do not preempt it on.
     """
 
     def __init__(self, vnf: Any, config: dict[str, Any] | None = None, *, queues: int = 2,
                  strategy: str = "replay", storage: StableStorage | None = None,
                  checkpoint_interval_s: float = 0.050, on_release: Callable[[int, Any], None] | None = None,
                  batch_size: int = 256, depth: int = 8, sync_timeout_s: float = 1.0,
-                 heartbeat_timeout_s: float | None = None, worker_images: str = "auto") -> None:
+                 heartbeat_timeout_s: float | None = None, worker_images: str = "auto", master_cpus: Any = None,
+                 worker_cpus: Any = None) -> None:
         from ..runtime.process import ProcessRunner
 
         if strategy not in FT_STRATEGIES:
@@ -166,7 +172,8 @@ class StreamingMaster:
             factory = functools.partial(_Bounded, vnf, self._board.name, queues, self._tmp.name, worker_images)
             self.runner = ProcessRunner(factory, queues=queues, config=config, parse=False, logged=self.logged,
                                         keep_log=self.logged, assign_ids=False, batch_size=batch_size,
-                                        flush_us=0.0, depth=depth, hold_while_busy=False)
+                                        flush_us=0.0, depth=depth, hold_while_busy=False, worker_cpus=worker_cpus,
+                                        dispatcher_cpus=master_cpus)
             self.detector = FailureDetector(self._hb, timeout_s=3600.0, poll_s=0.0005)
             for pid in self.runner.pids:
                 self.detector.watch_process(0, pid)
@@ -477,9 +484,9 @@ class StreamingMaster:
             return
         self._acks()
         self.output.checkpoint_committed(ck.next_input)
-        st.truncate(CKPT_STREAM, off)
-        st.truncate(INPUT_STREAM, ck.next_input)
-        st.truncate(DET_STREAM, ck.next_input)
+        put_off = prune(st, [(CKPT_STREAM, off), (INPUT_STREAM, ck.next_input), (DET_STREAM, ck.next_input)])
+        if put_off is not None:
+            self.events.append(f"checkpoint {ck.epoch}: {put_off}")
         self.checkpoints_committed += 1
 
     def release_recovered(self, replayed_to: int) -> int:

@@ -56,13 +56,14 @@ def _pace(t0: int, i_pkts: int, rate_pps: float | None) -> int:
 
 def stream_cost(w: Workload, strategy: str, *, queues: int = 2, rate_pps: float | None = None,
                 checkpoint_interval_s: float = 0.050, storage: StableStorage | None = None,
-                worker_images: str = "auto") -> dict[str, Any]:
+                worker_images: str = "auto", master_cpus: Any = None, worker_cpus: Any = None) -> dict[str, Any]:
     """Run `w` (parsed batches) through a streaming master with no crash; returns packets released,
     seconds, packets per second, latency percentiles (µs), checkpoint pauses and the workers' stalls
-    for their images (ms). `worker_images`: see :class:`~.ft_runner.StreamingMaster`."""
+    for their images (ms). `worker_images`, `master_cpus`, `worker_cpus`: see
+    :class:`~.ft_runner.StreamingMaster`."""
     m = StreamingMaster(w.vnf, w.config, queues=queues, strategy=strategy, storage=storage,
                         checkpoint_interval_s=checkpoint_interval_s, batch_size=_slab_size(w),
-                        worker_images=worker_images)
+                        worker_images=worker_images, master_cpus=master_cpus, worker_cpus=worker_cpus)
     try:
         n = 0
         t_start = time.perf_counter()

@@ -35,7 +35,7 @@ from .detector import FailureDetector, HeartbeatBoard
 from .input_log import INPUT_STREAM, InputHandler
 from .oracle import Released, Verdict, judge, visible_state
 from .output import OutputHandler, check_strategy
-from .storage.base import StableStorage
+from .storage.base import StableStorage, prune
 from .storage.memory import MemoryStorage
 
 __all__ = ["PHASES", "Harness", "TrialResult"]
@@ -245,10 +245,10 @@ class Harness:
                 out.input_acked(st.acked(INPUT_STREAM))
             out.checkpoint_committed(next_input)
             # Older checkpoints and the logs before this cut are useless now.
-            st.truncate(CKPT_STREAM, off)
-            if logged:
-                st.truncate(INPUT_STREAM, next_input)
-                st.truncate(DET_STREAM, next_input)
+            cuts = [(CKPT_STREAM, off)] + ([(INPUT_STREAM, next_input), (DET_STREAM, next_input)] if logged else [])
+            put_off = prune(st, cuts)
+            if put_off is not None:
+                res.storage_events.append(f"checkpoint {ck.epoch}: {put_off}")
 
         crashed_at_seq: int | None = None
         last_ckpt_ts = [int(batches[0].ts_ns.min()) if len(batches) and len(batches[0]) else 0]

@@ -23,6 +23,7 @@ import multiprocessing as mp
 import os
 import pickle
 import signal
+import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable
@@ -57,6 +58,44 @@ def default_spin_us(queues: int) -> float:
     """The default poll before a futex sleep: 200 us while the dispatcher and every worker have a
     core each, else 0 (a poller would take the core of the process it waits for)."""
     return 200.0 if queues + 1 <= usable_cores() else 0.0
+
+
+def _cpu_set(name: str, cpus: Any, allowed: set[int]) -> frozenset[int]:
+    """`cpus` (an iterable of CPU numbers) as a set, each one this process may run on."""
+    if isinstance(cpus, (str, bytes)) or not hasattr(cpus, "__iter__"):
+        raise TypeError(f"{name}: expected an iterable of CPU numbers, got {cpus!r}")
+    out = set()
+    for c in cpus:
+        if isinstance(c, bool) or not isinstance(c, int):
+            raise TypeError(f"{name}: CPU numbers are ints, got {c!r}")
+        if c not in allowed:
+            raise ValueError(f"{name}: CPU {c} is not one this process may run on (allowed: {sorted(allowed)})")
+        out.add(c)
+    if not out:
+        raise ValueError(f"{name}: needs at least one CPU")
+    return frozenset(out)
+
+
+def _placement(queues: int, worker_cpus: Any, dispatcher_cpus: Any) -> tuple[list[frozenset[int] | None], frozenset[int] | None]:
+    """Validated CPU sets: one per worker (None: the scheduler's choice), and the dispatcher's."""
+    try:
+        allowed = set(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - non-Linux
+        allowed = set(range(os.cpu_count() or 1))
+    per_worker: list[frozenset[int] | None] = [None] * queues
+    if worker_cpus is not None:
+        items = list(worker_cpus) if hasattr(worker_cpus, "__iter__") and not isinstance(worker_cpus, (str, bytes)) \
+            else worker_cpus
+        if isinstance(items, list) and items and all(hasattr(x, "__iter__") and not isinstance(x, (str, bytes))
+                                                     for x in items):
+            if len(items) != queues:
+                raise ValueError(f"worker_cpus: {len(items)} CPU sets for {queues} workers")
+            per_worker = [_cpu_set(f"worker_cpus[{q}]", x, allowed) for q, x in enumerate(items)]
+        else:
+            one = _cpu_set("worker_cpus", items, allowed)
+            per_worker = [one] * queues
+    disp = _cpu_set("dispatcher_cpus", dispatcher_cpus, allowed) if dispatcher_cpus is not None else None
+    return per_worker, disp
 
 
 def _check_portable(what: str, obj: Any) -> None:
@@ -94,6 +133,13 @@ def _cleanup(state: dict[str, Any]) -> None:
     for c in state["conns"]:
         c.close()
     state.pop("dispatcher", None)  # it holds the rings
+    if state.get("affinity") is not None:
+        tid, mask = state["affinity"]
+        state["affinity"] = None
+        try:
+            os.sched_setaffinity(tid, mask)
+        except OSError:  # the dispatcher's thread is gone
+            pass
     state["rings"].clear()
     for seg in state["segments"]:
         seg.close()
@@ -127,6 +173,13 @@ class ProcessRunner(Runner):
             polls before it sleeps on the ring's futex. Default: 200 us while every process
             (dispatcher + workers) has a core of its own, else 0 -- with more busy processes than
             cores a polling process takes the core that the one it waits for needs.
+        worker_cpus: CPUs the workers run on: one iterable of CPU numbers for every worker (e.g.
+            ``[1]``), or one per queue (``[[0], [1]]``); default: wherever the scheduler puts them.
+        dispatcher_cpus: CPUs the calling thread (the dispatcher) runs on while the runner is open;
+            its own affinity is put back by ``close()``. Giving the dispatcher a core of its own pays
+            where it is the bottleneck (the streaming fault-tolerant master), not where the workers
+            are. With either given, the default ``spin_us`` is 200 only if no two of the dispatcher
+            and the workers share a CPU, else 0.
         hold_while_busy: a partial slab past T waits while its worker has not finished the slabs it
             was given (its packets would not start sooner), so batches grow under load; False
             commits every partial slab at T.
@@ -145,7 +198,8 @@ class ProcessRunner(Runner):
                  control: ControlState | None = None, depth: int = 8, parse: bool = True, logged: bool = True,
                  batch_size: int = 256, flush_us: float = 50.0, slab_bytes: int | None = None,
                  start_method: str = "spawn", assign_ids: bool = True, keep_log: bool = False,
-                 spin_us: float | None = None, hold_while_busy: bool = True) -> None:
+                 spin_us: float | None = None, hold_while_busy: bool = True, worker_cpus: Any = None,
+                 dispatcher_cpus: Any = None) -> None:
         for name, v in (("queues", queues), ("depth", depth), ("batch_size", batch_size)):
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
@@ -176,7 +230,15 @@ class ProcessRunner(Runner):
         self._linktype = 1  # of the current input (pcap LINKTYPE_ETHERNET until a batch says otherwise)
         self.batch_size = batch_size
         self.flush_ns = int(flush_us * 1000)
-        self.spin_us = float(spin_us) if spin_us is not None else default_spin_us(queues)
+        self._worker_cpus, self._dispatcher_cpus = _placement(queues, worker_cpus, dispatcher_cpus)
+        if spin_us is not None:
+            self.spin_us = float(spin_us)
+        elif worker_cpus is None and dispatcher_cpus is None:
+            self.spin_us = default_spin_us(queues)
+        else:  # a poll pays only while every polling party has its CPU to itself
+            sets = [c for c in (*self._worker_cpus, self._dispatcher_cpus) if c is not None]
+            disjoint = len(sets) == queues + 1 and sum(len(c) for c in sets) == len(frozenset().union(*sets))
+            self.spin_us = default_spin_us(queues) if disjoint else 0.0
         self.hold_while_busy = bool(hold_while_busy)
         self.control = control if control is not None else ControlState()
         self.vnf_name = getattr(vnf, "__name__", type(vnf).__name__)
@@ -188,7 +250,7 @@ class ProcessRunner(Runner):
         self._closed = False
         self._cpu_seen = [0] * queues
         self._state: dict[str, Any] = {"procs": [], "conns": [], "rings": [], "segments": [],
-                                       "shared": _shared.make_shared(queues)}
+                                       "shared": _shared.make_shared(queues), "affinity": None}
         self._finalizer = weakref.finalize(self, _cleanup, self._state)
         try:
             self._start(vnf, config, logged, slots, slab_bytes, start_method)
@@ -221,6 +283,9 @@ class ProcessRunner(Runner):
             child_end.close()
             st["procs"].append(p)
             st["conns"].append(parent_end)
+            cpus = self._worker_cpus[q]
+            if cpus is not None:
+                os.sched_setaffinity(p.pid, cpus)
         deadline = time.monotonic() + START_TIMEOUT_S
         for q in range(self.num_queues):
             msg = self._recv(q, deadline)
@@ -236,6 +301,10 @@ class ProcessRunner(Runner):
         for seg in st["segments"]:
             seg.unlink()  # every worker has it mapped: nothing left in /dev/shm from here on
         _shared.workers_attached(st["shared"])
+        if self._dispatcher_cpus is not None:
+            tid = threading.get_native_id()
+            st["affinity"] = (tid, os.sched_getaffinity(tid))
+            os.sched_setaffinity(tid, self._dispatcher_cpus)
 
     def _recv(self, q: int, deadline: float) -> Any:
         """The next message of worker q; raises WorkerError if it died or sent an error."""

@@ -51,7 +51,26 @@ class StorageError(RuntimeError):
 
 class StorageUnavailable(StorageError):
     """Storage did not answer a read or a truncation (down, stalled): nothing was read or dropped;
-    the same call may succeed once storage returns."""
+    the same call may succeed once storage returns. ``status``: :data:`TIMEOUT` (it did not answer
+    in time) or :data:`UNAVAILABLE`."""
+
+    def __init__(self, message: str, status: str = UNAVAILABLE) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def prune(storage: StableStorage, cuts: Iterable[tuple[str, int]]) -> str | None:
+    """After a checkpoint became stable: ``storage.truncate(stream, before)`` for every cut, in
+    order. Dropping what a checkpoint made useless is housekeeping, so storage not answering is no
+    failure: the first cut it did not make is reported as an event line (``"timeout: ..."`` or
+    ``"unavailable: ..."``) and the rest is left for the next checkpoint, whose cuts lie past these.
+    Returns None when every cut was made."""
+    for stream, before in cuts:
+        try:
+            storage.truncate(stream, before)
+        except StorageUnavailable as exc:
+            return f"{exc.status}: records of {stream!r} below {before} not dropped yet ({exc})"
+    return None
 
 
 _checked_streams: set[str] = set()  # names that passed check_stream (a few per process)

@@ -92,7 +92,7 @@ class FileStorage(StableStorage):
         self._epoch_fd = os.open(self.root / "epoch", os.O_RDWR | os.O_CREAT, 0o644)
         try:
             if not self._lock(fcntl.LOCK_SH, 10.0):
-                raise StorageUnavailable(f"file storage {self.root}: the epoch file stayed locked for 10 s")
+                raise StorageUnavailable(f"file storage {self.root}: the epoch file stayed locked for 10 s", TIMEOUT)
             try:
                 self._epoch = self._stored_epoch()
             finally:
@@ -126,7 +126,7 @@ class FileStorage(StableStorage):
     def _fence(self, timeout_s: float) -> int:
         if not self._lock(fcntl.LOCK_EX, timeout_s):
             raise StorageUnavailable(f"file storage {self.root}: a commit held the epoch file for {timeout_s} s; "
-                                     f"the fence did not take")
+                                     f"the fence did not take", TIMEOUT)
         try:
             epoch = max(self._stored_epoch(), self._epoch or 0) + 1
             os.pwrite(self._epoch_fd, _EPOCH.pack(epoch), 0)

@@ -183,7 +183,7 @@ class RedisStorage(StableStorage):
 
     def _unavailable(self, what: str, exc: Exception) -> StorageUnavailable:
         if isinstance(exc, self._timeout_errors):
-            return StorageUnavailable(f"redis did not answer within {self.socket_timeout_s} s: {what} failed ({exc})")
+            return StorageUnavailable(f"redis did not answer within {self.socket_timeout_s} s: {what} failed ({exc})", TIMEOUT)
         return StorageUnavailable(f"redis is unavailable: {what} failed ({exc})")
 
     def read(self, stream: str, start: int = 0) -> list[tuple[int, bytes]]:
