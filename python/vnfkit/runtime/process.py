@@ -285,7 +285,10 @@ class ProcessRunner(Runner):
             st["conns"].append(parent_end)
             cpus = self._worker_cpus[q]
             if cpus is not None:
-                os.sched_setaffinity(p.pid, cpus)
+                try:
+                    os.sched_setaffinity(p.pid, cpus)
+                except ProcessLookupError:  # died at once: the wait for "ready" below reports it
+                    pass
         deadline = time.monotonic() + START_TIMEOUT_S
         for q in range(self.num_queues):
             msg = self._recv(q, deadline)
