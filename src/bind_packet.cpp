@@ -188,37 +188,13 @@ void bind_packet(py::module_& m) {
   }, py::arg("code"));
   m.def("flow_key_dtype", &vnfkit::bridge::flow_key_dtype);
   m.def("encode_input_record", [](PacketBatch& b, std::optional<std::uint64_t> first_id) {
-    // "VKIB" | u32 packets | u32 data bytes | offsets (as held: packets + 1) | ts_ns | packet_id | data
     auto in_use = vnfkit::bridge::batch_write(&b);
-    b.validate();
-    const std::size_t n = b.size();
-    const std::size_t nbytes = n ? b.offsets[n] : 0;
-    if (n > 0xFFFFFFFFull || nbytes > 0xFFFFFFFFull) throw py::value_error("batch: too large for an input record");
-    if (first_id) {
-      if (n > 0 && *first_id > ~std::uint64_t{0} - (n - 1)) {
-        throw py::value_error("first_id: " + std::to_string(*first_id) + " + " + std::to_string(n) +
-                              " packets overflows a 64-bit packet id");
-      }
-      std::uint64_t* id = b.packet_id.data();
-      for (std::size_t i = 0; i < n; ++i) id[i] = *first_id + i;
-    }
-    const std::size_t size = 12 + 4 * b.offsets.size() + 16 * n + nbytes;
+    const std::size_t size = vnfkit::packet::input_record_bytes(b);  // validates first: nothing written on error
+    if (first_id) vnfkit::packet::assign_ids(b, *first_id);
     PyObject* raw = PyBytes_FromStringAndSize(nullptr, static_cast<Py_ssize_t>(size));
     if (raw == nullptr) throw py::error_already_set();
     py::bytes out = py::reinterpret_steal<py::bytes>(raw);
-    char* w = PyBytes_AS_STRING(raw);
-    const std::uint32_t head[2] = {static_cast<std::uint32_t>(n), static_cast<std::uint32_t>(nbytes)};
-    std::memcpy(w, "VKIB", 4);
-    std::memcpy(w + 4, head, 8);  // little-endian hosts only (as the Python encoder's "<4sII")
-    w += 12;
-    const auto put = [&w](const void* src, std::size_t len) {
-      if (len) std::memcpy(w, src, len);
-      w += len;
-    };
-    put(b.offsets.data(), 4 * b.offsets.size());
-    put(b.ts_ns.data(), 8 * n);
-    put(b.packet_id.data(), 8 * n);
-    put(b.data.data(), nbytes);
+    vnfkit::packet::write_input_record(b, reinterpret_cast<std::uint8_t*>(PyBytes_AS_STRING(raw)));
     return out;
   }, py::arg("batch"), py::arg("first_id") = py::none(),
   "The input log's record of `batch` (see recovery.input_log.encode_batch), in one copy; with\n"

@@ -385,3 +385,10 @@ def test_a_truncation_storage_does_not_answer_is_reported_not_fatal():
     res = stream_cost(w2, "replay", storage=st2, checkpoint_interval_s=0.001)
     assert res["released"] == 2000 and res["held"] == 0 and res["checkpoints"] >= 2
     assert res["events"] and all(": timeout: records of 'ckpt'" in e for e in res["events"]), res["events"]
+
+
+def test_storage_unavailable_keeps_its_status_through_a_pickle():
+    import pickle
+
+    e = pickle.loads(pickle.dumps(StorageUnavailable("stalled", TIMEOUT)))
+    assert isinstance(e, StorageUnavailable) and str(e) == "stalled" and e.status == TIMEOUT

@@ -5,6 +5,9 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "vnfkit/packet/batch.hpp"
@@ -77,4 +80,37 @@ TEST(Buffer, LargeZeroResizeOfAStructWithNonZeroDefaultsFillsIt) {
   b.resize(std::size_t{2} << 20);  // 8 MiB
   EXPECT_EQ(b[0].v, 1u);
   EXPECT_EQ(b[(std::size_t{2} << 20) - 1].v, 1u);
+}
+
+TEST(InputRecord, LayoutIdsAndErrors) {
+  PacketBatch b;
+  const std::uint8_t a[3] = {1, 2, 3}, c[2] = {9, 8};
+  b.append(a, 100);
+  b.append(c, 200);
+  vnfkit::packet::assign_ids(b, 40);
+  EXPECT_EQ(b.packet_id[0], 40u);
+  EXPECT_EQ(b.packet_id[1], 41u);
+  const std::size_t size = vnfkit::packet::input_record_bytes(b);
+  ASSERT_EQ(size, 12u + 4 * 3 + 16 * 2 + 5);
+  std::vector<std::uint8_t> rec(size);
+  vnfkit::packet::write_input_record(b, rec.data());
+  EXPECT_EQ(std::string(rec.begin(), rec.begin() + 4), "VKIB");
+  std::uint32_t head[2];
+  std::memcpy(head, rec.data() + 4, 8);
+  EXPECT_EQ(head[0], 2u);
+  EXPECT_EQ(head[1], 5u);
+  std::uint32_t offs[3];
+  std::memcpy(offs, rec.data() + 12, 12);
+  EXPECT_EQ(offs[2], 5u);
+  std::uint64_t ts[2], ids[2];
+  std::memcpy(ts, rec.data() + 24, 16);
+  std::memcpy(ids, rec.data() + 40, 16);
+  EXPECT_EQ(ts[1], 200u);
+  EXPECT_EQ(ids[1], 41u);
+  EXPECT_EQ(std::vector<std::uint8_t>(rec.end() - 5, rec.end()), (std::vector<std::uint8_t>{1, 2, 3, 9, 8}));
+  // ids that would wrap are refused, and nothing is written
+  EXPECT_THROW(vnfkit::packet::assign_ids(b, ~std::uint64_t{0}), std::invalid_argument);
+  EXPECT_EQ(b.packet_id[0], 40u);
+  b.offsets[1] = 9;  // offsets no longer non-decreasing
+  EXPECT_THROW((void)vnfkit::packet::input_record_bytes(b), std::invalid_argument);
 }

@@ -1,5 +1,8 @@
 #include "vnfkit/packet/batch.hpp"
 
+#include <bit>
+#include <cstring>
+#include <stdexcept>
 #include <string>
 
 namespace vnfkit::packet {
@@ -83,6 +86,42 @@ void PacketBatch::validate() const {
   check(l3_offset.size(), "l3_offset");
   check(l4_offset.size(), "l4_offset");
   check(l4_len.size(), "l4_len");
+}
+
+std::size_t input_record_bytes(const PacketBatch& b) {
+  b.validate();
+  const std::size_t n = b.size();
+  const std::size_t nbytes = n ? b.offsets[n] : 0;
+  if (n > 0xFFFFFFFFull || nbytes > 0xFFFFFFFFull) throw std::invalid_argument("batch: too large for an input record");
+  return 12 + 4 * b.offsets.size() + 16 * n + nbytes;
+}
+
+void write_input_record(const PacketBatch& b, std::uint8_t* out) {
+  static_assert(std::endian::native == std::endian::little, "the record's header is little-endian");
+  (void)input_record_bytes(b);  // validates
+  const std::size_t n = b.size();
+  const std::uint32_t head[2] = {static_cast<std::uint32_t>(n), static_cast<std::uint32_t>(n ? b.offsets[n] : 0)};
+  std::memcpy(out, "VKIB", 4);
+  std::memcpy(out + 4, head, 8);
+  out += 12;
+  const auto put = [&out](const void* src, std::size_t len) {
+    if (len) std::memcpy(out, src, len);
+    out += len;
+  };
+  put(b.offsets.data(), 4 * b.offsets.size());
+  put(b.ts_ns.data(), 8 * n);
+  put(b.packet_id.data(), 8 * n);
+  put(b.data.data(), head[1]);
+}
+
+void assign_ids(PacketBatch& b, std::uint64_t first) {
+  const std::size_t n = b.packet_id.size();
+  if (n > 0 && first > ~std::uint64_t{0} - (n - 1)) {
+    throw std::invalid_argument("first_id: " + std::to_string(first) + " + " + std::to_string(n) +
+                                " packets overflows a 64-bit packet id");
+  }
+  std::uint64_t* id = b.packet_id.data();
+  for (std::size_t i = 0; i < n; ++i) id[i] = first + i;
 }
 
 }  // namespace vnfkit::packet

@@ -144,8 +144,9 @@ class FailureDetector:
     def _wait_s(self, now: int) -> float:
         """How long the thread may wait before its next look at the heartbeats: until the earliest
         moment a judged worker can time out (heartbeats only move forward, so none can before
-        then), at least ``poll_s`` and at most ``MAX_WAIT_S`` (a newly judged worker, or a stop, is
-        seen that soon). A watched process that exits wakes the wait at once (its pidfd)."""
+        then), capped at ``MAX_WAIT_S`` (a worker judged again after ``rearm``, say, is seen that
+        soon), and never below ``poll_s``. A watched process that exits, a new one to watch and
+        ``close()`` wake the wait at once."""
         words = self.board.words
         earliest = None
         for w in range(self.board.workers):
@@ -153,7 +154,7 @@ class FailureDetector:
                 due = int(words[w]) + self.timeout_ns
                 earliest = due if earliest is None else min(earliest, due)
         left = MAX_WAIT_S if earliest is None else (earliest - now) / 1e9
-        return min(MAX_WAIT_S, max(self.poll_s, left))
+        return max(self.poll_s, min(MAX_WAIT_S, left))
 
     def _run(self) -> None:
         # poll() waits in whole milliseconds (rounded up): a wait below one looks without waiting,

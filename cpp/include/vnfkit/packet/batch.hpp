@@ -94,4 +94,13 @@ struct PacketBatch {
   void validate() const;
 };
 
+// The input log's record of a batch (what a backup replays): "VKIB" | u32 packets | u32 data bytes
+// (little-endian) | offsets (as held: packets + 1) | ts_ns | packet_id | packet bytes. Parsed
+// columns and decisions are not part of it. Both throw std::invalid_argument (naming the field) for
+// an inconsistent batch or one too large for the u32 header fields.
+[[nodiscard]] std::size_t input_record_bytes(const PacketBatch& b);
+void write_input_record(const PacketBatch& b, std::uint8_t* out);  // out: input_record_bytes(b) bytes
+// packet_id[i] = first + i; throws std::invalid_argument (touching nothing) if the ids would wrap.
+void assign_ids(PacketBatch& b, std::uint64_t first);
+
 }  // namespace vnfkit::packet

@@ -31,6 +31,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 __all__ = ["FENCED", "OK", "TIMEOUT", "UNAVAILABLE", "NOT_REPLICATED", "StableStorage", "StorageError", "StorageUnavailable",
            "SyncResult", "check_stream"]
@@ -57,6 +58,9 @@ class StorageUnavailable(StorageError):
     def __init__(self, message: str, status: str = UNAVAILABLE) -> None:
         super().__init__(message)
         self.status = status
+
+    def __reduce__(self) -> tuple[Any, tuple[str, str]]:  # the status survives a pickle (a pipe)
+        return type(self), (str(self), self.status)
 
 
 def prune(storage: StableStorage, cuts: Iterable[tuple[str, int]]) -> str | None:
