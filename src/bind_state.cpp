@@ -1,6 +1,7 @@
 // Bridge for shared aggregate state (vnfkit::state) and determinant logging / output commit /
 // replay (vnfkit::ftlog). Batch calls validate with the GIL held, then release it around the
 // engine loop, so several Python worker threads really race on the shared state.
+#include <algorithm>
 #include <cstring>
 #include <map>
 #include <optional>
@@ -130,6 +131,28 @@ py::array_t<std::uint32_t> reg_access(st::Registers& r, st::Context& ctx, st::Re
     r.access(ctx, op, s, av, bv, p, out);
   }
   return arr;
+}
+
+// Records [from, to) of worker `thread`'s log framed as one chunk; py::value_error (a plain C++
+// exception until pybind translates it, so it may be thrown with the GIL released) if the log no
+// longer holds `from` or does not reach `to` yet.
+std::vector<std::uint8_t> chunk_range(const st::SharedState& s, std::uint16_t thread, std::uint64_t from,
+                                      std::uint64_t to) {
+  if (to < from) {
+    throw py::value_error("to_position: " + std::to_string(to) + " is before from_position " + std::to_string(from));
+  }
+  std::vector<fl::Determinant> recs;
+  const std::uint64_t first = s.read_log(thread, from, recs);
+  if (first != from) {
+    throw py::value_error("from_position: worker " + std::to_string(thread) + "'s log starts at " + std::to_string(first) +
+                          ", records needed from " + std::to_string(from));
+  }
+  if (recs.size() < to - from) {
+    throw py::value_error("to_position: worker " + std::to_string(thread) + "'s log ends at " +
+                          std::to_string(first + recs.size()) + ", records needed up to " + std::to_string(to));
+  }
+  recs.resize(to - from);
+  return fl::encode_chunk(thread, first, recs);
 }
 
 }  // namespace
@@ -400,6 +423,31 @@ void bind_state(py::module_& m) {
         auto p = s.positions();
         return py::array_t<std::uint64_t>(static_cast<py::ssize_t>(p.size()), p.data());
       }, "Vector clock for output commit: each worker's log position, including batches in flight.")
+      .def("positions_into", [](const st::SharedState& s, const py::buffer& out, py::ssize_t offset, py::ssize_t count) {
+        // The same vector as positions(), written into words [offset, offset+count) of `out` (a
+        // writable 1-D buffer of 8-byte unsigned words, e.g. a shared-memory board), zero past the
+        // last worker: no array is made per call.
+        py::buffer_info info = out.request(true);
+        if (info.ndim != 1 || info.itemsize != 8 || (info.format != "Q" && info.format != "L" && info.format != "=Q" &&
+                                                     info.format != "<Q") || info.strides[0] != 8) {
+          throw py::type_error("out: expected a writable contiguous 1-D buffer of uint64 words, got format '" +
+                               info.format + "'");
+        }
+        if (offset < 0 || count < 0 || offset > info.shape[0] || count > info.shape[0] - offset) {
+          throw py::value_error("offset/count: [" + std::to_string(offset) + ", " + std::to_string(offset) + "+" +
+                                std::to_string(count) + ") is outside out's " + std::to_string(info.shape[0]) + " words");
+        }
+        auto p = s.positions();
+        if (p.size() > static_cast<std::size_t>(count)) {
+          throw py::value_error("count: " + std::to_string(p.size()) + " workers have log positions, only " +
+                                std::to_string(count) + " words given");
+        }
+        auto* dst = static_cast<std::uint64_t*>(info.ptr) + offset;
+        std::copy(p.begin(), p.end(), dst);
+        std::fill(dst + p.size(), dst + count, 0);
+      }, py::arg("out"), py::arg("offset"), py::arg("count"),
+         "positions() written into words [offset, offset+count) of `out` (writable uint64 buffer), zero past the "
+         "last worker; ValueError if more workers than `count`.")
       .def("log_range", &st::SharedState::log_range, py::arg("thread"),
            "(drained position, end position) of worker `thread`'s log.")
       .def("read_log", [](const st::SharedState& s, std::uint16_t thread, std::optional<std::uint64_t> from) {
@@ -425,27 +473,10 @@ void bind_state(py::module_& m) {
       }, py::arg("thread"), py::arg("from_position") = py::none(),
          "read_log() framed as one checksummed chunk (what drain_chunk() would produce), for a Replayer.")
       .def("log_chunk_range", [](const st::SharedState& s, std::uint16_t thread, std::uint64_t from, std::uint64_t to) {
-        if (to < from) {
-          throw py::value_error("to_position: " + std::to_string(to) + " is before from_position " + std::to_string(from));
-        }
-        std::vector<fl::Determinant> recs;
         std::vector<std::uint8_t> chunk;
-        std::uint64_t first = 0;
         {
           py::gil_scoped_release nogil;
-          first = s.read_log(thread, from, recs);
-          if (first == from && recs.size() >= to - from) {
-            recs.resize(to - from);
-            chunk = fl::encode_chunk(thread, first, recs);
-          }
-        }
-        if (first != from) {
-          throw py::value_error("from_position: worker " + std::to_string(thread) + "'s log starts at " + std::to_string(first) +
-                                ", records needed from " + std::to_string(from));
-        }
-        if (recs.size() != to - from) {
-          throw py::value_error("to_position: worker " + std::to_string(thread) + "'s log ends at " +
-                                std::to_string(first + recs.size()) + ", records needed up to " + std::to_string(to));
+          chunk = chunk_range(s, thread, from, to);
         }
         return to_bytes(chunk);
       }, py::arg("thread"), py::arg("from_position"), py::arg("to_position"),
@@ -453,6 +484,26 @@ void bind_state(py::module_& m) {
          "format of drain_chunk()), without draining it: one call for a slice that read_log() +\n"
          "encode_log_chunk() would frame. ValueError if the log no longer holds from_position or does not\n"
          "reach to_position yet.")
+      .def("det_record", [](const st::SharedState& s, std::uint64_t seq, const std::vector<std::uint64_t>& from,
+                            const std::vector<std::uint64_t>& to) {
+        if (from.size() != to.size()) {
+          throw py::value_error("to_positions: " + std::to_string(to.size()) + " positions for " +
+                                std::to_string(from.size()) + " workers");
+        }
+        if (from.size() > 0xFFFFu) throw py::value_error("from_positions: more than 65535 workers");
+        std::vector<std::uint8_t> rec;
+        {
+          py::gil_scoped_release nogil;
+          std::vector<std::vector<std::uint8_t>> chunks(from.size());
+          for (std::size_t q = 0; q < from.size(); ++q) {
+            if (to[q] != from[q]) chunks[q] = chunk_range(s, static_cast<std::uint16_t>(q), from[q], to[q]);
+          }
+          rec = fl::encode_det_record(seq, chunks);
+        }
+        return to_bytes(rec);
+      }, py::arg("seq"), py::arg("from_positions"), py::arg("to_positions"),
+         "Input `seq`'s determinant record (recovery.backup.encode_det's format): worker q's chunk is\n"
+         "log_chunk_range(q, from_positions[q], to_positions[q]), empty where the two are equal.")
       .def("snapshot", [](const st::SharedState& s) { return to_bytes(s.snapshot()); })
       .def("restore", [](st::SharedState& s, const py::bytes& b) { restoring([&] { s.restore(bytes_view(b)); }); }, py::arg("image"))
       .def("__repr__", [](const st::SharedState& s) {

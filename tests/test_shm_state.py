@@ -212,6 +212,25 @@ def test_a_killed_workers_log_is_read_from_the_segment(shm_states):
             s.log_chunk_range(w, 100, len(recs) + 1)
         with pytest.raises(ValueError, match="to_position: 99 is before from_position 100"):
             s.log_chunk_range(w, 100, 99)
+    # one input's determinant record in one call: the bytes recovery.backup.encode_det frames
+    from vnfkit.recovery.backup import decode_det, encode_det
+
+    n0, n1 = len(s.read_log(0)[1]), len(s.read_log(1)[1])
+    rec = s.det_record(42, [3, n1], [n0, n1])
+    assert rec == encode_det(42, [s.log_chunk_range(0, 3, n0), b""])
+    assert decode_det(rec) == (42, [s.log_chunk_range(0, 3, n0), b""])
+    with pytest.raises(ValueError, match="to_position: worker 1's log ends at"):
+        s.det_record(1, [0, 0], [0, n1 + 1])
+    with pytest.raises(ValueError, match="to_positions: 1 positions for 2 workers"):
+        s.det_record(1, [0, 0], [0])
+    # the vector clock written in place (a board's row), zero past the last worker
+    words = np.full(9, 7, dtype=np.uint64)
+    s.positions_into(words, 3, 4)
+    assert words[3:5].tolist() == s.positions().tolist() == [n0, n1]
+    assert words[5:7].tolist() == [0, 0] and words[:3].tolist() == [7] * 3 and words[7:].tolist() == [7] * 2
+    flat = memoryview(bytearray(72)).cast("Q")
+    s.positions_into(flat, 0, 2)
+    assert list(flat[:2]) == [n0, n1]
     # a replacement worker takes over the dead worker's log and continues its positions
     ctx = vs.SharedState.attach_shm(s.shm_name).context(0)
     assert ctx.position == len(s.read_log(0)[1]) and ctx.log_in_shared_memory

@@ -1,5 +1,8 @@
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cstring>
+#include <string>
 #include <vector>
 
 #include "vnfkit/ftlog/log.hpp"
@@ -45,4 +48,34 @@ TEST(DeterminantLog, DamageIsDetected) {
   magic[0] = 'X';
   EXPECT_THROW(parse_chunks(magic), DivergenceError);
   EXPECT_NO_THROW(parse_chunks(c));
+}
+
+TEST(DeterminantLog, DetRecordFramesEachWorkersChunk) {
+  std::vector<Determinant> recs{Determinant{5, 1, Op::kCounterAdd, 0, 2, 3}, Determinant{6, 1, Op::kClock, 0, 0, 9}};
+  const std::vector<std::vector<std::uint8_t>> chunks{encode_chunk(0, 40, recs), {}, encode_chunk(2, 7, {recs.data(), 1})};
+  const auto rec = encode_det_record(0x0102030405060708ull, chunks);
+  ASSERT_EQ(rec.size(), kDetRecordHeaderSize + 3 * kDetRecordPartSize + chunks[0].size() + chunks[2].size());
+  EXPECT_EQ(std::string(rec.begin(), rec.begin() + 4), "VKDR");
+  std::uint64_t seq = 0;
+  std::uint32_t n = 0;
+  std::memcpy(&seq, rec.data() + 4, 8);
+  std::memcpy(&n, rec.data() + 12, 4);
+  EXPECT_EQ(seq, 0x0102030405060708ull);
+  EXPECT_EQ(n, 3u);
+  std::size_t at = kDetRecordHeaderSize;
+  for (std::uint32_t q = 0; q < 3; ++q) {
+    std::uint32_t idx = 0, len = 0;
+    std::memcpy(&idx, rec.data() + at, 4);
+    std::memcpy(&len, rec.data() + at + 4, 4);
+    at += kDetRecordPartSize;
+    EXPECT_EQ(idx, q);
+    ASSERT_EQ(len, chunks[q].size());
+    EXPECT_TRUE(std::equal(chunks[q].begin(), chunks[q].end(), rec.begin() + static_cast<std::ptrdiff_t>(at)));
+    if (len) {
+      EXPECT_EQ(parse_chunks({rec.data() + at, len}).at(0).records.size(), q == 0 ? 2u : 1u);
+    }
+    at += len;
+  }
+  EXPECT_EQ(at, rec.size());
+  EXPECT_EQ(encode_det_record(3, {}).size(), kDetRecordHeaderSize);
 }

@@ -145,6 +145,27 @@ std::vector<std::uint8_t> encode_chunk(std::uint16_t thread, std::uint64_t first
   return out;
 }
 
+std::vector<std::uint8_t> encode_det_record(std::uint64_t seq, std::span<const std::vector<std::uint8_t>> chunks) {
+  if (chunks.size() > 0xFFFFFFFFull) throw std::invalid_argument("determinant record: too many workers");
+  std::size_t size = kDetRecordHeaderSize;
+  for (const auto& c : chunks) {
+    if (c.size() > 0xFFFFFFFFull) throw std::invalid_argument("determinant record: chunk over 4 GiB");
+    size += kDetRecordPartSize + c.size();
+  }
+  std::vector<std::uint8_t> out(size);
+  std::size_t at = 0;
+  for (const char ch : {'V', 'K', 'D', 'R'}) out[at++] = static_cast<std::uint8_t>(ch);
+  put<std::uint64_t>(out, at, seq);
+  put<std::uint32_t>(out, at, static_cast<std::uint32_t>(chunks.size()));
+  for (std::size_t q = 0; q < chunks.size(); ++q) {
+    put<std::uint32_t>(out, at, static_cast<std::uint32_t>(q));
+    put<std::uint32_t>(out, at, static_cast<std::uint32_t>(chunks[q].size()));
+    if (!chunks[q].empty()) std::memcpy(out.data() + at, chunks[q].data(), chunks[q].size());
+    at += chunks[q].size();
+  }
+  return out;
+}
+
 std::vector<Chunk> parse_chunks(std::span<const std::uint8_t> bytes) {
   std::vector<Chunk> chunks;
   std::size_t at = 0;

@@ -115,6 +115,7 @@ class _Bounded(VNF):
     def setup(self, ctx: Any, **config: Any) -> None:
         self.inner.setup(ctx, **config)
         self._board = _Board(self._queues, self._board_name)
+        self._line = ctx.queue * self._board._stride  # this worker's line in the board's flat words
 
     def take_requested(self, ctx: Any) -> None:
         """Take the checkpoint the master asked for unless done already (at a slab boundary)."""
@@ -138,15 +139,23 @@ class _Bounded(VNF):
             b.words[q, _BEAT] = time.monotonic_ns()  # alive through the fork
 
     def process(self, batch: Any, ctx: Any) -> None:
-        self.take_requested(ctx)
-        self.inner.process(batch, ctx)
+        # Scalar words through the board's flat memoryview and the row written natively
+        # (positions_into): a few hundred nanoseconds a slab, not microseconds of numpy indexing.
         b = self._board
-        if b is not None and ctx.shared is not None:
-            q = ctx.queue
-            b.row(q, self._k)[:] = ctx.shared.positions()
-            self._k += 1
-            b.words[q, _BEAT] = time.monotonic_ns()
-            b.words[q, _COUNT] = self._k
+        if b is None:
+            self.inner.process(batch, ctx)
+            return
+        flat, line = b._flat, self._line
+        if flat[line + _REQ] > flat[line + _DONE]:
+            self.take_requested(ctx)
+        self.inner.process(batch, ctx)
+        if ctx.shared is not None:
+            k = self._k
+            n = self._queues
+            ctx.shared.positions_into(flat, line + _HEAD + (k % BOARD_ROWS) * n, n)
+            self._k = k + 1
+            flat[line + _BEAT] = time.monotonic_ns()
+            flat[line + _COUNT] = k + 1
 
     def stats(self) -> dict[str, int]:
         return dict(self.inner.stats())

@@ -19,7 +19,7 @@ queue stay in flight while this process, the input handler and the output handle
    slab ``k`` has row ``k``). When every queue's slab of input ``s`` is back, the records of input
    ``s`` (worker ``q``: from its boundary after input ``s - 1`` to its boundary after ``s``) are read
    out of the shared segment and appended as determinant record ``s``;
-4. **output commit** (:class:`~.output.OutputHandler`, strategy ``replay``): each output slab is
+4. **output commit** (:class:`StreamOutputs`, strategy ``replay``): each output slab is
    tagged with the board's position vector at the end of that slab (everything it can depend
    on: its own records and whatever other workers had logged by then) and leaves once storage
    acknowledged all of those records, its input and its input's determinant record (the backup
@@ -53,28 +53,80 @@ import numpy as np
 
 from .. import _core
 from ..hdr import HdrHistogram
-from .backup import CKPT_STREAM, DET_STREAM, encode_det
+from .backup import CKPT_STREAM, DET_STREAM
 from .checkpoint import Checkpoint
 from .cow import DeltaImages, collect_image, worker_reap
 from .detector import FailureDetector, HeartbeatBoard
-from .ft_board import BOARD_ROWS, WORKER_IMAGES, _Board, _Bounded, _inner_visible, _take_requested
+from .ft_board import _COUNT, _HEAD, BOARD_ROWS, WORKER_IMAGES, _Board, _Bounded, _inner_visible, _take_requested
 from .input_log import INPUT_STREAM, InputHandler
-from .output import OutputHandler
 from .storage.base import StableStorage, prune
 from .storage.memory import MemoryStorage
 
-__all__ = ["BOARD_ROWS", "FT_STRATEGIES", "MasterFailed", "StreamingMaster", "weighted_percentiles"]
+__all__ = ["BOARD_ROWS", "FT_STRATEGIES", "MasterFailed", "StreamOutputs", "StreamingMaster", "weighted_percentiles"]
 
 #: Strategies of the streaming master: no fault tolerance, or checkpoint + replay.
 FT_STRATEGIES = ("none", "replay")
 #: Longest a native dispatcher call blocks before this loop looks at the failure detector.
 STEP_S = 0.0005
+#: Default of StreamingMaster's ``service_every_s``.
+SERVICE_EVERY_S = 0.0003
 #: Released slabs whose latencies are binned together (one histogram update per this many).
 LAT_FLUSH = 4096
 #: Inputs whose first id and arrival are kept before older ones are looked at for dropping.
 TRIM_AT = 8192
 #: A worker with no slab this long after a checkpoint request is asked to take it through its pipe.
 IDLE_ASK_NS = 2_000_000
+
+
+class StreamOutputs:
+    """The streaming master's output handler. Without FT (``committed=False``) an output leaves as
+    it comes back. With replay, output commit: each output slab of input ``seq`` waits, in order
+    per queue, until storage acknowledged its input record and its determinant record
+    (``seq < input_acked``) and every worker's log up to the slab's clock (``clock[t] <=
+    stable[t]`` for every worker ``t``), where the clock is every worker's log position when the
+    slab was done (all it can depend on) and ``stable`` the positions after the newest
+    acknowledged determinant record. The master's records cut each worker's log in order, so the
+    stable part of every log is a prefix and a vector comparison decides, without tracking
+    packets one by one (:class:`vnfkit.state.OutputCommit` does that for the general case)."""
+
+    def __init__(self, queues: int, on_release: Callable[..., None], *, committed: bool) -> None:
+        self.committed = committed
+        self.stable: tuple[int, ...] = (0,) * queues
+        self.input_acked = 0
+        self.released_packets = 0
+        self._on_release = on_release
+        self._held: list[deque[tuple[int, Any, tuple[int, ...]]]] = [deque() for _ in range(queues)]
+
+    def emit(self, seq: int, queue: int, batch: Any, clock: tuple[int, ...] = ()) -> None:
+        """Output slab `batch` of input `seq` came back on `queue`, done at log positions `clock`."""
+        if not self.committed:
+            self.released_packets += len(batch)
+            self._on_release(queue, batch)
+            return
+        self._held[queue].append((seq, batch, clock))
+
+    def poll(self) -> int:
+        """Release whatever may leave now; returns the packets released."""
+        before = self.released_packets
+        stable, acked = self.stable, self.input_acked
+        for q, held in enumerate(self._held):
+            while held:
+                seq, b, clock = held[0]
+                if seq >= acked or any(c > s for c, s in zip(clock, stable)):
+                    break
+                held.popleft()
+                self.released_packets += len(b)
+                self._on_release(q, b, seq)
+        return self.released_packets - before
+
+    def oldest_held_seq(self) -> int | None:
+        """Input sequence number of the oldest output waiting to leave (None: nothing waits)."""
+        heads = [h[0][0] for h in self._held if h]
+        return min(heads) if heads else None
+
+    def held(self) -> int:
+        """Packets waiting to leave."""
+        return sum(len(b) for h in self._held for _, b, _ in h)
 
 
 class MasterFailed(RuntimeError):
@@ -112,6 +164,11 @@ class StreamingMaster:
             ``dispatcher_cpus`` / ``worker_cpus``; default: the scheduler's. The master is the
             bottleneck of a light VNF: ``master_cpus=[0], worker_cpus=[1]`` gives it a core the
             workers do not preempt it on.
+        service_every_s: while input batches keep coming and the dispatcher has room, take the
+            workers' outputs, harvest, commit and release at most this often (always when the
+            dispatcher has to wait for a worker, and at once between arrivals, :meth:`idle`): the
+            per-call work is shared by the input batches fed meanwhile, at the cost of at most
+            this much added wait for an output under saturation. 0: after every input batch.
     """
 
     def __init__(self, vnf: Any, config: dict[str, Any] | None = None, *, queues: int = 2,
@@ -119,7 +176,7 @@ class StreamingMaster:
                  checkpoint_interval_s: float = 0.050, on_release: Callable[[int, Any], None] | None = None,
                  batch_size: int = 256, depth: int = 8, sync_timeout_s: float = 1.0,
                  heartbeat_timeout_s: float | None = None, worker_images: str = "auto", master_cpus: Any = None,
-                 worker_cpus: Any = None) -> None:
+                 worker_cpus: Any = None, service_every_s: float = SERVICE_EVERY_S) -> None:
         from ..runtime.process import ProcessRunner
 
         if strategy not in FT_STRATEGIES:
@@ -132,6 +189,11 @@ class StreamingMaster:
             raise ValueError(f"heartbeat_timeout_s: must be a positive number or None, got {heartbeat_timeout_s!r}")
         if worker_images not in WORKER_IMAGES:
             raise ValueError(f"worker_images: expected one of {list(WORKER_IMAGES)}, got {worker_images!r}")
+        if isinstance(service_every_s, bool) or not isinstance(service_every_s, (int, float)) \
+                or not 0 <= service_every_s <= 1.0:
+            raise ValueError(f"service_every_s: must be a number in [0, 1], got {service_every_s!r}")
+        self.service_every_ns = int(service_every_s * 1e9)
+        self._serviced_ns = 0
         self.strategy = strategy
         self.queues = queues
         self._delta = DeltaImages() if worker_images == "delta" else None
@@ -185,14 +247,17 @@ class StreamingMaster:
         self._d.set_collect(True)
         self._shared = self.runner.shared_state
         self.inputs = InputHandler(self.storage if self.logged else None)
-        self.output = OutputHandler(strategy, queues, queues, self._release)
+        self.output = StreamOutputs(queues, self._release, committed=self.logged)
         self._expected: list[deque[int]] = [deque() for _ in range(queues)]  # input seq of each slab in flight
         self._slab_end: list[deque[tuple[int, int]]] = [deque() for _ in range(queues)]  # (seq, own end position)
         self._taken = [0] * queues  # slabs released by the dispatcher, per queue
         self._busy_since = [0] * queues  # when each queue last got work while idle, or last finished a slab
         self._bound = [0] * queues  # each worker's log position after the last determinant record
         self._next_det = 0
-        self._pending_det: deque[tuple[int, list[tuple[int, int, int]]]] = deque()  # (input seq, its ranges), ascending
+        # (input seq, every worker's log position after its determinant record), ascending: once
+        # storage acknowledged record s, every worker's log below those positions is stable (the
+        # records are cut in order, each worker's chunks contiguous from its first position)
+        self._pending_det: deque[tuple[int, tuple[int, ...]]] = deque()
         self._epoch = 0
         self._forking: list[tuple[Checkpoint, str]] = []
         self._last_ckpt_ns = time.monotonic_ns()
@@ -201,11 +266,15 @@ class StreamingMaster:
             self._collect(wait=True)  # the first cut is stable before any input
 
     # ---- the outside world
-    def _release(self, q: int, b: Any) -> None:
-        i = bisect.bisect_right(self._seq_first, int(b.packet_id[0])) - 1
-        if i < 0:
-            raise RuntimeError(f"queue {q}: output of an input before {self._seq_base}, whose arrival was dropped")
-        self._last_seq[q] = self._seq_base + i
+    def _release(self, q: int, b: Any, seq: int | None = None) -> None:
+        if seq is None:  # without FT the slab's input is found from its first packet id
+            i = bisect.bisect_right(self._seq_first, int(b.packet_id[0])) - 1
+            if i < 0:
+                raise RuntimeError(f"queue {q}: output of an input before {self._seq_base}, whose arrival was dropped")
+            seq = self._seq_base + i
+        else:
+            i = seq - self._seq_base
+        self._last_seq[q] = seq
         self._lat_pending.append((time.monotonic_ns() - self._arrival[i], len(b)))
         if len(self._lat_pending) >= LAT_FLUSH:
             self._flush_latency()
@@ -241,7 +310,9 @@ class StreamingMaster:
             while not self._d.resume(STEP_S):
                 self._check_alive()
                 self._service()
-        self._service()
+            self._service()
+        elif time.monotonic_ns() - self._serviced_ns >= self.service_every_ns:
+            self._service()
         # Due, and the previous checkpoint committed (one image in progress at a time, as Redis
         # runs one BGSAVE at a time): the interval stretches while images take longer to write.
         if self.logged and not self._forking and time.monotonic_ns() - self._last_ckpt_ns >= self.checkpoint_interval_ns:
@@ -288,6 +359,7 @@ class StreamingMaster:
 
     def _service(self) -> None:
         """Take the dispatcher's released slabs; harvest determinants; commit and release."""
+        self._serviced_ns = time.monotonic_ns()
         outs = self._d.take_outputs()
         linktype = self._linktype
         if not self.logged:
@@ -298,25 +370,29 @@ class StreamingMaster:
                 self._trim()
             return
         if outs:
-            board, seq_first, base = self._board, self._seq_first, self._seq_base
+            board, seq_first, base, n = self._board, self._seq_first, self._seq_base, self.queues
+            flat, stride = board._flat, board._stride
+            emit = self.output.emit
             now = time.monotonic_ns()
             for q, b in outs:
                 b.linktype = linktype
                 k = self._taken[q]
                 self._taken[q] = k + 1
                 self._busy_since[q] = now
-                if board.slabs(q) <= k:
+                line = q * stride
+                if flat[line + _COUNT] <= k:
                     raise RuntimeError(f"boundary board: worker {q} has not recorded slab {k}")
-                row = board.row(q, k).copy()
+                at = line + _HEAD + (k % BOARD_ROWS) * n
+                clock = tuple(flat[at:at + n])  # every worker's log position when this slab was done
                 seq = self._expected[q].popleft()
-                ids = b.packet_id
-                if len(ids):
+                if len(b):
+                    ids = b.packet_id
                     i = seq - base
                     end = seq_first[i + 1] if i + 1 < len(seq_first) else self.inputs.next_id
                     if not seq_first[i] <= int(ids[0]) <= int(ids[-1]) < end:
                         raise RuntimeError(f"queue {q}: slab {k} is not input {seq} (a slab must not span input batches)")
-                self._slab_end[q].append((seq, int(row[q])))
-                self.output.emit(seq, q, b, row, ids)
+                self._slab_end[q].append((seq, clock[q]))
+                emit(seq, q, b, clock)
         self._harvest()
         self._acks()
         if self._forking:
@@ -353,26 +429,20 @@ class StreamingMaster:
             for e in expected:
                 if e and e[0] <= s:
                     return  # a slab of input s is still in flight
-            chunks: list[bytes] = []
-            ranges: list[tuple[int, int, int]] = []
+            start = self._bound
+            bound = list(start)
             for q in range(self.queues):
                 ends = self._slab_end[q]
-                end = self._bound[q]
                 while ends and ends[0][0] <= s:
-                    end = ends.popleft()[1]
-                start = self._bound[q]
-                if end > start:
-                    try:
-                        chunks.append(self._shared.log_chunk_range(q, start, end))
-                    except ValueError as exc:
-                        raise RuntimeError(f"worker {q}: determinants [{start}, {end}) not in its log ({exc})") from None
-                    ranges.append((q, start, end - start))
-                else:
-                    chunks.append(b"")
-                self._bound[q] = end
-            if self.storage.append(DET_STREAM, encode_det(s, chunks)) != s:
+                    bound[q] = ends.popleft()[1]
+            try:
+                rec = self._shared.det_record(s, start, bound)  # one native call: every worker's chunk, framed
+            except ValueError as exc:
+                raise RuntimeError(f"input {s}: determinants {list(zip(start, bound))} not in the workers' logs ({exc})") from None
+            self._bound = bound
+            if self.storage.append(DET_STREAM, rec) != s:
                 raise RuntimeError(f"determinant record offset != input {s}")
-            self._pending_det.append((s, ranges))
+            self._pending_det.append((s, tuple(self._bound)))
             self._next_det += 1
 
     def _sync(self) -> Any:
@@ -389,12 +459,14 @@ class StreamingMaster:
             return
         acked = r.acked.get(DET_STREAM, 0)
         pending = self._pending_det
-        while pending and pending[0][0] < acked:
-            for thread, first, count in pending.popleft()[1]:
-                self.output.ack_determinants(thread, first, count)
+        if pending and pending[0][0] < acked:
+            bounds = pending.popleft()[1]
+            while pending and pending[0][0] < acked:
+                bounds = pending.popleft()[1]
+            self.output.stable = bounds
         # An input counts as acknowledged once its determinant record is, too: the backup re-executes
         # (outputs on) every input without a stable record, so none of its outputs may have left.
-        self.output.input_acked(min(r.acked.get(INPUT_STREAM, 0), acked))
+        self.output.input_acked = max(self.output.input_acked, min(r.acked.get(INPUT_STREAM, 0), acked))
 
     # ---- checkpoints
     def drain(self, timeout_s: float = 30.0) -> None:
@@ -483,7 +555,6 @@ class StreamingMaster:
             self.events.append(f"checkpoint {ck.epoch}: {r.status}: {r.detail}")
             return
         self._acks()
-        self.output.checkpoint_committed(ck.next_input)
         put_off = prune(st, [(CKPT_STREAM, off), (INPUT_STREAM, ck.next_input), (DET_STREAM, ck.next_input)])
         if put_off is not None:
             self.events.append(f"checkpoint {ck.epoch}: {put_off}")
@@ -496,9 +567,8 @@ class StreamingMaster:
         before = self.output.released_packets
         pending = self._pending_det
         while pending and pending[0][0] < replayed_to:
-            for thread, first, count in pending.popleft()[1]:
-                self.output.ack_determinants(thread, first, count)
-        self.output.input_acked(replayed_to)
+            self.output.stable = pending.popleft()[1]
+        self.output.input_acked = max(self.output.input_acked, replayed_to)
         self.output.poll()
         return self.output.released_packets - before
 

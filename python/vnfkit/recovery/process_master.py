@@ -40,7 +40,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -470,7 +470,13 @@ def _redeliver(res: TrialResult, inp: InputHandler, backup: Backup, rep: Recover
     res.lost_batches = inp.next_seq - done
 
 
-def _failover_held(res: TrialResult, w: Workload, inp: InputHandler, out: OutputHandler, released: Released,
+class _HoldsOutputs(Protocol):
+    """An output handler, as far as a failover that never happened looks at it."""
+
+    def held(self) -> int: ...
+
+
+def _failover_held(res: TrialResult, w: Workload, inp: InputHandler, out: _HoldsOutputs, released: Released,
                    in_keys: dict[int, bytes], visible: dict[str, dict[Any, int]], waited_s: float) -> TrialResult:
     """No failover: storage did not answer within `waited_s`. The input handler keeps every input it
     could not get acknowledged (and the rest of the traffic, as it arrives); the master's held

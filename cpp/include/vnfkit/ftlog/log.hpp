@@ -117,6 +117,12 @@ struct Chunk {
 // Encode records as one chunk.
 std::vector<std::uint8_t> encode_chunk(std::uint16_t thread, std::uint64_t first_position,
                                        std::span<const Determinant> records);
+// One input batch's determinant record of the streaming master's log: "VKDR", the input's
+// sequence number (u64), the worker count (u32), then per worker q its index (u32), its chunk's
+// length (u32) and the chunk (empty: no records of that worker). Little-endian, no padding.
+inline constexpr std::size_t kDetRecordHeaderSize = 16;
+inline constexpr std::size_t kDetRecordPartSize = 8;
+std::vector<std::uint8_t> encode_det_record(std::uint64_t seq, std::span<const std::vector<std::uint8_t>> chunks);
 // Parse one or more concatenated chunks; throws LogFormatError on any damage.
 std::vector<Chunk> parse_chunks(std::span<const std::uint8_t> bytes);
 
