@@ -10,7 +10,7 @@ import pytest
 
 from vnfkit.recovery.backup import CKPT_STREAM, DET_STREAM, decode_det
 from vnfkit.recovery.checkpoint import Checkpoint
-from vnfkit.recovery.ft_runner import StreamingMaster, weighted_percentiles
+from vnfkit.recovery.ft_runner import StreamingMaster, StreamOutputs, weighted_percentiles
 from vnfkit.recovery.ft_trial import stream_cost, stream_trial
 from vnfkit.recovery.storage.memory import MemoryStorage
 from vnfkit.recovery.workloads import workload
@@ -79,8 +79,41 @@ def test_stream_rejects_bad_arguments():
         StreamingMaster(w.vnf, w.config, checkpoint_interval_s=0)
     with pytest.raises(ValueError, match="worker_images"):
         StreamingMaster(w.vnf, w.config, worker_images="copy")
+    for bad in (-1e-6, 2.0, True, "0"):
+        with pytest.raises(ValueError, match="service_every_s"):
+            StreamingMaster(w.vnf, w.config, service_every_s=bad)
     with pytest.raises(ValueError, match="lat"):
         weighted_percentiles(np.zeros(0, np.int64), np.zeros(0, np.int64))
+
+
+class _Slab:
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+
+def test_stream_outputs_hold_each_slab_until_its_input_and_its_whole_clock_are_stable():
+    out: list[tuple[int, int, int]] = []
+    o = StreamOutputs(2, lambda q, b, seq: out.append((q, seq, len(b))), committed=True)
+    o.emit(0, 0, _Slab(3), (5, 0))   # input 0 on queue 0, done when worker 1 had logged nothing
+    o.emit(0, 1, _Slab(4), (5, 9))   # input 0 on queue 1, after worker 1's 9 records
+    o.emit(1, 0, _Slab(2), (6, 12))  # input 1 on queue 0 saw worker 1's records up to 12
+    assert o.poll() == 0 and o.held() == 9 and o.oldest_held_seq() == 0
+    o.stable = (5, 9)  # determinant record 0 acknowledged, its input not yet
+    assert o.poll() == 0
+    o.input_acked = 1
+    assert o.poll() == 7 and out == [(0, 0, 3), (1, 0, 4)]
+    o.input_acked = 2  # input 1's records are stable, but worker 1's log only up to 9 of the 12 it saw
+    assert o.poll() == 0 and o.held() == 2 and o.oldest_held_seq() == 1
+    o.stable = (6, 12)
+    assert o.poll() == 2 and out[-1] == (0, 1, 2) and o.held() == 0 and o.released_packets == 9
+    # without fault tolerance every output leaves as it comes back
+    free: list[int] = []
+    n = StreamOutputs(2, lambda q, b: free.append(len(b)), committed=False)
+    n.emit(0, 1, _Slab(5))
+    assert free == [5] and n.released_packets == 5 and n.held() == 0
 
 
 def test_stream_cost_none_and_replay_release_the_same_packets():
