@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import bisect
 import functools
+import operator
 import os
 import tempfile
 import time
@@ -108,15 +109,15 @@ class StreamOutputs:
     def poll(self) -> int:
         """Release whatever may leave now; returns the packets released."""
         before = self.released_packets
-        stable, acked = self.stable, self.input_acked
+        stable, acked, release = self.stable, self.input_acked, self._on_release
         for q, held in enumerate(self._held):
             while held:
                 seq, b, clock = held[0]
-                if seq >= acked or any(c > s for c, s in zip(clock, stable)):
+                if seq >= acked or not all(map(operator.le, clock, stable)):
                     break
                 held.popleft()
                 self.released_packets += len(b)
-                self._on_release(q, b, seq)
+                release(q, b, seq)
         return self.released_packets - before
 
     def oldest_held_seq(self) -> int | None:
