@@ -5,13 +5,19 @@
 // of its slabs lives, so the mapping cannot be closed under them. Waits release the GIL.
 #include <chrono>
 #include <cstring>
+#include <deque>
 #include <memory>
+#include <stdexcept>
+#include <vector>
 
 #include "pybind.hpp"
 #include "use_guard.hpp"
+#include "vnfkit/ftlog/log.hpp"
+#include "vnfkit/ftlog/stream_commit.hpp"
 #include "vnfkit/runtime/dispatcher.hpp"
 #include "vnfkit/runtime/ring.hpp"
 #include "vnfkit/runtime/slab.hpp"
+#include "vnfkit/state/shared_state.hpp"
 
 using vnfkit::packet::PacketBatch;
 using vnfkit::runtime::Dispatcher;
@@ -156,6 +162,142 @@ class PyDispatcher {
   py::object classifier_;
   Dispatcher d_;
   py::object cur_ = py::none();
+};
+
+
+// The streaming master's per-batch checkpoint + replay bookkeeping (ftlog::StreamCommit) over its
+// boundary board (a shared-memory array of 8-byte words the workers write: per worker a line of
+// `line_words` words, the slab counter at word `count_word`, then `rows` rows of one log position
+// per worker from word `head_words`; row k % rows is written once slab k is done). It holds the
+// output slabs that wait for output commit. Every call keeps the GIL: one master thread uses it.
+class PyStreamCommit {
+ public:
+  PyStreamCommit(std::size_t workers, const py::buffer& board, std::size_t line_words, std::size_t head_words,
+                 std::size_t rows, std::size_t count_word)
+      : sc_(workers), board_obj_(board), info_(board.request(true)), line_(line_words), head_(head_words),
+        rows_(rows), count_(count_word), taken_(workers, 0), batches_(workers) {
+    if (info_.ndim != 1 || info_.itemsize != 8 || info_.strides[0] != 8) {
+      throw py::type_error("board: expected a writable contiguous 1-D buffer of 8-byte words");
+    }
+    if (rows == 0 || count_word >= head_words || head_words + rows * workers > line_words) {
+      throw py::value_error("board: a line of " + std::to_string(line_words) + " words cannot hold " +
+                            std::to_string(head_words) + " head words and " + std::to_string(rows) + " rows of " +
+                            std::to_string(workers) + " positions (count word " + std::to_string(count_word) + ")");
+    }
+    if (static_cast<std::size_t>(info_.shape[0]) < line_words * workers) {
+      throw py::value_error("board: " + std::to_string(info_.shape[0]) + " words, " + std::to_string(workers) +
+                            " lines of " + std::to_string(line_words) + " need " + std::to_string(line_words * workers));
+    }
+  }
+
+  void dispatched(std::uint64_t seq, std::uint64_t first_id, std::uint64_t packets, const py::object& counts) {
+    const std::size_t w = sc_.workers();
+    if (py::isinstance<PyDispatcher>(counts)) {
+      auto& d = counts.cast<PyDispatcher&>().d();
+      if (d.num_queues() != w) {
+        throw py::value_error("counts: the dispatcher has " + std::to_string(d.num_queues()) + " queues, expected " +
+                              std::to_string(w));
+      }
+      counts_.resize(w);
+      for (std::size_t q = 0; q < w; ++q) counts_[q] = static_cast<std::uint32_t>(d.queue_count(q));
+    } else {
+      counts_ = counts.cast<std::vector<std::uint32_t>>();
+    }
+    sc_.dispatched(seq, first_id, packets, counts_, now_ns());
+  }
+
+  void take(const py::list& outs, std::uint32_t linktype) {
+    const std::size_t w = sc_.workers();
+    const auto* words = static_cast<const std::uint64_t*>(info_.ptr);
+    const std::uint64_t now = now_ns();
+    for (const auto& item : outs) {
+      if (!py::isinstance<py::tuple>(item) || py::len(item) != 2 || !py::isinstance<py::int_>(item[py::int_(0)]) ||
+          !py::isinstance<PacketBatch>(item[py::int_(1)])) {
+        throw py::type_error("outs: each item must be a (queue, PacketBatch) pair, as take_outputs() gives");
+      }
+      auto pair = py::reinterpret_borrow<py::tuple>(item);
+      const auto qi = pair[0].cast<long long>();
+      if (qi < 0 || static_cast<unsigned long long>(qi) >= w) {
+        throw py::value_error("outs: queue " + std::to_string(qi) + " is not in [0, " + std::to_string(w) + ")");
+      }
+      const auto q = static_cast<std::size_t>(qi);
+      py::object obj = pair[1];
+      auto& b = obj.cast<PacketBatch&>();
+      const std::uint64_t k = taken_[q];
+      const std::uint64_t* line = words + q * line_;
+      // the slab counter is written after the row (x86 keeps stores in order)
+      if (__atomic_load_n(&line[count_], __ATOMIC_ACQUIRE) <= k) {
+        throw py::value_error("board: worker " + std::to_string(q) + " has not recorded slab " + std::to_string(k));
+      }
+      const std::uint64_t* row = line + head_ + static_cast<std::size_t>(k % rows_) * w;
+      const std::size_t n = b.size();
+      b.linktype = linktype;
+      try {
+        sc_.returned(q, {row, w}, n, n ? b.packet_id[0] : 0, n ? b.packet_id[n - 1] : 0, now);
+      } catch (const std::out_of_range& e) {
+        throw py::value_error(e.what());
+      } catch (const std::logic_error& e) {
+        throw py::value_error(std::string("outs: ") + e.what());
+      }
+      taken_[q] = k + 1;
+      batches_[q].push_back(std::move(obj));
+    }
+  }
+
+  py::list cut_records(const vnfkit::state::SharedState& s) {
+    py::list out;
+    std::uint64_t seq = 0;
+    std::vector<std::vector<std::uint8_t>> chunks(sc_.workers());
+    while (true) {
+      // the positions are checked against the logs before the record is cut
+      if (!sc_.peek_record(seq, from_, to_)) break;
+      for (std::size_t q = 0; q < chunks.size(); ++q) {
+        chunks[q].clear();
+        if (to_[q] != from_[q]) {
+          try {
+            chunks[q] = s.chunk_range(static_cast<std::uint16_t>(q), from_[q], to_[q]);
+          } catch (const std::invalid_argument& e) {
+            throw py::value_error("shared: input " + std::to_string(seq) + ": worker " + std::to_string(q) + "'s determinants [" +
+                                     std::to_string(from_[q]) + ", " + std::to_string(to_[q]) + ") not in its log (" +
+                                     e.what() + ")");
+          }
+        }
+      }
+      sc_.cut_record(seq, from_, to_);
+      const auto rec = vnfkit::ftlog::encode_det_record(seq, chunks);
+      out.append(py::make_tuple(seq, py::bytes(reinterpret_cast<const char*>(rec.data()), rec.size())));
+    }
+    return out;
+  }
+
+  py::list release() {
+    py::list out;
+    for (std::size_t q = 0; q < sc_.workers(); ++q) {
+      seqs_.clear();
+      const std::size_t n = sc_.release(q, seqs_);
+      for (std::size_t i = 0; i < n; ++i) {
+        out.append(py::make_tuple(q, std::move(batches_[q].front()), seqs_[i]));
+        batches_[q].pop_front();
+      }
+    }
+    return out;
+  }
+
+  vnfkit::ftlog::StreamCommit& sc() { return sc_; }
+  std::size_t check_queue(std::size_t q) const {
+    if (q >= sc_.workers()) throw py::value_error("queue: " + std::to_string(q) + " is not below " + std::to_string(sc_.workers()));
+    return q;
+  }
+
+ private:
+  vnfkit::ftlog::StreamCommit sc_;
+  py::buffer board_obj_;  // keeps the board's buffer exported while this lives
+  py::buffer_info info_;
+  std::size_t line_, head_, rows_, count_;
+  std::vector<std::uint64_t> taken_;
+  std::vector<std::deque<py::object>> batches_;  // per queue, in the order StreamCommit holds them
+  std::vector<std::uint32_t> counts_;
+  std::vector<std::uint64_t> from_, to_, seqs_;
 };
 
 py::dict counters_dict(const vnfkit::runtime::QueueCounters& c) {
@@ -365,4 +507,46 @@ void bind_runtime(py::module_& m) {
         return counters_dict(d.d().counters(q));
       }, py::arg("queue"), "What was counted for queue `queue` since clear_counters().")
       .def("clear_counters", [](PyDispatcher& d) { d.d().clear_counters(); });
+
+  py::class_<PyStreamCommit>(m, "StreamCommit",
+      "The streaming master's checkpoint + replay bookkeeping over its boundary board: which inputs' slabs\n"
+      "are in flight, the determinant record of each input once all its slabs are back, and output commit\n"
+      "(a slab leaves, in order per queue, once its input's records are acknowledged and every worker's\n"
+      "stable log prefix covers the slab's clock). Holds the output slabs that wait.")
+      .def(py::init<std::size_t, const py::buffer&, std::size_t, std::size_t, std::size_t, std::size_t>(),
+           py::arg("workers"), py::arg("board"), py::arg("line_words"), py::arg("head_words"), py::arg("rows"),
+           py::arg("count_word"))
+      .def("dispatched", &PyStreamCommit::dispatched, py::arg("seq"), py::arg("first_id"), py::arg("packets"),
+           py::arg("counts"),
+           "Input `seq` (ids [first_id, first_id + packets)) was dispatched: each queue that got packets of it\n"
+           "has one slab of it in flight. `counts`: the Dispatcher that dispatched it (its queue_counts(), read\n"
+           "natively) or the packets per queue. Inputs come in order (ValueError otherwise).")
+      .def("take", &PyStreamCommit::take, py::arg("outs"), py::arg("linktype"),
+           "The dispatcher's take_outputs(): each slab gets `linktype`, its clock from the board, and waits.\n"
+           "ValueError if the board lacks its row or the slab is not of the input expected.")
+      .def("cut_records", &PyStreamCommit::cut_records, py::arg("shared"),
+           "[(seq, determinant record bytes)] of every input, in order, whose slabs are all back (the records\n"
+           "to append, in this order, to the determinant stream).")
+      .def("acknowledged", [](PyStreamCommit& p, std::uint64_t det, std::uint64_t inp) { p.sc().acknowledged(det, inp); },
+           py::arg("det_acked"), py::arg("input_acked"),
+           "Storage acknowledged determinant records below det_acked and input records below input_acked.")
+      .def("release", &PyStreamCommit::release, "[(queue, batch, seq)] of every slab that may leave now, in order per queue.")
+      .def_property_readonly("bound", [](PyStreamCommit& p) { return p.sc().bound(); },
+                             "Every worker's log position after the last record cut.")
+      .def_property_readonly("stable", [](PyStreamCommit& p) { return p.sc().stable(); },
+                             "Every worker's stable log prefix (acknowledged records).")
+      .def_property_readonly("next_record", [](PyStreamCommit& p) { return p.sc().next_record(); },
+                             "The input whose determinant record is cut next.")
+      .def_property_readonly("input_acked", [](PyStreamCommit& p) { return p.sc().input_acked(); },
+                             "Inputs below this have their input and determinant records acknowledged.")
+      .def("in_flight", [](PyStreamCommit& p, std::size_t q) { return p.sc().in_flight(p.check_queue(q)); },
+           py::arg("queue"), "Slabs of `queue` dispatched and not back.")
+      .def("busy_since_ns", [](PyStreamCommit& p, std::size_t q) { return p.sc().busy_since_ns(p.check_queue(q)); },
+           py::arg("queue"), "When `queue` last got work while idle, or last returned a slab (now_ns clock).")
+      .def_property_readonly("held_packets", [](PyStreamCommit& p) { return p.sc().held_packets(); },
+                             "Packets back and waiting for output commit.")
+      .def("oldest_pending", [](PyStreamCommit& p) -> py::object {
+        auto s = p.sc().oldest_pending();
+        return s ? py::object(py::int_(*s)) : py::object(py::none());
+      }, "The oldest input with a slab in flight or waiting (None: none is).");
 }

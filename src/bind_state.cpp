@@ -133,27 +133,6 @@ py::array_t<std::uint32_t> reg_access(st::Registers& r, st::Context& ctx, st::Re
   return arr;
 }
 
-// Records [from, to) of worker `thread`'s log framed as one chunk; py::value_error (a plain C++
-// exception until pybind translates it, so it may be thrown with the GIL released) if the log no
-// longer holds `from` or does not reach `to` yet.
-std::vector<std::uint8_t> chunk_range(const st::SharedState& s, std::uint16_t thread, std::uint64_t from,
-                                      std::uint64_t to) {
-  if (to < from) {
-    throw py::value_error("to_position: " + std::to_string(to) + " is before from_position " + std::to_string(from));
-  }
-  std::vector<fl::Determinant> recs;
-  const std::uint64_t first = s.read_log(thread, from, recs);
-  if (first != from) {
-    throw py::value_error("from_position: worker " + std::to_string(thread) + "'s log starts at " + std::to_string(first) +
-                          ", records needed from " + std::to_string(from));
-  }
-  if (recs.size() < to - from) {
-    throw py::value_error("to_position: worker " + std::to_string(thread) + "'s log ends at " +
-                          std::to_string(first + recs.size()) + ", records needed up to " + std::to_string(to));
-  }
-  recs.resize(to - from);
-  return fl::encode_chunk(thread, first, recs);
-}
 
 }  // namespace
 
@@ -476,7 +455,7 @@ void bind_state(py::module_& m) {
         std::vector<std::uint8_t> chunk;
         {
           py::gil_scoped_release nogil;
-          chunk = chunk_range(s, thread, from, to);
+          chunk = s.chunk_range(thread, from, to);
         }
         return to_bytes(chunk);
       }, py::arg("thread"), py::arg("from_position"), py::arg("to_position"),
@@ -496,7 +475,7 @@ void bind_state(py::module_& m) {
           py::gil_scoped_release nogil;
           std::vector<std::vector<std::uint8_t>> chunks(from.size());
           for (std::size_t q = 0; q < from.size(); ++q) {
-            if (to[q] != from[q]) chunks[q] = chunk_range(s, static_cast<std::uint16_t>(q), from[q], to[q]);
+            if (to[q] != from[q]) chunks[q] = s.chunk_range(static_cast<std::uint16_t>(q), from[q], to[q]);
           }
           rec = fl::encode_det_record(seq, chunks);
         }

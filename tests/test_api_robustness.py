@@ -82,6 +82,8 @@ def pids(n: int) -> np.ndarray:
 # Public callables of vnfkit._core that are plain accessors (no arguments beyond self) and cannot
 # receive hostile input; everything else must appear in CASES below.
 NO_ARGUMENTS = {
+    "StreamCommit.bound", "StreamCommit.stable", "StreamCommit.next_record", "StreamCommit.input_acked",
+    "StreamCommit.held_packets", "StreamCommit.oldest_pending", "StreamCommit.release",
     "Context.log_capacity", "Context.log_full_events", "Context.log_in_shared_memory", "SharedBuffer.id",
     "SharedBuffer.name", "SharedBuffer.nbytes", "SharedBuffer.snapshot", "SharedState.__enter__",
     "SharedState.__exit__", "SharedState.arena_bytes", "SharedState.arena_used", "SharedState.close",
@@ -506,6 +508,41 @@ def ss_positions_into_bytes(): state_ctx()[0].positions_into(bytearray(64), 0, 2
 def ss_positions_into_outside(): state_ctx()[0].positions_into(np.zeros(8, np.uint64), 6, 4)
 @case("SharedState.positions_into", ValueError, "count: 1 workers have log positions, only 0 words given")
 def ss_positions_into_short(): state_ctx()[0].positions_into(np.zeros(8, np.uint64), 0, 0)
+def _stream_commit() -> Any:
+    words = np.zeros(2 * 10, dtype=np.uint64)
+    return _core.StreamCommit(2, words, 10, 2, 4, 0)
+@case("StreamCommit.__init__", ValueError, "board: a line of 10 words cannot hold 2 head words and 5 rows")
+def sc_init_rows(): _core.StreamCommit(2, np.zeros(20, np.uint64), 10, 2, 5, 0)
+@case("StreamCommit.__init__", ValueError, "board: 19 words, 2 lines of 10 need 20")
+def sc_init_short(): _core.StreamCommit(2, np.zeros(19, np.uint64), 10, 2, 4, 0)
+@case("StreamCommit.__init__", TypeError, "board: expected a writable contiguous 1-D buffer of 8-byte words")
+def sc_init_bytes(): _core.StreamCommit(2, bytearray(160), 10, 2, 4, 0)
+@case("StreamCommit.__init__", ValueError, "workers: at least one")
+def sc_init_zero(): _core.StreamCommit(0, np.zeros(20, np.uint64), 10, 2, 4, 0)
+@case("StreamCommit.dispatched", ValueError, "counts: 3 queues, expected 2")
+def sc_dispatched_counts(): _stream_commit().dispatched(0, 0, 1, [1, 0, 0])
+@case("StreamCommit.dispatched", TypeError, "incompatible function arguments")
+def sc_dispatched_negative(): _stream_commit().dispatched(-1, 0, 1, [1, 0])
+@case("StreamCommit.take", ValueError, "board: worker 1 has not recorded slab 0")
+def sc_take_unrecorded():
+    c = _stream_commit()
+    c.dispatched(0, 0, 1, [0, 1])
+    c.take([(1, _core.PacketBatch([bytes(60)]))], 1)
+@case("StreamCommit.take", ValueError, "outs: queue 0: a slab came back with none in flight")
+def sc_take_none_in_flight():
+    words = np.zeros(20, np.uint64)
+    words[0] = 1
+    _core.StreamCommit(2, words, 10, 2, 4, 0).take([(0, _core.PacketBatch([bytes(60)]))], 1)
+@case("StreamCommit.take", TypeError, r"outs: each item must be a \(queue, PacketBatch\) pair")
+def sc_take_not_a_batch(): _stream_commit().take([(0, "x")], 1)
+@case("StreamCommit.cut_records", TypeError, "incompatible function arguments")
+def sc_cut_not_state(): _stream_commit().cut_records(None)
+@case("StreamCommit.acknowledged", TypeError, "incompatible function arguments")
+def sc_acknowledged_negative(): _stream_commit().acknowledged(-1, 0)
+@case("StreamCommit.in_flight", ValueError, "queue: 2 is not below 2")
+def sc_in_flight_range(): _stream_commit().in_flight(2)
+@case("StreamCommit.busy_since_ns", ValueError, "queue: 7 is not below 2")
+def sc_busy_range(): _stream_commit().busy_since_ns(7)
 @case("SharedState.log_range", ValueError, "thread: worker 9 has no determinant log")
 def ss_log_range_none(): state_ctx()[0].log_range(9)
 @case("SharedBuffer.restore", ValueError, "snapshot truncated")

@@ -208,6 +208,24 @@ const ftlog::LogShared* SharedState::log_of(std::uint16_t thread, const ftlog::D
   throw std::invalid_argument("thread: worker " + std::to_string(thread) + " has no determinant log here");
 }
 
+std::vector<std::uint8_t> SharedState::chunk_range(std::uint16_t thread, std::uint64_t from, std::uint64_t to) const {
+  if (to < from) {
+    throw std::invalid_argument("to_position: " + std::to_string(to) + " is before from_position " + std::to_string(from));
+  }
+  std::vector<ftlog::Determinant> recs;
+  const std::uint64_t first = read_log(thread, from, recs);
+  if (first != from) {
+    throw std::invalid_argument("from_position: worker " + std::to_string(thread) + "'s log starts at " +
+                                std::to_string(first) + ", records needed from " + std::to_string(from));
+  }
+  if (recs.size() < to - from) {
+    throw std::invalid_argument("to_position: worker " + std::to_string(thread) + "'s log ends at " +
+                                std::to_string(first + recs.size()) + ", records needed up to " + std::to_string(to));
+  }
+  recs.resize(static_cast<std::size_t>(to - from));
+  return ftlog::encode_chunk(thread, first, recs);
+}
+
 std::uint64_t SharedState::read_log(std::uint16_t thread, std::uint64_t from, std::vector<ftlog::Determinant>& out) const {
   const ftlog::Determinant* recs = nullptr;
   const ftlog::LogShared* ls = log_of(thread, &recs);

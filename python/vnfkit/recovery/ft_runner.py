@@ -19,7 +19,7 @@ queue stay in flight while this process, the input handler and the output handle
    slab ``k`` has row ``k``). When every queue's slab of input ``s`` is back, the records of input
    ``s`` (worker ``q``: from its boundary after input ``s - 1`` to its boundary after ``s``) are read
    out of the shared segment and appended as determinant record ``s``;
-4. **output commit** (:class:`StreamOutputs`, strategy ``replay``): each output slab is
+4. **output commit** (native, :class:`vnfkit._core.StreamCommit`, strategy ``replay``): each output slab is
    tagged with the board's position vector at the end of that slab (everything it can depend
    on: its own records and whatever other workers had logged by then) and leaves once storage
    acknowledged all of those records, its input and its input's determinant record (the backup
@@ -42,11 +42,9 @@ from __future__ import annotations
 
 import bisect
 import functools
-import operator
 import os
 import tempfile
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -63,7 +61,7 @@ from .input_log import INPUT_STREAM, InputHandler
 from .storage.base import StableStorage, prune
 from .storage.memory import MemoryStorage
 
-__all__ = ["BOARD_ROWS", "FT_STRATEGIES", "MasterFailed", "StreamOutputs", "StreamingMaster", "weighted_percentiles"]
+__all__ = ["BOARD_ROWS", "FT_STRATEGIES", "MasterFailed", "StreamingMaster", "weighted_percentiles"]
 
 #: Strategies of the streaming master: no fault tolerance, or checkpoint + replay.
 FT_STRATEGIES = ("none", "replay")
@@ -77,57 +75,6 @@ LAT_FLUSH = 4096
 TRIM_AT = 8192
 #: A worker with no slab this long after a checkpoint request is asked to take it through its pipe.
 IDLE_ASK_NS = 2_000_000
-
-
-class StreamOutputs:
-    """The streaming master's output handler. Without FT (``committed=False``) an output leaves as
-    it comes back. With replay, output commit: each output slab of input ``seq`` waits, in order
-    per queue, until storage acknowledged its input record and its determinant record
-    (``seq < input_acked``) and every worker's log up to the slab's clock (``clock[t] <=
-    stable[t]`` for every worker ``t``), where the clock is every worker's log position when the
-    slab was done (all it can depend on) and ``stable`` the positions after the newest
-    acknowledged determinant record. The master's records cut each worker's log in order, so the
-    stable part of every log is a prefix and a vector comparison decides, without tracking
-    packets one by one (:class:`vnfkit.state.OutputCommit` does that for the general case)."""
-
-    def __init__(self, queues: int, on_release: Callable[..., None], *, committed: bool) -> None:
-        self.committed = committed
-        self.stable: tuple[int, ...] = (0,) * queues
-        self.input_acked = 0
-        self.released_packets = 0
-        self._on_release = on_release
-        self._held: list[deque[tuple[int, Any, tuple[int, ...]]]] = [deque() for _ in range(queues)]
-
-    def emit(self, seq: int, queue: int, batch: Any, clock: tuple[int, ...] = ()) -> None:
-        """Output slab `batch` of input `seq` came back on `queue`, done at log positions `clock`."""
-        if not self.committed:
-            self.released_packets += len(batch)
-            self._on_release(queue, batch)
-            return
-        self._held[queue].append((seq, batch, clock))
-
-    def poll(self) -> int:
-        """Release whatever may leave now; returns the packets released."""
-        before = self.released_packets
-        stable, acked, release = self.stable, self.input_acked, self._on_release
-        for q, held in enumerate(self._held):
-            while held:
-                seq, b, clock = held[0]
-                if seq >= acked or not all(map(operator.le, clock, stable)):
-                    break
-                held.popleft()
-                self.released_packets += len(b)
-                release(q, b, seq)
-        return self.released_packets - before
-
-    def oldest_held_seq(self) -> int | None:
-        """Input sequence number of the oldest output waiting to leave (None: nothing waits)."""
-        heads = [h[0][0] for h in self._held if h]
-        return min(heads) if heads else None
-
-    def held(self) -> int:
-        """Packets waiting to leave."""
-        return sum(len(b) for h in self._held for _, b, _ in h)
 
 
 class MasterFailed(RuntimeError):
@@ -248,17 +195,11 @@ class StreamingMaster:
         self._d.set_collect(True)
         self._shared = self.runner.shared_state
         self.inputs = InputHandler(self.storage if self.logged else None)
-        self.output = StreamOutputs(queues, self._release, committed=self.logged)
-        self._expected: list[deque[int]] = [deque() for _ in range(queues)]  # input seq of each slab in flight
-        self._slab_end: list[deque[tuple[int, int]]] = [deque() for _ in range(queues)]  # (seq, own end position)
-        self._taken = [0] * queues  # slabs released by the dispatcher, per queue
-        self._busy_since = [0] * queues  # when each queue last got work while idle, or last finished a slab
-        self._bound = [0] * queues  # each worker's log position after the last determinant record
-        self._next_det = 0
-        # (input seq, every worker's log position after its determinant record), ascending: once
-        # storage acknowledged record s, every worker's log below those positions is stable (the
-        # records are cut in order, each worker's chunks contiguous from its first position)
-        self._pending_det: deque[tuple[int, tuple[int, ...]]] = deque()
+        self.released_packets = 0
+        # replay: the per-batch bookkeeping over the boundary board (slabs in flight, determinant
+        # records, output commit; native, one call per step), holding the outputs that wait
+        self._commit: Any = _core.StreamCommit(queues, self._board._flat, self._board._stride, _HEAD, BOARD_ROWS,
+                                               _COUNT) if self.logged else None
         self._epoch = 0
         self._forking: list[tuple[Checkpoint, str]] = []
         self._last_ckpt_ns = time.monotonic_ns()
@@ -297,15 +238,10 @@ class StreamingMaster:
         self._arrival.append(arrival)
         self._linktype = batch.linktype
         done = self._d.dispatch(batch, _core.now_ns(), STEP_S)
-        if self.logged and len(batch):
-            # the dispatcher classified the batch (batch.queue) and no output of it was handed
-            # to this process yet: each queue with packets of it has one slab of it
-            now = time.monotonic_ns()
-            for q, count in enumerate(self._d.queue_counts()):
-                if count:
-                    if not self._expected[q]:
-                        self._busy_since[q] = now
-                    self._expected[q].append(seq)
+        if self._commit is not None:
+            # the dispatcher classified the batch and no output of it was handed to this process
+            # yet: each queue with packets of it has one slab of it
+            self._commit.dispatched(seq, first, len(batch), self._d)
         if not done:
             self._service()
             while not self._d.resume(STEP_S):
@@ -340,8 +276,9 @@ class StreamingMaster:
             self.failure = self.detector.events[0]
         if self.failure is None and self.heartbeat_ns:
             now = time.monotonic_ns()
+            c = self._commit
             for q in range(self.queues):
-                if self._expected[q] and now - max(self._busy_since[q], self._board.beat_ns(q)) > self.heartbeat_ns:
+                if c.in_flight(q) and now - max(c.busy_since_ns(q), self._board.beat_ns(q)) > self.heartbeat_ns:
                     self.failure = (q, "heartbeat", now)
                     self._fence()
                     break
@@ -363,57 +300,38 @@ class StreamingMaster:
         self._serviced_ns = time.monotonic_ns()
         outs = self._d.take_outputs()
         linktype = self._linktype
-        if not self.logged:
+        c = self._commit
+        if c is None:
             for q, b in outs:
                 b.linktype = linktype
-                self.output.emit(0, q, b)
+                self.released_packets += len(b)
+                self._release(q, b)
             if len(self._seq_first) > TRIM_AT:
                 self._trim()
             return
         if outs:
-            board, seq_first, base, n = self._board, self._seq_first, self._seq_base, self.queues
-            flat, stride = board._flat, board._stride
-            emit = self.output.emit
-            now = time.monotonic_ns()
-            for q, b in outs:
-                b.linktype = linktype
-                k = self._taken[q]
-                self._taken[q] = k + 1
-                self._busy_since[q] = now
-                line = q * stride
-                if flat[line + _COUNT] <= k:
-                    raise RuntimeError(f"boundary board: worker {q} has not recorded slab {k}")
-                at = line + _HEAD + (k % BOARD_ROWS) * n
-                clock = tuple(flat[at:at + n])  # every worker's log position when this slab was done
-                seq = self._expected[q].popleft()
-                if len(b):
-                    ids = b.packet_id
-                    i = seq - base
-                    end = seq_first[i + 1] if i + 1 < len(seq_first) else self.inputs.next_id
-                    if not seq_first[i] <= int(ids[0]) <= int(ids[-1]) < end:
-                        raise RuntimeError(f"queue {q}: slab {k} is not input {seq} (a slab must not span input batches)")
-                self._slab_end[q].append((seq, clock[q]))
-                emit(seq, q, b, clock)
+            c.take(outs, linktype)  # each slab's clock from the board; it waits for output commit
         self._harvest()
         self._acks()
         if self._forking:
             self._collect(wait=False)
-        self.output.poll()
+        self._poll()
         if len(self._seq_first) > TRIM_AT:
             self._trim()
+
+    def _poll(self) -> None:
+        """Release every output slab output commit lets leave."""
+        for q, b, seq in self._commit.release():
+            self.released_packets += len(b)
+            self._release(q, b, seq)
 
     def _trim(self) -> None:
         """Drop the first ids and arrivals of inputs that nothing can ask for any more: with replay,
         those before every slab in flight and every held output; without FT (outputs leave as they
         come back, in order per queue), those before every queue's last released input."""
-        if self.logged:
-            low = self.inputs.next_seq
-            for e in self._expected:
-                if e:
-                    low = min(low, e[0])
-            held = self.output.oldest_held_seq()
-            if held is not None:
-                low = min(low, held)
+        if self._commit is not None:
+            pending = self._commit.oldest_pending()
+            low = self.inputs.next_seq if pending is None else min(self.inputs.next_seq, pending)
         else:
             low = min(self._last_seq)
         k = low - self._seq_base
@@ -424,27 +342,9 @@ class StreamingMaster:
 
     def _harvest(self) -> None:
         """Append the determinant record of every input whose slabs are all back, in order."""
-        expected = self._expected
-        while self._next_det < self.inputs.next_seq:
-            s = self._next_det
-            for e in expected:
-                if e and e[0] <= s:
-                    return  # a slab of input s is still in flight
-            start = self._bound
-            bound = list(start)
-            for q in range(self.queues):
-                ends = self._slab_end[q]
-                while ends and ends[0][0] <= s:
-                    bound[q] = ends.popleft()[1]
-            try:
-                rec = self._shared.det_record(s, start, bound)  # one native call: every worker's chunk, framed
-            except ValueError as exc:
-                raise RuntimeError(f"input {s}: determinants {list(zip(start, bound))} not in the workers' logs ({exc})") from None
-            self._bound = bound
+        for s, rec in self._commit.cut_records(self._shared):
             if self.storage.append(DET_STREAM, rec) != s:
                 raise RuntimeError(f"determinant record offset != input {s}")
-            self._pending_det.append((s, tuple(self._bound)))
-            self._next_det += 1
 
     def _sync(self) -> Any:
         """One group commit of everything queued; the result, or None (reported) if it failed."""
@@ -458,16 +358,9 @@ class StreamingMaster:
         r = self._sync()
         if r is None:
             return
-        acked = r.acked.get(DET_STREAM, 0)
-        pending = self._pending_det
-        if pending and pending[0][0] < acked:
-            bounds = pending.popleft()[1]
-            while pending and pending[0][0] < acked:
-                bounds = pending.popleft()[1]
-            self.output.stable = bounds
         # An input counts as acknowledged once its determinant record is, too: the backup re-executes
         # (outputs on) every input without a stable record, so none of its outputs may have left.
-        self.output.input_acked = max(self.output.input_acked, min(r.acked.get(INPUT_STREAM, 0), acked))
+        self._commit.acknowledged(r.acked.get(DET_STREAM, 0), r.acked.get(INPUT_STREAM, 0))
 
     # ---- checkpoints
     def drain(self, timeout_s: float = 30.0) -> None:
@@ -488,7 +381,7 @@ class StreamingMaster:
             self._collect(wait=True)  # one image in progress at a time
         t0 = time.perf_counter()
         self.drain()
-        ck = Checkpoint(self._epoch, self.inputs.next_seq, self.inputs.next_id - 1, list(self._bound),
+        ck = Checkpoint(self._epoch, self.inputs.next_seq, self.inputs.next_id - 1, self._commit.bound,
                         self._shared.snapshot(), [{} for _ in range(self.queues)], [{} for _ in range(self.queues)])
         self._board.request(self._epoch)  # before any slab past the cut
         ck.pause_s = time.perf_counter() - t0
@@ -517,7 +410,7 @@ class StreamingMaster:
             asked = False
             while True:
                 taken = [self._board.taken(q, ck.epoch) for q in range(self.queues)]
-                idle = [q for q in range(self.queues) if taken[q] is None and not self._expected[q]]
+                idle = [q for q in range(self.queues) if taken[q] is None and not self._commit.in_flight(q)]
                 if idle and not asked and (wait or time.monotonic_ns() - self._requested_ns > IDLE_ASK_NS):
                     self.runner.call_workers(_take_requested)
                     asked = True
@@ -565,13 +458,11 @@ class StreamingMaster:
         """After a failover: the backup found every input and determinant record below
         `replayed_to` stable (storage acknowledged them too late for this master); release the held
         outputs output commit now lets leave. Returns the packets released."""
-        before = self.output.released_packets
-        pending = self._pending_det
-        while pending and pending[0][0] < replayed_to:
-            self.output.stable = pending.popleft()[1]
-        self.output.input_acked = max(self.output.input_acked, replayed_to)
-        self.output.poll()
-        return self.output.released_packets - before
+        before = self.released_packets
+        if self._commit is not None:
+            self._commit.acknowledged(replayed_to, replayed_to)
+            self._poll()
+        return self.released_packets - before
 
     # ---- results
     def finish(self) -> None:
@@ -579,7 +470,7 @@ class StreamingMaster:
         self.drain()
         if self.logged:
             self._collect(wait=True)
-        self.output.poll()
+            self._poll()
 
     def visible(self) -> dict[str, dict[Any, int]]:
         """The workers' visible state (shared counters, summed stats), for the oracle."""
@@ -587,12 +478,9 @@ class StreamingMaster:
 
         return _merge_visible(self.runner.call_workers(_inner_visible))
 
-    @property
-    def released_packets(self) -> int:
-        return self.output.released_packets
-
     def held(self) -> int:
-        return self.output.held()
+        """Packets processed and waiting for output commit."""
+        return self._commit.held_packets if self._commit is not None else 0
 
     def _flush_latency(self) -> None:
         if self._lat_pending:
@@ -630,6 +518,7 @@ class StreamingMaster:
             if self.detector is not None:
                 self.detector.close()
             self._hb.close()
+            self._commit = None  # it holds the board's buffer exported (and the outputs that waited)
             self._board.close()
             self._tmp.cleanup()
 

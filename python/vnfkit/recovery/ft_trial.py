@@ -231,7 +231,7 @@ def stream_trial(w: Workload, crash_at: int, *, kill_worker: int = 0, delay_s: f
         res.crash_packet = int(w.batches[crash_at].packet_id[0]) if len(w.batches[crash_at]) else -1
         rep = _recover_when_stored(backup, st, "replay", storage_wait_s, res.storage_events)
         if rep is None:
-            return _failover_held(res, w, m.inputs, m.output, released, in_keys, visible, storage_wait_s)
+            return _failover_held(res, w, m.inputs, m, released, in_keys, visible, storage_wait_s)
         res.recovery = rep
         res.released_held = m.release_recovered(rep.replayed_to)  # replayed, outputs suppressed: theirs leave
         flush_released()

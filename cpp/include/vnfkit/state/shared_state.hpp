@@ -64,6 +64,10 @@ class SharedState : public std::enable_shared_from_this<SharedState> {
   // Records of worker `thread`'s log from absolute position `from` to its end (not drained); returns
   // the position of out[0]. Heap arena: only the owning thread, or while it is idle.
   std::uint64_t read_log(std::uint16_t thread, std::uint64_t from, std::vector<ftlog::Determinant>& out) const;
+  // Records [from, to) of worker `thread`'s log framed as one chunk (ftlog::encode_chunk), not
+  // drained; std::invalid_argument if to < from, or the log no longer holds `from` or does not
+  // reach `to` yet.
+  [[nodiscard]] std::vector<std::uint8_t> chunk_range(std::uint16_t thread, std::uint64_t from, std::uint64_t to) const;
   // Absolute [drained, end) positions of worker `thread`'s log.
   [[nodiscard]] std::pair<std::uint64_t, std::uint64_t> log_range(std::uint16_t thread) const;
 
