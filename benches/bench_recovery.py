@@ -22,6 +22,13 @@
   (memory, file, Redis), heartbeat timeout ``VNFKIT_BENCH_HEARTBEAT_MS`` (default 0: the pidfd
   alone); asserts every trial correct and reports detect / restore / replay, the rate the master
   took the traffic in at, and how many trials a heartbeat suspicion fenced before the kill.
+- ``test_stream_failover_offered``: the same failover with the offered load actually taken in:
+  ``VNFKIT_BENCH_OFFERED_PACKETS`` packets per trial (default 150 000, 100 ms at 1.49 Mpps: the crash
+  falls after a checkpoint interval or more), in-process storage, the master on the first CPU and
+  both workers on the second, once with a *warm* backup (it restores each checkpoint as it becomes
+  stable; the failover replays what came after) and once with a *hot* one (it also replays every
+  stable input, every 5 ms, in the master's process); asserts every trial correct and reports the
+  rate taken in and the recovery split of each.
 - ``test_checkpoint_pause``: pauses of shipped (``sync``), copy-on-write (``fork``) and
   dirty-tracking (``delta``: each worker writes what changed, the master keeps the images)
   checkpoints with ``VNFKIT_BENCH_CKPT_FLOWS`` flows per worker (default 100 000); asserts every
@@ -53,6 +60,7 @@ RATE = float(os.environ.get("VNFKIT_BENCH_RATE", "1.49e6"))
 STREAM_PACKETS = int(os.environ.get("VNFKIT_BENCH_STREAM_PACKETS", "300000"))
 FAILOVER_PACKETS = int(os.environ.get("VNFKIT_BENCH_FAILOVER_PACKETS", "30000"))
 CHECKPOINT_S = 0.050
+OFFERED_PACKETS = int(os.environ.get("VNFKIT_BENCH_OFFERED_PACKETS", "150000"))
 STREAM_BATCH = int(os.environ.get("VNFKIT_BENCH_STREAM_BATCH", "128"))
 #: CPUs of the placed stream-cost runs: the master's and the workers' (the first two this process may use)
 PLACE = sorted(os.sched_getaffinity(0))[:2]
@@ -209,6 +217,34 @@ def test_stream_cost_others(benchmark):
 
 
 HEARTBEAT_MS = float(os.environ.get("VNFKIT_BENCH_HEARTBEAT_MS", "0"))
+
+
+@pytest.mark.skipif(len(PLACE) < 2, reason="needs two CPUs: the master on one, the workers on the other")
+def test_stream_failover_offered(benchmark):
+    trials = max(2, TRIALS // 4)
+    rng = np.random.default_rng(23)
+    out: dict[str, list] = {"warm": [], "hot": []}
+
+    def run() -> None:
+        for t in range(trials):
+            w = _parsed("mazunat", OFFERED_PACKETS, int(rng.integers(1 << 30)))
+            crash = int(rng.integers(len(w.batches) // 2, len(w.batches) - 2))
+            for mode in out:
+                out[mode].append(stream_trial(w, crash, kill_worker=t % 2, delay_s=float(rng.uniform(0, 0.002)),
+                                              rate_pps=RATE, checkpoint_interval_s=CHECKPOINT_S, backup_mode=mode,
+                                              follow_every_s=0.005, master_cpus=[PLACE[0]], worker_cpus=[PLACE[1]]))
+
+    benchmark.pedantic(run, rounds=1, iterations=1)
+    benchmark.extra_info.update(trials=trials, offered_mpps=RATE / 1e6, packets=OFFERED_PACKETS,
+                                placed_cpus={"master": PLACE[0], "workers": PLACE[1]})
+    for mode, rs in out.items():
+        s = summarize(rs)
+        assert s["correct"] == trials, (mode, s)
+        benchmark.extra_info[mode] = {
+            "taken_in_kpps": sorted(r.verdict.checked["fed_kpps"] for r in rs),
+            "taken_in_kpps_median": float(np.median([r.verdict.checked["fed_kpps"] for r in rs])),
+            "replayed_batches_median": float(np.median([r.recovery.replayed_batches for r in rs])),
+            **{k: {q: round(v, 2) for q, v in s[k].items()} for k in ("recovery_ms", "detect_ms", "restore_ms", "replay_ms")}}
 
 
 def _storage(kind: str, tmp: str):

@@ -199,6 +199,14 @@ void bind_packet(py::module_& m) {
   }, py::arg("batch"), py::arg("first_id") = py::none(),
   "The input log's record of `batch` (see recovery.input_log.encode_batch), in one copy; with\n"
   "`first_id`, packet i first gets packet_id first_id + i (in the batch and in the record).");
+  m.def("decode_input_record", [](const py::bytes& rec) {
+    char* ptr = nullptr;
+    Py_ssize_t len = 0;
+    if (PyBytes_AsStringAndSize(rec.ptr(), &ptr, &len) != 0) throw py::error_already_set();
+    return vnfkit::packet::read_input_record({reinterpret_cast<const std::uint8_t*>(ptr), static_cast<std::size_t>(len)});
+  }, py::arg("record"),
+  "The batch an input record holds (unparsed; timestamps and ids restored): encode_input_record's inverse.\n"
+  "ValueError naming what is wrong for a damaged record.");
 
   py::class_<PacketBatch>(m, "PacketBatch",
                           "Native packet batch: one byte buffer, offsets and per-packet columns.\n"

@@ -511,6 +511,12 @@ def ss_positions_into_short(): state_ctx()[0].positions_into(np.zeros(8, np.uint
 def _stream_commit() -> Any:
     words = np.zeros(2 * 10, dtype=np.uint64)
     return _core.StreamCommit(2, words, 10, 2, 4, 0)
+@case("decode_input_record", ValueError, "input record: bad magic")
+def dec_rec_short(): _core.decode_input_record(b"VKI")
+@case("decode_input_record", ValueError, "input record: 13 bytes, expected 16")
+def dec_rec_size(): _core.decode_input_record(b"VKIB" + bytes(9))
+@case("decode_input_record", TypeError, "incompatible function arguments")
+def dec_rec_str(): _core.decode_input_record("VKIB")
 @case("StreamCommit.__init__", ValueError, "board: a line of 10 words cannot hold 2 head words and 5 rows")
 def sc_init_rows(): _core.StreamCommit(2, np.zeros(20, np.uint64), 10, 2, 5, 0)
 @case("StreamCommit.__init__", ValueError, "board: 19 words, 2 lines of 10 need 20")

@@ -118,9 +118,9 @@ def test_stream_failover_with_input_batches_larger_than_the_default_slab_and_a_s
         stream_trial(w, 7, follow_every_s=-1.0)
 
 
-@pytest.mark.parametrize("backup_mode", ["cold", "hot"])
+@pytest.mark.parametrize("backup_mode", ["cold", "warm", "hot"])
 def test_stream_sigkill_failover_is_correct(backup_mode):
-    rng = np.random.default_rng(7 if backup_mode == "hot" else 8)
+    rng = np.random.default_rng({"hot": 7, "cold": 8, "warm": 9}[backup_mode])
     for t in range(3):
         w = _parsed("mazunat", packets=6000, flows=300, batch=128, seed=int(rng.integers(1 << 30)))
         crash = int(rng.integers(1, len(w.batches) - 2))
@@ -132,6 +132,8 @@ def test_stream_sigkill_failover_is_correct(backup_mode):
         # at most what was in flight at the crash (depth 8 slabs of <= 128 packets, per queue)
         assert 0 <= r.verdict.checked["unreleased_packets"] <= 2 * 8 * 128
         assert r.detect_s > 0
+        if backup_mode == "cold":
+            assert not r.backup_stage_s  # it did nothing before the failover
 
 
 def test_stream_heartbeat_fences_and_failover_is_correct():

@@ -336,6 +336,15 @@ def test_input_record_is_the_documented_layout_and_round_trips():
     assert bytes(back.data[: int(back.offsets[-1])]) == bytes(b.data[: int(b.offsets[-1])])
     empty = b.select(np.zeros(0, np.uint32))
     assert encode_batch(empty) == _reference_record(empty) and len(decode_batch(encode_batch(empty))) == 0
+    # a damaged record is refused, naming what is wrong
+    with pytest.raises(ValueError, match="input record: bad magic"):
+        decode_batch(b"VKIX" + rec[4:])
+    with pytest.raises(ValueError, match=f"input record: {len(rec) - 1} bytes, expected {len(rec)}"):
+        decode_batch(rec[:-1])
+    bent = bytearray(rec)
+    bent[16:20] = struct.pack("<I", 0xFFFFFFFF)  # offsets[1] past the data
+    with pytest.raises(ValueError, match="input record: offsets"):
+        decode_batch(bytes(bent))
     inp = InputHandler(MemoryStorage(), first_id=7)
     assert inp.admit(w.batches[0]) == 0 and w.batches[0].packet_id[0] == 7
     assert inp.next_id == 7 + len(w.batches[0])

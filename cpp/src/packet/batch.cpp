@@ -114,6 +114,36 @@ void write_input_record(const PacketBatch& b, std::uint8_t* out) {
   put(b.data.data(), head[1]);
 }
 
+PacketBatch read_input_record(std::span<const std::uint8_t> rec) {
+  static_assert(std::endian::native == std::endian::little, "the record's header is little-endian");
+  if (rec.size() < 12 || std::memcmp(rec.data(), "VKIB", 4) != 0) throw std::invalid_argument("input record: bad magic");
+  std::uint32_t head[2];
+  std::memcpy(head, rec.data() + 4, 8);
+  const std::size_t n = head[0], nbytes = head[1];
+  const std::size_t want = 12 + 4 * (n + 1) + 16 * n + nbytes;
+  if (rec.size() != want) {
+    throw std::invalid_argument("input record: " + std::to_string(rec.size()) + " bytes, expected " + std::to_string(want));
+  }
+  const std::uint8_t* p = rec.data() + 12;
+  PacketBatch b;
+  b.offsets.resize(n + 1);
+  std::memcpy(b.offsets.data(), p, 4 * (n + 1));
+  p += 4 * (n + 1);
+  if (b.offsets[0] != 0 || b.offsets[n] != nbytes) throw std::invalid_argument("input record: offsets do not span its data");
+  for (std::size_t i = 0; i < n; ++i) {
+    if (b.offsets[i + 1] < b.offsets[i]) throw std::invalid_argument("input record: offsets decrease at " + std::to_string(i + 1));
+  }
+  b.resize_columns(n);
+  if (n) {
+    std::memcpy(b.ts_ns.data(), p, 8 * n);
+    std::memcpy(b.packet_id.data(), p + 8 * n, 8 * n);
+  }
+  p += 16 * n;
+  b.data.resize(nbytes);
+  if (nbytes) std::memcpy(b.data.data(), p, nbytes);
+  return b;
+}
+
 void assign_ids(PacketBatch& b, std::uint64_t first) {
   const std::size_t n = b.packet_id.size();
   if (n > 0 && first > ~std::uint64_t{0} - (n - 1)) {

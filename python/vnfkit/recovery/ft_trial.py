@@ -27,7 +27,7 @@ from typing import Any
 from .backup import Backup
 from .ft_runner import MasterFailed, StreamingMaster, weighted_percentiles
 from .harness import TrialResult, _key_rows, _record
-from .process_master import DETECTOR_SWITCH_S, _failover_held, _recover_when_stored, _redeliver
+from .process_master import BACKUP_MODES, DETECTOR_SWITCH_S, _failover_held, _recover_when_stored, _redeliver
 from .oracle import Released, Verdict, judge, visible_state
 from .storage.base import StableStorage, StorageUnavailable
 from .storage.memory import MemoryStorage
@@ -108,15 +108,22 @@ def stream_trial(w: Workload, crash_at: int, *, kill_worker: int = 0, delay_s: f
                  storage: StableStorage | None = None, checkpoint_interval_s: float = 0.050,
                  rate_pps: float | None = None, backup_mode: str = "hot",
                  heartbeat_timeout_s: float | None = None, storage_wait_s: float = 30.0,
-                 worker_images: str = "auto", follow_every_s: float = 0.0) -> TrialResult:
+                 worker_images: str = "auto", follow_every_s: float = 0.0, master_cpus: Any = None,
+                 worker_cpus: Any = None) -> TrialResult:
     """One crash of the streaming master under checkpoint + replay, failed over and judged (module
-    docstring). `backup_mode`: ``cold`` (restore + replay at the failover) or ``hot``.
+    docstring). `backup_mode` (:data:`.process_master.BACKUP_MODES`): ``cold`` (restore + replay at
+    the failover), ``warm`` (it restores each new checkpoint as it becomes stable, so the failover
+    replays only what came after the newest one) or ``hot`` (it also replays every stable input as
+    it comes: the failover replays only the tail).
     `heartbeat_timeout_s`: see :class:`~.ft_runner.StreamingMaster`; a heartbeat suspicion before
     the kill fences the master early (counted in ``false_suspicions``, detection 0: the failover
     began before the crash). `storage_wait_s`: how long the failover waits for storage to answer.
     `worker_images`: how the workers write their checkpoint images (see
-    :class:`~.ft_runner.StreamingMaster`). `follow_every_s`: a hot backup follows storage after an
-    input batch once this long has passed since it last did (0: after every batch)."""
+    :class:`~.ft_runner.StreamingMaster`). `follow_every_s`: a warm or hot backup looks at storage
+    after an input batch once this long has passed since it last did (0: after every batch); it
+    does so in this process, between the master's input batches. `master_cpus`, `worker_cpus`:
+    CPU placement of this process's thread (the master, and the backup that follows) and of the
+    workers, as for :class:`~.ft_runner.StreamingMaster`."""
     if isinstance(storage_wait_s, bool) or not isinstance(storage_wait_s, (int, float)) or storage_wait_s < 0:
         raise ValueError(f"storage_wait_s: must be a non-negative number, got {storage_wait_s!r}")
     if not 0 <= crash_at < len(w.batches):
@@ -124,8 +131,8 @@ def stream_trial(w: Workload, crash_at: int, *, kill_worker: int = 0, delay_s: f
     if isinstance(follow_every_s, bool) or not isinstance(follow_every_s, (int, float)) or not follow_every_s >= 0:
         raise ValueError(f"follow_every_s: must be a non-negative number, got {follow_every_s!r}")
     follow_every_ns = int(follow_every_s * 1e9)
-    if backup_mode not in ("cold", "hot"):
-        raise ValueError(f"backup_mode: expected 'cold' or 'hot', got {backup_mode!r}")
+    if backup_mode not in BACKUP_MODES:
+        raise ValueError(f"backup_mode: expected one of {list(BACKUP_MODES)}, got {backup_mode!r}")
     if not 0 <= kill_worker < queues:
         raise ValueError(f"kill_worker: must be in [0, {queues}), got {kill_worker}")
     st = storage if storage is not None else MemoryStorage()
@@ -151,7 +158,7 @@ def stream_trial(w: Workload, crash_at: int, *, kill_worker: int = 0, delay_s: f
     m = StreamingMaster(w.vnf, w.config, queues=queues, strategy="replay", storage=st,
                         checkpoint_interval_s=checkpoint_interval_s, on_release=on_release,
                         heartbeat_timeout_s=heartbeat_timeout_s, worker_images=worker_images,
-                        batch_size=_slab_size(w))
+                        batch_size=_slab_size(w), master_cpus=master_cpus, worker_cpus=worker_cpus)
     kill_t = [0]
     victim = m.runner.pids[kill_worker]
     timer: threading.Timer | None = None
@@ -186,10 +193,10 @@ def stream_trial(w: Workload, crash_at: int, *, kill_worker: int = 0, delay_s: f
                 m.feed(b, arrival)
                 fed = i + 1
                 fed_pkts, fed_end = n, time.monotonic_ns()
-                if backup_mode == "hot" and fed_end - last_stage >= follow_every_ns:
+                if backup_mode != "cold" and fed_end - last_stage >= follow_every_ns:
                     last_stage = fed_end
                     try:
-                        res.backup_stage_s.append(backup.stage(st, follow=True))
+                        res.backup_stage_s.append(backup.stage(st, follow=backup_mode == "hot"))
                     except StorageUnavailable as exc:  # it catches up at the next stage, or at the failover
                         res.storage_events.append(f"backup: {exc}")
                 if m.checkpoints_committed != epochs:  # drained at the cut: a consistent look

@@ -100,6 +100,9 @@ struct PacketBatch {
 // an inconsistent batch or one too large for the u32 header fields.
 [[nodiscard]] std::size_t input_record_bytes(const PacketBatch& b);
 void write_input_record(const PacketBatch& b, std::uint8_t* out);  // out: input_record_bytes(b) bytes
+// The batch a record holds (unparsed; timestamps and ids as written). Throws std::invalid_argument
+// naming what is wrong for a damaged record (magic, size, offsets).
+[[nodiscard]] PacketBatch read_input_record(std::span<const std::uint8_t> record);
 // packet_id[i] = first + i; throws std::invalid_argument (touching nothing) if the ids would wrap.
 void assign_ids(PacketBatch& b, std::uint64_t first);
 
