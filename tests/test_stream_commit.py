@@ -90,3 +90,17 @@ def test_stream_commit_refuses_misuse():
             c.take([(q, _slab([30]))], 1)
     with pytest.raises(ValueError, match="queue: 5 is not below 2"):
         c.in_flight(5)
+
+
+def test_the_boundary_board_tells_a_pending_checkpoint_image():
+    from vnfkit.recovery.ft_board import _DONE, _Board
+
+    b = _Board(2)
+    try:
+        assert not b.image_pending(0) and not b.image_pending(1) and b.slabs(0) == 0
+        b.request(0)  # checkpoint 0 asked of every worker
+        assert b.image_pending(0) and b.image_pending(1)
+        b.words[1, _DONE] = 1  # worker 1 took it (its "done" word = epoch + 1)
+        assert b.image_pending(0) and not b.image_pending(1) and b.taken(1, 0) == (0, 0.0)
+    finally:
+        b.close()

@@ -75,6 +75,11 @@ class _Board:
     def beat_ns(self, q: int) -> int:
         return self._flat[q * self._stride + _BEAT]
 
+    def image_pending(self, q: int) -> bool:
+        """A checkpoint was asked of worker `q` and it has not taken it yet."""
+        line = q * self._stride
+        return self._flat[line + _REQ] > self._flat[line + _DONE]
+
     def request(self, epoch: int) -> None:
         """Ask every worker for checkpoint `epoch` (taken before its next slab)."""
         self.words[:, _REQ] = epoch + 1

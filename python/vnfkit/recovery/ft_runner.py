@@ -100,7 +100,9 @@ class StreamingMaster:
             the pidfd's word on its death; the master is then *fenced*: every worker is
             SIGKILLed, so a worker that was only slow cannot release anything more (output commit
             makes failing over safe at any point; a false suspicion costs a failover, not
-            correctness). None: the pidfd only.
+            correctness). A worker is judged only once it finished its first slab, and not while a
+            checkpoint image is asked of it and not yet taken (writing one stops its heartbeat for
+            longer than a short timeout): there the pidfd alone tells. None: the pidfd only.
         worker_images: how each worker writes its checkpoint image (:data:`.ft_board.WORKER_IMAGES`):
             ``fork`` (a copy-on-write child writes it), ``inline`` (the worker writes it itself
             before its next slab), ``auto`` (the default: inline while its tables are small, where
@@ -276,9 +278,14 @@ class StreamingMaster:
             self.failure = self.detector.events[0]
         if self.failure is None and self.heartbeat_ns:
             now = time.monotonic_ns()
-            c = self._commit
+            c, board = self._commit, self._board
             for q in range(self.queues):
-                if c.in_flight(q) and now - max(c.busy_since_ns(q), self._board.beat_ns(q)) > self.heartbeat_ns:
+                # judged only once the worker finished its first slab (start-up is slow) and while
+                # no checkpoint image is asked of it (writing one stops its heartbeat): there the
+                # pidfd alone tells
+                if not c.in_flight(q) or not board.slabs(q) or board.image_pending(q):
+                    continue
+                if now - max(c.busy_since_ns(q), board.beat_ns(q)) > self.heartbeat_ns:
                     self.failure = (q, "heartbeat", now)
                     self._fence()
                     break
