@@ -463,26 +463,6 @@ void bind_state(py::module_& m) {
          "format of drain_chunk()), without draining it: one call for a slice that read_log() +\n"
          "encode_log_chunk() would frame. ValueError if the log no longer holds from_position or does not\n"
          "reach to_position yet.")
-      .def("det_record", [](const st::SharedState& s, std::uint64_t seq, const std::vector<std::uint64_t>& from,
-                            const std::vector<std::uint64_t>& to) {
-        if (from.size() != to.size()) {
-          throw py::value_error("to_positions: " + std::to_string(to.size()) + " positions for " +
-                                std::to_string(from.size()) + " workers");
-        }
-        if (from.size() > 0xFFFFu) throw py::value_error("from_positions: more than 65535 workers");
-        std::vector<std::uint8_t> rec;
-        {
-          py::gil_scoped_release nogil;
-          std::vector<std::vector<std::uint8_t>> chunks(from.size());
-          for (std::size_t q = 0; q < from.size(); ++q) {
-            if (to[q] != from[q]) chunks[q] = s.chunk_range(static_cast<std::uint16_t>(q), from[q], to[q]);
-          }
-          rec = fl::encode_det_record(seq, chunks);
-        }
-        return to_bytes(rec);
-      }, py::arg("seq"), py::arg("from_positions"), py::arg("to_positions"),
-         "Input `seq`'s determinant record (recovery.backup.encode_det's format): worker q's chunk is\n"
-         "log_chunk_range(q, from_positions[q], to_positions[q]), empty where the two are equal.")
       .def("snapshot", [](const st::SharedState& s) { return to_bytes(s.snapshot()); })
       .def("restore", [](st::SharedState& s, const py::bytes& b) { restoring([&] { s.restore(bytes_view(b)); }); }, py::arg("image"))
       .def("__repr__", [](const st::SharedState& s) {

@@ -212,17 +212,24 @@ def test_a_killed_workers_log_is_read_from_the_segment(shm_states):
             s.log_chunk_range(w, 100, len(recs) + 1)
         with pytest.raises(ValueError, match="to_position: 99 is before from_position 100"):
             s.log_chunk_range(w, 100, 99)
-    # one input's determinant record in one call: the bytes recovery.backup.encode_det frames
+    # the streaming master's records over these logs: the bytes recovery.backup.encode_det frames
     from vnfkit.recovery.backup import decode_det, encode_det
 
     n0, n1 = len(s.read_log(0)[1]), len(s.read_log(1)[1])
-    rec = s.det_record(42, [3, n1], [n0, n1])
-    assert rec == encode_det(42, [s.log_chunk_range(0, 3, n0), b""])
-    assert decode_det(rec) == (42, [s.log_chunk_range(0, 3, n0), b""])
-    with pytest.raises(ValueError, match="to_position: worker 1's log ends at"):
-        s.det_record(1, [0, 0], [0, n1 + 1])
-    with pytest.raises(ValueError, match="to_positions: 1 positions for 2 workers"):
-        s.det_record(1, [0, 0], [0])
+    line, head, rows = 2 + 4 * 2, 2, 4
+    board = np.zeros(2 * line, dtype=np.uint64)
+    commit = vs_core.StreamCommit(2, board, line, head, rows, 0)
+    commit.dispatched(0, 0, 0, [1, 1])  # input 0: one (empty) slab on each queue
+    commit.dispatched(1, 0, 0, [0, 1])
+    for q, k, clock in ((0, 0, [3, 0]), (1, 0, [3, n1 - 5]), (1, 1, [n0, n1])):
+        at = q * line + head + k * 2
+        board[at:at + 2] = clock
+        board[q * line] = k + 1
+    empty = vs_core.PacketBatch([])
+    commit.take([(0, empty), (1, empty), (1, vs_core.PacketBatch([]))], 1)
+    (s0, r0), (s1, r1) = commit.cut_records(s)
+    assert (s0, r0) == (0, encode_det(0, [s.log_chunk_range(0, 0, 3), s.log_chunk_range(1, 0, n1 - 5)]))
+    assert decode_det(r1) == (1, [b"", s.log_chunk_range(1, n1 - 5, n1)]) and commit.bound == [3, n1]
     # the vector clock written in place (a board's row), zero past the last worker
     words = np.full(9, 7, dtype=np.uint64)
     s.positions_into(words, 3, 4)
