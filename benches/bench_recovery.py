@@ -101,7 +101,7 @@ def test_failover(benchmark):
     benchmark.pedantic(run, rounds=1, iterations=1)
     s = summarize(out["rs"])
     assert s["correct"] == TRIALS, s
-    for k in ("recovery_ms", "detect_ms", "restore_ms", "replay_ms"):
+    for k in ("recovery_ms", "detect_ms", "handover_ms", "restore_ms", "replay_ms"):
         benchmark.extra_info[k] = {q: round(v, 2) for q, v in s[k].items()}
 
 
@@ -244,7 +244,7 @@ def test_stream_failover_offered(benchmark):
             "taken_in_kpps": sorted(r.verdict.checked["fed_kpps"] for r in rs),
             "taken_in_kpps_median": float(np.median([r.verdict.checked["fed_kpps"] for r in rs])),
             "replayed_batches_median": float(np.median([r.recovery.replayed_batches for r in rs])),
-            **{k: {q: round(v, 2) for q, v in s[k].items()} for k in ("recovery_ms", "detect_ms", "restore_ms", "replay_ms")}}
+            **{k: {q: round(v, 2) for q, v in s[k].items()} for k in ("recovery_ms", "detect_ms", "handover_ms", "restore_ms", "replay_ms")}}
 
 
 def _storage(kind: str, tmp: str):
@@ -307,5 +307,5 @@ def test_stream_failover(benchmark, kind, tmp_path):
                                 taken_in_kpps_median=float(np.median([r.verdict.checked["fed_kpps"] for r in out["rs"]])),
                                 fenced_before_kill=sum(r.false_suspicions for r in out["rs"]),
                                 detected_by_heartbeat=sum(r.verdict.checked["detected_by_heartbeat"] for r in out["rs"]))
-    for k in ("recovery_ms", "detect_ms", "restore_ms", "replay_ms"):
+    for k in ("recovery_ms", "detect_ms", "handover_ms", "restore_ms", "replay_ms"):
         benchmark.extra_info[k] = {q: round(v, 2) for q, v in s[k].items()}

@@ -8,6 +8,7 @@
 #include <deque>
 #include <memory>
 #include <stdexcept>
+#include <system_error>
 #include <vector>
 
 #include "pybind.hpp"
@@ -15,6 +16,7 @@
 #include "vnfkit/ftlog/log.hpp"
 #include "vnfkit/ftlog/stream_commit.hpp"
 #include "vnfkit/runtime/dispatcher.hpp"
+#include "vnfkit/runtime/lifeline.hpp"
 #include "vnfkit/runtime/ring.hpp"
 #include "vnfkit/runtime/slab.hpp"
 #include "vnfkit/state/shared_state.hpp"
@@ -322,6 +324,56 @@ py::dict counters_dict(const vnfkit::runtime::QueueCounters& c) {
   return d;
 }
 
+// LifeLines over a writable buffer the caller owns (a /dev/shm mapping), kept exported while alive.
+class PyLifeLines {
+ public:
+  PyLifeLines(const py::buffer& mem, bool create, std::size_t lines) : info_(mem.request(true)), lines_(open(info_, create, lines)) {}
+  vnfkit::runtime::LifeLines& lines() { return lines_; }
+  std::size_t check(std::size_t i) const {
+    if (i >= lines_.size())
+      throw py::index_error("line: " + std::to_string(i) + " out of range (" + std::to_string(lines_.size()) + " lines)");
+    return i;
+  }
+
+ private:
+  static vnfkit::runtime::LifeLines open(const py::buffer_info& info, bool create, std::size_t lines) {
+    if (info.readonly) throw py::type_error("mem: the buffer must be writable");
+    std::span<std::byte> mem(static_cast<std::byte*>(info.ptr), static_cast<std::size_t>(info.size * info.itemsize));
+    if (create) return vnfkit::runtime::LifeLines::create(mem, lines);
+    if (lines != 0) throw py::value_error("lines: given only with create=True (an attach reads it from the memory)");
+    return vnfkit::runtime::LifeLines::attach(mem);
+  }
+  py::buffer_info info_;
+  vnfkit::runtime::LifeLines lines_;
+};
+
+[[noreturn]] void raise_os_error(const std::system_error& e) {
+  PyErr_SetString(PyExc_OSError, e.what());
+  throw py::error_already_set();
+}
+
+class PyDeathWatch {
+ public:
+  explicit PyDeathWatch(const py::object& lines) : owner_(lines), watch_(lines.cast<PyLifeLines&>().lines()) {}
+  vnfkit::runtime::DeathWatch& w() { return watch_; }
+  const py::object& owner() const { return owner_; }
+  bool closed = false;
+
+ private:
+  py::object owner_;  // keeps the lines' memory mapped while the threads look at it
+  vnfkit::runtime::DeathWatch watch_;
+};
+
+const char* state_name(vnfkit::runtime::LifeLines::State s) {
+  using S = vnfkit::runtime::LifeLines::State;
+  switch (s) {
+    case S::kHeld: return "held";
+    case S::kLetGo: return "let_go";
+    case S::kDead: return "dead";
+    default: return "unheld";
+  }
+}
+
 }  // namespace
 
 void bind_runtime(py::module_& m) {
@@ -549,4 +601,56 @@ void bind_runtime(py::module_& m) {
         auto s = p.sc().oldest_pending();
         return s ? py::object(py::int_(*s)) : py::object(py::none());
       }, "The oldest input with a slab in flight or waiting (None: none is).");
+
+  py::class_<PyLifeLines>(m, "LifeLines",
+                          "One process-shared robust mutex per worker in caller-provided shared memory: a worker holds\n"
+                          "its line while it runs, and the kernel marks the line dead as the worker exits, before it\n"
+                          "unmaps the process (long before its pidfd turns readable). See DeathWatch and\n"
+                          "cpp/include/vnfkit/runtime/lifeline.hpp.")
+      .def(py::init<const py::buffer&, bool, std::size_t>(), py::arg("mem"), py::kw_only(), py::arg("create"),
+           py::arg("lines") = 0,
+           "create=True lays `lines` new lines out in `mem` (64-byte aligned, required_bytes(lines));\n"
+           "create=False attaches to lines another process laid out.")
+      .def_static("required_bytes", &vnfkit::runtime::LifeLines::required_bytes, py::arg("lines"))
+      .def("__len__", [](PyLifeLines& l) { return l.lines().size(); })
+      .def("hold", [](PyLifeLines& l, std::size_t i) {
+        l.check(i);
+        try {
+          py::gil_scoped_release nogil;  // a watcher may have the mutex for a moment
+          l.lines().hold(i);
+        } catch (const std::system_error& e) {
+          raise_os_error(e);
+        }
+      }, py::arg("line"), "Take `line` for the calling thread until let_go() or its death (a worker, at start).")
+      .def("let_go", [](PyLifeLines& l, std::size_t i) {
+        l.check(i);
+        try {
+          l.lines().let_go(i);
+        } catch (const std::system_error& e) {
+          raise_os_error(e);
+        }
+      }, py::arg("line"), "A clean exit: give `line` back (its watcher ends without a report). ValueError unless held here.")
+      .def("state", [](PyLifeLines& l, std::size_t i) { return state_name(l.lines().state(l.check(i))); },
+           py::arg("line"), "'unheld', 'held', 'let_go' or 'dead'.")
+      .def("died_ns", [](PyLifeLines& l, std::size_t i) { return l.lines().died_ns(l.check(i)); }, py::arg("line"),
+           "When a watcher heard of the holder's death (now_ns clock); 0 if it did not.")
+      .def("holder_pid", [](PyLifeLines& l, std::size_t i) { return l.lines().holder_pid(l.check(i)); }, py::arg("line"),
+           "The pid that last took `line` (0: never taken).");
+
+  py::class_<PyDeathWatch>(m, "DeathWatch",
+                           "One native thread per line of a LifeLines, each waiting (no GIL) on its line: a holder's\n"
+                           "death is stamped (died_ns) and bumps an eventfd (fileno(), for poll) the moment the kernel\n"
+                           "tells. first_dead() is a lock-free look.")
+      .def(py::init<const py::object&>(), py::arg("lines"))
+      .def("first_dead", [](PyDeathWatch& d) { return d.w().first_dead(); }, "The lowest dead line, or -1.")
+      .def_property_readonly("lines", [](PyDeathWatch& d) { return d.owner(); }, "The LifeLines watched.")
+      .def("fileno", [](PyDeathWatch& d) {
+        if (d.closed) throw py::value_error("DeathWatch is closed");
+        return d.w().event_fd();
+      }, "An eventfd, readable once a death was seen.")
+      .def("close", [](PyDeathWatch& d) {
+        py::gil_scoped_release nogil;
+        d.w().stop();
+        d.closed = true;
+      }, "Stop and join the threads (each within 20 ms); idempotent.");
 }

@@ -33,7 +33,7 @@ def test_replay_recovers_every_trial_and_writes_the_json(tmp_path, capsys):
     doc = json.loads(js.read_text())
     assert doc["trials"] == 6 and doc["correct"] == 6 and doc["incorrect"] == 0
     assert 0 < doc["recovery_ms"]["p50"] <= doc["recovery_ms"]["p99"] <= doc["recovery_ms"]["max"]
-    parts = sum(doc[k]["p50"] for k in ("detect_ms", "restore_ms", "replay_ms"))
+    parts = sum(doc[k]["p50"] for k in ("detect_ms", "handover_ms", "restore_ms", "replay_ms"))
     assert parts > 0
     # every trial released (nearly) all of its 4000 packets: only batches never made stable are lost
     assert doc["released_packets"] == sum(r["released_packets"] for r in doc["results"])

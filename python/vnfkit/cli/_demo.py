@@ -119,6 +119,7 @@ def _recovery(args: argparse.Namespace, out_dir: str) -> None:
         ["latency p99.9 (us)", f"{b.p999_us:.0f}", f"{f.p999_us:.0f}"],
         ["killed after released packets", "-", r.released_master],
         ["recovery: detection (ms, pidfd)", "-", f"{r.detect_s * 1e3:.1f}"],
+        ["recovery: handover (ms)", "-", f"{r.handover_s * 1e3:.1f}"],
         ["recovery: restore (ms)", "-", f"{r.recovery.restore_s * 1e3:.1f}"],
         ["recovery: replay (ms)", "-", f"{r.recovery.replay_s * 1e3:.1f} ({r.recovery.replayed_batches} batches, "
                                        f"{r.recovery.replayed_packets} packets)"],

@@ -101,7 +101,7 @@ def _trial_line(i: int, total: int, r: Any) -> str:
     verdict = "correct" if r.verdict.correct else "INCORRECT (" + ", ".join(sorted(r.verdict.kinds())) + ")"
     return (f"trial {i + 1:>{len(str(total))}}/{total}: crash at batch {s['crash_at']} (packet {s['crash_packet']}, "
             f"t={s['crash_time_ms']:.2f} ms) {s['phase']:<14} -> {verdict}; recovery {s['recovery_ms']:.2f} ms "
-            f"(detect {s['detect_ms']:.2f} + restore {s['restore_ms']:.2f} + replay {s['replay_ms']:.2f}), "
+            f"(detect {s['detect_ms']:.2f} + handover {s['handover_ms']:.2f} + restore {s['restore_ms']:.2f} + replay {s['replay_ms']:.2f}), "
             f"replayed {s['replayed_batches']} / re-executed {s['reexecuted_batches']} batches, "
             f"lost {s['lost_batches']}, released {s['released_packets']}")
 
@@ -159,6 +159,7 @@ def run(args: argparse.Namespace) -> int:
                   f"{s['released_packets']} packets released in all")
     rows = [[name, f"{s[key]['p50']:.2f}", f"{s[key]['p99']:.2f}", f"{s[key]['max']:.2f}"]
             for name, key in (("recovery (total)", "recovery_ms"), ("  detection", "detect_ms"),
+                              ("  handover", "handover_ms"),
                               ("  restore", "restore_ms"), ("  replay", "replay_ms"),
                               ("checkpoint pause", "checkpoint_pause_ms"))]
     print_table(None, [("ms", "left"), ("p50", "right"), ("p99", "right"), ("max", "right")], rows, console)

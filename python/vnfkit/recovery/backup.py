@@ -83,6 +83,8 @@ def latest_checkpoint(storage: StableStorage) -> Checkpoint | None:
 class RecoveryReport:
     """What a failover did and how long each step took (seconds)."""
 
+    #: ``time.monotonic_ns()`` when recover() began (a trial's handover ends here)
+    started_ns: int = 0
     restore_s: float = 0.0
     replay_s: float = 0.0
     checkpoint_epoch: int = -1
@@ -217,7 +219,7 @@ class Backup:
 
     def recover(self, storage: StableStorage | None, strategy: str) -> RecoveryReport:
         """Fail over: restore (unless :meth:`stage` did), replay, re-execute, go live (module docstring)."""
-        rep = RecoveryReport()
+        rep = RecoveryReport(started_ns=time.monotonic_ns())
         t0 = time.perf_counter()
         ckpt = None
         if storage is not None and strategy != "none":

@@ -4,10 +4,13 @@ A :class:`HeartbeatBoard` is one 64-bit word per worker in a shared-memory segme
 thread or another process that attaches by name) stores ``time.monotonic_ns()`` into its word as
 it works (:meth:`HeartbeatBoard.beat`, a single aligned store). The :class:`FailureDetector`
 thread watches the board and, for worker processes, their ``pidfd`` (Linux >= 5.3): a pidfd turns
-readable the moment the process dies, so a ``SIGKILL`` is seen at once, while a stalled or hung
-worker (``SIGSTOP``, a livelock) is caught when its heartbeat is older than ``timeout_s``.
-Each failure is reported once to ``on_failure(worker, reason, detected_ns)`` with reason ``"exited"``
-or ``"heartbeat"``; :attr:`FailureDetector.events` keeps them.
+readable once the process is gone, so a ``SIGKILL`` is seen without a timeout, while a stalled or
+hung worker (``SIGSTOP``, a livelock) is caught when its heartbeat is older than ``timeout_s``.
+A pidfd waits for the dead process's memory to be unmapped, milliseconds for a Python worker on a
+VM; a :class:`~vnfkit._core.DeathWatch` over the workers' lifelines (:meth:`FailureDetector.watch_deaths`)
+tells as the kernel begins the exit. Each failure is reported once to
+``on_failure(worker, reason, detected_ns)`` with reason ``"died"`` (a lifeline), ``"exited"`` (a
+pidfd) or ``"heartbeat"``; :attr:`FailureDetector.events` keeps them.
 """
 
 from __future__ import annotations
@@ -85,6 +88,7 @@ class FailureDetector:
         self.events: list[tuple[int, str, int]] = []
         self._failed: set[int] = set()
         self._pidfds: dict[int, int] = {}  # fd -> worker
+        self._deaths: list[tuple[object, int, list[int]]] = []  # (DeathWatch, its fd, worker by line)
         self._poll = select.poll()
         # a pipe that wakes the thread out of its wait (a new process to watch, close())
         self._wake_r, self._wake_w = os.pipe()
@@ -102,6 +106,16 @@ class FailureDetector:
         fd = os.pidfd_open(pid)
         with self._lock:
             self._pidfds[fd] = worker
+            self._poll.register(fd, select.POLLIN)
+        self._wake()
+
+    def watch_deaths(self, watch: object, workers: list[int]) -> None:
+        """Also watch a :class:`~vnfkit._core.DeathWatch` whose line ``i`` is worker ``workers[i]``:
+        a death is reported with the time the watch's native thread stamped. The detector polls its
+        own duplicate of the watch's eventfd: the watch may be closed first."""
+        fd = os.dup(watch.fileno())  # type: ignore[attr-defined]
+        with self._lock:
+            self._deaths.append((watch, fd, list(workers)))
             self._poll.register(fd, select.POLLIN)
         self._wake()
 
@@ -132,10 +146,10 @@ class FailureDetector:
     def failed(self, worker: int) -> bool:
         return worker in self._failed
 
-    def _report(self, worker: int, reason: str) -> None:
+    def _report(self, worker: int, reason: str, at_ns: int | None = None) -> None:
         if worker in self._failed:
             return
-        now = time.monotonic_ns()
+        now = time.monotonic_ns() if at_ns is None else at_ns
         self._failed.add(worker)
         self.events.append((worker, reason, now))
         if self.on_failure is not None:
@@ -176,6 +190,11 @@ class FailureDetector:
                     except BlockingIOError:
                         pass
                     continue
+                dead = self._dead_lines(fd)
+                if dead is not None:
+                    for worker, at in dead:
+                        self._report(worker, "died", at)
+                    continue
                 with self._lock:
                     w = self._pidfds.pop(fd, None)
                     if w is not None:
@@ -188,6 +207,26 @@ class FailureDetector:
             for w in range(self.board.workers):
                 if w not in self._failed and w not in self._paused and now - int(words[w]) > self.timeout_ns:
                     self._report(w, "heartbeat")
+
+    def _dead_lines(self, fd: int) -> list[tuple[int, int]] | None:
+        """If `fd` is a DeathWatch's: its dead lines' (worker, stamp) (and it is unwatched once
+        every line died); else None."""
+        with self._lock:
+            for k, (watch, wfd, workers) in enumerate(self._deaths):
+                if wfd != fd:
+                    continue
+                try:
+                    os.read(fd, 8)
+                except BlockingIOError:
+                    pass
+                lines = watch.lines  # type: ignore[attr-defined]
+                dead = [(workers[i], lines.died_ns(i)) for i in range(len(workers)) if lines.state(i) == "dead"]
+                if len(dead) == len(workers):
+                    self._poll.unregister(fd)
+                    os.close(fd)
+                    del self._deaths[k]
+                return dead
+        return None
 
     def wait(self, timeout_s: float) -> bool:
         """Block until some failure was reported (True) or `timeout_s` passed (False)."""
@@ -206,6 +245,9 @@ class FailureDetector:
             for fd in self._pidfds:
                 os.close(fd)
             self._pidfds.clear()
+            for _, fd, _ in self._deaths:
+                os.close(fd)
+            self._deaths.clear()
             if self._wake_w >= 0 and not self._thread.is_alive():
                 os.close(self._wake_r)
                 os.close(self._wake_w)

@@ -179,6 +179,7 @@ class StreamingMaster:
         self._tmp = tempfile.TemporaryDirectory(prefix="vnfkit-ftckpt-")
         self._hb = HeartbeatBoard(1)
         self.runner: Any = None
+        self._deaths: Any = None
         self.detector: FailureDetector | None = None
         try:
             factory = functools.partial(_Bounded, vnf, self._board.name, queues, self._tmp.name, worker_images)
@@ -189,6 +190,8 @@ class StreamingMaster:
             self.detector = FailureDetector(self._hb, timeout_s=3600.0, poll_s=0.0005)
             for pid in self.runner.pids:
                 self.detector.watch_process(0, pid)
+            self._deaths = self.runner.death_watch
+            self.detector.watch_deaths(self._deaths, list(range(queues)))
         except BaseException:
             self.close()
             raise
@@ -274,6 +277,10 @@ class StreamingMaster:
                 return
 
     def _check_alive(self) -> None:
+        if self.failure is None:
+            q = self._deaths.first_dead()  # a lock-free look: no wait for the detector thread's GIL
+            if q >= 0:
+                self.failure = (q, "died", self._deaths.lines.died_ns(q))
         if self.failure is None and self.detector is not None and self.detector.events:
             self.failure = self.detector.events[0]
         if self.failure is None and self.heartbeat_ns:
@@ -287,13 +294,14 @@ class StreamingMaster:
                     continue
                 if now - max(c.busy_since_ns(q), board.beat_ns(q)) > self.heartbeat_ns:
                     self.failure = (q, "heartbeat", now)
-                    self._fence()
+                    self.fence()
                     break
         if self.failure is not None:
             raise MasterFailed(f"worker process died ({self.failure[1]})")
 
-    def _fence(self) -> None:
-        """SIGKILL every worker (a suspected master must release nothing more)."""
+    def fence(self) -> None:
+        """SIGKILL every worker, without waiting for them to be gone (a failed or suspected master
+        must release nothing more; :meth:`close` reaps them later)."""
         import signal
 
         for pid in self.runner.pids:
@@ -520,10 +528,10 @@ class StreamingMaster:
                 except Exception:  # a dead worker: the runner's close() stops the rest
                     pass
         finally:
+            if self.detector is not None:
+                self.detector.close()  # before the runner closes the death watch it polls
             if self.runner is not None:
                 self.runner.close()
-            if self.detector is not None:
-                self.detector.close()
             self._hb.close()
             self._commit = None  # it holds the board's buffer exported (and the outputs that waited)
             self._board.close()

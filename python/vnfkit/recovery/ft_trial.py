@@ -223,25 +223,28 @@ def stream_trial(w: Workload, crash_at: int, *, kill_worker: int = 0, delay_s: f
         if timer is not None:
             timer.join()
         failure = m.failure if m.failure is not None else m.detector.events[0]  # type: ignore[union-attr]
+        m.fence()  # the rest of the master's workers: the backup takes over at once, close() reaps later
         if not kill_t[0] or failure[2] < kill_t[0]:
             res.false_suspicions = 1  # fenced before the kill: recovery began before the crash
             res.detect_s = 0.0
         else:
             res.detect_s = (failure[2] - kill_t[0]) / 1e9
         res.held_at_crash = m.held()
-        flush_released()
-        res.released_master = len(released)
         res.checkpoint_pauses_s = list(m.checkpoint_pauses_s)
         res.storage_events[:0] = m.events
-        m.close()
-        # ---- the master is gone; storage, the input handler and the output handler survive
-        res.crash_packet = int(w.batches[crash_at].packet_id[0]) if len(w.batches[crash_at]) else -1
+        # ---- the master is fenced; storage, the input handler and the output handler survive
         rep = _recover_when_stored(backup, st, "replay", storage_wait_s, res.storage_events)
+        flush_released()  # the oracle's books of what the master released (not part of the failover)
+        res.released_master = len(released)
+        res.crash_packet = int(w.batches[crash_at].packet_id[0]) if len(w.batches[crash_at]) else -1
         if rep is None:
+            m.close()
             return _failover_held(res, w, m.inputs, m, released, in_keys, visible, storage_wait_s)
+        res.handover_s = max(0, rep.started_ns - failure[2]) / 1e9
         res.recovery = rep
         res.released_held = m.release_recovered(rep.replayed_to)  # replayed, outputs suppressed: theirs leave
         flush_released()
+        m.close()
         res.released_master = len(released)
         side[0] = 1
         for q, b in rep.outputs:
@@ -263,7 +266,7 @@ def stream_trial(w: Workload, crash_at: int, *, kill_worker: int = 0, delay_s: f
         res.verdict.checked["unreleased_packets"] = sum(len(b) for b in w.batches) - len(released)
         # the rate the master took the traffic in at, up to the crash (the offered rate may be higher)
         res.verdict.checked["fed_kpps"] = int(fed_pkts / max(1e-9, (fed_end - t_begin) / 1e9) / 1e3)
-        res.verdict.checked["detected_by_heartbeat"] = int(failure[1] == "heartbeat")  # else the pidfd
+        res.verdict.checked["detected_by_heartbeat"] = int(failure[1] == "heartbeat")  # else a lifeline or the pidfd
         res.verdict.checked["backup_followed_batches"] = backup.followed_batches
         return res
     finally:

@@ -50,6 +50,9 @@ class TrialResult:
     phase: str
     verdict: Verdict
     detect_s: float = 0.0
+    #: from detection to the backup's start of recover(): fencing the master (its other workers
+    #: killed) and, when storage is down, the wait for it to answer
+    handover_s: float = 0.0
     recovery: RecoveryReport = field(default_factory=RecoveryReport)
     released_master: int = 0
     released_backup: int = 0
@@ -84,14 +87,14 @@ class TrialResult:
 
     @property
     def recovery_s(self) -> float:
-        """Detection + restore + replay."""
-        return self.detect_s + self.recovery.restore_s + self.recovery.replay_s
+        """Detection + handover + restore + replay: from the crash to the backup live."""
+        return self.detect_s + self.handover_s + self.recovery.restore_s + self.recovery.replay_s
 
     def summary(self) -> dict[str, Any]:
         return {
             "strategy": self.strategy, "crash_at": self.crash_at, "phase": self.phase,
             "correct": self.verdict.correct, "verdict": str(self.verdict),
-            "detect_ms": self.detect_s * 1e3, "restore_ms": self.recovery.restore_s * 1e3,
+            "detect_ms": self.detect_s * 1e3, "handover_ms": self.handover_s * 1e3, "restore_ms": self.recovery.restore_s * 1e3,
             "replay_ms": self.recovery.replay_s * 1e3, "recovery_ms": self.recovery_s * 1e3,
             "replayed_batches": self.recovery.replayed_batches,
             "reexecuted_batches": self.recovery.reexecuted_batches,
@@ -332,6 +335,7 @@ class Harness:
                 st.fence()  # no write of the dead master's epoch lands after the backup read storage
             rep = backup.recover(st if self.strategy != "none" else None, self.strategy)
             res.recovery = rep
+            res.handover_s = max(0, rep.started_ns - detector.events[-1][2]) / 1e9
             for q, b in rep.outputs:
                 _record(released, in_keys, b, 1)
                 answer(b)

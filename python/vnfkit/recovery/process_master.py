@@ -171,6 +171,7 @@ def process_trial(w: Workload, crash_at: int | None, phase: str = "mid-batch", *
     det = FailureDetector(board, timeout_s=3600.0, poll_s=0.001)  # death through the pidfds
     for pid in runner.pids:
         det.watch_process(0, pid)
+    det.watch_deaths(runner.death_watch, list(range(queues)))  # told before the dead worker's unmap
     pending_det: dict[int, list[tuple[int, int, int]]] = {}
     read_pos = [0] * queues
     epoch = [0]
@@ -378,10 +379,15 @@ def process_trial(w: Workload, crash_at: int | None, phase: str = "mid-batch", *
             timer.join()
         res.held_at_crash = out.held()
         res.released_master = len(released)
-        runner.close()
         if not det.wait(5.0):
-            raise RuntimeError("the pidfd detector did not report the killed worker within 5 s")
-        res.detect_s = (min(det.events[0][2], kill["worker_error_t"]) - kill["t"]) / 1e9
+            raise RuntimeError("the failure detector did not report the killed worker within 5 s")
+        detected_ns = min(det.events[0][2], kill["worker_error_t"])
+        res.detect_s = (detected_ns - kill["t"]) / 1e9
+        for pid in runner.pids:  # fence: the rest of the master's workers; close() reaps them later
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         if crash_at is not None and len(w.batches[crash_at]):
             res.crash_packet = int(w.batches[crash_at].packet_id[0])
             res.crash_time_ms = (int(w.batches[crash_at].ts_ns.min()) - trace_t0) / 1e6
@@ -389,7 +395,9 @@ def process_trial(w: Workload, crash_at: int | None, phase: str = "mid-batch", *
                                    res.storage_events)
         if rep is None:
             return _failover_held(res, w, inp, out, released, in_keys, visible, storage_wait_s)
+        res.handover_s = max(0, rep.started_ns - detected_ns) / 1e9
         res.recovery = rep
+        runner.close()
         # The output handler outlives the master: its held outputs of inputs the backup found stable
         # up to its replayed cut (determinant records included) may leave now -- the backup replayed
         # those inputs with outputs suppressed, and storage acknowledged them too late for the master.
@@ -417,7 +425,8 @@ def process_trial(w: Workload, crash_at: int | None, phase: str = "mid-batch", *
         res.released_backup = len(released) - res.released_master
         res.verdict = judge(released, visible, backup_state, backup.vnfs, per_flow_decisions=w.per_flow_decisions,
                             non_monotone=w.non_monotone)
-        res.verdict.checked["pidfd_detect_us"] = int((det.events[0][2] - kill["t"]) / 1e3)
+        res.verdict.checked["detector_detect_us"] = int((det.events[0][2] - kill["t"]) / 1e3)
+        res.verdict.checked["detected_by"] = det.events[0][1]
         res.verdict.checked["runtime_detect_us"] = int((kill["worker_error_t"] - kill["t"]) / 1e3)
         res.verdict.checked["backup_restores"] = backup.restored_epochs
         res.verdict.checked["backup_followed_batches"] = backup.followed_batches

@@ -172,6 +172,12 @@ def sigkill_trial(w: Workload, open_storage: Callable[[], StableStorage], kill_a
         det.close()
         os.close(r_fd)
         board.close()
+    st = open_storage()  # reopened after the crash: torn tails cut
+    st.fence()  # no write of the dead writer's epoch lands after the backup read storage
+    rep = backup.recover(st, "replay")
+    t_live = time.monotonic_ns()
+    res.handover_s = max(0, rep.started_ns - t_detect) / 1e9
+    res.recovery = rep
     released = Released()
     rel_ns: list[int] = []
     admitted: dict[int, tuple[int, int]] = {}  # first packet id -> (count, admit time)
@@ -188,11 +194,6 @@ def sigkill_trial(w: Workload, open_storage: Callable[[], StableStorage], kill_a
         else:
             finished = True
     res.released_master = len(released)
-    st = open_storage()  # reopened after the crash: torn tails cut
-    st.fence()  # no write of the dead writer's epoch lands after the backup read storage
-    rep = backup.recover(st, "replay")
-    t_live = time.monotonic_ns()
-    res.recovery = rep
     in_keys: dict[int, bytes] = dict(zip(released.packet_id, released.in_key))
     for _seq, rec in st.read(INPUT_STREAM):  # the inputs the backup replayed or re-executed
         b = decode_batch(rec)

@@ -56,12 +56,13 @@ def _pct(xs: list[float]) -> dict[str, float]:
 
 def summarize(results: list[TrialResult]) -> dict[str, Any]:
     """Totals of several trials: counts of correct / incorrect, recovery-time percentiles (ms) with the
-    detect / restore / replay split, and the packets released."""
+    detect / handover / restore / replay split, and the packets released."""
     ok = sum(r.verdict.correct for r in results)
     return {
         "trials": len(results), "correct": ok, "incorrect": len(results) - ok,
         "recovery_ms": _pct([r.recovery_s for r in results]),
         "detect_ms": _pct([r.detect_s for r in results]),
+        "handover_ms": _pct([r.handover_s for r in results]),
         "restore_ms": _pct([r.recovery.restore_s for r in results]),
         "replay_ms": _pct([r.recovery.replay_s for r in results]),
         "checkpoint_pause_ms": _pct([p for r in results for p in r.checkpoint_pauses_s] or [0.0]),

@@ -40,6 +40,7 @@ class WorkerSpec:
     parent_pid: int
     keep_log: bool = False  # leave the determinant log in the shared segment for the parent to read
     spin_s: float = 200e-6  # how long an idle worker polls its ring before it sleeps on the futex
+    life_path: str | None = None  # segment of the runner's LifeLines: the worker holds line `queue`
 
 
 def _die_with_parent() -> None:
@@ -98,6 +99,12 @@ def main(spec: WorkerSpec, conn: Any) -> None:
         # collection in the packet loop walks only what batches allocate (no millisecond pauses)
         gc.collect()
         gc.freeze()
+        # the parent's watcher hears of this process's death from this line as the kernel begins the
+        # exit, before the unmap that a pidfd waits for
+        lines = None
+        if spec.life_path is not None:
+            lines = _core.LifeLines(attach(spec.life_path), create=False)
+            lines.hold(spec.queue)
         # CPU time in ns (clock_gettime: os.times() only counts 10 ms ticks, too coarse for short runs)
         conn.send(("ready", published, time.process_time_ns()))
     except BaseException as exc:
@@ -148,4 +155,6 @@ def main(spec: WorkerSpec, conn: Any) -> None:
                         os._exit(1)
                     conn.send(("reply", result))
     conn.close()
+    if lines is not None:
+        lines.let_go(spec.queue)  # a clean exit: nothing to report
     os._exit(0)

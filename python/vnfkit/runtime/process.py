@@ -132,6 +132,10 @@ def _cleanup(state: dict[str, Any]) -> None:
             p.join(timeout=5.0)
     for c in state["conns"]:
         c.close()
+    watch = state.pop("death_watch", None)
+    if watch is not None:
+        watch.close()  # every worker is gone: each thread has seen its line let go or dead
+    state.pop("lifelines", None)
     state.pop("dispatcher", None)  # it holds the rings
     if state.get("affinity") is not None:
         tid, mask = state["affinity"]
@@ -268,6 +272,9 @@ class ProcessRunner(Runner):
         cspec = _classifier_spec(self.classifier)
         published = {n: self.control.get(n) for n in self.control.names()}
         _check_portable("control", published)
+        life = Segment("life", _core.LifeLines.required_bytes(self.num_queues))
+        st["segments"].append(life)
+        st["lifelines"] = _core.LifeLines(life.map, create=True, lines=self.num_queues)
         for q in range(self.num_queues):
             seg = Segment(f"q{q}", size, populate=True)
             st["segments"].append(seg)
@@ -275,8 +282,9 @@ class ProcessRunner(Runner):
                                               max_packets=self.batch_size))
         for q in range(self.num_queues):
             parent_end, child_end = ctx.Pipe()
-            spec = WorkerSpec(q, self.num_queues, st["segments"][q].path, self.batch_size, vnf, config, cspec,
-                              st["shared"], published, logged, os.getpid(), self.keep_log, self.spin_us * 1e-6)
+            spec = WorkerSpec(q, self.num_queues, st["segments"][q + 1].path, self.batch_size, vnf, config, cspec,
+                              st["shared"], published, logged, os.getpid(), self.keep_log, self.spin_us * 1e-6,
+                              life.path)
             p = ctx.Process(target=main, args=(spec, child_end), name=f"vnfkit-worker-{q}",  # type: ignore[attr-defined]
                             daemon=True)
             p.start()
@@ -308,6 +316,8 @@ class ProcessRunner(Runner):
             tid = threading.get_native_id()
             st["affinity"] = (tid, os.sched_getaffinity(tid))
             os.sched_setaffinity(tid, self._dispatcher_cpus)
+        # one native thread per worker, waiting on its line (they inherit this thread's placement)
+        st["death_watch"] = _core.DeathWatch(st["lifelines"])
 
     def _recv(self, q: int, deadline: float) -> Any:
         """The next message of worker q; raises WorkerError if it died or sent an error."""
@@ -400,6 +410,22 @@ class ProcessRunner(Runner):
         if self._closed:
             raise RuntimeError("Runner is closed")
         return self._state["dispatcher"]
+
+    @property
+    def death_watch(self) -> Any:
+        """The :class:`~vnfkit._core.DeathWatch` over the workers' lines (line = queue): a worker's
+        death is stamped the moment the kernel starts its exit, milliseconds before its pidfd
+        turns readable (which waits for its memory to be unmapped)."""
+        if self._closed:
+            raise RuntimeError("Runner is closed")
+        return self._state["death_watch"]
+
+    @property
+    def lifelines(self) -> Any:
+        """The workers' :class:`~vnfkit._core.LifeLines` (see :attr:`death_watch`)."""
+        if self._closed:
+            raise RuntimeError("Runner is closed")
+        return self._state["lifelines"]
 
     @property
     def pids(self) -> list[int]:
