@@ -354,12 +354,16 @@ class PyLifeLines {
 
 class PyDeathWatch {
  public:
-  explicit PyDeathWatch(const py::object& lines) : owner_(lines), watch_(lines.cast<PyLifeLines&>().lines()) {}
+  explicit PyDeathWatch(const py::object& lines) : owner_(lines), watch_(of(lines)) {}
   vnfkit::runtime::DeathWatch& w() { return watch_; }
   const py::object& owner() const { return owner_; }
   bool closed = false;
 
  private:
+  static vnfkit::runtime::LifeLines of(const py::object& lines) {
+    if (!py::isinstance<PyLifeLines>(lines)) throw py::type_error("lines: must be a LifeLines");
+    return lines.cast<PyLifeLines&>().lines();
+  }
   py::object owner_;  // keeps the lines' memory mapped while the threads look at it
   vnfkit::runtime::DeathWatch watch_;
 };

@@ -121,6 +121,7 @@ NO_ARGUMENTS = {
     "SlabRing.max_packets", "SlabRing.notify_worker", "SlabRing.open_packets", "SlabRing.open_since_ns",
     "SlabRing.outputs_ready", "SlabRing.request_stop", "SlabRing.slab_bytes", "SlabRing.slots",
     "SlabRing.stopped", "SlabRing.user_word", "now_ns",
+    "LifeLines.__len__", "DeathWatch.first_dead", "DeathWatch.lines", "DeathWatch.close",
     "Dispatcher.busy", "Dispatcher.clear_counters", "Dispatcher.next_id", "Dispatcher.set_collect",
     "Dispatcher.take_outputs", "Dispatcher.queue_counts",
     "AfPacketSocket.__enter__", "AfPacketSocket.__exit__", "AfPacketSocket.batch", "AfPacketSocket.close",
@@ -763,6 +764,48 @@ def ring_wait_input_bad(): _ring().wait_input(-1.0)
 @case("SlabRing.wait_output", ValueError, "timeout")
 def ring_wait_output_bad(): _ring().wait_output(float("nan"))
 
+
+
+def _lines(n: int = 2) -> Any:
+    import mmap
+
+    return _core.LifeLines(mmap.mmap(-1, 4096), create=True, lines=n)
+
+
+@case("LifeLines.__init__", ValueError, "lines: must be in")
+def life_zero(): _core.LifeLines(__import__("mmap").mmap(-1, 4096), create=True, lines=0)
+@case("LifeLines.__init__", ValueError, "too small for the lines")
+def life_small(): _core.LifeLines(__import__("mmap").mmap(-1, 4096), create=True, lines=65)
+@case("LifeLines.__init__", ValueError, "bad magic")
+def life_attach_junk(): _core.LifeLines(__import__("mmap").mmap(-1, 4096), create=False)
+@case("LifeLines.__init__", ValueError, "lines: given only with create=True")
+def life_attach_count(): _core.LifeLines(__import__("mmap").mmap(-1, 4096), create=False, lines=2)
+@case("LifeLines.__init__", BufferError, "not writable")
+def life_readonly(): _core.LifeLines(b"\0" * 4096, create=True, lines=1)
+@case("LifeLines.required_bytes", ValueError, "lines: must be in")
+def life_required_huge(): _core.LifeLines.required_bytes(1 << 20)
+@case("LifeLines.hold", IndexError, "line: 2 out of range")
+def life_hold_range(): _lines().hold(2)
+@case("LifeLines.let_go", ValueError, "not held by this process")
+def life_let_go_unheld(): _lines().let_go(0)
+@case("LifeLines.state", IndexError, "line: 5 out of range")
+def life_state_range(): _lines().state(5)
+@case("LifeLines.died_ns", IndexError, "line: 2 out of range")
+def life_died_range(): _lines().died_ns(2)
+@case("LifeLines.holder_pid", TypeError, "incompatible function arguments")
+def life_pid_type(): _lines().holder_pid("0")
+@case("DeathWatch.__init__", TypeError, "LifeLines")
+def watch_not_lines(): _core.DeathWatch(object())
+
+
+def _closed_watch() -> Any:
+    w = _core.DeathWatch(_lines(1))
+    w.close()
+    return w
+
+
+@case("DeathWatch.fileno", ValueError, "DeathWatch is closed")
+def watch_fileno_closed(): _closed_watch().fileno()
 
 def _disp() -> Any:
     from vnfkit.classify import MultiQueueClassifier

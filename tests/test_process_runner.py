@@ -230,6 +230,39 @@ def test_sigkill_mid_run_raises_promptly_and_leaves_nothing() -> None:
     assert _leftovers() == ([], [])
 
 
+def test_a_killed_worker_is_told_by_its_lifeline_before_its_pidfd_and_a_clean_stop_is_not() -> None:
+    import select
+
+    r = Runner(TcpOnly, backend="process", queues=2, batch_size=64)
+    try:
+        r.run(iter_batches(traffic.generate(flows=50, packets=2_000, seed=4), 100))
+        watch, lines = r.death_watch, r.lifelines
+        assert [lines.state(q) for q in range(2)] == ["held", "held"]
+        assert [lines.holder_pid(q) for q in range(2)] == r.pids
+        assert watch.first_dead() == -1
+        fd = os.pidfd_open(r.pids[0])
+        t0 = _core.now_ns()
+        os.kill(r.pids[0], signal.SIGKILL)
+        deadline = time.monotonic() + 5.0
+        while watch.first_dead() < 0 and time.monotonic() < deadline:
+            time.sleep(0.0001)
+        assert watch.first_dead() == 0 and lines.state(0) == "dead" and lines.state(1) == "held"
+        died = lines.died_ns(0)
+        assert died >= t0
+        assert select.select([watch.fileno()], [], [], 0)[0]  # the eventfd tells a poll loop
+        assert select.select([fd], [], [], 5.0)[0]
+        gone = _core.now_ns()
+        os.close(fd)
+        print(f"SIGKILL told by the lifeline after {(died - t0) / 1e3:.0f} us, by the pidfd after {(gone - t0) / 1e3:.0f} us")
+    finally:
+        r.close()
+    assert _leftovers() == ([], [])
+    r = Runner(TcpOnly, backend="process", queues=1)
+    lines = r.lifelines
+    r.close()  # a clean stop: the worker lets its line go, nothing is reported
+    assert lines.state(0) == "let_go" and lines.died_ns(0) == 0
+
+
 def test_segments_are_unlinked_once_workers_started() -> None:
     with Runner(TcpOnly, backend="process", queues=2):
         shm, kids = _leftovers()

@@ -426,7 +426,7 @@ def process_trial(w: Workload, crash_at: int | None, phase: str = "mid-batch", *
         res.verdict = judge(released, visible, backup_state, backup.vnfs, per_flow_decisions=w.per_flow_decisions,
                             non_monotone=w.non_monotone)
         res.verdict.checked["detector_detect_us"] = int((det.events[0][2] - kill["t"]) / 1e3)
-        res.verdict.checked["detected_by"] = det.events[0][1]
+        res.verdict.checked["detected_by_lifeline"] = int(det.events[0][1] == "died")
         res.verdict.checked["runtime_detect_us"] = int((kill["worker_error_t"] - kill["t"]) / 1e3)
         res.verdict.checked["backup_restores"] = backup.restored_epochs
         res.verdict.checked["backup_followed_batches"] = backup.followed_batches
