@@ -10,6 +10,7 @@
 #include "vnfkit/classify/reta.hpp"
 #include "vnfkit/classify/toeplitz.hpp"
 #include "vnfkit/packet/batch.hpp"
+#include "vnfkit/packet/parse.hpp"
 
 namespace cl = vnfkit::classify;
 using vnfkit::bridge::require_1d;
@@ -284,6 +285,42 @@ void bind_classify(py::module_& m) {
       }, py::arg("batch"),
       "Write batch.hash, batch.flow_id and batch.queue, and return one uint32 array of packet indices\n"
       "per queue (arrival order; views into one buffer). The lists partition the batch.")
+      .def("split", [](const cl::MultiQueueClassifier& c, const py::object& batch_obj) {
+        if (!py::isinstance<PacketBatch>(batch_obj)) throw py::type_error("batch: must be a PacketBatch");
+        auto& b = batch_obj.cast<PacketBatch&>();
+        auto in_use = vnfkit::bridge::batch_write(&b);
+        const std::size_t n = b.size();
+        const std::size_t nq = c.num_queues();
+        std::vector<std::uint32_t> order(n);
+        std::vector<std::uint32_t> offs(nq + 1);
+        std::vector<std::pair<std::size_t, PacketBatch>> parts;
+        bool whole = false;
+        std::size_t whole_q = 0;
+        {
+          py::gil_scoped_release release;
+          c.classify(b, order.data(), offs.data());
+          for (std::size_t q = 0; q < nq; ++q) {
+            const std::size_t k = offs[q + 1] - offs[q];
+            if (k == 0) continue;
+            if (k == n) {  // every packet on one queue: the batch itself, no copy
+              whole = true;
+              whole_q = q;
+              break;
+            }
+            parts.emplace_back(q, vnfkit::packet::select(b, order.data() + offs[q], k));
+          }
+        }
+        py::list out;
+        if (whole) {
+          out.append(py::make_tuple(whole_q, batch_obj));
+          return out;
+        }
+        for (auto& [q, sub] : parts) out.append(py::make_tuple(q, py::cast(std::move(sub))));
+        return out;
+      }, py::arg("batch"),
+      "classify(), then each non-empty queue's packets as a batch of their own, in one call: [(queue,\n"
+      "sub-batch)] in queue order (arrival order within each). A batch wholly on one queue comes back\n"
+      "itself, uncopied. How a single process runs a multi-queue VNF (a backup replaying a master).")
       .def("ports_for_queue", [](const cl::MultiQueueClassifier& c, const py::object& remote_addr,
                                  const py::object& public_addr, int remote_port, std::size_t queue, int port_lo,
                                  int port_hi, int proto) {

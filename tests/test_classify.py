@@ -436,3 +436,24 @@ def test_exports():
     for name in ("MICROSOFT_RSS_KEY", "MultiQueueClassifier", "Reta", "Toeplitz", "toeplitz_hash", "toeplitz_hash_v4"):
         assert getattr(vnfkit, name) is getattr(vnfkit.classify, name)
         assert name in vnfkit.__all__
+
+
+def test_split_is_classify_then_select_in_one_call() -> None:
+    from vnfkit import traffic
+
+    b = traffic.generate(flows=200, packets=1000, seed=12)
+    b.parse()
+    c = MultiQueueClassifier(3)
+    parts = c.split(b)
+    idx = c.classify(b)
+    assert [q for q, _ in parts] == [q for q in range(3) if len(idx[q])]
+    for q, sub in parts:
+        ref = b.select(idx[q])
+        assert sub.to_list() == ref.to_list()
+        assert np.array_equal(sub.packet_id, ref.packet_id) and np.array_equal(sub.key, ref.key)
+        assert np.array_equal(sub.queue, np.full(len(sub), q)) and np.array_equal(sub.hash, ref.hash)
+    assert sum(len(s) for _, s in parts) == len(b)
+    one = MultiQueueClassifier(1)
+    whole = one.split(b)
+    assert len(whole) == 1 and whole[0][0] == 0 and whole[0][1] is b  # all on one queue: the batch itself
+    assert MultiQueueClassifier(2).split(_core.PacketBatch([])) == []

@@ -132,13 +132,9 @@ class Backup:
 
     def _process(self, batch: Any) -> list[tuple[int, Any]]:
         batch.parse()
-        outs = []
-        for q, idx in enumerate(self.classifier.classify(batch)):
-            if len(idx) == 0:
-                continue
-            sub = batch if len(idx) == len(batch) else batch.select(idx)
+        outs = self.classifier.split(batch)  # each queue's packets, one native call
+        for q, sub in outs:
             self.vnfs[q].process(sub, self.contexts[q])
-            outs.append((q, sub))
         return outs
 
     def stage(self, storage: StableStorage, *, follow: bool = False) -> float:
