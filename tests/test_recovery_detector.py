@@ -169,3 +169,56 @@ def test_a_heartbeat_is_judged_at_its_deadline_after_a_long_quiet_wait():
     finally:
         det.close()
         board.close()
+
+
+HOLDER = r"""
+import sys, time
+from vnfkit.recovery.detector import HeartbeatBoard
+b = HeartbeatBoard(2, name=sys.argv[1])
+w = int(sys.argv[2])
+b.hold(w)
+print("up", flush=True)
+line = sys.stdin.readline().strip()
+if line == "stop":
+    b.let_go(w)
+    b.close()
+    sys.exit(0)
+while True:
+    b.beat(w)
+    time.sleep(0.0002)
+"""
+
+
+def test_a_worker_holding_its_lifeline_is_told_dead_as_its_exit_begins_and_a_clean_stop_is_not():
+    board = HeartbeatBoard(2)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    procs = [subprocess.Popen([sys.executable, "-c", HOLDER, board.name, str(w)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, env=env) for w in range(2)]
+    det = FailureDetector(board, timeout_s=10.0, poll_s=0.001)
+    try:
+        for p in procs:
+            assert p.stdout.readline().strip() == "up"
+        det.watch_lifelines()
+        for w, p in enumerate(procs):
+            det.watch_process(w, p.pid)
+        procs[1].stdin.write("stop\n")
+        procs[1].stdin.flush()
+        assert procs[1].wait(10) == 0
+        time.sleep(0.05)
+        # let go, then exited 0: its pidfd reports the exit, its lifeline nothing
+        assert [e[:2] for e in det.events] in ([], [(1, "exited")]), det.events
+        t0 = time.monotonic_ns()
+        procs[0].send_signal(signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while not any(e[0] == 0 for e in det.events) and time.monotonic() < deadline:
+            time.sleep(0.0005)
+        first = next(e for e in det.events if e[0] == 0)
+        assert first[1] == "died" and first[2] >= t0, det.events
+        assert board.lifelines.state(0) == "dead" and board.lifelines.state(1) == "let_go"
+        print(f"lifeline: SIGKILL told {(first[2] - t0) / 1e3:.0f} us after the signal")
+    finally:
+        det.close()
+        for p in procs:
+            p.kill()
+            p.wait()
+        board.close()

@@ -35,8 +35,10 @@ from .frames import FrameRing, NodeSpec, frame_ids, open_node_storage
 __all__ = ["run_backup"]
 
 
-def _fence(pid: int, timeout_s: float = 5.0) -> None:
-    """SIGKILL the master's process group (it was started as one, pgid = pid) and wait until gone."""
+def _fence(pid: int, timeout_s: float = 5.0, *, wait: bool = True) -> None:
+    """SIGKILL the master's process group (it was started as one, pgid = pid) and, with `wait`,
+    wait until it is gone (a master suspected by its heartbeat may still be running; one whose
+    lifeline told its death runs no more code, so its unmap is not waited for)."""
     try:
         fd = os.pidfd_open(pid)
     except ProcessLookupError:
@@ -46,7 +48,8 @@ def _fence(pid: int, timeout_s: float = 5.0) -> None:
             os.killpg(pid, signal.SIGKILL)
         except ProcessLookupError:
             return
-        select.select([fd], [], [], timeout_s)
+        if wait:
+            select.select([fd], [], [], timeout_s)
     finally:
         os.close(fd)
 
@@ -98,6 +101,7 @@ def run_backup(spec: NodeSpec, emit: Callable[[dict[str, Any]], None]) -> dict[s
 
     det = FailureDetector(board, timeout_s=spec.heartbeat_timeout_ms / 1e3, on_failure=on_failure)
     det.watch_process(0, spec.master_pid)
+    det.watch_lifelines()  # the master holds line 0: its death is told before its unmap
     stats: dict[str, Any] = {"buffered_frames": 0, "received_live": 0, "sent": 0, "batches_live": 0, "drops": {}}
 
     def send(b: Any) -> None:
@@ -131,7 +135,7 @@ def run_backup(spec: NodeSpec, emit: Callable[[dict[str, Any]], None]) -> dict[s
             except OSError:
                 pass
             if failure["reason"] != "exited":
-                _fence(spec.master_pid)
+                _fence(spec.master_pid, wait=failure["reason"] != "died")
             t_fenced = time.monotonic_ns()
             if st is None:
                 st = open_node_storage(spec.storage)

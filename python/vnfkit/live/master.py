@@ -60,6 +60,7 @@ def run_master(spec: NodeSpec, emit: Callable[[dict[str, Any]], None]) -> dict[s
     signal.signal(signal.SIGINT, lambda *_: stopping.update(flag=True))
     st = open_node_storage(spec.storage)
     board = HeartbeatBoard(1, name=spec.board)
+    board.hold(0)  # the backup's detector hears of this process's death on this line
     shared = SharedState()
     ctx = Context(0, 1, shared=shared, classifier=MultiQueueClassifier(1), logged=True)
     vnf = MazuNAT()
@@ -167,6 +168,8 @@ def run_master(spec: NodeSpec, emit: Callable[[dict[str, Any]], None]) -> dict[s
         for s in sockets.values():
             s.close()
         st.close()
+        if stopping["flag"]:
+            board.let_go(0)  # told to stop: not a failure
         board.close()
     stats.update(held=out.held(), sync_us=_percentiles_us(sync_s), checkpoint_pause_us=_percentiles_us(pauses_s),
                  checkpoint_bytes=ckpt_bytes[0], storage_events=events,

@@ -31,14 +31,21 @@ __all__ = ["FailureDetector", "HeartbeatBoard"]
 
 
 class HeartbeatBoard:
-    """One heartbeat word per worker in shared memory (create it, or attach with `name`)."""
+    """One heartbeat word per worker in shared memory (create it, or attach with `name`), and after
+    the words one lifeline per worker (:attr:`lifelines`, a :class:`~vnfkit._core.LifeLines`): a
+    worker process that :meth:`hold` s its line is told dead the moment the kernel begins its exit
+    (:meth:`FailureDetector.watch_lifelines`)."""
 
     def __init__(self, workers: int, name: str | None = None) -> None:
+        from .. import _core
+
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
             raise ValueError(f"workers: expected a positive int, got {workers!r}")
         self.workers = workers
         self._owner = name is None
-        self._shm = shared_memory.SharedMemory(name=name, create=name is None, size=8 * workers)
+        self._lines_at = (8 * workers + 63) // 64 * 64
+        size = self._lines_at + _core.LifeLines.required_bytes(workers)
+        self._shm = shared_memory.SharedMemory(name=name, create=name is None, size=size)
         if not self._owner:
             # Python < 3.13 registers an attached segment with this process's resource tracker,
             # which would unlink it when this (worker) process exits: the creator owns it.
@@ -48,6 +55,10 @@ class HeartbeatBoard:
         self.words = np.ndarray((workers,), dtype=np.uint64, buffer=self._shm.buf)
         if self._owner:
             self.words[:] = time.monotonic_ns()
+        buf = self._shm.buf
+        assert buf is not None  # an open segment
+        self.lifelines: _core.LifeLines | None = _core.LifeLines(buf[self._lines_at:], create=self._owner,
+                                                                lines=workers if self._owner else 0)
 
     @property
     def name(self) -> str:
@@ -59,10 +70,27 @@ class HeartbeatBoard:
     def age_ns(self, worker: int) -> int:
         return time.monotonic_ns() - int(self.words[worker])
 
+    def hold(self, worker: int) -> None:
+        """Take `worker`'s lifeline for the calling thread of this process (a worker, at start)."""
+        if self.lifelines is None:
+            raise ValueError("HeartbeatBoard is closed")
+        self.lifelines.hold(worker)
+
+    def let_go(self, worker: int) -> None:
+        """A clean exit: give `worker`'s lifeline back (no death is reported)."""
+        if self.lifelines is None:
+            raise ValueError("HeartbeatBoard is closed")
+        self.lifelines.let_go(worker)
+
     def close(self) -> None:
-        """Detach (and remove the segment if this board created it)."""
+        """Detach (and remove the segment if this board created it). A death watch over the
+        lifelines keeps their memory mapped until it is gone."""
         del self.words
-        self._shm.close()
+        self.lifelines = None
+        try:
+            self._shm.close()
+        except BufferError:  # a DeathWatch still holds the lines: the mapping goes with it
+            pass
         if self._owner:
             self._shm.unlink()
 
@@ -89,6 +117,7 @@ class FailureDetector:
         self._failed: set[int] = set()
         self._pidfds: dict[int, int] = {}  # fd -> worker
         self._deaths: list[tuple[object, int, list[int]]] = []  # (DeathWatch, its fd, worker by line)
+        self._owned_watches: list[object] = []  # made by watch_lifelines: closed with this detector
         self._poll = select.poll()
         # a pipe that wakes the thread out of its wait (a new process to watch, close())
         self._wake_r, self._wake_w = os.pipe()
@@ -108,6 +137,16 @@ class FailureDetector:
             self._pidfds[fd] = worker
             self._poll.register(fd, select.POLLIN)
         self._wake()
+
+    def watch_lifelines(self) -> None:
+        """Watch the board's own lifelines (line w = worker w) with a death watch this detector owns."""
+        from .. import _core
+
+        if self.board.lifelines is None:
+            raise ValueError("board: closed")
+        watch = _core.DeathWatch(self.board.lifelines)
+        self._owned_watches.append(watch)
+        self.watch_deaths(watch, list(range(self.board.workers)))
 
     def watch_deaths(self, watch: object, workers: list[int]) -> None:
         """Also watch a :class:`~vnfkit._core.DeathWatch` whose line ``i`` is worker ``workers[i]``:
@@ -252,3 +291,6 @@ class FailureDetector:
                 os.close(self._wake_r)
                 os.close(self._wake_w)
                 self._wake_r = self._wake_w = -1
+        for watch in self._owned_watches:
+            watch.close()  # type: ignore[attr-defined]
+        self._owned_watches.clear()
