@@ -904,26 +904,34 @@ cdef int decode_payload(Cache cache, const uint8_t* q, uint64_t n, uint8_t* out,
                 return D_FAIL_MISSING
             if not cache._read(<uint64_t> ref, mlen, out + o):
                 # not there yet (another worker may be storing it): wait within the batch's budget
-                if budget_ns[0] == 0 or not cache._pending(<uint64_t> ref, mlen):
+                if budget_ns[0] == 0:
                     return D_FAIL_MISSING
-                t0 = wo_now_ns()
-                spins = 0
-                while True:
-                    wo_backoff(spins)
-                    spins += 1
-                    if cache._read(<uint64_t> ref, mlen, out + o):
-                        waited = True
-                        break
+                if not cache._pending(<uint64_t> ref, mlen):
+                    # overwritten, or its store completed between the read and this look: read again
+                    if not cache._read(<uint64_t> ref, mlen, out + o):
+                        return D_FAIL_MISSING
+                else:
+                    t0 = wo_now_ns()
+                    spins = 0
+                    while True:
+                        wo_backoff(spins)
+                        spins += 1
+                        if cache._read(<uint64_t> ref, mlen, out + o):
+                            waited = True
+                            break
+                        t1 = wo_now_ns()
+                        if t1 - t0 >= budget_ns[0]:
+                            break
+                        if not cache._pending(<uint64_t> ref, mlen):
+                            waited = cache._read(<uint64_t> ref, mlen, out + o)  # completed meanwhile?
+                            break
                     t1 = wo_now_ns()
-                    if t1 - t0 >= budget_ns[0] or not cache._pending(<uint64_t> ref, mlen):
-                        break
-                t1 = wo_now_ns()
-                counters[D_WAIT_NS] += t1 - t0
-                budget_ns[0] = 0 if t1 - t0 >= budget_ns[0] else budget_ns[0] - (t1 - t0)
-                if not waited:
-                    return D_FAIL_MISSING
-                counters[D_WAITED] += 1
-                waited = False
+                    counters[D_WAIT_NS] += t1 - t0
+                    budget_ns[0] = 0 if t1 - t0 >= budget_ns[0] else budget_ns[0] - (t1 - t0)
+                    if not waited:
+                        return D_FAIL_MISSING
+                    counters[D_WAITED] += 1
+                    waited = False
             o += mlen
             i += SHIM_LEN
             shims += 1
