@@ -15,6 +15,11 @@
   packets of 3 000 flows (default 300 000: long enough for several checkpoints in every run). Asserts
   every packet released once, nothing held, a checkpoint at least every two intervals of every
   replay run, and run() processed every packet.
+- ``test_stream_latency_placed``: open loop at fixed offered loads (``VNFKIT_BENCH_LATENCY_KPPS``,
+  default 300, 600 and 1 200 kpps), the master on the first CPU and both workers on the second, no
+  FT and checkpoint + replay interleaved, ``VNFKIT_BENCH_ROUNDS`` rounds each; the median over
+  rounds of each p50 and p99 (arrival to release), the p50 added by replay at each load and its
+  rounds. Asserts every packet released once.
 - ``test_stream_cost_others``: the throughput loss of the other middleboxes with a recovery workload
   (against the streaming no-FT loop and against the runtime's ``run()``).
 - ``test_stream_failover``: SIGKILL of one worker of the streaming master at random points, traffic
@@ -197,6 +202,36 @@ def test_stream_cost(benchmark):
             "kpps_none_placed": round(pn / 1e3, 1), "kpps_replay_placed": round(pr / 1e3, 1),
             "kpps_placed_rounds": {k: sorted(round(x / 1e3, 1) for x in v) for k, v in placed.items()},
             "throughput_loss_placed_pct": round(100 * (1 - pr / pn), 1)})
+
+
+LATENCY_KPPS = [float(x) for x in os.environ.get("VNFKIT_BENCH_LATENCY_KPPS", "300,600,1200").split(",")]
+
+
+def test_stream_latency_placed(benchmark):
+    if len(PLACE) < 2:
+        pytest.skip("placement needs two CPUs")
+    w = _parsed("mazunat", STREAM_PACKETS // 2, 24)
+    out: dict[float, dict[str, list[dict]]] = {}
+
+    def run() -> None:
+        for kpps in LATENCY_KPPS:
+            out[kpps] = {"none": [], "replay": []}
+            for _ in range(ROUNDS):
+                for strategy in ("none", "replay"):
+                    out[kpps][strategy].append(_checked(stream_cost(w, strategy, rate_pps=kpps * 1e3, master_cpus=[PLACE[0]],
+                                                                    worker_cpus=[PLACE[1]]), STREAM_PACKETS // 2))
+
+    benchmark.pedantic(run, rounds=1, iterations=1)
+    benchmark.extra_info.update(packets=STREAM_PACKETS // 2, rounds=ROUNDS, placed_cpus={"master": PLACE[0], "workers": PLACE[1]})
+    for kpps, by in out.items():
+        p50 = {k: [r["latency_us"]["p50"] for r in v] for k, v in by.items()}
+        p99 = {k: [r["latency_us"]["p99"] for r in v] for k, v in by.items()}
+        added = [b - a for a, b in zip(p50["none"], p50["replay"])]  # round by round (interleaved)
+        benchmark.extra_info[f"{kpps:g}_kpps"] = {
+            "p50_us": {k: round(float(np.median(v)), 1) for k, v in p50.items()},
+            "p99_us": {k: round(float(np.median(v)), 1) for k, v in p99.items()},
+            "p50_added_us_median": round(float(np.median(added)), 1),
+            "p50_added_us_rounds": sorted(round(x, 1) for x in added)}
 
 
 def test_stream_cost_others(benchmark):
