@@ -61,6 +61,8 @@ CKPT_FLOWS = int(os.environ.get("VNFKIT_BENCH_CKPT_FLOWS", "100000"))
 TRIALS = int(os.environ.get("VNFKIT_BENCH_TRIALS", "20"))
 ROUNDS = int(os.environ.get("VNFKIT_BENCH_ROUNDS", "3"))
 RATE = float(os.environ.get("VNFKIT_BENCH_RATE", "1.49e6"))
+#: how the workers write their checkpoint images in the offered-rate failover (ft_board.WORKER_IMAGES)
+WORKER_IMAGES = os.environ.get("VNFKIT_BENCH_WORKER_IMAGES", "auto")
 # long enough for several 50 ms checkpoints inside every closed-loop run on this box
 STREAM_PACKETS = int(os.environ.get("VNFKIT_BENCH_STREAM_PACKETS", "300000"))
 FAILOVER_PACKETS = int(os.environ.get("VNFKIT_BENCH_FAILOVER_PACKETS", "30000"))
@@ -267,10 +269,11 @@ def test_stream_failover_offered(benchmark):
             for mode in out:
                 out[mode].append(stream_trial(w, crash, kill_worker=t % 2, delay_s=float(rng.uniform(0, 0.002)),
                                               rate_pps=RATE, checkpoint_interval_s=CHECKPOINT_S, backup_mode=mode,
-                                              follow_every_s=0.005, master_cpus=[PLACE[0]], worker_cpus=[PLACE[1]]))
+                                              follow_every_s=0.005, master_cpus=[PLACE[0]], worker_cpus=[PLACE[1]],
+                                              worker_images=WORKER_IMAGES))
 
     benchmark.pedantic(run, rounds=1, iterations=1)
-    benchmark.extra_info.update(trials=trials, offered_mpps=RATE / 1e6, packets=OFFERED_PACKETS,
+    benchmark.extra_info.update(trials=trials, offered_mpps=RATE / 1e6, packets=OFFERED_PACKETS, worker_images=WORKER_IMAGES,
                                 placed_cpus={"master": PLACE[0], "workers": PLACE[1]})
     for mode, rs in out.items():
         s = summarize(rs)
