@@ -302,13 +302,7 @@ class StreamingMaster:
     def fence(self) -> None:
         """SIGKILL every worker, without waiting for them to be gone (a failed or suspected master
         must release nothing more; :meth:`close` reaps them later)."""
-        import signal
-
-        for pid in self.runner.pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        self.runner.kill_workers()
 
     def _service(self) -> None:
         """Take the dispatcher's released slabs; harvest determinants; commit and release."""

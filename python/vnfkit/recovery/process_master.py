@@ -383,11 +383,7 @@ def process_trial(w: Workload, crash_at: int | None, phase: str = "mid-batch", *
             raise RuntimeError("the failure detector did not report the killed worker within 5 s")
         detected_ns = min(det.events[0][2], kill["worker_error_t"])
         res.detect_s = (detected_ns - kill["t"]) / 1e9
-        for pid in runner.pids:  # fence: the rest of the master's workers; close() reaps them later
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        runner.kill_workers()  # fence: the rest of the master's workers; close() reaps them later
         if crash_at is not None and len(w.batches[crash_at]):
             res.crash_packet = int(w.batches[crash_at].packet_id[0])
             res.crash_time_ms = (int(w.batches[crash_at].ts_ns.min()) - trace_t0) / 1e6

@@ -411,6 +411,15 @@ class ProcessRunner(Runner):
             raise RuntimeError("Runner is closed")
         return self._state["dispatcher"]
 
+    def kill_workers(self) -> None:
+        """SIGKILL every worker without waiting for it to be gone (fencing a failed master: nothing
+        more of it may run; :meth:`close` reaps them)."""
+        for p in self._state["procs"]:
+            try:
+                os.kill(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
     @property
     def death_watch(self) -> Any:
         """The :class:`~vnfkit._core.DeathWatch` over the workers' lines (line = queue): a worker's
