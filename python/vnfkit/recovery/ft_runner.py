@@ -523,7 +523,7 @@ class StreamingMaster:
                     pass
         finally:
             if self.detector is not None:
-                self.detector.close()  # before the runner closes the death watch it polls
+                self.detector.close()  # first: the workers the runner stops now are no failures to report
             if self.runner is not None:
                 self.runner.close()
             self._hb.close()
