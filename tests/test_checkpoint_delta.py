@@ -301,3 +301,62 @@ def test_delta_checkpoints_of_a_process_master_recover_correctly(tmp_path, monke
     a = process_trial(w, 18, "between-batches", checkpoint_every=8, checkpoint_mode="delta", backup_mode="warm")
     assert a.verdict.correct and a.recovery.checkpoint_epoch == 2, str(a.verdict)
     assert os.listdir(tmp_path) == []  # every delta file collected, every directory removed
+
+
+def _ck(epoch: int, tables: list[dict[str, bytes]], deltas: list[list[str]] | None = None):
+    from vnfkit.recovery.checkpoint import Checkpoint
+
+    return Checkpoint(epoch, epoch, epoch, [0] * len(tables), b"", tables, [{"e": epoch}] * len(tables),
+                      delta_tables=deltas or [])
+
+
+def test_a_checkpoint_chain_folds_incremental_records_into_the_live_tables_whole_images():
+    from vnfkit.recovery.checkpoint import Checkpoint, CheckpointChain
+
+    rng = np.random.default_rng(31)
+    keys = universe(3000)
+    t, now = table(), [1]
+    random_round(t, keys, rng, now)
+    chain = CheckpointChain()
+    assert chain.latest() is None and chain.last is None
+    chain.add(_ck(0, [{"t": t.snapshot(), "other": b"whole-0"}]))
+    t.clear_dirty()
+    for e in range(1, 12):
+        random_round(t, keys, rng, now)
+        # through bytes, as stable storage keeps it
+        ck = Checkpoint.from_bytes(_ck(e, [{"t": t.take_delta(), "other": b"whole-%d" % e}], [["t"]]).to_bytes())
+        assert not ck.self_contained
+        chain.add(ck)
+        if e % 4 == 0:
+            whole = chain.latest()
+            assert whole is not None and whole.self_contained and whole.epoch == e
+            assert whole.tables == [{"t": t.snapshot(), "other": b"whole-%d" % e}]
+            assert whole.vnf_state == [{"e": e}]
+            assert chain.latest() is whole  # built once per record
+    assert chain.last is not None and chain.last.epoch == 11 and not chain.last.self_contained
+    # a self-contained record starts afresh
+    chain.add(_ck(12, [{"t": t.snapshot(), "other": b"fresh"}]))
+    assert chain.latest().tables == [{"t": t.snapshot(), "other": b"fresh"}]  # type: ignore[union-attr]
+
+
+def test_a_checkpoint_chain_refuses_a_delta_it_cannot_place():
+    from vnfkit.recovery.checkpoint import CheckpointChain
+
+    t = table()
+    t.lookup_or_insert(universe(10), ts_ns=1)
+    with pytest.raises(ValueError, match="no earlier checkpoint"):
+        CheckpointChain().add(_ck(1, [{"t": t.take_delta()}], [["t"]]))
+    chain = CheckpointChain()
+    chain.add(_ck(0, [{"u": b"x"}]))
+    with pytest.raises(ValueError, match="which no earlier checkpoint holds"):
+        chain.add(_ck(1, [{"t": t.take_delta()}], [["t"]]))
+    chain = CheckpointChain()
+    chain.add(_ck(0, [{"t": t.snapshot()}]))
+    t.clear_dirty()
+    t.lookup_or_insert(universe(20), ts_ns=2)
+    d = t.take_delta()
+    chain.add(_ck(1, [{"t": d}], [["t"]]))
+    with pytest.raises(SnapshotError):
+        chain.add(_ck(2, [{"t": d}], [["t"]]))  # the same delta again
+    with pytest.raises(ValueError, match="2 workers"):
+        chain.add(_ck(3, [{"t": d}, {"t": d}], [["t"], ["t"]]))

@@ -202,3 +202,53 @@ def test_stream_bookkeeping_stays_bounded_on_a_long_run(strategy, monkeypatch):
 def weighted_percentiles_ns(lat, counts, q):
     return int(round(weighted_percentiles(lat, counts, (q,))[f"p{q:g}"] * 1e3))
 
+
+
+def _live_tables(vnf, ctx):
+    return {name: t.snapshot() for name, t in ctx.tables.items()}
+
+
+def test_delta_images_make_incremental_checkpoints_that_fold_to_the_workers_tables():
+    from vnfkit.recovery.backup import latest_checkpoint
+
+    w = _parsed("mazunat", packets=8000, flows=400, batch=128, seed=17)
+    st = MemoryStorage()
+    # small tables: the deltas soon add up to a whole image, and the master writes a whole one again
+    m = StreamingMaster(w.vnf, dict(w.config, max_flows=1024), queues=2, strategy="replay", storage=st,
+                        checkpoint_interval_s=0.002, worker_images="delta")
+    try:
+        kinds = []
+        for i, b in enumerate(w.batches):
+            m.feed(b)
+            time.sleep(0.0005)
+            if i % 8 == 7:
+                kinds.append(m.checkpoint().self_contained)
+        m.finish()
+        last = m.checkpoint()  # nothing in flight: the cut is the workers' tables as they are now
+        assert m.held() == 0 and m.released_packets == 8000
+        recs = [Checkpoint.from_bytes(r) for _, r in st.read(CKPT_STREAM)]
+        # mostly incremental records, a whole one now and then; storage keeps the newest whole one on
+        assert kinds.count(False) > kinds.count(True) >= 1, kinds
+        assert len(recs) < m.checkpoints_committed
+        assert recs[0].self_contained and all(not r.self_contained for r in recs[1:])
+        assert recs[-1].epoch == last.epoch
+        ck = latest_checkpoint(st)
+        assert ck is not None and ck.self_contained and ck.epoch == last.epoch
+        assert ck.tables == m.runner.call_workers(_live_tables)
+    finally:
+        m.close()
+    with pytest.raises(ValueError, match="takes no checkpoints"):
+        with StreamingMaster(w.vnf, w.config, queues=2, strategy="none") as m2:
+            m2.checkpoint()
+
+
+@pytest.mark.parametrize("backup_mode", ["cold", "warm", "hot"])
+def test_failover_from_a_chain_of_incremental_checkpoints_is_correct(backup_mode):
+    rng = np.random.default_rng({"cold": 41, "warm": 42, "hot": 43}[backup_mode])
+    for t in range(2):
+        w = _parsed("mazunat", packets=9000, flows=400, batch=128, seed=int(rng.integers(1 << 30)))
+        crash = int(rng.integers(len(w.batches) // 2, len(w.batches) - 2))
+        r = stream_trial(w, crash, kill_worker=t % 2, delay_s=float(rng.uniform(0, 0.001)), rate_pps=300_000,
+                         checkpoint_interval_s=0.003, backup_mode=backup_mode, worker_images="delta")
+        assert r.verdict.correct, (crash, str(r.verdict))
+        assert r.recovery is not None and r.recovery.checkpoint_epoch >= 2, r.recovery

@@ -508,18 +508,18 @@ std::vector<std::uint8_t> write_image(const FlowTableConfig& cfg, std::uint64_t 
   w.put<std::uint64_t>(cursor);
   w.put<std::uint64_t>(now);
   w.put(stats);
+  const auto slots = live_of(entries, cfg.capacity, size);
+  w.reserve(256 + meta.size() + free_list.size_bytes() + cfg.classes.size() * 9 + cfg.class_of_proto.size() +
+            slots.size() * (sizeof(std::uint32_t) + sizeof(FlowEntry) + cfg.value_size));
   w.put_array<char>(std::span<const char>(meta.data(), meta.size()));
   w.put_array<std::uint32_t>(free_list);
-  const auto slots = live_of(entries, cfg.capacity, size);
   w.put_array<std::uint32_t>(slots);
-  std::vector<FlowEntry> es(slots.size());
-  std::vector<std::uint8_t> vals(slots.size() * cfg.value_size);
+  std::uint8_t* es = w.put_array_space<FlowEntry>(slots.size());
+  for (std::size_t i = 0; i < slots.size(); ++i) std::memcpy(es + i * sizeof(FlowEntry), &entries[slots[i]], sizeof(FlowEntry));
+  std::uint8_t* vals = w.put_array_space<std::uint8_t>(slots.size() * cfg.value_size);
   for (std::size_t i = 0; i < slots.size(); ++i) {
-    es[i] = entries[slots[i]];
-    std::memcpy(vals.data() + i * cfg.value_size, values + std::size_t{slots[i]} * cfg.value_size, cfg.value_size);
+    std::memcpy(vals + i * cfg.value_size, values + std::size_t{slots[i]} * cfg.value_size, cfg.value_size);
   }
-  w.put_array<FlowEntry>(es);
-  w.put_array<std::uint8_t>(vals);
   // Timeout classes (absent in images written before classes existed: restore migrates those).
   std::vector<std::uint64_t> timeouts;
   std::vector<std::uint8_t> on_close;

@@ -25,6 +25,7 @@ SharedBuffer::SharedBuffer(std::string name, std::uint16_t id, void* mem, std::s
 
 std::vector<std::uint8_t> SharedBuffer::snapshot() const {
   snapshot::Writer w("buffer");
+  w.reserve(8 + n_);
   w.put_array<std::uint8_t>({data_, n_});
   return w.finish();
 }

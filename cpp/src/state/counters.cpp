@@ -237,13 +237,17 @@ std::vector<std::uint8_t> Counters::snapshot() const {
   w.put<std::uint64_t>(n_);
   w.put<std::uint8_t>(keyed_ ? 1 : 0);
   w.put<std::uint64_t>(full_.load());
-  std::vector<std::uint64_t> k(n_), v(n_);
+  w.reserve(2 * (8 + n_ * sizeof(std::uint64_t)));
+  std::uint8_t* k = w.put_array_space<std::uint64_t>(n_);
   for (std::size_t s = 0; s < n_; ++s) {
-    k[s] = slots_[s].key.load();
-    v[s] = slots_[s].value.load();
+    const std::uint64_t x = slots_[s].key.load();
+    std::memcpy(k + s * sizeof x, &x, sizeof x);
   }
-  w.put_array<std::uint64_t>(k);
-  w.put_array<std::uint64_t>(v);
+  std::uint8_t* v = w.put_array_space<std::uint64_t>(n_);
+  for (std::size_t s = 0; s < n_; ++s) {
+    const std::uint64_t x = slots_[s].value.load();
+    std::memcpy(v + s * sizeof x, &x, sizeof x);
+  }
   return w.finish();
 }
 

@@ -237,10 +237,14 @@ std::vector<std::uint8_t> PortPool::snapshot() const {
   w.put<std::uint16_t>(lo_);
   w.put<std::uint16_t>(hi_);
   w.put<std::uint64_t>(exhausted_.load());
-  w.put_array<std::uint16_t>({sub_of_.data(), sub_of_.size()});
-  std::vector<std::uint32_t> g(sub_of_.size());
-  for (std::size_t i = 0; i < g.size(); ++i) g[i] = gen_[i].load();
-  w.put_array<std::uint32_t>(g);
+  const std::size_t n = sub_of_.size();
+  w.reserve(16 + n * (sizeof(std::uint16_t) + sizeof(std::uint32_t)));
+  w.put_array<std::uint16_t>({sub_of_.data(), n});
+  std::uint8_t* g = w.put_array_space<std::uint32_t>(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    const std::uint32_t x = gen_[i].load();
+    std::memcpy(g + i * sizeof x, &x, sizeof x);
+  }
   return w.finish();
 }
 

@@ -127,9 +127,12 @@ std::uint32_t Registers::version(std::size_t slot) const {
 
 std::vector<std::uint8_t> Registers::snapshot() const {
   snapshot::Writer w("registers");
-  std::vector<std::uint64_t> v(n_);
-  for (std::size_t i = 0; i < n_; ++i) v[i] = word_[i].load();
-  w.put_array<std::uint64_t>(v);
+  w.reserve(8 + n_ * sizeof(std::uint64_t));
+  std::uint8_t* v = w.put_array_space<std::uint64_t>(n_);
+  for (std::size_t i = 0; i < n_; ++i) {
+    const std::uint64_t x = word_[i].load();
+    std::memcpy(v + i * sizeof x, &x, sizeof x);
+  }
   return w.finish();
 }
 

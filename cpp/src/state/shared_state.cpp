@@ -252,6 +252,7 @@ std::vector<std::uint8_t> SharedState::snapshot() const {
   std::lock_guard lock(mu_);
   sync_locked();
   snapshot::Writer w("shared_state");
+  w.reserve(snapshot_hint_);  // the previous image's size: one buffer, no regrowth
   w.put<std::uint64_t>(objects_.size());
   for (const auto& o : objects_) {
     const std::string& nm = o->name();
@@ -261,7 +262,9 @@ std::vector<std::uint8_t> SharedState::snapshot() const {
     const auto img = o->snapshot();
     w.put_array<std::uint8_t>(img);
   }
-  return w.finish();
+  auto out = w.finish();
+  snapshot_hint_ = out.size();
+  return out;
 }
 
 void SharedState::restore(std::span<const std::uint8_t> image) {

@@ -122,9 +122,12 @@ std::vector<std::uint8_t> TokenBuckets::snapshot() const {
   w.put<std::uint64_t>(n_);
   w.put<std::uint64_t>(interval_);
   w.put<std::uint64_t>(tolerance_);
-  std::vector<std::uint64_t> t(n_);
-  for (std::size_t i = 0; i < n_; ++i) t[i] = tat_[i].load();
-  w.put_array<std::uint64_t>(t);
+  w.reserve(8 + n_ * sizeof(std::uint64_t));
+  std::uint8_t* t = w.put_array_space<std::uint64_t>(n_);
+  for (std::size_t i = 0; i < n_; ++i) {
+    const std::uint64_t x = tat_[i].load();
+    std::memcpy(t + i * sizeof x, &x, sizeof x);
+  }
   return w.finish();
 }
 

@@ -27,7 +27,7 @@ from typing import Any
 from ..classify import MultiQueueClassifier
 from ..state import Replayer, SharedState, parse_log_chunks
 from ..vnf import Context
-from .checkpoint import Checkpoint, restore_checkpoint
+from .checkpoint import Checkpoint, CheckpointChain, restore_checkpoint
 from .input_log import INPUT_STREAM, decode_batch
 from .storage.base import StableStorage
 
@@ -74,9 +74,13 @@ def det_ranges(chunks: list[bytes]) -> list[tuple[int, int, int]]:
 
 
 def latest_checkpoint(storage: StableStorage) -> Checkpoint | None:
-    """The newest checkpoint in `storage`'s checkpoint stream, or None if there is none yet."""
-    recs = storage.read(CKPT_STREAM)
-    return Checkpoint.from_bytes(recs[-1][1]) if recs else None
+    """The newest checkpoint in `storage`'s checkpoint stream, with whole table images (an
+    incremental one folded onto the self-contained one the stream keeps before it), or None if
+    there is none yet."""
+    chain = CheckpointChain()
+    for _off, rec in storage.read(CKPT_STREAM):
+        chain.add(Checkpoint.from_bytes(rec))
+    return chain.latest()
 
 
 @dataclass
@@ -124,6 +128,7 @@ class Backup:
         self.live = False
         self._ckpt: Checkpoint | None = None  # the newest checkpoint seen (restored, or overtaken by replay)
         self._ckpt_offset = -1
+        self._chain = CheckpointChain()
         self._next_seq = 0  # the first input batch not reflected in this backup's state
         self._positions = [0] * queues  # every worker's log position in that state
         #: checkpoints restored so far, and batches replayed ahead of a failure (:meth:`stage`)
@@ -160,20 +165,30 @@ class Backup:
 
     def _stage_checkpoint(self, storage: StableStorage) -> Checkpoint | None:
         """Restore the newest checkpoint unless this backup is already at or past its cut."""
-        recs = storage.read(CKPT_STREAM)
+        # Fold what came since the last look. The stream keeps every record from its newest
+        # self-contained one on, so after a gap (records dropped meanwhile) the first record read
+        # is self-contained and starts the chain afresh.
+        recs = storage.read(CKPT_STREAM, self._ckpt_offset + 1)
         if not recs:
-            return None
-        if self._ckpt is not None and recs[-1][0] == self._ckpt_offset:
-            return self._ckpt  # seen already
-        ckpt = Checkpoint.from_bytes(recs[-1][1])
-        self._ckpt_offset = recs[-1][0]
-        if self._ckpt is None or ckpt.next_input > self._next_seq:
+            return self._ckpt
+        for off, rec in recs:
+            ck = Checkpoint.from_bytes(rec)
+            if off != self._ckpt_offset + 1 and not ck.self_contained:
+                raise ValueError(f"checkpoint stream: record {off} is incremental and follows a gap "
+                                 f"after {self._ckpt_offset}")
+            self._chain.add(ck)
+            self._ckpt_offset = off
+        last = self._chain.last
+        assert last is not None
+        if self._ckpt is None or last.next_input > self._next_seq:
+            ckpt = self._chain.latest()  # whole images, built only to be restored
+            assert ckpt is not None
             restore_checkpoint(ckpt, self.vnfs, self.contexts, self.shared)
             self._next_seq = ckpt.next_input
             self._positions = list(ckpt.positions)
             self.restored_epochs += 1
-        self._ckpt = ckpt
-        return ckpt
+        self._ckpt = last
+        return last
 
     def _replay_run(self, inputs: list[tuple[int, bytes]], dets: dict[int, bytes],
                     rep: RecoveryReport) -> list[tuple[int, bytes]]:

@@ -229,6 +229,7 @@ class DeltaImages:
     def __init__(self) -> None:
         self._tables: dict[int, dict[str, Any]] = {}
         self._state: dict[int, Any] = {}
+        self._last: dict[int, tuple[dict[str, bytes], list[str]]] = {}
 
     def collect(self, queue: int, path: str | os.PathLike[str]) -> bool:
         """Apply worker `queue`'s file at `path` (False if it is not there)."""
@@ -256,12 +257,23 @@ class DeltaImages:
             else:
                 raise ValueError(f"delta image: worker {queue}, table {name!r}: unknown kind {kind!r}")
         self._state[queue] = state
+        self._last[queue] = ({name: data for name, (_kind, data) in tables.items()},
+                             [name for name, (kind, _data) in tables.items() if kind == "delta"])
         return True
 
     @property
     def queues(self) -> list[int]:
         """The workers something was collected from."""
         return sorted(self._state)
+
+    def last(self, queue: int) -> tuple[dict[str, bytes], list[str], dict[str, Any]]:
+        """Worker `queue`'s last collected file as it came: ``(tables, delta_names, vnf_state)``,
+        where ``tables[name]`` is a whole image, or for the names in ``delta_names`` the delta
+        since the previous file (what an incremental :class:`.checkpoint.Checkpoint` holds)."""
+        if queue not in self._last:
+            raise KeyError(f"delta image: nothing collected from worker {queue}")
+        tables, deltas = self._last[queue]
+        return tables, deltas, self._state[queue]
 
     def image(self, queue: int) -> tuple[dict[str, bytes], dict[str, Any]]:
         """Worker `queue`'s full image as of its last collected file."""

@@ -147,6 +147,11 @@ class StreamingMaster:
         self.strategy = strategy
         self.queues = queues
         self._delta = DeltaImages() if worker_images == "delta" else None
+        # Incremental checkpoints (delta images): the table bytes of the newest self-contained
+        # record, of the deltas written since, and that record's offset (where pruning stops)
+        self._anchor_bytes = 0
+        self._chain_bytes = 0
+        self._anchor_off: int | None = None
         self.heartbeat_ns = int(heartbeat_timeout_s * 1e9) if heartbeat_timeout_s is not None and \
             strategy == "replay" else 0
         self.batch_size = batch_size
@@ -176,7 +181,10 @@ class StreamingMaster:
         self._linktype = 1
         self._closed = False
         self._board = _Board(queues)
-        self._tmp = tempfile.TemporaryDirectory(prefix="vnfkit-ftckpt-")
+        # the workers' image files go to memory (tmpfs) where there is one: writing, reading and
+        # removing them is then a copy, never a wait for a file system's journal
+        shm = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+        self._tmp = tempfile.TemporaryDirectory(prefix="vnfkit-ftckpt-", dir=shm)
         self._hb = HeartbeatBoard(1)
         self.runner: Any = None
         self._deaths: Any = None
@@ -322,9 +330,9 @@ class StreamingMaster:
             c.take(outs, linktype)  # each slab's clock from the board; it waits for output commit
         self._harvest()
         self._acks()
-        if self._forking:
-            self._collect(wait=False)
-        self._poll()
+        self._poll()  # outputs first: collecting a checkpoint's images takes a while
+        if self._forking and self._collect(wait=False):
+            self._poll()  # the checkpoint's group commit may have made more of them stable
         if len(self._seq_first) > TRIM_AT:
             self._trim()
 
@@ -382,6 +390,20 @@ class StreamingMaster:
                 raise TimeoutError(f"drain: workers still busy after {timeout_s} s")
         self._service()
 
+    def checkpoint(self) -> Checkpoint:
+        """Take a checkpoint now (after the one in progress, if any) and wait until its images are
+        in and it is committed to storage (a sync that fails is reported in :attr:`events`
+        instead); returns it as written, whole or incremental. The interval starts again from
+        here. Only under checkpoint + replay (``strategy="replay"``)."""
+        if not self.logged:
+            raise ValueError(f"checkpoint: strategy {self.strategy!r} takes no checkpoints")
+        self._check_alive()
+        self._checkpoint()
+        ck = self._forking[-1][0]
+        self._collect(wait=True)
+        self._poll()
+        return ck
+
     def _checkpoint(self) -> None:
         """A cut at a batch boundary of every worker: the stream stops only to drain and to image
         the shared state; each worker forks its image before its next slab (or when asked, if it
@@ -401,16 +423,19 @@ class StreamingMaster:
         self._epoch += 1
         self._collect(wait=False)
 
-    def _collect(self, wait: bool) -> None:
+    def _collect(self, wait: bool) -> bool:
         """Commit the checkpoint in progress once every worker took its cut and its image is in;
-        a worker idle since the request (no slab to take it before) is asked through its pipe."""
+        a worker idle since the request (no slab to take it before) is asked through its pipe.
+        Returns whether a checkpoint was committed."""
         if self._collecting:
-            return  # called again from the _service() of the wait below
+            return False  # called again from the _service() of the wait below
         self._collecting = True
+        before = self.checkpoints_committed
         try:
             self._collect_next(wait)
         finally:
             self._collecting = False
+        return self.checkpoints_committed != before
 
     def _collect_next(self, wait: bool) -> None:
         while self._forking:
@@ -441,24 +466,49 @@ class StreamingMaster:
                 if self._delta is not None:
                     if not self._delta.collect(q, f"{prefix}-{q}"):
                         raise RuntimeError(f"checkpoint {ck.epoch}: worker {q} wrote no delta image")
-                    ck.tables[q], ck.vnf_state[q] = self._delta.image(q)
                     continue
                 img = collect_image(f"{prefix}-{q}")
                 if img is not None:
                     ck.tables[q], ck.vnf_state[q] = img
+            if self._delta is not None:
+                self._delta_record(ck)
             self.checkpoint_fork_s.append(max(t[1] for t in taken if t is not None))
             self._forking.pop(0)
             self._commit_checkpoint(ck)
 
+    def _delta_record(self, ck: Checkpoint) -> None:
+        """Fill `ck` from the workers' delta images just collected: incremental (each table's delta
+        as the worker wrote it, nothing rebuilt here), or self-contained (whole images from the
+        shadow) for the first checkpoint and once the deltas since the last self-contained one add
+        up to its size, so a reader folds at most about two whole images' worth of bytes."""
+        assert self._delta is not None
+        whole = self._anchor_off is None or self._chain_bytes >= self._anchor_bytes
+        for q in range(self.queues):
+            if whole:
+                ck.tables[q], ck.vnf_state[q] = self._delta.image(q)
+            else:
+                tables, deltas, ck.vnf_state[q] = self._delta.last(q)
+                ck.tables[q] = tables
+                ck.delta_tables.append(deltas)
+        size = ck.table_bytes
+        if whole:
+            self._anchor_bytes, self._chain_bytes = size, 0
+        else:
+            self._chain_bytes += size
+
     def _commit_checkpoint(self, ck: Checkpoint) -> None:
         st = self.storage
         off = st.append(CKPT_STREAM, ck.to_bytes())
+        if ck.self_contained:
+            self._anchor_off = off  # what an incremental record after it is read against
         r = st.sync(self.sync_timeout_s)
         if not r.ok:
             self.events.append(f"checkpoint {ck.epoch}: {r.status}: {r.detail}")
             return
         self._acks()
-        put_off = prune(st, [(CKPT_STREAM, off), (INPUT_STREAM, ck.next_input), (DET_STREAM, ck.next_input)])
+        # every record from the newest self-contained one on is needed to read the newest
+        keep = off if self._anchor_off is None else self._anchor_off
+        put_off = prune(st, [(CKPT_STREAM, keep), (INPUT_STREAM, ck.next_input), (DET_STREAM, ck.next_input)])
         if put_off is not None:
             self.events.append(f"checkpoint {ck.epoch}: {put_off}")
         self.checkpoints_committed += 1

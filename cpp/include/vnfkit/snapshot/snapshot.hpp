@@ -30,7 +30,8 @@ class SnapshotError : public std::runtime_error {
 // CRC32C (Castagnoli), hardware-accelerated where the CPU has SSE4.2.
 std::uint32_t crc32c(std::span<const std::uint8_t> data, std::uint32_t crc = 0) noexcept;
 
-// Builds a snapshot image: put() fields in order, then finish().
+// Builds a snapshot image: put() fields in order, then finish(). The image is built in one buffer,
+// header first, so finish() hands it over without a copy (the Writer is spent after it).
 class Writer {
  public:
   explicit Writer(std::string_view kind);
@@ -46,11 +47,23 @@ class Writer {
     put<std::uint64_t>(items.size());
     put_bytes({reinterpret_cast<const std::uint8_t*>(items.data()), items.size_bytes()});
   }
-  [[nodiscard]] std::vector<std::uint8_t> finish() const;
+  // put_array's layout for `count` items the caller writes itself, into the bytes returned
+  // (valid until the next put; not aligned for T: write them with memcpy).
+  template <typename T>
+  std::uint8_t* put_array_space(std::size_t count) {
+    static_assert(std::is_trivially_copyable_v<T>);
+    put<std::uint64_t>(count);
+    return grow(count * sizeof(T));
+  }
+  // Room for `bytes` more payload bytes without reallocation.
+  void reserve(std::size_t bytes) { buf_.reserve(buf_.size() + bytes + 4); }
+  [[nodiscard]] std::vector<std::uint8_t> finish();
 
  private:
-  std::string kind_;
-  std::vector<std::uint8_t> payload_;
+  std::uint8_t* grow(std::size_t n);
+  std::vector<std::uint8_t> buf_;  // the header (its length word patched by finish), then the payload
+  std::size_t payload_at_ = 0;
+  bool finished_ = false;
 };
 
 // Checks a snapshot image (magic, version, kind, length, CRC) and reads its payload in order.

@@ -89,6 +89,7 @@ class SharedState : public std::enable_shared_from_this<SharedState> {
   std::shared_ptr<Arena> arena_;
   mutable std::mutex mu_;  // registry changes only (declarations, context creation): never per access
   mutable std::vector<std::shared_ptr<SharedObject>> objects_;  // views, in id order
+  mutable std::size_t snapshot_hint_ = 0;  // bytes of the last snapshot() (reserved up front)
   std::vector<std::shared_ptr<Context>> contexts_;
   bool closed_ = false;
 };
