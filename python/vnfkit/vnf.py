@@ -145,6 +145,15 @@ class VNF:
     #: short name used by the CLI and in stats
     name = "vnf"
 
+    #: Whether every change this VNF makes to its FlowTables is seen by the tables' dirty tracking:
+    #: values written only through slots the table handed out in the same batch (lookups,
+    #: inserts), and any write through a slot number kept from an earlier batch followed by
+    #: ``table.mark_dirty(slots)``. A checkpointer may then image only what changed since the
+    #: previous checkpoint (``worker_images="auto"`` of the streaming recovery master uses deltas
+    #: for such a VNF). Leave it False unless that holds: a write the tables were not told about is
+    #: missing from a delta, and a recovery from it is wrong.
+    dirty_tracked = False
+
     def setup(self, ctx: Context, **config: Any) -> None:
         """Create tables and shared state; `config` comes from the user (CLI --config or kwargs)."""
         if config:

@@ -105,6 +105,7 @@ class AdaptiveLB(VNF):
     """Least-loaded L4 load balancer with sticky flows (see the module docstring)."""
 
     name = "adaptive_lb"
+    dirty_tracked = True  # its table writes go through slots handed out in the same batch
 
     def setup(self, ctx: Context, **config: Any) -> None:
         m.check_keys(config, set(DEFAULTS), "AdaptiveLB")

@@ -117,6 +117,7 @@ class Monitor(VNF):
     """Per-flow and shared per-prefix traffic counters (see the module docstring)."""
 
     name = "monitor"
+    dirty_tracked = True  # its table writes go through slots handed out in the same batch
 
     def setup(self, ctx: Context, **config: Any) -> None:
         m.check_keys(config, set(DEFAULTS), "Monitor")

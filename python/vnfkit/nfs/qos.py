@@ -203,6 +203,7 @@ class QoS(VNF):
     is still an exact GCRA execution in some order and replays exactly (module docstring)."""
 
     name = "qos"
+    dirty_tracked = True  # it keeps no FlowTable (its state is shared token buckets)
 
     def setup(self, ctx: Context, **config: Any) -> None:
         m.check_keys(config, set(DEFAULTS), "QoS")

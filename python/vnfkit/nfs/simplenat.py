@@ -66,6 +66,7 @@ class SimpleNAT(VNF):
     """Static 1:1 prefix NAT (see the module docstring). Config keys and defaults: :data:`DEFAULTS`."""
 
     name = "simplenat"
+    dirty_tracked = True  # its table writes go through slots handed out in the same batch
 
     def setup(self, ctx: Context, **config: Any) -> None:
         m.check_keys(config, set(DEFAULTS), "SimpleNAT")

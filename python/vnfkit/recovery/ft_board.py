@@ -24,10 +24,11 @@ from .cow import worker_delta_image, worker_fork_image, worker_write_image
 __all__ = ["AUTO_INLINE_ENTRIES", "BOARD_ROWS", "WORKER_IMAGES"]
 
 #: How a worker writes its checkpoint image: a copy-on-write ``fork`` whose child writes it, ``inline``
-#: (the worker writes it itself, stalling for that), ``auto`` (inline while the worker's tables
-#: hold at most :data:`AUTO_INLINE_ENTRIES` entries, else fork), or ``delta`` (the worker writes what
-#: its tables changed since its previous image, :func:`.cow.worker_delta_image`; the master keeps
-#: full images, :class:`.cow.DeltaImages`).
+#: (the worker writes it itself, stalling for that), ``auto`` (the master picks ``delta`` for a
+#: dirty-tracked VNF, :attr:`vnfkit.VNF.dirty_tracked`; else, here, inline while the worker's tables
+#: hold at most :data:`AUTO_INLINE_ENTRIES` entries, and fork beyond), or ``delta`` (the worker writes
+#: what its tables changed since its previous image, :func:`.cow.worker_delta_image`; the master
+#: keeps full images, :class:`.cow.DeltaImages`).
 WORKER_IMAGES = ("fork", "inline", "auto", "delta")
 #: Table entries (summed over a worker's tables) up to which ``auto`` images inline.
 AUTO_INLINE_ENTRIES = 8192

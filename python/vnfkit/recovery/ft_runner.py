@@ -105,10 +105,13 @@ class StreamingMaster:
             longer than a short timeout): there the pidfd alone tells. None: the pidfd only.
         worker_images: how each worker writes its checkpoint image (:data:`.ft_board.WORKER_IMAGES`):
             ``fork`` (a copy-on-write child writes it), ``inline`` (the worker writes it itself
-            before its next slab), ``auto`` (the default: inline while its tables are small, where
-            a fork and a child writing costs the worker more than writing the image itself) or
-            ``delta`` (the worker writes only what its tables changed since its previous image;
-            this process keeps the full images, :class:`.cow.DeltaImages`).
+            before its next slab), ``delta`` (the worker writes only what its tables changed since
+            its previous image, and storage gets incremental checkpoints; this process keeps whole
+            images, :class:`.cow.DeltaImages`, and writes a whole checkpoint now and then) or
+            ``auto`` (the default: ``delta`` for a VNF class whose ``dirty_tracked`` is true, every
+            middlebox of :mod:`vnfkit.nfs` but the WAN optimizer; else inline while its tables are
+            small, where a fork and a child writing costs the worker more than writing the image
+            itself, and a fork beyond). :attr:`worker_images` is the way chosen.
         master_cpus, worker_cpus: CPU placement of this process's calling thread (the master's
             dispatcher and fault-tolerance loop) and of the workers, as ProcessRunner's
             ``dispatcher_cpus`` / ``worker_cpus``; default: the scheduler's. The master is the
@@ -146,6 +149,10 @@ class StreamingMaster:
         self._serviced_ns = 0
         self.strategy = strategy
         self.queues = queues
+        if worker_images == "auto" and getattr(vnf, "dirty_tracked", False) is True:
+            worker_images = "delta"
+        #: how the workers write their checkpoint images (``auto`` resolved for a dirty-tracked VNF)
+        self.worker_images = worker_images
         self._delta = DeltaImages() if worker_images == "delta" else None
         # Incremental checkpoints (delta images): the table bytes of the newest self-contained
         # record, of the deltas written since, and that record's offset (where pruning stops)

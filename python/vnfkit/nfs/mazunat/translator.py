@@ -67,6 +67,7 @@ class MazuNAT(RuleSteps, EndpointClaims, FastSteps, VNF):
     """The Mazu Networks NAT gateway (see the package docstring). One instance per worker."""
 
     name = "mazunat"
+    dirty_tracked = True  # writes through kept slots (replies, ICMP) are marked with mark_dirty
     #: make new TCP/UDP mappings inside the native fast path where the pools allow it (False: always
     #: through :meth:`_new_mappings`; same decisions, slower; for comparisons)
     native_new_flows = True
