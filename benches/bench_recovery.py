@@ -61,7 +61,7 @@ CKPT_FLOWS = int(os.environ.get("VNFKIT_BENCH_CKPT_FLOWS", "100000"))
 TRIALS = int(os.environ.get("VNFKIT_BENCH_TRIALS", "20"))
 ROUNDS = int(os.environ.get("VNFKIT_BENCH_ROUNDS", "3"))
 RATE = float(os.environ.get("VNFKIT_BENCH_RATE", "1.49e6"))
-#: how the workers write their checkpoint images in the offered-rate failover (ft_board.WORKER_IMAGES)
+#: how the workers write their checkpoint images in the failover benches (ft_board.WORKER_IMAGES)
 WORKER_IMAGES = os.environ.get("VNFKIT_BENCH_WORKER_IMAGES", "auto")
 # long enough for several 50 ms checkpoints inside every closed-loop run on this box
 STREAM_PACKETS = int(os.environ.get("VNFKIT_BENCH_STREAM_PACKETS", "300000"))
@@ -330,7 +330,7 @@ def test_stream_failover(benchmark, kind, tmp_path):
             try:
                 out["rs"].append(stream_trial(w, crash, kill_worker=t % 2, delay_s=float(rng.uniform(0, 0.002)),
                                               rate_pps=RATE, checkpoint_interval_s=CHECKPOINT_S, backup_mode="hot",
-                                              storage=st,
+                                              storage=st, worker_images=WORKER_IMAGES,
                                               heartbeat_timeout_s=HEARTBEAT_MS / 1e3 if HEARTBEAT_MS > 0 else None))
             finally:
                 st.close()
@@ -342,6 +342,7 @@ def test_stream_failover(benchmark, kind, tmp_path):
     s = summarize(out["rs"])
     assert s["correct"] == trials, s
     benchmark.extra_info.update(storage=kind, trials=trials, offered_mpps=RATE / 1e6, heartbeat_ms=HEARTBEAT_MS,
+                                worker_images=WORKER_IMAGES,
                                 taken_in_kpps_median=float(np.median([r.verdict.checked["fed_kpps"] for r in out["rs"]])),
                                 fenced_before_kill=sum(r.false_suspicions for r in out["rs"]),
                                 detected_by_heartbeat=sum(r.verdict.checked["detected_by_heartbeat"] for r in out["rs"]))

@@ -217,17 +217,16 @@ def test_delta_images_make_incremental_checkpoints_that_fold_to_the_workers_tabl
 
     w = _parsed(nf, packets=8000, flows=400, batch=128, seed=17)
     st = MemoryStorage()
-    # MazuNAT with small tables: the deltas soon add up to a whole image, and the master writes a
-    # whole one again
+    # MazuNAT with small tables: the records soon add up to a whole one, and the master writes a
+    # whole one again. Only the checkpoints taken here (and the first, at the first input).
     config = dict(w.config, max_flows=1024) if nf == "mazunat" else w.config
-    m = StreamingMaster(w.vnf, config, queues=2, strategy="replay", storage=st, checkpoint_interval_s=0.002,
+    m = StreamingMaster(w.vnf, config, queues=2, strategy="replay", storage=st, checkpoint_interval_s=3600.0,
                         worker_images="delta")
     try:
         kinds = []
         for i, b in enumerate(w.batches):
             m.feed(b)
-            time.sleep(0.0005)
-            if i % 8 == 7:
+            if i % 4 == 3:
                 kinds.append(m.checkpoint().self_contained)
         m.finish()
         last = m.checkpoint()  # nothing in flight: the cut is the workers' tables as they are now
@@ -235,8 +234,8 @@ def test_delta_images_make_incremental_checkpoints_that_fold_to_the_workers_tabl
         recs = [Checkpoint.from_bytes(r) for _, r in st.read(CKPT_STREAM)]
         live = m.runner.call_workers(_live_tables)
         if any(live):  # (QoS keeps no flow table: every record is whole, and storage keeps the last)
-            # mostly incremental records; storage keeps the newest whole one on
-            assert kinds.count(False) > kinds.count(True), kinds
+            # incremental records; storage keeps the newest whole one on
+            assert kinds.count(False) >= len(kinds) // 2, kinds
             assert recs[0].self_contained and all(not r.self_contained for r in recs[1:])
         else:
             assert all(kinds) and len(recs) == 1

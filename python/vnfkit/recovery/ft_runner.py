@@ -154,8 +154,8 @@ class StreamingMaster:
         #: how the workers write their checkpoint images (``auto`` resolved for a dirty-tracked VNF)
         self.worker_images = worker_images
         self._delta = DeltaImages() if worker_images == "delta" else None
-        # Incremental checkpoints (delta images): the table bytes of the newest self-contained
-        # record, of the deltas written since, and that record's offset (where pruning stops)
+        # Incremental checkpoints (delta images): the bytes of the newest self-contained record,
+        # of the records written since, and its offset (where pruning stops)
         self._anchor_bytes = 0
         self._chain_bytes = 0
         self._anchor_off: int | None = None
@@ -486,8 +486,9 @@ class StreamingMaster:
     def _delta_record(self, ck: Checkpoint) -> None:
         """Fill `ck` from the workers' delta images just collected: incremental (each table's delta
         as the worker wrote it, nothing rebuilt here), or self-contained (whole images from the
-        shadow) for the first checkpoint and once the deltas since the last self-contained one add
-        up to its size, so a reader folds at most about two whole images' worth of bytes."""
+        shadow) for the first checkpoint and once the records since the last self-contained one
+        (each with its shared-state image) add up to its size, so a reader of the newest
+        checkpoint reads at most about twice a whole record."""
         assert self._delta is not None
         whole = self._anchor_off is None or self._chain_bytes >= self._anchor_bytes
         for q in range(self.queues):
@@ -497,17 +498,16 @@ class StreamingMaster:
                 tables, deltas, ck.vnf_state[q] = self._delta.last(q)
                 ck.tables[q] = tables
                 ck.delta_tables.append(deltas)
-        size = ck.table_bytes
-        if whole:
-            self._anchor_bytes, self._chain_bytes = size, 0
-        else:
-            self._chain_bytes += size
 
     def _commit_checkpoint(self, ck: Checkpoint) -> None:
         st = self.storage
-        off = st.append(CKPT_STREAM, ck.to_bytes())
+        blob = ck.to_bytes()
+        off = st.append(CKPT_STREAM, blob)
+        # a reader of the newest checkpoint reads every record from the newest whole one on
         if ck.self_contained:
-            self._anchor_off = off  # what an incremental record after it is read against
+            self._anchor_off, self._anchor_bytes, self._chain_bytes = off, len(blob), 0
+        else:
+            self._chain_bytes += len(blob)
         r = st.sync(self.sync_timeout_s)
         if not r.ok:
             self.events.append(f"checkpoint {ck.epoch}: {r.status}: {r.detail}")

@@ -191,11 +191,14 @@ class RedisStorage(StableStorage):
         start = check_offset(start, "start")
         try:
             end = max(self._acked.get(stream, 0), self._remote_acked(stream))
-            raw = self._r.hgetall(self._key(stream))
+            if start >= end:
+                return []
+            # the offsets held (names only), then just the records asked for
+            want = sorted(o for o in (int(k) for k in self._r.hkeys(self._key(stream))) if start <= o < end)
+            vals = self._r.hmget(self._key(stream), want) if want else []
         except self._errors as exc:
             raise self._unavailable(f"read of stream {stream!r}", exc) from exc
-        recs = sorted((int(k), _record(v)) for k, v in raw.items())
-        return [(o, v) for o, v in recs if start <= o < end]
+        return [(o, _record(v)) for o, v in zip(want, vals) if v is not None]
 
     def streams(self) -> list[str]:
         try:
