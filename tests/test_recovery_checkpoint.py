@@ -161,3 +161,41 @@ def test_forked_checkpoint_is_consistent_at_the_fork_and_pauses_only_for_fork(tm
     assert len(live) == 100_000 and (tt.values["p"][live] == np.arange(100_000)).all()
     print(f"100k flows: synchronous pause {min(sync_pause) * 1e3:.2f}-{max(sync_pause) * 1e3:.2f} ms, "
           f"fork pause {fk.pause_s * 1e3:.2f} ms (child done {wait_s * 1e3:.1f} ms later)")
+
+
+def test_an_image_diff_carries_just_the_changed_blocks_and_patches_back_exactly():
+    import numpy as np
+
+    from vnfkit.recovery.checkpoint import DIFF_BLOCK, image_diff, image_patch
+
+    rng = np.random.default_rng(5)
+    for n in (0, 7, 64, 1000, 777_403):
+        old = rng.integers(0, 256, n, dtype=np.uint8).tobytes()
+        new = bytearray(old)
+        for i in rng.integers(0, max(1, n), min(n, 40)):
+            new[int(i)] ^= 0x5A
+        new = bytes(new)
+        d = image_diff(old, new)
+        assert image_patch(old, d) == new
+        changed = {i // DIFF_BLOCK for i in range(n) if old[i] != new[i] and i < n // DIFF_BLOCK * DIFF_BLOCK}
+        assert len(d) == 32 + len(changed) * (4 + DIFF_BLOCK) + n % DIFF_BLOCK
+        assert image_patch(old, image_diff(old, old)) == old
+    old, new = bytes(1000), bytes(999) + b"\x01"
+    d = image_diff(old, new)
+    with pytest.raises(ValueError, match="applied to one of 999"):
+        image_patch(old[:-1], d)
+    with pytest.raises(ValueError, match="header"):
+        image_patch(old, b"VNFKDIFF")
+    with pytest.raises(ValueError, match="bad header"):
+        image_patch(old, b"X" * 8 + d[8:])
+    with pytest.raises(ValueError, match="length does not match"):
+        image_patch(old, d + b"\x00")
+    with pytest.raises(ValueError, match="equal lengths"):
+        image_diff(old, new[:-1])
+    with pytest.raises(ValueError, match="block"):
+        image_diff(old, new, block=12)
+    import struct
+    bad = bytearray(image_diff(bytes(128), bytes(127) + b"\x02"))
+    struct.pack_into("<I", bad, 32, 7)  # block 7 of a 2-block image
+    with pytest.raises(ValueError, match="past the image"):
+        image_patch(bytes(128), bytes(bad))

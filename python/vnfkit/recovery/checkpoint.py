@@ -17,7 +17,8 @@ numpy views stay valid, then the shared state and each VNF's own state.
 
 A checkpoint may be *incremental*: for the tables named in its ``delta_tables``, ``tables`` holds
 what changed since the previous checkpoint of the same stream (:meth:`FlowTable.take_delta`), not
-a whole image. A :class:`CheckpointChain` folds a self-contained checkpoint and the incremental
+a whole image, and with ``shared_delta`` its ``shared`` holds the 64-byte blocks of the shared-state
+image that differ from the previous checkpoint's (:func:`image_diff`). A :class:`CheckpointChain` folds a self-contained checkpoint and the incremental
 ones after it back into whole images; stable storage keeps its checkpoint stream from the newest
 self-contained record on.
 """
@@ -25,12 +26,15 @@ self-contained record on.
 from __future__ import annotations
 
 import pickle
+import struct
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Checkpoint", "CheckpointChain", "restore_checkpoint", "take_checkpoint"]
+import numpy as np
+
+__all__ = ["Checkpoint", "CheckpointChain", "image_diff", "image_patch", "restore_checkpoint", "take_checkpoint"]
 
 _FORMAT = 1
 
@@ -51,11 +55,13 @@ class Checkpoint:
     #: per worker, the tables whose entry in ``tables`` is a delta against the previous checkpoint
     #: (empty for all: the checkpoint is self-contained)
     delta_tables: list[list[str]] = field(default_factory=list)
+    #: whether ``shared`` is an :func:`image_diff` against the previous checkpoint's shared image
+    shared_delta: bool = False
 
     @property
     def self_contained(self) -> bool:
-        """Whether every table image is whole (no :class:`CheckpointChain` needed to read it)."""
-        return not any(self.delta_tables)
+        """Whether every image is whole (no :class:`CheckpointChain` needed to read it)."""
+        return not self.shared_delta and not any(self.delta_tables)
 
     def to_bytes(self) -> bytes:
         """Serialised form for stable storage (pickle protocol 5 of plain data)."""
@@ -74,6 +80,56 @@ class Checkpoint:
         return sum(len(img) for t in self.tables for img in t.values())
 
 
+_DIFF_MAGIC = b"VNFKDIFF"
+_DIFF_HEAD = struct.Struct("<8sQQII")  # magic, length of the old and of the new image, block, blocks
+DIFF_BLOCK = 64
+
+
+def image_diff(old: bytes, new: bytes, block: int = DIFF_BLOCK) -> bytes:
+    """What turns image `old` into `new`: every `block`-byte block of `new` that differs from the
+    same block of `old` (and a tail shorter than a block), with their numbers; :func:`image_patch`
+    applies it. Both images must have the same length (a shared-state image keeps its length while
+    the variables declared stay the same)."""
+    if len(old) != len(new):
+        raise ValueError(f"image_diff: images of {len(old)} and {len(new)} bytes (a diff needs equal lengths)")
+    if block <= 0 or block % 8:
+        raise ValueError(f"block: must be a positive multiple of 8, got {block}")
+    n = len(new) // block
+    a = np.frombuffer(old, np.uint64, n * block // 8).reshape(n, block // 8)
+    b = np.frombuffer(new, np.uint64, n * block // 8).reshape(n, block // 8)
+    changed = np.flatnonzero((a != b).any(axis=1)).astype(np.uint32)
+    blocks = np.frombuffer(new, np.uint8, n * block).reshape(n, block)[changed]
+    return b"".join((_DIFF_HEAD.pack(_DIFF_MAGIC, len(old), len(new), block, len(changed)), changed.tobytes(),
+                     blocks.tobytes(), new[n * block:]))
+
+
+def image_patch(old: bytes, diff: bytes) -> bytes:
+    """The image :func:`image_diff` ``(old, new)`` was made from: `old` with the blocks of `diff`.
+    ValueError if `diff` is damaged or was made against an image of another length."""
+    if len(diff) < _DIFF_HEAD.size:
+        raise ValueError(f"image diff: {len(diff)} bytes is shorter than its header")
+    magic, n_old, n_new, block, count = _DIFF_HEAD.unpack_from(diff, 0)
+    if magic != _DIFF_MAGIC or block <= 0 or block % 8 or n_old != n_new:
+        raise ValueError("image diff: not a diff made by image_diff (bad header)")
+    if n_old != len(old):
+        raise ValueError(f"image diff: made against an image of {n_old} bytes, applied to one of {len(old)}")
+    n = n_new // block
+    at = _DIFF_HEAD.size
+    tail = n_new - n * block
+    if len(diff) != at + 4 * count + count * block + tail:
+        raise ValueError("image diff: its length does not match its header")
+    idx = np.frombuffer(diff, np.uint32, count, at)
+    if count and int(idx.max()) >= n:
+        raise ValueError("image diff: a block number past the image")
+    out = np.frombuffer(old, np.uint8).copy()
+    if count:
+        out[: n * block].reshape(n, block)[idx] = np.frombuffer(diff, np.uint8, count * block, at + 4 * count).reshape(
+            count, block)
+    if tail:
+        out[n * block:] = np.frombuffer(diff, np.uint8, tail, at + 4 * count + count * block)
+    return out.tobytes()
+
+
 class CheckpointChain:
     """Whole images from a stream of checkpoints, self-contained and incremental.
 
@@ -86,6 +142,7 @@ class CheckpointChain:
 
     def __init__(self) -> None:
         self._images: list[dict[str, Any]] = []  # per worker: table name -> bytes or FlowTableImage
+        self._shared = b""  # the whole shared-state image of the newest checkpoint
         self._last: Checkpoint | None = None
         self._whole: Checkpoint | None = None  # _last with whole images, built on demand
 
@@ -95,6 +152,7 @@ class CheckpointChain:
 
         if ck.self_contained:
             self._images = [dict(t) for t in ck.tables]
+            self._shared = ck.shared
         else:
             if self._last is None or len(self._images) != len(ck.tables):
                 raise ValueError(f"checkpoint {ck.epoch}: incremental, but no earlier checkpoint of its "
@@ -112,6 +170,7 @@ class CheckpointChain:
                     if not isinstance(img, FlowTableImage):
                         img = have[name] = FlowTableImage(img)
                     img.apply(data)
+            self._shared = image_patch(self._shared, ck.shared) if ck.shared_delta else ck.shared
         self._last = ck
         self._whole = None
 
@@ -130,7 +189,7 @@ class CheckpointChain:
             ck = self._last
             tables = [{n: (t.snapshot() if isinstance(t, FlowTableImage) else t) for n, t in have.items()}
                       for have in self._images]
-            self._whole = Checkpoint(ck.epoch, ck.next_input, ck.last_packet_id, list(ck.positions), ck.shared,
+            self._whole = Checkpoint(ck.epoch, ck.next_input, ck.last_packet_id, list(ck.positions), self._shared,
                                      tables, ck.vnf_state, ck.pause_s, dict(ck.meta))
         return self._whole
 

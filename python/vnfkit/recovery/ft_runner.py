@@ -53,7 +53,7 @@ import numpy as np
 from .. import _core
 from ..hdr import HdrHistogram
 from .backup import CKPT_STREAM, DET_STREAM
-from .checkpoint import Checkpoint
+from .checkpoint import Checkpoint, image_diff
 from .cow import DeltaImages, collect_image, worker_reap
 from .detector import FailureDetector, HeartbeatBoard
 from .ft_board import _COUNT, _HEAD, BOARD_ROWS, WORKER_IMAGES, _Board, _Bounded, _inner_visible, _take_requested
@@ -69,6 +69,10 @@ FT_STRATEGIES = ("none", "replay")
 STEP_S = 0.0005
 #: Default of StreamingMaster's ``service_every_s``.
 SERVICE_EVERY_S = 0.0003
+#: With delta images, a whole checkpoint is written again once the incremental records since the
+#: last whole one add up to this many times its size (what a reader of the newest checkpoint reads
+#: is at most about 1 + this many whole records).
+CHAIN_RATIO = 1.0
 #: Released slabs whose latencies are binned together (one histogram update per this many).
 LAT_FLUSH = 4096
 #: Inputs whose first id and arrival are kept before older ones are looked at for dropping.
@@ -159,6 +163,7 @@ class StreamingMaster:
         self._anchor_bytes = 0
         self._chain_bytes = 0
         self._anchor_off: int | None = None
+        self._prev_shared = b""  # the previous checkpoint's whole shared-state image
         self.heartbeat_ns = int(heartbeat_timeout_s * 1e9) if heartbeat_timeout_s is not None and \
             strategy == "replay" else 0
         self.batch_size = batch_size
@@ -485,12 +490,14 @@ class StreamingMaster:
 
     def _delta_record(self, ck: Checkpoint) -> None:
         """Fill `ck` from the workers' delta images just collected: incremental (each table's delta
-        as the worker wrote it, nothing rebuilt here), or self-contained (whole images from the
+        as the worker wrote it, nothing rebuilt here, and the blocks of the shared-state image that
+        changed since the previous checkpoint), or self-contained (whole images from the
         shadow) for the first checkpoint and once the records since the last self-contained one
         (each with its shared-state image) add up to its size, so a reader of the newest
         checkpoint reads at most about twice a whole record."""
         assert self._delta is not None
-        whole = self._anchor_off is None or self._chain_bytes >= self._anchor_bytes
+        whole = self._anchor_off is None or self._chain_bytes >= CHAIN_RATIO * self._anchor_bytes or \
+            len(self._prev_shared) != len(ck.shared)
         for q in range(self.queues):
             if whole:
                 ck.tables[q], ck.vnf_state[q] = self._delta.image(q)
@@ -498,6 +505,10 @@ class StreamingMaster:
                 tables, deltas, ck.vnf_state[q] = self._delta.last(q)
                 ck.tables[q] = tables
                 ck.delta_tables.append(deltas)
+        shared = ck.shared
+        if not whole:  # the blocks of the shared-state image that changed (counters, pools)
+            ck.shared, ck.shared_delta = image_diff(self._prev_shared, shared), True
+        self._prev_shared = shared
 
     def _commit_checkpoint(self, ck: Checkpoint) -> None:
         st = self.storage
