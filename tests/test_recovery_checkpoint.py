@@ -194,6 +194,7 @@ def test_an_image_diff_carries_just_the_changed_blocks_and_patches_back_exactly(
         image_diff(old, new[:-1])
     with pytest.raises(ValueError, match="block"):
         image_diff(old, new, block=12)
+    assert image_patch(old, image_diff(old, new, block=128)) == new
     import struct
     bad = bytearray(image_diff(bytes(128), bytes(127) + b"\x02"))
     struct.pack_into("<I", bad, 32, 7)  # block 7 of a 2-block image

@@ -92,12 +92,13 @@ def image_diff(old: bytes, new: bytes, block: int = DIFF_BLOCK) -> bytes:
     the variables declared stay the same)."""
     if len(old) != len(new):
         raise ValueError(f"image_diff: images of {len(old)} and {len(new)} bytes (a diff needs equal lengths)")
-    if block <= 0 or block % 8:
-        raise ValueError(f"block: must be a positive multiple of 8, got {block}")
+    if block <= 0 or block % 64:
+        raise ValueError(f"block: must be a positive multiple of 64, got {block}")
     n = len(new) // block
-    a = np.frombuffer(old, np.uint64, n * block // 8).reshape(n, block // 8)
-    b = np.frombuffer(new, np.uint64, n * block // 8).reshape(n, block // 8)
-    changed = np.flatnonzero((a != b).any(axis=1)).astype(np.uint32)
+    # one flag per 8-byte word, read back 8 flags (64 bytes of image) to a uint64
+    ne = np.not_equal(np.frombuffer(old, np.uint64, n * block // 8),
+                      np.frombuffer(new, np.uint64, n * block // 8)).view(np.uint64)
+    changed = np.flatnonzero(ne.reshape(n, block // 64).any(axis=1) if block > 64 else ne).astype(np.uint32)
     blocks = np.frombuffer(new, np.uint8, n * block).reshape(n, block)[changed]
     return b"".join((_DIFF_HEAD.pack(_DIFF_MAGIC, len(old), len(new), block, len(changed)), changed.tobytes(),
                      blocks.tobytes(), new[n * block:]))
