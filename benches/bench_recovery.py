@@ -34,6 +34,16 @@
   stable; the failover replays what came after) and once with a *hot* one (it also replays every
   stable input, every 5 ms, in the master's process); asserts every trial correct and reports the
   rate taken in and the recovery split of each.
+- ``test_stream_checkpoint_large_tables``: the streaming master's checkpoints with large tables:
+  MazuNAT (endpoint-dependent, ``max_flows`` 262 144) loaded with ``VNFKIT_BENCH_CKPT_FLOWS`` flows
+  per worker (default 100 000), then four more packets of every flow in a closed loop, checkpoint +
+  replay, 50 ms checkpoints, the master on the first CPU and the workers on the second, once per
+  way of writing the worker images (``VNFKIT_BENCH_LARGE_IMAGES``, default ``auto,fork``: ``auto``
+  is deltas for MazuNAT). Per checkpoint of the steady phase: the stream's pause (drain + the
+  shared-state image), the slowest worker's stall for its image, and the master's own work once
+  the images are in (reading them, building the record, the group commit); and the phase's rate.
+  Asserts every packet released once, nothing held, each worker holding its flows, and at least
+  two checkpoints in the steady phase.
 - ``test_checkpoint_pause``: pauses of shipped (``sync``), copy-on-write (``fork``) and
   dirty-tracking (``delta``: each worker writes what changed, the master keeps the images)
   checkpoints with ``VNFKIT_BENCH_CKPT_FLOWS`` flows per worker (default 100 000); asserts every
@@ -48,6 +58,7 @@ Figures on a shared 2-core box are indicative. Run:
 from __future__ import annotations
 
 import os
+import time
 
 import numpy as np
 import pytest
@@ -348,3 +359,72 @@ def test_stream_failover(benchmark, kind, tmp_path):
                                 detected_by_heartbeat=sum(r.verdict.checked["detected_by_heartbeat"] for r in out["rs"]))
     for k in ("recovery_ms", "detect_ms", "handover_ms", "restore_ms", "replay_ms"):
         benchmark.extra_info[k] = {q: round(v, 2) for q, v in s[k].items()}
+
+
+LARGE_IMAGES = os.environ.get("VNFKIT_BENCH_LARGE_IMAGES", "auto,fork").split(",")
+
+
+def _large_tables_workload():
+    """MazuNAT (endpoint-dependent: one address's ports serve every flow; ``max_flows`` 262 144)
+    with ``VNFKIT_BENCH_CKPT_FLOWS`` flows per worker: one packet of every flow (the load), then
+    four more packets per flow of the same flows (the steady phase), in input batches of 128."""
+    from vnfkit import traffic
+    from vnfkit.nfs.mazunat import MazuNAT
+    from vnfkit.recovery.workloads import Workload
+
+    def split(b):
+        return [b.select(np.arange(s, min(s + 128, len(b)), dtype=np.uint32)) for s in range(0, len(b), 128)]
+
+    load = split(traffic.generate(2 * CKPT_FLOWS, 2 * CKPT_FLOWS, seed=1))
+    steady = split(traffic.generate(2 * CKPT_FLOWS, 8 * CKPT_FLOWS, seed=1))
+    for b in load + steady:
+        b.parse()
+    return Workload(MazuNAT, {"endpoint_dependent": True, "max_flows": 262144}, load + steady), len(load)
+
+
+def test_stream_checkpoint_large_tables(benchmark):
+    from vnfkit.recovery.ft_runner import StreamingMaster
+
+    if len(PLACE) < 2:
+        pytest.skip("placement needs two CPUs")
+    w, n_load = _large_tables_workload()
+    total = sum(len(b) for b in w.batches)
+    out: dict[str, dict] = {}
+
+    def run() -> None:
+        for images in LARGE_IMAGES:
+            m = StreamingMaster(w.vnf, w.config, queues=2, strategy="replay", batch_size=128, worker_images=images,
+                                master_cpus=[PLACE[0]], worker_cpus=[PLACE[1]])
+            try:
+                for b in w.batches[:n_load]:
+                    m.feed(b)
+                m.finish()
+                k0 = len(m.checkpoint_pauses_s)  # the steady phase's checkpoints from here
+                t0 = time.perf_counter()
+                for b in w.batches[n_load:]:
+                    m.feed(b)
+                m.finish()
+                wall = time.perf_counter() - t0
+                flows = [max(r.values()) for r in m.runner.call_workers(_table_sizes)]
+                assert m.released_packets == total and m.held() == 0 and not m.events, (m.released_packets, m.events)
+                assert min(flows) >= 0.9 * CKPT_FLOWS, flows  # each worker holds its share of the flows
+                n = len(m.checkpoint_work_s)
+                assert n - k0 >= 2, "the steady phase took fewer than two checkpoints"
+                out[images] = {
+                    "worker_images": m.worker_images, "flows_per_worker": flows,
+                    "steady_kpps": round((total - sum(len(b) for b in w.batches[:n_load])) / wall / 1e3, 1),
+                    "steady_checkpoints": n - k0,
+                    "stream_pause_ms": _pct(m.checkpoint_pauses_s[k0:n]),
+                    "worker_stall_ms": _pct(m.checkpoint_fork_s[k0:n]),
+                    "master_work_ms": _pct(m.checkpoint_work_s[k0:n]),
+                    "load_master_work_ms": _pct(m.checkpoint_work_s[1:k0]) if k0 > 1 else None,
+                    "load_worker_stall_ms": _pct(m.checkpoint_fork_s[1:k0]) if k0 > 1 else None}
+            finally:
+                m.close()
+
+    benchmark.pedantic(run, rounds=1, iterations=1)
+    benchmark.extra_info.update(out)
+
+
+def _table_sizes(vnf, ctx):
+    return {name: len(t) for name, t in ctx.tables.items()}

@@ -201,15 +201,15 @@ def worker_delta_image(vnf: Any, ctx: Any, path: str) -> tuple[int, int, float, 
             tables[name] = ("base", t.snapshot())
             t.clear_dirty()
             _seeded.add(name)
-    blob = pickle.dumps((tables, state), protocol=5)
     out = f"{path}-{ctx.queue}"
     with open(out + ".tmp", "wb") as f:
-        f.write(blob)
+        pickle.dump((tables, state), f, protocol=5)  # large deltas go to the file as they are, no blob
+        size = f.tell()
     os.replace(out + ".tmp", out)
     pause_s, cpu_s = time.perf_counter() - t0, time.thread_time() - c0
     if ctx.state is not None:
         ctx.state.drain_chunk()  # the dispatcher has read every record up to the cut
-    return len(blob), pos, pause_s, cpu_s
+    return size, pos, pause_s, cpu_s
 
 
 def worker_delta_reset(vnf: Any, ctx: Any) -> None:
@@ -239,11 +239,11 @@ class DeltaImages:
 
         p = Path(path)
         try:
-            blob = p.read_bytes()
+            with open(p, "rb") as f:
+                tables, state = pickle.load(f)
         except FileNotFoundError:
             return False
         p.unlink()
-        tables, state = pickle.loads(blob)
         have = self._tables.setdefault(queue, {})
         for name, (kind, data) in tables.items():
             if kind == "base":

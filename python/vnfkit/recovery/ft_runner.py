@@ -177,6 +177,10 @@ class StreamingMaster:
         #: per committed checkpoint, the slowest worker's stall for its image (its fork, or its inline
         #: write; seconds, in the worker, not a pause of the stream)
         self.checkpoint_fork_s: list[float] = []
+        #: per committed checkpoint, this process's own work once the images were in: reading them,
+        #: building the record, the group commit (seconds; the stream is not stopped for it, but
+        #: nothing is released meanwhile)
+        self.checkpoint_work_s: list[float] = []
         self._requested_ns = 0
         self._collecting = False
         self.checkpoints_committed = 0
@@ -470,6 +474,7 @@ class StreamingMaster:
                 time.sleep(0.0002)
             if missing:
                 return
+            t_work = time.perf_counter()
             for q, t in enumerate(taken):
                 assert t is not None
                 if t[0] != ck.positions[q]:
@@ -487,6 +492,7 @@ class StreamingMaster:
             self.checkpoint_fork_s.append(max(t[1] for t in taken if t is not None))
             self._forking.pop(0)
             self._commit_checkpoint(ck)
+            self.checkpoint_work_s.append(time.perf_counter() - t_work)
 
     def _delta_record(self, ck: Checkpoint) -> None:
         """Fill `ck` from the workers' delta images just collected: incremental (each table's delta

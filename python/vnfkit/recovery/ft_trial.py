@@ -58,9 +58,9 @@ def stream_cost(w: Workload, strategy: str, *, queues: int = 2, rate_pps: float 
                 checkpoint_interval_s: float = 0.050, storage: StableStorage | None = None,
                 worker_images: str = "auto", master_cpus: Any = None, worker_cpus: Any = None) -> dict[str, Any]:
     """Run `w` (parsed batches) through a streaming master with no crash; returns packets released,
-    seconds, packets per second, latency percentiles (µs), checkpoint pauses and the workers' stalls
-    for their images (ms). `worker_images`, `master_cpus`, `worker_cpus`: see
-    :class:`~.ft_runner.StreamingMaster`."""
+    seconds, packets per second, latency percentiles (µs), checkpoint pauses, the workers' stalls
+    for their images and the master's own work per checkpoint (ms), and the way images were
+    written. `worker_images`, `master_cpus`, `worker_cpus`: see :class:`~.ft_runner.StreamingMaster`."""
     m = StreamingMaster(w.vnf, w.config, queues=queues, strategy=strategy, storage=storage,
                         checkpoint_interval_s=checkpoint_interval_s, batch_size=_slab_size(w),
                         worker_images=worker_images, master_cpus=master_cpus, worker_cpus=worker_cpus)
@@ -80,7 +80,9 @@ def stream_cost(w: Workload, strategy: str, *, queues: int = 2, rate_pps: float 
                 "seconds": wall, "pps": n / wall, "latency_us": weighted_percentiles(lat, counts),
                 "checkpoints": m.checkpoints_committed, "events": list(m.events),
                 "pause_ms": [p * 1e3 for p in m.checkpoint_pauses_s],
-                "image_stall_ms": [p * 1e3 for p in m.checkpoint_fork_s]}
+                "image_stall_ms": [p * 1e3 for p in m.checkpoint_fork_s],
+                "checkpoint_work_ms": [p * 1e3 for p in m.checkpoint_work_s],
+                "worker_images": m.worker_images}
     finally:
         m.close()
 
