@@ -44,6 +44,9 @@ def contract(s: StableStorage, t: float = 1.0) -> None:
     assert s.read("det.0") == [(2, b"c")]
     assert s.append("det.0", b"d") == 3  # offsets are never reused
     assert s.sync(t).ok and [o for o, _ in s.read("det.0")] == [2, 3]
+    # a read from an offset: only the records from there (none past the end, none below the first kept)
+    assert s.read("det.0", 3) == [(3, b"d")] and s.read("det.0", 4) == [] and s.read("det.0", 99) == []
+    assert s.read("det.0", 1) == [(2, b"c"), (3, b"d")]
     assert set(s.streams()) >= {"det.0", "input"}
     with pytest.raises(ValueError, match="stream"):
         s.append("bad name/", b"")
