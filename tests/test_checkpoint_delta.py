@@ -339,20 +339,32 @@ def test_a_checkpoint_chain_folds_incremental_records_into_the_live_tables_whole
     assert chain.latest().tables == [{"t": t.snapshot(), "other": b"fresh"}]  # type: ignore[union-attr]
 
 
-def test_a_checkpoint_chain_refuses_a_delta_it_cannot_place():
+def test_a_checkpoint_chain_skips_deltas_before_a_whole_image_and_refuses_what_it_cannot_place():
     from vnfkit.recovery.checkpoint import CheckpointChain
 
-    t = table()
+    t, u = table(), table()
     t.lookup_or_insert(universe(10), ts_ns=1)
-    with pytest.raises(ValueError, match="no earlier checkpoint"):
-        CheckpointChain().add(_ck(1, [{"t": t.take_delta()}], [["t"]]))
+    u.lookup_or_insert(universe(30), ts_ns=1)
+    # read from a record where only "u" is whole: "t"'s delta is skipped until its whole image
     chain = CheckpointChain()
-    chain.add(_ck(0, [{"u": b"x"}]))
-    with pytest.raises(ValueError, match="which no earlier checkpoint holds"):
-        chain.add(_ck(1, [{"t": t.take_delta()}], [["t"]]))
+    chain.add(_ck(0, [{"t": t.take_delta(), "u": u.snapshot()}], [["t"]]))
+    with pytest.raises(ValueError, match=r"no whole image yet of worker 0's \['t'\]"):
+        chain.latest()
+    u.clear_dirty()
+    u.lookup_or_insert(universe(40), ts_ns=2)
+    chain.add(_ck(1, [{"t": t.snapshot(), "u": u.take_delta()}], [["u"]]))
+    t.clear_dirty()
+    whole = chain.latest()
+    assert whole is not None and whole.tables == [{"t": t.snapshot(), "u": u.snapshot()}]
+    # a shared-state diff before any whole shared image leaves the chain without one
+    from vnfkit.recovery.checkpoint import Checkpoint, image_diff
+
+    blank = CheckpointChain()
+    blank.add(Checkpoint(0, 0, 0, [0], image_diff(b"a" * 64, b"b" * 64), [{}], [{}], shared_delta=True))
+    with pytest.raises(ValueError, match="the shared state"):
+        blank.latest()
     chain = CheckpointChain()
     chain.add(_ck(0, [{"t": t.snapshot()}]))
-    t.clear_dirty()
     t.lookup_or_insert(universe(20), ts_ns=2)
     d = t.take_delta()
     chain.add(_ck(1, [{"t": d}], [["t"]]))

@@ -235,20 +235,22 @@ def test_delta_images_make_incremental_checkpoints_that_fold_to_the_workers_tabl
         assert m.held() == 0 and m.released_packets == 8000
         recs = [Checkpoint.from_bytes(r) for _, r in st.read(CKPT_STREAM)]
         live = m.runner.call_workers(_live_tables)
-        # incremental records (QoS keeps no flow table: only its shared state's blocks change);
-        # storage keeps the newest whole one on
-        assert kinds.count(False) >= len(kinds) // 2, kinds
-        assert recs[0].self_contained and all(not r.self_contained for r in recs[1:])
+        if any(live):  # incremental records (QoS keeps only a small shared state: whole each time)
+            assert kinds.count(False) >= len(kinds) // 2, kinds
+            assert not any(r.self_contained for r in recs[1:])
         if nf == "mazunat":
-            assert kinds.count(True) >= 1 and len(recs) < m.checkpoints_committed, kinds
+            # items written whole again one at a time, in incremental records; storage dropped
+            # the records no reader of the newest needs
+            assert any(set(r.tables[q]) - set(r.delta_tables[q]) for r in recs[1:] for q in range(2)), recs
+            assert len(recs) < m.checkpoints_committed
         assert recs[-1].epoch == last.epoch
         ck = latest_checkpoint(st)
         assert ck is not None and ck.self_contained and ck.epoch == last.epoch
         assert ck.tables == live
         assert ck.shared == m._shared.snapshot()  # the shared state, whole or patched block by block
-        assert all(r.shared_delta for r in recs[1:])
+        assert any(r.shared_delta for r in recs[1:]) or not any(live)
         if nf == "mazunat":  # its 0.8 MB shared-state image (port pools) goes as a few changed blocks
-            assert all(len(r.shared) < len(ck.shared) / 4 for r in recs[1:])
+            assert all(len(r.shared) < len(ck.shared) / 4 for r in recs[1:] if r.shared_delta)
     finally:
         m.close()
     if nf == "mazunat":
@@ -258,7 +260,9 @@ def test_delta_images_make_incremental_checkpoints_that_fold_to_the_workers_tabl
 
 
 @pytest.mark.parametrize("backup_mode", ["cold", "warm", "hot"])
-def test_failover_from_a_chain_of_incremental_checkpoints_is_correct(backup_mode):
+def test_failover_from_a_chain_of_incremental_checkpoints_is_correct(backup_mode, monkeypatch):
+    # items written whole again every few records, so the chains a backup reads start anywhere
+    monkeypatch.setattr(ft_runner, "CHAIN_RATIO", 0.02)
     rng = np.random.default_rng({"cold": 41, "warm": 42, "hot": 43}[backup_mode])
     for t in range(2):
         w = _parsed("mazunat", packets=9000, flows=400, batch=128, seed=int(rng.integers(1 << 30)))

@@ -74,9 +74,8 @@ def det_ranges(chunks: list[bytes]) -> list[tuple[int, int, int]]:
 
 
 def latest_checkpoint(storage: StableStorage) -> Checkpoint | None:
-    """The newest checkpoint in `storage`'s checkpoint stream, with whole table images (an
-    incremental one folded onto the self-contained one the stream keeps before it), or None if
-    there is none yet."""
+    """The newest checkpoint in `storage`'s checkpoint stream, with whole images (an incremental
+    one folded onto the records the stream keeps before it), or None if there is none yet."""
     chain = CheckpointChain()
     for _off, rec in storage.read(CKPT_STREAM):
         chain.add(Checkpoint.from_bytes(rec))
@@ -165,18 +164,16 @@ class Backup:
 
     def _stage_checkpoint(self, storage: StableStorage) -> Checkpoint | None:
         """Restore the newest checkpoint unless this backup is already at or past its cut."""
-        # Fold what came since the last look. The stream keeps every record from its newest
-        # self-contained one on, so after a gap (records dropped meanwhile) the first record read
-        # is self-contained and starts the chain afresh.
+        # Fold what came since the last look. The stream keeps every record from the oldest that a
+        # reader of the newest needs, so after a gap (records dropped meanwhile) the first record
+        # read is that one, and a fresh chain starts there.
         recs = storage.read(CKPT_STREAM, self._ckpt_offset + 1)
         if not recs:
             return self._ckpt
+        if recs[0][0] != self._ckpt_offset + 1:
+            self._chain = CheckpointChain()
         for off, rec in recs:
-            ck = Checkpoint.from_bytes(rec)
-            if off != self._ckpt_offset + 1 and not ck.self_contained:
-                raise ValueError(f"checkpoint stream: record {off} is incremental and follows a gap "
-                                 f"after {self._ckpt_offset}")
-            self._chain.add(ck)
+            self._chain.add(Checkpoint.from_bytes(rec))
             self._ckpt_offset = off
         last = self._chain.last
         assert last is not None

@@ -18,9 +18,10 @@ numpy views stay valid, then the shared state and each VNF's own state.
 A checkpoint may be *incremental*: for the tables named in its ``delta_tables``, ``tables`` holds
 what changed since the previous checkpoint of the same stream (:meth:`FlowTable.take_delta`), not
 a whole image, and with ``shared_delta`` its ``shared`` holds the 64-byte blocks of the shared-state
-image that differ from the previous checkpoint's (:func:`image_diff`). A :class:`CheckpointChain` folds a self-contained checkpoint and the incremental
-ones after it back into whole images; stable storage keeps its checkpoint stream from the newest
-self-contained record on.
+image that differ from the previous checkpoint's (:func:`image_diff`); the other tables (and a
+shared image without ``shared_delta``) are whole. A :class:`CheckpointChain` folds a stream of
+them back into whole images; stable storage keeps the checkpoint stream from the oldest record a
+reader of the newest needs (the one with the oldest of the newest whole images of the items).
 """
 
 from __future__ import annotations
@@ -134,16 +135,20 @@ def image_patch(old: bytes, diff: bytes) -> bytes:
 class CheckpointChain:
     """Whole images from a stream of checkpoints, self-contained and incremental.
 
-    :meth:`add` each checkpoint in stream order: a self-contained one starts the chain afresh, an
-    incremental one is applied to the images kept (a :class:`vnfkit.tables.FlowTableImage` per
-    table that ever received a delta). :meth:`latest` is the newest checkpoint with whole images,
-    equal to what the master would have written self-contained at the same cut. A delta with no
-    image to apply it to raises ValueError; one that does not follow the previous delta of its
-    table (lost, repeated) raises :class:`vnfkit.tables.SnapshotError`."""
+    :meth:`add` each checkpoint in stream order, from any record on: a whole image of an item (a
+    worker's table, the shared-state image) replaces what the chain holds of it, and a delta is
+    applied to it (a :class:`vnfkit.tables.FlowTableImage` per table that ever received one). A
+    delta of an item the chain holds no image of yet is skipped: a stream read from its first kept
+    record holds a whole image of every item later on, which supersedes it. :meth:`latest` is the
+    newest checkpoint with whole images, equal to what the master would have written
+    self-contained at the same cut; ValueError while an item has had no whole image. A delta that
+    does not follow the previous delta of its table (lost, repeated) raises
+    :class:`vnfkit.tables.SnapshotError`."""
 
     def __init__(self) -> None:
         self._images: list[dict[str, Any]] = []  # per worker: table name -> bytes or FlowTableImage
-        self._shared = b""  # the whole shared-state image of the newest checkpoint
+        self._missing: list[set[str]] = []  # per worker: tables seen only as deltas so far
+        self._shared: bytes | None = None  # the whole shared-state image of the newest checkpoint
         self._last: Checkpoint | None = None
         self._whole: Checkpoint | None = None  # _last with whole images, built on demand
 
@@ -151,27 +156,30 @@ class CheckpointChain:
         """Fold `ck`, the next checkpoint of the stream, into the chain."""
         from ..tables import FlowTableImage
 
-        if ck.self_contained:
-            self._images = [dict(t) for t in ck.tables]
+        if ck.self_contained or len(self._images) != len(ck.tables):
+            if self._images and len(self._images) != len(ck.tables):
+                raise ValueError(f"checkpoint {ck.epoch}: {len(ck.tables)} workers, the chain's have "
+                                 f"{len(self._images)}")
+            self._images = [{} for _ in ck.tables]
+            self._missing = [set() for _ in ck.tables]
+        for q, (have, tables) in enumerate(zip(self._images, ck.tables)):
+            deltas = set(ck.delta_tables[q]) if q < len(ck.delta_tables) else set()
+            for name, data in tables.items():
+                if name not in deltas:
+                    have[name] = data
+                    self._missing[q].discard(name)
+                    continue
+                img = have.get(name)
+                if img is None:
+                    self._missing[q].add(name)  # superseded by a whole image further on
+                    continue
+                if not isinstance(img, FlowTableImage):
+                    img = have[name] = FlowTableImage(img)
+                img.apply(data)
+        if not ck.shared_delta:
             self._shared = ck.shared
-        else:
-            if self._last is None or len(self._images) != len(ck.tables):
-                raise ValueError(f"checkpoint {ck.epoch}: incremental, but no earlier checkpoint of its "
-                                 f"{len(ck.tables)} workers to apply it to")
-            for q, (have, tables) in enumerate(zip(self._images, ck.tables)):
-                deltas = set(ck.delta_tables[q]) if q < len(ck.delta_tables) else set()
-                for name, data in tables.items():
-                    if name not in deltas:
-                        have[name] = data
-                        continue
-                    img = have.get(name)
-                    if img is None:
-                        raise ValueError(f"checkpoint {ck.epoch}: a delta of worker {q}'s table {name!r}, "
-                                         f"which no earlier checkpoint holds")
-                    if not isinstance(img, FlowTableImage):
-                        img = have[name] = FlowTableImage(img)
-                    img.apply(data)
-            self._shared = image_patch(self._shared, ck.shared) if ck.shared_delta else ck.shared
+        elif self._shared is not None:
+            self._shared = image_patch(self._shared, ck.shared)
         self._last = ck
         self._whole = None
 
@@ -181,13 +189,20 @@ class CheckpointChain:
         return self._last
 
     def latest(self) -> Checkpoint | None:
-        """The newest checkpoint added, with every table image whole (None before any)."""
+        """The newest checkpoint added, with every image whole (None before any)."""
         if self._last is None:
             return None
         if self._whole is None:
             from ..tables import FlowTableImage
 
+            missing = [f"worker {q}'s {sorted(m)}" for q, m in enumerate(self._missing) if m]
+            if self._shared is None:
+                missing.append("the shared state")
+            if missing:
+                raise ValueError(f"checkpoint {self._last.epoch}: no whole image yet of {', '.join(missing)} "
+                                 f"(a stream read from its first kept record has one)")
             ck = self._last
+            assert self._shared is not None
             tables = [{n: (t.snapshot() if isinstance(t, FlowTableImage) else t) for n, t in have.items()}
                       for have in self._images]
             self._whole = Checkpoint(ck.epoch, ck.next_input, ck.last_packet_id, list(ck.positions), self._shared,

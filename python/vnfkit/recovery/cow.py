@@ -275,6 +275,11 @@ class DeltaImages:
         tables, deltas = self._last[queue]
         return tables, deltas, self._state[queue]
 
+    def table(self, queue: int, name: str) -> bytes:
+        """The whole image of worker `queue`'s table `name` as of its last collected file."""
+        t = self._tables[queue][name]
+        return t if isinstance(t, bytes) else t.snapshot()
+
     def image(self, queue: int) -> tuple[dict[str, bytes], dict[str, Any]]:
         """Worker `queue`'s full image as of its last collected file."""
         if queue not in self._state:

@@ -69,9 +69,10 @@ FT_STRATEGIES = ("none", "replay")
 STEP_S = 0.0005
 #: Default of StreamingMaster's ``service_every_s``.
 SERVICE_EVERY_S = 0.0003
-#: With delta images, a whole checkpoint is written again once the incremental records since the
-#: last whole one add up to this many times its size (what a reader of the newest checkpoint reads
-#: is at most about 1 + this many whole records).
+#: With delta images, the checkpoint records storage keeps may add up to the whole state plus this many
+#: times it; beyond, the item (a worker's table, the shared-state image) whose newest whole image is
+#: the oldest is written whole again, one per record (a reader of the newest checkpoint reads at
+#: most about 1 + this many whole states).
 CHAIN_RATIO = 1.0
 #: Released slabs whose latencies are binned together (one histogram update per this many).
 LAT_FLUSH = 4096
@@ -158,11 +159,12 @@ class StreamingMaster:
         #: how the workers write their checkpoint images (``auto`` resolved for a dirty-tracked VNF)
         self.worker_images = worker_images
         self._delta = DeltaImages() if worker_images == "delta" else None
-        # Incremental checkpoints (delta images): the bytes of the newest self-contained record,
-        # of the records written since, and its offset (where pruning stops)
-        self._anchor_bytes = 0
-        self._chain_bytes = 0
-        self._anchor_off: int | None = None
+        # Incremental checkpoints (delta images), per item (a worker's table, or the shared-state
+        # image): [offset of the record with its newest whole image, that image's bytes, bytes of
+        # its deltas since]. Pruning keeps every record from the oldest of those offsets on.
+        self._items: dict[tuple[int, str], list[Any]] = {}
+        self._whole_now: list[tuple[int, str]] = []  # items whole in the record being written
+        self._kept: list[tuple[int, int]] = []  # (offset, bytes) of the records storage keeps
         self._prev_shared = b""  # the previous checkpoint's whole shared-state image
         self.heartbeat_ns = int(heartbeat_timeout_s * 1e9) if heartbeat_timeout_s is not None and \
             strategy == "replay" else 0
@@ -495,43 +497,64 @@ class StreamingMaster:
             self.checkpoint_work_s.append(time.perf_counter() - t_work)
 
     def _delta_record(self, ck: Checkpoint) -> None:
-        """Fill `ck` from the workers' delta images just collected: incremental (each table's delta
-        as the worker wrote it, nothing rebuilt here, and the blocks of the shared-state image that
-        changed since the previous checkpoint), or self-contained (whole images from the
-        shadow) for the first checkpoint and once the records since the last self-contained one
-        (each with its shared-state image) add up to its size, so a reader of the newest
-        checkpoint reads at most about twice a whole record."""
+        """Fill `ck` from the workers' delta images just collected: each table's delta as the
+        worker wrote it (nothing rebuilt here) and the 64-byte blocks of the shared-state image
+        that changed since the previous checkpoint. Every item (a worker's table, the shared-state
+        image) is written whole in the first record; after that, at most one item per record is
+        written whole again (from the shadow images) once the records storage keeps add up to
+        more than :data:`CHAIN_RATIO` times the whole state beyond it: the item whose newest whole
+        image is the oldest (it holds the oldest kept record). A reader reads at most about
+        ``1 + CHAIN_RATIO`` times the whole state, and no single record costs this process a whole
+        image of every table."""
         assert self._delta is not None
-        whole = self._anchor_off is None or self._chain_bytes >= CHAIN_RATIO * self._anchor_bytes or \
-            len(self._prev_shared) != len(ck.shared)
+        items = self._items
+        first = not items or len(self._prev_shared) != len(ck.shared)
+        rebase: tuple[int, str] | None = None
+        if not first:
+            state = sum(v[1] for v in items.values())
+            if sum(n for _, n in self._kept) - state >= CHAIN_RATIO * state:
+                rebase = min(items, key=lambda k: (items[k][0] if items[k][0] is not None else -1, -items[k][2]))
+        self._whole_now = []
         for q in range(self.queues):
-            if whole:
-                ck.tables[q], ck.vnf_state[q] = self._delta.image(q)
-            else:
-                tables, deltas, ck.vnf_state[q] = self._delta.last(q)
-                ck.tables[q] = tables
-                ck.delta_tables.append(deltas)
-        shared = ck.shared
-        if not whole:  # the blocks of the shared-state image that changed (counters, pools)
+            tables, deltas, ck.vnf_state[q] = self._delta.last(q)
+            out, still = dict(tables), []
+            for name in tables:
+                key = (q, name)
+                if name in deltas and not first and key in items and key != rebase:
+                    still.append(name)
+                    items[key][2] += len(tables[name])
+                    continue
+                if name in deltas:
+                    out[name] = self._delta.table(q, name)
+                items[key] = [None, len(out[name]), 0]
+                self._whole_now.append(key)
+            ck.tables[q] = out
+            ck.delta_tables.append(still)
+        shared, key = ck.shared, (-1, "shared")
+        if first or key == rebase or key not in items:
+            items[key] = [None, len(shared), 0]
+            self._whole_now.append(key)
+        else:  # the blocks of the shared-state image that changed (counters, pools)
             ck.shared, ck.shared_delta = image_diff(self._prev_shared, shared), True
+            items[key][2] += len(ck.shared)
         self._prev_shared = shared
 
     def _commit_checkpoint(self, ck: Checkpoint) -> None:
         st = self.storage
         blob = ck.to_bytes()
         off = st.append(CKPT_STREAM, blob)
-        # a reader of the newest checkpoint reads every record from the newest whole one on
-        if ck.self_contained:
-            self._anchor_off, self._anchor_bytes, self._chain_bytes = off, len(blob), 0
-        else:
-            self._chain_bytes += len(blob)
+        for key in self._whole_now:
+            self._items[key][0] = off
+        self._whole_now = []
+        self._kept.append((off, len(blob)))
         r = st.sync(self.sync_timeout_s)
         if not r.ok:
             self.events.append(f"checkpoint {ck.epoch}: {r.status}: {r.detail}")
             return
         self._acks()
-        # every record from the newest self-contained one on is needed to read the newest
-        keep = off if self._anchor_off is None else self._anchor_off
+        # every record from the oldest newest-whole-image of an item on is needed to read the newest
+        keep = min([v[0] for v in self._items.values() if v[0] is not None], default=off)
+        self._kept = [(o, n) for o, n in self._kept if o >= keep]
         put_off = prune(st, [(CKPT_STREAM, keep), (INPUT_STREAM, ck.next_input), (DET_STREAM, ck.next_input)])
         if put_off is not None:
             self.events.append(f"checkpoint {ck.epoch}: {put_off}")
