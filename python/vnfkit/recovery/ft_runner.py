@@ -29,9 +29,10 @@ queue stay in flight while this process, the input handler and the output handle
 Every ``checkpoint_interval_s`` (default 50 ms; later while the previous one is still being
 written) a checkpoint is taken at a batch boundary of every worker: the stream pauses only while
 the dispatcher drains and this process images the shared state; then it goes on, and each worker
-forks a copy-on-write child that writes its image (:func:`.cow.worker_fork_image`) just before
-its next slab (the boundary board carries the request); the checkpoint commits when the images
-are in. Strategy ``none`` runs the same loop with no logging and no
+writes its image just before its next slab (the boundary board carries the request): what its
+tables changed since its previous image (``worker_images="delta"``, the default for a
+dirty-tracked VNF, where storage gets incremental checkpoints), a whole image, or a whole image
+through a copy-on-write child. The checkpoint commits when the images are in. Strategy ``none`` runs the same loop with no logging and no
 commit (the baseline). Latency is taken per output packet from its arrival (the ``arrival_ns``
 given to :meth:`StreamingMaster.feed`) to the moment this master hands it to ``on_release``, so
 the wait for the commit counts; between two arrivals, :meth:`StreamingMaster.idle` waits for the
