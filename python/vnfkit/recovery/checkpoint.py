@@ -111,7 +111,7 @@ def image_patch(old: bytes, diff: bytes) -> bytes:
     if len(diff) < _DIFF_HEAD.size:
         raise ValueError(f"image diff: {len(diff)} bytes is shorter than its header")
     magic, n_old, n_new, block, count = _DIFF_HEAD.unpack_from(diff, 0)
-    if magic != _DIFF_MAGIC or block <= 0 or block % 8 or n_old != n_new:
+    if magic != _DIFF_MAGIC or block <= 0 or block % 64 or n_old != n_new:
         raise ValueError("image diff: not a diff made by image_diff (bad header)")
     if n_old != len(old):
         raise ValueError(f"image diff: made against an image of {n_old} bytes, applied to one of {len(old)}")

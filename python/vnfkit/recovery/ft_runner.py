@@ -32,8 +32,8 @@ the dispatcher drains and this process images the shared state; then it goes on,
 writes its image just before its next slab (the boundary board carries the request): what its
 tables changed since its previous image (``worker_images="delta"``, the default for a
 dirty-tracked VNF, where storage gets incremental checkpoints), a whole image, or a whole image
-through a copy-on-write child. The checkpoint commits when the images are in. Strategy ``none`` runs the same loop with no logging and no
-commit (the baseline). Latency is taken per output packet from its arrival (the ``arrival_ns``
+through a copy-on-write child. The checkpoint commits when the images are in. Strategy ``none``
+runs the same loop with no logging and no commit (the baseline). Latency is taken per output packet from its arrival (the ``arrival_ns``
 given to :meth:`StreamingMaster.feed`) to the moment this master hands it to ``on_release``, so
 the wait for the commit counts; between two arrivals, :meth:`StreamingMaster.idle` waits for the
 workers' outputs and releases them (else an output would wait for the next input to be handed on).
@@ -72,8 +72,9 @@ STEP_S = 0.0005
 SERVICE_EVERY_S = 0.0003
 #: With delta images, the checkpoint records storage keeps may add up to the whole state plus this many
 #: times it; beyond, the item (a worker's table, the shared-state image) whose newest whole image is
-#: the oldest is written whole again, one per record (a reader of the newest checkpoint reads at
-#: most about 1 + this many whole states).
+#: the oldest is written whole again, one per record. A reader of the newest checkpoint then reads
+#: about 1 + this many whole states; with deltas larger than one item's share, up to a record per
+#: item more.
 CHAIN_RATIO = 1.0
 #: Released slabs whose latencies are binned together (one histogram update per this many).
 LAT_FLUSH = 4096
@@ -504,9 +505,9 @@ class StreamingMaster:
         image) is written whole in the first record; after that, at most one item per record is
         written whole again (from the shadow images) once the records storage keeps add up to
         more than :data:`CHAIN_RATIO` times the whole state beyond it: the item whose newest whole
-        image is the oldest (it holds the oldest kept record). A reader reads at most about
-        ``1 + CHAIN_RATIO`` times the whole state, and no single record costs this process a whole
-        image of every table."""
+        image is the oldest (it holds the oldest kept record). A reader reads about
+        ``1 + CHAIN_RATIO`` times the whole state (see :data:`CHAIN_RATIO`), and no single record
+        costs this process a whole image of every table."""
         assert self._delta is not None
         items = self._items
         first = not items or len(self._prev_shared) != len(ck.shared)
