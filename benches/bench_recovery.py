@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
 import numpy as np
 import pytest
@@ -145,9 +146,9 @@ def _runtime(w, n: int) -> dict:
 def _loss(w, rounds: int, n: int) -> tuple[dict, dict]:
     """Interleaved runtime run() / no-FT / replay closed-loop runs of one trace; median pps of each."""
     runs: dict[str, list[dict]] = {"run": [], "none": [], "replay": []}
-    for _ in range(rounds):
+    for i in range(rounds):
         runs["run"].append(_runtime(w, n))
-        for strategy in ("none", "replay"):
+        for strategy in _pair_order(i):
             runs[strategy].append(_checked(stream_cost(w, strategy), n))
     for r in runs["replay"]:
         # the first checkpoint is taken before any input; the run itself must take them as they fall
@@ -156,6 +157,34 @@ def _loss(w, rounds: int, n: int) -> tuple[dict, dict]:
         assert r["checkpoints"] - 1 >= due, (r["checkpoints"], r["seconds"])
     med = {k: float(np.median([r["pps"] for r in v])) for k, v in runs.items()}
     return med, runs
+
+
+def _pair_order(i: int) -> tuple[str, str]:
+    """The order of round i's two runs: no FT first in even rounds, replay first in odd ones, so a
+    drift in the box's speed within a round does not favour either."""
+    return ("none", "replay") if i % 2 == 0 else ("replay", "none")
+
+
+def _paired_loss(none: list[float], replay: list[float]) -> dict[str, Any]:
+    """Throughput loss of each round's replay run against the same round's no-FT run (%): the two
+    ran back to back, so a slow spell of the shared box hits both. Median and every round, sorted."""
+    loss = [100 * (1 - r / b) for b, r in zip(none, replay)]
+    return {"median": round(float(np.median(loss)), 1), "rounds": sorted(round(x, 1) for x in loss)}
+
+
+def _cpu(runs: dict[str, list[dict]]) -> dict[str, Any]:
+    """CPU time per packet (ns) of the master's thread and of the workers, per strategy: median and
+    every round, sorted; and how much replay adds to each (% of the no-FT median). CPU time leaves
+    out the time a shared box's other tenants take, so it varies less than throughput does."""
+    out: dict[str, Any] = {}
+    for who in ("master", "workers"):
+        per = {k: [r["cpu_ns_per_packet"][who] for r in runs[k]] for k in ("none", "replay")}
+        if any(x is None for v in per.values() for x in v):
+            continue
+        med = {k: float(np.median(v)) for k, v in per.items()}
+        out[who] = {k: {"median": round(med[k], 1), "rounds": sorted(round(x) for x in v)} for k, v in per.items()}
+        out[who]["replay_adds_pct"] = round(100 * (med["replay"] / med["none"] - 1), 1)
+    return out
 
 
 def _spread(runs: list[dict]) -> list[float]:
@@ -174,8 +203,8 @@ def test_stream_cost(benchmark):
         # the master on a core of its own, both workers on the other (when the box has two)
         placed: dict[str, list[float]] = {"none": [], "replay": []}
         if len(PLACE) == 2:
-            for _ in range(ROUNDS):
-                for strategy in ("none", "replay"):
+            for i in range(ROUNDS):
+                for strategy in _pair_order(i):
                     placed[strategy].append(_checked(stream_cost(w, strategy, master_cpus=[PLACE[0]], worker_cpus=[PLACE[1]]),
                                                      STREAM_PACKETS)["pps"])
         rate = min(med["none"], med["replay"]) / 2  # below what either sustains: latency, not queueing
@@ -196,6 +225,9 @@ def test_stream_cost(benchmark):
         "kpps_none": round(med["none"] / 1e3, 1), "kpps_replay": round(med["replay"] / 1e3, 1),
         "kpps_rounds": {k: _spread(v) for k, v in out["runs"].items()},
         "throughput_loss_pct": round(100 * (1 - med["replay"] / med["none"]), 1),
+        "throughput_loss_paired_pct": _paired_loss([r["pps"] for r in out["runs"]["none"]],
+                                                   [r["pps"] for r in out["runs"]["replay"]]),
+        "cpu_ns_per_packet": _cpu(out["runs"]),
         "loss_vs_runtime_run_pct": round(100 * (1 - med["replay"] / med["run"]), 1),
         "none_vs_runtime_run_pct": round(100 * (1 - med["none"] / med["run"]), 1),
         "kpps_replay_no_checkpoint": round(out["nockpt"] / 1e3, 1),
@@ -214,7 +246,8 @@ def test_stream_cost(benchmark):
             "placed_cpus": {"master": PLACE[0], "workers": PLACE[1]},
             "kpps_none_placed": round(pn / 1e3, 1), "kpps_replay_placed": round(pr / 1e3, 1),
             "kpps_placed_rounds": {k: sorted(round(x / 1e3, 1) for x in v) for k, v in placed.items()},
-            "throughput_loss_placed_pct": round(100 * (1 - pr / pn), 1)})
+            "throughput_loss_placed_pct": round(100 * (1 - pr / pn), 1),
+            "throughput_loss_placed_paired_pct": _paired_loss(placed["none"], placed["replay"])})
 
 
 LATENCY_KPPS = [float(x) for x in os.environ.get("VNFKIT_BENCH_LATENCY_KPPS", "300,600,1200").split(",")]

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from vnfkit._core import crc32c
-from vnfkit.recovery.storage import OK, FileStorage, MemoryStorage, StableStorage
+from vnfkit.recovery.storage import OK, FileStorage, MemoryStorage, StableStorage, StorageError
 from vnfkit.recovery.storage.file import encode_frame
 from vnfkit.recovery.storage.redis_servers import redis_server_path
 
@@ -52,12 +52,31 @@ def contract(s: StableStorage, t: float = 1.0) -> None:
         s.append("bad name/", b"")
     with pytest.raises(TypeError, match="record"):
         s.append("ok", "text")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="timeout_s"):
-        s.sync(0)
+    for bad_stream, exc in ((b"det.0", TypeError), (3, TypeError), ("", ValueError), ("x" * 129, ValueError)):
+        with pytest.raises(exc, match="stream"):
+            s.append(bad_stream, b"")  # type: ignore[arg-type]
+    buf = bytearray(b"ef")
+    off = s.append("aux", buf)  # a mutable record is copied when it is queued
+    buf[:] = b"zz"
+    assert s.sync(t).ok and s.read("aux", off) == [(off, b"ef")]
+    for bad_timeout in (0, 0.0, -1.0, float("nan"), True, "1", None):
+        with pytest.raises(ValueError, match="timeout_s"):
+            s.sync(bad_timeout)  # type: ignore[arg-type]
+    assert s.sync(2).ok  # an int timeout is fine
 
 
 def test_memory_contract():
     contract(MemoryStorage())
+
+
+def test_a_closed_storage_refuses_appends_and_syncs():
+    s = MemoryStorage()
+    s.append("det.0", b"a")
+    s.close()
+    with pytest.raises(StorageError, match="closed"):
+        s.append("det.0", b"b")
+    with pytest.raises(StorageError, match="closed"):
+        s.sync(1.0)
 
 
 def test_file_contract_and_reopen(tmp_path):

@@ -3,6 +3,7 @@ once, checkpoints commit while the stream runs, and a SIGKILLed worker is failed
 
 from __future__ import annotations
 
+import sys
 import time
 
 import numpy as np
@@ -96,6 +97,13 @@ def test_stream_cost_none_and_replay_release_the_same_packets():
     assert a["released"] == b["released"] == 4000 and a["held"] == b["held"] == 0
     assert a["checkpoints"] == 0 and b["checkpoints"] >= 1
     assert b["latency_us"]["p50"] <= b["latency_us"]["p99"]
+    for r in (a, b):
+        cpu = r["cpu_ns_per_packet"]
+        # the master's thread ran, and never for longer than the run took; the workers ran too
+        assert 0 < cpu["master"] * r["packets"] <= r["seconds"] * 1e9 * 1.01 + 1e6
+        assert cpu["workers"] is None or cpu["workers"] > 0
+    if sys.platform == "linux":
+        assert a["cpu_ns_per_packet"]["workers"] is not None
 
 
 @pytest.mark.parametrize("images", ["fork", "inline", "delta"])

@@ -54,11 +54,22 @@ def _pace(t0: int, i_pkts: int, rate_pps: float | None) -> int:
             time.sleep((due - now - 100_000) / 1e9)
 
 
+def _cpu_ns(pid: int) -> int | None:
+    """CPU time `pid` has run for so far (ns), from /proc/PID/schedstat; None where there is none."""
+    try:
+        with open(f"/proc/{pid}/schedstat") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def stream_cost(w: Workload, strategy: str, *, queues: int = 2, rate_pps: float | None = None,
                 checkpoint_interval_s: float = 0.050, storage: StableStorage | None = None,
                 worker_images: str = "auto", master_cpus: Any = None, worker_cpus: Any = None) -> dict[str, Any]:
     """Run `w` (parsed batches) through a streaming master with no crash; returns packets released,
-    seconds, packets per second, latency percentiles (µs), checkpoint pauses, the workers' stalls
+    seconds, packets per second, the CPU time per packet of the master's thread and of all workers
+    together (ns; the workers' None where /proc has no schedstat), latency percentiles (µs),
+    checkpoint pauses, the workers' stalls
     for their images and the master's own work per checkpoint (ms), and the way images were
     written. `worker_images`, `master_cpus`, `worker_cpus`: see :class:`~.ft_runner.StreamingMaster`."""
     m = StreamingMaster(w.vnf, w.config, queues=queues, strategy=strategy, storage=storage,
@@ -66,6 +77,9 @@ def stream_cost(w: Workload, strategy: str, *, queues: int = 2, rate_pps: float 
                         worker_images=worker_images, master_cpus=master_cpus, worker_cpus=worker_cpus)
     try:
         n = 0
+        pids = m.runner.pids
+        w_cpu0 = [_cpu_ns(p) for p in pids]
+        m_cpu0 = time.thread_time_ns()
         t_start = time.perf_counter()
         t0 = time.monotonic_ns()
         for b in w.batches:
@@ -75,9 +89,16 @@ def stream_cost(w: Workload, strategy: str, *, queues: int = 2, rate_pps: float 
             m.feed(b, _pace(t0, n, rate_pps))
         m.finish()
         wall = time.perf_counter() - t_start
+        m_cpu = time.thread_time_ns() - m_cpu0
+        w_cpu1 = [_cpu_ns(p) for p in pids]
+        w_cpu: float | None = 0.0
+        for a, b in zip(w_cpu0, w_cpu1):
+            w_cpu = None if a is None or b is None or w_cpu is None else w_cpu + (b - a) / max(n, 1)
         lat, counts = m.latency_ns()
         return {"strategy": strategy, "packets": n, "released": m.released_packets, "held": m.held(),
-                "seconds": wall, "pps": n / wall, "latency_us": weighted_percentiles(lat, counts),
+                "seconds": wall, "pps": n / wall,
+                "cpu_ns_per_packet": {"master": m_cpu / max(n, 1), "workers": w_cpu},
+                "latency_us": weighted_percentiles(lat, counts),
                 "checkpoints": m.checkpoints_committed, "events": list(m.events),
                 "pause_ms": [p * 1e3 for p in m.checkpoint_pauses_s],
                 "image_stall_ms": [p * 1e3 for p in m.checkpoint_fork_s],

@@ -37,7 +37,9 @@ def encode_batch(batch: _core.PacketBatch) -> bytes:
 
     Layout: ``"VKIB"``, u32 packets, u32 data bytes (little-endian), then the offsets (u32,
     packets + 1), ``ts_ns`` and ``packet_id`` (u64 each) and the packet bytes, written natively in
-    one copy (:func:`vnfkit._core.encode_input_record`)."""
+    one copy (:func:`vnfkit._core.encode_input_record`). On x86 the copy bypasses the cache
+    (non-temporal stores): a record is read again only by a backup, and the ~50 ms of records kept
+    until a checkpoint prunes them would otherwise push the master's own data out of it."""
     return _core.encode_input_record(batch)
 
 

@@ -160,12 +160,21 @@ class StableStorage(ABC):
     # ---- writing
     def append(self, stream: str, record: bytes | bytearray | memoryview) -> int:
         """Queue `record` on `stream`; returns its offset (stable once ``acked(stream) > offset``)."""
-        self._check_open()
-        stream = check_stream(stream)
-        data = check_record(record)
-        off = self._next.setdefault(stream, self._acked.get(stream, 0))
+        # called once or twice per input batch: the checks inline for the common case (an open
+        # handle, a stream name seen before, a bytes record), the helpers for everything else
+        if self._closed:
+            self._check_open()
+        if type(stream) is not str or stream not in _checked_streams:
+            stream = check_stream(stream)
+        data = record if type(record) is bytes else check_record(record)
+        off = self._next.get(stream)
+        if off is None:
+            off = self._acked.get(stream, 0)
         self._next[stream] = off + 1
-        self._queued.setdefault(stream, []).append((off, data))
+        q = self._queued.get(stream)
+        if q is None:
+            q = self._queued[stream] = []
+        q.append((off, data))
         return off
 
     def append_many(self, stream: str, records: Iterable[bytes]) -> list[int]:
@@ -173,9 +182,11 @@ class StableStorage(ABC):
 
     def sync(self, timeout_s: float = 1.0) -> SyncResult:
         """Make every queued record stable (group commit); see the module docstring."""
-        self._check_open()
-        if not isinstance(timeout_s, (int, float)) or isinstance(timeout_s, bool) or not timeout_s > 0:
-            raise ValueError(f"timeout_s: must be a positive number, got {timeout_s!r}")
+        if self._closed:
+            self._check_open()
+        if type(timeout_s) is not float or not timeout_s > 0:  # a positive float: the common case, checked inline
+            if not isinstance(timeout_s, (int, float)) or isinstance(timeout_s, bool) or not timeout_s > 0:
+                raise ValueError(f"timeout_s: must be a positive number, got {timeout_s!r}")
         t0 = time.perf_counter()
         # the queues themselves (no copy): a commit adds nothing to them, and clears them only once
         # it succeeded
