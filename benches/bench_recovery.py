@@ -201,12 +201,12 @@ def test_stream_cost(benchmark):
         nockpt = [_checked(stream_cost(w, "replay", checkpoint_interval_s=3600.0), STREAM_PACKETS)["pps"]
                   for _ in range(ROUNDS)]
         # the master on a core of its own, both workers on the other (when the box has two)
-        placed: dict[str, list[float]] = {"none": [], "replay": []}
+        placed: dict[str, list[dict]] = {"none": [], "replay": []}
         if len(PLACE) == 2:
             for i in range(ROUNDS):
                 for strategy in _pair_order(i):
                     placed[strategy].append(_checked(stream_cost(w, strategy, master_cpus=[PLACE[0]], worker_cpus=[PLACE[1]]),
-                                                     STREAM_PACKETS)["pps"])
+                                                     STREAM_PACKETS))
         rate = min(med["none"], med["replay"]) / 2  # below what either sustains: latency, not queueing
         lat = {k: [] for k in ("none", "replay")}
         for _ in range(ROUNDS):
@@ -241,13 +241,19 @@ def test_stream_cost(benchmark):
     })
     placed = out["placed"]
     if placed["none"]:
-        pn, pr = float(np.median(placed["none"])), float(np.median(placed["replay"]))
+        pps = {k: [r["pps"] for r in v] for k, v in placed.items()}
+        pn, pr = float(np.median(pps["none"])), float(np.median(pps["replay"]))
         benchmark.extra_info.update({
             "placed_cpus": {"master": PLACE[0], "workers": PLACE[1]},
             "kpps_none_placed": round(pn / 1e3, 1), "kpps_replay_placed": round(pr / 1e3, 1),
-            "kpps_placed_rounds": {k: sorted(round(x / 1e3, 1) for x in v) for k, v in placed.items()},
+            "kpps_placed_rounds": {k: sorted(round(x / 1e3, 1) for x in v) for k, v in pps.items()},
             "throughput_loss_placed_pct": round(100 * (1 - pr / pn), 1),
-            "throughput_loss_placed_paired_pct": _paired_loss(placed["none"], placed["replay"])})
+            "throughput_loss_placed_paired_pct": _paired_loss(pps["none"], pps["replay"]),
+            "cpu_ns_per_packet_placed": _cpu(placed),
+            # what a checkpoint costs there: the stream's pause, each image's stall of its worker and
+            # the master's own work to commit it (the first, whole one, taken before the run, included)
+            "checkpoint_placed_ms": {k: _pct([p / 1e3 for r in placed["replay"] for p in r[f]]) for k, f in
+                                     (("pause", "pause_ms"), ("image_stall", "image_stall_ms"), ("master_work", "checkpoint_work_ms"))}})
 
 
 LATENCY_KPPS = [float(x) for x in os.environ.get("VNFKIT_BENCH_LATENCY_KPPS", "300,600,1200").split(",")]
