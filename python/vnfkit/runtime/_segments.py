@@ -2,8 +2,11 @@
 
 Names are ``vnfkit-<parent pid>-<random>-<tag>``. The parent creates a segment, the workers map it
 by path, and the parent unlinks the file as soon as every worker has mapped it (the mappings stay
-valid), so even a parent killed with SIGKILL leaves nothing behind in /dev/shm. ``close()`` unlinks
-again (idempotent) for the paths that never got that far.
+valid), so a parent killed with SIGKILL once its workers are up leaves nothing behind in /dev/shm.
+``close()`` unlinks again (idempotent) for the paths that never got that far. A parent killed by a
+signal it does not handle (SIGKILL, or SIGTERM with Python's default action) *while its workers
+start* (a few hundred milliseconds) leaves its ``vnfkit-<pid>-*`` files behind: nothing of it
+runs to unlink them.
 
 With ``populate`` the mapping is made with MAP_POPULATE: the creator's pages are allocated and every
 mapper's page tables filled before the first packet, so no slab pays page faults in the packet path.
