@@ -44,7 +44,6 @@ from __future__ import annotations
 import bisect
 import functools
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
@@ -53,6 +52,7 @@ import numpy as np
 
 from .. import _core
 from ..hdr import HdrHistogram
+from ..runtime._segments import owned_dir
 from .backup import CKPT_STREAM, DET_STREAM
 from .checkpoint import Checkpoint, image_diff
 from .cow import DeltaImages, collect_image, worker_reap
@@ -203,8 +203,7 @@ class StreamingMaster:
         self._board = _Board(queues)
         # the workers' image files go to memory (tmpfs) where there is one: writing, reading and
         # removing them is then a copy, never a wait for a file system's journal
-        shm = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
-        self._tmp = tempfile.TemporaryDirectory(prefix="vnfkit-ftckpt-", dir=shm)
+        self._tmp = owned_dir("ftckpt", tmpfs=True)
         self._hb = HeartbeatBoard(1)
         self.runner: Any = None
         self._deaths: Any = None

@@ -25,7 +25,6 @@ from __future__ import annotations
 import os
 import pickle
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from ..runtime._segments import owned_dir
 from .cow import (DeltaImages, collect_image, worker_delta_image, worker_delta_reset, worker_fork_image,
                   worker_huge_pages, worker_memory, worker_reap)
 
@@ -146,8 +146,7 @@ def measure_fork_pauses(vnf: type, config: dict[str, Any], load: Sequence[Any], 
     shadow = DeltaImages()
     # delta files go to memory (tmpfs) where there is one: the worker's write is then a copy into
     # the page cache, never a wait for a disk (the checkpointer writes the images out itself)
-    shm = "/dev/shm" if mode == "delta" and os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
-    tmp = tempfile.TemporaryDirectory(prefix="vnfkit-pause-", dir=shm)
+    tmp = owned_dir("pause", tmpfs=mode == "delta")
     runner = ProcessRunner(vnf, queues=queues, config=config, parse=False, logged=True, keep_log=True,
                            assign_ids=False)
     shared = runner.shared_state

@@ -127,8 +127,8 @@ def process_trial(w: Workload, crash_at: int | None, phase: str = "mid-batch", *
     `storage_wait_s`: how long a failover waits for storage to answer (module docstring)."""
     import os
     import signal
-    import tempfile
 
+    from ..runtime._segments import owned_dir
     from ..runtime.process import ProcessRunner
 
     strategy = check_strategy(strategy)
@@ -163,7 +163,7 @@ def process_trial(w: Workload, crash_at: int | None, phase: str = "mid-batch", *
     out = OutputHandler(strategy, queues, queues, on_release)
     backup = Backup(w.vnf, w.config, queues)  # passive, ready before the crash
     inp = InputHandler(st if logged else None)
-    tmp = tempfile.TemporaryDirectory(prefix="vnfkit-ckpt-")  # the workers' fork images
+    tmp = owned_dir("ckpt")  # the workers' fork images
     runner = ProcessRunner(w.vnf, queues=queues, config=w.config, parse=False, logged=logged, keep_log=logged,
                            assign_ids=False)
     shared = runner.shared_state

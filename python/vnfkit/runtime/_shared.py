@@ -27,15 +27,23 @@ LOG_RECORDS = 1 << 20
 
 _counter = itertools.count()
 _owned: dict[str, Any] = {}  # segment name -> the parent's SharedState (owner: unlinks on close)
+_claims: dict[str, Any] = {}  # segment name -> the parent's Claim on it, held while the name exists
 
 
 def make_shared(num_workers: int) -> Any:
     """Create the runner's shared state (parent side); returns the spec handed to every worker."""
     from ..state import SharedState
 
+    from ._segments import SHM_DIR, Claim
+
     name = f"vnfkit-{os.getpid()}-state-{next(_counter)}"
     _owned[name] = SharedState.create_shm(name, STATE_BYTES, max_workers=max(1, num_workers),
                                           log_records=LOG_RECORDS)
+    try:
+        _claims[name] = Claim(os.path.join(SHM_DIR, name))  # tells sweep_stale the owner lives
+    except BaseException:
+        release_shared({"name": name})
+        raise
     return {"kind": "shm", "name": name, "workers": num_workers}
 
 
@@ -56,6 +64,13 @@ def workers_attached(spec: Any) -> None:
             os.unlink(os.path.join("/dev/shm", spec["name"]))
         except FileNotFoundError:
             pass
+        _release_claim(spec["name"])
+
+
+def _release_claim(name: str) -> None:
+    claim = _claims.pop(name, None)
+    if claim is not None:
+        claim.release()
 
 
 def owned_state(spec: Any) -> Any:
@@ -65,6 +80,8 @@ def owned_state(spec: Any) -> Any:
 
 def release_shared(spec: Any) -> None:
     """Close the parent's mapping and unlink the segment (parent side, at close; idempotent)."""
-    state = _owned.pop(spec.get("name", ""), None) if isinstance(spec, dict) else None
+    name = spec.get("name", "") if isinstance(spec, dict) else ""
+    state = _owned.pop(name, None)
     if state is not None:
         state.close()
+    _release_claim(name)

@@ -35,7 +35,7 @@ from .. import _core
 from ..hdr import HdrHistogram
 from ..vnf import VNF, ControlState
 from . import _shared
-from ._segments import Segment
+from ._segments import Segment, sweep_stale
 from ._worker import WorkerSpec, main
 from .runner import Runner, WorkerError
 from .stats import QueueStats, RunResult
@@ -253,6 +253,7 @@ class ProcessRunner(Runner):
             slab_bytes = (batch_size * (1536 + 128) + 65536 + 4095) // 4096 * 4096
         self._closed = False
         self._cpu_seen = [0] * queues
+        sweep_stale()  # what killed runners of this uid left in /dev/shm and the temporary directory
         self._state: dict[str, Any] = {"procs": [], "conns": [], "rings": [], "segments": [],
                                        "shared": _shared.make_shared(queues), "affinity": None}
         self._finalizer = weakref.finalize(self, _cleanup, self._state)
