@@ -35,7 +35,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any
 
-from .._procs import stop_group
+from .._procs import dying_with_parent, stop_group
 from .frames import NodeSpec
 
 __all__ = ["load_topology", "run_failover"]
@@ -158,7 +158,7 @@ def run_failover(*, inside: str, outside: str, inside_peer: str, outside_peer: s
         argv = [sys.executable, "-m", "vnfkit.live", role, str(f)]
         if topology is not None:
             argv = ["ip", "netns", "exec", topology[f"{role}_netns"], *argv]
-        p = subprocess.Popen(argv, stdout=subprocess.PIPE,
+        p = subprocess.Popen(dying_with_parent(argv), stdout=subprocess.PIPE,
                              stdin=subprocess.DEVNULL, start_new_session=True)
         procs[role] = p
         assert p.stdout is not None

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 
-from .._procs import stop_group
+from .._procs import dying_with_parent, stop_group
 
 __all__ = ["Host", "Testbed", "TestbedError", "leftovers", "missing_tools", "new_prefix"]
 
@@ -164,7 +164,7 @@ class Testbed:
         starts processes on several hosts) in its own process group; it is stopped by :meth:`close`
         (or :meth:`stop`)."""
         full = list(argv) if host is None else self.hosts[host].argv(argv)
-        p: subprocess.Popen[bytes] = subprocess.Popen(full, start_new_session=True,
+        p: subprocess.Popen[bytes] = subprocess.Popen(dying_with_parent(full), start_new_session=True,
                                                       **kwargs)  # type: ignore[call-overload]
         self.procs.append(p)
         return p

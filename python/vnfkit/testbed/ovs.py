@@ -18,6 +18,10 @@ service, which it neither uses nor stops -- in a fresh directory::
 * ``stop()`` (also on leaving the ``with`` block, even when its body raised): deletes the bridges it
   added, sends SIGTERM to ``ovs-vswitchd`` and then ``ovsdb-server`` *by pid*, SIGKILL after
   ``stop_timeout_s``, reaps them and removes the directory. Nothing else is signalled.
+* A parent killed without ``stop()`` (SIGKILL, or Python's default SIGTERM) leaves no daemon: the
+  kernel sends each SIGTERM when it ends (``_procs.dying_with_parent``). The directory,
+  ``vnfkit-<pid>-ovs-*``, stays; in the system's temporary directory the next process runner of
+  the same user removes it (``runtime._segments.sweep_stale``).
 
 Every command gets ``OVS_RUNDIR``/``OVS_DBDIR``/``OVS_LOGDIR``/``OVS_SYSCONFDIR`` pointing at the
 private directory, so no tool falls back to the system's ``/var/run/openvswitch``.
@@ -29,11 +33,13 @@ import os
 import shutil
 import signal
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
+
+from .._procs import dying_with_parent
+from ..runtime._segments import OwnedDir
 
 #: The tools this module runs (Debian package ``openvswitch-switch`` + ``openvswitch-common``).
 TOOLS = ("ovsdb-tool", "ovsdb-server", "ovs-vswitchd", "ovs-vsctl", "ovs-ofctl", "ovs-appctl")
@@ -143,7 +149,8 @@ class OpenVSwitch:
             raise OvsError(reason)
         if self.run_dir is not None:
             raise OvsError("start: already started")
-        self.run_dir = Path(tempfile.mkdtemp(prefix="vnfkit-ovs-", dir=self.config.parent))
+        self._owned = OwnedDir("ovs", self.config.parent)
+        self.run_dir = Path(self._owned.name)
         try:
             self._start()
         except BaseException:
@@ -156,8 +163,9 @@ class OpenVSwitch:
         assert schema is not None
         self._tool(["ovsdb-tool", "create", str(d / "conf.db"), schema])
         self._db = subprocess.Popen(
-            ["ovsdb-server", str(d / "conf.db"), f"--remote=punix:{self.db_socket}",
-             f"--unixctl={d / 'ovsdb-server.ctl'}", f"--log-file={d / 'ovsdb-server.log'}", "--no-chdir"],
+            dying_with_parent(["ovsdb-server", str(d / "conf.db"), f"--remote=punix:{self.db_socket}",
+                               f"--unixctl={d / 'ovsdb-server.ctl'}", f"--log-file={d / 'ovsdb-server.log'}",
+                               "--no-chdir"]),
             env=self.env(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self._wait(lambda: os.path.exists(self.db_socket), "ovsdb-server's socket", self._db, "ovsdb-server.log")
         self.vsctl("--no-wait", "init")
@@ -165,7 +173,7 @@ class OpenVSwitch:
                f"--log-file={d / 'ovs-vswitchd.log'}", "--no-chdir", "--disable-system"]
         if self.config.netns is not None:
             cmd = ["ip", "netns", "exec", self.config.netns, *cmd]
-        self._vswitchd = subprocess.Popen(cmd, env=self.env(), stdin=subprocess.DEVNULL,
+        self._vswitchd = subprocess.Popen(dying_with_parent(cmd), env=self.env(), stdin=subprocess.DEVNULL,
                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         ctl = str(d / "ovs-vswitchd.ctl")
         self._wait(lambda: os.path.exists(ctl) and self._ok(["ovs-appctl", "-t", ctl, "version"]),
@@ -212,7 +220,7 @@ class OpenVSwitch:
                     p.wait()
         self._vswitchd = self._db = None
         if self.run_dir is not None:
-            shutil.rmtree(self.run_dir, ignore_errors=True)
+            self._owned.cleanup()
             self.run_dir = None
 
     # ------------------------------------------------------------------ tools

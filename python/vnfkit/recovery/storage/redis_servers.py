@@ -12,6 +12,11 @@ the pids are the servers'), and ``bind`` adds addresses of that namespace the pr
 (other hosts reach it over TCP there; the unix sockets work from any namespace).
 Fault injection for tests: :meth:`kill`, :meth:`stall` (SIGSTOP), :meth:`resume` (SIGCONT),
 :meth:`restart`.
+
+A harness killed without running ``stop()`` (SIGKILL, or Python's default SIGTERM) leaves no server
+running: each gets SIGKILL from the kernel when its parent ends (``_procs.dying_with_parent``; KILL,
+not TERM, so that a stalled server goes too), and the directory, ``vnfkit-<pid>-redis-*``, is
+removed by the next process runner of the same user (``runtime._segments.sweep_stale``).
 """
 
 from __future__ import annotations
@@ -21,9 +26,11 @@ import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import time
 from pathlib import Path
+
+from ..._procs import dying_with_parent
+from ...runtime._segments import owned_dir
 
 __all__ = ["RedisPair", "redis_server_path"]
 
@@ -53,7 +60,8 @@ class RedisPair:
             raise ValueError(f"netns: expected a network namespace name, got {netns!r}")
         self.netns = netns
         self.bind = tuple(bind)
-        self.dir = Path(tempfile.mkdtemp(prefix="vnfkit-redis-"))
+        self._owned = owned_dir("redis")
+        self.dir = Path(self._owned.name)
         self.port = _free_port()
         self.primary_socket = str(self.dir / "primary.sock")
         self.replica_socket = str(self.dir / "replica.sock")
@@ -81,7 +89,7 @@ class RedisPair:
         if os.path.exists(sock):
             os.unlink(sock)
         argv = self._args(role) if self.netns is None else ["ip", "netns", "exec", self.netns, *self._args(role)]
-        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        p = subprocess.Popen(dying_with_parent(argv, "KILL"), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
         self.procs[role] = p
         deadline = time.monotonic() + self.start_timeout_s
@@ -156,7 +164,7 @@ class RedisPair:
                 except subprocess.TimeoutExpired:
                     p.kill()
                     p.wait()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        self._owned.cleanup()
 
     def __enter__(self) -> RedisPair:
         return self
