@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+import vnfkit
 from vnfkit._procs import dying_with_parent
 from vnfkit.recovery.storage.redis_servers import redis_server_path
 from vnfkit.runtime._segments import sweep_stale
@@ -21,13 +22,14 @@ from vnfkit.testbed.ovs import unavailable_reason
 
 from _procs import alive
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+#: where the vnfkit this test imports lives (a source tree with its build, or the installed wheel)
+PKG_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(vnfkit.__file__)))
 
 
 def _killed_parent(body: str, sig: int = signal.SIGKILL) -> dict:
     """Run `body` in a Python child, which prints one JSON line when its servers are up; kill it
     with `sig` and return what it printed."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.join(ROOT, "python"), os.environ.get("PYTHONPATH", "")]))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([PKG_ROOT, os.environ.get("PYTHONPATH", "")]))
     p = subprocess.Popen([sys.executable, "-c", textwrap.dedent(body)], stdout=subprocess.PIPE, text=True, env=env)
     try:
         assert p.stdout is not None

@@ -15,6 +15,7 @@ import tempfile
 import textwrap
 import time
 
+import vnfkit
 from vnfkit.recovery.workloads import workload
 from vnfkit.runtime import _shared
 from vnfkit.runtime._segments import SHM_DIR, Claim, Segment, owned_dir, sweep_stale
@@ -22,7 +23,8 @@ from vnfkit.runtime.process import ProcessRunner
 
 from _procs import alive
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+#: where the vnfkit this test imports lives (a source tree with its build, or the installed wheel)
+PKG_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(vnfkit.__file__)))
 
 
 def _entries_of(pid: int) -> list[str]:
@@ -35,7 +37,7 @@ def _entries_of(pid: int) -> list[str]:
 
 def _child(body: str) -> subprocess.Popen[str]:
     """A Python child running `body`; it prints one line when it is ready to be killed."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.join(ROOT, "python"), os.environ.get("PYTHONPATH", "")]))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([PKG_ROOT, os.environ.get("PYTHONPATH", "")]))
     return subprocess.Popen([sys.executable, "-c", textwrap.dedent(body)], stdout=subprocess.PIPE, text=True,
                             env=env)
 
