@@ -81,7 +81,7 @@ void Counters::validate(std::span<const std::uint64_t> keys, std::size_t n_pids,
 
 std::uint32_t Counters::find_or_claim(std::uint64_t key) noexcept {
   std::size_t s = mix(key) & mask_;
-  for (std::size_t probe = 0; probe < n_; ++probe, s = (s + 1) & mask_) {
+  for (std::size_t probe = 0, limit = std::min(n_, kMaxProbe); probe < limit; ++probe, s = (s + 1) & mask_) {
     std::uint64_t k = slots_[s].key.load(std::memory_order_acquire);
     if (k == key) return static_cast<std::uint32_t>(s);
     if (k == kEmptyKey) {
@@ -94,7 +94,7 @@ std::uint32_t Counters::find_or_claim(std::uint64_t key) noexcept {
 
 std::uint32_t Counters::find(std::uint64_t key) const noexcept {
   std::size_t s = mix(key) & mask_;
-  for (std::size_t probe = 0; probe < n_; ++probe, s = (s + 1) & mask_) {
+  for (std::size_t probe = 0, limit = std::min(n_, kMaxProbe); probe < limit; ++probe, s = (s + 1) & mask_) {
     const std::uint64_t k = slots_[s].key.load(std::memory_order_acquire);
     if (k == key) return static_cast<std::uint32_t>(s);
     if (k == kEmptyKey) return kNoSlot;

@@ -20,7 +20,11 @@ class Counters final : public SharedObject {
   static constexpr std::uint32_t kNoSlot = ~0u;
 
   // keyed=false: keys are slot indices in [0, slots). keyed=true: any key except 2^64-1, at most
-  // `slots` distinct keys (rounded up to a power of two).
+  // `slots` distinct keys (rounded up to a power of two). A key lives within kMaxProbe slots of its
+  // home slot (linear probing), so a lookup or a miss reads at most that many slots however full
+  // the table is; a table of more than kMaxProbe slots may therefore refuse a new key (kFull) a
+  // little before every slot is taken (at ~97 % of uniformly hashed keys).
+  static constexpr std::size_t kMaxProbe = 512;
   struct Params {
     std::size_t slots;
     bool keyed;
