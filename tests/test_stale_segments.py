@@ -15,6 +15,8 @@ import tempfile
 import textwrap
 import time
 
+import pytest
+
 import vnfkit
 from vnfkit.recovery.workloads import workload
 from vnfkit.runtime import _shared
@@ -86,7 +88,7 @@ def test_the_segments_and_dirs_of_a_killed_process_are_swept_and_nothing_else():
 def test_an_entry_whose_lock_is_held_is_spared_though_its_pid_looks_dead():
     # a live owner in another pid namespace that shares /dev/shm: its pid is nobody here
     dead = _dead_pid()
-    path = os.path.join(SHM_DIR, f"vnfkit-{dead}-elsewhere")
+    path = os.path.join(SHM_DIR, f"vnfkit-{dead}-0123abcd-q0")
     with open(path, "wb") as f:
         f.write(b"x")
     try:
@@ -104,21 +106,45 @@ def test_a_symlink_another_users_entry_and_a_foreign_name_are_never_touched(tmp_
     dead = _dead_pid()
     target = tmp_path / "target"
     target.write_bytes(b"keep")
-    link = tmp_path / f"vnfkit-{dead}-link"
+    link = tmp_path / f"vnfkit-{dead}-0123abcd-life"
     link.symlink_to(target)
-    other = tmp_path / f"vnfkit-{dead}-other-user"
+    other = tmp_path / f"vnfkit-{dead}-4567cdef-q1"
     other.write_bytes(b"x")
     foreign = tmp_path / "vnfkit-test-12345-0"  # not a name of this module's: no pid field
     foreign.write_bytes(b"x")
     if os.geteuid() == 0:
         os.chown(other, 65534, 65534)
-    stale = tmp_path / f"vnfkit-{dead}-ours"
+    stale = tmp_path / f"vnfkit-{dead}-ovs-abcdefgh"
     stale.mkdir()
+    (stale / ".vnfkit-owned").write_bytes(b"")
     (stale / "f").write_bytes(b"x")
     removed = sweep_stale([str(tmp_path)])
     assert removed == [str(stale)] and not stale.exists()
     assert link.is_symlink() and target.read_bytes() == b"keep" and foreign.exists()
     assert other.exists() == (os.geteuid() == 0)  # as root it belongs to nobody; otherwise it was ours
+
+
+def test_a_users_own_vnfkit_named_entries_are_never_removed(tmp_path):
+    # names that merely start like ours (a user's results, a year), and one of our directory names
+    # without the marker every OwnedDir writes, stay with all their contents
+    dead = _dead_pid()
+    kept = [tmp_path / f"vnfkit-{dead}-results", tmp_path / f"vnfkit-{dead}-ovs-abcdefgh",
+            tmp_path / f"vnfkit-{dead}-ckpt-abcdefgh-old"]
+    for d in kept:
+        d.mkdir()
+        (d / "data.csv").write_bytes(b"precious")
+    files = [tmp_path / f"vnfkit-{dead}-state-0.bak", tmp_path / f"vnfkit-{dead}-0123abcd-life.txt"]
+    for f in files:
+        f.write_bytes(b"precious")
+    (kept[2] / ".vnfkit-owned").write_bytes(b"")  # the marker, but not a name an OwnedDir makes
+    assert sweep_stale([str(tmp_path)]) == []
+    assert all((d / "data.csv").read_bytes() == b"precious" for d in kept)
+    assert all(f.read_bytes() == b"precious" for f in files)
+
+
+def test_an_unknown_directory_tag_is_refused():
+    with pytest.raises(ValueError, match="tag"):
+        owned_dir("results")
 
 
 def test_a_live_owner_keeps_its_dir_and_cleanup_removes_it():

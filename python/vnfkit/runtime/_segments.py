@@ -36,7 +36,12 @@ __all__ = ["SHM_DIR", "Claim", "OwnedDir", "Segment", "attach", "owned_dir", "sw
 
 SHM_DIR = "/dev/shm"
 _POPULATE = getattr(mmap, "MAP_POPULATE", 0)  # Linux; elsewhere pages fault in lazily
-_OWNED_NAME = re.compile(r"vnfkit-([0-9]+)-")  # a name made by this module's rules: its creator's pid
+#: the exact names this module and runtime._shared make (group 1: the creator's pid); anything else,
+#: such as a user's own ``vnfkit-2024-results``, never matches
+_SEGMENT_NAME = re.compile(r"vnfkit-([0-9]+)-(?:[0-9a-f]{8}-(?:life|q[0-9]+)|state-[0-9]+)")
+_DIR_NAME = re.compile(r"vnfkit-([0-9]+)-(?:ftckpt|pause|ckpt|redis|ovs)-[A-Za-z0-9_]{8}")
+#: a file every OwnedDir holds from its creation: a directory without it is not ours to remove
+_MARKER = ".vnfkit-owned"
 _log = logging.getLogger("vnfkit")
 
 
@@ -112,8 +117,12 @@ class OwnedDir:
     ``cleanup()`` (or the garbage collector) removes it with its contents; idempotent."""
 
     def __init__(self, tag: str, dir: str | None = None) -> None:
+        if not _DIR_NAME.fullmatch(f"vnfkit-{os.getpid()}-{tag}-abcdefgh"):
+            raise ValueError(f"tag: not one of the directories sweep_stale knows, got {tag!r}")
         self.name = tempfile.mkdtemp(prefix=f"vnfkit-{os.getpid()}-{tag}-", dir=dir)
         try:
+            with open(os.path.join(self.name, _MARKER), "x"):
+                pass
             claim = Claim(self.name)
         except BaseException:
             shutil.rmtree(self.name, ignore_errors=True)
@@ -148,8 +157,9 @@ def _alive(pid: int) -> bool:
 
 def sweep_stale(dirs: tuple[str, ...] | None = None) -> list[str]:
     """Remove the segments and directories that dead processes left in `dirs` (default /dev/shm and
-    the system's temporary directory); returns their paths. An entry goes only if its name is
-    ``vnfkit-<pid>-...``, it belongs to this uid, `pid` is not a live process and nobody holds its
+    the system's temporary directory); returns their paths. An entry goes only if its name is exactly
+    one this module makes (``vnfkit-<pid>-...``; a directory must also hold the marker file every
+    :class:`OwnedDir` writes first), it belongs to this uid, `pid` is not a live process and nobody holds its
     lock (see the module's docstring). Never raises for an entry it cannot read or remove."""
     if dirs is None:
         dirs = (SHM_DIR, tempfile.gettempdir())
@@ -161,7 +171,7 @@ def sweep_stale(dirs: tuple[str, ...] | None = None) -> list[str]:
         except OSError:
             continue
         for e in entries:
-            m = _OWNED_NAME.match(e.name)
+            m = _SEGMENT_NAME.fullmatch(e.name) or _DIR_NAME.fullmatch(e.name)
             if m is None or int(m[1]) == me or _alive(int(m[1])):
                 continue
             try:
@@ -177,8 +187,10 @@ def sweep_stale(dirs: tuple[str, ...] | None = None) -> list[str]:
                 except BlockingIOError:  # held: its owner lives (in another pid namespace)
                     continue
                 if stat.S_ISDIR(st.st_mode):
+                    if not _DIR_NAME.fullmatch(e.name) or not os.path.isfile(os.path.join(e.path, _MARKER)):
+                        continue  # not a directory an OwnedDir made
                     shutil.rmtree(e.path, ignore_errors=True)
-                elif stat.S_ISREG(st.st_mode):
+                elif stat.S_ISREG(st.st_mode) and _SEGMENT_NAME.fullmatch(e.name):
                     os.unlink(e.path)
                 else:
                     continue
