@@ -455,6 +455,7 @@ def test_stream_checkpoint_large_tables(benchmark):
                     "steady_checkpoints": n - k0,
                     "stream_pause_ms": _pct(m.checkpoint_pauses_s[k0:n]),
                     "worker_stall_ms": _pct(m.checkpoint_fork_s[k0:n]),
+                    "worker_stall_cpu_ms": _pct(m.checkpoint_fork_cpu_s[k0:n]),
                     "master_work_ms": _pct(m.checkpoint_work_s[k0:n]),
                     "load_master_work_ms": _pct(m.checkpoint_work_s[1:k0]) if k0 > 1 else None,
                     "load_worker_stall_ms": _pct(m.checkpoint_fork_s[1:k0]) if k0 > 1 else None}

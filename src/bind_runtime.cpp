@@ -4,6 +4,9 @@
 // by vnfkit.runtime); it holds that buffer exported for as long as the ring or any batch wrapping one
 // of its slabs lives, so the mapping cannot be closed under them. Waits release the GIL.
 #include <chrono>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 #include <cstring>
 #include <deque>
 #include <memory>
@@ -383,6 +386,16 @@ const char* state_name(vnfkit::runtime::LifeLines::State s) {
 void bind_runtime(py::module_& m) {
   m.attr("ATOMICS_LOCK_FREE") = std::atomic<std::uint32_t>::is_always_lock_free && std::atomic<std::uint64_t>::is_always_lock_free;
   m.def("now_ns", &now_ns, "CLOCK_MONOTONIC (steady_clock) in ns: the runtime's arrival / release clock.");
+  m.def("retain_heap", []() -> bool {
+#if defined(__GLIBC__)
+    // Allocations under 32 MiB (glibc's largest mmap threshold on 64-bit) come from the heap, and
+    // the heap's top is given back only past 256 MiB: a checkpoint's multi-megabyte buffers then
+    // reuse pages already mapped instead of faulting in fresh zeroed ones every time.
+    return mallopt(M_MMAP_THRESHOLD, 32 << 20) == 1 && mallopt(M_TRIM_THRESHOLD, 256 << 20) == 1;
+#else
+    return false;
+#endif
+  }, "Keep this process's freed large blocks for reuse (glibc's malloc); False where that is not possible.");
 
   py::class_<PyRing>(m, "SlabRing",
                      "Lock-free SPSC ring of packet slabs in caller-provided (shared) memory.\n"

@@ -120,7 +120,7 @@ NO_ARGUMENTS = {
     "SlabRing.can_fill", "SlabRing.data_capacity", "SlabRing.in_flight", "SlabRing.input_ready",
     "SlabRing.max_packets", "SlabRing.notify_worker", "SlabRing.open_packets", "SlabRing.open_since_ns",
     "SlabRing.outputs_ready", "SlabRing.request_stop", "SlabRing.slab_bytes", "SlabRing.slots",
-    "SlabRing.stopped", "SlabRing.user_word", "now_ns",
+    "SlabRing.stopped", "SlabRing.user_word", "now_ns", "retain_heap",
     "LifeLines.__len__", "DeathWatch.first_dead", "DeathWatch.lines", "DeathWatch.close",
     "Dispatcher.busy", "Dispatcher.clear_counters", "Dispatcher.next_id", "Dispatcher.set_collect",
     "Dispatcher.take_outputs", "Dispatcher.queue_counts",

@@ -372,3 +372,18 @@ def test_a_checkpoint_chain_skips_deltas_before_a_whole_image_and_refuses_what_i
         chain.add(_ck(2, [{"t": d}], [["t"]]))  # the same delta again
     with pytest.raises(ValueError, match="2 workers"):
         chain.add(_ck(3, [{"t": d}, {"t": d}], [["t"], ["t"]]))
+
+
+def test_an_all_dirty_delta_rebuilds_the_table_in_a_worker_like_process():
+    import platform
+
+    from vnfkit.recovery.pause import measure_all_dirty
+
+    r = measure_all_dirty(3000, 3, retain_heap=True)  # each delta checked against a whole snapshot inside
+    assert r["flows"] >= 2900 and len(r["delta_s"]) == len(r["snapshot_s"]) == 3
+    assert r["retained"] is (platform.libc_ver()[0] == "glibc")  # glibc's malloc took the setting
+    # a delta of every slot carries each live entry and value once, like the whole image
+    assert r["delta_bytes"] > r["flows"] * 16
+    for bad in (0, -1, True, 2.5):
+        with pytest.raises(ValueError, match="flows"):
+            measure_all_dirty(bad, 3)

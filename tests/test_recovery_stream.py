@@ -52,6 +52,10 @@ def test_stream_replay_releases_everything_once_with_stable_determinants(images)
         ck = Checkpoint.from_bytes(st.read(CKPT_STREAM)[-1][1])
         assert all(set(t) == {"mazunat.out", "mazunat.reply"} for t in ck.tables)
         assert len(m.checkpoint_fork_s) == m.checkpoints_committed and all(s > 0 for s in m.checkpoint_fork_s)
+        # and the CPU time of that stall: spent, and no more than the stall's wall time (+ the few
+        # microseconds around the image that the CPU clock also counts)
+        assert len(m.checkpoint_fork_cpu_s) == len(m.checkpoint_fork_s)
+        assert all(0 < c <= s + 0.002 for c, s in zip(m.checkpoint_fork_cpu_s, m.checkpoint_fork_s))
     finally:
         m.close()
 

@@ -101,6 +101,6 @@ def test_the_boundary_board_tells_a_pending_checkpoint_image():
         b.request(0)  # checkpoint 0 asked of every worker
         assert b.image_pending(0) and b.image_pending(1)
         b.words[1, _DONE] = 1  # worker 1 took it (its "done" word = epoch + 1)
-        assert b.image_pending(0) and not b.image_pending(1) and b.taken(1, 0) == (0, 0.0)
+        assert b.image_pending(0) and not b.image_pending(1) and b.taken(1, 0) == (0, 0.0, 0.0)
     finally:
         b.close()

@@ -703,6 +703,7 @@ def nat_expired(out: FlowTable, now: int, armed: npt.NDArray[np.uint8] | None = 
 ATOMICS_LOCK_FREE: bool
 
 def now_ns() -> int: ...
+def retain_heap() -> bool: ...
 
 class SlabRing(metaclass=type):
     def __init__(self, mem: Any, *, create: bool, slots: int = 8, slab_bytes: int = 1048576,

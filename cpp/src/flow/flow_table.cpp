@@ -698,13 +698,13 @@ std::vector<std::uint8_t> FlowTable::take_delta() {
     if (dirty_[s]) slots.push_back(static_cast<std::uint32_t>(s));
   }
   const std::size_t vs = cfg_.value_size;
-  std::vector<FlowEntry> es(slots.size());
-  std::vector<std::uint8_t> vals(slots.size() * vs);
-  for (std::size_t i = 0; i < slots.size(); ++i) {
-    es[i] = entries_[slots[i]];
-    std::memcpy(vals.data() + i * vs, values_ + std::size_t{slots[i]} * vs, vs);
-  }
+  const std::size_t keep = std::min(free_low_, free_.size());
   snapshot::Writer w("flow_table_delta");
+  // one buffer sized up front, the dirty entries and values gathered straight into it: an
+  // all-dirty delta of a large table is then one copy of each slot and no reallocation
+  w.reserve(256 + user_meta_.size() + cfg_.classes.size() * 9 + cfg_.class_of_proto.size() +
+            (free_.size() - keep) * sizeof(std::uint32_t) +
+            slots.size() * (sizeof(std::uint32_t) + sizeof(FlowEntry) + vs));
   w.put<std::uint32_t>(cfg_.capacity);
   w.put<std::uint32_t>(cfg_.value_size);
   w.put<std::uint64_t>(delta_seq_);
@@ -713,12 +713,15 @@ std::vector<std::uint8_t> FlowTable::take_delta() {
   w.put(stats_);
   w.put_array<char>(std::span<const char>(user_meta_.data(), user_meta_.size()));
   put_config(w, cfg_);
-  const std::size_t keep = std::min(free_low_, free_.size());
   w.put<std::uint64_t>(keep);
   w.put_array<std::uint32_t>(std::span<const std::uint32_t>(free_.data() + keep, free_.size() - keep));
   w.put_array<std::uint32_t>(slots);
-  w.put_array<FlowEntry>(es);
-  w.put_array<std::uint8_t>(vals);
+  std::uint8_t* es = w.put_array_space<FlowEntry>(slots.size());
+  for (std::size_t i = 0; i < slots.size(); ++i) std::memcpy(es + i * sizeof(FlowEntry), &entries_[slots[i]], sizeof(FlowEntry));
+  std::uint8_t* vals = w.put_array_space<std::uint8_t>(slots.size() * vs);
+  for (std::size_t i = 0; i < slots.size(); ++i) {
+    std::memcpy(vals + i * vs, values_ + std::size_t{slots[i]} * vs, vs);
+  }
   auto out = w.finish();
   clear_dirty();
   return out;

@@ -36,14 +36,16 @@ AUTO_INLINE_ENTRIES = 8192
 #: Rows of the boundary board per worker (slabs a worker may be ahead of the master's reading).
 BOARD_ROWS = 1024
 #: Words of a worker's board line before its rows.
-_HEAD = 6
-_COUNT, _BEAT, _REQ, _DONE, _CUT, _FORK_NS = range(_HEAD)
+_HEAD = 7
+_COUNT, _BEAT, _REQ, _DONE, _CUT, _FORK_NS, _FORK_CPU_NS = range(_HEAD)
 
 
 class _Board:
     """Per worker: a slab counter, a heartbeat (``time.monotonic_ns()`` at its last finished slab),
     the checkpoint asked of it (epoch + 1, written by the master), the one it took (epoch + 1), its
-    log position at that cut and how long it stalled for its image (fork or inline write, ns), then
+    log position at that cut, how long it stalled for its image (fork or inline write, ns of wall
+    time) and the CPU time of that stall (ns; on a shared CPU the wall time also counts the time
+    slices of whoever else runs there), then
     ``BOARD_ROWS`` rows of every worker's log position."""
 
     def __init__(self, queues: int, name: str | None = None) -> None:
@@ -85,11 +87,12 @@ class _Board:
         """Ask every worker for checkpoint `epoch` (taken before its next slab)."""
         self.words[:, _REQ] = epoch + 1
 
-    def taken(self, q: int, epoch: int) -> tuple[int, float] | None:
-        """(log position of the cut, seconds it stalled for its image) once worker `q` took checkpoint `epoch`."""
+    def taken(self, q: int, epoch: int) -> tuple[int, float, float] | None:
+        """(log position of the cut, seconds it stalled for its image, CPU seconds of that stall)
+        once worker `q` took checkpoint `epoch`."""
         if int(self.words[q, _DONE]) < epoch + 1:
             return None
-        return int(self.words[q, _CUT]), int(self.words[q, _FORK_NS]) / 1e9
+        return int(self.words[q, _CUT]), int(self.words[q, _FORK_NS]) / 1e9, int(self.words[q, _FORK_CPU_NS]) / 1e9
 
     def close(self) -> None:
         del self.words
@@ -132,6 +135,7 @@ class _Bounded(VNF):
         req = int(b.words[q, _REQ])
         if req > int(b.words[q, _DONE]):
             prefix = os.path.join(self._ckpt_dir, f"ckpt-{req - 1}")
+            c0 = time.thread_time_ns()
             if self._images == "delta":
                 _, pos, fork_s, _cpu = worker_delta_image(self.inner, ctx, prefix)
             elif self._images == "inline" or (self._images == "auto" and
@@ -141,6 +145,7 @@ class _Bounded(VNF):
                 _, pos, fork_s, _cpu = worker_fork_image(self.inner, ctx, prefix)
             b.words[q, _CUT] = pos
             b.words[q, _FORK_NS] = int(fork_s * 1e9)
+            b.words[q, _FORK_CPU_NS] = time.thread_time_ns() - c0
             b.words[q, _DONE] = req
             b.words[q, _BEAT] = time.monotonic_ns()  # alive through the fork
 

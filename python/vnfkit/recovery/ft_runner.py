@@ -181,6 +181,9 @@ class StreamingMaster:
         #: per committed checkpoint, the slowest worker's stall for its image (its fork, or its inline
         #: write; seconds, in the worker, not a pause of the stream)
         self.checkpoint_fork_s: list[float] = []
+        #: the CPU time of each stall in :attr:`checkpoint_fork_s` (seconds; what the worker itself
+        #: spent, where the wall time also counts other processes' time slices on its CPU)
+        self.checkpoint_fork_cpu_s: list[float] = []
         #: per committed checkpoint, this process's own work once the images were in: reading them,
         #: building the record, the group commit (seconds; the stream is not stopped for it, but
         #: nothing is released meanwhile)
@@ -492,7 +495,9 @@ class StreamingMaster:
                     ck.tables[q], ck.vnf_state[q] = img
             if self._delta is not None:
                 self._delta_record(ck)
-            self.checkpoint_fork_s.append(max(t[1] for t in taken if t is not None))
+            slowest = max((t for t in taken if t is not None), key=lambda t: t[1])
+            self.checkpoint_fork_s.append(slowest[1])
+            self.checkpoint_fork_cpu_s.append(slowest[2])
             self._forking.pop(0)
             self._commit_checkpoint(ck)
             self.checkpoint_work_s.append(time.perf_counter() - t_work)

@@ -102,6 +102,7 @@ def stream_cost(w: Workload, strategy: str, *, queues: int = 2, rate_pps: float 
                 "checkpoints": m.checkpoints_committed, "events": list(m.events),
                 "pause_ms": [p * 1e3 for p in m.checkpoint_pauses_s],
                 "image_stall_ms": [p * 1e3 for p in m.checkpoint_fork_s],
+                "image_stall_cpu_ms": [p * 1e3 for p in m.checkpoint_fork_cpu_s],
                 "checkpoint_work_ms": [p * 1e3 for p in m.checkpoint_work_s],
                 "worker_images": m.worker_images}
     finally:

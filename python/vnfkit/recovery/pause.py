@@ -18,6 +18,10 @@ recorded pause (``fork_s`` / ``fork_cpu_s``) is then the whole time the worker w
 checkpoint: its VNF state snapshot, the table deltas, pickling and writing the file. The
 dispatcher's time to apply the files is ``apply_s``. Verification compares the shadow images with
 the synchronous image of the same cut, as for forks.
+
+:func:`measure_all_dirty` times one table's delta when every flow changed since the previous
+checkpoint, against a whole snapshot of the same table, in a fresh process with the allocator as
+a worker has it (:func:`vnfkit._core.retain_heap`) or as a plain process has it.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from ..runtime._segments import owned_dir
 from .cow import (DeltaImages, collect_image, worker_delta_image, worker_delta_reset, worker_fork_image,
                   worker_huge_pages, worker_memory, worker_reap)
 
-__all__ = ["PauseReport", "measure_fork_pauses", "percentiles_ms"]
+__all__ = ["PauseReport", "measure_all_dirty", "measure_fork_pauses", "percentiles_ms"]
 
 
 def percentiles_ms(xs: Sequence[float]) -> dict[str, float]:
@@ -216,3 +220,56 @@ def measure_fork_pauses(vnf: type, config: dict[str, Any], load: Sequence[Any], 
             print(f"pause: could not reap checkpoint children: {exc}", file=sys.stderr)
         runner.close()
         tmp.cleanup()
+
+
+def _all_dirty_rounds(flows: int, rounds: int, retain: bool) -> dict[str, Any]:
+    from .. import _core, traffic
+    from ..tables import FlowTable, FlowTableImage
+
+    retained = _core.retain_heap() if retain else False
+    pkt = traffic.generate(flows, flows, seed=1)
+    pkt.parse()
+    t = FlowTable(max(1024, 2 * flows), np.dtype([("pkts", "<u8"), ("bytes", "<u8")]), idle_timeout_s=30.0)
+    t.lookup_or_insert(pkt, ts_ns=1)
+    image = FlowTableImage(t.snapshot())
+    t.clear_dirty()
+    live = t.live_slots(mark_dirty=False)
+    delta_s: list[float] = []
+    snapshot_s: list[float] = []
+    size = 0
+    for _ in range(rounds):
+        t.values["pkts"][live] += 1  # every flow counted a packet, as a VNF marks it
+        t.mark_dirty(live)
+        if t.dirty_count() != len(live):
+            raise AssertionError(f"{t.dirty_count()} slots dirty, {len(live)} expected")
+        t0 = time.perf_counter()
+        delta = t.take_delta()
+        t1 = time.perf_counter()
+        snap = t.snapshot()
+        t2 = time.perf_counter()
+        delta_s.append(t1 - t0)
+        snapshot_s.append(t2 - t1)
+        size = len(delta)
+        image.apply(delta)
+        if image.snapshot() != snap:
+            raise AssertionError("the shadow image brought up to date by the delta differs from the table")
+    return {"flows": len(live), "delta_bytes": size, "delta_s": delta_s, "snapshot_s": snapshot_s,
+            "retained": retained}
+
+
+def measure_all_dirty(flows: int = 100_000, rounds: int = 30, *, retain_heap: bool = True) -> dict[str, Any]:
+    """A table of `flows` flows, each changed (a counter bumped and marked dirty) before each of
+    `rounds` checkpoints: per checkpoint, the seconds of ``take_delta()`` and of a whole
+    ``snapshot()`` right after it (lists ``delta_s`` / ``snapshot_s``), the delta's size in bytes,
+    and whether the heap was retained. Every delta is applied to a shadow image, which must equal
+    the table's snapshot (AssertionError otherwise). Runs in a fresh spawned process, so the
+    allocator's state is that of a worker (`retain_heap`, as every worker sets it) or of a plain
+    process; timing covers the native call and the bytes handed back, not writing them out."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    for name, v in (("flows", flows), ("rounds", rounds)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name}: expected a positive int, got {v!r}")
+    with ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn")) as ex:
+        return ex.submit(_all_dirty_rounds, flows, rounds, retain_heap).result()

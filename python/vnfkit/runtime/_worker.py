@@ -77,6 +77,8 @@ def main(spec: WorkerSpec, conn: Any) -> None:
     from ._segments import attach
     from ._shared import attach_shared
 
+    # a worker's checkpoint images are megabytes each time: keep those pages for the next one
+    _core.retain_heap()
     try:
         mem = attach(spec.path, populate=True)
         ring = _core.SlabRing(mem, create=False, max_packets=spec.max_packets)
