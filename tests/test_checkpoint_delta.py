@@ -265,6 +265,7 @@ def test_mazunat_delta_images_follow_outbound_replies_and_expiry(icmp):
     with tempfile.TemporaryDirectory() as d:
         t = 0.0
         translated: list = []
+        inodes: list[int] = []
         for r in range(25):
             t += float(rng.choice([0.2, 0.5, 1.0, 2.5]))  # time advances: mappings expire and are collected
             outs = [out_pkt(int(i)) for i in rng.integers(0, 400, 40)]
@@ -274,11 +275,13 @@ def test_mazunat_delta_images_follow_outbound_replies_and_expiry(icmp):
                 run([reply(p) for p in pick], t + 0.1)  # replies only: no outbound lookup of these flows
             prefix = os.path.join(d, f"c{r}")
             worker_delta_image(nat, ctx, prefix)
+            inodes.append(os.stat(f"{prefix}-0").st_ino)
             assert shadow.collect(0, f"{prefix}-0")
             tables, state = shadow.image(0)
             assert tables == {n: tb.snapshot() for n, tb in ctx.tables.items()}, f"round {r}"
             assert state.keys() == nat.snapshot().keys()
-        assert not os.listdir(d)
+        # every delta was written over the one file the checkpointer handed back, left as the spare
+        assert os.listdir(d) == [".spare-0"] and len(set(inodes)) == 1
     assert nat.c["reverse_translations"] > 0 and len(nat.out) > 0
 
 
@@ -295,8 +298,10 @@ def test_delta_checkpoints_of_a_process_master_recover_correctly(tmp_path, monke
     w = workload("mazunat", packets=8000, flows=400, batch=256, seed=4)
     r = process_trial(w, 21, "mid-batch", kill_worker=1, delay_s=0.0003, checkpoint_every=8, checkpoint_mode="delta")
     assert r.verdict.correct, str(r.verdict)
-    assert len(r.checkpoint_fork_s) == len(r.checkpoint_pauses_s) == 3  # the first cut + batches 7 and 15
-    assert r.recovery.checkpoint_epoch == 2  # a delta checkpoint commits at once
+    # the first cut, then one after batches 7, 15, ... that ended before the kill was noticed (on a
+    # loaded box the SIGKILL can land a few batches after the one aimed at)
+    assert len(r.checkpoint_fork_s) == len(r.checkpoint_pauses_s) == 1 + r.failed_batch // 8 >= 3
+    assert r.recovery.checkpoint_epoch == len(r.checkpoint_pauses_s) - 1  # a delta checkpoint commits at once
     w = workload("qos", packets=6000, flows=300, batch=256, seed=5)
     a = process_trial(w, 18, "between-batches", checkpoint_every=8, checkpoint_mode="delta", backup_mode="warm")
     assert a.verdict.correct and a.recovery.checkpoint_epoch == 2, str(a.verdict)

@@ -80,7 +80,9 @@ def test_fork_checkpoints_of_worker_processes_are_correct_and_leave_nothing_behi
     w = workload("mazunat", packets=8000, flows=400, batch=256, seed=4)
     r = process_trial(w, 21, "mid-batch", kill_worker=1, delay_s=0.0003, checkpoint_every=8, checkpoint_mode="fork")
     assert r.verdict.correct, str(r.verdict)
-    assert len(r.checkpoint_fork_s) == len(r.checkpoint_pauses_s) == 3  # the first cut + batches 7 and 15
+    # the first cut, then one after batches 7, 15, ... that ended before the kill was noticed (on a
+    # loaded box the SIGKILL can land a few batches after the one aimed at)
+    assert len(r.checkpoint_fork_s) == len(r.checkpoint_pauses_s) == 1 + r.failed_batch // 8 >= 3
     assert r.recovery.checkpoint_epoch >= 1  # a forked image was committed and restored
     w = workload("mazunat", packets=8000, flows=400, batch=256, seed=4)
     r = process_trial(w, None, checkpoint_every=8, checkpoint_mode="fork")

@@ -202,14 +202,28 @@ def worker_delta_image(vnf: Any, ctx: Any, path: str) -> tuple[int, int, float, 
             t.clear_dirty()
             _seeded.add(name)
     out = f"{path}-{ctx.queue}"
-    with open(out + ".tmp", "wb") as f:
+    # the file the checkpointer read last time, if it handed it back (DeltaImages.collect): its
+    # pages are written over instead of allocated and zeroed afresh (a rename claims it, so a
+    # file handed back meanwhile is never written while it is read)
+    try:
+        os.rename(_spare(out, ctx.queue), out + ".tmp")
+        mode = "r+b"
+    except OSError:
+        mode = "wb"
+    with open(out + ".tmp", mode) as f:
         pickle.dump((tables, state), f, protocol=5)  # large deltas go to the file as they are, no blob
         size = f.tell()
+        f.truncate()
     os.replace(out + ".tmp", out)
     pause_s, cpu_s = time.perf_counter() - t0, time.thread_time() - c0
     if ctx.state is not None:
         ctx.state.drain_chunk()  # the dispatcher has read every record up to the cut
     return size, pos, pause_s, cpu_s
+
+
+def _spare(image_path: str | os.PathLike[str], queue: int) -> str:
+    """Where the checkpointer leaves worker `queue`'s last delta file for it to write over."""
+    return os.path.join(os.path.dirname(image_path), f".spare-{queue}")
 
 
 def worker_delta_reset(vnf: Any, ctx: Any) -> None:
@@ -232,7 +246,9 @@ class DeltaImages:
         self._last: dict[int, tuple[dict[str, bytes], list[str]]] = {}
 
     def collect(self, queue: int, path: str | os.PathLike[str]) -> bool:
-        """Apply worker `queue`'s file at `path` (False if it is not there)."""
+        """Apply worker `queue`'s file at `path` (False if it is not there). The file is then moved
+        to a spare name in its directory, for the worker to write its next delta over (one file
+        per worker stays there)."""
         import pickle
 
         from ..tables import FlowTableImage
@@ -243,7 +259,10 @@ class DeltaImages:
                 tables, state = pickle.load(f)
         except FileNotFoundError:
             return False
-        p.unlink()
+        try:  # handed back for the worker's next delta (see worker_delta_image)
+            os.replace(p, _spare(p, queue))
+        except OSError:
+            p.unlink(missing_ok=True)
         have = self._tables.setdefault(queue, {})
         for name, (kind, data) in tables.items():
             if kind == "base":
