@@ -57,7 +57,6 @@ def test_fork_checkpoint_pause(benchmark, pages):
     benchmark.extra_info.update(r.summary())
 
 
-
 @pytest.mark.parametrize("heap", ["retained", "default"])
 def test_all_dirty_delta_vs_snapshot(benchmark, heap):
     """A table of ``VNFKIT_BENCH_CKPT_FLOWS`` flows, every one of which changed since the last
