@@ -41,7 +41,9 @@
   way of writing the worker images (``VNFKIT_BENCH_LARGE_IMAGES``, default ``auto,fork``: ``auto``
   is deltas for MazuNAT). Per checkpoint of the steady phase: the stream's pause (drain + the
   shared-state image), the slowest worker's stall for its image, and the master's own work once
-  the images are in (reading them, building the record, the group commit); and the phase's rate.
+  the images are in (reading them, building the record, the group commit); each worker's
+  pre-copy stalls (wall, CPU, size; ``VNFKIT_BENCH_PRECOPY_PACKETS`` sets ``precopy_packets``, unset
+  its default, 0 off); and the phase's rate.
   Asserts every packet released once, nothing held, each worker holding its flows, and at least
   two checkpoints in the steady phase.
 - ``test_checkpoint_pause``: pauses of shipped (``sync``), copy-on-write (``fork``) and
@@ -401,6 +403,8 @@ def test_stream_failover(benchmark, kind, tmp_path):
 
 
 LARGE_IMAGES = os.environ.get("VNFKIT_BENCH_LARGE_IMAGES", "auto,fork").split(",")
+#: packets between a worker's pre-copies with delta images (StreamingMaster's precopy_packets); unset: its default
+LARGE_PRECOPY = int(os.environ["VNFKIT_BENCH_PRECOPY_PACKETS"]) if os.environ.get("VNFKIT_BENCH_PRECOPY_PACKETS") else None
 
 
 def _large_tables_workload():
@@ -433,12 +437,13 @@ def test_stream_checkpoint_large_tables(benchmark):
     def run() -> None:
         for images in LARGE_IMAGES:
             m = StreamingMaster(w.vnf, w.config, queues=2, strategy="replay", batch_size=128, worker_images=images,
-                                master_cpus=[PLACE[0]], worker_cpus=[PLACE[1]])
+                                master_cpus=[PLACE[0]], worker_cpus=[PLACE[1]], precopy_packets=LARGE_PRECOPY)
             try:
                 for b in w.batches[:n_load]:
                     m.feed(b)
                 m.finish()
                 k0 = len(m.checkpoint_pauses_s)  # the steady phase's checkpoints from here
+                load_pre = m.precopy_stalls_s(reset=True)[0] if m.precopy_packets else []
                 t0 = time.perf_counter()
                 for b in w.batches[n_load:]:
                     m.feed(b)
@@ -459,6 +464,13 @@ def test_stream_checkpoint_large_tables(benchmark):
                     "master_work_ms": _pct(m.checkpoint_work_s[k0:n]),
                     "load_master_work_ms": _pct(m.checkpoint_work_s[1:k0]) if k0 > 1 else None,
                     "load_worker_stall_ms": _pct(m.checkpoint_fork_s[1:k0]) if k0 > 1 else None}
+                if m.precopy_packets:
+                    wall_s, cpu_s, sizes = m.precopy_stalls_s()
+                    assert wall_s, "no worker pre-copied"
+                    out[images] |= {"precopy_packets": m.precopy_packets, "precopies": len(wall_s),
+                                    "precopy_stall_ms": _pct(wall_s), "precopy_stall_cpu_ms": _pct(cpu_s),
+                                    "precopy_kib": _pct([n / 1024 / 1e3 for n in sizes]),  # _pct scales by 1e3
+                                    "load_precopy_stall_ms": _pct(load_pre) if load_pre else None}
             finally:
                 m.close()
 

@@ -579,6 +579,16 @@ void bind_flow(py::module_& m) {
              im.apply(d);
            }, py::arg("delta"), "Apply the table's next delta (SnapshotError if it is not the next one or is malformed).")
       .def("snapshot", [](const vnfkit::flow::FlowTableImage& im) { return to_bytes(im.snapshot()); })
+      .def("take_delta", [](vnfkit::flow::FlowTableImage& im) {
+             try {
+               return to_bytes(im.take_delta());
+             } catch (const std::logic_error& e) {
+               throw py::value_error(e.what());
+             }
+           }, "One delta equal to every delta applied since the last take_delta() / clear_delta() (ValueError if none).")
+      .def("clear_delta", &vnfkit::flow::FlowTableImage::clear_delta, "Start a new span of deltas without taking one.")
+      .def_property_readonly("pending_intervals", &vnfkit::flow::FlowTableImage::pending_intervals,
+                             "Table intervals covered by the deltas applied since the last take_delta() / clear_delta().")
       .def("__len__", &vnfkit::flow::FlowTableImage::size)
       .def_property_readonly("deltas", &vnfkit::flow::FlowTableImage::deltas,
                              "The table's interval count after the last delta applied (0 before any).");

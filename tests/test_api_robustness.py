@@ -97,7 +97,7 @@ NO_ARGUMENTS = {
     "FlowTable.live_slots", "FlowTable.memory_bytes", "FlowTable.now_ns", "FlowTable.snapshot",
     "FlowTable.stats", "FlowTable.tick_ns", "FlowTable.timeout_classes", "FlowTable.class_of_proto", "FlowTable.value_size", "FlowTable.values_raw",
     "FlowTable.dirty_count", "FlowTable.take_delta", "FlowTable.clear_dirty", "FlowTableImage.snapshot",
-    "FlowTableImage.__len__", "FlowTableImage.deltas",
+    "FlowTableImage.__len__", "FlowTableImage.deltas", "FlowTableImage.clear_delta", "FlowTableImage.pending_intervals",
     "MultiQueueClassifier.key", "MultiQueueClassifier.num_queues", "MultiQueueClassifier.reta",
     "MultiQueueClassifier.symmetric", "MultiQueueClassifier.use_ports", "OutputCommit.queues",
     "OutputCommit.threads", "PacketBatch.__len__", "PacketBatch.data", "PacketBatch.drop_counts",
@@ -426,6 +426,8 @@ def ft_image_junk(): _core.FlowTableImage(b"junk")
 def ft_image_none(): _core.FlowTableImage(None)
 @case("FlowTableImage.apply", SnapshotError, "snapshot truncated")
 def ft_image_apply_junk(): _core.FlowTableImage(_core.FlowTable(8, 8).snapshot()).apply(b"junk")
+@case("FlowTableImage.take_delta", ValueError, "no delta applied since the image was built")
+def ft_image_take_none(): _core.FlowTableImage(_core.FlowTable(8, 8).snapshot()).take_delta()
 @case("FlowTableImage.apply", SnapshotError, "capacity 16 / value size 8 differ from the image's 8 / 8")
 def ft_image_apply_foreign(): _core.FlowTableImage(_core.FlowTable(8, 8).snapshot()).apply(_core.FlowTable(16, 8).take_delta())
 @case("FlowTable.restore_in_place", TypeError, "image: expected bytes, got NoneType")

@@ -107,6 +107,48 @@ def test_image_fed_every_delta_snapshots_to_the_live_table(seed):
     assert min(sizes) < max(sizes)
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_an_images_delta_stands_for_every_delta_it_took_since_its_last(seed):
+    # A checkpointer applies several of the table's deltas (pre-copies) between two checkpoints
+    # and stores one: an image fed only those stays the table, whatever the table went through.
+    rng = np.random.default_rng(100 + seed)
+    t = table(int(rng.choice([64, 500, 1024])))
+    keys = universe(3 * t.capacity)
+    now = [1_000_000_000]
+    random_round(t, keys, rng, now)
+    near, far = FlowTableImage(t.snapshot()), FlowTableImage(t.snapshot())
+    t.clear_dirty()
+    with pytest.raises(ValueError, match="no delta applied"):
+        near.take_delta()
+    assert near.pending_intervals == 0
+    prev = None
+    for r in range(40):
+        span = int(rng.integers(1, 6))
+        for _ in range(span):
+            random_round(t, keys, rng, now)
+            if r == 25:
+                t.clear()
+            near.apply(t.take_delta())
+        assert near.pending_intervals == span
+        d = near.take_delta()
+        assert near.pending_intervals == 0
+        far.apply(d)
+        assert far.snapshot() == t.snapshot(), f"round {r}"
+        assert far.deltas == near.deltas
+        with pytest.raises(SnapshotError):
+            far.apply(d)  # applied twice
+        if prev is not None:
+            with pytest.raises(SnapshotError):
+                far.apply(prev)
+        prev = d
+    near.apply(t.take_delta())
+    near.clear_delta()  # a span dropped: the next delta does not follow what far holds
+    random_round(t, keys, rng, now)
+    near.apply(t.take_delta())
+    with pytest.raises(SnapshotError):
+        far.apply(near.take_delta())
+
+
 def test_delta_holds_only_what_changed():
     t = table(100_000)
     keys = universe(60_000)
@@ -225,7 +267,7 @@ def test_mazunat_delta_images_follow_outbound_replies_and_expiry(icmp):
     from scapy.layers.l2 import Ether
 
     from vnfkit.packets import from_scapy, to_scapy
-    from vnfkit.recovery.cow import DeltaImages, worker_delta_image, worker_delta_reset
+    from vnfkit.recovery.cow import DeltaImages, worker_delta_image, worker_delta_reset, worker_precopy
 
     nat, ctx = _mazunat()
     rng = np.random.default_rng(7)
@@ -266,22 +308,47 @@ def test_mazunat_delta_images_follow_outbound_replies_and_expiry(icmp):
         t = 0.0
         translated: list = []
         inodes: list[int] = []
+        far: dict = {}  # images fed only the deltas the checkpointer stores (last()), as a backup's chain
+        precopies = 0
+        assert worker_precopy(nat, ctx, d) is None  # nothing to pre-copy before the tables are seeded
         for r in range(25):
-            t += float(rng.choice([0.2, 0.5, 1.0, 2.5]))  # time advances: mappings expire and are collected
-            outs = [out_pkt(int(i)) for i in rng.integers(0, 400, 40)]
-            translated += [p for p in run(outs, t) if p.haslayer(IP) and p[IP].src == "192.0.2.1"]
-            if translated:
-                pick = [translated[int(i)] for i in rng.integers(0, len(translated), 30)]
-                run([reply(p) for p in pick], t + 0.1)  # replies only: no outbound lookup of these flows
+            # between cuts, 0-3 pre-copies: the checkpointer folds them into the cut's delta
+            for k in range(int(rng.integers(0, 4)) if r else 1):
+                if k:
+                    assert worker_precopy(nat, ctx, d) is not None
+                    precopies += 1
+                t += float(rng.choice([0.2, 0.5, 1.0, 2.5]))  # time advances: mappings expire and are collected
+                outs = [out_pkt(int(i)) for i in rng.integers(0, 400, 40)]
+                translated += [p for p in run(outs, t) if p.haslayer(IP) and p[IP].src == "192.0.2.1"]
+                if translated:
+                    pick = [translated[int(i)] for i in rng.integers(0, len(translated), 30)]
+                    run([reply(p) for p in pick], t + 0.1)  # replies only: no outbound lookup of these flows
             prefix = os.path.join(d, f"c{r}")
             worker_delta_image(nat, ctx, prefix)
             inodes.append(os.stat(f"{prefix}-0").st_ino)
             assert shadow.collect(0, f"{prefix}-0")
             tables, state = shadow.image(0)
-            assert tables == {n: tb.snapshot() for n, tb in ctx.tables.items()}, f"round {r}"
+            live = {n: tb.snapshot() for n, tb in ctx.tables.items()}
+            assert tables == live, f"round {r}"
             assert state.keys() == nat.snapshot().keys()
-        # every delta was written over the one file the checkpointer handed back, left as the spare
-        assert os.listdir(d) == [".spare-0"] and len(set(inodes)) == 1
+            stored, deltas, _ = shadow.last(0)
+            for name, data in stored.items():
+                if name in deltas:
+                    far[name].apply(data)
+                else:
+                    far[name] = FlowTableImage(data)
+            assert {n: im.snapshot() for n, im in far.items()} == live, f"round {r}"
+        assert precopies > 10
+        # every delta was written over the one file the checkpointer handed back, left as the spare,
+        # and every pre-copy was read and handed back (at most PRE_SPARES of them kept)
+        assert sorted(f for f in os.listdir(d) if not f.startswith(".prespare-0-")) == [".spare-0"]
+        assert len(set(inodes)) == 1
+        # a pre-copy the checkpointer cannot find is an error, never an image quietly missing it
+        worker_precopy(nat, ctx, d)
+        os.unlink(os.path.join(d, f"pre-0-{precopies}"))
+        worker_delta_image(nat, ctx, os.path.join(d, "gone"))
+        with pytest.raises(ValueError, match="pre-copy .* is missing"):
+            shadow.collect(0, os.path.join(d, "gone-0"))
     assert nat.c["reverse_translations"] > 0 and len(nat.out) > 0
 
 

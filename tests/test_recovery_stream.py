@@ -89,6 +89,9 @@ def test_stream_rejects_bad_arguments():
     for bad in (-1e-6, 2.0, True, "0"):
         with pytest.raises(ValueError, match="service_every_s"):
             StreamingMaster(w.vnf, w.config, service_every_s=bad)
+    for bad in (-1, 1 << 41, 8.0, True, "8"):
+        with pytest.raises(ValueError, match="precopy_packets"):
+            StreamingMaster(w.vnf, w.config, precopy_packets=bad)
     with pytest.raises(ValueError, match="lat"):
         weighted_percentiles(np.zeros(0, np.int64), np.zeros(0, np.int64))
 
@@ -269,6 +272,38 @@ def test_delta_images_make_incremental_checkpoints_that_fold_to_the_workers_tabl
         with pytest.raises(ValueError, match="takes no checkpoints"):
             with StreamingMaster(w.vnf, w.config, queues=2, strategy="none") as m2:
                 m2.checkpoint()
+
+
+@pytest.mark.parametrize("nf", ["mazunat", "monitor"])
+def test_precopies_between_checkpoints_fold_into_their_records(nf):
+    # A worker pre-copies before every slab here (precopy_packets=1): each checkpoint's delta is then
+    # what changed since the last slab, and the master stores one delta per table for the many
+    # deltas it applied; the chain in storage is still the workers' tables at the cut.
+    from vnfkit.recovery.backup import latest_checkpoint
+
+    w = _parsed(nf, packets=6000, flows=300, batch=128, seed=23)
+    st = MemoryStorage()
+    m = StreamingMaster(w.vnf, w.config, queues=2, strategy="replay", storage=st, checkpoint_interval_s=3600.0,
+                        worker_images="delta", precopy_packets=1)
+    try:
+        for i, b in enumerate(w.batches):
+            m.feed(b)
+            if i % 9 == 8:
+                m.checkpoint()
+        m.finish()
+        last = m.checkpoint()
+        walls, cpus, sizes = m.precopy_stalls_s()
+        assert len(walls) == len(cpus) == len(sizes) >= len(w.batches) // 2, len(walls)
+        assert all(0 < c for c in cpus) and all(n > 0 for n in sizes)
+        recs = [Checkpoint.from_bytes(r) for _, r in st.read(CKPT_STREAM)]
+        assert sum(len(r.delta_tables[q]) for r in recs for q in range(2)) > 0
+        ck = latest_checkpoint(st)
+        assert ck is not None and ck.epoch == last.epoch
+        assert ck.tables == m.runner.call_workers(_live_tables)
+        assert m.precopy_stalls_s(reset=True)[0] == walls and m.precopy_stalls_s()[0] == []
+        assert m.held() == 0 and m.released_packets == 6000
+    finally:
+        m.close()
 
 
 @pytest.mark.parametrize("backup_mode", ["cold", "warm", "hot"])

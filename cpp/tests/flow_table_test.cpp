@@ -457,3 +457,63 @@ TEST(FlowTable, DeltaImageFollowsTheTable) {
   EXPECT_EQ(t.dirty_count(), 1u);
   EXPECT_EQ(t.take_delta().size(), empty.size() + 4 + sizeof(FlowEntry) + 16);  // slot, entry, value
 }
+
+// An image's own delta (take_delta of a FlowTableImage) stands for every table delta applied to it
+// since its previous one: a second image fed only those, over spans of 1-6 table deltas with
+// inserts, closes, removals, value writes, expiry and a clear() inside, snapshots to the table's
+// bytes at every span's end; a span's delta applied twice, or one skipped, is refused; nothing
+// applied, nothing to take.
+TEST(FlowTable, ImageDeltaStandsForTheDeltasAppliedSinceTheLast) {
+  std::mt19937 gen(11);
+  auto rng = [&gen] { return static_cast<std::uint32_t>(gen()); };
+  FlowTable t(cfg(200, 400, 50));
+  const auto base = t.snapshot();
+  FlowTableImage near(base);  // fed every table delta
+  FlowTableImage far(base);   // fed only near's deltas
+  t.clear_dirty();
+  EXPECT_THROW((void)near.take_delta(), std::logic_error);
+  std::uint64_t now = 0;
+  Expired e;
+  std::vector<std::uint8_t> prev;
+  std::uint32_t span = 1 + rng() % 6, in_span = 0, spans = 0;
+  for (int step = 0; step < 240; ++step) {
+    Batch b;
+    for (int i = 0; i < 12; ++i) {
+      b.keys.push_back(key(rng() % 400, rng() % 3 ? 6 : 17));
+      b.ts.push_back(now + rng() % 100);
+      b.flags.push_back(rng() % 9 == 0 ? kTcpFin : 0);
+    }
+    b.run(t);
+    for (auto s : b.slots) {
+      if (s != kNoSlot) t.values()[std::size_t{s} * 16 + (rng() % 16)] ^= static_cast<std::uint8_t>(1 + rng() % 255);
+    }
+    if (step % 7 == 0) b.keys.resize(4), t.remove(b.keys.data(), 4, nullptr);
+    now += 25;
+    t.expire(now, e);
+    if (step == 150) t.clear();
+    near.apply(t.take_delta());
+    if (++in_span < span) continue;
+    EXPECT_EQ(near.pending_intervals(), span);
+    auto d = near.take_delta();
+    EXPECT_EQ(near.pending_intervals(), 0u);
+    far.apply(d);
+    ASSERT_EQ(far.snapshot(), t.snapshot()) << "step " << step;
+    ASSERT_EQ(far.deltas(), near.deltas());
+    EXPECT_THROW(far.apply(d), vnfkit::snapshot::SnapshotError);  // applied twice
+    if (!prev.empty()) {
+      EXPECT_THROW(far.apply(prev), vnfkit::snapshot::SnapshotError);
+    }
+    prev = d;
+    span = 1 + rng() % 6, in_span = 0, ++spans;
+  }
+  EXPECT_GT(spans, 40u);
+  // a span that is skipped is refused at the next
+  near.apply(t.take_delta());
+  (void)near.take_delta();
+  near.apply(t.take_delta());
+  EXPECT_THROW(far.apply(near.take_delta()), vnfkit::snapshot::SnapshotError);
+  // clear_delta starts a new span: the next take holds only what follows it
+  near.apply(t.take_delta());
+  near.clear_delta();
+  EXPECT_THROW((void)near.take_delta(), std::logic_error);
+}

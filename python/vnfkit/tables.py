@@ -859,6 +859,25 @@ class FlowTableImage:
         """The table's image (the format of :meth:`FlowTable.snapshot`)."""
         return self._im.snapshot()  # type: ignore[no-any-return]
 
+    def take_delta(self) -> bytes:
+        """One delta that does what every delta applied since the image was built (or since the
+        previous :meth:`take_delta` / :meth:`clear_delta`) did, applied in order: the slots they
+        changed as they are now, the free-slot stack, clock and counters. Another image of the
+        table can be fed these instead of the table's own deltas and stays equal to this one (a
+        checkpointer that took several deltas from the table between two checkpoints stores one).
+        ValueError if no delta was applied since."""
+        return self._im.take_delta()  # type: ignore[no-any-return]
+
+    def clear_delta(self) -> None:
+        """Start a new span of deltas for :meth:`take_delta` without taking one."""
+        self._im.clear_delta()
+
+    @property
+    def pending_intervals(self) -> int:
+        """The table's intervals covered by the deltas applied since the last :meth:`take_delta`
+        / :meth:`clear_delta` (0: nothing to take)."""
+        return int(self._im.pending_intervals)
+
     def __len__(self) -> int:
         return len(self._im)
 

@@ -677,52 +677,75 @@ void put_config(snapshot::Writer& w, const FlowTableConfig& cfg) {
   w.put_array<std::uint8_t>(on_close);
   w.put_array<std::uint8_t>(cfg.class_of_proto);
 }
-}  // namespace
 
-// Delta payload: capacity | value size | interval number | cursor tick | now | stats | user meta |
-// idle / close / tick | timeout classes | free-stack depth kept | free-stack top above it | dirty
-// slots | their entries | their values.
-std::vector<std::uint8_t> FlowTable::take_delta() {
+// Delta payload: capacity | value size | first interval | intervals covered | cursor tick | now |
+// stats | user meta | idle / close / tick | timeout classes | free-stack depth kept | free-stack top
+// above it | dirty slots | their entries | their values. A table's own delta covers one interval;
+// an image's (FlowTableImage::take_delta) covers every delta applied to it since its previous one.
+std::vector<std::uint8_t> write_delta(const FlowTableConfig& cfg, std::uint64_t seq, std::uint64_t intervals,
+                                      std::uint64_t cursor, std::uint64_t now, const FlowTableStats& st,
+                                      const std::string& meta, const std::vector<std::uint32_t>& free,
+                                      std::size_t free_low, const std::vector<std::uint8_t>& dirty,
+                                      const FlowEntry* entries, const std::uint8_t* values) {
   std::vector<std::uint32_t> slots;
-  const std::size_t cap = dirty_.size();
+  const std::size_t cap = dirty.size();
   std::size_t s = 0;
   for (; s + 8 <= cap; s += 8) {  // eight flags at a time: most words are clean
     std::uint64_t word;
-    std::memcpy(&word, dirty_.data() + s, sizeof word);
+    std::memcpy(&word, dirty.data() + s, sizeof word);
     if (word == 0) continue;
     for (std::size_t k = 0; k < 8; ++k) {
-      if (dirty_[s + k]) slots.push_back(static_cast<std::uint32_t>(s + k));
+      if (dirty[s + k]) slots.push_back(static_cast<std::uint32_t>(s + k));
     }
   }
   for (; s < cap; ++s) {
-    if (dirty_[s]) slots.push_back(static_cast<std::uint32_t>(s));
+    if (dirty[s]) slots.push_back(static_cast<std::uint32_t>(s));
   }
-  const std::size_t vs = cfg_.value_size;
-  const std::size_t keep = std::min(free_low_, free_.size());
+  const std::size_t vs = cfg.value_size;
+  const std::size_t keep = std::min(free_low, free.size());
   snapshot::Writer w("flow_table_delta");
   // one buffer sized up front, the dirty entries and values gathered straight into it: an
   // all-dirty delta of a large table is then one copy of each slot and no reallocation
-  w.reserve(256 + user_meta_.size() + cfg_.classes.size() * 9 + cfg_.class_of_proto.size() +
-            (free_.size() - keep) * sizeof(std::uint32_t) +
+  w.reserve(256 + meta.size() + cfg.classes.size() * 9 + cfg.class_of_proto.size() +
+            (free.size() - keep) * sizeof(std::uint32_t) +
             slots.size() * (sizeof(std::uint32_t) + sizeof(FlowEntry) + vs));
-  w.put<std::uint32_t>(cfg_.capacity);
-  w.put<std::uint32_t>(cfg_.value_size);
-  w.put<std::uint64_t>(delta_seq_);
-  w.put<std::uint64_t>(wheel_.cursor_tick());
-  w.put<std::uint64_t>(now_);
-  w.put(stats_);
-  w.put_array<char>(std::span<const char>(user_meta_.data(), user_meta_.size()));
-  put_config(w, cfg_);
+  w.put<std::uint32_t>(cfg.capacity);
+  w.put<std::uint32_t>(cfg.value_size);
+  w.put<std::uint64_t>(seq);
+  w.put<std::uint64_t>(intervals);
+  w.put<std::uint64_t>(cursor);
+  w.put<std::uint64_t>(now);
+  w.put(st);
+  w.put_array<char>(std::span<const char>(meta.data(), meta.size()));
+  put_config(w, cfg);
   w.put<std::uint64_t>(keep);
-  w.put_array<std::uint32_t>(std::span<const std::uint32_t>(free_.data() + keep, free_.size() - keep));
+  w.put_array<std::uint32_t>(std::span<const std::uint32_t>(free.data() + keep, free.size() - keep));
   w.put_array<std::uint32_t>(slots);
-  std::uint8_t* es = w.put_array_space<FlowEntry>(slots.size());
-  for (std::size_t i = 0; i < slots.size(); ++i) std::memcpy(es + i * sizeof(FlowEntry), &entries_[slots[i]], sizeof(FlowEntry));
-  std::uint8_t* vals = w.put_array_space<std::uint8_t>(slots.size() * vs);
-  for (std::size_t i = 0; i < slots.size(); ++i) {
-    std::memcpy(vals + i * vs, values_ + std::size_t{slots[i]} * vs, vs);
+  // The dirty slots are scattered over the table: each copy would wait for its cache lines in
+  // turn, so the lines a few slots ahead are asked for first.
+  constexpr std::size_t kAhead = 12;
+  const std::size_t n = slots.size();
+  std::uint8_t* es = w.put_array_space<FlowEntry>(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    if (i + kAhead < n) __builtin_prefetch(&entries[slots[i + kAhead]]);
+    std::memcpy(es + i * sizeof(FlowEntry), &entries[slots[i]], sizeof(FlowEntry));
   }
-  auto out = w.finish();
+  std::uint8_t* vals = w.put_array_space<std::uint8_t>(n * vs);
+  for (std::size_t i = 0; i < n; ++i) {
+    if (i + kAhead < n) {
+      const std::uint8_t* ahead = values + std::size_t{slots[i + kAhead]} * vs;
+      __builtin_prefetch(ahead);
+      if (vs > 64) __builtin_prefetch(ahead + vs - 1);
+    }
+    std::memcpy(vals + i * vs, values + std::size_t{slots[i]} * vs, vs);
+  }
+  return w.finish();
+}
+}  // namespace
+
+std::vector<std::uint8_t> FlowTable::take_delta() {
+  auto out = write_delta(cfg_, delta_seq_, 1, wheel_.cursor_tick(), now_, stats_, user_meta_, free_, free_low_, dirty_,
+                         entries_.data(), values_);
   clear_dirty();
   return out;
 }
@@ -739,6 +762,8 @@ FlowTableImage::FlowTableImage(std::span<const std::uint8_t> image) {
   entries_.assign(t.entries_.begin(), t.entries_.end());
   values_.assign(t.values_, t.values_ + std::size_t{cfg_.capacity} * cfg_.value_size);
   size_ = t.size_;
+  dirty_.assign(cfg_.capacity, 0);
+  free_low_ = free_.size();
 }
 
 void FlowTableImage::apply(std::span<const std::uint8_t> delta) {
@@ -751,6 +776,10 @@ void FlowTableImage::apply(std::span<const std::uint8_t> delta) {
                                   std::to_string(cfg_.capacity) + " / " + std::to_string(cfg_.value_size));
   }
   const auto seq = rd.get<std::uint64_t>();
+  const auto intervals = rd.get<std::uint64_t>();
+  if (intervals > (std::uint64_t{1} << 62) || seq > (std::uint64_t{1} << 62)) {
+    throw snapshot::SnapshotError("flow_table delta: interval numbers out of range");
+  }
   if (seq_known_ && seq != seq_) {
     throw snapshot::SnapshotError("flow_table delta: interval " + std::to_string(seq) + " does not follow " +
                                   std::to_string(seq_) + " (a delta was lost or applied twice)");
@@ -794,7 +823,11 @@ void FlowTableImage::apply(std::span<const std::uint8_t> delta) {
   for (std::size_t i = 0; i < slots.size(); ++i) {
     entries_[slots[i]] = es[i];
     std::memcpy(values_.data() + std::size_t{slots[i]} * value_size, vals.data() + i * value_size, value_size);
+    dirty_[slots[i]] = 1;
   }
+  if (!pending_) span_seq_ = seq;
+  pending_ += intervals;
+  free_low_ = std::min<std::size_t>(free_low_, keep);
   free_.resize(keep);
   free_.insert(free_.end(), top.begin(), top.end());
   size_ = capacity - free_.size();
@@ -803,8 +836,22 @@ void FlowTableImage::apply(std::span<const std::uint8_t> delta) {
   now_ = now;
   stats_ = st;
   user_meta_.assign(meta.begin(), meta.end());
-  seq_ = seq + 1;
+  seq_ = seq + intervals;
   seq_known_ = true;
+}
+
+std::vector<std::uint8_t> FlowTableImage::take_delta() {
+  if (!pending_) throw std::logic_error("flow_table image: no delta applied since the image was built or its last take_delta()");
+  auto out = write_delta(cfg_, span_seq_, pending_, cursor_, now_, stats_, user_meta_, free_, free_low_, dirty_,
+                         entries_.data(), values_.data());
+  clear_delta();
+  return out;
+}
+
+void FlowTableImage::clear_delta() noexcept {
+  std::fill(dirty_.begin(), dirty_.end(), std::uint8_t{0});
+  free_low_ = free_.size();
+  pending_ = 0;
 }
 
 std::vector<std::uint8_t> FlowTableImage::snapshot() const {

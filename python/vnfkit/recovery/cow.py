@@ -15,7 +15,10 @@ virtual machine). :func:`worker_delta_image` does without it: the worker's FlowT
 slots they change or hand out (:meth:`vnfkit.tables.FlowTable.take_delta`), so at the batch boundary
 the worker writes only what changed since its previous checkpoint, and :class:`DeltaImages`, kept
 by the checkpointer outside the worker, brings its shadow image of every table up to date and
-yields the full images, the same bytes as the live tables' snapshots at the cut.
+yields the full images, the same bytes as the live tables' snapshots at the cut. Between cuts, a
+worker may pre-copy what changed (:func:`worker_precopy`), so the delta at the cut, and so its
+stall, holds only what changed since; the checkpointer applies pre-copies with the next cut's
+delta and stores one delta per table for them all (:meth:`vnfkit.tables.FlowTableImage.take_delta`).
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ from .checkpoint import take_checkpoint
 from .hugeheap import CollapseReport, collapse_private_memory, small_page_kib
 
 __all__ = ["DeltaImages", "ForkedCheckpoint", "collect_image", "fork_checkpoint", "worker_delta_image", "worker_delta_reset",
-           "worker_fork_image", "worker_huge_pages", "worker_memory", "worker_reap", "worker_write_image"]
+           "worker_fork_image", "worker_huge_pages", "worker_memory", "worker_precopy", "worker_reap",
+           "worker_write_image"]
 
 
 class ForkedCheckpoint:
@@ -172,6 +176,7 @@ def worker_write_image(vnf: Any, ctx: Any, prefix: str) -> tuple[int, float]:
 
 
 _seeded: set[str] = set()  # this worker's tables that have sent their base image
+_pre = [0]  # pre-copies this worker wrote since its tables were last seeded (worker_precopy)
 
 
 def worker_delta_image(vnf: Any, ctx: Any, path: str) -> tuple[int, int, float, float]:
@@ -181,8 +186,9 @@ def worker_delta_image(vnf: Any, ctx: Any, path: str) -> tuple[int, int, float, 
     ``("delta", FlowTable.take_delta())`` after that, or ``("full", snapshot)`` for a table
     without dirty tracking; :meth:`DeltaImages.collect` turns it back into full images. The VNF
     state (:meth:`vnfkit.VNF.snapshot`) is taken first, so any slot it marks is in the same delta.
-    Returns (bytes written, log position of the cut, seconds the worker was stopped, CPU seconds);
-    the worker then drains its log and goes on."""
+    The file also says how many pre-copies (:func:`worker_precopy`) this worker wrote before it:
+    the deltas in those come first. Returns (bytes written, log position of the cut, seconds the
+    worker was stopped, CPU seconds); the worker then drains its log and goes on."""
     import pickle
 
     from ..tables import FlowTable
@@ -211,7 +217,7 @@ def worker_delta_image(vnf: Any, ctx: Any, path: str) -> tuple[int, int, float, 
     except OSError:
         mode = "wb"
     with open(out + ".tmp", mode) as f:
-        pickle.dump((tables, state), f, protocol=5)  # large deltas go to the file as they are, no blob
+        pickle.dump((tables, state, _pre[0]), f, protocol=5)  # large deltas go to the file as they are, no blob
         size = f.tell()
         f.truncate()
     os.replace(out + ".tmp", out)
@@ -219,6 +225,49 @@ def worker_delta_image(vnf: Any, ctx: Any, path: str) -> tuple[int, int, float, 
     if ctx.state is not None:
         ctx.state.drain_chunk()  # the dispatcher has read every record up to the cut
     return size, pos, pause_s, cpu_s
+
+
+def worker_precopy(vnf: Any, ctx: Any, directory: str) -> tuple[int, float, float] | None:
+    """Between two checkpoints, at this worker's batch boundary: write what its FlowTables changed
+    since their previous delta to ``f"{directory}/pre-{queue}-{n}"`` (the n-th pre-copy since the
+    tables were seeded) and start a new dirty interval, so the delta of the next checkpoint holds
+    only what changes after this. Each stall is then proportional to what changed since the
+    previous one, not over the whole checkpoint interval. Not a checkpoint: the checkpointer
+    applies pre-copies only with the next checkpoint's delta file (:meth:`DeltaImages.collect`),
+    which names how many precede it. None (nothing written) before the tables are seeded by a
+    first :func:`worker_delta_image`; else (bytes written, seconds stopped, CPU seconds)."""
+    import pickle
+
+    from ..tables import FlowTable
+
+    if not _seeded:
+        return None
+    c0 = time.thread_time()
+    t0 = time.perf_counter()
+    deltas = {name: t.take_delta() for name, t in ctx.tables.items() if isinstance(t, FlowTable) and name in _seeded}
+    out = os.path.join(directory, f"pre-{ctx.queue}-{_pre[0]}")
+    try:  # a pre-copy file the checkpointer read and handed back: its pages are written over
+        os.rename(_pre_spare(directory, ctx.queue, _pre[0]), out + ".tmp")
+        mode = "r+b"
+    except OSError:
+        mode = "wb"
+    with open(out + ".tmp", mode) as f:
+        pickle.dump(deltas, f, protocol=5)
+        size = f.tell()
+        f.truncate()
+    os.replace(out + ".tmp", out)
+    _pre[0] += 1
+    return size, time.perf_counter() - t0, time.thread_time() - c0
+
+
+#: Read pre-copy files a checkpointer hands back to each worker for writing over (see _pre_spare).
+PRE_SPARES = 8
+
+
+def _pre_spare(directory: str | os.PathLike[str], queue: int, n: int) -> str:
+    """Where the checkpointer leaves worker `queue`'s read pre-copy file `n` for the worker's pre-copy
+    ``n + PRE_SPARES`` (one of :data:`PRE_SPARES` per worker)."""
+    return os.path.join(directory, f".prespare-{queue}-{n % PRE_SPARES}")
 
 
 def _spare(image_path: str | os.PathLike[str], queue: int) -> str:
@@ -230,6 +279,7 @@ def worker_delta_reset(vnf: Any, ctx: Any) -> None:
     """Make this worker's next :func:`worker_delta_image` send base images again (a new
     checkpointer, or one that lost its shadow images)."""
     _seeded.clear()
+    _pre[0] = 0
 
 
 class DeltaImages:
@@ -244,6 +294,7 @@ class DeltaImages:
         self._tables: dict[int, dict[str, Any]] = {}
         self._state: dict[int, Any] = {}
         self._last: dict[int, tuple[dict[str, bytes], list[str]]] = {}
+        self._pre: dict[int, int] = {}  # per worker: its pre-copies applied
 
     def collect(self, queue: int, path: str | os.PathLike[str]) -> bool:
         """Apply worker `queue`'s file at `path` (False if it is not there). The file is then moved
@@ -256,7 +307,7 @@ class DeltaImages:
         p = Path(path)
         try:
             with open(p, "rb") as f:
-                tables, state = pickle.load(f)
+                tables, state, pre = pickle.load(f)
         except FileNotFoundError:
             return False
         try:  # handed back for the worker's next delta (see worker_delta_image)
@@ -264,20 +315,43 @@ class DeltaImages:
         except OSError:
             p.unlink(missing_ok=True)
         have = self._tables.setdefault(queue, {})
+        if any(kind == "base" for kind, _ in tables.values()):
+            self._pre[queue] = 0  # the worker's tables were seeded again: it counts pre-copies afresh
+        for i in range(self._pre.get(queue, 0), pre):  # the pre-copies before this cut, in order
+            pp = p.parent / f"pre-{queue}-{i}"
+            try:
+                with open(pp, "rb") as f:
+                    deltas = pickle.load(f)
+            except FileNotFoundError:
+                raise ValueError(f"delta image: worker {queue}'s pre-copy {i} is missing") from None
+            try:  # handed back for the worker's pre-copy PRE_SPARES later (see worker_precopy)
+                os.replace(pp, _pre_spare(pp.parent, queue, i))
+            except OSError:
+                pp.unlink(missing_ok=True)
+            for name, data in deltas.items():
+                if not isinstance(have.get(name), FlowTableImage):
+                    raise ValueError(f"delta image: worker {queue} pre-copied table {name!r} before its base")
+                have[name].apply(data)
+        self._pre[queue] = max(pre, self._pre.get(queue, 0))
+        last: dict[str, bytes] = {}
         for name, (kind, data) in tables.items():
             if kind == "base":
                 have[name] = FlowTableImage(data)
             elif kind == "delta":
-                if not isinstance(have.get(name), FlowTableImage):
+                img = have.get(name)
+                if not isinstance(img, FlowTableImage):
                     raise ValueError(f"delta image: worker {queue} sent a delta of table {name!r} before its base")
-                have[name].apply(data)
+                img.apply(data)
+                # pre-copies applied too: one delta for them all, else the worker's as it came
+                data = img.take_delta() if img.pending_intervals > 1 else data
+                img.clear_delta()
             elif kind == "full":
                 have[name] = data
             else:
                 raise ValueError(f"delta image: worker {queue}, table {name!r}: unknown kind {kind!r}")
+            last[name] = data
         self._state[queue] = state
-        self._last[queue] = ({name: data for name, (_kind, data) in tables.items()},
-                             [name for name, (kind, _data) in tables.items() if kind == "delta"])
+        self._last[queue] = (last, [name for name, (kind, _data) in tables.items() if kind == "delta"])
         return True
 
     @property

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections import deque
 from collections.abc import Callable
 from multiprocessing import shared_memory
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..vnf import VNF
-from .cow import worker_delta_image, worker_fork_image, worker_write_image
+from .cow import worker_delta_image, worker_fork_image, worker_precopy, worker_write_image
 
 __all__ = ["AUTO_INLINE_ENTRIES", "BOARD_ROWS", "WORKER_IMAGES"]
 
@@ -32,6 +33,9 @@ __all__ = ["AUTO_INLINE_ENTRIES", "BOARD_ROWS", "WORKER_IMAGES"]
 WORKER_IMAGES = ("fork", "inline", "auto", "delta")
 #: Table entries (summed over a worker's tables) up to which ``auto`` images inline.
 AUTO_INLINE_ENTRIES = 8192
+
+#: Pre-copy stalls a worker keeps the times of (the newest).
+PRECOPY_KEPT = 65536
 
 #: Rows of the boundary board per worker (slabs a worker may be ahead of the master's reading).
 BOARD_ROWS = 1024
@@ -107,13 +111,21 @@ class _Bounded(VNF):
     row first, then the counter: x86 keeps the stores in order, and the slab's hand-back after);
     before a slab, the checkpoint the master asked for, if it has not taken it yet: the image
     ``f"{ckpt_dir}/ckpt-{epoch}-{queue}"`` written by a forked child (:func:`.cow.worker_fork_image`)
-    or by the worker itself (:func:`.cow.worker_write_image`), per `images` (:data:`WORKER_IMAGES`)."""
+    or by the worker itself (:func:`.cow.worker_write_image`), per `images` (:data:`WORKER_IMAGES`);
+    with delta images and `precopy_packets`, else a pre-copy of what its tables changed once it
+    processed that many packets since its last image or pre-copy (:func:`.cow.worker_precopy`)."""
 
     def __init__(self, inner: Callable[[], Any], board_name: str, queues: int, ckpt_dir: str,
-                 images: str = "fork") -> None:
+                 images: str = "fork", precopy_packets: int = 0) -> None:
         if images not in WORKER_IMAGES:
             raise ValueError(f"images: expected one of {list(WORKER_IMAGES)}, got {images!r}")
         self.inner = inner()
+        # delta images: pre-copy what changed (cow.worker_precopy) once the worker processed this
+        # many packets since its last image or pre-copy, at a slab boundary
+        self._precopy_after = int(precopy_packets) if images == "delta" else 0
+        self._since = 0
+        #: (wall ns, CPU ns, bytes written) of each pre-copy, the newest PRECOPY_KEPT
+        self.precopy_stalls: deque[tuple[int, int, int]] = deque(maxlen=PRECOPY_KEPT)
         self._images = images
         self._board_name = board_name
         self._queues = queues
@@ -148,6 +160,16 @@ class _Bounded(VNF):
             b.words[q, _FORK_CPU_NS] = time.thread_time_ns() - c0
             b.words[q, _DONE] = req
             b.words[q, _BEAT] = time.monotonic_ns()  # alive through the fork
+            self._since = 0
+
+    def _precopy(self, ctx: Any) -> None:
+        c0 = time.thread_time_ns()
+        t0 = time.monotonic_ns()
+        done = worker_precopy(self.inner, ctx, self._ckpt_dir)
+        if done is not None:
+            t1 = time.monotonic_ns()
+            self.precopy_stalls.append((t1 - t0, time.thread_time_ns() - c0, done[0]))
+        self._since = 0
 
     def process(self, batch: Any, ctx: Any) -> None:
         # Scalar words through the board's flat memoryview and the row written natively
@@ -159,7 +181,10 @@ class _Bounded(VNF):
         flat, line = b._flat, self._line
         if flat[line + _REQ] > flat[line + _DONE]:
             self.take_requested(ctx)
+        elif self._precopy_after and self._since >= self._precopy_after:
+            self._precopy(ctx)
         self.inner.process(batch, ctx)
+        self._since += len(batch)
         if ctx.shared is not None:
             k = self._k
             n = self._queues
@@ -176,6 +201,15 @@ class _Bounded(VNF):
 
     def restore(self, state: dict[str, Any]) -> None:
         self.inner.restore(state)
+
+
+def _precopy_stalls(vnf: Any, ctx: Any, reset: bool) -> list[tuple[int, int, int]]:
+    """Through call_workers: this worker's pre-copy stalls, (wall ns, CPU ns, bytes) each (forgotten
+    here with `reset`)."""
+    got = list(vnf.precopy_stalls)
+    if reset:
+        vnf.precopy_stalls.clear()
+    return got
 
 
 def _take_requested(vnf: Any, ctx: Any) -> None:

@@ -57,7 +57,8 @@ from .backup import CKPT_STREAM, DET_STREAM
 from .checkpoint import Checkpoint, image_diff
 from .cow import DeltaImages, collect_image, worker_reap
 from .detector import FailureDetector, HeartbeatBoard
-from .ft_board import _COUNT, _HEAD, BOARD_ROWS, WORKER_IMAGES, _Board, _Bounded, _inner_visible, _take_requested
+from .ft_board import (_COUNT, _HEAD, BOARD_ROWS, WORKER_IMAGES, _Board, _Bounded, _inner_visible, _precopy_stalls,
+                       _take_requested)
 from .input_log import INPUT_STREAM, InputHandler
 from .storage.base import StableStorage, prune
 from .storage.memory import MemoryStorage
@@ -76,6 +77,8 @@ SERVICE_EVERY_S = 0.0003
 #: about 1 + this many whole states; with deltas larger than one item's share, up to a record per
 #: item more.
 CHAIN_RATIO = 1.0
+#: Default of StreamingMaster's ``precopy_packets``.
+PRECOPY_PACKETS = 8192
 #: Released slabs whose latencies are binned together (one histogram update per this many).
 LAT_FLUSH = 4096
 #: Inputs whose first id and arrival are kept before older ones are looked at for dropping.
@@ -129,6 +132,14 @@ class StreamingMaster:
             dispatcher has to wait for a worker, and at once between arrivals, :meth:`idle`): the
             per-call work is shared by the input batches fed meanwhile, at the cost of at most
             this much added wait for an output under saturation. 0: after every input batch.
+        precopy_packets: with delta images, each worker also writes what its tables changed once
+            it processed this many packets since its last image or pre-copy, at a slab boundary
+            (:func:`.cow.worker_precopy`), and this process applies those with the next
+            checkpoint's delta. A stall at a cut, or for a pre-copy, then copies what at most
+            about this many packets changed, however long the interval and however fast the
+            traffic (see :meth:`precopy_stalls_s`); a slot that changes again after a pre-copy
+            is copied again. A worker under light load never pre-copies. Default (None):
+            :data:`PRECOPY_PACKETS`. 0: off.
     """
 
     def __init__(self, vnf: Any, config: dict[str, Any] | None = None, *, queues: int = 2,
@@ -136,7 +147,8 @@ class StreamingMaster:
                  checkpoint_interval_s: float = 0.050, on_release: Callable[[int, Any], None] | None = None,
                  batch_size: int = 256, depth: int = 8, sync_timeout_s: float = 1.0,
                  heartbeat_timeout_s: float | None = None, worker_images: str = "auto", master_cpus: Any = None,
-                 worker_cpus: Any = None, service_every_s: float = SERVICE_EVERY_S) -> None:
+                 worker_cpus: Any = None, service_every_s: float = SERVICE_EVERY_S,
+                 precopy_packets: int | None = None) -> None:
         from ..runtime.process import ProcessRunner
 
         if strategy not in FT_STRATEGIES:
@@ -152,6 +164,11 @@ class StreamingMaster:
         if isinstance(service_every_s, bool) or not isinstance(service_every_s, (int, float)) \
                 or not 0 <= service_every_s <= 1.0:
             raise ValueError(f"service_every_s: must be a number in [0, 1], got {service_every_s!r}")
+        if precopy_packets is None:
+            precopy_packets = PRECOPY_PACKETS
+        elif isinstance(precopy_packets, bool) or not isinstance(precopy_packets, int) \
+                or not 0 <= precopy_packets <= 1 << 40:
+            raise ValueError(f"precopy_packets: must be None or an integer in [0, 2**40], got {precopy_packets!r}")
         self.service_every_ns = int(service_every_s * 1e9)
         self._serviced_ns = 0
         self.strategy = strategy
@@ -212,7 +229,10 @@ class StreamingMaster:
         self._deaths: Any = None
         self.detector: FailureDetector | None = None
         try:
-            factory = functools.partial(_Bounded, vnf, self._board.name, queues, self._tmp.name, worker_images)
+            #: packets a worker processes between two pre-copies (0: none; delta images only)
+            self.precopy_packets = precopy_packets if worker_images == "delta" else 0
+            factory = functools.partial(_Bounded, vnf, self._board.name, queues, self._tmp.name, worker_images,
+                                        self.precopy_packets)
             self.runner = ProcessRunner(factory, queues=queues, config=config, parse=False, logged=self.logged,
                                         keep_log=self.logged, assign_ids=False, batch_size=batch_size,
                                         flush_us=0.0, depth=depth, hold_while_busy=False, worker_cpus=worker_cpus,
@@ -589,6 +609,13 @@ class StreamingMaster:
         from .process_master import _merge_visible
 
         return _merge_visible(self.runner.call_workers(_inner_visible))
+
+    def precopy_stalls_s(self, reset: bool = False) -> tuple[list[float], list[float], list[int]]:
+        """Every worker's pre-copy stalls since the start or the last call with `reset` (the
+        newest :data:`.ft_board.PRECOPY_KEPT` each): (wall seconds, CPU seconds, bytes written),
+        one entry per stall."""
+        got = [st for per in self.runner.call_workers(_precopy_stalls, bool(reset)) for st in per]
+        return [w / 1e9 for w, _, _ in got], [c / 1e9 for _, c, _ in got], [n for _, _, n in got]
 
     def held(self) -> int:
         """Packets processed and waiting for output commit."""

@@ -276,6 +276,15 @@ class FlowTableImage {
   [[nodiscard]] std::vector<std::uint8_t> snapshot() const;
   [[nodiscard]] std::size_t size() const noexcept { return size_; }
   [[nodiscard]] std::uint64_t deltas() const noexcept { return seq_; }
+  // One delta equal to every delta applied since the image was built or since the previous
+  // take_delta() / clear_delta(), applied in order (what changed in those intervals, as of the
+  // last); an image of the table fed these instead of the table's own deltas stays the same.
+  // std::logic_error if none was applied.
+  [[nodiscard]] std::vector<std::uint8_t> take_delta();
+  // Start a new span of deltas without taking one.
+  void clear_delta() noexcept;
+  // Table intervals the deltas applied since the last take_delta() / clear_delta() cover.
+  [[nodiscard]] std::uint64_t pending_intervals() const noexcept { return pending_; }
 
  private:
   FlowTableConfig cfg_;
@@ -289,6 +298,10 @@ class FlowTableImage {
   std::size_t size_ = 0;
   std::uint64_t seq_ = 0;  // the table's interval count after the last delta applied
   bool seq_known_ = false;  // false until the first delta (a snapshot does not carry it)
+  std::vector<std::uint8_t> dirty_;  // slots a delta applied since the last take_delta / clear_delta
+  std::size_t free_low_ = 0;  // lowest free-stack depth kept by those deltas
+  std::uint64_t span_seq_ = 0;  // first interval of those deltas
+  std::uint64_t pending_ = 0;  // intervals they cover
 };
 
 }  // namespace vnfkit::flow
