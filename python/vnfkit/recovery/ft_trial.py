@@ -133,7 +133,7 @@ def stream_trial(w: Workload, crash_at: int, *, kill_worker: int = 0, delay_s: f
                  rate_pps: float | None = None, backup_mode: str = "hot",
                  heartbeat_timeout_s: float | None = None, storage_wait_s: float = 30.0,
                  worker_images: str = "auto", follow_every_s: float = 0.0, master_cpus: Any = None,
-                 worker_cpus: Any = None) -> TrialResult:
+                 worker_cpus: Any = None, precopy_packets: int | None = None) -> TrialResult:
     """One crash of the streaming master under checkpoint + replay, failed over and judged (module
     docstring). `backup_mode` (:data:`.process_master.BACKUP_MODES`): ``cold`` (restore + replay at
     the failover), ``warm`` (it restores each new checkpoint as it becomes stable, so the failover
@@ -147,7 +147,7 @@ def stream_trial(w: Workload, crash_at: int, *, kill_worker: int = 0, delay_s: f
     after an input batch once this long has passed since it last did (0: after every batch); it
     does so in this process, between the master's input batches. `master_cpus`, `worker_cpus`:
     CPU placement of this process's thread (the master, and the backup that follows) and of the
-    workers, as for :class:`~.ft_runner.StreamingMaster`."""
+    workers, as for :class:`~.ft_runner.StreamingMaster`; `precopy_packets` too."""
     if isinstance(storage_wait_s, bool) or not isinstance(storage_wait_s, (int, float)) or storage_wait_s < 0:
         raise ValueError(f"storage_wait_s: must be a non-negative number, got {storage_wait_s!r}")
     if not 0 <= crash_at < len(w.batches):
@@ -182,7 +182,8 @@ def stream_trial(w: Workload, crash_at: int, *, kill_worker: int = 0, delay_s: f
     m = StreamingMaster(w.vnf, w.config, queues=queues, strategy="replay", storage=st,
                         checkpoint_interval_s=checkpoint_interval_s, on_release=on_release,
                         heartbeat_timeout_s=heartbeat_timeout_s, worker_images=worker_images,
-                        batch_size=_slab_size(w), master_cpus=master_cpus, worker_cpus=worker_cpus)
+                        batch_size=_slab_size(w), master_cpus=master_cpus, worker_cpus=worker_cpus,
+                        precopy_packets=precopy_packets)
     kill_t = [0]
     victim = m.runner.pids[kill_worker]
     timer: threading.Timer | None = None
