@@ -87,8 +87,9 @@ STREAM_BATCH = int(os.environ.get("VNFKIT_BENCH_STREAM_BATCH", "128"))
 PLACE = sorted(os.sched_getaffinity(0))[:2]
 
 
-def _pct(xs: list[float]) -> dict[str, float]:
-    a = np.asarray(xs) * 1e3
+def _pct(xs: list[float], scale: float = 1e3) -> dict[str, float]:
+    """Percentiles of `xs` times `scale` (seconds to ms by default)."""
+    a = np.asarray(xs) * scale
     return {k: round(float(np.percentile(a, q)), 3) for k, q in (("p50", 50), ("p99", 99), ("p99.9", 99.9))} | {
         "max": round(float(a.max()), 3), "n": len(xs)}
 
@@ -469,7 +470,7 @@ def test_stream_checkpoint_large_tables(benchmark):
                     assert wall_s, "no worker pre-copied"
                     out[images] |= {"precopy_packets": m.precopy_packets, "precopies": len(wall_s),
                                     "precopy_stall_ms": _pct(wall_s), "precopy_stall_cpu_ms": _pct(cpu_s),
-                                    "precopy_kib": _pct([n / 1024 / 1e3 for n in sizes]),  # _pct scales by 1e3
+                                    "precopy_kib": _pct(sizes, 1 / 1024),
                                     "load_precopy_stall_ms": _pct(load_pre) if load_pre else None}
             finally:
                 m.close()

@@ -349,6 +349,13 @@ def test_mazunat_delta_images_follow_outbound_replies_and_expiry(icmp):
         worker_delta_image(nat, ctx, os.path.join(d, "gone"))
         with pytest.raises(ValueError, match="pre-copy .* is missing"):
             shadow.collect(0, os.path.join(d, "gone-0"))
+        # a cut whose count of pre-copies went back (a worker that lost count) is refused too
+        import pickle
+
+        with open(os.path.join(d, "back-0"), "wb") as f:
+            pickle.dump(({}, {}, 1), f)
+        with pytest.raises(ValueError, match="counts 1 pre-copies"):
+            shadow.collect(0, os.path.join(d, "back-0"))
     assert nat.c["reverse_translations"] > 0 and len(nat.out) > 0
 
 

@@ -321,15 +321,16 @@ def test_failover_from_a_chain_of_incremental_checkpoints_is_correct(backup_mode
 
 
 def test_failover_with_precopies_between_checkpoints_is_correct():
-    # Workers pre-copy every 256 packets: a kill lands between pre-copies and cuts, and before a
-    # cut's delta reaches the master; the backup restores the last committed record and replays.
+    # Workers pre-copy before every slab (precopy_packets=1): a kill lands between pre-copies and
+    # cuts, and before a cut's delta reaches the master; the backup restores the last committed
+    # record and replays.
     rng = np.random.default_rng(47)
     for t in range(3):
         w = _parsed("mazunat", packets=9000, flows=400, batch=128, seed=int(rng.integers(1 << 30)))
         crash = int(rng.integers(len(w.batches) // 2, len(w.batches) - 2))
         r = stream_trial(w, crash, kill_worker=t % 2, delay_s=float(rng.uniform(0, 0.001)), rate_pps=300_000,
                          checkpoint_interval_s=0.003, backup_mode=("cold", "warm", "hot")[t], worker_images="delta",
-                         precopy_packets=256)
+                         precopy_packets=1)
         assert r.verdict.correct, (crash, str(r.verdict))
         assert r.recovery is not None and r.recovery.checkpoint_epoch >= 2, r.recovery
 

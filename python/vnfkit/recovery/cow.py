@@ -317,6 +317,8 @@ class DeltaImages:
         have = self._tables.setdefault(queue, {})
         if any(kind == "base" for kind, _ in tables.values()):
             self._pre[queue] = 0  # the worker's tables were seeded again: it counts pre-copies afresh
+        if pre < self._pre.get(queue, 0):
+            raise ValueError(f"delta image: worker {queue} counts {pre} pre-copies, {self._pre[queue]} were applied")
         for i in range(self._pre.get(queue, 0), pre):  # the pre-copies before this cut, in order
             pp = p.parent / f"pre-{queue}-{i}"
             try:
@@ -332,7 +334,7 @@ class DeltaImages:
                 if not isinstance(have.get(name), FlowTableImage):
                     raise ValueError(f"delta image: worker {queue} pre-copied table {name!r} before its base")
                 have[name].apply(data)
-        self._pre[queue] = max(pre, self._pre.get(queue, 0))
+        self._pre[queue] = pre
         last: dict[str, bytes] = {}
         for name, (kind, data) in tables.items():
             if kind == "base":
